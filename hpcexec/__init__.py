@@ -1,0 +1,55 @@
+"""hpcexec: run Python work as batch-scheduler jobs through ``concurrent.futures``.
+
+Imports are lazy so that the in-job runner (``python -m hpcexec.runner``) starts fast.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Executor": "executor",
+    "wait": "executor",
+    "JobFuture": "future",
+    "ShellResult": "future",
+    "JobState": "states",
+    "Resources": "resources",
+    "Store": "store",
+    "JobRecord": "store",
+    "HpcexecError": "errors",
+    "ResourceError": "errors",
+    "PayloadError": "errors",
+    "BackendError": "errors",
+    "SubmitError": "errors",
+    "TransportError": "errors",
+    "CacheError": "errors",
+    "JobFailed": "errors",
+    "RemoteTraceback": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .errors import (BackendError, CacheError, HpcexecError, JobFailed, PayloadError,
+                         RemoteTraceback, ResourceError, SubmitError, TransportError)
+    from .executor import Executor, wait
+    from .future import JobFuture, ShellResult
+    from .resources import Resources
+    from .states import JobState
+    from .store import JobRecord, Store
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpcexec' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,1 @@
+"""Scheduler dialects. Each backend is pure: it renders and parses, it never runs anything."""

@@ -1,0 +1,94 @@
+"""The local backend: no scheduler, jobs are detached processes on this machine.
+
+Pure functions only; :mod:`hpcexec.localqueue` does the I/O with them.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from ..errors import BackendError
+from ..resources import Resources
+from ..script import ScriptParts
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    state: str  # one letter: R, S, D, Z, T, ...
+    start: int  # clock ticks since boot
+
+
+def parse_proc_stat(text: str) -> ProcStat | None:
+    """Parse ``/proc/<pid>/stat``; the command name may hold spaces and parentheses."""
+    end = text.rfind(")")
+    if end < 0:
+        return None
+    rest = text[end + 2 :].split()
+    if len(rest) < 20:
+        return None
+    return ProcStat(state=rest[0], start=int(rest[19]))
+
+
+def make_job_id(pid: int, start: int) -> str:
+    return f"{pid}:{start}"
+
+
+def split_job_id(job_id: str) -> tuple[int, int]:
+    pid, _, start = job_id.partition(":")
+    return int(pid), int(start or 0)
+
+
+def plan_starts(pending: Iterable[tuple[str, int]], free_cores: int) -> list[str]:
+    """Which pending jobs (key, cores), in queue order, to start now: each that fits the
+    free cores, so smaller jobs backfill behind a large one that must wait."""
+    chosen = []
+    for key, cores in pending:
+        if cores <= free_cores:
+            chosen.append(key)
+            free_cores -= cores
+        if free_cores <= 0:
+            break
+    return chosen
+
+
+class LocalBackend(Backend):
+    name = "local"
+    poll_min = 0.02
+    poll_max = 1.0
+
+    def __init__(self, total_cores: int) -> None:
+        self.total_cores = total_cores
+
+    def check(self, res: Resources) -> None:
+        if (res.nodes or 1) > 1:
+            raise BackendError(
+                f"the local backend runs on one machine and cannot give nodes={res.nodes}; "
+                "drop `nodes` or use a scheduler backend such as backend='slurm'"
+            )
+        if res.cores > self.total_cores:
+            raise BackendError(
+                f"this job asks for {res.cores} cores (threads x ppn) but this machine has "
+                f"{self.total_cores}; it could never start. Ask for at most {self.total_cores}."
+            )
+
+    def ignored(self, res: Resources) -> list[str]:
+        """Resources that mean nothing without a scheduler (accepted so a workflow moves
+        between backends unchanged, and logged)."""
+        return [k for k in ("queue", "account", "gpus", "native", "mem") if getattr(res, k)]
+
+    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
+                     stderr: str, workdir: str) -> ScriptParts:
+        return ScriptParts(
+            directives=[],
+            prologue="read -ra _hpcexec_stat < /proc/$$/stat 2>/dev/null",
+            job_id_expr='"$$:${_hpcexec_stat[21]:-0}"',
+            nodelist_expr='"$(hostname)"',
+            array_index_expr='"${HPCEXEC_ARRAY_INDEX:-}"',
+        )
+
+    def spawn_argv(self, script: str) -> Sequence[str]:
+        return ["/bin/bash", script]

@@ -1,0 +1,84 @@
+"""Exceptions raised by hpcexec, all under :class:`HpcexecError`."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .states import JobState
+
+
+class HpcexecError(Exception):
+    """Base class of every error hpcexec raises on purpose."""
+
+
+class ResourceError(HpcexecError, ValueError):
+    """A resource or job option has a bad value or an unknown name."""
+
+
+class PayloadError(HpcexecError, TypeError):
+    """The callable or its arguments cannot be serialised for the job."""
+
+
+class BackendError(HpcexecError):
+    """The backend is unknown, unavailable, or cannot express a request."""
+
+
+class SubmitError(HpcexecError):
+    """The scheduler refused a submission; the message carries its words."""
+
+
+class TransportError(HpcexecError):
+    """A command could not be run or a file could not be moved."""
+
+
+class CacheError(HpcexecError):
+    """The job cache is unusable: corrupt, unsafe, or of an unknown version."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the text of a traceback raised inside a job; set as ``__cause__``."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class JobFailed(HpcexecError):
+    """A job ended without a result: killed, timed out, out of memory, or non-zero exit."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        state: JobState | None = None,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        reason: str | None = None,
+        key: str | None = None,
+        job_id: str | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        self.state = state
+        self.exit_code = exit_code
+        self.signal = signal
+        self.reason = reason
+        self.key = key
+        self.job_id = job_id
+        self.stderr_tail = stderr_tail
+        text = message
+        if stderr_tail:
+            text += "\n--- last lines of the job's stderr ---\n" + stderr_tail.rstrip("\n")
+        super().__init__(text)
+
+    def __reduce__(self):  # keep the fields through pickling
+        return (_rebuild_job_failed, (self.args[0], self.__dict__))
+
+
+def _rebuild_job_failed(text: str, fields: dict) -> JobFailed:
+    err = JobFailed.__new__(JobFailed)
+    Exception.__init__(err, text)
+    err.__dict__.update(fields)
+    return err

@@ -1,0 +1,548 @@
+"""The Executor: ``concurrent.futures`` over batch jobs backed by persistent records."""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import os
+import re
+import shlex
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from . import payload as pl
+from .backends.local import LocalBackend
+from .errors import BackendError, CacheError, HpcexecError, JobFailed, ResourceError
+from .future import JobFuture, ShellResult
+from .jobfiles import PAYLOAD, RESULT, SCRIPT
+from .localqueue import LocalQueue
+from .monitor import Monitor
+from .resources import Resources, split_options
+from .script import render
+from .states import JobState
+from .store import JobRecord, Store
+from .transport.local import LocalShell
+
+log = logging.getLogger(__name__)
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+STDERR_TAIL_BYTES = 2000
+BACKENDS = ("local",)
+
+
+@dataclass
+class _Job:
+    """One job about to be looked up or submitted."""
+
+    kind: str  # call | chunk | shell
+    key: str
+    name: str
+    res: Resources
+    n: int  # futures it serves
+    file_bytes: bytes | None = None  # payload (None for shell jobs)
+    body: str | None = None  # shell body
+    check: bool = True
+    futures: list[JobFuture] = field(default_factory=list)
+
+
+def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
+    for flag in ("force", "retry", "hold"):
+        if flag in opts and not isinstance(opts[flag], bool):
+            raise ResourceError(f"job option {flag!r} takes True or False, not {opts[flag]!r}")
+    if "key" in opts and opts["key"] is not None:
+        if not isinstance(opts["key"], str) or not _KEY_RE.match(opts["key"]):
+            raise ResourceError(
+                f"job option 'key' must be 1-128 letters, digits, '.', '_' or '-' starting with "
+                f"a letter or digit, not {opts['key']!r}")
+    if "after" in opts:
+        after = opts["after"]
+        after = [after] if isinstance(after, JobFuture) else list(after or ())
+        for f in after:
+            if not isinstance(f, JobFuture):
+                raise ResourceError(f"job option 'after' takes JobFutures, not {type(f).__name__}")
+        opts["after"] = after
+    return opts
+
+
+def _job_sys_path() -> list[str]:
+    """The client's own import directories (not the standard library or site-packages),
+    so a callable pickled by reference imports in the job as it did here."""
+    skip = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    out = []
+    for p in [os.getcwd(), *sys.path]:
+        if not p or "site-packages" in p or "dist-packages" in p or p.endswith(".zip"):
+            continue
+        real = os.path.realpath(p)
+        if any(real == s or real.startswith(s + os.sep) for s in skip) or not os.path.isdir(real):
+            continue
+        if real not in out:
+            out.append(real)
+    return out
+
+
+class _Core:
+    """What every view of one Executor shares: store, transport, backend, monitor, futures."""
+
+    def __init__(self, backend: str, cache_dir: str | os.PathLike, host: str | None,
+                 python: str | None, poll_interval: float | None) -> None:
+        if backend == "auto":
+            log.info("backend 'auto': no scheduler detection yet, using 'local'")
+            backend = "local"
+        if backend not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        if host not in (None, "localhost"):
+            raise BackendError(
+                f"host={host!r}: running jobs on another host over SSH is not available in this "
+                "version; use host=None to run on this machine")
+        if poll_interval is not None and (not isinstance(poll_interval, (int, float))
+                                          or poll_interval <= 0):
+            raise ResourceError(f"poll_interval must be a positive number of seconds, "
+                                f"not {poll_interval!r}")
+        self.cache_dir = Path(cache_dir).absolute()
+        try:
+            self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
+        self.jobs_dir = self.cache_dir / "jobs"
+        self.store = Store(self.cache_dir)
+        self.transport = LocalShell()
+        self.backend = LocalBackend(self.transport.cpu_count())
+        self.queue = LocalQueue(self.store, self.transport, self.backend)
+        self.host = self.transport.host
+        self.python = python or sys.executable
+        self.sys_path = _job_sys_path()
+        interval = poll_interval or self.backend.poll_min
+        self.monitor = Monitor(self, interval, max(self.backend.poll_max, interval))
+        self.closed = False
+        self._lock = threading.RLock()
+        self._watch: dict[str, list[JobFuture]] = {}
+
+    # -- futures -------------------------------------------------------------------------
+    def watching(self) -> bool:
+        with self._lock:
+            return bool(self._watch)
+
+    def all_futures(self) -> list[JobFuture]:
+        with self._lock:
+            return [f for fs in self._watch.values() for f in fs]
+
+    def _watch_futures(self, key: str, futures: Sequence[JobFuture]) -> None:
+        with self._lock:
+            self._watch.setdefault(key, []).extend(futures)
+
+    def driver_poll(self) -> bool:
+        return self.queue.poll()
+
+    def records_changed(self, records: Iterable[JobRecord]) -> None:
+        for rec in records:
+            with self._lock:
+                futures = list(self._watch.get(rec.key, ()))
+            if futures:
+                self._apply(rec, futures)
+
+    def _apply(self, rec: JobRecord, futures: list[JobFuture]) -> None:
+        """Move futures along to what their record says (called outside any transaction)."""
+        for f in futures:
+            f._seen_state = rec.state
+        if rec.state.started:
+            for f in futures:
+                if not f.done() and f._state == concurrent.futures._base.PENDING:
+                    f.set_running_or_notify_cancel()
+        if not rec.state.finished:
+            return
+        with self._lock:
+            mine = self._watch.get(rec.key)
+            if mine is not None:
+                for f in futures:
+                    if f in mine:
+                        mine.remove(f)
+                if not mine:
+                    del self._watch[rec.key]
+        outcomes: list[bytes] | None = None
+        outcome_error: Exception | None = None
+        if rec.kind in ("call", "chunk"):
+            try:
+                data = self.transport.read_bytes(os.path.join(rec.jobdir, RESULT))
+                outcomes = pl.load_outcomes(data, os.path.join(rec.jobdir, RESULT))
+            except FileNotFoundError:
+                outcomes = None
+            except CacheError as e:
+                outcome_error = e
+        for f in futures:
+            if f.done():
+                continue
+            try:
+                value = self._value(rec, f, outcomes, outcome_error)
+            except BaseException as e:  # the job's own exception, re-raised here
+                _set(f, exc=e)
+            else:
+                _set(f, result=value)
+
+    def _value(self, rec: JobRecord, f: JobFuture, outcomes: list[bytes] | None,
+               outcome_error: Exception | None) -> Any:
+        if rec.kind == "shell":
+            if rec.state is JobState.COMPLETED or (rec.state is JobState.FAILED
+                                                   and rec.exit_code is not None and not rec.signal):
+                result = ShellResult(rec.exit_code or 0, self.read_output(rec, "stdout"),
+                                     self.read_output(rec, "stderr"))
+                if result.returncode != 0 and f._check:
+                    raise self._failure(rec, f"shell job {rec.name} exited with code {rec.exit_code}")
+                return result
+            raise self._failure(rec)
+        if outcome_error is not None:
+            raise outcome_error
+        index = f._index or 0
+        if outcomes is not None and index < len(outcomes):
+            return pl.outcome_value(outcomes[index], os.path.join(rec.jobdir, RESULT))
+        if rec.state is JobState.COMPLETED:
+            raise self._failure(rec, f"job {rec.name} ({rec.key}) ended but left no result file")
+        raise self._failure(rec)
+
+    def _failure(self, rec: JobRecord, message: str | None = None) -> JobFailed:
+        if message is None:
+            message = f"job {rec.name} ({rec.key}, id {rec.job_id}) ended {rec.state.value}"
+            details = []
+            if rec.exit_code is not None:
+                details.append(f"exit code {rec.exit_code}")
+            if rec.signal:
+                details.append(f"signal {rec.signal}")
+            if rec.reason:
+                details.append(rec.reason)
+            if details:
+                message += ": " + "; ".join(details)
+        err = self.transport.read_tail(self.output_path(rec, "stderr"), STDERR_TAIL_BYTES)
+        return JobFailed(message, state=rec.state, exit_code=rec.exit_code, signal=rec.signal,
+                         reason=rec.reason, key=rec.key, job_id=rec.job_id,
+                         stderr_tail="\n".join(err.splitlines()[-20:]))
+
+    # -- files ---------------------------------------------------------------------------
+    def output_path(self, rec: JobRecord, stream: str) -> str:
+        path = rec.resources.get(stream)
+        if not path:
+            return os.path.join(rec.jobdir, stream)
+        return os.path.join(rec.resources.get("workdir") or rec.jobdir, path)
+
+    def read_output(self, rec: JobRecord, stream: str) -> str:
+        try:
+            return self.transport.read_bytes(self.output_path(rec, stream)).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- control -------------------------------------------------------------------------
+    def cancel_element(self, f: JobFuture) -> bool:
+        """Cancel the job behind a future if it has not started. A chunk job is cancelled
+        when the last of its futures still wanted is cancelled."""
+        with self._lock:
+            siblings = [g for g in self._watch.get(f.key, ()) if g is not f and not g.cancelled()]
+        rec = self.store.get(f.key)
+        if rec is None or rec.state.started:
+            return False
+        if siblings and rec.kind == "chunk":
+            return True
+        return self.queue.cancel(f.key) or self.store.get(f.key).state is JobState.CANCELLED
+
+    def terminate(self, key: str) -> bool:
+        ok = self.queue.terminate(key)
+        self.monitor.wake()
+        return ok
+
+    def release(self, key: str) -> bool:
+        ok = self.queue.release(key)
+        self.monitor.wake()
+        return ok
+
+    # -- submission ----------------------------------------------------------------------
+    def submit_jobs(self, jobs: list[_Job], opts: dict[str, Any]) -> None:
+        """Look the jobs up in the cache; submit those that must run; attach futures."""
+        force, retry = opts.get("force", False), opts.get("retry", True)
+        deps = sorted({f.key for f in opts.get("after", ())})
+        unique: dict[str, _Job] = {}
+        for j in jobs:
+            unique.setdefault(j.key, j)
+            # Watch before any record is written, so no change can slip past the monitor.
+            self._watch_futures(j.key, j.futures)
+        known = self.store.get_many(unique)
+        to_write: dict[str, _Job] = {}
+        for key, j in unique.items():
+            rec = known.get(key)
+            if rec is None:
+                to_write[key] = j
+            elif rec.state.finished:
+                if force or (retry and rec.state is not JobState.COMPLETED):
+                    to_write[key] = j
+                elif rec.state is JobState.COMPLETED and not self._result_present(rec):
+                    log.warning("result of %s is missing from the cache; running it again", key)
+                    to_write[key] = j
+        try:
+            for j in to_write.values():
+                self._write_files(j)
+            if to_write:
+                self._insert(to_write, known, deps, hold=bool(opts.get("hold")))
+        except BaseException:
+            with self._lock:
+                for j in jobs:
+                    for f in j.futures:
+                        if f in self._watch.get(j.key, ()):
+                            self._watch[j.key].remove(f)
+                    if not self._watch.get(j.key, True):
+                        del self._watch[j.key]
+            raise
+        self.monitor.wake() if to_write else self.monitor.start()
+        attached = [key for key in unique if key not in to_write]
+        fresh = {k: known[k] for k in attached if known[k].state.finished}
+        fresh.update(self.store.get_many(k for k in attached if k not in fresh))
+        self.records_changed(fresh.values())
+
+    def _insert(self, jobs: dict[str, _Job], known: dict[str, JobRecord], deps: list[str],
+                hold: bool) -> None:
+        now = time.time()
+        lost_race = 0
+        with self.store.write() as tx:
+            for key, j in jobs.items():
+                cur = tx.get(key)
+                before = known.get(key)
+                if cur is not None and (before is None or cur.rev != before.rev):
+                    lost_race += 1  # another client submitted it meanwhile: attach to theirs
+                    continue
+                res = j.res
+                tx.put(JobRecord(
+                    key=key, backend=self.backend.name, host=self.host, kind=j.kind,
+                    jobdir=str(self.jobs_dir / key),
+                    state=JobState.HELD if hold else JobState.PENDING,
+                    name=j.name, submitted=now, cores=res.cores,
+                    resources={**res.to_dict(), "workdir": res.workdir or os.getcwd()},
+                    deps=deps))
+        if lost_race:
+            log.info("%d job(s) were submitted by another client at the same time; attaching",
+                     lost_race)
+
+    def _result_present(self, rec: JobRecord) -> bool:
+        return rec.kind == "shell" or self.transport.exists(os.path.join(rec.jobdir, RESULT))
+
+    def _write_files(self, j: _Job) -> None:
+        jobdir = str(self.jobs_dir / j.key)
+        self.transport.make_dir(jobdir)
+        self.transport.clear_dir(jobdir)
+        workdir = j.res.workdir or os.getcwd()
+        parts = self.backend.script_parts(j.res, name=j.name, jobdir=jobdir, workdir=workdir,
+                                          stdout=j.res.stdout or os.path.join(jobdir, "stdout"),
+                                          stderr=j.res.stderr or os.path.join(jobdir, "stderr"))
+        if j.kind == "shell":
+            script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
+                            name=j.name, shell_body=j.body)
+        else:
+            assert j.file_bytes is not None
+            self.transport.write_bytes(os.path.join(jobdir, PAYLOAD), j.file_bytes)
+            command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
+            script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
+                            name=j.name, command=command)
+        self.transport.write_bytes(os.path.join(jobdir, SCRIPT), script.encode())
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        with self._lock:
+            self.closed = True
+        if cancel_futures:
+            for f in self.all_futures():
+                if not f.running():
+                    f.cancel()
+        if wait:
+            concurrent.futures.wait(self.all_futures())
+            self.monitor.stop(wait=True)
+            self.store.close()
+        else:
+            self.monitor.close_when_idle()
+
+
+def _set(f: JobFuture, *, result: Any = None, exc: BaseException | None = None) -> None:
+    try:
+        if f._state == concurrent.futures._base.PENDING:
+            if not f.set_running_or_notify_cancel():
+                return
+        if exc is not None:
+            f.set_exception(exc)
+        else:
+            f.set_result(result)
+    except concurrent.futures.InvalidStateError:  # cancelled or set by a racing pass
+        pass
+
+
+def _safe_name(text: str) -> str:
+    name = re.sub(r"[^\w.+-]+", "_", text).strip("_")
+    return name[:64] or "job"
+
+
+class Executor(concurrent.futures.Executor):
+    """Run callables and shell bodies as batch jobs, with ``concurrent.futures`` semantics.
+
+    Args:
+        backend: ``"local"`` (the default: detached processes on this machine) or ``"auto"``.
+        cache_dir: where job records, payloads and results live (created private).
+        host: where jobs run; ``None`` for this machine.
+        python: the interpreter jobs run with (default: this one).
+        poll_interval: the shortest time between status polls, in seconds.
+        **resources: default resources and job options for every job (see :meth:`options`).
+
+    Jobs outlive the client: running the same script again reattaches to running jobs and
+    returns finished results from the cache without submitting them again.
+    """
+
+    def __init__(self, backend: str = "local", *, cache_dir: str | os.PathLike = ".hpcexec",
+                 host: str | None = None, python: str | None = None,
+                 poll_interval: float | None = None, **resources: Any) -> None:
+        res, opts = split_options(resources)
+        self._res = Resources.create(**res)
+        self._opts = _job_options(opts)
+        self._core = _Core(backend, cache_dir, host, python, poll_interval)
+        self._core.backend.check(self._res)
+
+    # -- views ---------------------------------------------------------------------------
+    def options(self, **resources_and_options: Any) -> Executor:
+        """An executor sharing this one's cache and monitor, with other resources or job
+        options: ``name``, ``key`` (explicit cache key), ``force`` (run even if cached),
+        ``retry`` (run a cached failure again, default True), ``hold``, ``after`` (futures
+        that must complete first)."""
+        res, opts = split_options(resources_and_options)
+        view = object.__new__(Executor)
+        view._core = self._core
+        view._res = self._res.replace(**res)
+        view._opts = _job_options({**self._opts, **opts})
+        view._core.backend.check(view._res)
+        return view
+
+    @property
+    def resources(self) -> Resources:
+        return self._res
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._core.cache_dir
+
+    @property
+    def store(self) -> Store:
+        return self._core.store
+
+    # -- submission ----------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._core.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def _key(self, *parts: str | bytes) -> str:
+        return pl.cache_key(*parts, self._res.canonical(), self._core.backend.name, self._core.host)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
+        """Run ``fn(*args, **kwargs)`` as a job; its future holds the return value."""
+        self._check_open()
+        file_bytes, body = pl.dumps_payload(fn, [(args, kwargs)], kind="call",
+                                            sys_path=self._core.sys_path)
+        key = self._opts.get("key") or self._key("call", body)
+        name = self._res.name or _safe_name(getattr(fn, "__name__", "call"))
+        job = _Job("call", key, name, self._res, 1, file_bytes=file_bytes)
+        job.futures = [JobFuture(self._core, key)]
+        self._core.submit_jobs([job], self._opts)
+        return job.futures[0]
+
+    def submit_shell(self, body: str, *, check: bool = True) -> JobFuture:
+        """Run a shell body as a job. The future's result is a :class:`ShellResult`; a
+        non-zero exit raises :class:`JobFailed` when ``check``. ``{placeholders}`` such as
+        ``{threads}`` or ``{mem}`` are filled from the resources."""
+        self._check_open()
+        if not isinstance(body, str) or not body.strip():
+            raise ResourceError("submit_shell needs a non-empty shell body string")
+        if "\0" in body:
+            raise ResourceError("the shell body contains a NUL byte")
+        key = self._opts.get("key") or self._key("shell", body)
+        name = self._res.name or "shell"
+        job = _Job("shell", key, name, self._res, 1, body=body, check=check)
+        job.futures = [JobFuture(self._core, key, check=check)]
+        self._core.submit_jobs([job], self._opts)
+        return job.futures[0]
+
+    def default_chunksize(self, n: int) -> int:
+        """Calls per job for a ``map`` of ``n`` calls when ``chunksize`` is not given: on the
+        local backend, about two jobs per free core, so process start-up is paid rarely."""
+        slots = max(1, self._core.backend.total_cores // self._res.cores)
+        return max(1, math.ceil(n / (2 * slots)))
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int | None = None, progress: bool = False) -> Iterator[Any]:
+        """Like :meth:`concurrent.futures.Executor.map`: results in order, stopping at the
+        shortest iterable, ``TimeoutError`` if a result is not ready ``timeout`` seconds after
+        the call. ``chunksize`` calls share one job (default: :meth:`default_chunksize`)."""
+        self._check_open()
+        if timeout is not None:
+            end_time = timeout + time.monotonic()
+        if self._opts.get("key"):
+            raise ResourceError("job option 'key' names one job; map makes many: drop key=")
+        calls = [(args, {}) for args in zip(*iterables)]
+        if chunksize is None:
+            chunksize = self.default_chunksize(len(calls))
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        base = self._res.name or _safe_name(getattr(fn, "__name__", "map"))
+        jobs = []
+        fn_checked = False
+        for start in range(0, len(calls), chunksize):
+            part = calls[start : start + chunksize]
+            kind = "chunk" if chunksize > 1 else "call"
+            file_bytes, body = pl.dumps_payload(fn, part, kind=kind, sys_path=self._core.sys_path)
+            fn_checked = True
+            key = self._key(kind, body)
+            name = base if chunksize == 1 else f"{base}[{start}:{start + len(part)}]"
+            job = _Job(kind, key, name, self._res, len(part), file_bytes=file_bytes)
+            job.futures = [JobFuture(self._core, key, i if kind == "chunk" else None)
+                           for i in range(len(part))]
+            jobs.append(job)
+        if not fn_checked and not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        self._core.submit_jobs(jobs, self._opts)
+        fs = [f for j in jobs for f in j.futures]
+        bar = None
+        if progress:
+            from .progress import attach_bar
+
+            bar = attach_bar(fs, desc=base)
+
+        def result_iterator() -> Iterator[Any]:
+            try:
+                fs.reverse()
+                while fs:
+                    if timeout is None:
+                        yield fs.pop().result()
+                    else:
+                        yield fs.pop().result(end_time - time.monotonic())
+            finally:
+                for f in fs:
+                    f.cancel()
+                if bar is not None:
+                    bar.close()
+
+        return result_iterator()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work. ``wait`` waits for every future; ``cancel_futures`` cancels
+        the jobs that have not started (in the scheduler too). Running jobs are never
+        killed: they outlive the client."""
+        self._core.shutdown(wait, cancel_futures)
+
+
+def wait(fs: Iterable[concurrent.futures.Future], timeout: float | None = None,
+         return_when: str = concurrent.futures.ALL_COMPLETED, *,
+         progress: bool = False) -> concurrent.futures._base.DoneAndNotDoneFutures:
+    """:func:`concurrent.futures.wait`, with an optional progress bar counting jobs per state."""
+    fs = list(fs)
+    if not progress:
+        return concurrent.futures.wait(fs, timeout, return_when)
+    from .progress import attach_bar
+
+    bar = attach_bar(fs, desc="jobs")
+    try:
+        return concurrent.futures.wait(fs, timeout, return_when)
+    finally:
+        bar.close()
+
+
+__all__ = ["Executor", "JobFuture", "ShellResult", "wait", "HpcexecError"]

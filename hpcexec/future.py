@@ -1,0 +1,86 @@
+"""JobFuture: a real :class:`concurrent.futures.Future` that is a view of a job record."""
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .states import JobState
+
+if TYPE_CHECKING:
+    from .executor import _Core
+    from .store import JobRecord
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    """What a shell job left: its exit code and the text of its output files."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class JobFuture(concurrent.futures.Future):
+    """The future of one call (or one element of a chunked ``map``) run as a job.
+
+    The stdlib methods keep their meaning: ``cancel()`` succeeds only for a job that has not
+    started (and then cancels it in the scheduler too); use :meth:`terminate` to end a
+    running job.
+    """
+
+    def __init__(self, core: _Core, key: str, index: int | None = None, *,
+                 check: bool = True) -> None:
+        super().__init__()
+        self._core = core
+        self.key = key
+        self._index = index  # position inside a chunk job, None for a whole job
+        self._check = check
+        self._seen_state = JobState.PENDING  # last state the monitor saw, for progress
+
+    def __repr__(self) -> str:
+        return f"<JobFuture key={self.key} state={self._seen_state.value} {super().__repr__()[1:-1]}>"
+
+    @property
+    def record(self) -> JobRecord:
+        """The job record as stored now."""
+        rec = self._core.store.get(self.key)
+        if rec is None:
+            raise KeyError(f"the record {self.key} was deleted from the cache")
+        return rec
+
+    @property
+    def job_id(self) -> str | None:
+        """The scheduler's id for the job (``pid:start`` on the local backend)."""
+        return self.record.job_id
+
+    @property
+    def state(self) -> JobState:
+        """The job's state as stored now."""
+        return self.record.state
+
+    def stdout(self) -> str:
+        """The text the job wrote to standard output so far."""
+        return self._core.read_output(self.record, "stdout")
+
+    def stderr(self) -> str:
+        """The text the job wrote to standard error so far."""
+        return self._core.read_output(self.record, "stderr")
+
+    def cancel(self) -> bool:
+        if self.done():
+            return self.cancelled()
+        if not self._core.cancel_element(self):
+            return False
+        return super().cancel()
+
+    def terminate(self) -> bool:
+        """End the job whether it waits or runs (its process group gets SIGTERM). The
+        future then fails with :class:`~hpcexec.JobFailed` in state ``cancelled``."""
+        if self.done():
+            return False
+        return self._core.terminate(self.key)
+
+    def release(self) -> bool:
+        """Let a job submitted with ``hold=True`` start."""
+        return self._core.release(self.key)

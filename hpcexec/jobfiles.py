@@ -1,0 +1,36 @@
+"""Names of the files in a job directory, and atomic writes. Imported by the runner, so
+it stays free of heavy imports."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PAYLOAD = "payload.pkl"
+SCRIPT = "job.sh"
+RESULT = "result.pkl"
+EXITCODE = "exitcode"
+STARTED = "started"
+STDOUT = "stdout"
+STDERR = "stderr"
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path`` and rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def parse_exitcode(text: str) -> tuple[int | None, str | None]:
+    """The exit-code file holds the exit code on its first line and, optionally, a reason."""
+    lines = text.strip().splitlines()
+    if not lines:
+        return None, None
+    try:
+        code = int(lines[0].strip())
+    except ValueError:
+        return None, f"unreadable exit-code file: {text[:80]!r}"
+    reason = "\n".join(lines[1:]).strip() or None
+    return code, reason

@@ -1,0 +1,208 @@
+"""The core-aware queue of the local backend.
+
+Pending local jobs are records; any client on this host that opens the cache advances
+them. The core accounting reads the store inside one write transaction, so two clients
+on one cache never start more than the cores allow.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
+from .jobfiles import EXITCODE, SCRIPT, STARTED, parse_exitcode
+from .states import JobState
+from .store import JobRecord, Store, Txn
+from .transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+TIMEOUT_REASON = "walltime exceeded"
+TERMINATED_REASON = "terminated on request"
+RUNNING_STATES = (JobState.RUNNING.value, JobState.SUSPENDED.value)
+
+
+@dataclass
+class _Seen:
+    """What one look at a running job found."""
+
+    key: str
+    state: JobState
+    values: dict[str, Any]
+
+
+class LocalQueue:
+    """Starts, watches and stops local jobs of one host."""
+
+    def __init__(self, store: Store, transport: Transport, backend: LocalBackend) -> None:
+        self.store = store
+        self.transport = transport
+        self.backend = backend
+        self.host = transport.host
+
+    # -- looking at running jobs -----------------------------------------------------------
+    def _alive(self, job_id: str) -> bool:
+        pid, start = split_job_id(job_id)
+        text = self.transport.process_stat(pid)
+        st = parse_proc_stat(text) if text else None
+        return st is not None and st.state not in ("Z", "X") and (start == 0 or st.start == start)
+
+    def _final_values(self, rec: JobRecord) -> dict[str, Any] | None:
+        """The record's final fields if the job has ended, else None."""
+        exit_file = os.path.join(rec.jobdir, EXITCODE)
+        try:
+            text = self.transport.read_bytes(exit_file).decode(errors="replace")
+        except FileNotFoundError:
+            text = None
+        now = time.time()
+        if text is not None:
+            code, reason = parse_exitcode(text)
+            sig = code - 128 if code is not None and code > 128 else None
+            state = JobState.COMPLETED if code == 0 else JobState.FAILED
+            if rec.reason == TIMEOUT_REASON:
+                state, reason = JobState.TIMEOUT, f"{TIMEOUT_REASON} ({reason or 'stopped'})"
+            elif rec.reason == TERMINATED_REASON:
+                state, reason = JobState.CANCELLED, TERMINATED_REASON
+            return dict(state=state, exit_code=code, signal=sig, reason=reason, finished=now)
+        if rec.job_id and self._alive(rec.job_id):
+            return None
+        if rec.job_id and os.path.exists(exit_file):  # written between the two looks
+            return self._final_values(rec)
+        pid = split_job_id(rec.job_id)[0] if rec.job_id else 0
+        status = self.transport.exit_status(pid) if pid else None
+        if status is not None and status < 0:
+            sig = -status
+            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            reason = f"killed by {name} before it wrote an exit code"
+            if sig == signal.SIGKILL:
+                reason += " (kill -9, or the out-of-memory killer)"
+            state = JobState.FAILED
+            if rec.reason in (TIMEOUT_REASON, TERMINATED_REASON):
+                state = JobState.TIMEOUT if rec.reason == TIMEOUT_REASON else JobState.CANCELLED
+                reason = f"{rec.reason}; {reason}"
+            return dict(state=state, exit_code=None, signal=sig, reason=reason, finished=now)
+        return dict(state=JobState.LOST, reason="the job's process is gone and wrote no exit code",
+                    finished=now)
+
+    def _look(self, rec: JobRecord, now: float) -> _Seen | None:
+        values = self._final_values(rec)
+        if values is not None:
+            return _Seen(rec.key, values["state"], values)
+        limit = rec.resources.get("time")
+        if limit and rec.started and rec.job_id:
+            over = now - rec.started - limit
+            pid = split_job_id(rec.job_id)[0]
+            if over > 0 and rec.reason != TIMEOUT_REASON:
+                log.info("job %s passed its walltime of %s s: sending SIGTERM", rec.key, limit)
+                self.transport.signal_group(pid, signal.SIGTERM)
+                return _Seen(rec.key, rec.state, {"reason": TIMEOUT_REASON})
+            if over > KILL_GRACE:
+                self.transport.signal_group(pid, signal.SIGKILL)
+        return None
+
+    # -- one pass ------------------------------------------------------------------------------
+    def poll(self) -> bool:
+        """Bring running records up to date, then start what fits. True if anything changed."""
+        now = time.time()
+        running = self.store.query(
+            "backend = 'local' AND host = ? AND state IN (?, ?)", (self.host, *RUNNING_STATES))
+        seen = [s for s in (self._look(r, now) for r in running) if s is not None]
+        ended = {s.key for s in seen if s.state.finished}
+        used = sum(r.cores for r in running if r.key not in ended)
+        has_pending = self.store.any(
+            "backend = 'local' AND host = ? AND state = 'pending'", (self.host,))
+        if not seen and not (has_pending and used < self.backend.total_cores):
+            return False
+        started = 0
+        with self.store.write() as tx:
+            for s in seen:
+                cur = tx.get(s.key)
+                if cur is not None and cur.state.value in RUNNING_STATES:
+                    tx.update(s.key, **s.values)
+            if has_pending:
+                started = self._start_pending(tx)
+        return bool(ended or started or seen)
+
+    def _start_pending(self, tx: Txn) -> int:
+        running = tx.query("backend = 'local' AND host = ? AND state IN (?, ?)",
+                           (self.host, *RUNNING_STATES))
+        free = self.backend.total_cores - sum(r.cores for r in running)
+        if free <= 0:
+            return 0
+        pending = tx.query("backend = 'local' AND host = ? AND state = 'pending' "
+                           "ORDER BY submitted, rowid LIMIT 2000", (self.host,))
+        eligible = [r for r in pending if self._deps_ready(tx, r)]
+        by_key = {r.key: r for r in eligible}
+        chosen = plan_starts(((r.key, r.cores) for r in eligible), free)
+        for key in chosen:
+            self._start(tx, by_key[key])
+        return len(chosen)
+
+    def _deps_ready(self, tx: Txn, rec: JobRecord) -> bool:
+        for dep in rec.deps:
+            d = tx.get(dep)
+            if d is None or (d.state.finished and d.state is not JobState.COMPLETED):
+                why = "is not in the cache" if d is None else f"ended {d.state.value}"
+                tx.update(rec.key, state=JobState.CANCELLED, finished=time.time(),
+                          reason=f"dependency {dep} {why}; this job never ran")
+                return False
+            if d.state is not JobState.COMPLETED:
+                return False
+        return True
+
+    def _start(self, tx: Txn, rec: JobRecord) -> None:
+        started_file = os.path.join(rec.jobdir, STARTED)
+        if self.transport.exists(started_file):
+            # A client died between starting this job and recording it: adopt, never rerun.
+            first = self.transport.read_bytes(started_file).decode(errors="replace").split("\n")[0]
+            log.warning("job %s was already started as %s; reattaching", rec.key, first)
+            tx.update(rec.key, state=JobState.RUNNING, job_id=first.strip() or None,
+                      started=rec.started or time.time())
+            return
+        res = rec.resources
+        out = res.get("stdout") or os.path.join(rec.jobdir, "stdout")
+        err = res.get("stderr") or os.path.join(rec.jobdir, "stderr")
+        env = {"HPCEXEC_ARRAY_INDEX": "" if rec.array_index is None else str(rec.array_index)}
+        pid = self.transport.spawn_detached(
+            self.backend.spawn_argv(os.path.join(rec.jobdir, SCRIPT)),
+            cwd=res.get("workdir") or rec.jobdir, stdout=out, stderr=err, env=env)
+        text = self.transport.process_stat(pid)
+        st = parse_proc_stat(text) if text else None
+        job_id = make_job_id(pid, st.start if st else 0)
+        tx.update(rec.key, state=JobState.RUNNING, job_id=job_id, started=time.time())
+        log.debug("started local job %s as %s", rec.key, job_id)
+
+    # -- control ------------------------------------------------------------------------------
+    def cancel(self, key: str) -> bool:
+        """Cancel a job that has not started. False if it runs or has ended."""
+        with self.store.write() as tx:
+            rec = tx.get(key)
+            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+                return False
+            tx.update(key, state=JobState.CANCELLED, finished=time.time(),
+                      reason="cancelled before it started")
+            return True
+
+    def terminate(self, key: str) -> bool:
+        """End a job: cancel it if pending, send SIGTERM to its process group if running."""
+        if self.cancel(key):
+            return True
+        with self.store.write() as tx:
+            rec = tx.get(key)
+            if rec is None or rec.state.finished or not rec.job_id:
+                return False
+            tx.update(key, reason=TERMINATED_REASON)
+        return self.transport.signal_group(split_job_id(rec.job_id)[0], signal.SIGTERM)
+
+    def release(self, key: str) -> bool:
+        with self.store.write() as tx:
+            rec = tx.get(key)
+            if rec is None or rec.state is not JobState.HELD:
+                return False
+            tx.update(key, state=JobState.PENDING)
+            return True

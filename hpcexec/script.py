@@ -1,0 +1,92 @@
+"""Job scripts: a shebang, the backend's directives, the core ``HPCEXEC_*`` variables, then
+the body. Every user string that reaches the shell is quoted here."""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from .jobfiles import EXITCODE, STARTED
+from .resources import Resources
+
+_PLACEHOLDER = re.compile(r"(?<![$\\{])\{([a-z_]+)\}")
+CORE_VARS = (
+    "HPCEXEC_JOB_ID",
+    "HPCEXEC_JOB_NAME",
+    "HPCEXEC_WORKDIR",
+    "HPCEXEC_SUBMIT_HOST",
+    "HPCEXEC_NODELIST",
+    "HPCEXEC_ARRAY_INDEX",
+)
+
+
+def fill_placeholders(body: str, values: dict[str, str]) -> str:
+    """Replace ``{key}`` for known keys with the shell-quoted value. Other braces, such as
+    ``${VAR}``, ``{a,b}`` or awk's ``{print $1}``, are left alone."""
+
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        return shlex.quote(values[key]) if key in values else m.group(0)
+
+    return _PLACEHOLDER.sub(sub, body)
+
+
+@dataclass(frozen=True)
+class ScriptParts:
+    """What the backend contributes to a script."""
+
+    directives: list[str]
+    job_id_expr: str  # shell expressions (unquoted) reading the scheduler's own variables
+    nodelist_expr: str
+    array_index_expr: str
+    prologue: str = ""  # backend lines run before the core variables are set
+
+
+def render(
+    parts: ScriptParts,
+    res: Resources,
+    *,
+    jobdir: str,
+    workdir: str,
+    submit_host: str,
+    name: str,
+    command: str | None = None,
+    shell_body: str | None = None,
+) -> str:
+    """The whole job script. Exactly one of ``command`` (an argv line already quoted, run with
+    ``exec``) and ``shell_body`` (user shell text, run in a subshell whose exit code is
+    recorded) is given."""
+    q = shlex.quote
+    lines = ["#!/bin/bash"]
+    lines += parts.directives
+    lines.append("# written by hpcexec")
+    if parts.prologue:
+        lines.append(parts.prologue)
+    lines += [
+        f"export HPCEXEC_JOB_ID={parts.job_id_expr}",
+        f"export HPCEXEC_JOB_NAME={q(name)}",
+        f"export HPCEXEC_WORKDIR={q(workdir)}",
+        f"export HPCEXEC_SUBMIT_HOST={q(submit_host)}",
+        f"export HPCEXEC_NODELIST={parts.nodelist_expr}",
+        f"export HPCEXEC_ARRAY_INDEX={parts.array_index_expr}",
+    ]
+    lines += [f"export {k}={q(v)}" for k, v in res.env]
+    jd = q(jobdir)
+    lines.append(f'printf \'%s\\n\' "$HPCEXEC_JOB_ID" "$(hostname)" > {jd}/{STARTED}')
+    lines.append(f"cd {q(workdir)} || exit 1")
+    if command is not None:
+        lines.append(f"exec {command}")
+    else:
+        assert shell_body is not None
+        body = fill_placeholders(shell_body, {**res.placeholders(), "name": name})
+        lines += [
+            "trap 'hpcexec_sig=TERM' TERM",
+            "(",
+            body.rstrip("\n"),
+            ")",
+            "hpcexec_rc=$?",
+            f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "${{hpcexec_sig:+terminated by SIG$hpcexec_sig}}" '
+            f"> {jd}/.{EXITCODE}.tmp && mv -f {jd}/.{EXITCODE}.tmp {jd}/{EXITCODE}",
+            'exit "$hpcexec_rc"',
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,398 @@
+"""Persistent job records in one SQLite database (WAL) inside the cache directory.
+
+The record, not the process, is the source of truth: futures are views of records, and
+any client that opens the same cache sees and may advance the same jobs. Every change
+bumps a store-wide revision number, so a monitor reads only what changed since its last look.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import CacheError
+from .states import ACTIVE_STATES, JobState
+
+SCHEMA_VERSION = 1
+DB_NAME = "jobs.sqlite"
+
+_COLUMNS = """
+    key TEXT PRIMARY KEY,
+    name TEXT,
+    backend TEXT NOT NULL,
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    job_id TEXT,
+    array_index INTEGER,
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT,
+    submitted REAL,
+    started REAL,
+    finished REAL,
+    modified REAL NOT NULL,
+    jobdir TEXT NOT NULL,
+    cores INTEGER NOT NULL DEFAULT 1,
+    resources TEXT NOT NULL DEFAULT '{}',
+    deps TEXT NOT NULL DEFAULT '[]',
+    comment TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    user_state TEXT,
+    rev INTEGER NOT NULL DEFAULT 0
+"""
+
+
+@dataclass
+class JobRecord:
+    """One job as the cache knows it."""
+
+    key: str
+    backend: str
+    host: str
+    kind: str  # "call", "chunk" or "shell"
+    jobdir: str
+    state: JobState = JobState.PENDING
+    name: str | None = None
+    job_id: str | None = None
+    array_index: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    submitted: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    modified: float = 0.0
+    cores: int = 1
+    resources: dict[str, Any] = field(default_factory=dict)
+    deps: list[str] = field(default_factory=list)
+    comment: str | None = None
+    tags: list[str] = field(default_factory=list)
+    user_state: str | None = None
+    rev: int = 0
+
+    @property
+    def path(self) -> Path:
+        return Path(self.jobdir)
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["state"] = self.state.value
+        for k in ("resources", "deps", "tags"):
+            row[k] = json.dumps(row[k], sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobRecord:
+        d = dict(row)
+        d["state"] = JobState(d["state"])
+        for k in ("resources", "deps", "tags"):
+            d[k] = json.loads(d[k]) if d[k] else ({} if k == "resources" else [])
+        return cls(**d)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
+_MATCH_FIELDS = ("key", "name", "job_id", "host", "backend", "state", "comment", "tags", "user_state")
+
+
+class Txn:
+    """Reads and writes inside one write transaction (see :meth:`Store.write`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._rev: int | None = None
+
+    @property
+    def rev(self) -> int:
+        """The revision every change in this transaction carries (taken on first change)."""
+        if self._rev is None:
+            self.conn.execute("UPDATE meta SET v = CAST(v AS INTEGER) + 1 WHERE k = 'rev'")
+            self._rev = int(self.conn.execute("SELECT v FROM meta WHERE k = 'rev'").fetchone()[0])
+        return self._rev
+
+    def get(self, key: str) -> JobRecord | None:
+        row = self.conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def put(self, rec: JobRecord, *, touch: bool = True) -> JobRecord:
+        """Insert or replace a whole record (``touch=False`` keeps its modification time)."""
+        if touch:
+            rec.modified = time.time()
+        rec.rev = self.rev
+        row = rec.to_row()
+        cols = ", ".join(row)
+        marks = ", ".join(f":{c}" for c in row)
+        self.conn.execute(f"INSERT OR REPLACE INTO jobs ({cols}) VALUES ({marks})", row)
+        return rec
+
+    def update(self, key: str, **values: Any) -> None:
+        bad = set(values) - set(FIELD_NAMES)
+        if bad:
+            raise ValueError(f"unknown record fields: {sorted(bad)}")
+        for k in ("resources", "deps", "tags"):
+            if k in values:
+                values[k] = json.dumps(values[k], sort_keys=True)
+        if isinstance(values.get("state"), JobState):
+            values["state"] = values["state"].value
+        values["modified"] = time.time()
+        values["rev"] = self.rev
+        sets = ", ".join(f"{k} = :{k}" for k in values)
+        self.conn.execute(f"UPDATE jobs SET {sets} WHERE key = :_key", {**values, "_key": key})
+
+    def query(self, where: str, params: Iterable[Any] = ()) -> list[JobRecord]:
+        rows = self.conn.execute(f"SELECT * FROM jobs WHERE {where}", tuple(params)).fetchall()
+        return [JobRecord.from_row(r) for r in rows]
+
+
+class Store:
+    """The job records of one cache directory. Safe to share between threads and processes."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.path = self.cache_dir / DB_NAME
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._init_schema()
+
+    # -- connections -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
+                                       check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA busy_timeout = 60000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.DatabaseError as e:
+                raise self._corrupt(e) from e
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def _corrupt(self, e: Exception) -> CacheError:
+        return CacheError(
+            f"the job cache {self.path} cannot be read ({e}). It was left as it is: move it "
+            f"aside (e.g. `mv {self.path} {self.path}.bad`) to start a new cache, or restore a backup."
+        )
+
+    def _init_schema(self) -> None:
+        conn = self._conn()
+        try:
+            with self._txn(conn):
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+                row = conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+                if row is None:
+                    conn.execute(f"CREATE TABLE jobs ({_COLUMNS})")
+                    conn.execute("CREATE INDEX jobs_state ON jobs (state, backend, host)")
+                    conn.execute("CREATE INDEX jobs_rev ON jobs (rev)")
+                    conn.execute("CREATE INDEX jobs_job_id ON jobs (job_id)")
+                    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    conn.execute("INSERT INTO meta VALUES ('rev', '0')")
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise CacheError(
+                        f"the job cache {self.path} has schema version {row[0]}, this hpcexec "
+                        f"reads version {SCHEMA_VERSION}: use the hpcexec version that wrote it, "
+                        f"or a new cache directory."
+                    )
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from e
+
+    @contextmanager
+    def _txn(self, conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[Txn]:
+        """One write transaction: every change in it gets the same new revision."""
+        conn = self._conn()
+        with self._txn(conn):
+            yield Txn(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
+        self._local = threading.local()
+
+    # -- reads ---------------------------------------------------------------------------
+    def query(self, where: str = "1", params: Iterable[Any] = ()) -> list[JobRecord]:
+        """Records matching an SQL condition over the record's columns."""
+        rows = self._conn().execute(f"SELECT * FROM jobs WHERE {where}", tuple(params)).fetchall()
+        return [JobRecord.from_row(r) for r in rows]
+
+    def any(self, where: str, params: Iterable[Any] = ()) -> bool:
+        sql = f"SELECT 1 FROM jobs WHERE {where} LIMIT 1"
+        return self._conn().execute(sql, tuple(params)).fetchone() is not None
+
+    def get(self, key: str) -> JobRecord | None:
+        found = self.query("key = ?", (key,))
+        return found[0] if found else None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, JobRecord]:
+        keys = list(keys)
+        out: dict[str, JobRecord] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for r in self.query(f"key IN ({marks})", part):
+                out[r.key] = r
+        return out
+
+    def revision(self) -> int:
+        return int(self._conn().execute("SELECT v FROM meta WHERE k = 'rev'").fetchone()[0])
+
+    def changed_since(self, rev: int) -> list[JobRecord]:
+        return self.query("rev > ?", (rev,))
+
+    def find(self, prefix_or_id: str) -> list[JobRecord]:
+        """Records whose key starts with ``prefix_or_id`` or whose job id equals it."""
+        return self.query("key LIKE ? ESCAPE '\\' OR job_id = ?",
+                           (prefix_or_id.replace("%", r"\%").replace("_", r"\_") + "%", prefix_or_id))
+
+    def select(
+        self,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        match: str | None = None,
+        *,
+        backend: str | None = None,
+        host: str | None = None,
+        fields: Iterable[str] = _MATCH_FIELDS,
+    ) -> list[JobRecord]:
+        """Records by state(s), backend, host, and a regular expression searched in ``fields``.
+
+        ``state`` may also be ``"active"`` (not finished) or ``"finished"``.
+        """
+        where, params = ["1"], []
+        if state is not None:
+            states = _expand_states(state)
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            params += [s.value for s in states]
+        if backend is not None:
+            where.append("backend = ?")
+            params.append(backend)
+        if host is not None:
+            where.append("host = ?")
+            params.append(host)
+        records = self.query(" AND ".join(where) + " ORDER BY submitted, key", params)
+        if match is not None:
+            try:
+                rx = re.compile(match)
+            except re.error as e:
+                raise ValueError(f"bad regular expression {match!r}: {e}") from None
+            names = [f for f in fields if f in FIELD_NAMES]
+            records = [r for r in records if any(rx.search(_text(getattr(r, f))) for f in names)]
+        return records
+
+    # -- changes -------------------------------------------------------------------------
+    def annotate(
+        self,
+        key: str,
+        *,
+        comment: str | None = None,
+        user_state: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> JobRecord:
+        """Set a comment, a user state (e.g. ``"analysed"``) or tags on a record."""
+        values: dict[str, Any] = {}
+        if comment is not None:
+            values["comment"] = comment
+        if user_state is not None:
+            values["user_state"] = user_state
+        if tags is not None:
+            values["tags"] = sorted(set(tags))
+        with self.write() as tx:
+            if tx.get(key) is None:
+                raise KeyError(f"no job record with key {key!r} in {self.path}")
+            if values:
+                tx.update(key, **values)
+            rec = tx.get(key)
+        assert rec is not None
+        return rec
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Delete records (not their files); returns how many were deleted."""
+        n = 0
+        with self.write() as tx:
+            for key in keys:
+                n += tx.conn.execute("DELETE FROM jobs WHERE key = ?", (key,)).rowcount
+        return n
+
+    def merge(self, other: str | Path, host: str) -> tuple[int, int]:
+        """Bring in the records of another cache (a directory or its database file) under
+        ``host``; where both have a key, the more recently modified record wins.
+        Returns (records taken, records kept as they were)."""
+        other = Path(other)
+        db = other / DB_NAME if other.is_dir() else other
+        if not db.exists():
+            raise CacheError(f"no job cache at {other}: give the cache directory (e.g. .hpcexec)")
+        try:
+            src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            src.row_factory = sqlite3.Row
+            theirs = [JobRecord.from_row(r) for r in src.execute("SELECT * FROM jobs")]
+            src.close()
+        except sqlite3.DatabaseError as e:
+            raise CacheError(f"the job cache {db} cannot be read ({e})") from e
+        taken = kept = 0
+        with self.write() as tx:
+            for rec in theirs:
+                mine = tx.get(rec.key)
+                if mine is not None and mine.modified >= rec.modified:
+                    kept += 1
+                    continue
+                rec.host = host
+                tx.put(rec, touch=False)
+                taken += 1
+        return taken, kept
+
+    def active(self, backend: str, host: str) -> list[JobRecord]:
+        states = [s.value for s in ACTIVE_STATES]
+        return self.query(
+            f"state IN ({','.join('?' * len(states))}) AND backend = ? AND host = ?",
+            [*states, backend, host],
+        )
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return " ".join(map(str, v))
+    return str(v)
+
+
+def _expand_states(state: Any) -> list[JobState]:
+    if isinstance(state, (str, JobState)):
+        state = [state]
+    out: list[JobState] = []
+    for s in state:
+        if s == "active":
+            out += sorted(ACTIVE_STATES, key=lambda x: x.value)
+        elif s == "finished":
+            out += [x for x in JobState if x.finished]
+        else:
+            try:
+                out.append(JobState(s))
+            except ValueError:
+                valid = ", ".join([x.value for x in JobState] + ["active", "finished"])
+                raise ValueError(f"unknown state {s!r}; valid states: {valid}") from None
+    return out

@@ -1,0 +1,76 @@
+"""The interface every transport implements (local subprocess, SSH)."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Transport(abc.ABC):
+    """Runs argv and moves files, here or on another host."""
+
+    host: str
+
+    @abc.abstractmethod
+    def run(self, argv: Sequence[str], *, input: str | None = None,
+            timeout: float | None = 60.0) -> CommandResult:
+        """Run a command to completion and capture its output."""
+
+    @abc.abstractmethod
+    def spawn_detached(self, argv: Sequence[str], *, cwd: str, stdout: str, stderr: str,
+                       env: Mapping[str, str] | None = None) -> int:
+        """Start a process in its own session that outlives the client; return its pid."""
+
+    @abc.abstractmethod
+    def process_stat(self, pid: int) -> str | None:
+        """The text of ``/proc/<pid>/stat``, or None when no such process exists."""
+
+    def exit_status(self, pid: int) -> int | None:
+        """How a process this transport started ended (negative: killed by that signal),
+        when known; None otherwise."""
+        return None
+
+    @abc.abstractmethod
+    def signal_group(self, pid: int, signum: int) -> bool:
+        """Send a signal to a process group; False when it no longer exists."""
+
+    @abc.abstractmethod
+    def read_bytes(self, path: str) -> bytes:
+        """Read a whole file (FileNotFoundError when it does not exist)."""
+
+    @abc.abstractmethod
+    def read_tail(self, path: str, max_bytes: int) -> str:
+        """The last ``max_bytes`` of a text file, or '' when it does not exist."""
+
+    @abc.abstractmethod
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a file atomically (temporary name, then rename)."""
+
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def make_dir(self, path: str) -> None:
+        """Create a directory and its parents (private to the user)."""
+
+    @abc.abstractmethod
+    def clear_dir(self, path: str) -> None:
+        """Remove everything inside a directory, keeping the directory."""
+
+    @abc.abstractmethod
+    def cpu_count(self) -> int: ...
+
+    def close(self) -> None:
+        """Release connections."""

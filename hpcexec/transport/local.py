@@ -1,0 +1,126 @@
+"""Commands and files on this machine."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..errors import TransportError
+from ..jobfiles import write_atomic
+from .base import CommandResult, Transport
+
+log = logging.getLogger(__name__)
+
+
+class LocalShell(Transport):
+    """Runs commands with :mod:`subprocess` and reads files directly."""
+
+    def __init__(self) -> None:
+        self.host = socket.gethostname()
+        self._children: dict[int, subprocess.Popen] = {}
+        self._exit_status: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def run(self, argv: Sequence[str], *, input: str | None = None,
+            timeout: float | None = 60.0) -> CommandResult:
+        log.debug("run %s", argv)
+        try:
+            p = subprocess.run(list(argv), input=input, capture_output=True, text=True,
+                               timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+        except FileNotFoundError as e:
+            raise TransportError(f"command not found: {argv[0]} (is it installed and on PATH?)") from e
+        except subprocess.TimeoutExpired as e:
+            raise TransportError(f"command timed out after {timeout} s: {' '.join(argv)}") from e
+        return CommandResult(tuple(argv), p.returncode, p.stdout, p.stderr)
+
+    def spawn_detached(self, argv: Sequence[str], *, cwd: str, stdout: str, stderr: str,
+                       env: Mapping[str, str] | None = None) -> int:
+        self._reap()
+        full_env = {**os.environ, **(env or {})}
+        try:
+            with open(stdout, "ab") as out, open(stderr, "ab") if stderr != stdout else nullcontext(out) as err:
+                p = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=err, env=full_env, start_new_session=True, close_fds=True)
+        except OSError as e:
+            raise TransportError(f"could not start {argv[0]} in {cwd}: {e}") from e
+        with self._lock:
+            self._children[p.pid] = p
+        return p.pid
+
+    def _reap(self) -> None:
+        # Our detached children still need waiting for, or they stay zombies while we live.
+        with self._lock:
+            for pid, p in list(self._children.items()):
+                if p.poll() is not None:
+                    del self._children[pid]
+                    self._exit_status[pid] = p.returncode
+
+    def process_stat(self, pid: int) -> str | None:
+        self._reap()
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError:
+            return None
+        return text
+
+    def exit_status(self, pid: int) -> int | None:
+        self._reap()
+        with self._lock:
+            return self._exit_status.get(pid)
+
+    def signal_group(self, pid: int, signum: int) -> bool:
+        try:
+            os.killpg(pid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError as e:
+            raise TransportError(f"not allowed to signal process group {pid}: {e}") from e
+
+    def read_bytes(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def read_tail(self, path: str, max_bytes: int) -> str:
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - max_bytes))
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        write_atomic(path, data)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def make_dir(self, path: str) -> None:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+
+    def clear_dir(self, path: str) -> None:
+        p = Path(path)
+        if not p.is_dir():
+            return
+        for child in p.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+    def cpu_count(self) -> int:
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+
