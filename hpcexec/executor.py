@@ -110,7 +110,7 @@ class _Core:
         self.jobs_dir = self.cache_dir / "jobs"
         self.store = Store(self.cache_dir)
         self.transport = LocalShell()
-        self.backend = LocalBackend(self.transport.cpu_count())
+        self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
         self.queue = LocalQueue(self.store, self.transport, self.backend)
         self.host = self.transport.host
         self.python = python or sys.executable
@@ -136,6 +136,12 @@ class _Core:
 
     def driver_poll(self) -> bool:
         return self.queue.poll()
+
+    def wait_fds(self) -> list[int]:
+        return self.queue.wait_fds()
+
+    def monitor_stopped(self) -> None:
+        self.queue.close()
 
     def records_changed(self, records: Iterable[JobRecord]) -> None:
         for rec in records:
@@ -463,9 +469,10 @@ class Executor(concurrent.futures.Executor):
 
     def default_chunksize(self, n: int) -> int:
         """Calls per job for a ``map`` of ``n`` calls when ``chunksize`` is not given: on the
-        local backend, about two jobs per free core, so process start-up is paid rarely."""
+        local backend, one job per slot (cores // cores per job), so process start-up is
+        paid once per slot. Give ``chunksize`` for uneven work or finer progress."""
         slots = max(1, self._core.backend.total_cores // self._res.cores)
-        return max(1, math.ceil(n / (2 * slots)))
+        return max(1, math.ceil(n / slots))
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int | None = None, progress: bool = False) -> Iterator[Any]:

@@ -72,7 +72,11 @@ class JobFuture(concurrent.futures.Future):
             return self.cancelled()
         if not self._core.cancel_element(self):
             return False
-        return super().cancel()
+        if not super().cancel():
+            return self.cancelled()
+        # The job is cancelled in the scheduler too, so waiters may count it done now.
+        self.set_running_or_notify_cancel()
+        return True
 
     def terminate(self) -> bool:
         """End the job whether it waits or runs (its process group gets SIGTERM). The

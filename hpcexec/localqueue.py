@@ -44,6 +44,7 @@ class LocalQueue:
         self.transport = transport
         self.backend = backend
         self.host = transport.host
+        self._pidfds: dict[str, int] = {}  # job id -> pidfd, to wake the monitor on exit
 
     # -- looking at running jobs -----------------------------------------------------------
     def _alive(self, job_id: str) -> bool:
@@ -113,6 +114,7 @@ class LocalQueue:
             "backend = 'local' AND host = ? AND state IN (?, ?)", (self.host, *RUNNING_STATES))
         seen = [s for s in (self._look(r, now) for r in running) if s is not None]
         ended = {s.key for s in seen if s.state.finished}
+        self._track({r.job_id for r in running if r.job_id and r.key not in ended})
         used = sum(r.cores for r in running if r.key not in ended)
         has_pending = self.store.any(
             "backend = 'local' AND host = ? AND state = 'pending'", (self.host,))
@@ -127,6 +129,24 @@ class LocalQueue:
             if has_pending:
                 started = self._start_pending(tx)
         return bool(ended or started or seen)
+
+    def _track(self, job_ids: set[str]) -> None:
+        for job_id in set(self._pidfds) - job_ids:
+            os.close(self._pidfds.pop(job_id))
+        if not hasattr(os, "pidfd_open") or not job_ids:
+            return
+        for job_id in job_ids - set(self._pidfds):
+            try:
+                self._pidfds[job_id] = os.pidfd_open(split_job_id(job_id)[0])
+            except OSError:  # gone already, or pidfds unsupported: polling still sees it
+                pass
+
+    def close(self) -> None:
+        self._track(set())
+
+    def wait_fds(self) -> list[int]:
+        """File descriptors that become readable when a running local job ends."""
+        return list(self._pidfds.values())
 
     def _start_pending(self, tx: Txn) -> int:
         running = tx.query("backend = 'local' AND host = ? AND state IN (?, ?)",
@@ -175,6 +195,11 @@ class LocalQueue:
         st = parse_proc_stat(text) if text else None
         job_id = make_job_id(pid, st.start if st else 0)
         tx.update(rec.key, state=JobState.RUNNING, job_id=job_id, started=time.time())
+        if hasattr(os, "pidfd_open") and job_id not in self._pidfds:
+            try:
+                self._pidfds[job_id] = os.pidfd_open(pid)
+            except OSError:
+                pass
         log.debug("started local job %s as %s", rec.key, job_id)
 
     # -- control ------------------------------------------------------------------------------

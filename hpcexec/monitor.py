@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import threading
 from typing import TYPE_CHECKING
 
@@ -22,7 +24,11 @@ class Monitor:
         self.core = core
         self.interval = interval
         self.cap = max(cap, interval)
-        self._wake = threading.Event()
+        # A self-pipe wakes the thread; the driver may add fds (pidfds of local jobs) that
+        # become readable when a job ends, so an exit is noticed at once, not at the next poll.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._stop = False
         self._closing = False  # stop once every watched future is done
         self._rev = core.store.revision()
@@ -36,26 +42,43 @@ class Monitor:
                 self._started = True
                 self._thread.start()
 
+    def _signal(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):  # already signalled, or closed
+            pass
+
     def wake(self) -> None:
         self.start()
-        self._wake.set()
+        self._signal()
 
     def close_when_idle(self) -> None:
         self._closing = True
-        self._wake.set()
+        self._signal()
 
     def stop(self, wait: bool = True) -> None:
         self._stop = True
-        self._wake.set()
+        self._signal()
         if wait and self._started and threading.current_thread() is not self._thread:
             self._thread.join()
+
+    def _wait(self, delay: float) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        for fd in self.core.wait_fds():
+            poller.register(fd, select.POLLIN)
+        poller.poll(delay * 1000)
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def _run(self) -> None:
         delay = self.interval
         failures = 0
         while not self._stop:
-            self._wake.wait(delay)
-            self._wake.clear()
+            self._wait(delay)
             if self._stop:
                 break
             try:
@@ -68,6 +91,9 @@ class Monitor:
             delay = self.interval if changed else min(delay * BACKOFF, self.cap)
             if self._closing and not self.core.watching():
                 break
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self.core.monitor_stopped()
 
     def poll_once(self) -> bool:
         """One pass: ask the backend what changed, then complete the futures of the

@@ -21,7 +21,7 @@ _TIME_RE = re.compile(
     """,
     re.X,
 )
-_MEM_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[kmgtp]?)(?:i?b)?\s*$", re.I)
+_MEM_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?:(?P<unit>[kmgtp])(?:i?b)?)?\s*$", re.I)
 _MEM_FACTOR = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024**2, "p": 1024**3}
 _WORD_RE = re.compile(r"^[\w.@+:/=-]+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -74,8 +74,8 @@ def parse_mem(value: Any) -> int:
     elif isinstance(value, str):
         m = _MEM_RE.match(value)
         if not m:
-            raise ValueError("use a number with an optional unit K, M, G or T (e.g. '4GB', '500M')")
-        mb = float(m["num"]) * _MEM_FACTOR[m["unit"].lower()]
+            raise ValueError("use a number with an optional unit K, M, G, T or P (e.g. '4GB', '500M')")
+        mb = float(m["num"]) * _MEM_FACTOR[(m["unit"] or "").lower()]
     else:
         raise ValueError(f"a memory string or int of MiB, not {type(value).__name__}")
     if mb <= 0:

@@ -49,16 +49,18 @@ def _dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _dump_outcome(outcome: tuple) -> bytes:
+def _dump_outcome(outcome: tuple) -> tuple[bytes, bool]:
+    """The outcome's bytes, and whether it is an error (a value that cannot be pickled
+    becomes one)."""
     try:
-        return _dumps(outcome)
+        return _dumps(outcome), outcome[0] == ERR
     except Exception as e:
         if outcome[0] == OK:
             err = TypeError(f"the job's return value cannot be pickled: {e}")
-            return _dumps((ERR, err, traceback.format_exc()))
+            return _dumps((ERR, err, traceback.format_exc())), True
         exc, tb = outcome[1], outcome[2]
         stand_in = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
-        return _dumps((ERR, stand_in, tb))
+        return _dumps((ERR, stand_in, tb)), True
 
 
 def run(jobdir: Path) -> int:
@@ -87,7 +89,10 @@ def run(jobdir: Path) -> int:
         outcomes = [(ERR, e, traceback.format_exc())]
         kind, code = "call", 1
     if outcomes and (kind == "chunk" or reason is None):
-        data = [_dump_outcome(o) for o in outcomes]
+        dumped = [_dump_outcome(o) for o in outcomes]
+        data = [d for d, _ in dumped]
+        if code == 0 and any(is_err for _, is_err in dumped):
+            code = 1
         write_atomic(jobdir / RESULT, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
     write_atomic(jobdir / EXITCODE, f"{code}\n{reason or ''}\n".encode())
     return code

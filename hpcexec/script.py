@@ -72,7 +72,7 @@ def render(
     ]
     lines += [f"export {k}={q(v)}" for k, v in res.env]
     jd = q(jobdir)
-    lines.append(f'printf \'%s\\n\' "$HPCEXEC_JOB_ID" "$(hostname)" > {jd}/{STARTED}')
+    lines.append(f'printf \'%s\\n\' "$HPCEXEC_JOB_ID" "${{HOSTNAME:-}}" > {jd}/{STARTED}')
     lines.append(f"cd {q(workdir)} || exit 1")
     if command is not None:
         lines.append(f"exec {command}")

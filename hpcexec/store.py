@@ -140,6 +140,8 @@ class Txn:
                 values[k] = json.dumps(values[k], sort_keys=True)
         if isinstance(values.get("state"), JobState):
             values["state"] = values["state"].value
+        if self.conn.execute("SELECT 1 FROM jobs WHERE key = ?", (key,)).fetchone() is None:
+            return  # deleted meanwhile: nothing changes, so no new revision
         values["modified"] = time.time()
         values["rev"] = self.rev
         sets = ", ".join(f"{k} = :{k}" for k in values)
@@ -156,6 +158,10 @@ class Store:
     def __init__(self, cache_dir: str | Path) -> None:
         self.cache_dir = Path(cache_dir)
         self.path = self.cache_dir / DB_NAME
+        try:
+            self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -170,14 +176,33 @@ class Store:
                                        check_same_thread=False)
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA busy_timeout = 60000")
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._set_wal(conn)
                 conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):
+                    raise CacheError(f"the job cache {self.path} stayed locked for over a "
+                                     "minute: is another process stuck holding it?") from e
+                raise self._corrupt(e) from e
             except sqlite3.DatabaseError as e:
                 raise self._corrupt(e) from e
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
         return conn
+
+    @staticmethod
+    def _set_wal(conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs a moment with no writer; the busy timeout does not cover
+        # it, so a client opening a new cache while another initialises it retries here.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _corrupt(self, e: Exception) -> CacheError:
         return CacheError(
@@ -335,6 +360,8 @@ class Store:
         with self.write() as tx:
             for key in keys:
                 n += tx.conn.execute("DELETE FROM jobs WHERE key = ?", (key,)).rowcount
+            if n:
+                tx.rev  # deleting is a change too
         return n
 
     def merge(self, other: str | Path, host: str) -> tuple[int, int]:

@@ -5,6 +5,7 @@ Pure functions only; :mod:`hpcexec.localqueue` does the I/O with them.
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -60,8 +61,9 @@ class LocalBackend(Backend):
     poll_min = 0.02
     poll_max = 1.0
 
-    def __init__(self, total_cores: int) -> None:
+    def __init__(self, total_cores: int, hostname: str = "localhost") -> None:
         self.total_cores = total_cores
+        self.hostname = hostname
 
     def check(self, res: Resources) -> None:
         if (res.nodes or 1) > 1:
@@ -86,7 +88,7 @@ class LocalBackend(Backend):
             directives=[],
             prologue="read -ra _hpcexec_stat < /proc/$$/stat 2>/dev/null",
             job_id_expr='"$$:${_hpcexec_stat[21]:-0}"',
-            nodelist_expr='"$(hostname)"',
+            nodelist_expr=shlex.quote(self.hostname),
             array_index_expr='"${HPCEXEC_ARRAY_INDEX:-}"',
         )
 

@@ -1,0 +1,59 @@
+"""Functions the tests run as jobs. Kept in a light module: jobs import it by name."""
+from __future__ import annotations
+
+import os
+import time
+
+
+def double(x):
+    return x * 2
+
+
+def add(a, b=0):
+    return a + b
+
+
+def fail(msg="boom"):
+    raise ValueError(msg)
+
+
+def sleep_then(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+def env(*names):
+    return {n: os.environ.get(n) for n in names}
+
+
+def record_interval(path, seconds):
+    """Append this job's start and end time to ``path`` (one line per job)."""
+    t0 = time.time()
+    time.sleep(seconds)
+    t1 = time.time()
+    with open(path, "a") as f:
+        f.write(f"{t0} {t1}\n")
+    return t1 - t0
+
+
+def count_run(path, value, seconds=0.0):
+    """Record one execution of ``value`` in ``path`` (append is atomic for short lines)."""
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    time.sleep(seconds)
+    return value * 10
+
+
+def pid():
+    return os.getpid()
+
+
+class CustomError(Exception):
+    def __init__(self, code, detail):
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail
+
+
+def raise_custom():
+    raise CustomError(7, "custom detail")

@@ -1,0 +1,289 @@
+"""The concurrent.futures semantics of Executor and JobFuture, on the local backend."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import threading
+import time
+
+import pytest
+
+import hpcexec
+import jobfns
+from hpcexec import JobFailed, JobState, PayloadError, ResourceError, ShellResult
+
+
+def test_submit_returns_a_real_future_with_the_result(ex):
+    f = ex.submit(jobfns.add, 2, b=3)
+    assert isinstance(f, cf.Future)
+    assert isinstance(f, hpcexec.JobFuture)
+    assert f.result(timeout=30) == 5
+    assert f.state is JobState.COMPLETED
+    assert f.done() and not f.running() and not f.cancelled()
+
+
+def test_lambdas_and_closures_travel_by_value(ex):
+    offset = 40
+    assert ex.submit(lambda y: y + offset, 2).result(timeout=30) == 42
+
+    def outer(n):
+        return [offset + i for i in range(n)]
+
+    assert ex.submit(outer, 3).result(timeout=30) == [40, 41, 42]
+
+
+def test_unpicklable_argument_fails_at_submit_and_writes_nothing(ex):
+    lock = threading.Lock()
+    with pytest.raises(PayloadError, match="positional argument 0 .*lock"):
+        ex.submit(jobfns.add, lock, 1)
+    with pytest.raises(PayloadError, match="keyword argument 'b'"):
+        ex.submit(jobfns.add, 1, b=lock)
+    assert ex.store.select() == []
+    assert not (ex.cache_dir / "jobs").exists() or not any((ex.cache_dir / "jobs").iterdir())
+
+
+def test_not_callable_is_refused(ex):
+    with pytest.raises(PayloadError, match="not callable"):
+        ex.submit(42)
+
+
+def test_remote_exception_keeps_its_type_and_traceback(ex):
+    f = ex.submit(jobfns.raise_custom)
+    with pytest.raises(jobfns.CustomError) as info:
+        f.result(timeout=30)
+    assert info.value.code == 7 and info.value.detail == "custom detail"
+    cause = info.value.__cause__
+    assert isinstance(cause, hpcexec.RemoteTraceback)
+    assert "raise_custom" in cause.tb and "CustomError" in cause.tb
+    assert isinstance(f.exception(), jobfns.CustomError)
+
+
+def test_submit_shell_gives_output_and_exit_code(ex):
+    r = ex.submit_shell("echo out-$((2+3)); echo err >&2").result(timeout=30)
+    assert r == ShellResult(0, "out-5\n", "err\n")
+    f = ex.submit_shell("echo partial; exit 3", check=False)
+    assert f.result(timeout=30).returncode == 3
+    g = ex.submit_shell("echo bad >&2; exit 4")
+    with pytest.raises(JobFailed) as info:
+        g.result(timeout=30)
+    assert info.value.exit_code == 4
+    assert info.value.state is JobState.FAILED
+    assert "bad" in str(info.value)
+
+
+def test_shell_job_sees_core_variables_and_placeholders(ex):
+    f = ex.options(name="vars", threads=2, env={"GREETING": "hi there"}).submit_shell(
+        'echo "$HPCEXEC_JOB_ID|$HPCEXEC_JOB_NAME|$HPCEXEC_WORKDIR|$HPCEXEC_SUBMIT_HOST|'
+        '$HPCEXEC_NODELIST|$GREETING|{threads}|{cores}"')
+    out = f.result(timeout=30).stdout.strip().split("|")
+    assert out[0] == f.job_id
+    assert out[1] == "vars"
+    assert out[2] == os.getcwd()
+    assert out[3] and out[4]
+    assert out[5:] == ["hi there", "2", "2"]
+
+
+def test_callable_job_sees_core_variables(ex):
+    f = ex.options(name="envcheck").submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_JOB_NAME")
+    got = f.result(timeout=30)
+    assert got == {"HPCEXEC_JOB_ID": f.job_id, "HPCEXEC_JOB_NAME": "envcheck"}
+
+
+def test_map_keeps_order_and_stops_at_shortest(ex):
+    assert list(ex.map(jobfns.add, range(10), range(100, 105))) == [100, 102, 104, 106, 108]
+    assert list(ex.map(jobfns.double, [])) == []
+
+
+def test_map_chunksize_batches_calls_per_job(ex):
+    out = list(ex.map(jobfns.double, range(10), chunksize=4))
+    assert out == [x * 2 for x in range(10)]
+    kinds = sorted(r.kind for r in ex.store.select())
+    assert kinds == ["chunk"] * 3
+    with pytest.raises(ValueError, match="chunksize"):
+        ex.map(jobfns.double, range(3), chunksize=0)
+
+
+def test_map_raises_element_exception_in_position(ex):
+    it = ex.map(jobfns.fail, ["a", "b"], chunksize=2)
+    with pytest.raises(ValueError, match="a"):
+        next(it)
+
+
+def test_map_timeout_raises_timeout_error(ex):
+    it = ex.map(jobfns.sleep_then, [5], timeout=0.3)
+    t = time.monotonic()
+    with pytest.raises(cf.TimeoutError):
+        next(it)
+    assert time.monotonic() - t < 3
+
+
+def test_wait_all_first_completed_first_exception(ex):
+    slow = ex.submit(jobfns.sleep_then, 2, "slow")
+    fast = ex.submit(jobfns.add, 1, 1)
+    done, not_done = cf.wait([slow, fast], timeout=30, return_when=cf.FIRST_COMPLETED)
+    assert fast in done and slow in not_done
+    bad = ex.submit(jobfns.fail)
+    done, not_done = cf.wait([slow, bad], timeout=30, return_when=cf.FIRST_EXCEPTION)
+    assert bad in done and slow in not_done
+    done, not_done = cf.wait([slow, fast, bad], timeout=30)
+    assert done == {slow, fast, bad} and not not_done
+
+
+def test_as_completed_yields_each_once(ex):
+    fs = [ex.submit(jobfns.sleep_then, s, s) for s in (0.6, 0.0)]
+    order = [f.result() for f in cf.as_completed(fs, timeout=30)]
+    assert order == [0.0, 0.6]
+
+
+def test_done_callback_called_once_also_when_already_done(ex):
+    calls = []
+    f = ex.submit(jobfns.double, 21)
+    f.add_done_callback(lambda fut: calls.append(fut.result()))
+    f.result(timeout=30)
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    f.add_done_callback(lambda fut: calls.append("late"))
+    assert calls == [42, "late"]
+
+
+def test_cancel_pending_job_never_runs(ex, tmp_path):
+    counter = tmp_path / "runs"
+    held = ex.options(hold=True).submit(jobfns.count_run, str(counter), 1)
+    assert held.cancel() is True
+    assert held.cancelled()
+    with pytest.raises(cf.CancelledError):
+        held.result(timeout=1)
+    assert held.state is JobState.CANCELLED
+    assert held.release() is False
+    time.sleep(0.3)
+    assert not counter.exists()
+
+
+def test_cancel_running_job_returns_false_and_terminate_ends_it(ex):
+    f = ex.submit(jobfns.sleep_then, 30)
+    deadline = time.monotonic() + 10
+    while not f.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert f.running()
+    assert f.cancel() is False
+    assert f.terminate() is True
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=15)
+    assert info.value.state is JobState.CANCELLED
+    assert "terminated" in info.value.reason
+
+
+def test_killed_job_raises_job_failed_with_signal(ex):
+    f = ex.submit(jobfns.sleep_then, 30)
+    deadline = time.monotonic() + 10
+    while not f.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = int(f.job_id.split(":")[0])
+    os.kill(pid, 9)
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=15)
+    assert info.value.signal == 9
+    assert info.value.state in (JobState.FAILED, JobState.LOST)
+    assert "SIGKILL" in str(info.value)
+
+
+def test_walltime_is_enforced_as_timeout(ex):
+    f = ex.options(time="0:01").submit_shell("echo started; sleep 30")
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=20)
+    assert info.value.state is JobState.TIMEOUT
+    assert "walltime" in info.value.reason
+
+
+def test_job_future_exposes_record_and_output(ex):
+    f = ex.options(name="talky").submit_shell("echo to-out; echo to-err >&2")
+    f.result(timeout=30)
+    rec = f.record
+    assert rec.key == f.key and rec.name == "talky" and rec.backend == "local"
+    assert rec.state is JobState.COMPLETED and rec.exit_code == 0
+    assert rec.submitted <= rec.started <= rec.finished
+    assert f.stdout() == "to-out\n" and f.stderr() == "to-err\n"
+
+
+def test_options_view_shares_store_and_validates(ex):
+    view = ex.options(threads=1, mem="1GB", time="2:00:00", name="big")
+    assert view.store is ex.store
+    assert view.resources.mem == 1024 and view.resources.time == 7200
+    f = view.submit(jobfns.double, 4)
+    assert f.result(timeout=30) == 8
+    assert f.record.name == "big"
+    with pytest.raises(ResourceError, match="'mem'"):
+        ex.options(mem="lots")
+    with pytest.raises(ResourceError, match="Valid ones"):
+        ex.options(memory="4GB")
+    assert ex.store.select() == [f.record]
+
+
+def test_submit_after_shutdown_raises_runtime_error(cache):
+    ex = hpcexec.Executor(cache_dir=cache, poll_interval=0.02)
+    ex.shutdown()
+    with pytest.raises(RuntimeError):
+        ex.submit(jobfns.double, 1)
+    with pytest.raises(RuntimeError):
+        ex.submit_shell("true")
+
+
+def test_context_manager_waits_for_futures(cache):
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.02) as ex:
+        f = ex.submit(jobfns.sleep_then, 0.5, "ok")
+    assert f.done() and f.result() == "ok"
+
+
+def test_shutdown_cancel_futures_cancels_queued_jobs_in_the_queue(cache, tmp_path):
+    ex = hpcexec.Executor(cache_dir=cache, poll_interval=0.02)
+    counter = tmp_path / "runs"
+    cores = ex._core.backend.total_cores
+    blockers = [ex.submit(jobfns.sleep_then, 1.5, i) for i in range(cores)]
+    queued = ex.submit(jobfns.count_run, str(counter), 1)
+    time.sleep(0.3)
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert queued.cancelled()
+    assert all(b.result() == i for i, b in enumerate(blockers))
+    assert ex.store.get(queued.key).state is JobState.CANCELLED
+    assert not counter.exists()
+
+
+def test_shutdown_never_kills_running_jobs(cache, tmp_path):
+    marker = tmp_path / "finished"
+    ex = hpcexec.Executor(cache_dir=cache, poll_interval=0.02)
+    f = ex.submit_shell(f"sleep 1; echo done > {marker}")
+    deadline = time.monotonic() + 10
+    while not f.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ex.shutdown(wait=False)
+    deadline = time.monotonic() + 15
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "done\n"
+
+
+def test_progress_bar_counts_states(ex, capfd):
+    fs = [ex.submit(jobfns.double, i) for i in range(3)]
+    done, _ = hpcexec.wait(fs, timeout=30, progress=True)
+    assert done == set(fs)
+    err = capfd.readouterr().err
+    assert "3/3" in err and "done=3" in err
+    out = list(ex.map(jobfns.double, range(4), progress=True))
+    assert out == [0, 2, 4, 6]
+    assert "4/4" in capfd.readouterr().err
+
+
+def test_failed_status_poll_is_retried_not_a_failed_job(ex, monkeypatch):
+    real_poll = ex._core.queue.poll
+    failures = []
+
+    def flaky():
+        if len(failures) < 3:
+            failures.append(1)
+            raise OSError("status command failed")
+        return real_poll()
+
+    monkeypatch.setattr(ex._core.queue, "poll", flaky)
+    assert ex.submit(jobfns.double, 5).result(timeout=30) == 10
+    assert len(failures) == 3

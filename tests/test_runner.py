@@ -1,0 +1,306 @@
+"""Tests of the in-job runner: `python -m hpcexec.runner JOBDIR` in a real subprocess."""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcexec.errors import CacheError, RemoteTraceback
+from hpcexec.jobfiles import EXITCODE, PAYLOAD, RESULT, parse_exitcode
+from hpcexec.payload import dumps_payload, load_outcomes, outcome_value
+
+
+def write_payload(jobdir: Path, fn, calls, *, kind="call", sys_path=()) -> None:
+    jobdir.mkdir(parents=True, exist_ok=True)
+    data, _ = dumps_payload(fn, calls, kind=kind, sys_path=sys_path)
+    (jobdir / PAYLOAD).write_bytes(data)
+
+
+def run_runner(jobdir: Path, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpcexec.runner", str(jobdir)],
+                          capture_output=True, timeout=timeout, cwd=jobdir)
+
+
+def outcomes(jobdir: Path) -> list[bytes]:
+    path = jobdir / RESULT
+    return load_outcomes(path.read_bytes(), str(path))
+
+
+def exitcode_text(jobdir: Path) -> str:
+    return (jobdir / EXITCODE).read_text()
+
+
+def leftovers(jobdir: Path) -> list[str]:
+    return sorted(p.name for p in jobdir.iterdir() if p.name.startswith("."))
+
+
+# -- success and errors ----------------------------------------------------------------
+
+def test_successful_call(tmp_path):
+    def add(a, b, *, scale=1):
+        return {"sum": (a + b) * scale, "pid": os.getpid()}
+
+    write_payload(tmp_path, add, [((2, 3), {"scale": 10})])
+    proc = run_runner(tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert exitcode_text(tmp_path) == "0\n\n"
+    items = outcomes(tmp_path)
+    assert len(items) == 1
+    value = outcome_value(items[0], "here")
+    assert value["sum"] == 50
+    assert value["pid"] != os.getpid()  # it really ran in the job process
+    assert pickle.loads(items[0])[0] == "ok"
+    assert leftovers(tmp_path) == []  # no temporary files left behind
+
+
+def test_result_written_before_exit_code(tmp_path):
+    # the exit-code file is the "finished" signal: the result must already be complete
+    write_payload(tmp_path, pow, [((2, 10), {})])
+    run_runner(tmp_path)
+    assert (tmp_path / RESULT).stat().st_mtime_ns <= (tmp_path / EXITCODE).stat().st_mtime_ns
+    assert outcome_value(outcomes(tmp_path)[0], "here") == 1024
+
+
+def test_call_raising_value_error(tmp_path):
+    def fail(x):
+        raise ValueError(f"bad x: {x}")
+
+    write_payload(tmp_path, fail, [((7,), {})])
+    proc = run_runner(tmp_path)
+    assert proc.returncode == 1
+    assert exitcode_text(tmp_path) == "1\n\n"
+    items = outcomes(tmp_path)
+    assert len(items) == 1
+    tag, exc, tb = pickle.loads(items[0])
+    assert tag == "err"
+    assert isinstance(exc, ValueError) and str(exc) == "bad x: 7"
+    assert "Traceback (most recent call last)" in tb
+    assert "ValueError: bad x: 7" in tb
+    assert "in fail" in tb
+    with pytest.raises(ValueError, match="bad x: 7") as info:
+        outcome_value(items[0], "here")
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "ValueError: bad x: 7" in info.value.__cause__.tb
+
+
+def test_system_exit_in_the_call_is_reported_not_fatal(tmp_path):
+    write_payload(tmp_path, sys.exit, [((3,), {})])
+    proc = run_runner(tmp_path)
+    assert proc.returncode == 1
+    with pytest.raises(SystemExit) as info:
+        outcome_value(outcomes(tmp_path)[0], "here")
+    assert info.value.code == 3
+
+
+def test_chunk_with_one_failing_element(tmp_path):
+    def inverse(x):
+        return 12 // x
+
+    write_payload(tmp_path, inverse, [((x,), {}) for x in (1, 2, 0, 4)], kind="chunk")
+    proc = run_runner(tmp_path)
+    assert proc.returncode == 1
+    assert exitcode_text(tmp_path) == "1\n\n"
+    items = outcomes(tmp_path)
+    assert len(items) == 4
+    assert outcome_value(items[0], "r") == 12
+    assert outcome_value(items[1], "r") == 6
+    with pytest.raises(ZeroDivisionError) as info:
+        outcome_value(items[2], "r")
+    assert "ZeroDivisionError" in info.value.__cause__.tb
+    assert outcome_value(items[3], "r") == 3
+
+
+def test_chunk_all_ok(tmp_path):
+    write_payload(tmp_path, str.upper, [(("a",), {}), (("b",), {})], kind="chunk")
+    assert run_runner(tmp_path).returncode == 0
+    assert [outcome_value(i, "r") for i in outcomes(tmp_path)] == ["A", "B"]
+
+
+# -- import paths ----------------------------------------------------------------------
+
+@pytest.fixture
+def private_module(tmp_path, monkeypatch):
+    """A module importable here only through an added path, as a user's script dir is."""
+    moddir = tmp_path / "userlib"
+    moddir.mkdir()
+    name = f"hpcexec_test_usermod_{os.getpid()}"
+    (moddir / f"{name}.py").write_text(textwrap.dedent("""
+        import sys
+        def triple(x):
+            return (3 * x, __name__, sys.path.index(__file__.rsplit("/", 1)[0]))
+    """))
+    monkeypatch.syspath_prepend(str(moddir))
+    module = __import__(name)
+    yield moddir, module
+    sys.modules.pop(name, None)
+
+
+def test_payload_needs_header_sys_path(tmp_path, private_module):
+    moddir, module = private_module
+    jobdir = tmp_path / "job"
+    write_payload(jobdir, module.triple, [((5,), {})], sys_path=[str(moddir)])
+    proc = run_runner(jobdir)
+    assert proc.returncode == 0, proc.stderr.decode()
+    value, modname, index = outcome_value(outcomes(jobdir)[0], "r")
+    assert value == 15
+    assert modname == module.__name__
+    assert index == 1  # inserted after the script's own directory entry
+
+
+def test_payload_without_sys_path_reports_the_import_error(tmp_path, private_module):
+    _, module = private_module
+    jobdir = tmp_path / "job"
+    write_payload(jobdir, module.triple, [((5,), {})])
+    proc = run_runner(jobdir)
+    assert proc.returncode == 1
+    assert exitcode_text(jobdir) == "1\n\n"
+    items = outcomes(jobdir)
+    assert len(items) == 1
+    with pytest.raises(ModuleNotFoundError, match=module.__name__):
+        outcome_value(items[0], "r")
+
+
+def test_missing_payload_is_reported(tmp_path):
+    proc = run_runner(tmp_path)
+    assert proc.returncode == 1
+    with pytest.raises(FileNotFoundError):
+        outcome_value(outcomes(tmp_path)[0], "r")
+
+
+def test_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hpcexec.runner"], capture_output=True,
+                          timeout=30)
+    assert proc.returncode == 2
+    assert b"usage: python -m hpcexec.runner JOBDIR" in proc.stderr
+
+
+# -- results that plain pickle cannot write --------------------------------------------
+
+def test_result_needing_cloudpickle(tmp_path):
+    def make_multiplier(k):
+        return lambda x: x * k
+
+    write_payload(tmp_path, make_multiplier, [((3,), {})])
+    proc = run_runner(tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    fn = outcome_value(outcomes(tmp_path)[0], "r")
+    assert fn(14) == 42
+
+
+def test_unpicklable_result_becomes_a_type_error(tmp_path):
+    def make_lock():
+        import threading
+        return threading.Lock()
+
+    write_payload(tmp_path, make_lock, [((), {})])
+    run_runner(tmp_path)
+    items = outcomes(tmp_path)
+    assert len(items) == 1
+    with pytest.raises(TypeError, match="return value cannot be pickled") as info:
+        outcome_value(items[0], "r")
+    assert "lock" in str(info.value)
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+
+
+def test_unpicklable_result_exits_nonzero(tmp_path):
+    def make_lock():
+        import threading
+        return threading.Lock()
+
+    write_payload(tmp_path, make_lock, [((), {})])
+    proc = run_runner(tmp_path)
+    assert exitcode_text(tmp_path) == "1\n\n"
+    assert proc.returncode == 1
+
+
+def test_unpicklable_exception_gets_a_stand_in(tmp_path):
+    def raise_odd():
+        import threading
+
+        class Odd(Exception):
+            pass
+
+        raise Odd(threading.Lock())  # the exception's argument cannot be pickled
+
+    write_payload(tmp_path, raise_odd, [((), {})])
+    proc = run_runner(tmp_path)
+    assert proc.returncode == 1
+    with pytest.raises(RuntimeError, match="Odd") as info:
+        outcome_value(outcomes(tmp_path)[0], "r")
+    assert "raise Odd(" in info.value.__cause__.tb
+
+
+def test_damaged_result_file(tmp_path):
+    with pytest.raises(CacheError, match="damaged"):
+        load_outcomes(b"not a pickle", str(tmp_path / RESULT))
+    with pytest.raises(CacheError, match="damaged"):
+        load_outcomes(pickle.dumps({"not": "a list"}), "x")
+
+
+# -- SIGTERM ---------------------------------------------------------------------------
+
+def _start_and_term(jobdir: Path, marker: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-m", "hpcexec.runner", str(jobdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=jobdir)
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the call never started"
+            time.sleep(0.01)
+        time.sleep(0.05)  # let it get into time.sleep
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigterm_during_a_call(tmp_path):
+    marker = tmp_path / "marker"
+
+    def slow(path):
+        import time
+        open(path, "w").close()
+        time.sleep(30)
+        return "finished"
+
+    jobdir = tmp_path / "job"
+    write_payload(jobdir, slow, [((str(marker),), {})])
+    start = time.monotonic()
+    proc = _start_and_term(jobdir, marker)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 143
+    text = exitcode_text(jobdir)
+    assert text.splitlines()[0] == "143"
+    assert "SIGTERM" in text.splitlines()[1]
+    assert parse_exitcode(text) == (143, "terminated by SIGTERM")
+    assert not (jobdir / RESULT).exists()
+    assert leftovers(jobdir) == []
+
+
+def test_sigterm_during_a_chunk_keeps_finished_elements(tmp_path):
+    marker = tmp_path / "marker"
+
+    def work(i, path):
+        import time
+        if i == 2:
+            open(path, "w").close()
+            time.sleep(30)
+        return i * 10
+
+    jobdir = tmp_path / "job"
+    write_payload(jobdir, work, [((i, str(marker)), {}) for i in range(4)], kind="chunk")
+    proc = _start_and_term(jobdir, marker)
+    assert proc.returncode == 143
+    assert parse_exitcode(exitcode_text(jobdir)) == (143, "terminated by SIGTERM")
+    assert [outcome_value(i, "r") for i in outcomes(jobdir)] == [0, 10]

@@ -1,0 +1,526 @@
+"""Unit tests for hpcexec.store: persistent job records in SQLite."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcexec.errors import CacheError
+from hpcexec.states import ACTIVE_STATES, FINAL_STATES, JobState
+from hpcexec.store import DB_NAME, SCHEMA_VERSION, JobRecord, Store
+
+
+def new_store(path: Path) -> Store:
+    path.mkdir(parents=True, exist_ok=True)
+    return Store(path)
+
+
+def rec(key: str, **kw) -> JobRecord:
+    kw.setdefault("backend", "local")
+    kw.setdefault("host", "here")
+    kw.setdefault("kind", "call")
+    kw.setdefault("jobdir", f"/jobs/{key}")
+    return JobRecord(key=key, **kw)
+
+
+def put(store: Store, *records: JobRecord, touch: bool = True) -> None:
+    with store.write() as tx:
+        for r in records:
+            tx.put(r, touch=touch)
+
+
+@pytest.fixture
+def store(tmp_path):
+    (tmp_path / "cache").mkdir()
+    s = Store(tmp_path / "cache")
+    yield s
+    s.close()
+
+
+def keys(records) -> list[str]:
+    return [r.key for r in records]
+
+
+# -- records ---------------------------------------------------------------------------
+
+def test_new_store_creates_database(tmp_path):
+    s = Store(tmp_path)
+    try:
+        assert s.path == tmp_path / DB_NAME
+        assert s.path.is_file()
+        assert s.revision() == 0
+        assert s.query() == []
+    finally:
+        s.close()
+
+
+def test_put_get_round_trips_every_field(store):
+    original = rec(
+        "abc123",
+        backend="slurm",
+        host="cluster1",
+        kind="chunk",
+        jobdir="/scratch/jobs/abc123",
+        state=JobState.FAILED,
+        name="my job",
+        job_id="4242_3",
+        array_index=3,
+        exit_code=2,
+        signal=9,
+        reason="killed by SIGKILL",
+        submitted=1700000000.25,
+        started=1700000010.5,
+        finished=1700000020.75,
+        cores=8,
+        resources={"threads": 4, "env": {"A": "1"}, "native": ["--x"], "time": 3600},
+        deps=["k2", "k1"],
+        comment="first try",
+        tags=["b", "a"],
+        user_state="analysed",
+    )
+    before = time.time()
+    put(store, original)
+    got = store.get("abc123")
+    assert got is not None
+    assert got == original  # put() filled in modified and rev on the same object
+    assert got.state is JobState.FAILED
+    assert got.resources == {"threads": 4, "env": {"A": "1"}, "native": ["--x"], "time": 3600}
+    assert got.deps == ["k2", "k1"]  # order kept
+    assert got.tags == ["b", "a"]
+    assert before <= got.modified <= time.time()
+    assert got.rev == 1
+    assert got.path == Path("/scratch/jobs/abc123")
+
+
+def test_defaults_round_trip(store):
+    put(store, rec("k"))
+    got = store.get("k")
+    assert got.state is JobState.PENDING
+    assert got.resources == {} and got.deps == [] and got.tags == []
+    assert got.name is None and got.job_id is None and got.exit_code is None
+    assert got.cores == 1
+
+
+def test_put_without_touch_keeps_modified(store):
+    r = rec("k", modified=123.5)
+    put(store, r, touch=False)
+    assert store.get("k").modified == 123.5
+
+
+def test_put_replaces_a_whole_record(store):
+    put(store, rec("k", name="one", comment="c"))
+    put(store, rec("k", name="two"))
+    got = store.get("k")
+    assert got.name == "two"
+    assert got.comment is None
+    assert len(store.query()) == 1
+
+
+def test_get_missing_and_get_many(store):
+    put(store, *[rec(f"k{i}") for i in range(5)])
+    assert store.get("nope") is None
+    many = store.get_many(["k1", "k3", "nope"])
+    assert sorted(many) == ["k1", "k3"]
+    assert many["k3"].key == "k3"
+
+
+def test_get_many_more_than_one_batch(store):
+    put(store, *[rec(f"k{i:04d}") for i in range(1200)])
+    wanted = [f"k{i:04d}" for i in range(0, 1200, 1)]
+    assert len(store.get_many(wanted + ["missing"])) == 1200
+
+
+def test_update_changes_fields(store):
+    put(store, rec("k"))
+    with store.write() as tx:
+        tx.update("k", state=JobState.RUNNING, job_id="77", tags=["x"], resources={"a": 1})
+    got = store.get("k")
+    assert got.state is JobState.RUNNING
+    assert got.job_id == "77"
+    assert got.tags == ["x"]
+    assert got.resources == {"a": 1}
+    assert got.rev == 2
+
+
+def test_update_refuses_unknown_fields(store):
+    put(store, rec("k"))
+    with pytest.raises(ValueError, match="bogus"):
+        with store.write() as tx:
+            tx.update("k", bogus=1)
+
+
+# -- revisions -------------------------------------------------------------------------
+
+def test_revision_increases_once_per_changing_transaction(store):
+    assert store.revision() == 0
+    put(store, rec("a"))
+    assert store.revision() == 1
+    put(store, rec("b"), rec("c"))  # one transaction, one revision
+    assert store.revision() == 2
+    assert store.get("b").rev == store.get("c").rev == 2
+    assert store.get("a").rev == 1
+    with store.write() as tx:
+        tx.update("a", comment="x")
+        tx.update("b", comment="y")
+    assert store.revision() == 3
+    assert store.get("a").rev == store.get("b").rev == 3
+
+
+def test_revision_unchanged_by_transactions_that_change_nothing(store):
+    put(store, rec("a"))
+    assert store.revision() == 1
+    with store.write():
+        pass
+    assert store.revision() == 1
+    with store.write() as tx:
+        assert tx.get("a") is not None
+        assert tx.query("state = ?", ["running"]) == []
+    assert store.revision() == 1
+    store.annotate("a")  # nothing to set
+    assert store.revision() == 1
+    assert store.delete(["missing"]) == 0
+    assert store.revision() == 1
+    assert store.select("active") and store.find("a")
+    assert store.revision() == 1
+
+
+def test_failed_transaction_rolls_back(store):
+    put(store, rec("a"))
+    with pytest.raises(RuntimeError):
+        with store.write() as tx:
+            tx.put(rec("b"))
+            tx.update("a", comment="lost")
+            raise RuntimeError("boom")
+    assert store.revision() == 1
+    assert store.get("b") is None
+    assert store.get("a").comment is None
+
+
+def test_delete_bumps_revision(store):
+    put(store, rec("a"), rec("b"))
+    assert store.revision() == 1
+    assert store.delete(["a"]) == 1
+    assert store.revision() == 2
+
+
+def test_update_of_missing_key_does_not_bump_revision(store):
+    put(store, rec("a"))
+    with store.write() as tx:
+        tx.update("missing", comment="x")
+    assert store.revision() == 1
+
+
+def test_changed_since(store):
+    put(store, rec("a"))
+    r1 = store.revision()
+    put(store, rec("b"))
+    r2 = store.revision()
+    store.annotate("a", comment="later")
+    assert store.changed_since(0) and sorted(keys(store.changed_since(0))) == ["a", "b"]
+    assert sorted(keys(store.changed_since(r1))) == ["a", "b"]
+    assert keys(store.changed_since(r2)) == ["a"]
+    assert store.changed_since(store.revision()) == []
+
+
+# -- select ----------------------------------------------------------------------------
+
+@pytest.fixture
+def populated(store):
+    put(store,
+        rec("k1", state=JobState.PENDING, name="alpha", submitted=1.0, tags=["sweep", "x"]),
+        rec("k2", state=JobState.RUNNING, name="beta", submitted=2.0, comment="looks good"),
+        rec("k3", state=JobState.COMPLETED, name="gamma", submitted=3.0, backend="slurm"),
+        rec("k4", state=JobState.FAILED, name="delta", submitted=4.0, host="other",
+            tags=["retry"]),
+        rec("k5", state=JobState.HELD, name="epsilon", submitted=5.0),
+        rec("k6", state=JobState.TIMEOUT, name="zeta", submitted=6.0, user_state="analysed"))
+    return store
+
+
+def test_select_all_in_submission_order(populated):
+    assert keys(populated.select()) == ["k1", "k2", "k3", "k4", "k5", "k6"]
+
+
+@pytest.mark.parametrize("state, expected", [
+    (JobState.RUNNING, ["k2"]),
+    ("running", ["k2"]),
+    (["failed", JobState.COMPLETED], ["k3", "k4"]),
+    ("active", ["k1", "k2", "k5"]),
+    ("finished", ["k3", "k4", "k6"]),
+    (["active", "timeout"], ["k1", "k2", "k5", "k6"]),
+    ("lost", []),
+])
+def test_select_by_state(populated, state, expected):
+    assert keys(populated.select(state)) == expected
+
+
+def test_active_and_finished_cover_every_state():
+    assert ACTIVE_STATES | FINAL_STATES == set(JobState)
+    assert not ACTIVE_STATES & FINAL_STATES
+
+
+def test_select_by_backend_and_host(populated):
+    assert keys(populated.select(backend="slurm")) == ["k3"]
+    assert keys(populated.select(host="other")) == ["k4"]
+    assert keys(populated.select("finished", backend="local", host="here")) == ["k6"]
+
+
+@pytest.mark.parametrize("match, expected", [
+    ("^alpha$", ["k1"]),  # name
+    ("good", ["k2"]),  # comment
+    ("sweep", ["k1"]),  # tags
+    ("retry", ["k4"]),
+    ("analysed", ["k6"]),  # user_state
+    ("^k[34]$", ["k3", "k4"]),  # key
+    ("ta$", ["k2", "k4", "k6"]),  # beta, delta, zeta
+    ("timeout", ["k6"]),  # state
+    ("nothing-like-this", []),
+])
+def test_select_by_regex(populated, match, expected):
+    assert keys(populated.select(match=match)) == expected
+
+
+def test_select_regex_with_state_and_fields(populated):
+    assert keys(populated.select("active", match="a")) == ["k1", "k2", "k5"]
+    assert keys(populated.select(match="good", fields=["name"])) == []
+    assert keys(populated.select(match="^gamma$", fields=["name", "comment"])) == ["k3"]
+
+
+def test_select_bad_regex(populated):
+    with pytest.raises(ValueError, match=r"bad regular expression '\(unclosed'"):
+        populated.select(match="(unclosed")
+
+
+def test_select_unknown_state_lists_valid_states(populated):
+    with pytest.raises(ValueError) as info:
+        populated.select("runing")
+    message = str(info.value)
+    assert "'runing'" in message
+    for s in list(JobState) + ["active", "finished"]:
+        assert str(s) in message
+
+
+def test_active(populated):
+    assert sorted(keys(populated.active("local", "here"))) == ["k1", "k2", "k5"]
+    assert populated.active("slurm", "here") == []
+
+
+# -- annotate, delete, find ------------------------------------------------------------
+
+def test_annotate(store):
+    put(store, rec("k", modified=1.0), touch=False)
+    got = store.annotate("k", comment="bad input", user_state="analysed", tags=["b", "a", "b"])
+    assert got.comment == "bad input"
+    assert got.user_state == "analysed"
+    assert got.tags == ["a", "b"]
+    assert got.modified > 1.0
+    assert got.rev == store.revision() == 2
+    assert store.get("k") == got
+    again = store.annotate("k", tags=[])
+    assert again.tags == [] and again.comment == "bad input"
+
+
+def test_annotate_unknown_key(store):
+    with pytest.raises(KeyError, match="nope"):
+        store.annotate("nope", comment="x")
+    assert store.revision() == 0
+
+
+def test_delete(store):
+    put(store, rec("a"), rec("b"), rec("c"))
+    assert store.delete(["a", "c", "zzz"]) == 2
+    assert keys(store.query()) == ["b"]
+    assert store.delete([]) == 0
+
+
+def test_find_by_prefix_and_job_id(store):
+    put(store, rec("abc111"), rec("abc222", job_id="999"), rec("abd333"), rec("x_y"),
+        rec("xzy"), rec("99x", job_id="12:34"))
+    assert sorted(keys(store.find("abc"))) == ["abc111", "abc222"]
+    assert keys(store.find("abc1")) == ["abc111"]
+    assert sorted(keys(store.find("ab"))) == ["abc111", "abc222", "abd333"]
+    assert keys(store.find("999")) == ["abc222"]
+    assert keys(store.find("12:34")) == ["99x"]
+    assert keys(store.find("x_")) == ["x_y"]  # '_' is literal, not a wildcard
+    assert store.find("%") == []  # '%' is literal too
+    assert store.find("nothing") == []
+
+
+# -- merge -----------------------------------------------------------------------------
+
+def test_merge_newest_wins_both_ways(tmp_path):
+    mine = new_store(tmp_path / "mine")
+    theirs = new_store(tmp_path / "theirs")
+    try:
+        put(mine,
+            rec("both_theirs_newer", name="mine-old", modified=100.0),
+            rec("both_mine_newer", name="mine-new", modified=300.0),
+            rec("same_time", name="mine-same", modified=200.0),
+            rec("only_mine", name="m", modified=50.0), touch=False)
+        put(theirs,
+            rec("both_theirs_newer", name="theirs-new", modified=200.0, host="h2",
+                state=JobState.COMPLETED, tags=["t"]),
+            rec("both_mine_newer", name="theirs-old", modified=150.0, host="h2"),
+            rec("same_time", name="theirs-same", modified=200.0, host="h2"),
+            rec("only_theirs", name="t", modified=10.0, host="h2", resources={"threads": 2}),
+            touch=False)
+        theirs.close()
+        rev_before = mine.revision()
+        taken, kept = mine.merge(tmp_path / "theirs", host="remote")
+        assert (taken, kept) == (2, 2)
+
+        newer = mine.get("both_theirs_newer")
+        assert newer.name == "theirs-new"
+        assert newer.host == "remote"  # rewritten
+        assert newer.state is JobState.COMPLETED and newer.tags == ["t"]
+        assert newer.modified == 200.0  # not touched by the merge
+
+        older = mine.get("both_mine_newer")
+        assert older.name == "mine-new" and older.host == "here" and older.modified == 300.0
+        assert mine.get("same_time").name == "mine-same"
+        assert mine.get("only_mine").name == "m"
+
+        only = mine.get("only_theirs")
+        assert only.host == "remote" and only.resources == {"threads": 2}
+        assert only.modified == 10.0
+
+        assert mine.revision() == rev_before + 1
+        assert sorted(keys(mine.changed_since(rev_before))) == ["both_theirs_newer", "only_theirs"]
+        # the source cache is left as it was
+        src = Store(tmp_path / "theirs")
+        assert src.get("only_theirs").host == "h2"
+        src.close()
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_merge_from_database_file_and_again_is_idempotent(tmp_path):
+    mine = new_store(tmp_path / "mine")
+    theirs = new_store(tmp_path / "theirs")
+    try:
+        put(theirs, rec("k", modified=5.0), touch=False)
+        theirs.close()
+        assert mine.merge(tmp_path / "theirs" / DB_NAME, host="r") == (1, 0)
+        rev = mine.revision()
+        assert mine.merge(tmp_path / "theirs", host="r") == (0, 1)
+        assert mine.revision() == rev
+    finally:
+        mine.close()
+
+
+def test_merge_missing_or_corrupt_source(tmp_path, store):
+    with pytest.raises(CacheError, match="no job cache"):
+        store.merge(tmp_path / "nowhere", host="r")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / DB_NAME).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(CacheError, match="cannot be read"):
+        store.merge(bad, host="r")
+
+
+def test_missing_cache_directory_is_not_reported_as_corrupt(tmp_path):
+    missing = tmp_path / "not" / "yet"
+    try:
+        s = Store(missing)
+    except CacheError as e:
+        assert "move it aside" not in str(e)
+        assert "mv " not in str(e)
+        assert str(missing) in str(e)
+    else:
+        s.close()
+        assert (missing / DB_NAME).is_file()
+
+
+# -- damaged caches --------------------------------------------------------------------
+
+def test_schema_version_mismatch(tmp_path):
+    Store(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(CacheError) as info:
+        Store(tmp_path)
+    message = str(info.value)
+    assert f"schema version {SCHEMA_VERSION + 1}" in message
+    assert f"reads version {SCHEMA_VERSION}" in message
+    assert str(tmp_path / DB_NAME) in message
+
+
+def test_corrupt_database_is_reported_and_left_alone(tmp_path):
+    garbage = bytes(range(256)) * 64
+    db = tmp_path / DB_NAME
+    db.write_bytes(garbage)
+    with pytest.raises(CacheError) as info:
+        Store(tmp_path)
+    message = str(info.value)
+    assert str(db) in message
+    assert "move it aside" in message
+    assert db.read_bytes() == garbage
+    assert sorted(p.name for p in tmp_path.iterdir()) == [DB_NAME]
+
+
+def test_cache_error_is_not_a_sqlite_error(tmp_path):
+    (tmp_path / DB_NAME).write_bytes(b"\x00garbage" * 200)
+    with pytest.raises(CacheError) as info:
+        Store(tmp_path)
+    assert not isinstance(info.value, sqlite3.Error)
+
+
+# -- concurrency -----------------------------------------------------------------------
+
+WRITER = textwrap.dedent("""
+    import sys
+    from hpcexec.store import JobRecord, Store
+    cache, tag = sys.argv[1], sys.argv[2]
+    s = Store(cache)
+    for i in range(300):
+        with s.write() as tx:
+            tx.put(JobRecord(key=f"{tag}-{i:03d}", backend="local", host=tag, kind="call",
+                             jobdir=f"/j/{tag}/{i}"))
+    s.close()
+""")
+
+
+def test_two_processes_write_concurrently(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    Store(cache).close()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(cache), tag],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for tag in ("p1", "p2")]
+    results = [p.communicate(timeout=60) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err.decode()
+        assert err == b""
+    s = Store(cache)
+    try:
+        records = s.query()
+        assert len(records) == 600
+        assert len({r.key for r in records}) == 600
+        assert sum(r.host == "p1" for r in records) == 300
+        assert s.revision() == 600  # every insert was its own transaction
+        assert len({r.rev for r in records}) == 600
+    finally:
+        s.close()
+
+
+def test_store_waits_for_a_client_initialising_a_new_cache(tmp_path):
+    holder = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # like another client half way through creating it
+    holder.execute("CREATE TABLE other_client (x)")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        s = Store(tmp_path)
+        s.close()
+    finally:
+        release.join()
+        holder.close()
