@@ -10,6 +10,7 @@ import shlex
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -108,6 +109,7 @@ class _Core:
         except OSError as e:
             raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
         self.jobs_dir = self.cache_dir / "jobs"
+        self.jobs_dir.mkdir(mode=0o700, exist_ok=True)
         self.store = Store(self.cache_dir)
         self.transport = LocalShell()
         self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
@@ -283,11 +285,14 @@ class _Core:
                 elif rec.state is JobState.COMPLETED and not self._result_present(rec):
                     log.warning("result of %s is missing from the cache; running it again", key)
                     to_write[key] = j
+        # Files are staged privately, then renamed into place inside the write transaction,
+        # so two clients submitting the same key never write into one job directory.
+        staging = str(self.cache_dir / "staging" / uuid.uuid4().hex)
         try:
-            for j in to_write.values():
-                self._write_files(j)
+            for key, j in to_write.items():
+                self._write_files(j, os.path.join(staging, key))
             if to_write:
-                self._insert(to_write, known, deps, hold=bool(opts.get("hold")))
+                self._insert(to_write, known, deps, hold=bool(opts.get("hold")), staging=staging)
         except BaseException:
             with self._lock:
                 for j in jobs:
@@ -297,6 +302,9 @@ class _Core:
                     if not self._watch.get(j.key, True):
                         del self._watch[j.key]
             raise
+        finally:
+            if to_write:
+                self.transport.remove_tree(staging)
         self.monitor.wake() if to_write else self.monitor.start()
         attached = [key for key in unique if key not in to_write]
         fresh = {k: known[k] for k in attached if known[k].state.finished}
@@ -304,7 +312,7 @@ class _Core:
         self.records_changed(fresh.values())
 
     def _insert(self, jobs: dict[str, _Job], known: dict[str, JobRecord], deps: list[str],
-                hold: bool) -> None:
+                hold: bool, staging: str) -> None:
         now = time.time()
         lost_race = 0
         with self.store.write() as tx:
@@ -314,10 +322,14 @@ class _Core:
                 if cur is not None and (before is None or cur.rev != before.rev):
                     lost_race += 1  # another client submitted it meanwhile: attach to theirs
                     continue
+                jobdir = str(self.jobs_dir / key)
+                if self.transport.exists(jobdir):  # files of an earlier run of this key
+                    self.transport.rename(jobdir, os.path.join(staging, f"old-{key}"))
+                self.transport.rename(os.path.join(staging, key), jobdir)
                 res = j.res
                 tx.put(JobRecord(
                     key=key, backend=self.backend.name, host=self.host, kind=j.kind,
-                    jobdir=str(self.jobs_dir / key),
+                    jobdir=jobdir,
                     state=JobState.HELD if hold else JobState.PENDING,
                     name=j.name, submitted=now, cores=res.cores,
                     resources={**res.to_dict(), "workdir": res.workdir or os.getcwd()},
@@ -329,10 +341,10 @@ class _Core:
     def _result_present(self, rec: JobRecord) -> bool:
         return rec.kind == "shell" or self.transport.exists(os.path.join(rec.jobdir, RESULT))
 
-    def _write_files(self, j: _Job) -> None:
+    def _write_files(self, j: _Job, stage: str) -> None:
+        """Write a job's payload and script into ``stage`` (renamed into place later)."""
         jobdir = str(self.jobs_dir / j.key)
-        self.transport.make_dir(jobdir)
-        self.transport.clear_dir(jobdir)
+        self.transport.make_dir(stage)
         workdir = j.res.workdir or os.getcwd()
         parts = self.backend.script_parts(j.res, name=j.name, jobdir=jobdir, workdir=workdir,
                                           stdout=j.res.stdout or os.path.join(jobdir, "stdout"),
@@ -342,11 +354,11 @@ class _Core:
                             name=j.name, shell_body=j.body)
         else:
             assert j.file_bytes is not None
-            self.transport.write_bytes(os.path.join(jobdir, PAYLOAD), j.file_bytes)
+            self.transport.write_bytes(os.path.join(stage, PAYLOAD), j.file_bytes)
             command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
             script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
                             name=j.name, command=command)
-        self.transport.write_bytes(os.path.join(jobdir, SCRIPT), script.encode())
+        self.transport.write_bytes(os.path.join(stage, SCRIPT), script.encode())
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         with self._lock:

@@ -66,8 +66,12 @@ class Transport(abc.ABC):
         """Create a directory and its parents (private to the user)."""
 
     @abc.abstractmethod
-    def clear_dir(self, path: str) -> None:
-        """Remove everything inside a directory, keeping the directory."""
+    def rename(self, src: str, dst: str) -> None:
+        """Rename a file or directory (atomic on one filesystem)."""
+
+    @abc.abstractmethod
+    def remove_tree(self, path: str) -> None:
+        """Remove a directory and everything in it; nothing if it does not exist."""
 
     @abc.abstractmethod
     def cpu_count(self) -> int: ...

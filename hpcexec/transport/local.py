@@ -108,15 +108,11 @@ class LocalShell(Transport):
     def make_dir(self, path: str) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
 
-    def clear_dir(self, path: str) -> None:
-        p = Path(path)
-        if not p.is_dir():
-            return
-        for child in p.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
+
+    def remove_tree(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
 
     def cpu_count(self) -> int:
         try:

@@ -1,0 +1,42 @@
+"""Quickstart: run Python functions and shell commands as jobs on this machine.
+
+    python examples/quickstart.py      # runs the jobs, with a progress bar
+    python examples/quickstart.py      # again: every result comes from the cache at once
+
+The local backend needs no scheduler. Change ``Executor()`` to ``Executor(backend="slurm",
+...)`` and the same script runs on a cluster.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import hpcexec
+
+
+def simulate(n: int, seed: int = 0) -> float:
+    """A stand-in for real work: the mean of n random numbers."""
+    rng = random.Random(seed)
+    time.sleep(0.3)
+    return sum(rng.random() for _ in range(n)) / n
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    with hpcexec.Executor(cache_dir=".hpcexec") as ex:
+        futures = [ex.submit(simulate, 100_000, seed=s) for s in range(6)]
+        hpcexec.wait(futures, progress=True)
+        for s, f in enumerate(futures):
+            print(f"simulate(seed={s}) = {f.result():.5f}   job {f.job_id}")
+
+        squares = list(ex.map(pow, range(100), [2] * 100, progress=True))
+        print("sum of the first 100 squares:", sum(squares))
+
+        shell = ex.options(name="hello").submit_shell('echo "hello from job $HPCEXEC_JOB_NAME"')
+        print(shell.result().stdout.strip())
+    print(f"done in {time.perf_counter() - t0:.2f} s; run it again and the results come "
+          f"from the cache in {ex.cache_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Records as a cache: re-runs reuse results, explicit keys, force, retry, hold and after."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import hpcexec
+import jobfns
+from hpcexec import JobFailed, JobState, ResourceError
+
+
+def test_rerun_returns_cached_results_without_submitting(cache, tmp_path):
+    counter = tmp_path / "runs"
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.02) as ex:
+        first = [ex.submit(jobfns.count_run, str(counter), i) for i in range(3)]
+        shell = ex.submit_shell("echo cached-shell")
+        assert [f.result() for f in first] == [0, 10, 20]
+        assert shell.result().stdout == "cached-shell\n"
+    records = {r.key: r for r in hpcexec.Store(cache).select()}
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.02) as ex:
+        again = [ex.submit(jobfns.count_run, str(counter), i) for i in range(3)]
+        assert all(f.done() for f in again)
+        assert [f.result() for f in again] == [0, 10, 20]
+        assert ex.submit_shell("echo cached-shell").result().stdout == "cached-shell\n"
+    assert sorted(counter.read_text().split()) == ["0", "1", "2"]
+    after = {r.key: r for r in hpcexec.Store(cache).select()}
+    assert {k: r.submitted for k, r in after.items()} == {k: r.submitted for k, r in records.items()}
+
+
+def test_same_work_in_one_map_runs_once(ex, tmp_path):
+    counter = tmp_path / "runs"
+    out = list(ex.map(jobfns.count_run, [str(counter)] * 4, [5, 5, 6, 5], chunksize=1))
+    assert out == [50, 50, 60, 50]
+    assert sorted(counter.read_text().split()) == ["5", "6"]
+
+
+def test_key_depends_on_resources_but_not_name(ex):
+    a = ex.submit(jobfns.double, 1)
+    b = ex.options(name="other-name").submit(jobfns.double, 1)
+    c = ex.options(time="10:00").submit(jobfns.double, 1)
+    assert a.key == b.key != c.key
+    assert a.result(timeout=30) == b.result(timeout=30) == c.result(timeout=30) == 2
+
+
+def test_explicit_key_names_the_record(ex):
+    f = ex.options(key="sim-3").submit(jobfns.double, 3)
+    assert f.key == "sim-3" and f.result(timeout=30) == 6
+    # the same key returns the cached result even for other arguments
+    g = ex.options(key="sim-3").submit(jobfns.double, 100)
+    assert g.result(timeout=30) == 6
+    with pytest.raises(ResourceError, match="'key'"):
+        ex.options(key="bad key with spaces")
+    with pytest.raises(ResourceError, match="drop key"):
+        ex.options(key="k").map(jobfns.double, [1])
+
+
+def test_force_runs_again(ex, tmp_path):
+    counter = tmp_path / "runs"
+    assert ex.submit(jobfns.count_run, str(counter), 1).result(timeout=30) == 10
+    assert ex.options(force=True).submit(jobfns.count_run, str(counter), 1).result(timeout=30) == 10
+    assert counter.read_text().split() == ["1", "1"]
+
+
+def test_cached_failure_is_retried_by_default_and_kept_with_retry_false(ex, tmp_path):
+    flag = tmp_path / "flag"
+    body = f"test -e {flag}"
+    with pytest.raises(JobFailed):
+        ex.submit_shell(body).result(timeout=30)
+    flag.touch()
+    with pytest.raises(JobFailed):
+        ex.options(retry=False).submit_shell(body).result(timeout=30)
+    assert ex.submit_shell(body).result(timeout=30).returncode == 0
+
+
+def test_missing_result_file_is_run_again(ex, tmp_path):
+    counter = tmp_path / "runs"
+    f = ex.submit(jobfns.count_run, str(counter), 2)
+    assert f.result(timeout=30) == 20
+    (f.record.path / "result.pkl").unlink()
+    assert ex.submit(jobfns.count_run, str(counter), 2).result(timeout=30) == 20
+    assert counter.read_text().split() == ["2", "2"]
+
+
+def test_running_job_is_reattached_not_resubmitted(cache, tmp_path):
+    counter = tmp_path / "runs"
+    ex1 = hpcexec.Executor(cache_dir=cache, poll_interval=0.02)
+    f1 = ex1.submit(jobfns.count_run, str(counter), 9, 1.0)
+    deadline = time.monotonic() + 10
+    while not f1.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ex1.shutdown(wait=False)
+    ex2 = hpcexec.Executor(cache_dir=cache, poll_interval=0.02)
+    f2 = ex2.submit(jobfns.count_run, str(counter), 9, 1.0)
+    assert f2.key == f1.key and f2.job_id == f1.job_id
+    assert f2.result(timeout=30) == 90
+    ex2.shutdown()
+    assert counter.read_text().split() == ["9"]
+
+
+def test_hold_waits_until_release(ex, tmp_path):
+    counter = tmp_path / "runs"
+    f = ex.options(hold=True).submit(jobfns.count_run, str(counter), 4)
+    time.sleep(0.4)
+    assert f.state is JobState.HELD and not counter.exists()
+    assert f.release() is True
+    assert f.result(timeout=30) == 40
+
+
+def test_after_orders_jobs_and_failed_dependency_fails_dependents(ex, tmp_path):
+    log = tmp_path / "order"
+    first = ex.submit_shell(f"sleep 0.5; echo first >> {log}")
+    second = ex.options(after=[first]).submit_shell(f"echo second >> {log}")
+    assert second.result(timeout=30).returncode == 0
+    assert log.read_text() == "first\nsecond\n"
+    bad = ex.submit(jobfns.fail)
+    dependent = ex.options(after=bad).submit(jobfns.double, 1)
+    with pytest.raises(JobFailed) as info:
+        dependent.result(timeout=30)
+    assert info.value.state is JobState.CANCELLED
+    assert bad.key in info.value.reason and "never ran" in info.value.reason
+    with pytest.raises(ResourceError, match="after"):
+        ex.options(after=["not a future"])
