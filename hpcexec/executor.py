@@ -287,12 +287,14 @@ class _Core:
                     to_write[key] = j
         # Files are staged privately, then renamed into place inside the write transaction,
         # so two clients submitting the same key never write into one job directory.
-        staging = str(self.cache_dir / "staging" / uuid.uuid4().hex)
+        tag = uuid.uuid4().hex[:12]
+        staged: list[str] = []
         try:
             for key, j in to_write.items():
-                self._write_files(j, os.path.join(staging, key))
+                staged.append(str(self.jobs_dir / f".new-{tag}-{key}"))
+                self._write_files(j, staged[-1])
             if to_write:
-                self._insert(to_write, known, deps, hold=bool(opts.get("hold")), staging=staging)
+                self._insert(to_write, known, deps, hold=bool(opts.get("hold")), tag=tag)
         except BaseException:
             with self._lock:
                 for j in jobs:
@@ -303,8 +305,12 @@ class _Core:
                         del self._watch[j.key]
             raise
         finally:
-            if to_write:
-                self.transport.remove_tree(staging)
+            for path in staged:  # what was not renamed into place, and replaced directories
+                if self.transport.exists(path):
+                    self.transport.remove_tree(path)
+                old = path.replace("/.new-", "/.old-")
+                if self.transport.exists(old):
+                    self.transport.remove_tree(old)
         self.monitor.wake() if to_write else self.monitor.start()
         attached = [key for key in unique if key not in to_write]
         fresh = {k: known[k] for k in attached if known[k].state.finished}
@@ -312,7 +318,7 @@ class _Core:
         self.records_changed(fresh.values())
 
     def _insert(self, jobs: dict[str, _Job], known: dict[str, JobRecord], deps: list[str],
-                hold: bool, staging: str) -> None:
+                hold: bool, tag: str) -> None:
         now = time.time()
         lost_race = 0
         with self.store.write() as tx:
@@ -324,15 +330,16 @@ class _Core:
                     continue
                 jobdir = str(self.jobs_dir / key)
                 if self.transport.exists(jobdir):  # files of an earlier run of this key
-                    self.transport.rename(jobdir, os.path.join(staging, f"old-{key}"))
-                self.transport.rename(os.path.join(staging, key), jobdir)
+                    self.transport.rename(jobdir, str(self.jobs_dir / f".old-{tag}-{key}"))
+                self.transport.rename(str(self.jobs_dir / f".new-{tag}-{key}"), jobdir)
                 res = j.res
                 tx.put(JobRecord(
                     key=key, backend=self.backend.name, host=self.host, kind=j.kind,
                     jobdir=jobdir,
                     state=JobState.HELD if hold else JobState.PENDING,
                     name=j.name, submitted=now, cores=res.cores,
-                    resources={**res.to_dict(), "workdir": res.workdir or os.getcwd()},
+                    resources={**res.to_dict(), "workdir": res.workdir or os.getcwd(),
+                               "python": self.python},
                     deps=deps))
         if lost_race:
             log.info("%d job(s) were submitted by another client at the same time; attaching",
@@ -354,11 +361,11 @@ class _Core:
                             name=j.name, shell_body=j.body)
         else:
             assert j.file_bytes is not None
-            self.transport.write_bytes(os.path.join(stage, PAYLOAD), j.file_bytes)
+            self.transport.write_bytes(os.path.join(stage, PAYLOAD), j.file_bytes, atomic=False)
             command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
             script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
                             name=j.name, command=command)
-        self.transport.write_bytes(os.path.join(stage, SCRIPT), script.encode())
+        self.transport.write_bytes(os.path.join(stage, SCRIPT), script.encode(), atomic=False)
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 TIMEOUT_REASON = "walltime exceeded"
 TERMINATED_REASON = "terminated on request"
+ZOMBIE_GRACE = 5.0
 RUNNING_STATES = (JobState.RUNNING.value, JobState.SUSPENDED.value)
 
 
@@ -45,13 +46,21 @@ class LocalQueue:
         self.backend = backend
         self.host = transport.host
         self._pidfds: dict[str, int] = {}  # job id -> pidfd, to wake the monitor on exit
+        self._zombies: dict[str, float] = {}  # job id -> when first seen ended but unreaped
 
     # -- looking at running jobs -----------------------------------------------------------
     def _alive(self, job_id: str) -> bool:
         pid, start = split_job_id(job_id)
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None
-        return st is not None and st.state not in ("Z", "X") and (start == 0 or st.start == start)
+        if st is None or st.state == "X" or (start and st.start != start):
+            return False
+        if st.state == "Z":
+            # Ended, not yet reaped by its parent (the fork server records a kill in the
+            # exit-code file before it reaps): still finishing, for a while.
+            first = self._zombies.setdefault(job_id, time.monotonic())
+            return time.monotonic() - first < ZOMBIE_GRACE
+        return True
 
     def _final_values(self, rec: JobRecord) -> dict[str, Any] | None:
         """The record's final fields if the job has ended, else None."""
@@ -133,6 +142,8 @@ class LocalQueue:
     def _track(self, job_ids: set[str]) -> None:
         for job_id in set(self._pidfds) - job_ids:
             os.close(self._pidfds.pop(job_id))
+        for job_id in set(self._zombies) - job_ids:
+            del self._zombies[job_id]
         if not hasattr(os, "pidfd_open") or not job_ids:
             return
         for job_id in job_ids - set(self._pidfds):
@@ -149,21 +160,28 @@ class LocalQueue:
         return list(self._pidfds.values())
 
     def _start_pending(self, tx: Txn) -> int:
-        running = tx.query("backend = 'local' AND host = ? AND state IN (?, ?)",
-                           (self.host, *RUNNING_STATES))
-        free = self.backend.total_cores - sum(r.cores for r in running)
+        used = tx.conn.execute(
+            "SELECT COALESCE(SUM(cores), 0) FROM jobs WHERE backend = 'local' AND host = ? "
+            "AND state IN (?, ?)", (self.host, *RUNNING_STATES)).fetchone()[0]
+        free = self.backend.total_cores - used
         if free <= 0:
             return 0
-        pending = tx.query("backend = 'local' AND host = ? AND state = 'pending' "
-                           "ORDER BY submitted, rowid LIMIT 2000", (self.host,))
-        eligible = [r for r in pending if self._deps_ready(tx, r)]
-        by_key = {r.key: r for r in eligible}
-        chosen = plan_starts(((r.key, r.cores) for r in eligible), free)
+        # Only the light columns of the queue head: a long queue costs no more than a short.
+        rows = tx.conn.execute(
+            "SELECT key, cores, deps FROM jobs WHERE backend = 'local' AND host = ? "
+            "AND state = 'pending' ORDER BY submitted, rowid LIMIT 1000", (self.host,)).fetchall()
+        eligible = [(key, cores) for key, cores, deps in rows
+                    if deps == "[]" or self._deps_ready(tx, key)]
+        chosen = plan_starts(eligible, free)
         for key in chosen:
-            self._start(tx, by_key[key])
+            rec = tx.get(key)
+            assert rec is not None
+            self._start(tx, rec)
         return len(chosen)
 
-    def _deps_ready(self, tx: Txn, rec: JobRecord) -> bool:
+    def _deps_ready(self, tx: Txn, key: str) -> bool:
+        rec = tx.get(key)
+        assert rec is not None
         for dep in rec.deps:
             d = tx.get(dep)
             if d is None or (d.state.finished and d.state is not JobState.COMPLETED):
@@ -187,10 +205,18 @@ class LocalQueue:
         res = rec.resources
         out = res.get("stdout") or os.path.join(rec.jobdir, "stdout")
         err = res.get("stderr") or os.path.join(rec.jobdir, "stderr")
-        env = {"HPCEXEC_ARRAY_INDEX": "" if rec.array_index is None else str(rec.array_index)}
-        pid = self.transport.spawn_detached(
-            self.backend.spawn_argv(os.path.join(rec.jobdir, SCRIPT)),
-            cwd=res.get("workdir") or rec.jobdir, stdout=out, stderr=err, env=env)
+        index = "" if rec.array_index is None else str(rec.array_index)
+        pid = None
+        if rec.kind != "shell" and res.get("python"):
+            pid = self.transport.spawn_warm(res["python"], {
+                "jobdir": rec.jobdir, "cwd": res["workdir"], "stdout": out, "stderr": err,
+                "env": {**os.environ, **self.backend.job_env(rec.name or "", res["workdir"],
+                                                             index), **res.get("env", {})}})
+        if pid is None:
+            pid = self.transport.spawn_detached(
+                self.backend.spawn_argv(os.path.join(rec.jobdir, SCRIPT)),
+                cwd=res.get("workdir") or rec.jobdir, stdout=out, stderr=err,
+                env={"HPCEXEC_ARRAY_INDEX": index})
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None
         job_id = make_job_id(pid, st.start if st else 0)

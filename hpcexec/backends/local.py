@@ -92,5 +92,16 @@ class LocalBackend(Backend):
             array_index_expr='"${HPCEXEC_ARRAY_INDEX:-}"',
         )
 
+    def job_env(self, name: str, workdir: str, array_index: str) -> dict[str, str]:
+        """The core variables a warm-started job gets (its script would export the same;
+        ``HPCEXEC_JOB_ID`` is set by the job itself)."""
+        return {
+            "HPCEXEC_JOB_NAME": name,
+            "HPCEXEC_WORKDIR": workdir,
+            "HPCEXEC_SUBMIT_HOST": self.hostname,
+            "HPCEXEC_NODELIST": self.hostname,
+            "HPCEXEC_ARRAY_INDEX": array_index,
+        }
+
     def spawn_argv(self, script: str) -> Sequence[str]:
         return ["/bin/bash", script]

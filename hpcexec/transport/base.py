@@ -33,6 +33,11 @@ class Transport(abc.ABC):
                        env: Mapping[str, str] | None = None) -> int:
         """Start a process in its own session that outlives the client; return its pid."""
 
+    def spawn_warm(self, python: str, request: dict) -> int | None:
+        """Start a Python job from a warm interpreter (see :mod:`hpcexec.forkserver`);
+        None when this transport cannot, and the job's script is run instead."""
+        return None
+
     @abc.abstractmethod
     def process_stat(self, pid: int) -> str | None:
         """The text of ``/proc/<pid>/stat``, or None when no such process exists."""
@@ -55,8 +60,9 @@ class Transport(abc.ABC):
         """The last ``max_bytes`` of a text file, or '' when it does not exist."""
 
     @abc.abstractmethod
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Write a file atomically (temporary name, then rename)."""
+    def write_bytes(self, path: str, data: bytes, *, atomic: bool = True) -> None:
+        """Write a file; ``atomic``: to a temporary name, then renamed into place (not
+        needed inside a private directory that is itself renamed into place)."""
 
     @abc.abstractmethod
     def exists(self, path: str) -> bool: ...

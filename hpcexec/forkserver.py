@@ -1,0 +1,244 @@
+"""A warm starter for local Python jobs: ``python -m hpcexec.forkserver NAME``.
+
+Starting an interpreter and importing cloudpickle costs tens of milliseconds per job; a
+short job pays that many times over. The fork server is an interpreter that has done so
+once and forks one child per job. Each child is a job exactly as if its script had run:
+its own process in its own session (it outlives the client and the server), stdout and
+stderr to the job's files, the job's working directory and environment, the ``HPCEXEC_*``
+variables, then the runner.
+
+The server listens on an abstract Unix socket (Linux), answers only its own user (peer
+credentials), records a child killed by a signal in the job's exit-code file the way a
+scheduler's accounting would, and exits after ``IDLE`` seconds with no request and no child.
+This module is imported by the server only; clients use :func:`spawn`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+from .jobfiles import EXITCODE, STARTED, write_atomic
+
+IDLE = float(os.environ.get("HPCEXEC_FORKSERVER_IDLE", "120"))
+_CONNECT_TIMEOUT = 5.0
+
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def server_name(python: str) -> str:
+    """One server per user, interpreter and copy of hpcexec."""
+    from . import __version__
+
+    ident = f"{os.getuid()}\0{os.path.realpath(python)}\0{_PACKAGE_PARENT}\0{__version__}"
+    return f"hpcexec-forkserver-{hashlib.sha256(ident.encode()).hexdigest()[:20]}"
+
+
+def _address(name: str) -> str:
+    return "\0" + name
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+# -- client side ----------------------------------------------------------------------------
+def _request(name: str, request: dict) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(_CONNECT_TIMEOUT)
+        s.connect(_address(name))
+        s.sendall(json.dumps(request).encode())
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data)
+
+
+def spawn(python: str, request: dict) -> int:
+    """Start a job through the server for ``python``, starting the server if none runs.
+    Raises OSError when the server cannot be reached or refuses."""
+    name = server_name(python)
+    try:
+        reply = _request(name, request)
+    except (ConnectionRefusedError, FileNotFoundError):
+        import subprocess
+
+        # The server imports the same hpcexec as this client, whatever its working directory.
+        path = os.pathsep.join(p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
+        server = subprocess.Popen(
+            [python, "-m", "hpcexec.forkserver", name], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/",
+            env={**os.environ, "PYTHONPATH": path}, start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + _CONNECT_TIMEOUT
+        while True:
+            try:
+                reply = _request(name, request)
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                if server.poll() is not None and server.returncode != 0:
+                    why = server.stderr.read().decode(errors="replace").strip().splitlines()
+                    raise OSError(f"the fork server for {python} failed to start: "
+                                  f"{why[-1] if why else server.returncode}") from None
+                if time.monotonic() > deadline:
+                    raise OSError(f"the fork server for {python} did not start") from None
+                time.sleep(0.01)
+        server.stderr.close()
+    if "pid" not in reply:
+        raise OSError(f"the fork server refused: {reply.get('error')}")
+    return int(reply["pid"])
+
+
+# -- server side ----------------------------------------------------------------------------
+class _Server:
+    def __init__(self, name: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(_address(name))  # OSError if another server has the name: let it serve
+        self.sock.listen(128)
+        self.sock.settimeout(1.0)
+        self.children: dict[int, str] = {}  # pid -> job directory
+        self._reaping = False
+        self.last = time.monotonic()
+        # Warm up what jobs need, so children start with it imported.
+        import cloudpickle  # noqa: F401
+
+        from . import runner  # noqa: F401
+
+    def reap(self) -> None:
+        if self._reaping:  # SIGCHLD arrived while reaping: this pass will see that child
+            return
+        self._reaping = True
+        try:
+            self._reap()
+        finally:
+            self._reaping = False
+
+    def _reap(self) -> None:
+        for pid, jobdir in list(self.children.items()):
+            try:
+                # Peek first (WNOWAIT): the exit-code file must exist before the pid vanishes,
+                # or a client could see the job gone with no exit code and call it lost.
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                del self.children[pid]
+                continue
+            if info is None:
+                continue
+            if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+                exit_file = os.path.join(jobdir, EXITCODE)
+                if not os.path.exists(exit_file):
+                    sig = info.si_status
+                    try:
+                        what = signal.Signals(sig).name
+                    except ValueError:
+                        what = f"signal {sig}"
+                    note = " (kill -9, or the out-of-memory killer)" if sig == signal.SIGKILL else ""
+                    try:
+                        write_atomic(exit_file, f"{128 + sig}\nkilled by {what}{note}\n".encode())
+                    except OSError:
+                        pass
+            os.waitpid(pid, 0)
+            del self.children[pid]
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda *a: self.reap())
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                self.reap()
+                if not self.children and time.monotonic() - self.last > IDLE:
+                    return
+                continue
+            self.last = time.monotonic()
+            with conn:
+                try:
+                    reply = self.handle(conn)
+                except Exception as e:  # answer, never die on a bad request
+                    reply = {"error": f"{type(e).__name__}: {e}"}
+                try:
+                    conn.sendall(json.dumps(reply).encode())
+                except OSError:
+                    pass
+
+    def handle(self, conn: socket.socket) -> dict:
+        if _peer_uid(conn) != os.getuid():
+            return {"error": "this fork server serves its own user only"}
+        conn.settimeout(_CONNECT_TIMEOUT)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        req = json.loads(data)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            conn.close()
+            _child(self.sock, req)  # never returns
+        self.children[pid] = req["jobdir"]
+        return {"pid": pid}
+
+
+def _child(listener: socket.socket, req: dict) -> None:
+    code = 1
+    try:
+        listener.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        out = os.open(req["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(out, 1)
+        if req["stderr"] == req["stdout"]:
+            os.dup2(out, 2)
+        else:
+            os.dup2(os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 2)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        with open("/proc/self/stat") as f:
+            stat = f.read()
+        start = stat[stat.rfind(")") + 2 :].split()[19]
+        job_id = f"{os.getpid()}:{start}"
+        os.environ["HPCEXEC_JOB_ID"] = job_id
+        write_atomic(os.path.join(req["jobdir"], STARTED),
+                     f"{job_id}\n{socket.gethostname()}\n".encode())
+        sys.path[0] = req["cwd"]  # as `python -m` run in the job's directory would have it
+        sys.argv = [sys.executable, "-m", "hpcexec.runner", req["jobdir"]]
+        from .runner import main
+
+        code = main([req["jobdir"]])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        print("usage: python -m hpcexec.forkserver NAME", file=sys.stderr)
+        sys.exit(2)
+    try:
+        server = _Server(sys.argv[1])
+    except OSError:  # another server holds the name
+        return
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()
