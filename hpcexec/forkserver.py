@@ -62,6 +62,14 @@ def _request(name: str, request: dict) -> dict:
     return json.loads(data)
 
 
+def stop(python: str) -> bool:
+    """Ask the fork server for ``python`` to exit (its jobs go on). False if none ran."""
+    try:
+        return bool(_request(server_name(python), {"stop": True}).get("stopping"))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+
+
 def spawn(python: str, request: dict) -> int:
     """Start a job through the server for ``python``, starting the server if none runs.
     Raises OSError when the server cannot be reached or refuses."""
@@ -161,6 +169,9 @@ class _Server:
             with conn:
                 try:
                     reply = self.handle(conn)
+                    if reply.get("stopping"):
+                        conn.sendall(json.dumps(reply).encode())
+                        return
                 except Exception as e:  # answer, never die on a bad request
                     reply = {"error": f"{type(e).__name__}: {e}"}
                 try:
@@ -176,6 +187,8 @@ class _Server:
         while chunk := conn.recv(65536):
             data += chunk
         req = json.loads(data)
+        if req.get("stop"):
+            return {"stopping": True}
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
