@@ -16,23 +16,35 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import payload as pl
-from .backends.local import LocalBackend
+from .backends import SCHEDULERS, Backend, LocalBackend
 from .errors import BackendError, CacheError, HpcexecError, JobFailed, ResourceError
 from .future import JobFuture, ShellResult
 from .jobfiles import PAYLOAD, RESULT, SCRIPT
 from .localqueue import LocalQueue
+from .schedqueue import SchedulerQueue
 from .monitor import Monitor
 from .resources import Resources, split_options
 from .script import render
 from .states import JobState
 from .store import JobRecord, Store
+from .transport.base import Transport
 from .transport.local import LocalShell
 
 log = logging.getLogger(__name__)
 
+BACKENDS = ("local", *SCHEDULERS)
+
+
+def detect_backend(transport: Transport) -> str:
+    """The first scheduler whose commands are on PATH, else ``"local"``."""
+    for name, cls in SCHEDULERS.items():
+        if all(transport.which(c) for c in cls.commands):
+            return name
+    return "local"
+
+
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 STDERR_TAIL_BYTES = 2000
-BACKENDS = ("local",)
 
 
 @dataclass
@@ -90,11 +102,9 @@ class _Core:
 
     def __init__(self, backend: str, cache_dir: str | os.PathLike, host: str | None,
                  python: str | None, poll_interval: float | None) -> None:
-        if backend == "auto":
-            log.info("backend 'auto': no scheduler detection yet, using 'local'")
-            backend = "local"
-        if backend not in BACKENDS:
-            raise BackendError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        if backend != "auto" and backend not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; available: "
+                               f"{', '.join(BACKENDS)} or 'auto'")
         if host not in (None, "localhost"):
             raise BackendError(
                 f"host={host!r}: running jobs on another host over SSH is not available in this "
@@ -112,8 +122,22 @@ class _Core:
         self.jobs_dir.mkdir(mode=0o700, exist_ok=True)
         self.store = Store(self.cache_dir)
         self.transport = LocalShell()
-        self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
-        self.queue = LocalQueue(self.store, self.transport, self.backend)
+        if backend == "auto":
+            backend = detect_backend(self.transport)
+            log.info("backend 'auto' chose %r", backend)
+        self.backend: Backend
+        self.queue: LocalQueue | SchedulerQueue
+        if backend == "local":
+            self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
+            self.queue = LocalQueue(self.store, self.transport, self.backend)
+        else:
+            self.backend = SCHEDULERS[backend]()
+            if not all(self.transport.which(c) for c in self.backend.commands):
+                raise BackendError(
+                    f"backend {backend!r} needs {', '.join(self.backend.commands)} on PATH and "
+                    f"they are not there: run on the cluster's login node, or use host= (SSH)")
+            self.queue = SchedulerQueue(self.store, self.transport, self.backend,
+                                        str(self.cache_dir))
         self.host = self.transport.host
         self.python = python or sys.executable
         self.sys_path = _job_sys_path()
@@ -141,6 +165,9 @@ class _Core:
 
     def wait_fds(self) -> list[int]:
         return self.queue.wait_fds()
+
+    def wake_in(self) -> float | None:
+        return self.queue.wake_in
 
     def monitor_stopped(self) -> None:
         self.queue.close()
@@ -490,7 +517,10 @@ class Executor(concurrent.futures.Executor):
         """Calls per job for a ``map`` of ``n`` calls when ``chunksize`` is not given: on the
         local backend, one job per slot (cores // cores per job), so process start-up is
         paid once per slot. Give ``chunksize`` for uneven work or finer progress."""
-        slots = max(1, self._core.backend.total_cores // self._res.cores)
+        backend = self._core.backend
+        if not isinstance(backend, LocalBackend):
+            return 1  # a scheduler gets one array element per call
+        slots = max(1, backend.total_cores // self._res.cores)
         return max(1, math.ceil(n / slots))
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,

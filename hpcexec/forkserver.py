@@ -27,6 +27,7 @@ from .jobfiles import EXITCODE, STARTED, write_atomic
 
 IDLE = float(os.environ.get("HPCEXEC_FORKSERVER_IDLE", "120"))
 _CONNECT_TIMEOUT = 5.0
+_MAX_REQUEST = 4 << 20  # bytes; a request is a job's paths and environment
 
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,6 +187,8 @@ class _Server:
         data = b""
         while chunk := conn.recv(65536):
             data += chunk
+            if len(data) > _MAX_REQUEST:
+                return {"error": "request too large"}
         req = json.loads(data)
         if req.get("stop"):
             return {"stopping": True}

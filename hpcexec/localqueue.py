@@ -152,6 +152,8 @@ class LocalQueue:
             except OSError:  # gone already, or pidfds unsupported: polling still sees it
                 pass
 
+    wake_in: float | None = None  # the local queue never asks for an early look
+
     def close(self) -> None:
         self._track(set())
 

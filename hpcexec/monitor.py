@@ -89,6 +89,9 @@ class Monitor:
                 log.warning("polling jobs failed (attempt %d); retrying", failures, exc_info=True)
                 changed = False
             delay = self.interval if changed else min(delay * BACKOFF, self.cap)
+            soon = self.core.wake_in()
+            if soon is not None:
+                delay = min(delay, max(soon, 0.005))
             if self._closing and not self.core.watching():
                 break
         os.close(self._wake_r)

@@ -215,6 +215,17 @@ class Resources:
                 raise ResourceError(f"bad value {value!r} for resource {key!r}: {e}") from None
         return dataclasses.replace(self, **parsed)
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Resources:
+        """Rebuild from :meth:`to_dict` output (values already parsed: seconds, MiB)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in values.items() if k in fields}
+        if "env" in d:
+            d["env"] = tuple(sorted(dict(d["env"]).items()))
+        if "native" in d:
+            d["native"] = tuple(d["native"])
+        return cls(**d)
+
     @property
     def cores(self) -> int:
         """Cores the job occupies on one node: threads x processes per node."""

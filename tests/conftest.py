@@ -23,3 +23,39 @@ def ex(cache):
     done, not_done = concurrent.futures.wait(executor._core.all_futures(), timeout=30)
     executor.shutdown(wait=not not_done)
     assert not not_done, f"futures still pending after the test: {not_done}"
+
+
+import os
+import subprocess
+from pathlib import Path
+
+CLUSTERS = Path(__file__).parent / "clusters"
+
+
+def _live(name: str) -> None:
+    """Fail under CI when a daemon that tests/run.sh starts is not running; skip elsewhere."""
+    script = CLUSTERS / f"{name}.sh"
+    ok = subprocess.run(["bash", str(script), "status"], capture_output=True).returncode == 0
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is not running: tests/run.sh starts it with `bash {script} start`")
+    pytest.skip(f"no live {name} here: start it (as root) with `bash {script} start`")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    _live("slurm")
+
+
+@pytest.fixture
+def sex(slurm_cluster, cache):
+    """A SLURM executor on a fresh cache, polling fast."""
+    executor = hpcexec.Executor("slurm", cache_dir=cache, poll_interval=0.2, time="0:10:00")
+    yield executor
+    for f in executor._core.all_futures():
+        if not f.done():
+            f.terminate()
+    done, not_done = concurrent.futures.wait(executor._core.all_futures(), timeout=60)
+    executor.shutdown(wait=not not_done)
+    assert not not_done, f"futures still pending after the test: {not_done}"

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import ClassVar
 
+from ..errors import BackendError
 from ..resources import Resources
 from ..script import ScriptParts
+from ..states import JobState
 
 
 class Backend(abc.ABC):
@@ -24,3 +27,101 @@ class Backend(abc.ABC):
     def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
                      stderr: str, workdir: str) -> ScriptParts:
         """Directives and the expressions that set the core ``HPCEXEC_*`` variables."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What a scheduler said about one job (or one array element)."""
+
+    state: JobState
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    nodelist: str | None = None
+    elapsed: float | None = None  # seconds
+    max_rss: int | None = None  # MiB
+
+
+@dataclass(frozen=True)
+class SubmitSpec:
+    """One submission: a script, possibly as an array of ``array_size`` elements."""
+
+    script: str
+    res: Resources
+    name: str
+    stdout: str
+    stderr: str
+    workdir: str
+    array_size: int | None = None  # None: a single job
+    array_limit: int | None = None  # at most this many elements run at once
+    hold: bool = False
+    after: tuple[str, ...] = ()  # scheduler job ids that must complete successfully first
+
+
+class SchedulerBackend(Backend):
+    """A batch scheduler's dialect. Every method is pure: argv and script lines out, parsed
+    values in. The driver (:mod:`hpcexec.schedqueue`) runs them through the transport."""
+
+    #: commands whose presence on PATH means this scheduler is installed
+    commands: ClassVar[tuple[str, ...]] = ()
+    #: the largest array when the cluster's own limit cannot be read
+    default_max_array: ClassVar[int] = 1000
+    #: how output paths name the array element, e.g. ``%a`` (SLURM)
+    array_index_pattern: ClassVar[str]
+    #: a shell expression giving the 0-based array element index inside the job
+    array_index_expr: ClassVar[str]
+
+    @abc.abstractmethod
+    def directives(self, spec: SubmitSpec) -> list[str]:
+        """The ``#XXX`` directive lines for a submission."""
+
+    @abc.abstractmethod
+    def submit_argv(self, spec: SubmitSpec) -> list[str]: ...
+
+    @abc.abstractmethod
+    def parse_submit(self, out: str) -> str:
+        """The job id (of the array as a whole, for arrays) from the submit command's output."""
+
+    @abc.abstractmethod
+    def element_id(self, array_id: str, index: int) -> str:
+        """The id of element ``index`` of array ``array_id``."""
+
+    @abc.abstractmethod
+    def status_argv(self, job_ids: list[str]) -> list[str]:
+        """One command asking about many jobs (the live queue)."""
+
+    @abc.abstractmethod
+    def parse_status(self, out: str, err: str, returncode: int) -> dict[str, JobStatus]:
+        """Parse the status command. Raise :class:`~hpcexec.errors.TransportError` when the
+        command failed as a whole (controller down): jobs then keep their last state."""
+
+    def accounting_argv(self, job_ids: list[str]) -> list[str] | None:
+        """A command asking accounting about jobs that left the queue (None: no accounting)."""
+        return None
+
+    def parse_accounting(self, out: str) -> dict[str, JobStatus]:
+        return {}
+
+    @abc.abstractmethod
+    def cancel_argv(self, job_ids: list[str]) -> list[str]: ...
+
+    def hold_argv(self, job_ids: list[str]) -> list[str]:
+        raise BackendError(f"{self.name} cannot hold jobs")
+
+    def release_argv(self, job_ids: list[str]) -> list[str]:
+        raise BackendError(f"{self.name} cannot release jobs")
+
+    def find_argv(self) -> list[str] | None:
+        """A command listing this user's queued jobs with their scripts (for recovery)."""
+        return None
+
+    def parse_find(self, out: str) -> dict[str, str]:
+        """Script path -> job id (of the array as a whole), from :meth:`find_argv`'s output."""
+        return {}
+
+    def max_array_argv(self) -> list[str] | None:
+        """A command whose output tells the cluster's largest array (None: use the default)."""
+        return None
+
+    def parse_max_array(self, out: str) -> int | None:
+        return None

@@ -24,6 +24,10 @@ class Transport(abc.ABC):
     host: str
 
     @abc.abstractmethod
+    def which(self, command: str) -> str | None:
+        """The path of a command on PATH, or None."""
+
+    @abc.abstractmethod
     def run(self, argv: Sequence[str], *, input: str | None = None,
             timeout: float | None = 60.0) -> CommandResult:
         """Run a command to completion and capture its output."""
@@ -74,6 +78,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def rename(self, src: str, dst: str) -> None:
         """Rename a file or directory (atomic on one filesystem)."""
+
+    @abc.abstractmethod
+    def symlink(self, target: str, link: str) -> None:
+        """Make ``link`` point at ``target``."""
 
     @abc.abstractmethod
     def remove_tree(self, path: str) -> None:

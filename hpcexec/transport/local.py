@@ -136,6 +136,12 @@ class LocalShell(Transport):
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)
 
+    def symlink(self, target: str, link: str) -> None:
+        os.symlink(target, link)
+
+    def which(self, command: str) -> str | None:
+        return shutil.which(command)
+
     def remove_tree(self, path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 

@@ -1,0 +1,242 @@
+"""SLURM: ``sbatch``, ``squeue``, ``sacct``, ``scancel``, ``scontrol``. Pure functions only."""
+from __future__ import annotations
+
+import re
+import shlex
+
+from ..errors import SubmitError, TransportError
+from ..resources import Resources
+from ..script import ScriptParts
+from ..states import JobState
+from .base import JobStatus, SchedulerBackend, SubmitSpec
+
+#: SLURM state names (squeue %T, sacct State) onto the common states
+STATES: dict[str, JobState] = {
+    "PENDING": JobState.PENDING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.HELD,
+    "CONFIGURING": JobState.RUNNING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "SUSPENDED": JobState.SUSPENDED,
+    "STOPPED": JobState.SUSPENDED,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "PREEMPTED": JobState.FAILED,
+    "SPECIAL_EXIT": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED,
+    "DEADLINE": JobState.TIMEOUT,
+    "TIMEOUT": JobState.TIMEOUT,
+}
+#: final states whose name says more than the common state does
+REASONS = {
+    "OUT_OF_MEMORY": "out of memory",
+    "NODE_FAIL": "node failure",
+    "BOOT_FAIL": "node boot failure",
+    "PREEMPTED": "preempted",
+    "DEADLINE": "deadline reached",
+    "TIMEOUT": "walltime exceeded",
+}
+#: pending reasons that mean the job is held, or will never run
+HELD_REASONS = ("JobHeldUser", "JobHeldAdmin", "launch failed requeued held")
+NEVER_REASON = "DependencyNeverSatisfied"
+
+_SUBMITTED = re.compile(r"^(?:Submitted batch job )?(\d+)(?:;\S+)?\s*$", re.M)
+
+
+def _seconds(text: str) -> float | None:
+    """``[D-]HH:MM:SS[.fff]`` or ``MM:SS`` (sacct Elapsed) in seconds."""
+    if not text:
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [float(p) for p in text.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    h, m, s = parts
+    return days * 86400 + h * 3600 + m * 60 + s
+
+
+def _mib(text: str) -> int | None:
+    """sacct memory like ``3124K``, ``2.5M``, ``1G`` in MiB."""
+    m = re.match(r"^([\d.]+)([KMGTP]?)$", text.strip())
+    if not m:
+        return None
+    factor = {"": 1 / 1024**2, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
+    return max(1, round(float(m[1]) * factor[m[2]]))
+
+
+def _time(seconds: int) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return f"{days}-{h:02d}:{m:02d}:{s:02d}" if days else f"{h:02d}:{m:02d}:{s:02d}"
+
+
+class SlurmBackend(SchedulerBackend):
+    name = "slurm"
+    commands = ("sbatch", "squeue")
+    default_max_array = 1000
+    array_index_pattern = "%a"
+    array_index_expr = "$SLURM_ARRAY_TASK_ID"
+    poll_min = 1.0
+    poll_max = 30.0
+
+    def check(self, res: Resources) -> None:
+        pass  # SLURM expresses every key of the common model
+
+    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
+                     stderr: str, workdir: str) -> ScriptParts:
+        return ScriptParts(
+            directives=[],  # given per submission by directives(), see SchedulerQueue
+            prologue='_hx_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
+            job_id_expr='"${_hx_id:-${SLURM_JOB_ID:-}}"',
+            nodelist_expr='"${SLURM_JOB_NODELIST:-}"',
+            array_index_expr='"${SLURM_ARRAY_TASK_ID:-}"',
+        )
+
+    def directives(self, spec: SubmitSpec) -> list[str]:
+        res = spec.res
+        q = shlex.quote
+        d = [f"--job-name={q(spec.name)}", f"--output={q(spec.stdout)}",
+             f"--error={q(spec.stderr)}", f"--chdir={q(spec.workdir)}"]
+        if res.queue:
+            d.append(f"--partition={res.queue}")
+        if res.account:
+            d.append(f"--account={res.account}")
+        if res.time:
+            d.append(f"--time={_time(res.time)}")
+        if res.nodes:
+            d.append(f"--nodes={res.nodes}")
+        if res.ppn:
+            d.append(f"--ntasks-per-node={res.ppn}")
+        if res.threads:
+            d.append(f"--cpus-per-task={res.threads}")
+        if res.mem:
+            d.append(f"--mem={res.mem}M")
+        if res.gpus:
+            d.append(f"--gpus-per-node={res.gpus}")
+        if spec.array_size is not None:
+            limit = f"%{spec.array_limit}" if spec.array_limit else ""
+            d.append(f"--array=0-{spec.array_size - 1}{limit}")
+        if spec.hold:
+            d.append("--hold")
+        if spec.after:
+            d.append("--dependency=afterok:" + ":".join(spec.after))
+        lines = [f"#SBATCH {x}" for x in d]
+        for raw in res.native:
+            lines.append(raw if raw.startswith("#") else f"#SBATCH {raw}")
+        return lines
+
+    def submit_argv(self, spec: SubmitSpec) -> list[str]:
+        return ["sbatch", "--parsable", spec.script]
+
+    def parse_submit(self, out: str) -> str:
+        m = _SUBMITTED.search(out)
+        if not m:
+            raise SubmitError(f"sbatch printed no job id: {out.strip()[:200]!r}")
+        return m.group(1)
+
+    def element_id(self, array_id: str, index: int) -> str:
+        return f"{array_id}_{index}"
+
+    @staticmethod
+    def _query_ids(job_ids: list[str]) -> str:
+        # Ask for whole arrays: "123_4" is answered by "123", with one line per element (-r).
+        return ",".join(sorted({j.split("_")[0] for j in job_ids}, key=int))
+
+    def status_argv(self, job_ids: list[str]) -> list[str]:
+        return ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r|%N", "-j",
+                self._query_ids(job_ids)]
+
+    def parse_status(self, out: str, err: str, returncode: int) -> dict[str, JobStatus]:
+        if returncode != 0:
+            if "Invalid job id" in err or "Invalid job id" in out:
+                return {}  # every id asked about has left the queue
+            raise TransportError(f"squeue failed ({returncode}): {(err or out).strip()[:300]}")
+        found: dict[str, JobStatus] = {}
+        for line in out.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) < 3:
+                continue
+            job_id, name, reason = parts[0], parts[1], parts[2]
+            state = STATES.get(name.split()[0])
+            if state is None:
+                continue
+            why = None if reason in ("None", "(null)", "") else reason
+            if state is JobState.PENDING and why in HELD_REASONS:
+                state = JobState.HELD
+            if state.finished:
+                why = REASONS.get(name, None)
+            found[job_id] = JobStatus(state, reason=why, nodelist=(parts[3] if len(parts) > 3
+                                                                  and parts[3] else None))
+        return found
+
+    def accounting_argv(self, job_ids: list[str]) -> list[str] | None:
+        return ["sacct", "-P", "-n", "-o",
+                "JobIDRaw,JobID,State,ExitCode,Elapsed,MaxRSS,NodeList",
+                "-j", self._query_ids(job_ids)]
+
+    def parse_accounting(self, out: str) -> dict[str, JobStatus]:
+        jobs: dict[str, dict] = {}
+        for line in out.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) < 7:
+                continue
+            job_id, state_text, exit_text, elapsed, max_rss, nodes = parts[1:7]
+            if nodes == "None assigned":
+                nodes = ""
+            base, _, step = job_id.partition(".")
+            rec = jobs.setdefault(base, {})
+            if step:  # steps carry MaxRSS; the allocation line carries the state
+                rss = _mib(max_rss) if max_rss else None
+                if rss is not None:
+                    rec["max_rss"] = max(rss, rec.get("max_rss") or 0)
+                continue
+            name = state_text.split()[0]
+            state = STATES.get(name)
+            if state is None:
+                continue
+            code, _, sig = exit_text.partition(":")
+            rec.update(state=state, exit_code=int(code) if code.isdigit() else None,
+                       signal=int(sig) if sig.isdigit() and int(sig) else None,
+                       reason=REASONS.get(name), elapsed=_seconds(elapsed),
+                       nodelist=nodes or None)
+        return {j: JobStatus(**v) for j, v in jobs.items() if "state" in v}
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        return ["scancel", *job_ids]
+
+    def hold_argv(self, job_ids: list[str]) -> list[str]:
+        return ["scontrol", "hold", ",".join(job_ids)]
+
+    def release_argv(self, job_ids: list[str]) -> list[str]:
+        return ["scontrol", "release", ",".join(job_ids)]
+
+    def find_argv(self) -> list[str] | None:
+        return ["squeue", "--me", "-h", "-o", "%i|%o"]
+
+    def parse_find(self, out: str) -> dict[str, str]:
+        found = {}
+        for line in out.splitlines():
+            job_id, _, command = line.strip().partition("|")
+            if command:
+                found[command] = job_id.split("_")[0]
+        return found
+
+    def max_array_argv(self) -> list[str] | None:
+        return ["scontrol", "show", "config"]
+
+    def parse_max_array(self, out: str) -> int | None:
+        m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+        return int(m.group(1)) - 1 if m else None  # indices run to MaxArraySize - 1

@@ -1,0 +1,400 @@
+"""The driver for batch schedulers: submits records, polls them, cancels them.
+
+Submission is decoupled from ``submit()``: records are inserted unsubmitted, and each pass
+of the monitor submits what has gathered, as one array per group of jobs with the same
+resources, so a loop of ``submit`` calls is a few scheduler calls, not one per job.
+Every scheduler command goes through the transport and a rate limit.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
+from .errors import SubmitError, TransportError
+from .jobfiles import EXITCODE, SCRIPT, STARTED, parse_exitcode
+from .resources import Resources
+from .states import JobState
+from .store import JobRecord, Store
+from .transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
+TERMINATED_REASON = "terminated on request"
+ID_CHUNK = 500  # job ids per status command
+LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
+
+
+class RateLimit:
+    """At most ``per_second`` calls per second, spread evenly."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            time.sleep(delay)
+
+
+class SchedulerQueue:
+    """Submits, watches and controls the jobs of one scheduler backend on one host."""
+
+    def __init__(self, store: Store, transport: Transport, backend: SchedulerBackend,
+                 cache_dir: str, *, window: float = 0.2, max_window: float = 2.0,
+                 calls_per_second: float = 10.0) -> None:
+        self.store = store
+        self.transport = transport
+        self.backend = backend
+        self.host = transport.host
+        self.arrays_dir = os.path.join(cache_dir, "arrays")
+        self.window = window
+        self.max_window = max_window
+        self.limit = RateLimit(calls_per_second)
+        self._max_array: int | None = None
+        self._missing_since: dict[str, float] = {}
+        self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
+        self.wake_in: float | None = None  # the monitor should look again this soon
+
+    # -- commands ---------------------------------------------------------------------------
+    def _run(self, argv: list[str]):
+        self.limit.wait()
+        self.calls[argv[0]] += 1
+        return self.transport.run(argv)
+
+    def _where(self, extra: str = "") -> tuple[str, list[Any]]:
+        return f"backend = ? AND host = ?{extra}", [self.backend.name, self.host]
+
+    def max_array(self) -> int:
+        if self._max_array is None:
+            argv = self.backend.max_array_argv()
+            found = None
+            if argv:
+                try:
+                    r = self._run(argv)
+                    found = self.backend.parse_max_array(r.stdout) if r.ok else None
+                except TransportError:
+                    found = None
+            self._max_array = found or self.backend.default_max_array
+        return self._max_array
+
+    # -- one pass ----------------------------------------------------------------------------
+    def poll(self) -> bool:
+        self.wake_in = None
+        changed = self._submit_waiting()
+        changed = self._refresh() or changed
+        return changed
+
+    def wait_fds(self) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+    # -- submission --------------------------------------------------------------------------
+    def _submit_waiting(self) -> bool:
+        where, params = self._where(" AND job_id IS NULL AND state IN ('pending', 'held')")
+        waiting = self.store.query(where + " ORDER BY submitted, rowid", params)
+        if not waiting:
+            return False
+        recovering = [r for r in waiting if (r.reason or "").startswith(SUBMITTING)]
+        if recovering:
+            self._recover(recovering)
+            return True
+        now = time.time()
+        newest = max(r.submitted or now for r in waiting)
+        oldest = min(r.submitted or now for r in waiting)
+        if now - newest < self.window and now - oldest < self.max_window:
+            # More may be on the way: gather them into one submission.
+            self.wake_in = min(self.window - (now - newest), self.max_window - (now - oldest))
+            return False
+        groups: dict[tuple, list[JobRecord]] = defaultdict(list)
+        changed = False
+        for rec in waiting:
+            after = self._dependency_ids(rec)
+            if after is None:
+                changed = True  # cancelled: a dependency failed
+                continue
+            if after == "wait":
+                continue
+            res = {k: v for k, v in rec.resources.items() if k not in ("name", "python")}
+            key = (json.dumps(res, sort_keys=True), tuple(after), rec.state is JobState.HELD)
+            groups[key].append(rec)
+        for (_, after, hold), recs in groups.items():
+            size = self.max_array()
+            for i in range(0, len(recs), size):
+                self._submit_group(recs[i : i + size], list(after), hold)
+                changed = True
+        return changed
+
+    def _dependency_ids(self, rec: JobRecord) -> list[str] | str | None:
+        """Scheduler ids this job must wait for; "wait" if one is not submitted yet; None if
+        one failed (the job is then cancelled)."""
+        ids = []
+        for dep in rec.deps:
+            d = self.store.get(dep)
+            if d is None or (d.state.finished and d.state is not JobState.COMPLETED):
+                why = "is not in the cache" if d is None else f"ended {d.state.value}"
+                with self.store.write() as tx:
+                    tx.update(rec.key, state=JobState.CANCELLED, finished=time.time(),
+                              reason=f"dependency {dep} {why}; this job never ran")
+                return None
+            if d.state is JobState.COMPLETED:
+                continue
+            if not d.job_id:
+                return "wait"
+            ids.append(d.job_id)
+        return sorted(ids)
+
+    def _submit_group(self, recs: list[JobRecord], after: list[str], hold: bool) -> None:
+        first = recs[0]
+        res = Resources.from_dict({k: v for k, v in first.resources.items() if k != "workdir"})
+        workdir = first.resources.get("workdir") or first.jobdir
+        names = {r.name for r in recs}
+        name = names.pop() if len(names) == 1 else "hpcexec-batch"
+        if len(recs) == 1:
+            base = first.jobdir
+            stdout = _abs(res.stdout, workdir) or os.path.join(base, "stdout")
+            stderr = _abs(res.stderr, workdir) or os.path.join(base, "stderr")
+            spec = SubmitSpec(os.path.join(base, "submit.sh"), res, name, stdout, stderr,
+                              workdir, hold=hold, after=tuple(after))
+            body = f"exec /bin/bash {shlex.quote(os.path.join(first.jobdir, SCRIPT))}"
+        else:
+            base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
+            self.transport.make_dir(base)
+            pattern = self.backend.array_index_pattern
+            for i, r in enumerate(recs):  # each element's output lands in its own job dir
+                self.transport.symlink(_abs(res.stdout, workdir) or os.path.join(r.jobdir, "stdout"),
+                                       os.path.join(base, f"{i}.out"))
+                self.transport.symlink(_abs(res.stderr, workdir) or os.path.join(r.jobdir, "stderr"),
+                                       os.path.join(base, f"{i}.err"))
+            self.transport.write_bytes(os.path.join(base, "jobdirs"),
+                                       "".join(r.jobdir + "\n" for r in recs).encode())
+            spec = SubmitSpec(os.path.join(base, "submit.sh"), res, name,
+                              os.path.join(base, f"{pattern}.out"),
+                              os.path.join(base, f"{pattern}.err"), workdir,
+                              array_size=len(recs), hold=hold, after=tuple(after))
+            body = (f"mapfile -t _hx_dirs < {shlex.quote(os.path.join(base, 'jobdirs'))}\n"
+                    f'exec /bin/bash "${{_hx_dirs[{self.backend.array_index_expr}]}}/{SCRIPT}"')
+        script = "\n".join(["#!/bin/bash", *self.backend.directives(spec), body]) + "\n"
+        self.transport.write_bytes(spec.script, script.encode())
+        with self.store.write() as tx:  # the intent, so a crash here never submits twice
+            for r in recs:
+                tx.update(r.key, reason=SUBMITTING + spec.script)
+        try:
+            out = self._run(self.backend.submit_argv(spec))
+            if not out.ok:
+                raise SubmitError(f"{self.backend.name} refused the job: "
+                                  f"{(out.stderr or out.stdout).strip()[:500]}")
+            job_id = self.backend.parse_submit(out.stdout)
+        except SubmitError as e:
+            log.error("%s", e)
+            with self.store.write() as tx:
+                for r in recs:
+                    tx.update(r.key, state=JobState.FAILED, finished=time.time(), reason=str(e))
+            return
+        except TransportError:
+            # Unknown whether it reached the scheduler: the intent stays, recovery decides.
+            log.warning("submitting %s may have failed; checking before any retry", spec.script)
+            raise
+        with self.store.write() as tx:
+            for i, r in enumerate(recs):
+                jid = job_id if spec.array_size is None else self.backend.element_id(job_id, i)
+                tx.update(r.key, job_id=jid, reason=None,
+                          array_index=None if spec.array_size is None else i)
+        log.info("submitted %d job(s) to %s as %s", len(recs), self.backend.name, job_id)
+
+    def _recover(self, recs: list[JobRecord]) -> None:
+        """Records whose submission may have reached the scheduler before a crash: adopt the
+        job if the queue has its script or its script started (the started file holds its
+        id), else submit it again."""
+        queued: dict[str, str] = {}
+        argv = self.backend.find_argv()
+        if argv:
+            r = self._run(argv)
+            if not r.ok:
+                raise TransportError(f"cannot list queued jobs to recover submissions: "
+                                     f"{(r.stderr or r.stdout).strip()[:300]}")
+            queued = self.backend.parse_find(r.stdout)
+        with self.store.write() as tx:
+            for r in recs:
+                script = (r.reason or "")[len(SUBMITTING):]
+                started = os.path.join(r.jobdir, STARTED)
+                if script in queued:
+                    job_id = queued[script]
+                    jobdirs = os.path.join(os.path.dirname(script), "jobdirs")
+                    index = None
+                    if self.transport.exists(jobdirs):
+                        lines = self.transport.read_bytes(jobdirs).decode().splitlines()
+                        index = lines.index(r.jobdir) if r.jobdir in lines else None
+                    if index is not None:
+                        job_id = self.backend.element_id(job_id, index)
+                    log.warning("job %s was submitted before a crash as %s; adopting", r.key, job_id)
+                    tx.update(r.key, job_id=job_id, array_index=index, reason=None)
+                elif self.transport.exists(started):
+                    job_id = self.transport.read_bytes(started).decode().split("\n")[0].strip()
+                    log.warning("job %s was submitted before a crash as %s; adopting", r.key, job_id)
+                    tx.update(r.key, job_id=job_id or None, reason=None)
+                else:
+                    tx.update(r.key, reason=None, submitted=time.time() - self.max_window)
+
+    # -- status ------------------------------------------------------------------------------
+    def _refresh(self) -> bool:
+        where, params = self._where(" AND job_id IS NOT NULL AND state IN "
+                                    "('pending', 'held', 'running', 'suspended')")
+        active = self.store.query(where, params)
+        if not active:
+            return False
+        seen: dict[str, JobStatus] = {}
+        ids = [r.job_id for r in active if r.job_id]
+        for i in range(0, len(ids), ID_CHUNK):
+            part = ids[i : i + ID_CHUNK]
+            out = self._run(self.backend.status_argv(part))
+            seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
+        updates: dict[str, dict[str, Any]] = {}
+        gone: list[JobRecord] = []
+        now = time.time()
+        for rec in active:
+            st = seen.get(rec.job_id or "")
+            if st is None:
+                gone.append(rec)
+                continue
+            self._missing_since.pop(rec.key, None)
+            if st.state.finished:
+                updates[rec.key] = self._final(rec, st, now)
+            elif st.reason == "DependencyNeverSatisfied":
+                self._run(self.backend.cancel_argv([rec.job_id]))
+                updates[rec.key] = dict(state=JobState.CANCELLED, finished=now,
+                                        reason="a dependency failed; this job never ran")
+            elif st.state is not rec.state:
+                values: dict[str, Any] = dict(state=st.state)
+                if st.state.started and not rec.started:
+                    values["started"] = now
+                updates[rec.key] = values
+        if gone:
+            updates.update(self._judge_gone(gone, now))
+        if not updates:
+            return False
+        with self.store.write() as tx:
+            for key, values in updates.items():
+                tx.update(key, **values)
+        return True
+
+    def _exit_file(self, rec: JobRecord) -> tuple[int | None, str | None] | None:
+        try:
+            text = self.transport.read_bytes(os.path.join(rec.jobdir, EXITCODE)).decode()
+        except FileNotFoundError:
+            return None
+        return parse_exitcode(text)
+
+    def _final(self, rec: JobRecord, st: JobStatus, now: float) -> dict[str, Any]:
+        """A finished job's fields: the scheduler's state, the exit code from the job's own
+        exit-code file when it wrote one, else from the scheduler."""
+        found = self._exit_file(rec)
+        code, reason = found if found else (st.exit_code, None)
+        state = st.state
+        if state is JobState.COMPLETED and code not in (0, None):
+            state = JobState.FAILED
+        if state is JobState.CANCELLED and rec.reason == TERMINATED_REASON:
+            reason = TERMINATED_REASON
+        sig = st.signal if st.signal else (code - 128 if code is not None and code > 128 else None)
+        return dict(state=state, exit_code=code, signal=sig, reason=st.reason or reason,
+                    finished=now, started=rec.started or now)
+
+    def _judge_gone(self, recs: list[JobRecord], now: float) -> dict[str, dict[str, Any]]:
+        """Jobs no longer in the queue: their exit-code file first, then accounting; a job in
+        neither is still finishing (accounting lags) until LOST_AFTER has passed."""
+        out: dict[str, dict[str, Any]] = {}
+        ask: list[JobRecord] = []
+        for rec in recs:
+            found = self._exit_file(rec)
+            if found is not None and found[0] == 0:
+                out[rec.key] = dict(state=JobState.COMPLETED, exit_code=0, finished=now,
+                                    started=rec.started or now)
+            else:
+                ask.append(rec)
+        acct: dict[str, JobStatus] = {}
+        argv = self.backend.accounting_argv([r.job_id for r in ask if r.job_id]) if ask else None
+        if argv:
+            r = self._run(argv)
+            if r.ok:
+                acct = self.backend.parse_accounting(r.stdout)
+        for rec in ask:
+            st = acct.get(rec.job_id or "")
+            if st is not None and st.state.finished:
+                out[rec.key] = self._final(rec, st, now)
+                continue
+            found = self._exit_file(rec)
+            if found is not None and argv is None:  # no accounting: the file decides
+                code, reason = found
+                out[rec.key] = dict(state=JobState.FAILED, exit_code=code, reason=reason,
+                                    finished=now, started=rec.started or now)
+                continue
+            first = self._missing_since.setdefault(rec.key, now)
+            if now - first > LOST_AFTER:
+                out[rec.key] = dict(state=JobState.LOST, finished=now,
+                                    reason="left the queue and is not in accounting")
+        return out
+
+    # -- control -----------------------------------------------------------------------------
+    def cancel(self, key: str) -> bool:
+        with self.store.write() as tx:
+            rec = tx.get(key)
+            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+                return False
+            if rec.job_id is None and not (rec.reason or "").startswith(SUBMITTING):
+                tx.update(key, state=JobState.CANCELLED, finished=time.time(),
+                          reason="cancelled before it was submitted")
+                return True
+        if rec.job_id is None:
+            return False
+        r = self._run(self.backend.cancel_argv([rec.job_id]))
+        if not r.ok:
+            return False
+        with self.store.write() as tx:
+            tx.update(key, state=JobState.CANCELLED, finished=time.time(),
+                      reason="cancelled before it started")
+        return True
+
+    def terminate(self, key: str) -> bool:
+        if self.cancel(key):
+            return True
+        rec = self.store.get(key)
+        if rec is None or rec.state.finished or not rec.job_id:
+            return False
+        with self.store.write() as tx:
+            tx.update(key, reason=TERMINATED_REASON)
+        return self._run(self.backend.cancel_argv([rec.job_id])).ok
+
+    def release(self, key: str) -> bool:
+        rec = self.store.get(key)
+        if rec is None or rec.state is not JobState.HELD:
+            return False
+        if rec.job_id is None:
+            with self.store.write() as tx:
+                tx.update(key, state=JobState.PENDING)
+            return True
+        ok = self._run(self.backend.release_argv([rec.job_id])).ok
+        if ok:
+            with self.store.write() as tx:
+                tx.update(key, state=JobState.PENDING)
+        return ok
+
+
+def _abs(path: str | None, workdir: str) -> str | None:
+    if not path:
+        return None
+    return path if os.path.isabs(path) else os.path.join(workdir, path)

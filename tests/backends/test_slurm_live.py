@@ -1,0 +1,153 @@
+"""The SLURM backend against the live SLURM that tests/clusters/slurm.sh starts."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import subprocess
+import time
+
+import pytest
+
+import hpcexec
+import jobfns
+from hpcexec import JobFailed, JobState
+
+pytestmark = pytest.mark.slurm
+
+
+def _running(f, timeout=60):
+    deadline = time.monotonic() + timeout
+    while f.state is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f.state is JobState.RUNNING
+
+
+def test_callable_runs_as_a_slurm_job(sex):
+    f = sex.submit(jobfns.env, "SLURM_JOB_ID", "HPCEXEC_JOB_ID", "HPCEXEC_NODELIST")
+    got = f.result(timeout=120)
+    assert f.job_id.isdigit()
+    assert got["SLURM_JOB_ID"] == got["HPCEXEC_JOB_ID"] == f.job_id
+    assert got["HPCEXEC_NODELIST"]
+    assert f.record.backend == "slurm" and f.state is JobState.COMPLETED
+
+
+def test_map_is_one_array_submission(sex):
+    out = list(sex.map(jobfns.double, range(30), timeout=180))
+    assert out == [2 * x for x in range(30)]
+    assert sex._core.queue.calls["sbatch"] == 1
+    records = sorted(sex.store.select(), key=lambda r: r.array_index)
+    assert [r.array_index for r in records] == list(range(30))
+    base = records[0].job_id.split("_")[0]
+    assert [r.job_id for r in records] == [f"{base}_{i}" for i in range(30)]
+
+
+def test_separate_submits_are_coalesced(sex):
+    fs = [sex.submit(jobfns.add, i, 1) for i in range(20)]
+    assert [f.result(timeout=180) for f in fs] == [i + 1 for i in range(20)]
+    assert sex._core.queue.calls["sbatch"] <= 2
+
+
+def test_status_calls_grow_with_time_not_jobs(sex):
+    list(sex.map(jobfns.double, range(40), timeout=180))
+    calls = sex._core.queue.calls
+    assert calls["squeue"] < 40, dict(calls)
+
+
+def test_shell_job_output_and_failure(sex):
+    r = sex.submit_shell('echo "on $HPCEXEC_NODELIST"; echo err >&2').result(timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("on ") and r.stderr == "err\n"
+    with pytest.raises(JobFailed) as info:
+        sex.submit_shell("echo bad >&2; exit 3").result(timeout=120)
+    assert info.value.exit_code == 3 and info.value.state is JobState.FAILED
+    assert "bad" in str(info.value)
+
+
+def test_remote_exception_keeps_its_type(sex):
+    with pytest.raises(jobfns.CustomError):
+        sex.submit(jobfns.raise_custom).result(timeout=120)
+
+
+def test_dependency_orders_jobs_and_a_failed_one_cancels_dependents(sex, tmp_path):
+    log = tmp_path / "order"
+    first = sex.submit_shell(f"sleep 2; echo first >> {log}")
+    second = sex.options(after=first).submit_shell(f"echo second >> {log}")
+    assert second.result(timeout=120).returncode == 0
+    assert log.read_text() == "first\nsecond\n"
+    bad = sex.submit_shell("exit 1")
+    dependent = sex.options(after=bad).submit_shell("echo never")
+    with pytest.raises(JobFailed) as info:
+        dependent.result(timeout=120)
+    assert info.value.state is JobState.CANCELLED
+
+
+def test_hold_and_release(sex):
+    f = sex.options(hold=True).submit(jobfns.double, 8)
+    deadline = time.monotonic() + 30
+    while not f.job_id and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert f.state is JobState.HELD
+    out = subprocess.run(["squeue", "-h", "-o", "%r", "-j", f.job_id], capture_output=True, text=True)
+    assert "JobHeldUser" in out.stdout
+    assert f.release() is True
+    assert f.result(timeout=120) == 16
+
+
+def test_cancel_pending_and_scancel_from_outside(sex):
+    held = sex.options(hold=True).submit(jobfns.double, 9)
+    deadline = time.monotonic() + 30
+    while not held.job_id and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert held.cancel() is True
+    with pytest.raises(cf.CancelledError):
+        held.result(timeout=5)
+    running = sex.submit(jobfns.sleep_then, 60)
+    _running(running)
+    subprocess.run(["scancel", running.job_id], check=True)
+    with pytest.raises(JobFailed) as info:
+        running.result(timeout=60)
+    assert info.value.state is JobState.CANCELLED
+
+
+def test_terminate_running_job(sex):
+    f = sex.submit(jobfns.sleep_then, 60)
+    _running(f)
+    assert f.terminate() is True
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=60)
+    assert info.value.state is JobState.CANCELLED
+    assert info.value.reason == "terminated on request"
+
+
+def test_refused_submission_fails_the_future_with_the_message(sex):
+    f = sex.options(queue="nosuchpartition").submit(jobfns.double, 1)
+    with pytest.raises(JobFailed, match="Invalid partition"):
+        f.result(timeout=60)
+
+
+def test_walltime_kill_is_timeout(sex):
+    f = sex.options(time="0:01").submit_shell("sleep 300")
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=240)
+    assert info.value.state is JobState.TIMEOUT
+    assert "walltime" in (info.value.reason or "")
+
+
+def test_rerun_reuses_finished_results_without_sbatch(sex, cache):
+    assert sex.submit(jobfns.double, 21).result(timeout=120) == 42
+    with hpcexec.Executor("slurm", cache_dir=cache, poll_interval=0.2) as again:
+        f = again.options(time="0:10:00").submit(jobfns.double, 21)
+        assert f.done() and f.result() == 42
+        assert again._core.queue.calls["sbatch"] == 0
+
+
+def test_controller_restart_while_jobs_are_pending(sex):
+    fs = [sex.submit(jobfns.sleep_then, 3, i) for i in range(6)]
+    deadline = time.monotonic() + 60
+    while not all(f.job_id for f in fs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(f.job_id for f in fs)
+    subprocess.run(["scontrol", "shutdown", "slurmctld"], check=True)
+    time.sleep(5)  # polls fail meanwhile; they must not fail a job
+    subprocess.run(["bash", "tests/clusters/slurm.sh", "start"], check=True,
+                   capture_output=True)
+    assert [f.result(timeout=240) for f in fs] == list(range(6))
