@@ -18,11 +18,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from . import payload as pl
 from .backends import SCHEDULERS, Backend, LocalBackend
 from .errors import BackendError, CacheError, HpcexecError, JobFailed, ResourceError
-from .future import JobFuture, ShellResult
-from .jobfiles import PAYLOAD, RESULT, SCRIPT
+from .future import JobFuture, JobInfo, ShellResult
+from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE
 from .localqueue import LocalQueue
 from .schedqueue import SchedulerQueue
 from .monitor import Monitor
+from .runner import FutureRef
 from .resources import Resources, split_options
 from .script import render
 from .states import JobState
@@ -79,6 +80,26 @@ def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
                 raise ResourceError(f"job option 'after' takes JobFutures, not {type(f).__name__}")
         opts["after"] = after
     return opts
+
+
+def _extract_futures(calls: list[tuple[tuple, dict]]) -> tuple[list[tuple[tuple, dict]],
+                                                                list[JobFuture]]:
+    """Replace JobFutures in arguments (also inside lists, tuples and dicts) by references
+    the job resolves from their result files; return the futures as dependencies."""
+    found: list[JobFuture] = []
+
+    def swap(obj: Any) -> Any:
+        if isinstance(obj, JobFuture):
+            found.append(obj)
+            return FutureRef(str(obj._core.jobs_dir / obj.key), obj._index or 0, obj.key)
+        if type(obj) in (list, tuple):
+            return type(obj)(swap(x) for x in obj)
+        if type(obj) is dict:
+            return {k: swap(v) for k, v in obj.items()}
+        return obj
+
+    out = [(swap(args), swap(kwargs)) for args, kwargs in calls]
+    return out, list({id(f): f for f in found}.values())
 
 
 def _job_sys_path() -> list[str]:
@@ -267,6 +288,33 @@ class _Core:
         except FileNotFoundError:
             return ""
 
+    def info(self, key: str) -> JobInfo:
+        rec = self.store.get(key)
+        if rec is None:
+            raise KeyError(f"no job record {key} in {self.store.path}")
+        usage: dict[str, float] = {}
+        try:
+            for line in self.transport.read_bytes(os.path.join(rec.jobdir, USAGE)).decode().splitlines():
+                name, _, value = line.partition(" ")
+                usage[name] = float(value)
+        except (FileNotFoundError, ValueError):
+            pass
+        acct = self.queue.accounting(rec) if rec.state.finished else None
+        wall = usage.get("wall_s")
+        if wall is None and rec.started and rec.finished:
+            wall = rec.finished - rec.started
+        if acct is not None and acct.elapsed is not None:
+            wall = acct.elapsed
+        cpu = usage["user_s"] + usage["sys_s"] if "user_s" in usage else None
+        rss = usage["max_rss_kib"] / 1024 if "max_rss_kib" in usage else None
+        if acct is not None and acct.max_rss is not None:
+            rss = max(rss or 0.0, float(acct.max_rss))
+        aborted = rec.state in (JobState.CANCELLED, JobState.TIMEOUT, JobState.LOST) or bool(
+            rec.signal) or (rec.state is JobState.FAILED and rec.exit_code is None)
+        return JobInfo(rec.job_id, rec.state, rec.exit_code, rec.signal, aborted, rec.reason,
+                       wall, cpu, rss, (acct.nodelist if acct else None) or (
+                           self.host if rec.backend == "local" and rec.state.started else None))
+
     # -- control -------------------------------------------------------------------------
     def cancel_element(self, f: JobFuture) -> bool:
         """Cancel the job behind a future if it has not started. A chunk job is cancelled
@@ -295,6 +343,7 @@ class _Core:
         """Look the jobs up in the cache; submit those that must run; attach futures."""
         force, retry = opts.get("force", False), opts.get("retry", True)
         deps = sorted({f.key for f in opts.get("after", ())})
+        after_dirs = sorted({str(f._core.jobs_dir / f.key) for f in opts.get("after", ())})
         unique: dict[str, _Job] = {}
         for j in jobs:
             unique.setdefault(j.key, j)
@@ -319,7 +368,7 @@ class _Core:
         try:
             for key, j in to_write.items():
                 staged.append(str(self.jobs_dir / f".new-{tag}-{key}"))
-                self._write_files(j, staged[-1])
+                self._write_files(j, staged[-1], after_dirs)
             if to_write:
                 self._insert(to_write, known, deps, hold=bool(opts.get("hold")), tag=tag)
         except BaseException:
@@ -375,7 +424,7 @@ class _Core:
     def _result_present(self, rec: JobRecord) -> bool:
         return rec.kind == "shell" or self.transport.exists(os.path.join(rec.jobdir, RESULT))
 
-    def _write_files(self, j: _Job, stage: str) -> None:
+    def _write_files(self, j: _Job, stage: str, after: list[str]) -> None:
         """Write a job's payload and script into ``stage`` (renamed into place later)."""
         jobdir = str(self.jobs_dir / j.key)
         self.transport.make_dir(stage)
@@ -385,13 +434,13 @@ class _Core:
                                           stderr=j.res.stderr or os.path.join(jobdir, "stderr"))
         if j.kind == "shell":
             script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
-                            name=j.name, shell_body=j.body)
+                            name=j.name, shell_body=j.body, after=after)
         else:
             assert j.file_bytes is not None
             self.transport.write_bytes(os.path.join(stage, PAYLOAD), j.file_bytes, atomic=False)
             command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
             script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
-                            name=j.name, command=command)
+                            name=j.name, command=command, after=after)
         self.transport.write_bytes(os.path.join(stage, SCRIPT), script.encode(), atomic=False)
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
@@ -488,14 +537,20 @@ class Executor(concurrent.futures.Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         """Run ``fn(*args, **kwargs)`` as a job; its future holds the return value."""
         self._check_open()
-        file_bytes, body = pl.dumps_payload(fn, [(args, kwargs)], kind="call",
-                                            sys_path=self._core.sys_path)
+        calls, deps = _extract_futures([(args, kwargs)])
+        file_bytes, body = pl.dumps_payload(fn, calls, kind="call", sys_path=self._core.sys_path,
+                                            refs=bool(deps))
         key = self._opts.get("key") or self._key("call", body)
         name = self._res.name or _safe_name(getattr(fn, "__name__", "call"))
         job = _Job("call", key, name, self._res, 1, file_bytes=file_bytes)
         job.futures = [JobFuture(self._core, key)]
-        self._core.submit_jobs([job], self._opts)
+        self._core.submit_jobs([job], self._with_deps(deps))
         return job.futures[0]
+
+    def _with_deps(self, deps: list[JobFuture]) -> dict[str, Any]:
+        if not deps:
+            return self._opts
+        return {**self._opts, "after": [*self._opts.get("after", ()), *deps]}
 
     def submit_shell(self, body: str, *, check: bool = True) -> JobFuture:
         """Run a shell body as a job. The future's result is a :class:`ShellResult`; a
@@ -533,7 +588,7 @@ class Executor(concurrent.futures.Executor):
             end_time = timeout + time.monotonic()
         if self._opts.get("key"):
             raise ResourceError("job option 'key' names one job; map makes many: drop key=")
-        calls = [(args, {}) for args in zip(*iterables)]
+        calls, deps = _extract_futures([(args, {}) for args in zip(*iterables)])
         if chunksize is None:
             chunksize = self.default_chunksize(len(calls))
         if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
@@ -544,7 +599,8 @@ class Executor(concurrent.futures.Executor):
         for start in range(0, len(calls), chunksize):
             part = calls[start : start + chunksize]
             kind = "chunk" if chunksize > 1 else "call"
-            file_bytes, body = pl.dumps_payload(fn, part, kind=kind, sys_path=self._core.sys_path)
+            file_bytes, body = pl.dumps_payload(fn, part, kind=kind, sys_path=self._core.sys_path,
+                                                refs=bool(deps))
             fn_checked = True
             key = self._key(kind, body)
             name = base if chunksize == 1 else f"{base}[{start}:{start + len(part)}]"
@@ -554,7 +610,7 @@ class Executor(concurrent.futures.Executor):
             jobs.append(job)
         if not fn_checked and not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        self._core.submit_jobs(jobs, self._opts)
+        self._core.submit_jobs(jobs, self._with_deps(deps))
         fs = [f for j in jobs for f in j.futures]
         bar = None
         if progress:

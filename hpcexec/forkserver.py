@@ -37,7 +37,12 @@ def server_name(python: str) -> str:
     """One server per user, interpreter and copy of hpcexec."""
     from . import __version__
 
-    ident = f"{os.getuid()}\0{os.path.realpath(python)}\0{_PACKAGE_PARENT}\0{__version__}"
+    # The files a server runs jobs with: a changed copy (an upgrade, an edit) gets a new server.
+    here = os.path.dirname(os.path.abspath(__file__))
+    stamps = [os.stat(os.path.join(here, f)).st_mtime_ns
+              for f in ("runner.py", "forkserver.py", "jobfiles.py")]
+    ident = (f"{os.getuid()}\0{os.path.realpath(python)}\0{_PACKAGE_PARENT}\0{__version__}"
+             f"\0{stamps}")
     return f"hpcexec-forkserver-{hashlib.sha256(ident.encode()).hexdigest()[:20]}"
 
 

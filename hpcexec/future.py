@@ -21,6 +21,23 @@ class ShellResult:
     stderr: str
 
 
+@dataclass(frozen=True)
+class JobInfo:
+    """How a job ran, from its record, the usage its runner wrote, and the scheduler's
+    accounting where there is one. Fields are None where nothing reported them."""
+
+    job_id: str | None
+    state: JobState
+    exit_code: int | None
+    signal: int | None
+    was_aborted: bool  # ended without running to its end: cancelled, timed out, killed, lost
+    reason: str | None
+    wallclock: float | None  # seconds
+    cpu_seconds: float | None
+    max_rss_mb: float | None
+    nodelist: str | None
+
+
 class JobFuture(concurrent.futures.Future):
     """The future of one call (or one element of a chunked ``map``) run as a job.
 
@@ -84,6 +101,10 @@ class JobFuture(concurrent.futures.Future):
         if self.done():
             return False
         return self._core.terminate(self.key)
+
+    def info(self) -> JobInfo:
+        """Exit status, signal, whether it was aborted, wallclock, CPU time, max RSS, nodes."""
+        return self._core.info(self.key)
 
     def release(self) -> bool:
         """Let a job submitted with ``hold=True`` start."""

@@ -12,6 +12,7 @@ EXITCODE = "exitcode"
 STARTED = "started"
 STDOUT = "stdout"
 STDERR = "stderr"
+USAGE = "usage"  # "name value" lines the runner writes: max_rss_kib, user_s, sys_s, wall_s
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

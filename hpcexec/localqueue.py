@@ -154,6 +154,9 @@ class LocalQueue:
 
     wake_in: float | None = None  # the local queue never asks for an early look
 
+    def accounting(self, rec: JobRecord) -> None:
+        return None  # no accounting without a scheduler: the runner's usage file tells
+
     def close(self) -> None:
         self._track(set())
 

@@ -32,13 +32,13 @@ def _describe_unpicklable(fn: Callable, calls: Sequence[Call]) -> str:
 
 
 def dumps_payload(fn: Callable, calls: Sequence[Call], *, kind: str,
-                  sys_path: Sequence[str] = ()) -> tuple[bytes, bytes]:
+                  sys_path: Sequence[str] = (), refs: bool = False) -> tuple[bytes, bytes]:
     """(file bytes, body bytes) of a payload: a plain header, then the cloudpickled work.
     The body bytes are what the cache key hashes."""
     if not callable(fn):
         raise PayloadError(f"{fn!r} is not callable: submit a function, lambda or callable object")
     try:
-        body = cloudpickle.dumps({"kind": kind, "fn": fn, "calls": list(calls)},
+        body = cloudpickle.dumps({"kind": kind, "fn": fn, "calls": list(calls), "refs": refs},
                                  protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         raise PayloadError(

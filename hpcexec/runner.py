@@ -10,13 +10,50 @@ from __future__ import annotations
 import pickle
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .jobfiles import EXITCODE, PAYLOAD, RESULT, write_atomic
+from .jobfiles import EXITCODE, PAYLOAD, RESULT, USAGE, write_atomic
 
 OK, ERR = "ok", "err"
+
+
+class FutureRef:
+    """Stands in a payload for a JobFuture passed as an argument: the job reads the value
+    from that job's result file."""
+
+    def __init__(self, jobdir: str, index: int, key: str) -> None:
+        self.jobdir, self.index, self.key = jobdir, index, key
+
+    def __reduce__(self):
+        return (FutureRef, (self.jobdir, self.index, self.key))
+
+    def value(self) -> Any:
+        try:
+            with open(f"{self.jobdir}/{RESULT}", "rb") as f:
+                outcome = pickle.loads(pickle.load(f)[self.index])
+        except (OSError, IndexError, pickle.UnpicklingError) as e:
+            raise DependencyFailed(f"the result of job {self.key} cannot be read: {e}") from e
+        if outcome[0] == ERR:
+            raise DependencyFailed(f"job {self.key}, whose result this job takes, raised "
+                                   f"{type(outcome[1]).__name__}: {outcome[1]}")
+        return outcome[1]
+
+
+class DependencyFailed(Exception):
+    """A job this job takes a value from failed or left no result."""
+
+
+def _resolve(obj: Any) -> Any:
+    if isinstance(obj, FutureRef):
+        return obj.value()
+    if type(obj) in (list, tuple):
+        return type(obj)(_resolve(x) for x in obj)
+    if type(obj) is dict:
+        return {k: _resolve(v) for k, v in obj.items()}
+    return obj
 
 
 class Terminated(BaseException):
@@ -31,8 +68,10 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
-def _run_one(fn: Any, args: tuple, kwargs: dict) -> tuple:
+def _run_one(fn: Any, args: tuple, kwargs: dict, refs: bool) -> tuple:
     try:
+        if refs:
+            args, kwargs = _resolve(args), _resolve(kwargs)
         return (OK, fn(*args, **kwargs))
     except Terminated:
         raise
@@ -65,6 +104,7 @@ def _dump_outcome(outcome: tuple) -> tuple[bytes, bool]:
 
 def run(jobdir: Path) -> int:
     """Run the payload in ``jobdir``; returns the exit code for the process."""
+    t0 = time.time()
     code, reason = 0, None
     outcomes: list[tuple] = []
     kind = "call"
@@ -78,8 +118,9 @@ def run(jobdir: Path) -> int:
         kind = payload["kind"]
         fn = payload["fn"]
         calls = payload["calls"]
+        refs = bool(payload.get("refs"))
         for args, kwargs in calls:
-            out = _run_one(fn, args, kwargs)
+            out = _run_one(fn, args, kwargs, refs)
             outcomes.append(out)
             if out[0] == ERR:
                 code = 1
@@ -94,8 +135,21 @@ def run(jobdir: Path) -> int:
         if code == 0 and any(is_err for _, is_err in dumped):
             code = 1
         write_atomic(jobdir / RESULT, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    _write_usage(jobdir, time.time() - t0)
     write_atomic(jobdir / EXITCODE, f"{code}\n{reason or ''}\n".encode())
     return code
+
+
+def _write_usage(jobdir: Path, wall: float) -> None:
+    try:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        text = (f"max_rss_kib {ru.ru_maxrss}\nuser_s {ru.ru_utime:.3f}\n"
+                f"sys_s {ru.ru_stime:.3f}\nwall_s {wall:.3f}\n")
+        write_atomic(jobdir / USAGE, text.encode())
+    except (ImportError, OSError):  # no resource module (Windows) or a full disk: optional
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,4 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not this __main__ copy, so classes such as FutureRef that
+    # payloads reference by their module name are the ones the runner checks against.
+    from hpcexec.runner import main as _main
+
+    sys.exit(_main())

@@ -393,6 +393,17 @@ class SchedulerQueue:
                 tx.update(key, state=JobState.PENDING)
         return ok
 
+    def accounting(self, rec: JobRecord) -> JobStatus | None:
+        """What the scheduler's accounting says of a finished job (None if nothing)."""
+        argv = self.backend.accounting_argv([rec.job_id]) if rec.job_id else None
+        if not argv:
+            return None
+        try:
+            r = self._run(argv)
+        except TransportError:
+            return None
+        return self.backend.parse_accounting(r.stdout).get(rec.job_id or "") if r.ok else None
+
 
 def _abs(path: str | None, workdir: str) -> str | None:
     if not path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Sequence
 
 from .jobfiles import EXITCODE, STARTED
 from .resources import Resources
@@ -52,10 +53,13 @@ def render(
     name: str,
     command: str | None = None,
     shell_body: str | None = None,
+    after: Sequence[str] = (),
 ) -> str:
     """The whole job script. Exactly one of ``command`` (an argv line already quoted, run with
     ``exec``) and ``shell_body`` (user shell text, run in a subshell whose exit code is
-    recorded) is given."""
+    recorded) is given. ``after`` lists the job directories of jobs that must have completed:
+    the script checks their exit-code files first, for schedulers whose dependencies wait
+    only for the end of a job, not its success."""
     q = shlex.quote
     lines = ["#!/bin/bash"]
     lines += parts.directives
@@ -73,6 +77,19 @@ def render(
     lines += [f"export {k}={q(v)}" for k, v in res.env]
     jd = q(jobdir)
     lines.append(f'printf \'%s\\n\' "$HPCEXEC_JOB_ID" "${{HOSTNAME:-}}" > {jd}/{STARTED}')
+    if after:
+        dirs = " ".join(q(d) for d in after)
+        lines += [
+            f"for _hx_dep in {dirs}; do",
+            '  _hx_rc=; read -r _hx_rc < "$_hx_dep/exitcode" 2>/dev/null',
+            '  if [ "$_hx_rc" != 0 ]; then',
+            f"    printf '%s\\n%s\\n' 1 \"dependency ${{_hx_dep##*/}} did not complete "
+            f"(exit code ${{_hx_rc:-none}}); this job did not run\" > {jd}/.{EXITCODE}.tmp "
+            f"&& mv -f {jd}/.{EXITCODE}.tmp {jd}/{EXITCODE}",
+            "    exit 1",
+            "  fi",
+            "done",
+        ]
     lines.append(f"cd {q(workdir)} || exit 1")
     if command is not None:
         lines.append(f"exec {command}")

@@ -121,3 +121,24 @@ def test_after_orders_jobs_and_failed_dependency_fails_dependents(ex, tmp_path):
     assert bad.key in info.value.reason and "never ran" in info.value.reason
     with pytest.raises(ResourceError, match="after"):
         ex.options(after=["not a future"])
+
+
+def test_future_as_argument_is_a_dependency_and_passes_its_value(ex):
+    a = ex.submit(jobfns.sleep_then, 0.5, 20)
+    b = ex.submit(jobfns.add, a, b=1)
+    c = ex.submit(jobfns.add, 0, b=[a, {"x": (b,)}].__len__())  # plain values still work
+    nested = ex.submit(jobfns.env)  # no dependency
+    d = ex.submit(lambda pair: pair[0] + pair[1]["x"][0], [a, {"x": (b,)}])
+    assert b.result(timeout=30) == 21
+    assert d.result(timeout=30) == 41
+    assert c.result(timeout=30) == 2 and nested.result(timeout=30) == {}
+    assert b.record.deps == [a.key] and sorted(d.record.deps) == sorted([a.key, b.key])
+    assert list(ex.map(jobfns.add, [a, b], [1, 2])) == [21, 23]
+
+
+def test_failed_future_argument_fails_the_dependent(ex):
+    bad = ex.submit(jobfns.fail, "no value")
+    dependent = ex.submit(jobfns.add, bad, 1)
+    with pytest.raises(JobFailed) as info:
+        dependent.result(timeout=30)
+    assert info.value.state is JobState.CANCELLED and bad.key in info.value.reason

@@ -287,3 +287,21 @@ def test_failed_status_poll_is_retried_not_a_failed_job(ex, monkeypatch):
     monkeypatch.setattr(ex._core.queue, "poll", flaky)
     assert ex.submit(jobfns.double, 5).result(timeout=30) == 10
     assert len(failures) == 3
+
+
+def test_info_reports_exit_signal_wallclock_and_memory(ex):
+    f = ex.submit(jobfns.sleep_then, 0.3, "x")
+    f.result(timeout=30)
+    info = f.info()
+    assert info.state is JobState.COMPLETED and info.exit_code == 0 and not info.was_aborted
+    assert info.job_id == f.job_id and info.nodelist == ex._core.host
+    assert 0.3 <= info.wallclock < 10 and info.max_rss_mb > 1 and info.cpu_seconds >= 0
+    g = ex.submit(jobfns.sleep_then, 30)
+    deadline = time.monotonic() + 10
+    while not g.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(int(g.job_id.split(":")[0]), 9)
+    with pytest.raises(JobFailed):
+        g.result(timeout=30)
+    killed = g.info()
+    assert killed.was_aborted and killed.signal == 9

@@ -372,3 +372,26 @@ def test_any_text_round_trips_and_never_executes(name, value):
         assert (workdir / "placeholder.out").read_bytes().decode("utf-8") == name
         assert (jobdir / EXITCODE).read_text() == "0\n\n"
         assert pwned(root) == []
+
+
+def test_dependency_guard_stops_a_job_whose_dependency_failed(tmp_path):
+    """Schedulers like SGE start a dependent when its dependency ends, whatever its exit code:
+    the script checks the dependency's exit-code file before running anything."""
+    ok_dep, bad_dep = tmp_path / "ok", tmp_path / "bad"
+    ok_dep.mkdir()
+    bad_dep.mkdir()
+    (ok_dep / EXITCODE).write_text("0\n\n")
+    (bad_dep / EXITCODE).write_text("3\n\n")
+    for after, expect_run in (([str(ok_dep)], True), ([str(ok_dep), str(bad_dep)], False),
+                              ([str(tmp_path / "missing")], False)):
+        jobdir = tmp_path / f"job{len(after)}{expect_run}"
+        jobdir.mkdir()
+        text = render(local_parts(), Resources(), jobdir=str(jobdir), workdir=str(tmp_path),
+                      submit_host="h", name="n", shell_body=f"touch {jobdir}/ran", after=after)
+        proc = subprocess.run(["bash", "-c", text], capture_output=True)
+        assert (jobdir / "ran").exists() is expect_run
+        code, reason = parse_exitcode((jobdir / EXITCODE).read_text())
+        if expect_run:
+            assert (code, proc.returncode) == (0, 0)
+        else:
+            assert code == 1 and proc.returncode == 1 and "did not complete" in reason

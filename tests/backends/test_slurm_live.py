@@ -151,3 +151,20 @@ def test_controller_restart_while_jobs_are_pending(sex):
     subprocess.run(["bash", "tests/clusters/slurm.sh", "start"], check=True,
                    capture_output=True)
     assert [f.result(timeout=240) for f in fs] == list(range(6))
+
+
+def test_info_from_accounting(sex):
+    f = sex.submit(jobfns.sleep_then, 1.5, "x")
+    assert f.result(timeout=120) == "x"
+    info = f.info()
+    assert info.state is JobState.COMPLETED and info.exit_code == 0 and not info.was_aborted
+    assert info.nodelist and info.wallclock >= 1
+    assert info.max_rss_mb and info.max_rss_mb > 1
+
+
+def test_future_argument_becomes_an_afterok_dependency(sex):
+    a = sex.submit(jobfns.sleep_then, 2, 20)
+    b = sex.submit(jobfns.add, a, b=1)
+    assert b.result(timeout=120) == 21
+    script = (b.record.path.parent.parent / "jobs" / b.key / "job.sh")
+    assert b.record.deps == [a.key] and script.exists()
