@@ -122,7 +122,8 @@ class _Core:
     """What every view of one Executor shares: store, transport, backend, monitor, futures."""
 
     def __init__(self, backend: str, cache_dir: str | os.PathLike, host: str | None,
-                 python: str | None, poll_interval: float | None) -> None:
+                 python: str | None, poll_interval: float | None,
+                 coalesce: float = 0.2, calls_per_second: float = 10.0) -> None:
         if backend != "auto" and backend not in BACKENDS:
             raise BackendError(f"unknown backend {backend!r}; available: "
                                f"{', '.join(BACKENDS)} or 'auto'")
@@ -130,10 +131,14 @@ class _Core:
             raise BackendError(
                 f"host={host!r}: running jobs on another host over SSH is not available in this "
                 "version; use host=None to run on this machine")
-        if poll_interval is not None and (not isinstance(poll_interval, (int, float))
-                                          or poll_interval <= 0):
-            raise ResourceError(f"poll_interval must be a positive number of seconds, "
-                                f"not {poll_interval!r}")
+        for knob, value, least in (("poll_interval", poll_interval, 0.0),
+                                   ("coalesce", coalesce, -1.0),
+                                   ("calls_per_second", calls_per_second, 0.0)):
+            if value is None and knob == "poll_interval":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= least:
+                raise ResourceError(f"{knob} must be a {'non-negative' if least < 0 else 'positive'}"
+                                    f" number, not {value!r}")
         self.cache_dir = Path(cache_dir).absolute()
         try:
             self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -158,7 +163,9 @@ class _Core:
                     f"backend {backend!r} needs {', '.join(self.backend.commands)} on PATH and "
                     f"they are not there: run on the cluster's login node, or use host= (SSH)")
             self.queue = SchedulerQueue(self.store, self.transport, self.backend,
-                                        str(self.cache_dir))
+                                        str(self.cache_dir), window=coalesce,
+                                        max_window=max(2.0, 10 * coalesce),
+                                        calls_per_second=calls_per_second)
         self.host = self.transport.host
         self.python = python or sys.executable
         self.sys_path = _job_sys_path()
@@ -484,7 +491,11 @@ class Executor(concurrent.futures.Executor):
         cache_dir: where job records, payloads and results live (created private).
         host: where jobs run; ``None`` for this machine.
         python: the interpreter jobs run with (default: this one).
-        poll_interval: the shortest time between status polls, in seconds.
+        poll_interval: the shortest time between status polls, in seconds (default: the
+            backend's, 1 s for schedulers, backing off to 30 s while nothing changes).
+        coalesce: seconds that separate ``submit`` calls are gathered for, so they go to a
+            scheduler as one array job (0: submit each at once). Not used by ``"local"``.
+        calls_per_second: the most scheduler commands (submit, status, cancel) per second.
         **resources: default resources and job options for every job (see :meth:`options`).
 
     Jobs outlive the client: running the same script again reattaches to running jobs and
@@ -493,11 +504,13 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(self, backend: str = "local", *, cache_dir: str | os.PathLike = ".hpcexec",
                  host: str | None = None, python: str | None = None,
-                 poll_interval: float | None = None, **resources: Any) -> None:
+                 poll_interval: float | None = None, coalesce: float = 0.2,
+                 calls_per_second: float = 10.0, **resources: Any) -> None:
         res, opts = split_options(resources)
         self._res = Resources.create(**res)
         self._opts = _job_options(opts)
-        self._core = _Core(backend, cache_dir, host, python, poll_interval)
+        self._core = _Core(backend, cache_dir, host, python, poll_interval, coalesce,
+                           calls_per_second)
         self._core.backend.check(self._res)
 
     # -- views ---------------------------------------------------------------------------
