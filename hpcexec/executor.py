@@ -72,6 +72,11 @@ def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
             raise ResourceError(
                 f"job option 'key' must be 1-128 letters, digits, '.', '_' or '-' starting with "
                 f"a letter or digit, not {opts['key']!r}")
+    if "array_limit" in opts and opts["array_limit"] is not None:
+        limit = opts["array_limit"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ResourceError(f"job option 'array_limit' (most array elements running at "
+                                f"once) takes a whole number >= 1, not {limit!r}")
     if "after" in opts:
         after = opts["after"]
         after = [after] if isinstance(after, JobFuture) else list(after or ())
@@ -377,7 +382,8 @@ class _Core:
                 staged.append(str(self.jobs_dir / f".new-{tag}-{key}"))
                 self._write_files(j, staged[-1], after_dirs)
             if to_write:
-                self._insert(to_write, known, deps, hold=bool(opts.get("hold")), tag=tag)
+                self._insert(to_write, known, deps, hold=bool(opts.get("hold")), tag=tag,
+                             array_limit=opts.get("array_limit"))
         except BaseException:
             with self._lock:
                 for j in jobs:
@@ -401,7 +407,7 @@ class _Core:
         self.records_changed(fresh.values())
 
     def _insert(self, jobs: dict[str, _Job], known: dict[str, JobRecord], deps: list[str],
-                hold: bool, tag: str) -> None:
+                hold: bool, tag: str, array_limit: int | None = None) -> None:
         now = time.time()
         lost_race = 0
         with self.store.write() as tx:
@@ -422,7 +428,8 @@ class _Core:
                     state=JobState.HELD if hold else JobState.PENDING,
                     name=j.name, submitted=now, cores=res.cores,
                     resources={**res.to_dict(), "workdir": res.workdir or os.getcwd(),
-                               "python": self.python},
+                               "python": self.python,
+                               **({"array_limit": array_limit} if array_limit else {})},
                     deps=deps))
         if lost_race:
             log.info("%d job(s) were submitted by another client at the same time; attaching",
@@ -518,7 +525,8 @@ class Executor(concurrent.futures.Executor):
         """An executor sharing this one's cache and monitor, with other resources or job
         options: ``name``, ``key`` (explicit cache key), ``force`` (run even if cached),
         ``retry`` (run a cached failure again, default True), ``hold``, ``after`` (futures
-        that must complete first)."""
+        that must complete first), ``array_limit`` (most elements of an array job running at
+        once, on schedulers)."""
         res, opts = split_options(resources_and_options)
         view = object.__new__(Executor)
         view._core = self._core

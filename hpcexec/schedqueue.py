@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Any
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
-from .errors import SubmitError, TransportError
+from .errors import BackendError, SubmitError, TransportError
 from .jobfiles import EXITCODE, SCRIPT, STARTED, parse_exitcode
 from .resources import Resources
 from .states import JobState
@@ -31,6 +31,7 @@ SUBMITTING = "submitting "  # reason prefix of a record whose submission may be 
 TERMINATED_REASON = "terminated on request"
 ID_CHUNK = 500  # job ids per status command
 LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
+NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
 
 
 class RateLimit:
@@ -70,10 +71,10 @@ class SchedulerQueue:
         self.wake_in: float | None = None  # the monitor should look again this soon
 
     # -- commands ---------------------------------------------------------------------------
-    def _run(self, argv: list[str]):
+    def _run(self, argv: list[str], input: str | None = None):
         self.limit.wait()
         self.calls[argv[0]] += 1
-        return self.transport.run(argv)
+        return self.transport.run(argv) if input is None else self.transport.run(argv, input=input)
 
     def _where(self, extra: str = "") -> tuple[str, list[Any]]:
         return f"backend = ? AND host = ?{extra}", [self.backend.name, self.host]
@@ -176,7 +177,8 @@ class SchedulerQueue:
             base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
             self.transport.make_dir(base)
             pattern = self.backend.array_index_pattern
-            for i, r in enumerate(recs):  # each element's output lands in its own job dir
+            first_index = self.backend.array_index_base
+            for i, r in enumerate(recs, first_index):  # each element's output: its own job dir
                 self.transport.symlink(_abs(res.stdout, workdir) or os.path.join(r.jobdir, "stdout"),
                                        os.path.join(base, f"{i}.out"))
                 self.transport.symlink(_abs(res.stderr, workdir) or os.path.join(r.jobdir, "stderr"),
@@ -186,16 +188,26 @@ class SchedulerQueue:
             spec = SubmitSpec(os.path.join(base, "submit.sh"), res, name,
                               os.path.join(base, f"{pattern}.out"),
                               os.path.join(base, f"{pattern}.err"), workdir,
-                              array_size=len(recs), hold=hold, after=tuple(after))
+                              array_size=len(recs), hold=hold, after=tuple(after),
+                              array_limit=first.resources.get("array_limit"))
             body = (f"mapfile -t _hx_dirs < {shlex.quote(os.path.join(base, 'jobdirs'))}\n"
                     f'exec /bin/bash "${{_hx_dirs[{self.backend.array_index_expr}]}}/{SCRIPT}"')
-        script = "\n".join(["#!/bin/bash", *self.backend.directives(spec), body]) + "\n"
+        try:
+            directives = self.backend.directives(spec)
+        except (BackendError, ValueError) as e:  # cannot be expressed: fail, never retry
+            with self.store.write() as tx:
+                for r in recs:
+                    tx.update(r.key, state=JobState.FAILED, finished=time.time(),
+                              reason=f"{self.backend.name} cannot submit this job: {e}")
+            return
+        script = "\n".join(["#!/bin/bash", *directives, body]) + "\n"
         self.transport.write_bytes(spec.script, script.encode())
         with self.store.write() as tx:  # the intent, so a crash here never submits twice
             for r in recs:
                 tx.update(r.key, reason=SUBMITTING + spec.script)
         try:
-            out = self._run(self.backend.submit_argv(spec))
+            out = self._run(self.backend.submit_argv(spec),
+                            input=script if self.backend.submit_stdin else None)
             if not out.ok:
                 raise SubmitError(f"{self.backend.name} refused the job: "
                                   f"{(out.stderr or out.stdout).strip()[:500]}")
@@ -308,10 +320,11 @@ class SchedulerQueue:
         state = st.state
         if state is JobState.COMPLETED and code not in (0, None):
             state = JobState.FAILED
+        why = st.reason or reason
         if state is JobState.CANCELLED and rec.reason == TERMINATED_REASON:
-            reason = TERMINATED_REASON
+            why = TERMINATED_REASON  # we asked for it: say so, whatever the scheduler calls it
         sig = st.signal if st.signal else (code - 128 if code is not None and code > 128 else None)
-        return dict(state=state, exit_code=code, signal=sig, reason=st.reason or reason,
+        return dict(state=state, exit_code=code, signal=sig, reason=why,
                     finished=now, started=rec.started or now)
 
     def _judge_gone(self, recs: list[JobRecord], now: float) -> dict[str, dict[str, Any]]:
@@ -344,7 +357,14 @@ class SchedulerQueue:
                                     finished=now, started=rec.started or now)
                 continue
             first = self._missing_since.setdefault(rec.key, now)
-            if now - first > LOST_AFTER:
+            never_started = not rec.started and not self.transport.exists(
+                os.path.join(rec.jobdir, STARTED))
+            if never_started and now - first > NEVER_STARTED_AFTER:
+                # Deleted while pending (SGE keeps no accounting record of such jobs).
+                out[rec.key] = dict(state=JobState.CANCELLED, finished=now,
+                                    reason="left the queue without starting and is not in "
+                                           "accounting (deleted outside hpcexec?)")
+            elif now - first > LOST_AFTER:
                 out[rec.key] = dict(state=JobState.LOST, finished=now,
                                     reason="left the queue and is not in accounting")
         return out

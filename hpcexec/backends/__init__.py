@@ -6,10 +6,18 @@ from __future__ import annotations
 
 from .base import Backend, JobStatus, SchedulerBackend, SubmitSpec
 from .local import LocalBackend
+from .lsf import LsfBackend
+from .pbspro import PbsProBackend
+from .sge import SgeBackend
 from .slurm import SlurmBackend
+from .torque import TorqueBackend
 
 SCHEDULERS: dict[str, type[SchedulerBackend]] = {
     "slurm": SlurmBackend,
+    "sge": SgeBackend,
+    "pbspro": PbsProBackend,
+    "torque": TorqueBackend,
+    "lsf": LsfBackend,
 }
 
 __all__ = ["Backend", "JobStatus", "LocalBackend", "SCHEDULERS", "SchedulerBackend",

@@ -70,6 +70,11 @@ class SchedulerBackend(Backend):
     array_index_pattern: ClassVar[str]
     #: a shell expression giving the 0-based array element index inside the job
     array_index_expr: ClassVar[str]
+    #: True when the submit command reads the script on standard input (LSF's ``bsub <``)
+    submit_stdin: ClassVar[bool] = False
+    #: what ``array_index_pattern`` gives the first element (0: SLURM; 1: SGE, whose task ids
+    #: start at 1); the driver names element ``i``'s output ``i + array_index_base``
+    array_index_base: ClassVar[int] = 0
 
     @abc.abstractmethod
     def directives(self, spec: SubmitSpec) -> list[str]:

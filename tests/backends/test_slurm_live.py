@@ -168,3 +168,10 @@ def test_future_argument_becomes_an_afterok_dependency(sex):
     assert b.result(timeout=120) == 21
     script = (b.record.path.parent.parent / "jobs" / b.key / "job.sh")
     assert b.record.deps == [a.key] and script.exists()
+
+
+def test_array_limit_caps_running_elements(sex):
+    fs = list(sex.options(array_limit=2).map(jobfns.sleep_then, [1.0] * 6, range(6)))
+    assert fs == list(range(6))
+    script = next((sex.cache_dir / "arrays").iterdir()) / "submit.sh"
+    assert "#SBATCH --array=0-5%2" in script.read_text()

@@ -1,0 +1,201 @@
+"""The Grid Engine backend against the live SGE 8.1.9 that tests/clusters/sge.sh starts."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import subprocess
+import time
+
+import pytest
+
+import hpcexec
+import jobfns
+from hpcexec import JobFailed, JobState
+from hpcexec.jobfiles import STARTED
+
+pytestmark = pytest.mark.sge
+
+
+def _running(f, timeout=60):
+    """Running, and past the login shell's profile: SGE runs ``-S /bin/bash`` as a login
+    shell, and a job killed inside the profile can leave the profile's own state behind
+    (here: pyenv's rehash lock, which then delays every later job by 60 s)."""
+    deadline = time.monotonic() + timeout
+    while f.state is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f.state is JobState.RUNNING
+    started = os.path.join(f.record.jobdir, STARTED)
+    while not os.path.exists(started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(started)
+
+
+def _submitted(f, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not f.job_id and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f.job_id
+
+
+def _qstat_state(job_id: str) -> str | None:
+    """The state column of plain ``qstat`` for a (non-array) job."""
+    out = subprocess.run(["qstat"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        words = line.split()
+        if words and words[0] == job_id:
+            return words[4]
+    return None
+
+
+def test_callable_runs_as_an_sge_job(gex):
+    f = gex.submit(jobfns.env, "JOB_ID", "HPCEXEC_JOB_ID", "HPCEXEC_NODELIST",
+                   "HPCEXEC_ARRAY_INDEX")
+    got = f.result(timeout=120)
+    assert f.job_id.isdigit()
+    assert got["JOB_ID"] == got["HPCEXEC_JOB_ID"] == f.job_id
+    assert got["HPCEXEC_NODELIST"] and got["HPCEXEC_ARRAY_INDEX"] == ""
+    assert f.record.backend == "sge" and f.state is JobState.COMPLETED
+
+
+def test_map_is_one_array_submission(gex):
+    out = list(gex.map(jobfns.double, range(30), timeout=180))
+    assert out == [2 * x for x in range(30)]
+    assert gex._core.queue.calls["qsub"] == 1
+    records = sorted(gex.store.select(), key=lambda r: r.array_index)
+    assert [r.array_index for r in records] == list(range(30))
+    base = records[0].job_id.split(".")[0]
+    assert [r.job_id for r in records] == [f"{base}.{i + 1}" for i in range(30)]
+
+
+def test_array_elements_see_their_own_ids(gex):
+    n = 5
+    fs = [gex.submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_ARRAY_INDEX", "SGE_TASK_ID", f"X{i}")
+          for i in range(n)]
+    got = [f.result(timeout=120) for f in fs]
+    assert gex._core.queue.calls["qsub"] == 1
+    for f, g in zip(fs, got):
+        assert g["HPCEXEC_JOB_ID"] == f.job_id
+        assert g["HPCEXEC_ARRAY_INDEX"] == str(f.record.array_index)
+        assert g["SGE_TASK_ID"] == str(f.record.array_index + 1)
+
+
+def test_separate_submits_are_coalesced(gex):
+    fs = [gex.submit(jobfns.add, i, 1) for i in range(20)]
+    assert [f.result(timeout=180) for f in fs] == [i + 1 for i in range(20)]
+    assert gex._core.queue.calls["qsub"] <= 2
+
+
+def test_status_calls_grow_with_time_not_jobs(gex):
+    list(gex.map(jobfns.double, range(40), timeout=180))
+    calls = gex._core.queue.calls
+    assert calls["qstat"] < 40, dict(calls)
+
+
+def test_shell_job_output_and_failure(gex):
+    r = gex.submit_shell('echo "on $HPCEXEC_NODELIST"; echo err >&2').result(timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("on ") and r.stderr == "err\n"
+    with pytest.raises(JobFailed) as info:
+        gex.submit_shell("echo bad >&2; exit 3").result(timeout=120)
+    assert info.value.exit_code == 3 and info.value.state is JobState.FAILED
+    assert "bad" in str(info.value)
+
+
+def test_array_shell_output_lands_in_each_jobs_files(gex):
+    # One array: SGE names element output by $TASK_ID (1..n), the driver's links must agree.
+    fs = [gex.submit_shell(f"echo out{i}; echo err{i} >&2") for i in range(4)]
+    results = [f.result(timeout=120) for f in fs]
+    assert gex._core.queue.calls["qsub"] == 1
+    assert [(r.stdout, r.stderr) for r in results] == [(f"out{i}\n", f"err{i}\n")
+                                                       for i in range(4)]
+
+
+def test_remote_exception_keeps_its_type(gex):
+    with pytest.raises(jobfns.CustomError):
+        gex.submit(jobfns.raise_custom).result(timeout=120)
+
+
+def test_memory_request_is_h_vmem_and_a_python_job_runs_under_it(gex):
+    f = gex.options(mem="1G").submit(jobfns.double, 4)
+    assert f.result(timeout=120) == 8
+    script = (f.record.jobdir + "/submit.sh")
+    assert "#$ -l h_vmem=1024M" in open(script).read()
+
+
+def test_dependency_orders_jobs(gex, tmp_path):
+    log = tmp_path / "order"
+    first = gex.submit_shell(f"sleep 2; echo first >> {log}")
+    second = gex.options(after=first).submit_shell(f"echo second >> {log}")
+    assert second.result(timeout=120).returncode == 0
+    assert log.read_text() == "first\nsecond\n"
+
+
+def test_hold_and_release(gex):
+    f = gex.options(hold=True).submit(jobfns.double, 8)
+    _submitted(f)
+    time.sleep(1.0)
+    assert f.state is JobState.HELD
+    assert _qstat_state(f.job_id) == "hqw"
+    assert f.release() is True
+    assert f.result(timeout=120) == 16
+
+
+def test_cancel_pending_and_qdel_from_outside(gex):
+    held = gex.options(hold=True).submit(jobfns.double, 9)
+    _submitted(held)
+    assert held.cancel() is True
+    with pytest.raises(cf.CancelledError):
+        held.result(timeout=5)
+    deadline = time.monotonic() + 30
+    while _qstat_state(held.job_id) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _qstat_state(held.job_id) is None  # gone from the queue, not only from the future
+    running = gex.submit(jobfns.sleep_then, 60)
+    _running(running)
+    subprocess.run(["qdel", running.job_id], check=True, capture_output=True)
+    with pytest.raises(JobFailed) as info:
+        running.result(timeout=60)
+    assert info.value.state is JobState.CANCELLED
+
+
+def test_terminate_running_job(gex):
+    f = gex.submit(jobfns.sleep_then, 60)
+    _running(f)
+    assert f.terminate() is True
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=60)
+    assert info.value.state is JobState.CANCELLED
+    assert info.value.reason == "terminated on request"
+
+
+def test_refused_submission_fails_the_future_with_the_message(gex):
+    f = gex.options(queue="nosuchqueue").submit(jobfns.double, 1)
+    with pytest.raises(JobFailed, match="unknown queue"):
+        f.result(timeout=60)
+
+
+def test_walltime_kill_is_timeout(gex):
+    f = gex.options(time="0:05").submit_shell("sleep 300")
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=120)
+    assert info.value.state is JobState.TIMEOUT
+    assert "walltime" in (info.value.reason or "")
+
+
+def test_rerun_reuses_finished_results_without_qsub(gex, cache):
+    assert gex.submit(jobfns.double, 21).result(timeout=120) == 42
+    with hpcexec.Executor("sge", cache_dir=cache, poll_interval=0.2) as again:
+        f = again.options(time="0:10:00").submit(jobfns.double, 21)
+        assert f.done() and f.result() == 42
+        assert again._core.queue.calls["qsub"] == 0
+
+
+def test_separate_jobs_leaving_together_are_judged_by_one_accounting_loop(gex):
+    # Different resources: two submissions, two job numbers; qacct takes one number per call.
+    a = gex.submit_shell("sleep 2; exit 3")
+    b = gex.options(mem="900M").submit_shell("sleep 2; exit 4")
+    for f, code in ((a, 3), (b, 4)):
+        with pytest.raises(JobFailed) as info:
+            f.result(timeout=120)
+        assert info.value.state is JobState.FAILED and info.value.exit_code == code
+    calls = gex._core.queue.calls
+    assert calls["qsub"] == 2 and calls["qacct"] + calls["sh"] >= 1, dict(calls)
