@@ -350,6 +350,14 @@ class _Core:
         self.monitor.wake()
         return ok
 
+    def suspend(self, key: str) -> bool:
+        return self.queue.suspend(key)
+
+    def resume(self, key: str) -> bool:
+        ok = self.queue.resume(key)
+        self.monitor.wake()
+        return ok
+
     # -- submission ----------------------------------------------------------------------
     def submit_jobs(self, jobs: list[_Job], opts: dict[str, Any]) -> None:
         """Look the jobs up in the cache; submit those that must run; attach futures."""

@@ -106,6 +106,14 @@ class JobFuture(concurrent.futures.Future):
         """Exit status, signal, whether it was aborted, wallclock, CPU time, max RSS, nodes."""
         return self._core.info(self.key)
 
+    def suspend(self) -> bool:
+        """Suspend a running job (SIGSTOP locally; the scheduler's suspend elsewhere)."""
+        return self._core.suspend(self.key)
+
+    def resume(self) -> bool:
+        """Let a suspended job go on."""
+        return self._core.resume(self.key)
+
     def release(self) -> bool:
         """Let a job submitted with ``hold=True`` start."""
         return self._core.release(self.key)

@@ -255,6 +255,23 @@ class LocalQueue:
             tx.update(key, reason=TERMINATED_REASON)
         return self.transport.signal_group(split_job_id(rec.job_id)[0], signal.SIGTERM)
 
+    def suspend(self, key: str) -> bool:
+        """Stop a running job's process group (SIGSTOP); :meth:`resume` continues it."""
+        return self._signal(key, JobState.RUNNING, signal.SIGSTOP, JobState.SUSPENDED)
+
+    def resume(self, key: str) -> bool:
+        return self._signal(key, JobState.SUSPENDED, signal.SIGCONT, JobState.RUNNING)
+
+    def _signal(self, key: str, want: JobState, signum: int, becomes: JobState) -> bool:
+        with self.store.write() as tx:
+            rec = tx.get(key)
+            if rec is None or rec.state is not want or not rec.job_id:
+                return False
+            if not self.transport.signal_group(split_job_id(rec.job_id)[0], signum):
+                return False
+            tx.update(key, state=becomes)
+            return True
+
     def release(self, key: str) -> bool:
         with self.store.write() as tx:
             rec = tx.get(key)

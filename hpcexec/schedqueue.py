@@ -413,6 +413,24 @@ class SchedulerQueue:
                 tx.update(key, state=JobState.PENDING)
         return ok
 
+    def suspend(self, key: str) -> bool:
+        return self._signal(key, JobState.RUNNING, self.backend.suspend_argv, JobState.SUSPENDED)
+
+    def resume(self, key: str) -> bool:
+        return self._signal(key, JobState.SUSPENDED, self.backend.resume_argv, JobState.RUNNING)
+
+    def _signal(self, key: str, want: JobState, argv_of, becomes: JobState) -> bool:
+        rec = self.store.get(key)
+        if rec is None or rec.state is not want or not rec.job_id:
+            return False
+        r = self._run(argv_of([rec.job_id]))
+        if not r.ok:
+            log.warning("%s", (r.stderr or r.stdout).strip())
+            return False
+        with self.store.write() as tx:
+            tx.update(key, state=becomes)
+        return True
+
     def accounting(self, rec: JobRecord) -> JobStatus | None:
         """What the scheduler's accounting says of a finished job (None if nothing)."""
         argv = self.backend.accounting_argv([rec.job_id]) if rec.job_id else None

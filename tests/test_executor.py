@@ -305,3 +305,20 @@ def test_info_reports_exit_signal_wallclock_and_memory(ex):
         g.result(timeout=30)
     killed = g.info()
     assert killed.was_aborted and killed.signal == 9
+
+
+def test_suspend_and_resume_a_running_job(ex, tmp_path):
+    ticks = tmp_path / "ticks"
+    f = ex.submit_shell(f"for i in $(seq 30); do echo $i >> {ticks}; sleep 0.1; done")
+    deadline = time.monotonic() + 10
+    while not ticks.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert f.suspend() is True and f.state is JobState.SUSPENDED
+    time.sleep(0.3)
+    frozen = len(ticks.read_text().split())
+    time.sleep(0.6)
+    assert len(ticks.read_text().split()) == frozen, "a suspended job must not advance"
+    assert f.resume() is True
+    assert f.result(timeout=30).returncode == 0
+    assert len(ticks.read_text().split()) == 30
+    assert f.suspend() is False  # finished: nothing to suspend

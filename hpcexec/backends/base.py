@@ -116,6 +116,12 @@ class SchedulerBackend(Backend):
     def release_argv(self, job_ids: list[str]) -> list[str]:
         raise BackendError(f"{self.name} cannot release jobs")
 
+    def suspend_argv(self, job_ids: list[str]) -> list[str]:
+        raise BackendError(f"{self.name} cannot suspend jobs")
+
+    def resume_argv(self, job_ids: list[str]) -> list[str]:
+        raise BackendError(f"{self.name} cannot resume jobs")
+
     def find_argv(self) -> list[str] | None:
         """A command listing this user's queued jobs with their scripts (for recovery)."""
         return None

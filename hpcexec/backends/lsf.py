@@ -250,6 +250,12 @@ class LsfBackend(SchedulerBackend):
     def release_argv(self, job_ids: list[str]) -> list[str]:
         return ["bresume", *job_ids]
 
+    def suspend_argv(self, job_ids: list[str]) -> list[str]:
+        return ["bstop", *job_ids]
+
+    def resume_argv(self, job_ids: list[str]) -> list[str]:
+        return ["bresume", *job_ids]
+
     def max_array_argv(self) -> list[str] | None:
         return ["bparams", "-a"]
 

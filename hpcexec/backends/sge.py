@@ -327,6 +327,12 @@ class SgeBackend(SchedulerBackend):
     def release_argv(self, job_ids: list[str]) -> list[str]:
         return ["qrls", *job_ids]
 
+    def suspend_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qmod", "-sj", *job_ids]
+
+    def resume_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qmod", "-usj", *job_ids]
+
     def find_argv(self) -> list[str] | None:
         # "qstat -j '*'" exits 1 when there are no jobs; with -xml it exits 0.
         return ["qstat", "-xml", "-j", "*"]

@@ -223,6 +223,12 @@ class SlurmBackend(SchedulerBackend):
     def release_argv(self, job_ids: list[str]) -> list[str]:
         return ["scontrol", "release", ",".join(job_ids)]
 
+    def suspend_argv(self, job_ids: list[str]) -> list[str]:
+        return ["scontrol", "suspend", ",".join(job_ids)]
+
+    def resume_argv(self, job_ids: list[str]) -> list[str]:
+        return ["scontrol", "resume", ",".join(job_ids)]
+
     def find_argv(self) -> list[str] | None:
         return ["squeue", "--me", "-h", "-o", "%i|%o"]
 

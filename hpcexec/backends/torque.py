@@ -160,6 +160,12 @@ class TorqueBackend(SchedulerBackend):
     def release_argv(self, job_ids: list[str]) -> list[str]:
         return ["qrls", *job_ids]
 
+    def suspend_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qsig", "-s", "suspend", *job_ids]
+
+    def resume_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qsig", "-s", "resume", *job_ids]
+
     def max_array_argv(self) -> list[str] | None:
         return ["qmgr", "-c", "list server"]
 

@@ -199,3 +199,13 @@ def test_separate_jobs_leaving_together_are_judged_by_one_accounting_loop(gex):
         assert info.value.state is JobState.FAILED and info.value.exit_code == code
     calls = gex._core.queue.calls
     assert calls["qsub"] == 2 and calls["qacct"] + calls["sh"] >= 1, dict(calls)
+
+
+def test_suspend_and_resume(gex):
+    f = gex.submit(jobfns.sleep_then, 3, "done")
+    _running(f)
+    assert f.suspend() is True and f.state is JobState.SUSPENDED
+    out = subprocess.run(["qstat", "-j", f.job_id.split(".")[0]], capture_output=True, text=True)
+    assert f.job_id.split(".")[0] in out.stdout
+    assert f.resume() is True
+    assert f.result(timeout=120) == "done"

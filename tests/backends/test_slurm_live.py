@@ -175,3 +175,13 @@ def test_array_limit_caps_running_elements(sex):
     assert fs == list(range(6))
     script = next((sex.cache_dir / "arrays").iterdir()) / "submit.sh"
     assert "#SBATCH --array=0-5%2" in script.read_text()
+
+
+def test_suspend_and_resume(sex):
+    f = sex.submit(jobfns.sleep_then, 3, "done")
+    _running(f)
+    assert f.suspend() is True and f.state is JobState.SUSPENDED
+    out = subprocess.run(["squeue", "-h", "-o", "%T", "-j", f.job_id], capture_output=True, text=True)
+    assert out.stdout.strip() == "SUSPENDED"
+    assert f.resume() is True
+    assert f.result(timeout=120) == "done"
