@@ -1,35 +1,28 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 import hpcexec
 
-
-@pytest.fixture
-def cache(tmp_path):
-    return tmp_path / "cache"
+CLUSTERS = Path(__file__).parent / "clusters"
 
 
-@pytest.fixture
-def ex(cache):
-    """A local executor on a fresh cache; ends every job it started when the test ends."""
-    executor = hpcexec.Executor(cache_dir=cache, poll_interval=0.02)
+def _executor(backend: str, cache: Path, **kw):
+    """An executor on a fresh cache that ends every job it started when the test ends."""
+    executor = hpcexec.Executor(backend, cache_dir=cache, poll_interval=0.02 if backend == "local"
+                                else 0.2, **kw)
     yield executor
     for f in executor._core.all_futures():
         if not f.done():
             f.terminate()
-    done, not_done = concurrent.futures.wait(executor._core.all_futures(), timeout=30)
+    done, not_done = concurrent.futures.wait(executor._core.all_futures(), timeout=60)
     executor.shutdown(wait=not not_done)
     assert not not_done, f"futures still pending after the test: {not_done}"
-
-
-import os
-import subprocess
-from pathlib import Path
-
-CLUSTERS = Path(__file__).parent / "clusters"
 
 
 def _live(name: str) -> None:
@@ -43,19 +36,34 @@ def _live(name: str) -> None:
     pytest.skip(f"no live {name} here: start it (as root) with `bash {script} start`")
 
 
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def ex(cache):
+    """A local executor."""
+    yield from _executor("local", cache)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     _live("slurm")
 
 
+@pytest.fixture(scope="session")
+def sge_cluster():
+    _live("sge")
+
+
 @pytest.fixture
 def sex(slurm_cluster, cache):
-    """A SLURM executor on a fresh cache, polling fast."""
-    executor = hpcexec.Executor("slurm", cache_dir=cache, poll_interval=0.2, time="0:10:00")
-    yield executor
-    for f in executor._core.all_futures():
-        if not f.done():
-            f.terminate()
-    done, not_done = concurrent.futures.wait(executor._core.all_futures(), timeout=60)
-    executor.shutdown(wait=not not_done)
-    assert not not_done, f"futures still pending after the test: {not_done}"
+    """A SLURM executor, polling fast."""
+    yield from _executor("slurm", cache, time="0:10:00")
+
+
+@pytest.fixture
+def gex(sge_cluster, cache):
+    """A Grid Engine executor, polling fast."""
+    yield from _executor("sge", cache, time="0:10:00")
