@@ -202,7 +202,26 @@ def pbs_select(res: Resources, *, gpus_key: str) -> str | None:
 
 
 # -- the backend -------------------------------------------------------------------------------
-class PbsProBackend(SchedulerBackend):
+class PbsControl:
+    """The job control commands PBS Pro and Torque share."""
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qdel", *job_ids]
+
+    def hold_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qhold", *job_ids]
+
+    def release_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qrls", *job_ids]
+
+    def suspend_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qsig", "-s", "suspend", *job_ids]
+
+    def resume_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qsig", "-s", "resume", *job_ids]
+
+
+class PbsProBackend(PbsControl, SchedulerBackend):
     name = "pbspro"
     # pbs_rstat (advance reservations) ships with PBS Pro and OpenPBS, not with Torque: its
     # presence tells the two apart when both answer to qsub/qstat.
@@ -294,21 +313,6 @@ class PbsProBackend(SchedulerBackend):
         if state is JobState.LOST:
             return JobStatus(state, reason="moved to another PBS server", **extra)
         return JobStatus(state, reason=comment or None, **extra)  # type: ignore[arg-type]
-
-    def cancel_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qdel", *job_ids]
-
-    def hold_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qhold", *job_ids]
-
-    def release_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qrls", *job_ids]
-
-    def suspend_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qsig", "-s", "suspend", *job_ids]
-
-    def resume_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qsig", "-s", "resume", *job_ids]
 
     def max_array_argv(self) -> list[str] | None:
         return ["qmgr", "-c", "list server"]

@@ -31,6 +31,7 @@ from ..script import ScriptParts
 from ..states import JobState
 from .base import JobStatus, SchedulerBackend, SubmitSpec
 from .pbspro import (
+    PbsControl,
     aliases, check_native, finished_status, hosts, job_name, mib, native_lines,
     nodefile_prologue, parse_pbs_submit, pbs_element_id, pbs_path, query_ids, seconds,
 )
@@ -62,7 +63,7 @@ def own_output(stdout: str, stderr: str, workdir: str) -> str:
     return f"exec >{q(out)} 2>&1" if out == err else f"exec >{q(out)} 2>{q(err)}"
 
 
-class TorqueBackend(SchedulerBackend):
+class TorqueBackend(PbsControl, SchedulerBackend):
     name = "torque"
     commands = ("qsub", "qstat")
     default_max_array = 1000
@@ -150,21 +151,6 @@ class TorqueBackend(SchedulerBackend):
             code = int(text) if re.match(r"^-?\d+$", text) else None
             return finished_status(code, scheduler="Torque", codes=EXIT_CODES, **extra)
         return JobStatus(state, reason=(job.findtext("comment") or None), **extra)  # type: ignore[arg-type]
-
-    def cancel_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qdel", *job_ids]
-
-    def hold_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qhold", *job_ids]
-
-    def release_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qrls", *job_ids]
-
-    def suspend_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qsig", "-s", "suspend", *job_ids]
-
-    def resume_argv(self, job_ids: list[str]) -> list[str]:
-        return ["qsig", "-s", "resume", *job_ids]
 
     def max_array_argv(self) -> list[str] | None:
         return ["qmgr", "-c", "list server"]
