@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-import hpcexec
 import jobfns
 from hpcexec import JobFailed, JobState
 
@@ -38,32 +37,6 @@ def test_map_is_one_array_submission(sex):
     assert [r.array_index for r in records] == list(range(30))
     base = records[0].job_id.split("_")[0]
     assert [r.job_id for r in records] == [f"{base}_{i}" for i in range(30)]
-
-
-def test_separate_submits_are_coalesced(sex):
-    fs = [sex.submit(jobfns.add, i, 1) for i in range(20)]
-    assert [f.result(timeout=180) for f in fs] == [i + 1 for i in range(20)]
-    assert sex._core.queue.calls["sbatch"] <= 2
-
-
-def test_status_calls_grow_with_time_not_jobs(sex):
-    list(sex.map(jobfns.double, range(40), timeout=180))
-    calls = sex._core.queue.calls
-    assert calls["squeue"] < 40, dict(calls)
-
-
-def test_shell_job_output_and_failure(sex):
-    r = sex.submit_shell('echo "on $HPCEXEC_NODELIST"; echo err >&2').result(timeout=120)
-    assert r.returncode == 0 and r.stdout.startswith("on ") and r.stderr == "err\n"
-    with pytest.raises(JobFailed) as info:
-        sex.submit_shell("echo bad >&2; exit 3").result(timeout=120)
-    assert info.value.exit_code == 3 and info.value.state is JobState.FAILED
-    assert "bad" in str(info.value)
-
-
-def test_remote_exception_keeps_its_type(sex):
-    with pytest.raises(jobfns.CustomError):
-        sex.submit(jobfns.raise_custom).result(timeout=120)
 
 
 def test_dependency_orders_jobs_and_a_failed_one_cancels_dependents(sex, tmp_path):
@@ -108,36 +81,12 @@ def test_cancel_pending_and_scancel_from_outside(sex):
     assert info.value.state is JobState.CANCELLED
 
 
-def test_terminate_running_job(sex):
-    f = sex.submit(jobfns.sleep_then, 60)
-    _running(f)
-    assert f.terminate() is True
-    with pytest.raises(JobFailed) as info:
-        f.result(timeout=60)
-    assert info.value.state is JobState.CANCELLED
-    assert info.value.reason == "terminated on request"
-
-
-def test_refused_submission_fails_the_future_with_the_message(sex):
-    f = sex.options(queue="nosuchpartition").submit(jobfns.double, 1)
-    with pytest.raises(JobFailed, match="Invalid partition"):
-        f.result(timeout=60)
-
-
 def test_walltime_kill_is_timeout(sex):
     f = sex.options(time="0:01").submit_shell("sleep 300")
     with pytest.raises(JobFailed) as info:
         f.result(timeout=240)
     assert info.value.state is JobState.TIMEOUT
     assert "walltime" in (info.value.reason or "")
-
-
-def test_rerun_reuses_finished_results_without_sbatch(sex, cache):
-    assert sex.submit(jobfns.double, 21).result(timeout=120) == 42
-    with hpcexec.Executor("slurm", cache_dir=cache, poll_interval=0.2) as again:
-        f = again.options(time="0:10:00").submit(jobfns.double, 21)
-        assert f.done() and f.result() == 42
-        assert again._core.queue.calls["sbatch"] == 0
 
 
 def test_controller_restart_while_jobs_are_pending(sex):
@@ -175,13 +124,3 @@ def test_array_limit_caps_running_elements(sex):
     assert fs == list(range(6))
     script = next((sex.cache_dir / "arrays").iterdir()) / "submit.sh"
     assert "#SBATCH --array=0-5%2" in script.read_text()
-
-
-def test_suspend_and_resume(sex):
-    f = sex.submit(jobfns.sleep_then, 3, "done")
-    _running(f)
-    assert f.suspend() is True and f.state is JobState.SUSPENDED
-    out = subprocess.run(["squeue", "-h", "-o", "%T", "-j", f.job_id], capture_output=True, text=True)
-    assert out.stdout.strip() == "SUSPENDED"
-    assert f.resume() is True
-    assert f.result(timeout=120) == "done"

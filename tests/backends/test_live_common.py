@@ -1,0 +1,104 @@
+"""Behaviour every scheduler backend shares, run against each live daemon that
+tests/clusters/ starts. Scheduler-specific checks stay in test_<scheduler>_live.py."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import hpcexec
+import jobfns
+from hpcexec import JobFailed, JobState
+from hpcexec.jobfiles import STARTED
+
+LIVE = {
+    "slurm": dict(fixture="sex", submit="sbatch", status="squeue",
+                  bad_queue="nosuchpartition", refusal="Invalid partition"),
+    "sge": dict(fixture="gex", submit="qsub", status="qstat",
+                bad_queue="nosuchqueue", refusal="unknown queue"),
+}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=getattr(pytest.mark, name)) for name in LIVE])
+def live(request):
+    """(executor, facts) for each live scheduler."""
+    spec = LIVE[request.param]
+    return request.getfixturevalue(spec["fixture"]), {**spec, "backend": request.param}
+
+
+def running(f, timeout=60):
+    """Running, and past the start of its script (the started file is written)."""
+    deadline = time.monotonic() + timeout
+    while f.state is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f.state is JobState.RUNNING
+    started = os.path.join(f.record.jobdir, STARTED)
+    while not os.path.exists(started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(started)
+
+
+def test_separate_submits_are_coalesced(live):
+    ex, spec = live
+    fs = [ex.submit(jobfns.add, i, 1) for i in range(20)]
+    assert [f.result(timeout=180) for f in fs] == [i + 1 for i in range(20)]
+    assert ex._core.queue.calls[spec["submit"]] <= 2
+
+
+def test_status_calls_grow_with_time_not_jobs(live):
+    ex, spec = live
+    assert list(ex.map(jobfns.double, range(40), timeout=180)) == [2 * x for x in range(40)]
+    assert ex._core.queue.calls[spec["status"]] < 40, dict(ex._core.queue.calls)
+
+
+def test_shell_job_output_and_failure(live):
+    ex, _ = live
+    r = ex.submit_shell('echo "on $HPCEXEC_NODELIST"; echo err >&2').result(timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("on ") and r.stderr == "err\n"
+    with pytest.raises(JobFailed) as info:
+        ex.submit_shell("echo bad >&2; exit 3").result(timeout=120)
+    assert info.value.exit_code == 3 and info.value.state is JobState.FAILED
+    assert "bad" in str(info.value)
+
+
+def test_remote_exception_keeps_its_type(live):
+    ex, _ = live
+    with pytest.raises(jobfns.CustomError):
+        ex.submit(jobfns.raise_custom).result(timeout=120)
+
+
+def test_terminate_running_job(live):
+    ex, _ = live
+    f = ex.submit(jobfns.sleep_then, 60)
+    running(f)
+    assert f.terminate() is True
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=60)
+    assert info.value.state is JobState.CANCELLED
+    assert info.value.reason == "terminated on request"
+
+
+def test_refused_submission_fails_the_future_with_the_message(live):
+    ex, spec = live
+    f = ex.options(queue=spec["bad_queue"]).submit(jobfns.double, 1)
+    with pytest.raises(JobFailed, match=spec["refusal"]):
+        f.result(timeout=60)
+
+
+def test_rerun_reuses_finished_results_without_submitting(live, cache):
+    ex, spec = live
+    assert ex.submit(jobfns.double, 21).result(timeout=120) == 42
+    with hpcexec.Executor(spec["backend"], cache_dir=cache, poll_interval=0.2) as again:
+        f = again.options(time="0:10:00").submit(jobfns.double, 21)
+        assert f.done() and f.result() == 42
+        assert again._core.queue.calls[spec["submit"]] == 0
+
+
+def test_suspend_and_resume(live):
+    ex, _ = live
+    f = ex.submit(jobfns.sleep_then, 3, "done")
+    running(f)
+    assert f.suspend() is True and f.state is JobState.SUSPENDED
+    assert f.resume() is True
+    assert f.result(timeout=120) == "done"
