@@ -203,7 +203,16 @@ def pbs_select(res: Resources, *, gpus_key: str) -> str | None:
 
 # -- the backend -------------------------------------------------------------------------------
 class PbsControl:
-    """The job control commands PBS Pro and Torque share."""
+    """The submit and job control commands, and the job ids, PBS Pro and Torque share."""
+
+    def submit_argv(self, spec: SubmitSpec) -> list[str]:
+        return ["qsub", spec.script]
+
+    def parse_submit(self, out: str) -> str:
+        return parse_pbs_submit(out)
+
+    def element_id(self, array_id: str, index: int) -> str:
+        return pbs_element_id(array_id, index)
 
     def cancel_argv(self, job_ids: list[str]) -> list[str]:
         return ["qdel", *job_ids]
@@ -271,15 +280,6 @@ class PbsProBackend(PbsControl, SchedulerBackend):
             after = list(dict.fromkeys(array_of(j) for j in spec.after))
             d.append("-W depend=afterok:" + ":".join(after))
         return [f"#PBS {x}" for x in d] + native_lines(res, "#PBS")
-
-    def submit_argv(self, spec: SubmitSpec) -> list[str]:
-        return ["qsub", spec.script]
-
-    def parse_submit(self, out: str) -> str:
-        return parse_pbs_submit(out)
-
-    def element_id(self, array_id: str, index: int) -> str:
-        return pbs_element_id(array_id, index)
 
     def status_argv(self, job_ids: list[str]) -> list[str]:
         return ["qstat", "-x", "-f", "-F", "json", "-t", *query_ids(job_ids)]

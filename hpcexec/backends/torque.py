@@ -33,7 +33,7 @@ from .base import JobStatus, SchedulerBackend, SubmitSpec
 from .pbspro import (
     PbsControl,
     aliases, check_native, finished_status, hosts, job_name, mib, native_lines,
-    nodefile_prologue, parse_pbs_submit, pbs_element_id, pbs_path, query_ids, seconds,
+    nodefile_prologue, pbs_path, query_ids, seconds,
 )
 
 #: Torque job_state letters (qstat man page) onto the common states; C is refined by
@@ -107,15 +107,6 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         if spec.after:
             d.append("-W depend=afterok:" + ":".join(spec.after))
         return [f"#PBS {x}" for x in d] + native_lines(res, "#PBS")
-
-    def submit_argv(self, spec: SubmitSpec) -> list[str]:
-        return ["qsub", spec.script]
-
-    def parse_submit(self, out: str) -> str:
-        return parse_pbs_submit(out)
-
-    def element_id(self, array_id: str, index: int) -> str:
-        return pbs_element_id(array_id, index)
 
     def status_argv(self, job_ids: list[str]) -> list[str]:
         return ["qstat", "-x", "-t", *query_ids(job_ids)]

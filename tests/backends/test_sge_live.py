@@ -2,31 +2,18 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 import subprocess
 import time
 
 import pytest
 
 import jobfns
+from test_live_common import running as wait_running
 from hpcexec import JobFailed, JobState
-from hpcexec.jobfiles import STARTED
 
 pytestmark = pytest.mark.sge
 
 
-def _running(f, timeout=60):
-    """Running, and past the login shell's profile: SGE runs ``-S /bin/bash`` as a login
-    shell, and a job killed inside the profile can leave the profile's own state behind
-    (here: pyenv's rehash lock, which then delays every later job by 60 s)."""
-    deadline = time.monotonic() + timeout
-    while f.state is not JobState.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert f.state is JobState.RUNNING
-    started = os.path.join(f.record.jobdir, STARTED)
-    while not os.path.exists(started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert os.path.exists(started)
 
 
 def _submitted(f, timeout=30):
@@ -123,7 +110,7 @@ def test_cancel_pending_and_qdel_from_outside(gex):
         time.sleep(0.2)
     assert _qstat_state(held.job_id) is None  # gone from the queue, not only from the future
     running = gex.submit(jobfns.sleep_then, 60)
-    _running(running)
+    wait_running(running)
     subprocess.run(["qdel", running.job_id], check=True, capture_output=True)
     with pytest.raises(JobFailed) as info:
         running.result(timeout=60)

@@ -8,16 +8,12 @@ import time
 import pytest
 
 import jobfns
+from test_live_common import running as wait_running
 from hpcexec import JobFailed, JobState
 
 pytestmark = pytest.mark.slurm
 
 
-def _running(f, timeout=60):
-    deadline = time.monotonic() + timeout
-    while f.state is not JobState.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert f.state is JobState.RUNNING
 
 
 def test_callable_runs_as_a_slurm_job(sex):
@@ -74,7 +70,7 @@ def test_cancel_pending_and_scancel_from_outside(sex):
     with pytest.raises(cf.CancelledError):
         held.result(timeout=5)
     running = sex.submit(jobfns.sleep_then, 60)
-    _running(running)
+    wait_running(running)
     subprocess.run(["scancel", running.job_id], check=True)
     with pytest.raises(JobFailed) as info:
         running.result(timeout=60)
