@@ -278,6 +278,7 @@ class SchedulerQueue:
             seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
         updates: dict[str, dict[str, Any]] = {}
         gone: list[JobRecord] = []
+        never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
         now = time.time()
         for rec in active:
             st = seen.get(rec.job_id or "")
@@ -286,9 +287,9 @@ class SchedulerQueue:
                 continue
             self._missing_since.pop(rec.key, None)
             if st.state.finished:
-                updates[rec.key] = self._final(rec, st, now)
+                updates[rec.key] = self._final(rec, st, now, self._exit_file(rec))
             elif st.reason == "DependencyNeverSatisfied":
-                self._run(self.backend.cancel_argv([rec.job_id]))
+                never.append(rec.job_id or "")
                 updates[rec.key] = dict(state=JobState.CANCELLED, finished=now,
                                         reason="a dependency failed; this job never ran")
             elif st.state is not rec.state:
@@ -296,6 +297,8 @@ class SchedulerQueue:
                 if st.state.started and not rec.started:
                     values["started"] = now
                 updates[rec.key] = values
+        if never:
+            self._run(self.backend.cancel_argv(never))
         if gone:
             updates.update(self._judge_gone(gone, now))
         if not updates:
@@ -312,10 +315,10 @@ class SchedulerQueue:
             return None
         return parse_exitcode(text)
 
-    def _final(self, rec: JobRecord, st: JobStatus, now: float) -> dict[str, Any]:
+    def _final(self, rec: JobRecord, st: JobStatus, now: float,
+               found: tuple[int | None, str | None] | None) -> dict[str, Any]:
         """A finished job's fields: the scheduler's state, the exit code from the job's own
-        exit-code file when it wrote one, else from the scheduler."""
-        found = self._exit_file(rec)
+        exit-code file (``found``: what it held, None if it has none) else from the scheduler."""
         code, reason = found if found else (st.exit_code, None)
         state = st.state
         if state is JobState.COMPLETED and code not in (0, None):
@@ -332,8 +335,9 @@ class SchedulerQueue:
         neither is still finishing (accounting lags) until LOST_AFTER has passed."""
         out: dict[str, dict[str, Any]] = {}
         ask: list[JobRecord] = []
+        exit_files: dict[str, tuple[int | None, str | None] | None] = {}
         for rec in recs:
-            found = self._exit_file(rec)
+            found = exit_files[rec.key] = self._exit_file(rec)
             if found is not None and found[0] == 0:
                 out[rec.key] = dict(state=JobState.COMPLETED, exit_code=0, finished=now,
                                     started=rec.started or now)
@@ -347,10 +351,10 @@ class SchedulerQueue:
                 acct = self.backend.parse_accounting(r.stdout)
         for rec in ask:
             st = acct.get(rec.job_id or "")
+            found = exit_files[rec.key]
             if st is not None and st.state.finished:
-                out[rec.key] = self._final(rec, st, now)
+                out[rec.key] = self._final(rec, st, now, found)
                 continue
-            found = self._exit_file(rec)
             if found is not None and argv is None:  # no accounting: the file decides
                 code, reason = found
                 out[rec.key] = dict(state=JobState.FAILED, exit_code=code, reason=reason,

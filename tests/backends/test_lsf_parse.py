@@ -15,17 +15,14 @@ from hpcexec.errors import BackendError, SubmitError, TransportError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
+from recorded_output import read_output
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "lsf"
 lsf = LsfBackend()
 
 
 def fixture(name: str) -> str:
-    text = (FIXTURES / name).read_text()
-    if name.endswith(".txt"):
-        return "".join(line for line in text.splitlines(keepends=True)
-                       if not line.startswith("# "))
-    return text
+    return read_output(FIXTURES / name)
 
 
 def records(name: str) -> list[dict]:

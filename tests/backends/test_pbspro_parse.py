@@ -14,6 +14,7 @@ from hpcexec.errors import BackendError, SubmitError, TransportError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
+from recorded_output import read_output
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "pbspro"
 pbs = PbsProBackend()
@@ -22,11 +23,7 @@ HELD = "4905429.aurora-pbs-0001.hostmgmt.cm.aurora.alcf.anl.gov"
 
 
 def fixture(name: str) -> str:
-    text = (FIXTURES / name).read_text()
-    if name.endswith(".txt"):
-        return "".join(line for line in text.splitlines(keepends=True)
-                       if not line.startswith("# "))
-    return text
+    return read_output(FIXTURES / name)
 
 
 def test_submit_output():

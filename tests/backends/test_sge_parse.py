@@ -14,14 +14,14 @@ from hpcexec.errors import BackendError, SubmitError, TransportError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
+from recorded_output import read_output
 
 RECORDED = Path(__file__).parent.parent / "clusters" / "recorded"
 sge = SgeBackend()
 
 
 def recorded(name: str) -> str:
-    text = (RECORDED / name).read_text()
-    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("# "))
+    return read_output(RECORDED / name)
 
 
 def test_registered_after_slurm():

@@ -11,14 +11,14 @@ from hpcexec.backends.slurm import SlurmBackend
 from hpcexec.errors import SubmitError, TransportError
 from hpcexec.resources import Resources
 from hpcexec.states import JobState
+from recorded_output import read_output
 
 RECORDED = Path(__file__).parent.parent / "clusters" / "recorded"
 slurm = SlurmBackend()
 
 
 def recorded(name: str) -> str:
-    text = (RECORDED / name).read_text()
-    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("# "))
+    return read_output(RECORDED / name)
 
 
 def test_submit_output():

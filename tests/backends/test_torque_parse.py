@@ -13,6 +13,7 @@ from hpcexec.errors import BackendError, TransportError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
+from recorded_output import read_output
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "torque"
 torque = TorqueBackend()
@@ -23,11 +24,7 @@ ELEMENT = "673175[19].fruster.stanford.edu"
 
 
 def fixture(name: str) -> str:
-    text = (FIXTURES / name).read_text()
-    if name.endswith(".txt"):
-        return "".join(line for line in text.splitlines(keepends=True)
-                       if not line.startswith("# "))
-    return text
+    return read_output(FIXTURES / name)
 
 
 def test_submit_output_and_element_ids():
