@@ -72,6 +72,15 @@ class Transport(abc.ABC):
     def exists(self, path: str) -> bool: ...
 
     @abc.abstractmethod
+    def create_exclusive(self, path: str, data: bytes = b"") -> bool:
+        """Create a file only if no file of that name exists (atomically: two clients
+        cannot both succeed); False when it exists."""
+
+    @abc.abstractmethod
+    def list_dir(self, path: str) -> list[str]:
+        """The names in a directory; [] when it does not exist."""
+
+    @abc.abstractmethod
     def make_dir(self, path: str) -> None:
         """Create a directory and its parents (private to the user)."""
 

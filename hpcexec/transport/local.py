@@ -124,6 +124,21 @@ class LocalShell(Transport):
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def create_exclusive(self, path: str, data: bytes = b"") -> bool:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+
+    def list_dir(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
+            return []
+
     def make_dir(self, path: str) -> None:
         try:
             os.mkdir(path, mode=0o700)
