@@ -82,3 +82,8 @@ def _rebuild_job_failed(text: str, fields: dict) -> JobFailed:
     Exception.__init__(err, text)
     err.__dict__.update(fields)
     return err
+
+
+class HostKeyError(TransportError):
+    """An SSH server's host key is unknown or differs from the known one; the message says
+    how to check and add it."""
