@@ -13,6 +13,7 @@ PY=${PYTHON:-python3}
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     bash tests/clusters/slurm.sh start
     bash tests/clusters/sge.sh start
+    bash tests/clusters/sshd.sh start
 elif [ -n "${CI:-}" ]; then
     echo "CI needs root to start the test schedulers" >&2
     exit 1

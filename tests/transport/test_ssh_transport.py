@@ -1,0 +1,673 @@
+"""The SSH transport against the loopback sshd that tests/clusters/sshd.sh starts.
+
+The remote is this machine as root, so every effect is checked on the local filesystem
+too. ``HOME`` is a fresh directory in every test (no default keys, no ~/.ssh/known_hosts, no
+agent) unless the test puts them there.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import pwd
+import random
+import re
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from conftest import CLUSTERS, _live
+from hpcexec.errors import HostKeyError, TransportError
+from hpcexec.transport import sshconfig
+from hpcexec.transport.ssh import SSHTransport
+
+pytestmark = pytest.mark.ssh
+
+SSHD_DIR = Path(os.environ.get("HPCEXEC_SSHD_DIR", "/var/lib/hpcexec-test-sshd"))
+KEY = SSHD_DIR / "client_key"
+KNOWN = SSHD_DIR / "known_hosts"
+MISMATCH = SSHD_DIR / "known_hosts_mismatch"
+PORT = int(os.environ.get("HPCEXEC_SSHD_PORT", 2222))
+PORT2 = int(os.environ.get("HPCEXEC_SSHD_PORT2", 2223))
+DEST = f"root@127.0.0.1:{PORT}"
+REMOTE_HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)  # sshd's HOME, not the test's
+AWKWARD = "dir with 'single' \"double\" $HOME `tick` and * spaces"
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    _live("sshd")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """A bare local home: the user's own keys, agent and known hosts play no part."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("HOME", str(h))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setattr(sshconfig, "GLOBAL_KNOWN_HOSTS", ())
+    return h
+
+
+@pytest.fixture
+def ssh(sshd):
+    t = SSHTransport(DEST, ssh_key=KEY, known_hosts=KNOWN)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def remote():
+    """(the remote path as the library is given it, with ~ and awkward characters; the same
+    directory on the local filesystem)."""
+    top = f".hpcexec-ssh-test-{uuid.uuid4().hex[:8]}"
+    yield f"~/{top}/{AWKWARD}", REMOTE_HOME / top / AWKWARD
+    shutil.rmtree(REMOTE_HOME / top, ignore_errors=True)
+
+
+def known_hosts_lines(port: int) -> str:
+    return "".join(line + "\n" for line in KNOWN.read_text().splitlines()
+                   if line.startswith(f"[127.0.0.1]:{port} "))
+
+
+def host_key(port: int) -> str:
+    return " ".join((SSHD_DIR / f"host_key_{port}.pub").read_text().split()[:2])
+
+
+def fingerprint(port: int) -> str:
+    kind, data = host_key(port).split()
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(data)).fingerprint
+
+
+def established(port: int) -> int:
+    """ESTABLISHED TCP connections from this process to 127.0.0.1:port (from /proc/net)."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            mine.add(link[8:-1])
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "01" and int(f[2].rsplit(":", 1)[1], 16) == port and f[9] in mine:
+                n += 1
+    return n
+
+
+def server_side_pids(client_port: int) -> list[int]:
+    """The sshd processes serving the connection that comes from local port client_port."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if (f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == PORT
+                and int(f[2].rsplit(":", 1)[1], 16) == client_port):
+            inodes.add(f"socket:[{f[9]}]")
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def drop_connection(t: SSHTransport) -> None:
+    """End the server side of t's connection (as when sshd's session dies) and wait until
+    the client has seen it."""
+    conn = t._conn
+    assert conn is not None and conn.alive()
+    pids = server_side_pids(conn.transport.sock.getsockname()[1])
+    assert pids, "no sshd process found for the connection"
+    for pid in pids:
+        assert Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd")
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while conn.alive():
+        assert time.monotonic() < deadline, "the client did not notice the dropped connection"
+        time.sleep(0.02)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie (this machine's init may not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith(("Z", "X"))
+    except FileNotFoundError:
+        return True
+
+
+# -- commands ---------------------------------------------------------------------------
+
+def test_run_captures_output_exit_status_and_stdin(ssh):
+    r = ssh.run(["sh", "-c", "echo out; echo err >&2; cat; exit 3"], input="fed in\n")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\nfed in\n", "err\n")
+    assert r.argv == ("sh", "-c", "echo out; echo err >&2; cat; exit 3") and not r.ok
+    assert ssh.run(["true"]).ok
+    big = "x" * 2_500_000  # more than an SSH channel window (2 MiB) each way
+    assert ssh.run(["cat"], input=big).stdout == big
+
+
+def test_run_passes_arguments_verbatim(ssh):
+    args = ["a b", "it's", '"q"', "$HOME", "`id`", "*", "semi;colon", "new\nline", "", "~/x"]
+    r = ssh.run(["printf", r"[%s]\n", *args])
+    assert r.stdout == "".join(f"[{a}]\n" for a in args)
+
+
+def test_missing_command_is_a_transport_error(ssh):
+    with pytest.raises(TransportError, match="command not found on .*no-such-command-hpcexec"):
+        ssh.run(["no-such-command-hpcexec", "arg"])
+    with pytest.raises(TransportError, match="command not found"):
+        ssh.run(["/no/such/dir/prog"])
+    assert ssh.which("no-such-command-hpcexec") is None
+    assert ssh.which("sh") in ("/bin/sh", "/usr/bin/sh")
+    # A command that exits 127 by itself is not "not found".
+    assert ssh.run(["sh", "-c", "exit 127"]).returncode == 127
+
+
+def test_command_timeout(ssh):
+    ssh.run(["true"])
+    t0 = time.monotonic()
+    with pytest.raises(TransportError, match=r"timed out after 0.5 s.*sleep 30"):
+        ssh.run(["sleep", "30"], timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    # Only the command was abandoned, not the connection.
+    assert ssh.run(["echo", "after"]).stdout == "after\n"
+    assert ssh.connections_opened == 1
+
+
+def test_cpu_count_is_the_remote_nproc(ssh):
+    assert ssh.cpu_count() == int(subprocess.check_output(["nproc"]))
+
+
+# -- files ------------------------------------------------------------------------------
+
+def test_file_methods_with_tilde_spaces_and_quotes(ssh, remote):
+    rdir, ldir = remote
+    assert ssh.expand_path(rdir) == str(ldir)
+    assert ssh.expand_path("~") == str(REMOTE_HOME)
+    assert not ssh.exists(rdir) and ssh.list_dir(rdir) == []
+    ssh.make_dir(f"{rdir}/sub 1/sub 2")
+    assert (ldir / "sub 1" / "sub 2").is_dir()
+    assert stat.S_IMODE((ldir / "sub 1").stat().st_mode) == 0o700
+    ssh.make_dir(rdir)  # exists already: fine
+
+    name = f"{rdir}/it's \"a\" file"
+    ssh.write_bytes(name, b"first")
+    ssh.write_bytes(name, b"second version")  # atomic: replaces it
+    assert (ldir / "it's \"a\" file").read_bytes() == b"second version"
+    assert sorted(ssh.list_dir(rdir)) == ["it's \"a\" file", "sub 1"]  # no temporary left over
+    assert ssh.read_bytes(name) == b"second version"
+    assert ssh.read_tail(name, 7) == "version"
+    assert ssh.read_tail(name, 1000) == "second version"
+    assert ssh.exists(name)
+
+    ssh.write_bytes(f"{rdir}/plain", b"not atomic", atomic=False)
+    assert (ldir / "plain").read_bytes() == b"not atomic"
+    blob = random.Random(4).randbytes(3 * 1024 * 1024 + 17)  # pipelined both ways
+    ssh.write_bytes(f"{rdir}/blob", blob)
+    assert (ldir / "blob").read_bytes() == blob
+    assert ssh.read_bytes(f"{rdir}/blob") == blob
+
+    assert ssh.create_exclusive(f"{rdir}/claim", b"mine") is True
+    assert ssh.create_exclusive(f"{rdir}/claim", b"theirs") is False
+    assert (ldir / "claim").read_bytes() == b"mine"
+
+    ssh.rename(name, f"{rdir}/renamed 'x'")
+    assert not (ldir / "it's \"a\" file").exists()
+    assert (ldir / "renamed 'x'").read_bytes() == b"second version"
+    ssh.rename(f"{rdir}/plain", f"{rdir}/blob")  # POSIX rename replaces the target
+    assert (ldir / "blob").read_bytes() == b"not atomic"
+
+    ssh.symlink(f"{rdir}/renamed 'x'", f"{rdir}/link \"l\"")
+    assert os.readlink(ldir / "link \"l\"") == str(ldir / "renamed 'x'")
+    assert ssh.read_bytes(f"{rdir}/link \"l\"") == b"second version"
+
+    r = ssh.run(["cat", str(ldir / "renamed 'x'")])  # and the same path through a command
+    assert r.stdout == "second version"
+
+    ssh.remove_tree(f"{rdir}/sub 1")
+    assert not (ldir / "sub 1").exists()
+    ssh.remove_tree(f"{rdir}/sub 1")  # gone already: nothing happens
+    ssh.remove_tree(rdir)
+    assert not ldir.exists()
+
+
+def test_missing_files(ssh, remote):
+    rdir, ldir = remote
+    with pytest.raises(FileNotFoundError, match="no-such-file"):
+        ssh.read_bytes(f"{rdir}/no-such-file")
+    assert ssh.read_tail(f"{rdir}/no-such-file", 10) == ""
+    assert ssh.list_dir(f"{rdir}/no-such-dir") == []
+    assert not ssh.exists(f"{rdir}/no-such-file")
+    with pytest.raises(FileNotFoundError):
+        ssh.write_bytes(f"{rdir}/no-such-dir/f", b"x")
+    with pytest.raises(FileNotFoundError):
+        ssh.create_exclusive(f"{rdir}/no-such-dir/f")
+    with pytest.raises(TransportError, match="only ~ and ~/"):
+        ssh.read_bytes("~someone/file")
+    with pytest.raises(TransportError, match="refusing"):
+        ssh.remove_tree("~")
+
+
+def test_create_exclusive_lets_exactly_one_client_win(sshd, remote):
+    rdir, ldir = remote
+    clients = [SSHTransport(DEST, ssh_key=KEY, known_hosts=KNOWN) for _ in range(2)]
+    clients[0].make_dir(rdir)
+    for c in clients:
+        c.exists(rdir)  # connected before the race
+    wins: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> None:
+        barrier.wait()
+        if clients[i % 2].create_exclusive(f"{rdir}/claim", str(i).encode()):
+            wins.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for c in clients:
+        c.close()
+    assert len(wins) == 1
+    assert (ldir / "claim").read_bytes() == str(wins[0]).encode()
+
+
+def test_process_stat(ssh):
+    assert ssh.process_stat(2 ** 22 + 12345) is None
+    assert ssh.process_stat(os.getpid()).startswith(f"{os.getpid()} (python")
+
+
+def test_spawn_detached_outlives_the_call_and_takes_signals(ssh, remote):
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    script = 'pwd; printf "%s\\n" "$HPC_X"; echo to-err >&2; exec sleep 60'
+    t0 = time.monotonic()
+    pid = ssh.spawn_detached(["sh", "-c", script], cwd=rdir, stdout=f"{rdir}/out 'o'",
+                             stderr=f"{rdir}/err \"e\"", env={"HPC_X": "a b'c\"d $HOME"})
+    assert time.monotonic() - t0 < 5
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # its own session and group
+    fields = ssh.process_stat(pid).rsplit(") ", 1)[1].split()
+    assert int(fields[2]) == pid and int(fields[3]) == pid  # pgrp, session
+    deadline = time.monotonic() + 10
+    while "a b" not in ssh.read_tail(f"{rdir}/out 'o'", 1000):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert (ldir / "out 'o'").read_text() == f"{ldir}\na b'c\"d $HOME\n"
+    assert (ldir / "err \"e\"").read_text() == "to-err\n"
+
+    assert ssh.signal_group(pid, signal.SIGTERM) is True
+    deadline = time.monotonic() + 10
+    while not gone(pid):
+        assert time.monotonic() < deadline, "SIGTERM to the group did not end it"
+        time.sleep(0.05)
+    assert ssh.signal_group(2 ** 22 + 12345, signal.SIGTERM) is False
+
+
+def test_spawn_detached_one_file_for_both_streams_and_missing_program(ssh, remote):
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    pid = ssh.spawn_detached(["sh", "-c", "echo o; echo e >&2"], cwd=rdir,
+                             stdout=f"{rdir}/both", stderr=f"{rdir}/both")
+    deadline = time.monotonic() + 10
+    while sorted((ldir / "both").read_text().split()) != ["e", "o"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert pid > 0
+    (ldir / "job 'j'.sh").write_text("#!/bin/sh\necho relative > rel\n")
+    (ldir / "job 'j'.sh").chmod(0o755)
+    ssh.spawn_detached(["./job 'j'.sh"], cwd=rdir, stdout="/dev/null", stderr="/dev/null")
+    while not (ldir / "rel").exists() or (ldir / "rel").read_text() != "relative\n":
+        assert time.monotonic() < deadline  # a program relative to cwd is found there
+        time.sleep(0.05)
+    with pytest.raises(TransportError, match="command not found: no-such-program"):
+        ssh.spawn_detached(["no-such-program"], cwd=rdir, stdout=f"{rdir}/o", stderr=f"{rdir}/e")
+    with pytest.raises(TransportError, match="could not start sh in"):
+        ssh.spawn_detached(["sh"], cwd=f"{rdir}/absent", stdout="/dev/null", stderr="/dev/null")
+
+
+# -- one connection ---------------------------------------------------------------------
+
+def test_one_tcp_connection_for_many_calls(ssh, remote):
+    rdir, _ = remote
+    before = established(PORT)
+    ssh.make_dir(rdir)
+
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(10):
+                ssh.write_bytes(f"{rdir}/f{i}-{j}", b"x")
+                assert ssh.read_bytes(f"{rdir}/f{i}-{j}") == b"x"
+                assert ssh.process_stat(1)
+                if j % 4 == 0:
+                    assert ssh.run(["echo", str(j)]).stdout == f"{j}\n"
+        except BaseException as e:  # a failed assertion in a thread must fail the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert len(ssh.list_dir(rdir)) == 40
+    assert ssh.connections_opened == 1
+    assert established(PORT) - before == 1
+    ssh.close()
+    assert established(PORT) - before == 0
+
+
+# -- host keys --------------------------------------------------------------------------
+
+def test_unknown_host_key_is_refused_with_the_way_to_add_it(sshd, tmp_path):
+    only_first = tmp_path / "known_hosts"
+    only_first.write_text(known_hosts_lines(PORT))
+    with SSHTransport(DEST, ssh_key=KEY, known_hosts=only_first) as ok:  # the file works
+        assert ok.run(["true"]).ok
+    t = SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=only_first)
+    with pytest.raises(HostKeyError) as e:
+        t.run(["true"])
+    msg = str(e.value)
+    assert f"ssh-keyscan -p {PORT2} 127.0.0.1 >> " in msg
+    assert "[127.0.0.1]:2223" in msg and "is not in" in msg and "trust_on_first_use" in msg
+    assert fingerprint(PORT2) in msg
+    assert only_first.read_text() == known_hosts_lines(PORT)  # nothing added
+    assert t.connections_opened == 0
+
+
+def test_changed_host_key_is_refused(sshd):
+    t = SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=MISMATCH)
+    with pytest.raises(HostKeyError) as e:
+        t.exists("/")
+    msg = str(e.value)
+    assert "CHANGED" in msg and str(MISMATCH) in msg
+    assert f"ssh-keygen -R '[127.0.0.1]:{PORT2}' -f {MISMATCH}" in msg
+    assert f"ssh-keyscan -p {PORT2} 127.0.0.1 >> {MISMATCH}" in msg
+
+
+def test_known_hosts_in_home_is_read(sshd, home):
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "known_hosts").write_text(known_hosts_lines(PORT2))
+    with SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY) as t:
+        assert t.run(["true"]).ok
+    with pytest.raises(HostKeyError, match=r">> ~/.ssh/known_hosts"):
+        SSHTransport(DEST, ssh_key=KEY).run(["true"])
+
+
+def test_trust_on_first_use_saves_an_unknown_key(sshd, tmp_path):
+    kh = tmp_path / "known_hosts"
+    kh.write_text(known_hosts_lines(PORT))
+    with SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=kh,
+                      trust_on_first_use=True) as t:
+        assert t.run(["true"]).ok
+    assert kh.read_text() == known_hosts_lines(PORT) + f"[127.0.0.1]:{PORT2} {host_key(PORT2)}\n"
+    with SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=kh) as again:
+        assert again.run(["true"]).ok  # known now, without trust_on_first_use
+
+
+def test_trust_on_first_use_saves_to_home_known_hosts(sshd, home):
+    with SSHTransport(DEST, ssh_key=KEY, trust_on_first_use=True) as t:
+        assert t.run(["true"]).ok
+    saved = home / ".ssh" / "known_hosts"
+    assert saved.read_text() == f"[127.0.0.1]:{PORT} {host_key(PORT)}\n"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+
+
+def test_trust_on_first_use_still_refuses_a_changed_key(sshd, tmp_path):
+    kh = tmp_path / "known_hosts"
+    shutil.copy(MISMATCH, kh)
+    t = SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=kh,
+                     trust_on_first_use=True)
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        t.run(["true"])
+    assert kh.read_text() == MISMATCH.read_text()
+
+
+# -- ssh config, keys, jumps -------------------------------------------------------------
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_ssh_config_alias(sshd, tmp_path):
+    cfg = write_config(tmp_path / "config", f"""
+Host testcluster
+    HostName 127.0.0.1
+    Port {PORT}
+    User root
+    IdentityFile {KEY}
+    IdentitiesOnly yes
+    ServerAliveInterval 7
+""")
+    with SSHTransport("testcluster", ssh_config=cfg, known_hosts=KNOWN) as t:
+        assert t.host == "testcluster"
+        assert (t.endpoint.hostname, t.endpoint.port, t.endpoint.user) == ("127.0.0.1", PORT, "root")
+        assert t.keepalive == 7
+        assert t.run(["id", "-un"]).stdout == "root\n"
+        assert t._conn.transport.sock.getpeername() == ("127.0.0.1", PORT)
+    # Without the config the alias leads nowhere.
+    with pytest.raises(TransportError, match="cannot connect to .*testcluster"):
+        SSHTransport("testcluster", ssh_config=write_config(tmp_path / "empty", ""),
+                     known_hosts=KNOWN, connect_timeout=5).run(["true"])
+    with pytest.raises(TransportError, match="does not exist"):
+        SSHTransport("testcluster", ssh_config=tmp_path / "absent")
+
+
+def test_no_usable_key_says_how_to_give_one(sshd):
+    with pytest.raises(TransportError, match=r"SSH login to .* failed.*ssh_key=.*ssh-add"):
+        SSHTransport(DEST, known_hosts=KNOWN).run(["true"])
+
+
+def test_default_key_in_home_is_used(sshd, home):
+    (home / ".ssh").mkdir(mode=0o700)
+    shutil.copy(KEY, home / ".ssh" / "id_ed25519")
+    with SSHTransport(DEST, known_hosts=KNOWN) as t:
+        assert t.run(["true"]).ok
+
+
+def test_agent_key_is_used(sshd, tmp_path, monkeypatch):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline, "ssh-agent did not start"
+            time.sleep(0.02)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", str(KEY)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with SSHTransport(DEST, known_hosts=KNOWN) as t:
+            assert t.run(["true"]).ok
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def test_passphrase_protected_key_says_to_use_the_agent(sshd, tmp_path):
+    key = tmp_path / "locked key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "sekrit-phrase", "-f", str(key)],
+                   check=True)
+    with pytest.raises(TransportError) as e:
+        SSHTransport(DEST, ssh_key=key, known_hosts=KNOWN).run(["true"])
+    assert "passphrase" in str(e.value) and "ssh-add" in str(e.value)
+    assert "sekrit-phrase" not in str(e.value)
+    with pytest.raises(TransportError, match="does not exist"):
+        SSHTransport(DEST, ssh_key=tmp_path / "absent")
+
+
+def test_proxyjump_runs_through_the_jump_host(sshd, tmp_path):
+    cfg = write_config(tmp_path / "config", f"""
+Host jump
+    HostName 127.0.0.1
+    Port {PORT}
+    User root
+    IdentityFile {KEY}
+Host behind
+    HostName 127.0.0.1
+    Port {PORT2}
+    User root
+    IdentityFile {KEY}
+    ProxyJump jump
+""")
+    before = established(PORT), established(PORT2)
+    with SSHTransport("behind", ssh_config=cfg, known_hosts=KNOWN) as t:
+        assert [ep.alias for ep in t.endpoint.jumps] == ["jump"]
+        assert t.run(["echo", "through"]).stdout == "through\n"
+        assert t.read_bytes(f"/proc/{os.getpid()}/comm")
+        # One TCP connection, to the jump host; the target is reached through it.
+        assert (established(PORT) - before[0], established(PORT2) - before[1]) == (1, 0)
+        assert t.connections_opened == 1
+    # The jump host's key is checked too.
+    only_target = tmp_path / "kh"
+    only_target.write_text(known_hosts_lines(PORT2))
+    with pytest.raises(HostKeyError, match=rf"\[127.0.0.1\]:{PORT}"):
+        SSHTransport("behind", ssh_config=cfg, known_hosts=only_target).run(["true"])
+
+
+def test_proxycommand(sshd, tmp_path):
+    jump = (f"ssh -F /dev/null -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
+            f"-o UserKnownHostsFile={KNOWN} -p {PORT} root@127.0.0.1 -W %h:%p")
+    cfg = write_config(tmp_path / "config", f"""
+Host viacmd
+    HostName 127.0.0.1
+    Port {PORT2}
+    User root
+    IdentityFile {KEY}
+    ProxyCommand {jump}
+""")
+    before = established(PORT2)
+    with SSHTransport("viacmd", ssh_config=cfg, known_hosts=KNOWN) as t:
+        assert t.run(["echo", "piped"]).stdout == "piped\n"
+        assert established(PORT2) == before  # the ssh child process holds that connection
+
+
+def test_unreachable_port_and_bad_destination(sshd):
+    with pytest.raises(TransportError, match=r"cannot connect to root@127.0.0.1:1 .*port 1"):
+        SSHTransport("root@127.0.0.1:1", ssh_key=KEY, known_hosts=KNOWN).run(["true"])
+    with pytest.raises(TransportError, match="cannot read SSH destination"):
+        SSHTransport("root@host:port:oops")
+
+
+# -- dropped connections ----------------------------------------------------------------
+
+def restart_sshd() -> None:
+    """Restart the test sshd on PORT (only that one) and end its open sessions."""
+    pidfile = SSHD_DIR / f"sshd_{PORT}.pid"
+    old = int(pidfile.read_text())
+    assert Path(f"/proc/{old}/comm").read_text().strip() == "sshd"
+    os.kill(old, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while not gone(old):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    subprocess.run(["bash", str(CLUSTERS / "sshd.sh"), "start"], check=True, capture_output=True)
+    assert int(pidfile.read_text()) != old
+
+
+def test_reconnects_after_sshd_restart(ssh, remote):
+    rdir, _ = remote
+    ssh.make_dir(rdir)
+    ssh.write_bytes(f"{rdir}/f", b"kept")
+    assert ssh.connections_opened == 1
+    restart_sshd()
+    drop_connection(ssh)  # a restarted sshd leaves old sessions running: end ours
+    assert ssh.read_bytes(f"{rdir}/f") == b"kept"  # no error
+    assert ssh.run(["echo", "again"]).stdout == "again\n"
+    assert ssh.connections_opened == 2
+    assert established(PORT) >= 1
+
+
+def kill_when(path: Path, t: SSHTransport) -> threading.Thread:
+    def watch() -> None:
+        deadline = time.monotonic() + 20
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        drop_connection(t)
+
+    th = threading.Thread(target=watch)
+    th.start()
+    return th
+
+
+def test_command_is_not_run_twice_when_the_connection_drops(ssh, remote):
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    marker = ldir / "ran"
+    script = f'echo ran >> {shlex.quote(str(marker))}; sleep 2; echo finished'
+    th = kill_when(marker, ssh)
+    with pytest.raises(TransportError, match="may or may not have run there"):
+        ssh.run(["sh", "-c", script])
+    th.join()
+    assert marker.read_text() == "ran\n"
+    assert ssh.exists(rdir)  # and the transport goes on, on a new connection
+    assert ssh.connections_opened == 2
+
+
+def test_idempotent_command_runs_again_after_a_drop(ssh, remote):
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    marker = ldir / "ran"
+    script = f'echo ran >> {shlex.quote(str(marker))}; sleep 2; echo finished'
+    th = kill_when(marker, ssh)
+    r = ssh.run(["sh", "-c", script], idempotent=True)
+    th.join()
+    assert r.stdout == "finished\n"
+    assert marker.read_text() == "ran\nran\n"
+    assert ssh.connections_opened == 2
+
+
+def test_file_read_is_retried_but_rename_is_not_after_a_drop(ssh, remote, monkeypatch):
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    ssh.write_bytes(f"{rdir}/a", b"A")
+    calls = {"stat": 0, "posix_rename": 0}
+
+    def dropping(name):
+        original = getattr(paramiko.SFTPClient, name)
+
+        def wrapper(self, *args):
+            calls[name] += 1
+            if calls[name] == 1:
+                drop_connection(ssh)  # the request goes out on a dead connection
+            return original(self, *args)
+
+        monkeypatch.setattr(paramiko.SFTPClient, name, wrapper)
+
+    dropping("stat")
+    assert ssh.exists(f"{rdir}/a") is True
+    assert calls["stat"] == 2 and ssh.connections_opened == 2
+
+    dropping("posix_rename")
+    with pytest.raises(TransportError, match="may or may not have happened"):
+        ssh.rename(f"{rdir}/a", f"{rdir}/b")
+    assert calls["posix_rename"] == 1  # not sent again
+    assert (ldir / "a").exists() and not (ldir / "b").exists()
+    assert ssh.read_bytes(f"{rdir}/a") == b"A"
+    assert ssh.connections_opened == 3
+
+
+def test_connection_options(sshd, tmp_path):
+    t = SSHTransport(DEST, ssh_key=KEY, known_hosts=KNOWN, connect_timeout=3, keepalive=11)
+    with t:
+        t.run(["true"])
+        assert t._conn.transport.packetizer._Packetizer__keepalive_interval == 11
+    assert t.connect_timeout == 3.0
+    assert re.search(r"SSHTransport\('root@127.0.0.1:2222'", repr(t))
