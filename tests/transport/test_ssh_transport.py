@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import paramiko
@@ -269,19 +270,14 @@ def test_create_exclusive_lets_exactly_one_client_win(sshd, remote):
     clients[0].make_dir(rdir)
     for c in clients:
         c.exists(rdir)  # connected before the race
-    wins: list[int] = []
     barrier = threading.Barrier(8)
 
-    def race(i: int) -> None:
+    def race(i: int) -> bool:
         barrier.wait()
-        if clients[i % 2].create_exclusive(f"{rdir}/claim", str(i).encode()):
-            wins.append(i)
+        return clients[i % 2].create_exclusive(f"{rdir}/claim", str(i).encode())
 
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    with ThreadPoolExecutor(8) as pool:
+        wins = [i for i, won in enumerate(pool.map(race, range(8))) if won]
     for c in clients:
         c.close()
     assert len(wins) == 1
@@ -348,25 +344,16 @@ def test_one_tcp_connection_for_many_calls(ssh, remote):
     before = established(PORT)
     ssh.make_dir(rdir)
 
-    errors: list[BaseException] = []
-
     def work(i: int) -> None:
-        try:
-            for j in range(10):
-                ssh.write_bytes(f"{rdir}/f{i}-{j}", b"x")
-                assert ssh.read_bytes(f"{rdir}/f{i}-{j}") == b"x"
-                assert ssh.process_stat(1)
-                if j % 4 == 0:
-                    assert ssh.run(["echo", str(j)]).stdout == f"{j}\n"
-        except BaseException as e:  # a failed assertion in a thread must fail the test
-            errors.append(e)
+        for j in range(10):
+            ssh.write_bytes(f"{rdir}/f{i}-{j}", b"x")
+            assert ssh.read_bytes(f"{rdir}/f{i}-{j}") == b"x"
+            assert ssh.process_stat(1)
+            if j % 4 == 0:
+                assert ssh.run(["echo", str(j)]).stdout == f"{j}\n"
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(4)))  # re-raises a thread's failure here
     assert len(ssh.list_dir(rdir)) == 40
     assert ssh.connections_opened == 1
     assert established(PORT) - before == 1
