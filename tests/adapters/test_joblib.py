@@ -1,0 +1,177 @@
+"""The joblib backend on the local executor and on the live SLURM."""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+from joblib import Parallel, delayed, parallel_config
+
+import adapter_tasks as tasks
+from conftest import wait_until
+from hpcexec import JobFailed, JobState, PayloadError, RemoteTraceback, ResourceError
+from hpcexec.adapters.joblib import DEFAULT_MAX_JOBS, HpcexecBackend, local_slots
+
+
+def jobs_of(ex):
+    return ex.store.select()
+
+
+def test_results_come_back_in_order_from_few_jobs(anyex):
+    with parallel_config(backend="hpcexec", executor=anyex, n_jobs=4):
+        out = Parallel()(delayed(tasks.square)(i) for i in range(200))
+    assert out == [i * i for i in range(200)]
+    # Short tasks are packed: a probe job, then jobs of many tasks; not 200 jobs.
+    assert 1 <= len(jobs_of(anyex)) <= 6
+    assert all(r.state is JobState.COMPLETED for r in jobs_of(anyex))
+
+
+def test_order_is_kept_when_later_jobs_finish_first(anyex):
+    delays = [0.8, 0.6, 0.4, 0.2, 0.0]
+    with parallel_config(backend="hpcexec", executor=anyex, n_jobs=5, batch_seconds=0.01):
+        out = Parallel(batch_size=1)(delayed(tasks.sleepy)(i, d) for i, d in enumerate(delays))
+    assert out == [0, 1, 2, 3, 4]
+    assert len(jobs_of(anyex)) >= 3  # really spread over jobs
+
+
+def test_exception_keeps_its_type_and_remote_traceback(anyex):
+    with parallel_config(backend="hpcexec", executor=anyex, n_jobs=2):
+        with pytest.raises(tasks.TaskError, match="task 7 failed") as info:
+            Parallel()(delayed(tasks.fail_on)(i, 7) for i in range(20))
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "fail_on" in info.value.__cause__.tb
+
+
+def test_abort_cancels_the_other_jobs(anyex):
+    # Task 0 (the probe) and the others sleep; task 1 fails: Parallel must raise at once and
+    # end every job still queued or running (locally the later ones wait for a core).
+    start = time.monotonic()
+    with parallel_config(backend="hpcexec", executor=anyex, n_jobs=6, batch_seconds=0.1):
+        with pytest.raises(tasks.TaskError):
+            Parallel(batch_size=1)(delayed(tasks.fail_on)(i, 1, 60) for i in range(6))
+    assert time.monotonic() - start < 40
+    wait_until(lambda: all(r.state.finished for r in jobs_of(anyex)), 60,
+               "every job ended after the abort")
+    records = jobs_of(anyex)
+    assert len(records) >= 2
+    ended = sorted(r.state.value for r in records)
+    assert ended.count("failed") + ended.count("completed") <= 1, ended
+    assert all(r.state is JobState.CANCELLED for r in records
+               if r.state not in (JobState.FAILED, JobState.COMPLETED)), ended
+    assert ended.count("cancelled") >= 1, ended
+
+
+def test_generator_return(anyex):
+    with parallel_config(backend="hpcexec", executor=anyex, n_jobs=3):
+        gen = Parallel(return_as="generator")(delayed(tasks.square)(i) for i in range(30))
+        assert not isinstance(gen, list)
+        assert list(gen) == [i * i for i in range(30)]
+        unordered = Parallel(return_as="generator_unordered")(
+            delayed(tasks.square)(i) for i in range(30))
+        assert sorted(unordered) == sorted(i * i for i in range(30))
+
+
+def test_nested_calls_run_inside_the_job(anyex):
+    with parallel_config(backend="hpcexec", executor=anyex, n_jobs=2):
+        out = Parallel()(delayed(tasks.nested_outer)(x) for x in range(4))
+    assert [r for r, _ in out] == [[(x + i) ** 2 for i in range(3)] for x in range(4)]
+    assert {name for _, name in out} == {"SequentialBackend"}  # one core per job: no threads
+    assert all(r.name == "joblib-nested_outer" for r in jobs_of(anyex))  # no job per inner call
+
+
+def test_nested_calls_use_the_jobs_cores_as_threads(ex):
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2, threads=2):
+        out = Parallel()(delayed(tasks.nested_outer)(x) for x in range(2))
+    assert {name for _, name in out} == {"ThreadingBackend"}
+    assert [r for r, _ in out] == [[0, 1, 4], [1, 4, 9]]
+
+
+def test_gridsearch_gives_the_default_backends_best_params(anyex):
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.svm import SVC
+
+    X, y = load_iris(return_X_y=True)
+    grid = {"C": [0.01, 1.0, 100.0], "gamma": [0.001, 0.1]}
+    reference = GridSearchCV(SVC(), grid, cv=3, n_jobs=2).fit(X, y)  # joblib's default: loky
+    with parallel_config(backend="hpcexec", executor=anyex, n_jobs=4):
+        ours = GridSearchCV(SVC(), grid, cv=3).fit(X, y)
+    assert ours.best_params_ == reference.best_params_
+    assert list(ours.cv_results_["mean_test_score"]) == \
+        list(reference.cv_results_["mean_test_score"])
+    assert len(jobs_of(anyex)) >= 1 and all(r.name.startswith("joblib-")
+                                            for r in jobs_of(anyex))
+
+
+def test_a_job_that_dies_fails_the_call(ex):
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2):
+        with pytest.raises(JobFailed) as info:
+            Parallel()(delayed(tasks.die)(3) for _ in range(3))
+    assert info.value.state in (JobState.FAILED, JobState.LOST)
+
+
+def test_an_argument_that_cannot_be_pickled_fails_the_call(ex):
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2):
+        with pytest.raises(PayloadError):
+            Parallel()(delayed(tasks.square)(threading.Lock()) for _ in range(3))
+
+
+def test_timeout_aborts_and_ends_the_job(ex):
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2):
+        with pytest.raises(multiprocessing.TimeoutError):  # what joblib raises
+            Parallel(timeout=1)(delayed(tasks.sleepy)(i, 60) for i in range(2))
+    wait_until(lambda: all(r.state.finished for r in jobs_of(ex)), 30, "the jobs ended")
+    assert {r.state for r in jobs_of(ex)} == {JobState.CANCELLED}
+
+
+def test_jobs_are_sized_by_the_measured_task_time(ex):
+    # 0.2 s tasks and a target of 1 s of work per job: about five tasks per job.
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2, batch_seconds=1.0):
+        out = Parallel()(delayed(tasks.sleepy)(i, 0.2) for i in range(20))
+    assert out == list(range(20))
+    assert 3 <= len(jobs_of(ex)) <= 9
+
+
+def test_n_jobs_minus_one_means_every_local_slot(ex):
+    backend = HpcexecBackend(ex)
+    slots = local_slots(ex)
+    import os
+    assert slots == len(os.sched_getaffinity(0)) or slots == os.cpu_count()
+    assert backend.effective_n_jobs(-1) == slots
+    assert backend.effective_n_jobs(-2) == max(slots - 1, 1)
+    assert backend.effective_n_jobs(3) == 3
+    assert HpcexecBackend(ex.options(threads=2)).effective_n_jobs(-1) == max(slots // 2, 1)
+    with pytest.raises(ValueError):
+        backend.effective_n_jobs(0)
+
+
+@pytest.mark.slurm
+def test_n_jobs_minus_one_on_a_scheduler_is_max_jobs(sex):
+    assert local_slots(sex) is None
+    assert HpcexecBackend(sex).effective_n_jobs(-1) == DEFAULT_MAX_JOBS
+    assert HpcexecBackend(sex, max_jobs=10).effective_n_jobs(-2) == 9
+
+
+def test_executor_keyword_arguments_make_an_executor(tmp_path):
+    cache = tmp_path / "own"
+    with parallel_config(backend="hpcexec", n_jobs=2, cache_dir=cache, poll_interval=0.02):
+        out = Parallel()(delayed(tasks.env)("HPCEXEC_JOB_ID") for _ in range(3))
+    assert all(out)
+    import hpcexec
+    assert hpcexec.Store(cache).select()
+
+
+def test_bad_options_are_refused_with_what_to_do(ex, tmp_path):
+    with pytest.raises(ResourceError, match="configure a new Executor"):
+        HpcexecBackend(ex, cache_dir=tmp_path)
+    with pytest.raises(ResourceError, match="tme"):
+        HpcexecBackend(ex, tme="1:00:00")
+    with pytest.raises(ResourceError, match="batch_seconds"):
+        HpcexecBackend(ex, batch_seconds=0)
+
+
+def test_inner_max_num_threads_reaches_the_jobs(ex):
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2, inner_max_num_threads=3):
+        out = Parallel()(delayed(tasks.env)("OMP_NUM_THREADS") for _ in range(2))
+    assert out == ["3", "3"]
