@@ -64,7 +64,7 @@ class _Job:
 
 
 def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
-    for flag in ("force", "retry", "hold"):
+    for flag in ("force", "retry", "hold", "reuse_slots"):
         if flag in opts and not isinstance(opts[flag], bool):
             raise ResourceError(f"job option {flag!r} takes True or False, not {opts[flag]!r}")
     if "key" in opts and opts["key"] is not None:
@@ -390,8 +390,13 @@ class _Core:
                 staged.append(str(self.jobs_dir / f".new-{tag}-{key}"))
                 self._write_files(j, staged[-1], after_dirs)
             if to_write:
+                extra: dict[str, Any] = {}  # kept in the record only when not the default
+                if opts.get("array_limit"):
+                    extra["array_limit"] = opts["array_limit"]
+                if opts.get("reuse_slots") is False:
+                    extra["reuse_slots"] = False
                 self._insert(to_write, known, deps, hold=bool(opts.get("hold")), tag=tag,
-                             array_limit=opts.get("array_limit"))
+                             extra=extra)
         except BaseException:
             with self._lock:
                 for j in jobs:
@@ -415,7 +420,7 @@ class _Core:
         self.records_changed(fresh.values())
 
     def _insert(self, jobs: dict[str, _Job], known: dict[str, JobRecord], deps: list[str],
-                hold: bool, tag: str, array_limit: int | None = None) -> None:
+                hold: bool, tag: str, extra: dict[str, Any]) -> None:
         now = time.time()
         lost_race = 0
         with self.store.write() as tx:
@@ -436,8 +441,7 @@ class _Core:
                     state=JobState.HELD if hold else JobState.PENDING,
                     name=j.name, submitted=now, cores=res.cores,
                     resources={**res.to_dict(), "workdir": res.workdir or os.getcwd(),
-                               "python": self.python,
-                               **({"array_limit": array_limit} if array_limit else {})},
+                               "python": self.python, **extra},
                     deps=deps))
         if lost_race:
             log.info("%d job(s) were submitted by another client at the same time; attaching",
@@ -534,7 +538,10 @@ class Executor(concurrent.futures.Executor):
         options: ``name``, ``key`` (explicit cache key), ``force`` (run even if cached),
         ``retry`` (run a cached failure again, default True), ``hold``, ``after`` (futures
         that must complete first), ``array_limit`` (most elements of an array job running at
-        once, on schedulers)."""
+        once, on schedulers), ``reuse_slots`` (default True: an array element that has
+        finished its own task may run tasks of the same array that have not started, in a
+        fresh forked process each, saving a slot and a Python start-up per task; False gives
+        every task its own element)."""
         res, opts = split_options(resources_and_options)
         view = object.__new__(Executor)
         view._core = self._core

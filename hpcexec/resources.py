@@ -265,7 +265,7 @@ class Resources:
         return out
 
 
-JOB_OPTIONS = ("key", "force", "retry", "hold", "after", "array_limit")
+JOB_OPTIONS = ("key", "force", "retry", "hold", "after", "array_limit", "reuse_slots")
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -7,6 +7,7 @@ only when a payload or result needs it.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import sys
@@ -157,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m hpcexec.runner JOBDIR", file=sys.stderr)
         return 2
+    share = os.environ.pop("HPCEXEC_SHARE", None)
+    if share:  # an array element that may go on to run others of its array
+        from .slots import serve
+
+        return serve(Path(argv[0]), Path(share))
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         return run(Path(argv[0]))

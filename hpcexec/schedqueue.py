@@ -21,6 +21,7 @@ from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
 from .errors import BackendError, SubmitError, TransportError
 from .jobfiles import EXITCODE, SCRIPT, STARTED, parse_exitcode
 from .resources import Resources
+from .slots import CLAIMS, SHARE, parse_claims
 from .states import JobState
 from .store import JobRecord, Store
 from .transport.base import Transport
@@ -67,6 +68,7 @@ class SchedulerQueue:
         self.limit = RateLimit(calls_per_second)
         self._max_array: int | None = None
         self._missing_since: dict[str, float] = {}
+        self._claims_seen: dict[str, dict[int, str]] = {}  # array dir -> index -> element
         self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
         self.wake_in: float | None = None  # the monitor should look again this soon
 
@@ -131,7 +133,8 @@ class SchedulerQueue:
                 continue
             if after == "wait":
                 continue
-            res = {k: v for k, v in rec.resources.items() if k not in ("name", "python")}
+            res = {k: v for k, v in rec.resources.items()
+                   if k not in ("name", "python", "array_dir")}
             key = (json.dumps(res, sort_keys=True), tuple(after), rec.state is JobState.HELD)
             groups[key].append(rec)
         for (_, after, hold), recs in groups.items():
@@ -166,6 +169,7 @@ class SchedulerQueue:
         workdir = first.resources.get("workdir") or first.jobdir
         names = {r.name for r in recs}
         name = names.pop() if len(names) == 1 else "hpcexec-batch"
+        shared = False
         if len(recs) == 1:
             base = first.jobdir
             stdout = _abs(res.stdout, workdir) or os.path.join(base, "stdout")
@@ -185,13 +189,22 @@ class SchedulerQueue:
                                        os.path.join(base, f"{i}.err"))
             self.transport.write_bytes(os.path.join(base, "jobdirs"),
                                        "".join(r.jobdir + "\n" for r in recs).encode())
+            shared = self._shareable(recs, after, hold)
+            if shared:
+                self._write_share(base, recs, res, workdir, name)
             spec = SubmitSpec(os.path.join(base, "submit.sh"), res, name,
                               os.path.join(base, f"{pattern}.out"),
                               os.path.join(base, f"{pattern}.err"), workdir,
                               array_size=len(recs), hold=hold, after=tuple(after),
                               array_limit=first.resources.get("array_limit"))
-            body = (f"mapfile -t _hx_dirs < {shlex.quote(os.path.join(base, 'jobdirs'))}\n"
-                    f'exec /bin/bash "${{_hx_dirs[{self.backend.array_index_expr}]}}/{SCRIPT}"')
+            qbase = shlex.quote(base)
+            body = (f"mapfile -t _hx_dirs < {qbase}/jobdirs\n"
+                    f"_hx_i={self.backend.array_index_expr}\n")
+            if shared:  # run only a record no other element has taken; then maybe more
+                body += (f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
+                         f"|| exit 0\nexport HPCEXEC_SHARE={qbase}\n")
+            body += f'exec /bin/bash "${{_hx_dirs[$_hx_i]}}/{SCRIPT}"'
+
         try:
             directives = self.backend.directives(spec)
         except (BackendError, ValueError) as e:  # cannot be expressed: fail, never retry
@@ -204,7 +217,10 @@ class SchedulerQueue:
         self.transport.write_bytes(spec.script, script.encode())
         with self.store.write() as tx:  # the intent, so a crash here never submits twice
             for r in recs:
-                tx.update(r.key, reason=SUBMITTING + spec.script)
+                resources = {k: v for k, v in r.resources.items() if k != "array_dir"}
+                if shared:
+                    resources["array_dir"] = base
+                tx.update(r.key, reason=SUBMITTING + spec.script, resources=resources)
         try:
             out = self._run(self.backend.submit_argv(spec),
                             input=script if self.backend.submit_stdin else None)
@@ -228,6 +244,29 @@ class SchedulerQueue:
                 tx.update(r.key, job_id=jid, reason=None,
                           array_index=None if spec.array_size is None else i)
         log.info("submitted %d job(s) to %s as %s", len(recs), self.backend.name, job_id)
+
+    def _shareable(self, recs: list[JobRecord], after: list[str], hold: bool) -> bool:
+        """Whether the elements of this array may run each other's records: Python jobs
+        with one interpreter, not held (a released element must not run held ones), no
+        dependencies (the job script's dependency check would be skipped)."""
+        return (not hold and not after
+                and all(r.kind in ("call", "chunk") for r in recs)
+                and len({r.resources.get("python") for r in recs}) == 1
+                and recs[0].resources.get("reuse_slots", True) is not False)
+
+    def _write_share(self, base: str, recs: list[JobRecord], res: Resources, workdir: str,
+                     name: str) -> None:
+        self.transport.make_dir(os.path.join(base, CLAIMS))
+        spec = {
+            "jobdirs": [r.jobdir for r in recs],
+            "names": [r.name or name for r in recs],
+            "outputs": [[_abs(res.stdout, workdir) or os.path.join(r.jobdir, "stdout"),
+                         _abs(res.stderr, workdir) or os.path.join(r.jobdir, "stderr")]
+                        for r in recs],
+            "time_limit": res.time,
+            "index_base": self.backend.array_index_base,
+        }
+        self.transport.write_bytes(os.path.join(base, SHARE), json.dumps(spec).encode())
 
     def _recover(self, recs: list[JobRecord]) -> None:
         """Records whose submission may have reached the scheduler before a crash: adopt the
@@ -270,13 +309,15 @@ class SchedulerQueue:
         active = self.store.query(where, params)
         if not active:
             return False
+        updates: dict[str, dict[str, Any]] = defaultdict(dict)
+        self._claims_seen: dict[str, dict[int, str]] = {}
+        drop = self._follow_claims(active, updates)
         seen: dict[str, JobStatus] = {}
-        ids = [r.job_id for r in active if r.job_id]
+        ids = sorted({r.job_id for r in active if r.job_id})
         for i in range(0, len(ids), ID_CHUNK):
             part = ids[i : i + ID_CHUNK]
             out = self._run(self.backend.status_argv(part))
             seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
-        updates: dict[str, dict[str, Any]] = {}
         gone: list[JobRecord] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
         now = time.time()
@@ -287,26 +328,68 @@ class SchedulerQueue:
                 continue
             self._missing_since.pop(rec.key, None)
             if st.state.finished:
-                updates[rec.key] = self._final(rec, st, now, self._exit_file(rec))
+                found = self._exit_file(rec)
+                by = None if found else self._taken_elsewhere(rec)
+                if by:  # another element runs it: follow that one from the next poll
+                    updates[rec.key]["job_id"] = by
+                else:
+                    updates[rec.key].update(self._final(rec, st, now, found))
             elif st.reason == "DependencyNeverSatisfied":
                 never.append(rec.job_id or "")
-                updates[rec.key] = dict(state=JobState.CANCELLED, finished=now,
+                updates[rec.key].update(state=JobState.CANCELLED, finished=now,
                                         reason="a dependency failed; this job never ran")
             elif st.state is not rec.state:
-                values: dict[str, Any] = dict(state=st.state)
+                updates[rec.key]["state"] = st.state
                 if st.state.started and not rec.started:
-                    values["started"] = now
-                updates[rec.key] = values
-        if never:
-            self._run(self.backend.cancel_argv(never))
+                    updates[rec.key]["started"] = now
+        if never or drop:  # elements with nothing left to do need not start
+            for i in range(0, len(never + drop), ID_CHUNK):
+                self._run(self.backend.cancel_argv((never + drop)[i : i + ID_CHUNK]))
         if gone:
-            updates.update(self._judge_gone(gone, now))
+            for key, values in self._judge_gone(gone, now).items():
+                updates[key].update(values)
+        updates = {k: v for k, v in updates.items() if v}
         if not updates:
             return False
         with self.store.write() as tx:
             for key, values in updates.items():
                 tx.update(key, **values)
         return True
+
+    def _claims(self, array_dir: str) -> dict[int, str]:
+        """Which element ran each record of a shared array that another element took
+        (read once per poll)."""
+        if array_dir not in self._claims_seen:
+            names = self.transport.list_dir(os.path.join(array_dir, CLAIMS))
+            self._claims_seen[array_dir] = parse_claims(names)[1]
+        return self._claims_seen[array_dir]
+
+    def _follow_claims(self, active: list[JobRecord],
+                       updates: dict[str, dict[str, Any]]) -> list[str]:
+        """Point records that another element of their array took at that element; returns
+        the ids of their own elements that have not started (they need not)."""
+        drop = []
+        for rec in active:
+            array_dir = rec.resources.get("array_dir")
+            if not array_dir or rec.array_index is None:
+                continue
+            by = self._claims(array_dir).get(rec.array_index)
+            if by and by != rec.job_id:
+                if rec.state is JobState.PENDING and rec.job_id:
+                    drop.append(rec.job_id)
+                rec.job_id = by
+                updates[rec.key]["job_id"] = by
+        return drop
+
+    def _taken_elsewhere(self, rec: JobRecord) -> str | None:
+        """The element running ``rec`` if not its own, looking again now: its own element
+        may have found it taken and ended since the claims were read."""
+        array_dir = rec.resources.get("array_dir")
+        if not array_dir or rec.array_index is None:
+            return None
+        self._claims_seen.pop(array_dir, None)
+        by = self._claims(array_dir).get(rec.array_index)
+        return by if by and by != rec.job_id else None
 
     def _exit_file(self, rec: JobRecord) -> tuple[int | None, str | None] | None:
         try:
@@ -321,6 +404,13 @@ class SchedulerQueue:
         exit-code file (``found``: what it held, None if it has none) else from the scheduler."""
         code, reason = found if found else (st.exit_code, None)
         state = st.state
+        if (found and rec.resources.get("array_dir") and reason is None and code is not None
+                and 0 <= code < 128):
+            # It ended by itself inside an element that ran others too: the element's end
+            # (a later task's walltime kill, say) is not this record's.
+            return dict(state=JobState.COMPLETED if code == 0 else JobState.FAILED,
+                        exit_code=code, signal=None, reason=None, finished=now,
+                        started=rec.started or now)
         if state is JobState.COMPLETED and code not in (0, None):
             state = JobState.FAILED
         why = st.reason or reason
@@ -338,7 +428,11 @@ class SchedulerQueue:
         exit_files: dict[str, tuple[int | None, str | None] | None] = {}
         for rec in recs:
             found = exit_files[rec.key] = self._exit_file(rec)
-            if found is not None and found[0] == 0:
+            by = None if found else self._taken_elsewhere(rec)
+            if by:
+                out[rec.key] = dict(job_id=by)
+                self._missing_since.pop(rec.key, None)
+            elif found is not None and found[0] == 0:
                 out[rec.key] = dict(state=JobState.COMPLETED, exit_code=0, finished=now,
                                     started=rec.started or now)
             else:
@@ -385,8 +479,14 @@ class SchedulerQueue:
                 return True
         if rec.job_id is None:
             return False
-        r = self._run(self.backend.cancel_argv([rec.job_id]))
-        if not r.ok:
+        array_dir = rec.resources.get("array_dir")
+        if array_dir and rec.array_index is not None:
+            # Claim it first, so no element of its array can start it from now on.
+            if not self.transport.create_exclusive(
+                    os.path.join(array_dir, CLAIMS, str(rec.array_index)), b"cancelled"):
+                return False  # an element has it: it is running
+            self._run(self.backend.cancel_argv([rec.job_id]))
+        elif not self._run(self.backend.cancel_argv([rec.job_id])).ok:
             return False
         with self.store.write() as tx:
             tx.update(key, state=JobState.CANCELLED, finished=time.time(),

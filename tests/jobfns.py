@@ -57,3 +57,21 @@ class CustomError(Exception):
 
 def raise_custom():
     raise CustomError(7, "custom detail")
+
+
+def wait_for(path, value, timeout=120.0):
+    """Block until ``path`` exists (a gate the test opens), then return ``value``."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+    return value
+
+
+def where(i):
+    """Which process ran task ``i``, under which element, with which variables."""
+    print(f"task {i} on stdout")
+    return {"i": i, "pid": os.getpid(), "parent": os.getppid(),
+            "index": os.environ.get("HPCEXEC_ARRAY_INDEX"),
+            "job_id": os.environ.get("HPCEXEC_JOB_ID"), "cwd": os.getcwd()}

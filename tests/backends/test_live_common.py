@@ -102,3 +102,43 @@ def test_suspend_and_resume(live):
     assert f.suspend() is True and f.state is JobState.SUSPENDED
     assert f.resume() is True
     assert f.result(timeout=120) == "done"
+
+
+# -- elements of an array run each other's tasks (reuse_slots) --------------------------------
+
+def test_elements_reuse_their_slots_for_tasks_not_started(live):
+    ex, _ = live
+    two = ex.options(array_limit=2)  # two elements at a time: the rest wait, so get taken
+    fs = [two.submit(jobfns.where, i) for i in range(16)]
+    got = [f.result(timeout=180) for f in fs]
+    assert [g["i"] for g in got] == list(range(16))
+    assert len({g["parent"] for g in got}) < 16  # some runners ran more than one task
+    assert len({f.job_id for f in fs}) < 16  # and their records name the element that did
+    for f, g in zip(fs, got):
+        assert g["index"] == str(f.record.array_index) == str(g["i"])
+        assert g["job_id"] == f.job_id
+        assert f.state is JobState.COMPLETED
+        assert f.stdout() == f"task {g['i']} on stdout\n"  # its own output, nobody else's
+
+
+def test_reuse_slots_off_gives_every_task_its_own_element(live):
+    ex, _ = live
+    fs = [ex.options(reuse_slots=False).submit(jobfns.where, i) for i in range(6)]
+    got = [f.result(timeout=180) for f in fs]
+    assert len({f.job_id for f in fs}) == 6
+    assert len({g["parent"] for g in got}) == 6
+
+
+def test_cancelling_a_task_its_array_has_not_started(live, tmp_path):
+    ex, _ = live
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    one = ex.options(array_limit=1)
+    first = one.submit(jobfns.wait_for, str(gate), "first")
+    rest = [one.submit(jobfns.count_run, str(ran), i) for i in range(1, 4)]
+    running(first)
+    assert rest[-1].cancel()  # the task an element would take next
+    gate.touch()
+    assert first.result(timeout=120) == "first"
+    assert [f.result(timeout=120) for f in rest[:-1]] == [10, 20]
+    assert rest[-1].cancelled()
+    assert sorted(ran.read_text().split()) == ["1", "2"]  # the cancelled one never ran

@@ -50,12 +50,14 @@ def test_map_is_one_array_submission(gex):
     records = sorted(gex.store.select(), key=lambda r: r.array_index)
     assert [r.array_index for r in records] == list(range(30))
     base = records[0].job_id.split(".")[0]
-    assert [r.job_id for r in records] == [f"{base}.{i + 1}" for i in range(30)]
+    elements = {f"{base}.{i + 1}" for i in range(30)}
+    assert {r.job_id for r in records} <= elements  # each ran in an element of that array
 
 
 def test_array_elements_see_their_own_ids(gex):
     n = 5
-    fs = [gex.submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_ARRAY_INDEX", "SGE_TASK_ID", f"X{i}")
+    own = gex.options(reuse_slots=False)  # each task in its own element
+    fs = [own.submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_ARRAY_INDEX", "SGE_TASK_ID", f"X{i}")
           for i in range(n)]
     got = [f.result(timeout=120) for f in fs]
     assert gex._core.queue.calls["qsub"] == 1
@@ -135,3 +137,20 @@ def test_separate_jobs_leaving_together_are_judged_by_one_accounting_loop(gex):
         assert info.value.state is JobState.FAILED and info.value.exit_code == code
     calls = gex._core.queue.calls
     assert calls["qsub"] == 2 and calls["qacct"] + calls["sh"] >= 1, dict(calls)
+
+
+def test_walltime_kill_of_a_taken_task_fails_that_task_only(gex):
+    # Element 0 runs task 0 (which raises), takes task 2 from the tail and is killed at its
+    # walltime in it. Task 0 had ended by itself, so it keeps its own error; task 1 gets its
+    # own element afterwards.
+    one = gex.options(time="0:08", array_limit=1)
+    fs = [one.submit(jobfns.fail, "own error"), one.submit(jobfns.sleep_then, 0, 1),
+          one.submit(jobfns.sleep_then, 100, 2)]
+    with pytest.raises(JobFailed) as info:
+        fs[2].result(timeout=120)
+    assert info.value.state is JobState.TIMEOUT
+    with pytest.raises(ValueError, match="own error"):
+        fs[0].result(timeout=60)
+    assert fs[0].state is JobState.FAILED  # not the element's TIMEOUT
+    assert fs[1].result(timeout=60) == 1
+    assert fs[2].job_id == fs[0].job_id != fs[1].job_id

@@ -1,0 +1,174 @@
+"""Slot reuse inside an array job: an element that has run its own record goes on to run
+records of the same array whose elements have not started yet, so a map of many short
+tasks pays for a scheduler slot and a Python start-up a few times, not once per task.
+
+Runs inside the job (imported by the runner), so it stays light. The array directory holds:
+
+- ``share.json``: the records' job directories and names, their output files, and the
+  array's time limit;
+- ``claims/``: one file per record, created exclusively by whoever runs (or cancels) it:
+  ``claims/<i>`` is the claim, ``claims/<i>@<element id>`` says which element ran it. The
+  client reads this directory to follow a record to the element that ran it.
+
+Every record runs in a forked child of a runner that imports nothing of the user's, so each
+task starts from a clean interpreter state, as it would in its own job. An element takes
+records from the tail of the array (their elements start last) and stops early enough to
+stay inside its time limit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from .jobfiles import STARTED, write_atomic
+
+SHARE = "share.json"
+CLAIMS = "claims"
+DEFAULT_BUDGET = 300.0  # seconds an element may keep taking work when its time limit is unknown
+BUDGET_FRACTION = 0.5  # of a known time limit
+
+
+def claim(array_dir: str | os.PathLike, index: int, by: str = "") -> bool:
+    """Claim record ``index`` of the array (False when someone already has). ``by`` names
+    the element that will run it."""
+    claims = os.path.join(array_dir, CLAIMS)
+    try:
+        os.close(os.open(os.path.join(claims, str(index)), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                         0o644))
+    except FileExistsError:
+        return False
+    if by:
+        os.close(os.open(os.path.join(claims, f"{index}@{quote(by, safe='')}"),
+                         os.O_WRONLY | os.O_CREAT, 0o644))
+    return True
+
+
+def parse_claims(names: list[str]) -> tuple[set[int], dict[int, str]]:
+    """The claimed indices, and for those taken by another element, which one."""
+    claimed: set[int] = set()
+    runner: dict[int, str] = {}
+    for name in names:
+        index, _, by = name.partition("@")
+        if not index.isdigit():
+            continue
+        if by:
+            runner[int(index)] = unquote(by)
+        else:
+            claimed.add(int(index))
+    return claimed, runner
+
+
+class _Stop(BaseException):
+    """The scheduler asked this element to stop."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stop(signum)
+
+
+def serve(own: Path, array_dir: Path) -> int:
+    """Run this element's record ``own``, then others of the array while time allows;
+    returns the exit code of the element (that of its own record)."""
+    t0 = time.monotonic()
+    spec = json.loads((array_dir / SHARE).read_text())
+    jobdirs: list[str] = spec["jobdirs"]
+    me = os.environ.get("HPCEXEC_JOB_ID", "")
+    limit = spec.get("time_limit")
+    budget = BUDGET_FRACTION * limit if limit else DEFAULT_BUDGET
+    signal.signal(signal.SIGTERM, _stop)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    code, longest = 0, 0.0
+    try:
+        started = time.monotonic()
+        code = _run_child(own, None, spec)
+        longest = time.monotonic() - started
+        cursor = len(jobdirs) - 1
+        own_index = jobdirs.index(str(own)) if str(own) in jobdirs else -1
+        while cursor >= 0 and (time.monotonic() - t0) + 2 * longest < budget:
+            index, cursor = cursor, cursor - 1
+            if index == own_index or not claim(array_dir, index, me):
+                continue
+            started = time.monotonic()
+            _run_child(Path(jobdirs[index]), index, spec, array_dir)
+            longest = max(longest, time.monotonic() - started)
+    except _Stop as s:
+        return 128 + s.signum
+    return code
+
+
+def _run_child(jobdir: Path, index: int | None, spec: dict, array_dir: Path | None = None) -> int:
+    """Fork a child that runs one record; wait for it and return its exit code. ``index``
+    is None for the element's own record, whose files and variables are already set."""
+    out = err = None
+    if index is not None:
+        assert array_dir is not None
+        out, err = spec["outputs"][index]
+        base = spec.get("index_base", 0)
+        for suffix in ("out", "err"):  # the element, if it still starts, must not write there
+            try:
+                os.unlink(array_dir / f"{index + base}.{suffix}")
+            except FileNotFoundError:
+                pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _child(jobdir, index, spec, out, err)  # never returns
+    return _wait(pid)
+
+
+def _wait(pid: int) -> int:
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status) % 256
+            signal.sigtimedwait({signal.SIGCHLD}, 1.0)
+    except _Stop:
+        # The scheduler signals the whole job; give the child its grace time to record it.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                break
+            time.sleep(0.05)
+        raise
+
+
+def _child(jobdir: Path, index: int | None, spec: dict, out: str | None, err: str | None) -> None:
+    code = 1
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        from .runner import _on_signal, run
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        if index is not None:
+            assert out is not None and err is not None
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            fd_out = os.open(out, flags, 0o644)
+            os.dup2(fd_out, 1)
+            os.dup2(fd_out if err == out else os.open(err, flags, 0o644), 2)
+            os.environ["HPCEXEC_JOB_NAME"] = spec["names"][index]
+            os.environ["HPCEXEC_ARRAY_INDEX"] = str(index)
+            write_atomic(jobdir / STARTED, f"{os.environ.get('HPCEXEC_JOB_ID', '')}\n"
+                                           f"{socket.gethostname()}\n".encode())
+        sys.argv = [sys.executable, "-m", "hpcexec.runner", str(jobdir)]
+        code = run(jobdir)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -1,0 +1,88 @@
+"""Slot reuse inside an array element (hpcexec.slots), run as the runner runs in a job:
+`python -m hpcexec.runner JOBDIR` with HPCEXEC_SHARE naming the array directory."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jobfns
+from hpcexec.jobfiles import EXITCODE, STARTED, parse_exitcode
+from hpcexec.payload import outcome_value
+from hpcexec.slots import CLAIMS, SHARE, claim, parse_claims
+from test_runner import outcomes, write_payload
+
+
+def make_array(tmp_path: Path, fn, args: list, time_limit=None) -> tuple[Path, list[Path]]:
+    base = tmp_path / "array"
+    (base / CLAIMS).mkdir(parents=True)
+    dirs = []
+    for i, a in enumerate(args):
+        d = tmp_path / f"job{i}"
+        write_payload(d, fn, [((a,), {})], sys_path=[str(Path(jobfns.__file__).parent)])
+        dirs.append(d)
+    spec = {"jobdirs": [str(d) for d in dirs], "names": [f"n{i}" for i in range(len(dirs))],
+            "outputs": [[str(d / "stdout"), str(d / "stderr")] for d in dirs],
+            "time_limit": time_limit, "index_base": 0}
+    (base / SHARE).write_text(json.dumps(spec))
+    return base, dirs
+
+
+def start_element(base: Path, own: Path, index: int, new_session: bool = False
+                  ) -> subprocess.Popen:
+    assert claim(base, index)  # as the element's dispatcher does
+    env = {**os.environ, "HPCEXEC_SHARE": str(base), "HPCEXEC_JOB_ID": f"E_{index}",
+           "HPCEXEC_ARRAY_INDEX": str(index)}
+    return subprocess.Popen([sys.executable, "-m", "hpcexec.runner", str(own)], env=env,
+                            cwd=own, start_new_session=new_session)
+
+
+def value(d: Path):
+    return outcome_value(outcomes(d)[0], str(d))
+
+
+def test_an_element_runs_the_tasks_nobody_has_started(tmp_path):
+    base, dirs = make_array(tmp_path, jobfns.where, list(range(5)))
+    assert start_element(base, dirs[0], 0).wait(timeout=60) == 0
+    got = [value(d) for d in dirs]
+    assert [g["i"] for g in got] == list(range(5))
+    assert {g["job_id"] for g in got} == {"E_0"}
+    assert [g["index"] for g in got] == [str(i) for i in range(5)]
+    assert len({g["pid"] for g in got}) == 5  # a fresh process for each task
+    assert len({g["parent"] for g in got}) == 1  # forked from the one runner
+    for i, d in enumerate(dirs[1:], 1):
+        assert (d / "stdout").read_text() == f"task {i} on stdout\n"
+        assert (d / STARTED).read_text().split("\n")[0] == "E_0"
+    claimed, ran_by = parse_claims(os.listdir(base / CLAIMS))
+    assert claimed == set(range(5)) and ran_by == {i: "E_0" for i in range(1, 5)}
+
+
+def test_tasks_another_element_claimed_are_left_alone(tmp_path):
+    base, dirs = make_array(tmp_path, jobfns.where, list(range(4)))
+    assert claim(base, 3, "E_3") and claim(base, 1)  # one taken elsewhere, one cancelled
+    assert start_element(base, dirs[0], 0).wait(timeout=60) == 0
+    assert [(d / EXITCODE).exists() for d in dirs] == [True, False, True, False]
+
+
+def test_no_task_is_taken_when_the_time_limit_leaves_no_room(tmp_path):
+    base, dirs = make_array(tmp_path, jobfns.sleep_then, [0.5, 0, 0], time_limit=1)
+    assert start_element(base, dirs[0], 0).wait(timeout=60) == 0
+    assert [(d / EXITCODE).exists() for d in dirs] == [True, False, False]
+
+
+def test_sigterm_to_the_job_stops_the_element_and_the_running_task_records_it(tmp_path):
+    base, dirs = make_array(tmp_path, jobfns.sleep_then, [0, 0, 60])
+    p = start_element(base, dirs[0], 0, new_session=True)
+    deadline = time.monotonic() + 30
+    while not (dirs[2] / STARTED).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the task's sleep
+    os.killpg(p.pid, signal.SIGTERM)  # as a scheduler signals the whole job
+    assert p.wait(timeout=30) == 128 + signal.SIGTERM
+    code, reason = parse_exitcode((dirs[2] / EXITCODE).read_text())
+    assert code == 128 + signal.SIGTERM and "SIGTERM" in reason
+    assert not (dirs[1] / EXITCODE).exists()  # nothing more was started
