@@ -25,7 +25,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from conftest import CLUSTERS, _live
+from livecluster import CLUSTERS, _live
 from hpcexec.errors import HostKeyError, TransportError
 from hpcexec.transport import sshconfig
 from hpcexec.transport.ssh import SSHTransport
