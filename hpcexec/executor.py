@@ -5,6 +5,7 @@ import concurrent.futures
 import logging
 import math
 import os
+import posixpath
 import re
 import shlex
 import sys
@@ -24,6 +25,8 @@ from .localqueue import LocalQueue
 from .schedqueue import SchedulerQueue
 from .monitor import Monitor
 from .runner import FutureRef
+from .remote import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, SSHOptions, check_python,
+                     is_local, open_ssh)
 from .resources import Resources, split_options
 from .script import render
 from .states import JobState
@@ -128,14 +131,18 @@ class _Core:
 
     def __init__(self, backend: str, cache_dir: str | os.PathLike, host: str | None,
                  python: str | None, poll_interval: float | None,
-                 coalesce: float = 0.2, calls_per_second: float = 10.0) -> None:
+                 coalesce: float = 0.2, calls_per_second: float = 10.0,
+                 ssh: SSHOptions = SSHOptions()) -> None:
         if backend != "auto" and backend not in BACKENDS:
             raise BackendError(f"unknown backend {backend!r}; available: "
                                f"{', '.join(BACKENDS)} or 'auto'")
-        if host not in (None, "localhost"):
-            raise BackendError(
-                f"host={host!r}: running jobs on another host over SSH is not available in this "
-                "version; use host=None to run on this machine")
+        if is_local(host) and ssh.given():
+            raise ResourceError(f"{', '.join(ssh.given())} apply to jobs on another host; "
+                                f"give host= too, or leave them out")
+        if not is_local(host) and backend == "local":
+            raise BackendError(f"the local backend runs jobs on this machine; for jobs on "
+                               f"{host} use its scheduler's backend ('slurm', 'sge', ...) or "
+                               f"'auto'")
         for knob, value, least in (("poll_interval", poll_interval, 0.0),
                                    ("coalesce", coalesce, -1.0),
                                    ("calls_per_second", calls_per_second, 0.0)):
@@ -149,10 +156,28 @@ class _Core:
             self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
-        self.jobs_dir = self.cache_dir / "jobs"
-        self.jobs_dir.mkdir(mode=0o700, exist_ok=True)
         self.store = Store(self.cache_dir)
-        self.transport = LocalShell()
+        self.transport: Transport
+        if is_local(host):
+            self.transport = LocalShell()
+            files = str(self.cache_dir)  # job files beside the records
+            self.python = python or sys.executable
+            self.sys_path = _job_sys_path()
+        else:
+            self.transport = open_ssh(str(host), ssh)
+            try:
+                files = self.transport.expand_path(ssh.remote_dir or DEFAULT_REMOTE_DIR)
+                self.python = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON).path
+            except BaseException:
+                self.transport.close()
+                raise
+            self.sys_path = []  # this machine's import paths mean nothing there
+            self._own_dirs = _job_sys_path()  # so modules from them travel by value
+        self.remote = not is_local(host)
+        self._own_cache: tuple[int, list[str]] = (-1, [])
+        self.files_dir = files
+        self.jobs_dir = Path(files) / "jobs"
+        self.transport.make_dir(str(self.jobs_dir))
         if backend == "auto":
             backend = detect_backend(self.transport)
             log.info("backend 'auto' chose %r", backend)
@@ -168,12 +193,10 @@ class _Core:
                     f"backend {backend!r} needs {', '.join(self.backend.commands)} on PATH and "
                     f"they are not there: run on the cluster's login node, or use host= (SSH)")
             self.queue = SchedulerQueue(self.store, self.transport, self.backend,
-                                        str(self.cache_dir), window=coalesce,
+                                        files, window=coalesce,
                                         max_window=max(2.0, 10 * coalesce),
                                         calls_per_second=calls_per_second)
         self.host = self.transport.host
-        self.python = python or sys.executable
-        self.sys_path = _job_sys_path()
         interval = poll_interval or self.backend.poll_min
         self.monitor = Monitor(self, interval, max(self.backend.poll_max, interval))
         self.closed = False
@@ -204,6 +227,7 @@ class _Core:
 
     def monitor_stopped(self) -> None:
         self.queue.close()
+        self.transport.close()  # reopened if a finished future's files are read later
 
     def records_changed(self, records: Iterable[JobRecord]) -> None:
         for rec in records:
@@ -440,12 +464,28 @@ class _Core:
                     jobdir=jobdir,
                     state=JobState.HELD if hold else JobState.PENDING,
                     name=j.name, submitted=now, cores=res.cores,
-                    resources={**res.to_dict(), "workdir": res.workdir or os.getcwd(),
+                    resources={**res.to_dict(), "workdir": self.workdir(res),
                                "python": self.python, **extra},
                     deps=deps))
         if lost_race:
             log.info("%d job(s) were submitted by another client at the same time; attaching",
                      lost_race)
+
+    def by_value(self) -> list[str]:
+        """Modules whose code goes inside payloads: on another host, the user's own modules
+        (which it cannot import); none here."""
+        if not self.remote:
+            return []
+        if self._own_cache[0] != len(sys.modules):
+            self._own_cache = (len(sys.modules), pl.own_modules(self._own_dirs))
+        return self._own_cache[1]
+
+    def workdir(self, res: Resources) -> str:
+        """Where a job runs: ``workdir`` if given, else the current directory here, or the
+        remote directory on another host."""
+        if not self.remote:
+            return res.workdir or os.getcwd()
+        return posixpath.join(self.files_dir, self.transport.expand_path(res.workdir or "."))
 
     def _result_present(self, rec: JobRecord) -> bool:
         return rec.kind == "shell" or self.transport.exists(os.path.join(rec.jobdir, RESULT))
@@ -454,7 +494,7 @@ class _Core:
         """Write a job's payload and script into ``stage`` (renamed into place later)."""
         jobdir = str(self.jobs_dir / j.key)
         self.transport.make_dir(stage)
-        workdir = j.res.workdir or os.getcwd()
+        workdir = self.workdir(j.res)
         parts = self.backend.script_parts(j.res, name=j.name, jobdir=jobdir, workdir=workdir,
                                           stdout=j.res.stdout or os.path.join(jobdir, "stdout"),
                                           stderr=j.res.stderr or os.path.join(jobdir, "stderr"))
@@ -480,6 +520,7 @@ class _Core:
             concurrent.futures.wait(self.all_futures())
             self.monitor.stop(wait=True)
             self.store.close()
+            self.transport.close()
         else:
             self.monitor.close_when_idle()
 
@@ -508,8 +549,20 @@ class Executor(concurrent.futures.Executor):
     Args:
         backend: ``"local"`` (the default: detached processes on this machine) or ``"auto"``.
         cache_dir: where job records, payloads and results live (created private).
-        host: where jobs run; ``None`` for this machine.
-        python: the interpreter jobs run with (default: this one).
+        host: where jobs run: ``None`` for this machine, else a host reached over SSH (an
+            alias from ``~/.ssh/config`` or ``user@host[:port]``) whose scheduler runs them;
+            one connection is kept for the executor's life.
+        python: the interpreter jobs run with (default: this one; on another host
+            ``python3``; ``~`` is that host's home). On another host it is checked once for
+            hpcexec and cloudpickle at this client's versions.
+        remote_dir: on another host, where job files live (default ``~/.hpcexec``); jobs
+            run there unless ``workdir`` says otherwise. Records stay in ``cache_dir`` here.
+        ssh_key: a private key file for the SSH login (default: the agent, ``IdentityFile``
+            from ``~/.ssh/config``, then the usual ``~/.ssh/id_*``).
+        known_hosts: a known-hosts file read besides ``~/.ssh/known_hosts``; an unknown or
+            changed host key is refused with a message that says how to add it.
+        trust_on_first_use: accept and save an unknown host key (a changed one is still
+            refused).
         poll_interval: the shortest time between status polls, in seconds (default: the
             backend's, 1 s for schedulers, backing off to 30 s while nothing changes).
         coalesce: seconds that separate ``submit`` calls are gathered for, so they go to a
@@ -523,13 +576,16 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(self, backend: str = "local", *, cache_dir: str | os.PathLike = ".hpcexec",
                  host: str | None = None, python: str | None = None,
+                 remote_dir: str | None = None, ssh_key: str | None = None,
+                 known_hosts: str | None = None, trust_on_first_use: bool = False,
                  poll_interval: float | None = None, coalesce: float = 0.2,
                  calls_per_second: float = 10.0, **resources: Any) -> None:
         res, opts = split_options(resources)
         self._res = Resources.create(**res)
         self._opts = _job_options(opts)
         self._core = _Core(backend, cache_dir, host, python, poll_interval, coalesce,
-                           calls_per_second)
+                           calls_per_second, SSHOptions(remote_dir, ssh_key, known_hosts,
+                                                        trust_on_first_use))
         self._core.backend.check(self._res)
 
     # -- views ---------------------------------------------------------------------------
@@ -575,6 +631,7 @@ class Executor(concurrent.futures.Executor):
         self._check_open()
         calls, deps = _extract_futures([(args, kwargs)])
         file_bytes, body = pl.dumps_payload(fn, calls, kind="call", sys_path=self._core.sys_path,
+                                            by_value=self._core.by_value(),
                                             refs=bool(deps))
         key = self._opts.get("key") or self._key("call", body)
         name = self._res.name or _safe_name(getattr(fn, "__name__", "call"))
@@ -636,6 +693,7 @@ class Executor(concurrent.futures.Executor):
             part = calls[start : start + chunksize]
             kind = "chunk" if chunksize > 1 else "call"
             file_bytes, body = pl.dumps_payload(fn, part, kind=kind, sys_path=self._core.sys_path,
+                                                by_value=self._core.by_value(),
                                                 refs=bool(deps))
             fn_checked = True
             key = self._key(kind, body)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
-from typing import Any, Callable, Sequence
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import cloudpickle
 
@@ -31,15 +34,50 @@ def _describe_unpicklable(fn: Callable, calls: Sequence[Call]) -> str:
     return "the job cannot be pickled"
 
 
+def own_modules(dirs: Sequence[str]) -> list[str]:
+    """The imported modules whose files lie under ``dirs`` (the user's own code, not
+    installed packages), hpcexec and ``__main__`` aside."""
+    prefixes = tuple(os.path.join(d, "") for d in dirs)
+    out = []
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if (path and name != "__main__" and name.partition(".")[0] != "hpcexec"
+                and os.path.realpath(path).startswith(prefixes)):
+            out.append(name)
+    return out
+
+
+@contextmanager
+def _by_value(modules: Sequence[str]) -> Iterator[None]:
+    registered = []
+    for name in modules:
+        mod = sys.modules.get(name)
+        if mod is None:
+            continue
+        try:
+            cloudpickle.register_pickle_by_value(mod)
+        except ValueError:  # registered already (by the user, or another thread)
+            continue
+        registered.append(mod)
+    try:
+        yield
+    finally:
+        for mod in registered:
+            cloudpickle.unregister_pickle_by_value(mod)
+
+
 def dumps_payload(fn: Callable, calls: Sequence[Call], *, kind: str,
-                  sys_path: Sequence[str] = (), refs: bool = False) -> tuple[bytes, bytes]:
+                  sys_path: Sequence[str] = (), refs: bool = False,
+                  by_value: Sequence[str] = ()) -> tuple[bytes, bytes]:
     """(file bytes, body bytes) of a payload: a plain header, then the cloudpickled work.
-    The body bytes are what the cache key hashes."""
+    The body bytes are what the cache key hashes. Functions and classes of the modules named
+    in ``by_value`` travel by value (for a host that cannot import them)."""
     if not callable(fn):
         raise PayloadError(f"{fn!r} is not callable: submit a function, lambda or callable object")
     try:
-        body = cloudpickle.dumps({"kind": kind, "fn": fn, "calls": list(calls), "refs": refs},
-                                 protocol=pickle.HIGHEST_PROTOCOL)
+        with _by_value(by_value):
+            body = cloudpickle.dumps({"kind": kind, "fn": fn, "calls": list(calls),
+                                      "refs": refs}, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         raise PayloadError(
             _describe_unpicklable(fn, calls)

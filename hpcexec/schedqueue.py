@@ -73,10 +73,12 @@ class SchedulerQueue:
         self.wake_in: float | None = None  # the monitor should look again this soon
 
     # -- commands ---------------------------------------------------------------------------
-    def _run(self, argv: list[str], input: str | None = None):
+    def _run(self, argv: list[str], input: str | None = None, *, query: bool = False):
+        """Run a scheduler command; ``query``: it changes nothing, so it may be repeated
+        after a dropped connection."""
         self.limit.wait()
         self.calls[argv[0]] += 1
-        return self.transport.run(argv) if input is None else self.transport.run(argv, input=input)
+        return self.transport.run(argv, input=input, idempotent=query)
 
     def _where(self, extra: str = "") -> tuple[str, list[Any]]:
         return f"backend = ? AND host = ?{extra}", [self.backend.name, self.host]
@@ -87,7 +89,7 @@ class SchedulerQueue:
             found = None
             if argv:
                 try:
-                    r = self._run(argv)
+                    r = self._run(argv, query=True)
                     found = self.backend.parse_max_array(r.stdout) if r.ok else None
                 except TransportError:
                     found = None
@@ -275,7 +277,7 @@ class SchedulerQueue:
         queued: dict[str, str] = {}
         argv = self.backend.find_argv()
         if argv:
-            r = self._run(argv)
+            r = self._run(argv, query=True)
             if not r.ok:
                 raise TransportError(f"cannot list queued jobs to recover submissions: "
                                      f"{(r.stderr or r.stdout).strip()[:300]}")
@@ -316,7 +318,7 @@ class SchedulerQueue:
         ids = sorted({r.job_id for r in active if r.job_id})
         for i in range(0, len(ids), ID_CHUNK):
             part = ids[i : i + ID_CHUNK]
-            out = self._run(self.backend.status_argv(part))
+            out = self._run(self.backend.status_argv(part), query=True)
             seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
         gone: list[JobRecord] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
@@ -440,7 +442,7 @@ class SchedulerQueue:
         acct: dict[str, JobStatus] = {}
         argv = self.backend.accounting_argv([r.job_id for r in ask if r.job_id]) if ask else None
         if argv:
-            r = self._run(argv)
+            r = self._run(argv, query=True)
             if r.ok:
                 acct = self.backend.parse_accounting(r.stdout)
         for rec in ask:
@@ -541,7 +543,7 @@ class SchedulerQueue:
         if not argv:
             return None
         try:
-            r = self._run(argv)
+            r = self._run(argv, query=True)
         except TransportError:
             return None
         return self.backend.parse_accounting(r.stdout).get(rec.job_id or "") if r.ok else None

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from livecluster import _executor, _live
+from sshtest import DEST, KEY, KNOWN
 
 
 @pytest.fixture
@@ -36,3 +39,22 @@ def sex(slurm_cluster, cache):
 def gex(sge_cluster, cache):
     """A Grid Engine executor, polling fast."""
     yield from _executor("sge", cache, time="0:10:00")
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    _live("sshd")
+
+
+@pytest.fixture
+def remote_options(sshd, tmp_path):
+    """Executor options for jobs on the loopback sshd's host, with job files under a path
+    with a space and quotes."""
+    return dict(host=DEST, ssh_key=str(KEY), known_hosts=str(KNOWN), python=sys.executable,
+                remote_dir=str(tmp_path / "remote 'job' files"))
+
+
+@pytest.fixture
+def rex(slurm_cluster, remote_options, cache):
+    """A SLURM executor driving the login node over SSH (loopback), polling fast."""
+    yield from _executor("slurm", cache, time="0:10:00", **remote_options)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -29,8 +30,14 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def run(self, argv: Sequence[str], *, input: str | None = None,
-            timeout: float | None = 60.0) -> CommandResult:
-        """Run a command to completion and capture its output."""
+            timeout: float | None = 60.0, idempotent: bool = False) -> CommandResult:
+        """Run a command to completion and capture its output. ``idempotent``: it may be
+        run again if the connection to its host drops while it runs (a status query, not a
+        submission)."""
+
+    def expand_path(self, path: str) -> str:
+        """``path`` with a leading ``~`` replaced by the home directory where files live."""
+        return os.path.expanduser(path)
 
     @abc.abstractmethod
     def spawn_detached(self, argv: Sequence[str], *, cwd: str, stdout: str, stderr: str,

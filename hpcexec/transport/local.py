@@ -32,7 +32,7 @@ class LocalShell(Transport):
         self._lock = threading.Lock()
 
     def run(self, argv: Sequence[str], *, input: str | None = None,
-            timeout: float | None = 60.0) -> CommandResult:
+            timeout: float | None = 60.0, idempotent: bool = False) -> CommandResult:
         log.debug("run %s", argv)
         try:
             p = subprocess.run(list(argv), input=input, capture_output=True, text=True,

@@ -17,14 +17,23 @@ LIVE = {
                   bad_queue="nosuchpartition", refusal="Invalid partition"),
     "sge": dict(fixture="gex", submit="qsub", status="qstat",
                 bad_queue="nosuchqueue", refusal="unknown queue"),
+    # the same SLURM, driven from "another machine" through the loopback sshd
+    "slurm-ssh": dict(fixture="rex", submit="sbatch", status="squeue",
+                      bad_queue="nosuchpartition", refusal="Invalid partition",
+                      backend="slurm", marks=("slurm", "ssh")),
 }
 
 
-@pytest.fixture(params=[pytest.param(name, marks=getattr(pytest.mark, name)) for name in LIVE])
+@pytest.fixture(params=[pytest.param(name, marks=[getattr(pytest.mark, m)
+                                                  for m in LIVE[name].get("marks", (name,))])
+                        for name in LIVE])
 def live(request):
-    """(executor, facts) for each live scheduler."""
+    """(executor, facts) for each live scheduler; facts["connect"] are the options that
+    reach it (host and SSH options for the remote one)."""
     spec = LIVE[request.param]
-    return request.getfixturevalue(spec["fixture"]), {**spec, "backend": request.param}
+    connect = request.getfixturevalue("remote_options") if spec["fixture"] == "rex" else {}
+    return request.getfixturevalue(spec["fixture"]), {"backend": request.param, **spec,
+                                                      "connect": connect}
 
 
 def running(f, timeout=60):
@@ -89,7 +98,8 @@ def test_refused_submission_fails_the_future_with_the_message(live):
 def test_rerun_reuses_finished_results_without_submitting(live, cache):
     ex, spec = live
     assert ex.submit(jobfns.double, 21).result(timeout=120) == 42
-    with hpcexec.Executor(spec["backend"], cache_dir=cache, poll_interval=0.2) as again:
+    with hpcexec.Executor(spec["backend"], cache_dir=cache, poll_interval=0.2,
+                          **spec["connect"]) as again:
         f = again.options(time="0:10:00").submit(jobfns.double, 21)
         assert f.done() and f.result() == 42
         assert again._core.queue.calls[spec["submit"]] == 0

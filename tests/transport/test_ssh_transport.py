@@ -25,20 +25,15 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from livecluster import CLUSTERS, _live
+from livecluster import _live
+from sshtest import (DEST, KEY, KNOWN, MISMATCH, PORT, PORT2, SSHD_DIR, drop_connection,
+                     established, gone, restart_sshd)
 from hpcexec.errors import HostKeyError, TransportError
 from hpcexec.transport import sshconfig
 from hpcexec.transport.ssh import SSHTransport
 
 pytestmark = pytest.mark.ssh
 
-SSHD_DIR = Path(os.environ.get("HPCEXEC_SSHD_DIR", "/var/lib/hpcexec-test-sshd"))
-KEY = SSHD_DIR / "client_key"
-KNOWN = SSHD_DIR / "known_hosts"
-MISMATCH = SSHD_DIR / "known_hosts_mismatch"
-PORT = int(os.environ.get("HPCEXEC_SSHD_PORT", 2222))
-PORT2 = int(os.environ.get("HPCEXEC_SSHD_PORT2", 2223))
-DEST = f"root@127.0.0.1:{PORT}"
 REMOTE_HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)  # sshd's HOME, not the test's
 AWKWARD = "dir with 'single' \"double\" $HOME `tick` and * spaces"
 
@@ -87,68 +82,6 @@ def host_key(port: int) -> str:
 def fingerprint(port: int) -> str:
     kind, data = host_key(port).split()
     return paramiko.PKey.from_type_string(kind, base64.b64decode(data)).fingerprint
-
-
-def established(port: int) -> int:
-    """ESTABLISHED TCP connections from this process to 127.0.0.1:port (from /proc/net)."""
-    mine = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            link = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            mine.add(link[8:-1])
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "01" and int(f[2].rsplit(":", 1)[1], 16) == port and f[9] in mine:
-                n += 1
-    return n
-
-
-def server_side_pids(client_port: int) -> list[int]:
-    """The sshd processes serving the connection that comes from local port client_port."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        f = line.split()
-        if (f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == PORT
-                and int(f[2].rsplit(":", 1)[1], 16) == client_port):
-            inodes.add(f"socket:[{f[9]}]")
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
-                pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
-
-
-def drop_connection(t: SSHTransport) -> None:
-    """End the server side of t's connection (as when sshd's session dies) and wait until
-    the client has seen it."""
-    conn = t._conn
-    assert conn is not None and conn.alive()
-    pids = server_side_pids(conn.transport.sock.getsockname()[1])
-    assert pids, "no sshd process found for the connection"
-    for pid in pids:
-        assert Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd")
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while conn.alive():
-        assert time.monotonic() < deadline, "the client did not notice the dropped connection"
-        time.sleep(0.02)
-
-
-def gone(pid: int) -> bool:
-    """No such process, or only its zombie (this machine's init may not reap)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith(("Z", "X"))
-    except FileNotFoundError:
-        return True
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -554,20 +487,6 @@ def test_unreachable_port_and_bad_destination(sshd):
 
 
 # -- dropped connections ----------------------------------------------------------------
-
-def restart_sshd() -> None:
-    """Restart the test sshd on PORT (only that one) and end its open sessions."""
-    pidfile = SSHD_DIR / f"sshd_{PORT}.pid"
-    old = int(pidfile.read_text())
-    assert Path(f"/proc/{old}/comm").read_text().strip() == "sshd"
-    os.kill(old, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while not gone(old):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    subprocess.run(["bash", str(CLUSTERS / "sshd.sh"), "start"], check=True, capture_output=True)
-    assert int(pidfile.read_text()) != old
-
 
 def test_reconnects_after_sshd_restart(ssh, remote):
     rdir, _ = remote
