@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import payload as pl
 from .backends import SCHEDULERS, Backend, LocalBackend
-from .errors import BackendError, CacheError, HpcexecError, JobFailed, ResourceError
+from .errors import (BackendError, CacheError, HpcexecError, JobFailed, ResourceError,
+                     TransportError)
 from .future import JobFuture, JobInfo, ShellResult
 from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE
 from .localqueue import LocalQueue
@@ -158,25 +159,38 @@ class _Core:
             raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
         self.store = Store(self.cache_dir)
         self.transport: Transport
-        if is_local(host):
-            self.transport = LocalShell()
-            files = str(self.cache_dir)  # job files beside the records
-            self.python = python or sys.executable
-            self.sys_path = _job_sys_path()
-        else:
-            self.transport = open_ssh(str(host), ssh)
-            try:
-                files = self.transport.expand_path(ssh.remote_dir or DEFAULT_REMOTE_DIR)
-                self.python = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON).path
-            except BaseException:
-                self.transport.close()
-                raise
-            self.sys_path = []  # this machine's import paths mean nothing there
-            self._own_dirs = _job_sys_path()  # so modules from them travel by value
         self.remote = not is_local(host)
         self._own_cache: tuple[int, list[str]] = (-1, [])
-        self.files_dir = files
-        self.jobs_dir = Path(files) / "jobs"
+        if self.remote:
+            self.transport = open_ssh(str(host), ssh)
+        else:
+            self.transport = LocalShell()
+        try:
+            self._set_up(backend, python, ssh, coalesce, calls_per_second)
+        except BaseException:
+            self.transport.close()
+            raise
+        self.host = self.transport.host
+        interval = poll_interval or self.backend.poll_min
+        self.monitor = Monitor(self, interval, max(self.backend.poll_max, interval))
+        self.closed = False
+        self._lock = threading.RLock()
+        self._watch: dict[str, list[JobFuture]] = {}
+        self._reapply: dict[str, JobRecord] = {}  # finished, but their files were unreachable
+
+    def _set_up(self, backend: str, python: str | None, ssh: SSHOptions, coalesce: float,
+                calls_per_second: float) -> None:
+        """Where job files live, the interpreter jobs run with, and the backend's driver."""
+        if self.remote:
+            self.files_dir = self.transport.expand_path(ssh.remote_dir or DEFAULT_REMOTE_DIR)
+            self.python = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON).path
+            self.sys_path: list[str] = []  # this machine's import paths mean nothing there
+            self._own_dirs = _job_sys_path()  # so modules from them travel by value
+        else:
+            self.files_dir = str(self.cache_dir)  # job files beside the records
+            self.python = python or sys.executable
+            self.sys_path = _job_sys_path()
+        self.jobs_dir = Path(self.files_dir) / "jobs"
         self.transport.make_dir(str(self.jobs_dir))
         if backend == "auto":
             backend = detect_backend(self.transport)
@@ -186,22 +200,18 @@ class _Core:
         if backend == "local":
             self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
             self.queue = LocalQueue(self.store, self.transport, self.backend)
-        else:
-            self.backend = SCHEDULERS[backend]()
-            if not all(self.transport.which(c) for c in self.backend.commands):
-                raise BackendError(
-                    f"backend {backend!r} needs {', '.join(self.backend.commands)} on PATH and "
-                    f"they are not there: run on the cluster's login node, or use host= (SSH)")
-            self.queue = SchedulerQueue(self.store, self.transport, self.backend,
-                                        files, window=coalesce,
-                                        max_window=max(2.0, 10 * coalesce),
-                                        calls_per_second=calls_per_second)
-        self.host = self.transport.host
-        interval = poll_interval or self.backend.poll_min
-        self.monitor = Monitor(self, interval, max(self.backend.poll_max, interval))
-        self.closed = False
-        self._lock = threading.RLock()
-        self._watch: dict[str, list[JobFuture]] = {}
+            return
+        self.backend = SCHEDULERS[backend]()
+        if not all(self.transport.which(c) for c in self.backend.commands):
+            where = (f"on {self.transport.host}'s PATH for a non-interactive SSH login"
+                     if self.remote else "on PATH")
+            hint = ("set PATH in the remote shell's startup file" if self.remote
+                    else "run on the cluster's login node, or use host= (SSH)")
+            raise BackendError(f"backend {backend!r} needs {', '.join(self.backend.commands)} "
+                               f"{where} and they are not there: {hint}")
+        self.queue = SchedulerQueue(self.store, self.transport, self.backend, self.files_dir,
+                                    window=coalesce, max_window=max(2.0, 10 * coalesce),
+                                    calls_per_second=calls_per_second)
 
     # -- futures -------------------------------------------------------------------------
     def watching(self) -> bool:
@@ -217,12 +227,17 @@ class _Core:
             self._watch.setdefault(key, []).extend(futures)
 
     def driver_poll(self) -> bool:
-        return self.queue.poll()
+        changed = self.queue.poll()
+        if self._reapply:
+            self.records_changed(())
+        return changed
 
     def wait_fds(self) -> list[int]:
         return self.queue.wait_fds()
 
     def wake_in(self) -> float | None:
+        if self._reapply:
+            return min(self.queue.wake_in or 2.0, 2.0)
         return self.queue.wake_in
 
     def monitor_stopped(self) -> None:
@@ -230,11 +245,20 @@ class _Core:
         self.transport.close()  # reopened if a finished future's files are read later
 
     def records_changed(self, records: Iterable[JobRecord]) -> None:
-        for rec in records:
+        with self._lock:
+            todo = {**self._reapply, **{rec.key: rec for rec in records}}
+            self._reapply.clear()
+        for rec in todo.values():
             with self._lock:
                 futures = list(self._watch.get(rec.key, ()))
-            if futures:
+            if not futures:
+                continue
+            try:
                 self._apply(rec, futures)
+            except _Unreachable as e:  # the outcome could not be fetched: again next pass
+                log.warning("cannot fetch the outcome of %s yet (%s); trying again", rec.key, e)
+                with self._lock:
+                    self._reapply.setdefault(rec.key, rec)
 
     def _apply(self, rec: JobRecord, futures: list[JobFuture]) -> None:
         """Move futures along to what their record says (called outside any transaction)."""
@@ -246,6 +270,28 @@ class _Core:
                     f.set_running_or_notify_cancel()
         if not rec.state.finished:
             return
+        outcomes: list[bytes] | None = None
+        outcome_error: Exception | None = None
+        if rec.kind in ("call", "chunk"):  # read first: a TransportError leaves all as it was
+            try:
+                data = self.transport.read_bytes(os.path.join(rec.jobdir, RESULT))
+                outcomes = pl.load_outcomes(data, os.path.join(rec.jobdir, RESULT))
+            except FileNotFoundError:
+                outcomes = None
+            except CacheError as e:
+                outcome_error = e
+            except TransportError as e:
+                raise _Unreachable(str(e)) from e
+        settled: list[tuple[JobFuture, Any, BaseException | None]] = []
+        for f in futures:
+            if f.done():
+                continue
+            try:
+                settled.append((f, self._value(rec, f, outcomes, outcome_error), None))
+            except _Unreachable:
+                raise  # the job's files could not be read: nothing changes, try again later
+            except BaseException as e:  # the job's own exception, re-raised here
+                settled.append((f, None, e))
         with self._lock:
             mine = self._watch.get(rec.key)
             if mine is not None:
@@ -254,25 +300,8 @@ class _Core:
                         mine.remove(f)
                 if not mine:
                     del self._watch[rec.key]
-        outcomes: list[bytes] | None = None
-        outcome_error: Exception | None = None
-        if rec.kind in ("call", "chunk"):
-            try:
-                data = self.transport.read_bytes(os.path.join(rec.jobdir, RESULT))
-                outcomes = pl.load_outcomes(data, os.path.join(rec.jobdir, RESULT))
-            except FileNotFoundError:
-                outcomes = None
-            except CacheError as e:
-                outcome_error = e
-        for f in futures:
-            if f.done():
-                continue
-            try:
-                value = self._value(rec, f, outcomes, outcome_error)
-            except BaseException as e:  # the job's own exception, re-raised here
-                _set(f, exc=e)
-            else:
-                _set(f, result=value)
+        for f, value, exc in settled:
+            _set(f, result=value, exc=exc)
 
     def _value(self, rec: JobRecord, f: JobFuture, outcomes: list[bytes] | None,
                outcome_error: Exception | None) -> Any:
@@ -323,6 +352,8 @@ class _Core:
             return self.transport.read_bytes(self.output_path(rec, stream)).decode(errors="replace")
         except FileNotFoundError:
             return ""
+        except TransportError as e:
+            raise _Unreachable(str(e)) from e
 
     def info(self, key: str) -> JobInfo:
         rec = self.store.get(key)
@@ -523,6 +554,10 @@ class _Core:
             self.transport.close()
         else:
             self.monitor.close_when_idle()
+
+
+class _Unreachable(TransportError):
+    """A finished job's files could not be read (a dropped connection, say)."""
 
 
 def _set(f: JobFuture, *, result: Any = None, exc: BaseException | None = None) -> None:

@@ -133,3 +133,19 @@ def test_a_rerun_reattaches_to_running_jobs(rex, remote_options, cache):
         assert g.key == f.key and g.job_id == f.job_id
         assert g.result(timeout=120) == "late"
         assert again._core.queue.calls["sbatch"] == 0
+
+
+def test_a_result_that_cannot_be_fetched_at_first_arrives_later(rex, monkeypatch):
+    transport = rex._core.transport
+    real_read = transport.read_bytes
+    refused: list[str] = []
+
+    def read_bytes(path):
+        if path.endswith("/result.pkl") and not refused:
+            refused.append(path)
+            raise TransportError("connection dropped while reading")
+        return real_read(path)
+
+    monkeypatch.setattr(transport, "read_bytes", read_bytes)
+    assert rex.submit(jobfns.add, 1, 2).result(timeout=120) == 3
+    assert refused
