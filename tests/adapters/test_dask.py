@@ -1,0 +1,178 @@
+"""HPCCluster on the local executor and on the live SLURM."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+
+import pytest
+from distributed import Client
+
+import adapter_tasks as tasks
+from conftest import wait_until
+from hpcexec import JobState, ResourceError
+from hpcexec.adapters.dask import HPCCluster
+
+TIMEOUT = 120
+
+
+def make_cluster(ex, **kw):
+    kw.setdefault("cores", 1)
+    kw.setdefault("memory", "500MB")
+    kw.setdefault("walltime", "0:10:00")
+    kw.setdefault("nanny", False)  # half the processes to start on a 2-core machine
+    return HPCCluster(executor=ex, scheduler_options={"dashboard_address": ":0"}, **kw)
+
+
+def worker_records(ex):
+    return [r for r in ex.store.select() if r.name == "dask-worker"]
+
+
+def end_from_outside(job) -> None:
+    """What a user or an admin does to a job: scancel on SLURM, kill locally."""
+    rec = job.future.record
+    if rec.backend == "slurm":
+        subprocess.run(["scancel", rec.job_id], check=True)
+    else:
+        os.killpg(int(rec.job_id.split(":")[0]), signal.SIGKILL)
+
+
+def test_scale_map_and_an_array_reduction(anyex):
+    import dask.array as da
+
+    with make_cluster(anyex, nanny=True) as cluster, Client(cluster) as client:
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=TIMEOUT)
+        assert len(worker_records(anyex)) == 2  # the workers are job records
+        wait_until(lambda: sorted(cluster.running_jobs) == sorted(cluster.workers), 60,
+                   "both worker jobs seen running in their records")
+        assert cluster.pending_jobs == []
+        assert client.gather(client.map(tasks.square, range(20))) == [i * i for i in range(20)]
+        assert da.arange(10_000, chunks=500).sum().compute() == sum(range(10_000))
+        script = cluster.job_script()
+        assert "distributed.cli.dask_worker" in script and cluster.scheduler.address in script
+        assert "time=0:10:00" in script.splitlines()[0]
+        assert cluster.dashboard_link.startswith("http")
+        logs = cluster.get_logs()
+        job_logs = [text for name, text in logs.items() if name.startswith("job ")]
+        assert len(job_logs) == 2 and all("Start worker" in text for text in job_logs)
+    wait_until(lambda: all(r.state.finished for r in worker_records(anyex)), 60,
+               "the worker jobs ended after close")
+
+
+def test_adapt_up_and_down(anyex):
+    with make_cluster(anyex) as cluster, Client(cluster) as client:
+        cluster.adapt(minimum=0, maximum=2, interval="200ms", wait_count=3,
+                      target_duration="1s")
+        assert worker_records(anyex) == []
+        futures = client.map(tasks.sleepy, range(8), seconds=0.5)
+        assert client.gather(futures) == list(range(8))
+        assert 1 <= len(worker_records(anyex)) <= 2 + 2  # up, within the maximum (+ retries)
+        del futures
+        wait_until(lambda: not cluster.workers and not cluster.worker_spec, 60,
+                   "the cluster scaled back down to no workers")
+        wait_until(lambda: all(r.state.finished for r in worker_records(anyex)), 60,
+                   "the idle worker jobs ended")
+
+
+def test_a_worker_job_ended_from_outside_is_replaced(anyex):
+    with make_cluster(anyex) as cluster, Client(cluster) as client:
+        cluster.scale(1)
+        client.wait_for_workers(1, timeout=TIMEOUT)
+        (name, job), = cluster.workers.items()
+        old_key = job.future.key
+        end_from_outside(job)
+        wait_until(lambda: job.future.done(), 60, "the ended job seen in its record")
+        assert job.state in (JobState.CANCELLED, JobState.FAILED)
+        new = wait_until(lambda: [r for r in worker_records(anyex)
+                                  if r.key != old_key and r.state is JobState.RUNNING], 90,
+                         "a replacement worker job running")
+        assert len(new) == 1
+        assert name not in cluster.worker_spec and len(cluster.worker_spec) == 1
+        client.wait_for_workers(1, timeout=TIMEOUT)
+        assert client.submit(tasks.square, 7).result(timeout=60) == 49
+
+
+def test_scaling_down_drops_pending_jobs_first(ex):
+    # Two one-core jobs fill this machine's local queue; the third waits in it.
+    with make_cluster(ex) as cluster, Client(cluster) as client:
+        slots = os.cpu_count()
+        if slots != 2:
+            pytest.skip("written for a 2-core machine")
+        cluster.scale(3)
+        client.wait_for_workers(2, timeout=TIMEOUT)
+        wait_until(lambda: len(cluster.pending_jobs) == 1, 30, "one job pending in the queue")
+        (pending,) = cluster.pending_jobs
+        cluster.scale(2)
+        wait_until(lambda: pending not in cluster.workers, 30, "the pending job dropped")
+        assert pending not in cluster.worker_spec
+        assert len(cluster.running_jobs) == 2
+        assert cluster.workers and all(
+            r.state in (JobState.RUNNING, JobState.CANCELLED) for r in worker_records(ex))
+
+
+def test_worker_jobs_failing_at_start_are_not_replaced_forever(ex):
+    with make_cluster(ex, python="/nonexistent/python") as cluster:
+        cluster.scale(1)
+        wait_until(lambda: len([r for r in worker_records(ex) if r.state.finished]) >= 3, 60,
+                   "three failed worker jobs")
+        import time
+        time.sleep(1.5)
+        assert len(worker_records(ex)) == 3
+        assert all(r.state is JobState.FAILED for r in worker_records(ex))
+
+
+def test_asynchronous_use(ex):
+    async def run():
+        async with make_cluster(ex, asynchronous=True) as cluster:
+            cluster.scale(1)
+            async with Client(cluster, asynchronous=True) as client:
+                await client.wait_for_workers(1, timeout=TIMEOUT)
+                return await client.submit(tasks.square, 9)
+
+    assert asyncio.run(run()) == 81
+
+
+def test_dask_jobqueue_keywords_map_onto_the_job(ex):
+    with make_cluster(ex, cores=2, processes=2, memory="2GB", walltime="01:00:00",
+                      queue="debug", account="proj", job_extra_directives=["--exclusive"],
+                      job_script_prologue=["module load python"],
+                      worker_extra_args=["--resources", "GPU=1"],
+                      env={"A": "1"}) as cluster:
+        res = cluster.executor.resources
+        assert (res.threads, res.mem, res.time, res.queue, res.account) == \
+            (2, 1908, 3600, "debug", "proj")
+        assert res.native == ("--exclusive",) and res.env_dict == {"A": "1"}
+        lines = cluster.job_script().splitlines()
+        command = lines[-1]
+        assert lines[-2] == "module load python"
+        for part in ("--nworkers 2", "--nthreads 1", "--memory-limit 0.93GiB",
+                     "--lifetime 3240s", "--lifetime-stagger 90s", "--resources GPU=1",
+                     "--death-timeout 60", "--no-nanny"):
+            assert part in command
+        assert cluster.new_spec["group"] == ["-0", "-1"]
+
+
+def test_old_names_and_refused_keywords(ex, caplog):
+    with make_cluster(ex, project="old-style", lifetime_margin=0) as cluster:
+        assert cluster.executor.resources.account == "old-style"
+        assert "--lifetime" not in cluster.job_script()
+    assert "project= is dask-jobqueue's old name" in caplog.text
+    with make_cluster(ex, worker_extra_args=["--lifetime", "5m"]) as cluster:
+        assert cluster.job_script().count("--lifetime") == 1
+    with pytest.raises(ResourceError, match="shebang=: hpcexec writes the job script"):
+        make_cluster(ex, shebang="#!/bin/zsh")
+    with pytest.raises(ResourceError, match="quue"):
+        make_cluster(ex, quue="debug")
+
+
+def test_dask_jobqueue_config_fills_keywords_not_given(ex):
+    import dask
+
+    settings = {"jobqueue.local.walltime": "00:20:00", "jobqueue.local.name": "from-config",
+                "jobqueue.local.job-script-prologue": ["echo configured"]}
+    with dask.config.set(settings), make_cluster(ex, walltime=None) as cluster:
+        assert cluster.executor.resources.time == 1200
+        assert cluster.job_name == "from-config"
+        assert "echo configured" in cluster.job_script()
