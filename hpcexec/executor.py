@@ -40,10 +40,10 @@ log = logging.getLogger(__name__)
 BACKENDS = ("local", *SCHEDULERS)
 
 
-def detect_backend(transport: Transport) -> str:
+def detect_backend(which: Callable[[str], str | None]) -> str:
     """The first scheduler whose commands are on PATH, else ``"local"``."""
     for name, cls in SCHEDULERS.items():
-        if all(transport.which(c) for c in cls.commands):
+        if all(which(c) for c in cls.commands):
             return name
     return "local"
 
@@ -177,13 +177,19 @@ class _Core:
         self._lock = threading.RLock()
         self._watch: dict[str, list[JobFuture]] = {}
         self._reapply: dict[str, JobRecord] = {}  # finished, but their files were unreachable
+        self._placed: dict[str, set[str]] = {}  # submission tag -> staged dirs now in place
+        self._replaced: dict[str, list[str]] = {}  # submission tag -> earlier dirs set aside
 
     def _set_up(self, backend: str, python: str | None, ssh: SSHOptions, coalesce: float,
                 calls_per_second: float) -> None:
         """Where job files live, the interpreter jobs run with, and the backend's driver."""
+        which: Callable[[str], str | None] = self.transport.which
         if self.remote:
             self.files_dir = self.transport.expand_path(ssh.remote_dir or DEFAULT_REMOTE_DIR)
-            self.python = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON).path
+            commands = sorted({c for cls in SCHEDULERS.values() for c in cls.commands})
+            remote = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON, commands)
+            self.python = remote.path
+            which = remote.commands.get  # one round trip, not one per command
             self.sys_path: list[str] = []  # this machine's import paths mean nothing there
             self._own_dirs = _job_sys_path()  # so modules from them travel by value
         else:
@@ -193,7 +199,7 @@ class _Core:
         self.jobs_dir = Path(self.files_dir) / "jobs"
         self.transport.make_dir(str(self.jobs_dir))
         if backend == "auto":
-            backend = detect_backend(self.transport)
+            backend = detect_backend(which)
             log.info("backend 'auto' chose %r", backend)
         self.backend: Backend
         self.queue: LocalQueue | SchedulerQueue
@@ -202,7 +208,7 @@ class _Core:
             self.queue = LocalQueue(self.store, self.transport, self.backend)
             return
         self.backend = SCHEDULERS[backend]()
-        if not all(self.transport.which(c) for c in self.backend.commands):
+        if not all(which(c) for c in self.backend.commands):
             where = (f"on {self.transport.host}'s PATH for a non-interactive SSH login"
                      if self.remote else "on PATH")
             hint = ("set PATH in the remote shell's startup file" if self.remote
@@ -462,12 +468,12 @@ class _Core:
                         del self._watch[j.key]
             raise
         finally:
+            placed = self._placed.pop(tag, set())
             for path in staged:  # what was not renamed into place, and replaced directories
-                if self.transport.exists(path):
+                if path not in placed and self.transport.exists(path):
                     self.transport.remove_tree(path)
-                old = path.replace("/.new-", "/.old-")
-                if self.transport.exists(old):
-                    self.transport.remove_tree(old)
+            for old in self._replaced.pop(tag, []):
+                self.transport.remove_tree(old)
         self.monitor.wake() if to_write else self.monitor.start()
         attached = [key for key in unique if key not in to_write]
         fresh = {k: known[k] for k in attached if known[k].state.finished}
@@ -486,9 +492,18 @@ class _Core:
                     lost_race += 1  # another client submitted it meanwhile: attach to theirs
                     continue
                 jobdir = str(self.jobs_dir / key)
-                if self.transport.exists(jobdir):  # files of an earlier run of this key
-                    self.transport.rename(jobdir, str(self.jobs_dir / f".old-{tag}-{key}"))
-                self.transport.rename(str(self.jobs_dir / f".new-{tag}-{key}"), jobdir)
+                new = str(self.jobs_dir / f".new-{tag}-{key}")
+                old = str(self.jobs_dir / f".old-{tag}-{key}")
+                try:
+                    if cur is not None or before is not None:
+                        raise FileExistsError(jobdir)  # files of an earlier run, most likely
+                    self.transport.rename(new, jobdir)
+                except OSError:
+                    if self.transport.exists(jobdir):  # an earlier run's files: set aside
+                        self.transport.rename(jobdir, old)
+                        self._replaced.setdefault(tag, []).append(old)
+                    self.transport.rename(new, jobdir)
+                self._placed.setdefault(tag, set()).add(new)
                 res = j.res
                 tx.put(JobRecord(
                     key=key, backend=self.backend.name, host=self.host, kind=j.kind,

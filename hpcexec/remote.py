@@ -7,6 +7,7 @@ import logging
 import shlex
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import cloudpickle
 
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_DIR = "~/.hpcexec"
 DEFAULT_REMOTE_PYTHON = "python3"
-_PROBE = ("import json, sys\n"
-          "out = {'python': list(sys.version_info[:2]), 'executable': sys.executable}\n"
+_PROBE = ("import json, shutil, sys\n"
+          "out = {'python': list(sys.version_info[:2]), 'executable': sys.executable,\n"
+          "       'which': {c: shutil.which(c) for c in sys.argv[1:]}}\n"
           "for name in ('hpcexec', 'cloudpickle'):\n"
           "    try:\n"
           "        out[name] = __import__(name).__version__\n"
@@ -64,16 +66,19 @@ class RemotePython:
     path: str  # as the job script calls it (``~`` expanded)
     executable: str  # what it resolved to
     version: tuple[int, int]
+    commands: dict[str, str | None]  # where each command asked about is on PATH there
 
 
-def check_python(transport: Transport, python: str) -> RemotePython:
+def check_python(transport: Transport, python: str,
+                 commands: Sequence[str] = ()) -> RemotePython:
     """Check that ``python`` on the remote host has hpcexec and cloudpickle at versions that
-    can run this client's jobs; say exactly what to install when not."""
+    can run this client's jobs; say exactly what to install when not. Also finds
+    ``commands`` on the PATH there, in the same round trip."""
     path = transport.expand_path(python) if python.startswith("~") else python
     where = f"{path} on {transport.host}"
     fix = "pass python= the path of an interpreter that exists there"
     try:
-        r = transport.run([path, "-c", _PROBE], idempotent=True)
+        r = transport.run([path, "-c", _PROBE, *commands], idempotent=True)
     except TransportError as e:
         if "command not found" not in str(e):
             raise
@@ -105,7 +110,7 @@ def check_python(transport: Transport, python: str) -> RemotePython:
         log.warning("the remote Python %s is %d.%d and this one %d.%d: functions sent by value "
                     "(lambdas, those of your main script) may not load there; use the same "
                     "Python version on both sides", where, *version, *sys.version_info[:2])
-    return RemotePython(path, found["executable"], (version[0], version[1]))
+    return RemotePython(path, found["executable"], (version[0], version[1]), found["which"])
 
 
 def _minor(version: str) -> tuple[str, ...]:
