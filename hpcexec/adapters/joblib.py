@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -45,6 +46,7 @@ LOCAL_BATCH_SECONDS = 0.5
 SCHEDULER_BATCH_SECONDS = 5.0
 LINGER = 0.01  # seconds to let a burst of batches from joblib gather before packing
 TICK = 0.02  # how often the pool looks again while it waits for a probe
+STARTUP_AMORTISE = 4.0  # a job carries at least this many times its start-up in work
 STARTUP_ALLOWANCE = 2.0  # seconds of a running probe taken as its job's start-up
 MAX_TASKS_PER_JOB = 100_000
 MAX_PULLS = 1000  # batches asked of joblib at once
@@ -63,15 +65,34 @@ def _check_joblib_version() -> None:
 _check_joblib_version()
 
 
-def run_batches(batches: list[Callable[[], list]]) -> list[tuple[float, list]]:
-    """In the job: run joblib batches in order; ``(seconds, results)`` for each. An
-    exception ends the job; hpcexec raises it again in the client with its own type."""
-    out = []
+@dataclass
+class JobReport:
+    """What a job of batches returns: its start-up cost and each batch's time and results."""
+
+    startup: float  # seconds from the job's start to its first batch (interpreter, imports)
+    batches: list[tuple[float, list]]  # (seconds, results) per batch
+
+
+def _process_age() -> float:
+    """Seconds since this process started (from /proc on Linux; else its CPU time)."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.process_time()
+
+
+def run_batches(batches: list[Callable[[], list]]) -> JobReport:
+    """In the job: run joblib batches in order. An exception ends the job; hpcexec raises
+    it again in the client with its own type."""
+    report = JobReport(_process_age(), [])
     for batch in batches:
         start = time.perf_counter()
         results = batch()
-        out.append((time.perf_counter() - start, results))
-    return out
+        report.batches.append((time.perf_counter() - start, results))
+    return report
 
 
 def local_slots(executor: hpcexec.Executor) -> int | None:
@@ -132,6 +153,7 @@ class _JobPool:
         self._finished: deque[Any] = deque()
         self._generation = 0
         self._last_add = 0.0
+        self._startup: float | None = None  # a job's start-up, measured (kept across calls)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._reset_estimate()
@@ -214,7 +236,8 @@ class _JobPool:
 
     def _deliver(self, future: Any, batches: list[_Batch]) -> None:
         try:
-            per_batch = future.result()
+            report = future.result()
+            per_batch = report.batches
             if len(per_batch) != len(batches):
                 raise RuntimeError(f"job {future.key} returned {len(per_batch)} batch results "
                                    f"for {len(batches)} batches")
@@ -225,6 +248,8 @@ class _JobPool:
                 if batches[0].generation == self._generation:
                     self._task_seconds += sum(s for s, _ in per_batch)
                     self._task_count += sum(b.size for b in batches)
+                self._startup = report.startup if self._startup is None else \
+                    (self._startup + report.startup) / 2
             outcomes = [_Outcome(value=r) for _, r in per_batch]
         with self._cond:
             if future is self._probe:
@@ -236,6 +261,12 @@ class _JobPool:
                 batch.callback(outcome)
             except Exception:
                 log.exception("joblib's completion callback failed")
+
+    def job_seconds(self) -> float:
+        """Seconds of work a job should carry: the target, or enough that the job's
+        measured start-up is at most a fifth of its time."""
+        with self._cond:
+            return max(self.target, STARTUP_AMORTISE * (self._startup or 0.0))
 
     def measured_task_seconds(self) -> float | None:
         """Seconds one task of this call took on average inside the jobs, once one ran."""
@@ -262,7 +293,7 @@ class _JobPool:
         or is still out (under the lock)."""
         per_task = self._task_estimate(now)
         if per_task is not None:
-            return max(1, min(MAX_TASKS_PER_JOB, int(self.target / per_task)))
+            return max(1, min(MAX_TASKS_PER_JOB, int(self.job_seconds() / per_task)))
         if self._probe is not None and not self._probe.running() and \
                 now - self._probe_sent > self.patience:
             return math.ceil(sum(b.size for b in self._pending) / free)
@@ -422,7 +453,7 @@ class HpcexecBackend(ParallelBackendBase):
         per_task = self._pool.measured_task_seconds()
         if per_task is None:
             return 1
-        return max(1, min(MAX_TASKS_PER_JOB, int(self.target_seconds / per_task)))
+        return max(1, min(MAX_TASKS_PER_JOB, int(self._pool.job_seconds() / per_task)))
 
     def batch_completed(self, batch_size: int, duration: float) -> None:
         """Ignored: the time from dispatch to completion is mostly queue wait and job
@@ -489,4 +520,4 @@ def register() -> None:
 
 register()
 
-__all__ = ["HpcexecBackend", "register", "run_batches", "NAME"]
+__all__ = ["HpcexecBackend", "JobReport", "register", "run_batches", "NAME"]

@@ -175,3 +175,14 @@ def test_inner_max_num_threads_reaches_the_jobs(ex):
     with parallel_config(backend="hpcexec", executor=ex, n_jobs=2, inner_max_num_threads=3):
         out = Parallel()(delayed(tasks.env)("OMP_NUM_THREADS") for _ in range(2))
     assert out == ["3", "3"]
+
+
+def test_jobs_carry_several_times_their_start_up(ex):
+    # Importing the tasks' module takes 1 s in every job: with 0.05 s tasks and a target of
+    # 0.5 s per job, jobs would pay twice their work in start-up; they carry more instead.
+    import slow_import_tasks
+
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2, batch_seconds=0.5):
+        out = Parallel()(delayed(slow_import_tasks.sleepy)(i, 0.05) for i in range(40))
+    assert out == list(range(40))
+    assert len(jobs_of(ex)) <= 3  # the probe, then one or two jobs, not eight
