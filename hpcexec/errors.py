@@ -87,3 +87,12 @@ def _rebuild_job_failed(text: str, fields: dict) -> JobFailed:
 class HostKeyError(TransportError):
     """An SSH server's host key is unknown or differs from the known one; the message says
     how to check and add it."""
+
+
+class ConfigError(HpcexecError, ValueError):
+    """A configuration file or profile is invalid or names something unknown; the message
+    names the file and line."""
+
+
+class UnknownJob(HpcexecError, LookupError):
+    """No job record matches a key, key prefix or scheduler job id (or more than one does)."""

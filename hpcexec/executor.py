@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import payload as pl
 from .backends import SCHEDULERS, Backend, LocalBackend
+from .config import resolve as resolve_settings
 from .errors import (BackendError, CacheError, HpcexecError, JobFailed, ResourceError,
-                     TransportError)
+                     TransportError, UnknownJob)
 from .future import JobFuture, JobInfo, ShellResult
 from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE
 from .localqueue import LocalQueue
@@ -597,8 +598,11 @@ class Executor(concurrent.futures.Executor):
     """Run callables and shell bodies as batch jobs, with ``concurrent.futures`` semantics.
 
     Args:
-        backend: ``"local"`` (the default: detached processes on this machine) or ``"auto"``.
-        cache_dir: where job records, payloads and results live (created private).
+        backend: ``"local"`` (the default: detached processes on this machine), a
+            scheduler (``"slurm"``, ``"sge"``, ``"pbspro"``, ``"torque"``, ``"lsf"``) or
+            ``"auto"``.
+        cache_dir: where job records, payloads and results live (created private; default
+            ``$HPCEXEC_CACHE_DIR``, else ``.hpcexec``).
         host: where jobs run: ``None`` for this machine, else a host reached over SSH (an
             alias from ``~/.ssh/config`` or ``user@host[:port]``) whose scheduler runs them;
             one connection is kept for the executor's life.
@@ -618,24 +622,38 @@ class Executor(concurrent.futures.Executor):
         coalesce: seconds that separate ``submit`` calls are gathered for, so they go to a
             scheduler as one array job (0: submit each at once). Not used by ``"local"``.
         calls_per_second: the most scheduler commands (submit, status, cancel) per second.
+        profile: a named profile from ``hpcexec.toml`` or ``~/.config/hpcexec/config.toml``
+            (see :mod:`hpcexec.config`) giving any of the settings above and default
+            resources; arguments given here override it. Default: ``$HPCEXEC_PROFILE``, else
+            the files' ``default_profile``, else none; ``""`` selects none.
         **resources: default resources and job options for every job (see :meth:`options`).
 
     Jobs outlive the client: running the same script again reattaches to running jobs and
     returns finished results from the cache without submitting them again.
     """
 
-    def __init__(self, backend: str = "local", *, cache_dir: str | os.PathLike = ".hpcexec",
+    def __init__(self, backend: str | None = None, *,
+                 cache_dir: str | os.PathLike | None = None,
                  host: str | None = None, python: str | None = None,
                  remote_dir: str | None = None, ssh_key: str | None = None,
-                 known_hosts: str | None = None, trust_on_first_use: bool = False,
-                 poll_interval: float | None = None, coalesce: float = 0.2,
-                 calls_per_second: float = 10.0, **resources: Any) -> None:
-        res, opts = split_options(resources)
+                 known_hosts: str | None = None, trust_on_first_use: bool | None = None,
+                 poll_interval: float | None = None, coalesce: float | None = None,
+                 calls_per_second: float | None = None, profile: str | None = None,
+                 **resources: Any) -> None:
+        # None means "not given": the profile's value, else the default (hpcexec.config).
+        s = resolve_settings(profile, dict(
+            backend=backend, cache_dir=cache_dir, host=host, python=python,
+            remote_dir=remote_dir, ssh_key=ssh_key, known_hosts=known_hosts,
+            trust_on_first_use=trust_on_first_use, poll_interval=poll_interval,
+            coalesce=coalesce, calls_per_second=calls_per_second))
+        res, opts = split_options({**{k: v.value for k, v in s.resources.items()},
+                                   **resources})
         self._res = Resources.create(**res)
         self._opts = _job_options(opts)
-        self._core = _Core(backend, cache_dir, host, python, poll_interval, coalesce,
-                           calls_per_second, SSHOptions(remote_dir, ssh_key, known_hosts,
-                                                        trust_on_first_use))
+        self._core = _Core(s["backend"], s["cache_dir"], s["host"], s["python"],
+                           s["poll_interval"], s["coalesce"], s["calls_per_second"],
+                           SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"],
+                                      s["trust_on_first_use"]))
         self._core.backend.check(self._res)
 
     # -- views ---------------------------------------------------------------------------
@@ -783,6 +801,40 @@ class Executor(concurrent.futures.Executor):
         the jobs that have not started (in the scheduler too). Running jobs are never
         killed: they outlive the client."""
         self._core.shutdown(wait, cancel_futures)
+
+    # -- jobs by key -----------------------------------------------------------------------
+    def attach(self, key: str) -> JobFuture:
+        """A future for the job record ``key`` already in the cache (submitted by an earlier
+        run, another client or the command line). It follows the record like the future
+        ``submit`` returned: ``result()``, ``terminate()``, ``release()``, ``hold()``,
+        ``stdout()``, ``info()``. Raises :class:`UnknownJob` if there is no such record and
+        :class:`BackendError` if it belongs to another backend or host than this executor
+        (open one with that ``backend`` and ``host``)."""
+        self._check_open()
+        rec = self._core.store.get(key)
+        if rec is None:
+            raise UnknownJob(f"no job record {key!r} in {self._core.store.path}: "
+                             f"`hpcexec jobs` lists the records")
+        if (rec.backend, rec.host) != (self._core.backend.name, self._core.host):
+            raise BackendError(f"job {key} belongs to backend {rec.backend!r} on {rec.host}, "
+                               f"this executor to {self._core.backend.name!r} on "
+                               f"{self._core.host}: open an Executor with "
+                               f"backend={rec.backend!r} (and host=) to follow it")
+        future = JobFuture(self._core, key)  # of a chunk job: its first call's value
+        self._core._watch_futures(key, [future])  # before the look, so no change slips by
+        self._core.monitor.start()
+        self._core.records_changed([self._core.store.get(key) or rec])
+        return future
+
+    def refresh(self) -> bool:
+        """Bring this executor's unfinished records up to date with one status pass (one
+        batched scheduler query; on the local backend it also starts queued jobs that now
+        fit). For tools that read records without waiting on futures; while futures wait,
+        the monitor does this by itself. True if any record changed."""
+        if self._core.watching():
+            self._core.monitor.wake()
+            return False
+        return self._core.driver_poll()
 
 
 def wait(fs: Iterable[concurrent.futures.Future], timeout: float | None = None,
