@@ -115,5 +115,15 @@ class JobFuture(concurrent.futures.Future):
         return self._core.resume(self.key)
 
     def release(self) -> bool:
-        """Let a job submitted with ``hold=True`` start."""
+        """Let a held job (submitted with ``hold=True``, or held by :meth:`hold`) start."""
         return self._core.release(self.key)
+
+    def hold(self) -> bool:
+        """Keep a job that has not started from starting until :meth:`release` (the
+        scheduler's hold: ``scontrol hold``, ``qhold``, ``bstop``; on the local backend it
+        stays queued). False if it has started or ended."""
+        if self.done():
+            return False
+        ok = self._core.queue.hold(self.key)
+        self._core.monitor.wake()
+        return ok

@@ -272,6 +272,16 @@ class LocalQueue:
             tx.update(key, state=becomes)
             return True
 
+    def hold(self, key: str) -> bool:
+        """Keep a queued job from starting until :meth:`release`. False if it has started."""
+        with self.store.write() as tx:
+            rec = tx.get(key)
+            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+                return False
+            if rec.state is JobState.PENDING:
+                tx.update(key, state=JobState.HELD)
+            return True
+
     def release(self, key: str) -> bool:
         with self.store.write() as tx:
             rec = tx.get(key)

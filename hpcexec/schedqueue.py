@@ -505,6 +505,33 @@ class SchedulerQueue:
             tx.update(key, reason=TERMINATED_REASON)
         return self._run(self.backend.cancel_argv([rec.job_id])).ok
 
+    def hold(self, key: str) -> bool:
+        """Keep a job that has not started from starting (the scheduler's hold) until
+        :meth:`release`. False if it has started, or is being submitted at this moment."""
+        with self.store.write() as tx:
+            rec = tx.get(key)
+            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+                return False
+            if rec.state is JobState.HELD:
+                return True
+            if rec.resources.get("array_dir"):
+                raise BackendError(
+                    f"job {key} is an element of an array whose elements run each other's "
+                    f"tasks, so holding its element would not stop it; cancel it instead, "
+                    f"or submit with reuse_slots=False to hold elements one by one")
+            if rec.job_id is None and not (rec.reason or "").startswith(SUBMITTING):
+                tx.update(key, state=JobState.HELD)  # it is submitted held when its turn comes
+                return True
+        if rec.job_id is None:
+            return False
+        r = self._run(self.backend.hold_argv([rec.job_id]))
+        if not r.ok:
+            log.warning("%s", (r.stderr or r.stdout).strip())
+            return False
+        with self.store.write() as tx:
+            tx.update(key, state=JobState.HELD)
+        return True
+
     def release(self, key: str) -> bool:
         rec = self.store.get(key)
         if rec is None or rec.state is not JobState.HELD:
