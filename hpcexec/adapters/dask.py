@@ -39,6 +39,7 @@ try:
     from distributed.core import Status
     from distributed.deploy.spec import ProcessInterface, SpecCluster
     from distributed.deploy.utils import nprocesses_nthreads
+    from distributed.diagnostics.plugin import SchedulerPlugin
     from distributed.scheduler import Scheduler
     from distributed.utils import Log
 except ImportError as e:  # pragma: no cover - depends on the environment
@@ -73,6 +74,7 @@ REFUSED = {
 MAX_QUICK_FAILURES = 3  # worker jobs failing in a row, soon after start, before replacing stops
 QUICK = 60.0  # seconds: a worker job failing sooner counts as failing to start
 TERMINATE_AGAIN = 5.0  # seconds after which a worker job still running is terminated again
+REFRESH_AFTER_LEAVING = (0.2, 0.8, 1.0, 2.0, 4.0)  # pauses between looks at the jobs
 REPLACE_GRACE = 2.0  # seconds between a worker job's end and the decision to replace it
 
 
@@ -251,6 +253,31 @@ class HPCJob(ProcessInterface):
         return f"--- stdout ---\n{self.future.stdout()}--- stderr ---\n{self.future.stderr()}"
 
 
+class _WorkerLeft(SchedulerPlugin):
+    """Has the executor look at its jobs at once when a worker leaves the scheduler, so a
+    worker job that ended (cancelled, killed) is seen now, not at the next poll, which backs
+    off to tens of seconds while nothing changes."""
+
+    name = "hpcexec-worker-left"
+
+    def __init__(self, executor: hpcexec.Executor) -> None:
+        self.executor = executor
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        threading.Thread(target=self._refresh, name="hpcexec-refresh", daemon=True).start()
+
+    def _refresh(self) -> None:
+        # The worker's connection closes before the scheduler records the job's end: look
+        # a few times over the next seconds.
+        for delay in REFRESH_AFTER_LEAVING:
+            time.sleep(delay)
+            try:
+                self.executor.refresh()
+            except Exception:  # a closed executor, a failing command: the poll comes later
+                log.debug("refresh after a worker left failed", exc_info=True)
+                return
+
+
 def _config(config_name: str, key: str, default: Any = None) -> Any:
     return dask.config.get(f"jobqueue.{config_name}.{key}", default)
 
@@ -307,7 +334,8 @@ class HPCCluster(SpecCluster):
     """A Dask cluster whose workers are hpcexec jobs.
 
     Args:
-        backend: the Executor's backend (``"local"``, ``"slurm"``, ``"sge"``, ...).
+        backend: the Executor's backend (``"local"``, ``"slurm"``, ``"sge"``, ...; default:
+            the profile's, else local).
         executor: an :class:`hpcexec.Executor` to submit through instead of a new one.
         cache_dir, poll_interval: for the new Executor.
         cores, memory, processes, walltime, queue, account, job_cpu, job_mem,
@@ -324,8 +352,9 @@ class HPCCluster(SpecCluster):
     ``maximum_jobs`` too. ``get_logs()`` includes every worker job's stdout and stderr.
     """
 
-    def __init__(self, backend: str = "local", *, executor: hpcexec.Executor | None = None,
-                 cache_dir: str = ".hpcexec", poll_interval: float | None = None,
+    def __init__(self, backend: str | None = None, *,
+                 executor: hpcexec.Executor | None = None, cache_dir: str | None = None,
+                 poll_interval: float | None = None,
                  n_workers: int = 0, cores: int | None = None, memory: str | int | None = None,
                  processes: int | None = None, walltime: Any = None, queue: str | None = None,
                  account: str | None = None, job_cpu: int | None = None,
@@ -346,7 +375,8 @@ class HPCCluster(SpecCluster):
             executor = hpcexec.Executor(backend, cache_dir=cache_dir, poll_interval=poll_interval)
         try:
             spec, meta = from_jobqueue_keywords(
-                config_name or CONFIG_NAMES.get(backend, backend), resources, cores=cores,
+                config_name or CONFIG_NAMES.get(backend or "local", backend), resources,
+                cores=cores,
                 memory=memory, processes=processes, walltime=walltime, queue=queue,
                 account=account, job_cpu=job_cpu, job_mem=job_mem,
                 job_extra_directives=job_extra_directives,
@@ -364,13 +394,15 @@ class HPCCluster(SpecCluster):
         self.spec = spec
         self.job_name = meta["job_name"]
         self._owned_executor = owned
-        self._backend_name = backend if owned else "the executor's backend"
+        self._backend_name = (backend or "the profile's backend") if owned else \
+            "the executor's backend"
         self._history: list[HPCJob] = []
         self._quick_failures = 0
-        scheduler = {"cls": Scheduler, "options": {
-            "dashboard_address": ":8787", "protocol": protocol,
-            **({"interface": spec.interface} if spec.interface else {}),
-            **meta["scheduler_options"]}}
+        options = {"dashboard_address": ":8787", "protocol": protocol,
+                   **({"interface": spec.interface} if spec.interface else {}),
+                   **meta["scheduler_options"]}
+        options["plugins"] = [*options.get("plugins", ()), _WorkerLeft(self.executor)]
+        scheduler = {"cls": Scheduler, "options": options}
         worker: dict[str, Any] = {"cls": HPCJob, "options": {
             "executor": self.executor, "spec": spec, "job_name": self.job_name,
             "log_directory": meta["log_directory"],

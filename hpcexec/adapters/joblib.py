@@ -15,6 +15,7 @@ A job carries several of joblib's batches when they are short: the first batch o
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -52,7 +53,12 @@ MAX_TASKS_PER_JOB = 100_000
 MAX_PULLS = 1000  # batches asked of joblib at once
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-_EXECUTOR_ARGS = ("cache_dir", "host", "python", "poll_interval", "coalesce", "calls_per_second")
+
+
+def _executor_args() -> set[str]:
+    """The keyword arguments that configure a new Executor (not resources or job options)."""
+    params = inspect.signature(hpcexec.Executor.__init__).parameters
+    return {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
 
 
 def _check_joblib_version() -> None:
@@ -410,10 +416,10 @@ class HpcexecBackend(ParallelBackendBase):
         if "backend" in resources:  # direct construction may use the Executor's own name
             scheduler = scheduler or resources.pop("backend")
         if executor is None:
-            executor = hpcexec.Executor(scheduler or "local", **resources)
+            executor = hpcexec.Executor(scheduler, **resources)  # None: the profile's, or local
             self._finalizer = weakref.finalize(self, executor.shutdown, wait=False)
         else:
-            wrong = [k for k in resources if k in _EXECUTOR_ARGS] + (["scheduler"] if scheduler
+            wrong = [k for k in resources if k in _executor_args()] + (["scheduler"] if scheduler
                                                                        else [])
             if wrong:
                 raise ResourceError(

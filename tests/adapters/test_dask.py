@@ -176,3 +176,24 @@ def test_dask_jobqueue_config_fills_keywords_not_given(ex):
         assert cluster.executor.resources.time == 1200
         assert cluster.job_name == "from-config"
         assert "echo configured" in cluster.job_script()
+
+
+@pytest.mark.slurm
+def test_a_worker_leaving_has_its_job_looked_at_at_once(slurm_cluster, cache):
+    # Polls 30 s apart: the cancelled job's end is seen because its worker left the scheduler,
+    # not because a poll came (nor SpecCluster's 15 s lost-worker timeout).
+    import hpcexec
+
+    ex = hpcexec.Executor("slurm", cache_dir=cache, poll_interval=30, time="0:10:00")
+    try:
+        with make_cluster(ex) as cluster, Client(cluster) as client:
+            cluster.scale(1)
+            client.wait_for_workers(1, timeout=TIMEOUT)
+            (job,) = cluster.workers.values()
+            end_from_outside(job)
+            wait_until(lambda: job.future.done(), 10, "the cancelled job seen ended")
+            assert job.state is JobState.CANCELLED
+    finally:
+        for f in ex._core.all_futures():
+            f.terminate()
+        ex.shutdown(wait=False)
