@@ -210,7 +210,9 @@ class HPCJob(ProcessInterface):
 
     def _options(self) -> dict[str, Any]:
         key = f"dask-{uuid.uuid4().hex}"
-        options: dict[str, Any] = {"key": key, "name": self.job_name}
+        # Each worker gets its own array element: a long-lived worker must never be run by
+        # another worker's element at the end of that one's walltime.
+        options: dict[str, Any] = {"key": key, "name": self.job_name, "reuse_slots": False}
         if self.log_directory:
             base = Path(self.log_directory).absolute() / f"{self.job_name}-{self.name}-{key[5:13]}"
             options.update(stdout=f"{base}.out", stderr=f"{base}.err")
