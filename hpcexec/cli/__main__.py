@@ -1,0 +1,4 @@
+"""``python -m hpcexec.cli``: the ``hpcexec`` command."""
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,414 @@
+"""The subcommands. Each takes the parsed arguments and a :class:`Context`, prints through
+``ctx.out`` and returns the exit status."""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BackendError, HpcexecError, SubmitError
+from ..executor import BACKENDS, detect_backend, wait as wait_futures
+from ..backends import SCHEDULERS
+from ..remote import SSHOptions, open_ssh
+from ..states import JobState
+from ..store import JobRecord
+from .context import Context, UsageError, one_line
+from .output import note, pairs, record_dict, short_key, state_text, table, when
+
+#: submit's resource options, in the order --help lists them
+SUBMIT_RESOURCES = ("time", "mem", "threads", "nodes", "ppn", "queue", "account", "gpus",
+                    "name", "native", "workdir", "stdout", "stderr")
+SUBMIT_WAIT = 60.0  # seconds submit waits for the scheduler's job id
+LOCAL_START_WAIT = 2.0  # seconds submit waits for a local job to start
+CANCEL_WAIT = 20.0  # seconds cancel waits for the jobs to end
+FOLLOW_INTERVAL = 0.5
+EXIT_NOT_COMPLETED = 3  # wait: some job ended otherwise than completed
+EXIT_TIMEOUT = 124  # wait: --timeout passed first (as timeout(1))
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 86400, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+# -- submit ------------------------------------------------------------------------------
+def shell_body(words: list[str]) -> str:
+    """One word is a shell body as written; several are quoted into one command."""
+    if not words:
+        raise UsageError("submit needs a command after --, e.g. "
+                         "`hpcexec submit --time 1:00:00 -- ./run.sh input.dat`")
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise UsageError(f"--env takes NAME=VALUE, not {item!r}")
+        env[name] = value
+    return env
+
+
+def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
+    body = shell_body(args.command)
+    wanted: dict[str, Any] = {k: getattr(args, k) for k in SUBMIT_RESOURCES
+                              if getattr(args, k) is not None}
+    if args.env:
+        wanted["env"] = parse_env(args.env)
+    for flag in ("force", "hold"):
+        if getattr(args, flag):
+            wanted[flag] = True
+    if args.key:
+        wanted["key"] = args.key
+    ex = ctx.executor()
+    t0 = time.time()
+    future = ex.options(**wanted).submit_shell(body, check=False)
+    ctx.follow(ex, future)
+    rec = _wait_for_id(ctx, future.key)
+    if rec.state is JobState.FAILED and not rec.job_id and (rec.submitted or 0) >= t0:
+        raise SubmitError(f"the job was not submitted: {rec.reason or 'no reason given'}")
+    ctx.out.jobs([rec], full_key=True)
+    if (rec.submitted or t0) < t0:  # the record was there before this command
+        note(f"this command ran before: the job is in the cache ({rec.state.value}); "
+             f"--force runs it again")
+    elif rec.state is JobState.PENDING and rec.backend == "local" and not rec.job_id:
+        note("queued until cores are free; it starts while a client of this cache runs "
+             f"(e.g. `hpcexec wait {short_key(rec.key)}`)")
+    return 0
+
+
+def _wait_for_id(ctx: Context, key: str) -> JobRecord:
+    """The record once the scheduler gave it an id (or it started locally, or ended)."""
+    store = ctx.store()
+    assert store is not None
+    start = time.monotonic()
+    while True:
+        rec = store.get(key)
+        assert rec is not None
+        waited = time.monotonic() - start
+        if rec.job_id or rec.state.finished:
+            return rec
+        if rec.backend == "local" and (rec.state is JobState.HELD or waited > LOCAL_START_WAIT):
+            return rec
+        if waited > SUBMIT_WAIT:
+            note(f"no job id from {rec.backend} after {SUBMIT_WAIT:.0f} s; "
+                 f"`hpcexec show {short_key(key)}` tells what happened")
+            return rec
+        time.sleep(0.05)
+
+
+# -- listing -----------------------------------------------------------------------------
+def parse_states(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [s.strip() for v in values for s in v.split(",") if s.strip()]
+
+
+def _select(ctx: Context, states: list[str] | None, match: str | None,
+            backend: str | None = None, host: str | None = None) -> list[JobRecord]:
+    store = ctx.store()
+    if store is None:
+        return []
+    try:
+        return store.select(states, match, backend=backend, host=host)
+    except ValueError as e:  # an unknown state or a bad regular expression
+        raise UsageError(str(e)) from None
+
+
+def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
+    backend, host = args.backend, args.host  # given on the command line: filters
+    if backend is not None and backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    states = parse_states(args.state)
+    if ctx.store() is None:
+        ctx.out.jobs([], empty=f"no jobs: no job cache at {ctx.cache_dir}")
+        return 0
+    if not args.no_refresh:
+        ctx.refresh(_select(ctx, ["active"], None, backend, host))
+    ctx.out.jobs(_select(ctx, states, args.match, backend, host))
+    return 0
+
+
+def _output_path(rec: JobRecord, stream: str) -> str:
+    path = rec.resources.get(stream)
+    if not path:
+        return os.path.join(rec.jobdir, stream)
+    return os.path.join(rec.resources.get("workdir") or rec.jobdir, path)
+
+
+def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    rec = ctx.find(args.key)
+    ctx.refresh([rec])
+    store = ctx.store()
+    assert store is not None
+    rec = store.get(rec.key) or rec
+    info = None
+    try:
+        info = ctx.attach(rec).info()
+    except (HpcexecError, OSError) as e:  # out of reach: the record still tells
+        note(f"usage and accounting not available: {one_line(e)}")
+    data = record_dict(rec)
+    data["stdout_path"] = _output_path(rec, "stdout")
+    data["stderr_path"] = _output_path(rec, "stderr")
+    data["info"] = None if info is None else {**vars(info), "state": info.state.value}
+    res = " ".join(f"{k}={v}" for k, v in rec.resources.items()
+                   if k not in ("workdir", "python", "array_dir"))
+    rows: list[tuple[str, Any]] = [
+        ("key", rec.key), ("name", rec.name), ("state", state_text(rec)),
+        ("reason", rec.reason), ("backend", rec.backend), ("host", rec.host),
+        ("job id", rec.job_id), ("kind", rec.kind),
+        ("submitted", when(rec.submitted)), ("started", when(rec.started)),
+        ("finished", when(rec.finished)),
+    ]
+    if info is not None:
+        rows += [("wallclock", _secs(info.wallclock)), ("cpu time", _secs(info.cpu_seconds)),
+                 ("max rss", f"{info.max_rss_mb:.1f} MB" if info.max_rss_mb else None),
+                 ("nodes", info.nodelist)]
+    rows += [("resources", res or None), ("workdir", rec.resources.get("workdir")),
+             ("after", ", ".join(short_key(d) for d in rec.deps) or None),
+             ("job dir", rec.jobdir), ("stdout", data["stdout_path"]),
+             ("stderr", data["stderr_path"])]
+    rows += [(k, v) for k, v in (("comment", rec.comment), ("user state", rec.user_state),
+                                 ("tags", ", ".join(rec.tags))) if v]
+    ctx.out.emit(data, pairs(rows))
+    return 0
+
+
+def _secs(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f} s"
+
+
+def cmd_logs(args: argparse.Namespace, ctx: Context) -> int:
+    if args.follow and ctx.out.as_json:
+        raise UsageError("--follow prints the output as it grows; leave out --json")
+    rec = ctx.find(args.key)
+    stream = "stderr" if args.stderr else "stdout"
+    future = ctx.attach(rec)
+    read: Callable[[], str] = getattr(future, stream)
+    if not args.follow:
+        text = read()
+        if ctx.out.as_json:
+            ctx.out.emit({"key": rec.key, "stream": stream, "text": text}, None)
+        else:
+            sys.stdout.write(text)
+        return 0
+    shown = ""
+    while True:
+        done = future.done()
+        text = read()
+        if not text.startswith(shown):  # rewritten (a new run): show it all again
+            shown = ""
+        sys.stdout.write(text[len(shown):])
+        sys.stdout.flush()
+        shown = text
+        if done:
+            return 0
+        concurrent.futures.wait([future], timeout=FOLLOW_INTERVAL)
+
+
+# -- control -----------------------------------------------------------------------------
+def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
+    records = ctx.records(args.keys)
+    futures = [ctx.attach(rec) for rec in records]
+    _, not_done = wait_futures(futures, timeout=args.timeout, progress=args.progress)
+    store = ctx.store()
+    assert store is not None
+    latest = store.get_many(r.key for r in records)
+    final = [latest.get(r.key, r) for r in records]
+    ctx.out.jobs(final)
+    if not_done:
+        note(f"{len(not_done)} of {len(records)} job(s) still unfinished after "
+             f"{args.timeout} s")
+        return EXIT_TIMEOUT
+    bad = [r for r in final if r.state is not JobState.COMPLETED]
+    if bad:
+        note(f"{len(bad)} of {len(records)} job(s) did not complete: "
+             f"`hpcexec show KEY` and `hpcexec logs --stderr KEY` tell why")
+        return EXIT_NOT_COMPLETED
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
+    records = ctx.records(args.keys)
+    ending, failed = [], []
+    for rec in records:
+        if rec.state.finished:
+            continue
+        future = ctx.attach(rec)
+        if future.terminate():
+            ending.append(future)
+        elif not future.done():
+            failed.append(rec)
+    if ending and not args.no_wait:
+        concurrent.futures.wait(ending, timeout=CANCEL_WAIT)
+    store = ctx.store()
+    assert store is not None
+    latest = store.get_many(r.key for r in records)
+    ctx.out.jobs([latest.get(r.key, r) for r in records])
+    if failed:
+        raise BackendError(f"could not cancel {', '.join(short_key(r.key) for r in failed)}: "
+                           f"run with --debug to see the scheduler's answer")
+    return 0
+
+
+def _hold_or_release(args: argparse.Namespace, ctx: Context, hold: bool) -> int:
+    records = ctx.records(args.keys)
+    refused = []
+    for rec in records:
+        future = ctx.attach(rec)
+        if not (future.hold() if hold else future.release()):
+            refused.append(ctx.store().get(rec.key) or rec)  # type: ignore[union-attr]
+    store = ctx.store()
+    assert store is not None
+    latest = store.get_many(r.key for r in records)
+    ctx.out.jobs([latest.get(r.key, r) for r in records])
+    if refused:
+        what = ", ".join(f"{short_key(r.key)} is {r.state.value}" for r in refused)
+        if hold:
+            raise BackendError(f"cannot hold {what}: only a job that has not started can "
+                               f"be held")
+        raise BackendError(f"cannot release {what}: only a held job can be released")
+    return 0
+
+
+def cmd_hold(args: argparse.Namespace, ctx: Context) -> int:
+    return _hold_or_release(args, ctx, hold=True)
+
+
+def cmd_release(args: argparse.Namespace, ctx: Context) -> int:
+    return _hold_or_release(args, ctx, hold=False)
+
+
+# -- the cache ---------------------------------------------------------------------------
+def parse_duration(text: str) -> float:
+    """Seconds from ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is days)."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise UsageError(f"--older-than takes a number and a unit s, m, h, d or w "
+                         f"(e.g. 7d or 12h), not {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def cmd_clean(args: argparse.Namespace, ctx: Context) -> int:
+    states = parse_states(args.state)
+    if not args.finished and not states:
+        raise UsageError("clean removes finished jobs: give --finished, or --state with "
+                         "finished states (completed, failed, cancelled, timeout, lost)")
+    states = states or ["finished"]
+    records = _select(ctx, states, args.match)
+    active = [r for r in records if not r.state.finished]
+    if active:
+        raise UsageError(f"clean removes finished jobs only; {len(active)} selected job(s) "
+                         f"are {active[0].state.value}: `hpcexec cancel` them first")
+    if args.older_than:
+        limit = time.time() - parse_duration(args.older_than)
+        records = [r for r in records if (r.finished or r.modified) < limit]
+    needed = {d for r in _select(ctx, ["active"], None) for d in r.deps}
+    kept = [r for r in records if r.key in needed]
+    records = [r for r in records if r.key not in needed]
+    files_elsewhere = [r for r in records if r.host != ctx.here]
+    if not args.dry_run and records:
+        store = ctx.store()
+        assert store is not None
+        store.delete(r.key for r in records)
+        jobs_dir = ctx.cache_dir / "jobs"
+        for r in records:
+            path = Path(r.jobdir)
+            if r.host == ctx.here and path.parent == jobs_dir and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+    verb = "would remove" if args.dry_run else "removed"
+    text = f"{verb} {len(records)} finished job(s)"
+    if files_elsewhere:
+        text += (f"; the files of {len(files_elsewhere)} on other hosts stay there "
+                 f"(under their remote_dir)")
+    if kept:
+        text += f"; kept {len(kept)} that unfinished jobs depend on"
+    ctx.out.emit({"removed": [r.key for r in records], "dry_run": args.dry_run,
+                  "kept": [r.key for r in kept],
+                  "files_on_other_hosts": [r.key for r in files_elsewhere]}, text)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace, ctx: Context) -> int:
+    host = ctx.settings["host"]
+    if not host:
+        raise UsageError("merge needs --host H: the host the other cache's jobs ran on "
+                         "(e.g. `hpcexec merge other/.hpcexec --host cluster-a`)")
+    store = ctx.store(create=True)
+    assert store is not None
+    taken, kept = store.merge(args.path, host)
+    ctx.out.emit({"source": str(args.path), "host": host, "taken": taken, "kept": kept},
+                 f"merged {taken} record(s) from {args.path} as jobs on {host}; kept {kept} "
+                 f"of ours that were as new or newer")
+    return 0
+
+
+# -- the machine and the settings ---------------------------------------------------------
+def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
+    s = ctx.settings
+    host = s["host"]
+    transport = None
+    if host:
+        transport = open_ssh(host, SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"],
+                                              s["trust_on_first_use"]))
+        which: Callable[[str], str | None] = transport.which
+    else:
+        which = shutil.which
+    try:
+        found = {c: which(c) for cls in SCHEDULERS.values() for c in cls.commands}
+    finally:
+        if transport is not None:
+            transport.close()
+    auto = detect_backend(found.get)
+    rows, data = [["local", "-", "yes (always)"]], [{"backend": "local", "commands": {},
+                                                     "available": True}]
+    for name, cls in SCHEDULERS.items():
+        cmds = {c: found[c] for c in cls.commands}
+        missing = [c for c, p in cmds.items() if not p]
+        rows.append([name, " ".join(cls.commands),
+                     "yes" if not missing else f"no ({', '.join(missing)} not on PATH)"])
+        data.append({"backend": name, "commands": cmds, "available": not missing})
+    where = host or ctx.here
+    text = (f"on {where}:\n" + table(["BACKEND", "COMMANDS", "FOUND"], rows)
+            + f"\n\nbackend 'auto' would use: {auto}")
+    ctx.out.emit({"host": where, "backends": data, "auto": auto}, text)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, ctx: Context) -> int:
+    s = ctx.settings
+    files = s.files
+    rows = [[k, _show(v.value), v.source] for k, v in s.values.items()]
+    rows += [[f"resources.{k}", _show(v.value), v.source] for k, v in s.resources.items()]
+    head = [("profile", f"{s.profile} (from {s.profile_source})" if s.profile else
+             "none (--profile, HPCEXEC_PROFILE or default_profile select one)")]
+    for path in files.searched:
+        head.append(("file", f"{path}" + ("" if path in files.found else " (not found)")))
+    for name, prof in sorted(files.profiles.items()):
+        head.append(("profile " + name, f"{prof.description or ''} ({prof.path})".strip()))
+    text = pairs(head) + "\n\n" + table(["SETTING", "VALUE", "FROM"], rows)
+    data = {"profile": s.profile, "profile_from": s.profile_source,
+            "files": [{"path": str(p), "found": p in files.found} for p in files.searched],
+            "profiles": {n: {"path": str(p.path), "description": p.description}
+                         for n, p in sorted(files.profiles.items())},
+            "settings": {k: {"value": v.value, "from": v.source} for k, v in s.values.items()},
+            "resources": {k: {"value": v.value, "from": v.source}
+                          for k, v in s.resources.items()}}
+    ctx.out.emit(data, text)
+    return 0
+
+
+def _show(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Context], int]] = {
+    "submit": cmd_submit, "jobs": cmd_jobs, "show": cmd_show, "logs": cmd_logs,
+    "wait": cmd_wait, "cancel": cmd_cancel, "hold": cmd_hold, "release": cmd_release,
+    "clean": cmd_clean, "merge": cmd_merge, "backends": cmd_backends, "config": cmd_config,
+}

@@ -1,0 +1,160 @@
+"""The command line's grammar: global options (accepted before or after the subcommand)
+and one subparser per command."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from .. import __version__
+
+GLOBAL_OPTIONS = ("cache_dir", "profile", "backend", "host", "json", "debug")
+EXAMPLES = """\
+examples:
+  hpcexec submit --time 1:00:00 --mem 4GB -- ./run.sh input.dat
+  hpcexec jobs --state failed --match 'sweep-.*' --json
+  hpcexec logs --follow KEY          hpcexec wait --progress KEY...
+  hpcexec cancel KEY...              hpcexec clean --finished --older-than 7d
+  hpcexec merge other-machine/.hpcexec --host cluster-a
+  hpcexec --profile cluster-a config
+
+A KEY is a record key, a unique prefix of one, or a scheduler job id.
+Exit status: 0 done, 1 error, 2 bad command line, 3 `wait`: a job did not complete,
+124 `wait --timeout` passed first.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """Errors in one line that says where to look, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"hpcexec: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """``suppress``: set nothing unless given, so the options may stand before or after
+    the subcommand without the subparser's defaults overwriting the first."""
+    d = {"default": argparse.SUPPRESS} if suppress else {}
+    g = parser.add_argument_group("global options")
+    g.add_argument("--cache-dir", metavar="DIR", **d,
+                   help="the job cache (default: $HPCEXEC_CACHE_DIR, the profile's, .hpcexec)")
+    g.add_argument("--profile", metavar="NAME", **d,
+                   help="a profile from hpcexec.toml or ~/.config/hpcexec/config.toml "
+                        "(default: $HPCEXEC_PROFILE, the files' default_profile)")
+    g.add_argument("--backend", metavar="NAME", **d,
+                   help="local, slurm, sge, pbspro, torque, lsf or auto (for jobs: a filter)")
+    g.add_argument("--host", metavar="HOST", **d,
+                   help="jobs on this host over SSH (for jobs: a filter; for merge: the "
+                        "host the merged jobs ran on)")
+    g.add_argument("--json", action="store_true", **d, help="print JSON")
+    g.add_argument("--debug", action="store_true", **d,
+                   help="log what happens, and show tracebacks")
+
+
+def build_parser() -> Parser:
+    top = Parser(prog="hpcexec", description="Submit, follow and control hpcexec jobs and "
+                 "their cache.", epilog=EXAMPLES,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"hpcexec {__version__}")
+    _global_options(top, suppress=False)
+    sub = top.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=Parser)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _global_options(p, suppress=True)
+        return p
+
+    p = command("submit", "run a shell command as a job; prints its key and job id")
+    r = p.add_argument_group("resources")
+    r.add_argument("--time", help="walltime: MM, HH:MM:SS, D-HH:MM, ...")
+    r.add_argument("--mem", help="memory per node: 4GB, 500M, ...")
+    r.add_argument("--threads", help="threads (cores) per process")
+    r.add_argument("--nodes", help="nodes")
+    r.add_argument("--ppn", help="processes per node")
+    r.add_argument("--queue", help="queue or partition")
+    r.add_argument("--account", help="account (project) to charge")
+    r.add_argument("--gpus", help="GPUs per node")
+    r.add_argument("--name", help="job name")
+    r.add_argument("--native", action="append", metavar="DIRECTIVE",
+                   help="a raw scheduler directive (repeatable), e.g. --native=--exclusive")
+    r.add_argument("--env", action="append", metavar="NAME=VALUE",
+                   help="an environment variable for the job (repeatable)")
+    r.add_argument("--workdir", help="directory the job runs in (default: this one)")
+    r.add_argument("--stdout", help="file for the job's standard output")
+    r.add_argument("--stderr", help="file for the job's standard error")
+    o = p.add_argument_group("job options")
+    o.add_argument("--key", help="name the record yourself (default: a hash of the command "
+                                 "and resources)")
+    o.add_argument("--force", action="store_true", help="run it even if the cache has it")
+    o.add_argument("--hold", action="store_true", help="submit it held (`hpcexec release`)")
+    p.add_argument("command", nargs="*", metavar="-- COMMAND",
+                   help="the shell command; one word is a shell body as written")
+
+    p = command("jobs", "list jobs: key, name, host, backend, id, state, age")
+    p.add_argument("--state", action="append", metavar="STATE",
+                   help="pending, held, running, suspended, completed, failed, cancelled, "
+                        "timeout, lost, active or finished (repeatable, or comma-separated)")
+    p.add_argument("--match", metavar="REGEX", help="a regular expression searched in key, "
+                   "name, job id, host, backend, state, comment, tags")
+    p.add_argument("--no-refresh", action="store_true",
+                   help="show the records as stored, without asking the scheduler")
+
+    p = command("show", "everything about one job: record, usage, accounting, files")
+    p.add_argument("key", metavar="KEY")
+
+    p = command("logs", "print a job's output")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--stderr", action="store_true", help="standard error instead of output")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing as the output grows, until the job ends")
+
+    p = command("wait", "wait until jobs end; exit 0 if all completed")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+    p.add_argument("--progress", action="store_true", help="a progress bar on stderr")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long")
+
+    p = command("cancel", "cancel jobs that wait, end jobs that run")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for them to end")
+
+    p = command("hold", "keep jobs that have not started from starting")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+
+    p = command("release", "let held jobs start")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+
+    p = command("clean", "remove finished jobs' records and files from the cache")
+    p.add_argument("--finished", action="store_true", help="every finished job")
+    p.add_argument("--state", action="append", metavar="STATE",
+                   help="only these finished states (repeatable, or comma-separated)")
+    p.add_argument("--match", metavar="REGEX", help="only jobs matching this")
+    p.add_argument("--older-than", metavar="AGE", help="only jobs that ended longer ago "
+                                                       "than this: 30m, 12h, 7d, 2w")
+    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+
+    p = command("merge", "bring in the records of another cache (with --host)")
+    p.add_argument("path", metavar="PATH", help="the other cache directory or its jobs.sqlite")
+
+    command("backends", "which schedulers are found here, and which 'auto' would use")
+    command("config", "the effective settings and where each came from")
+    return top
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line; for ``submit``, everything after the first ``--`` is the
+    command (so its options are never taken for hpcexec's)."""
+    parser = build_parser()
+    head, tail = argv, []
+    if "--" in argv:
+        i = argv.index("--")
+        head, tail = argv[:i], argv[i + 1:]
+    args = parser.parse_args(head)
+    if args.cmd == "submit":
+        args.command = [*args.command, *tail]
+    elif tail:
+        args = parser.parse_args(argv)
+    for name in GLOBAL_OPTIONS:
+        if not hasattr(args, name):
+            setattr(args, name, False if name in ("json", "debug") else None)
+    return args

@@ -1,0 +1,102 @@
+"""The hpcexec command against the live SLURM, here and through the loopback sshd."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sshtest import DEST, KEY, KNOWN
+
+
+def squeue_reason(job_id: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True,
+                         text=True).stdout
+    return out.strip()
+
+
+@pytest.fixture
+def slurm(slurm_cluster, cli):
+    """hpcexec with --backend slurm."""
+    def run(*args, **kw):
+        return cli("--backend", "slurm", *args, **kw)
+    run.json = lambda *a, **kw: cli.json("--backend", "slurm", *a, **kw)
+    run.error = lambda *a, **kw: cli.error("--backend", "slurm", *a, **kw)
+    return run
+
+
+@pytest.mark.slurm
+def test_slurm_submit_wait_logs_show(slurm):
+    job = slurm.json("submit", "--time", "0:05:00", "--mem", "100M", "--name", "cli-slurm",
+                     "--", 'echo "job $SLURM_JOB_ID on $HPCEXEC_NODELIST"')[0]
+    assert job["backend"] == "slurm" and job["job_id"].isdigit()
+    script = (Path(job["jobdir"]) / "submit.sh").read_text()
+    assert "#SBATCH --time=00:05:00" in script and "#SBATCH --job-name=cli-slurm" in script
+    assert "#SBATCH --mem=100M" in script
+    done = slurm.json("wait", job["job_id"])  # the scheduler's id names the job too
+    assert [(j["state"], j["exit_code"]) for j in done] == [("completed", 0)]
+    assert slurm("logs", job["key"]).out.startswith(f"job {job['job_id']} on ")
+    shown = slurm.json("show", job["key"][:10])
+    assert shown["info"]["exit_code"] == 0 and shown["info"]["nodelist"]
+    listed = slurm.json("jobs", "--state", "completed")  # --backend slurm: a filter here
+    assert [j["key"] for j in listed] == [job["key"]]
+    assert slurm.json("jobs", "--backend", "local") == []
+
+
+@pytest.mark.slurm
+def test_slurm_refusal_and_failure(slurm):
+    line = slurm.error("submit", "--queue", "nosuch", "--", "true")
+    assert "the job was not submitted: slurm refused the job" in line
+    assert "invalid partition" in line
+    bad = slurm.json("submit", "--time", "0:05:00", "--", "exit 4")[0]
+    r = slurm("--json", "wait", bad["key"], ok=False)
+    assert r.code == 3 and r.json()[0]["state"] == "failed" and r.json()[0]["exit_code"] == 4
+
+
+@pytest.mark.slurm
+def test_slurm_hold_release_cancel_by_key(slurm):
+    job = slurm.json("submit", "--time", "0:05:00", "--native=--begin=now+1hour", "--",
+                     "echo later")[0]
+    assert job["state"] == "pending" and job["job_id"]
+    assert slurm.json("hold", job["key"])[0]["state"] == "held"
+    assert "JobHeld" in squeue_reason(job["job_id"])
+    assert slurm.json("release", job["job_id"])[0]["state"] == "pending"
+    assert "JobHeld" not in squeue_reason(job["job_id"])
+    assert slurm.json("cancel", job["key"])[0]["state"] == "cancelled"
+    assert squeue_reason(job["job_id"]) in ("", "CANCELLED None")
+
+
+@pytest.mark.slurm
+def test_slurm_submit_held_then_release(slurm):
+    job = slurm.json("submit", "--hold", "--time", "0:05:00", "--", "echo released")[0]
+    assert job["state"] == "held" and job["job_id"]
+    slurm("release", job["key"])
+    assert slurm.json("wait", job["key"])[0]["state"] == "completed"
+    assert slurm("logs", job["key"]).out == "released\n"
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_remote_slurm_through_a_profile(slurm_cluster, sshd, cli, tmp_path):
+    remote = tmp_path / "remote job files"
+    (cli.cwd / "hpcexec.toml").write_text(f"""\
+[profiles.loop]
+backend = "slurm"
+host = "{DEST}"
+python = "{sys.executable}"
+remote_dir = "{remote}"
+ssh_key = "{KEY}"
+known_hosts = "{KNOWN}"
+[profiles.loop.resources]
+time = "0:05:00"
+""")
+    job = cli.json("--profile", "loop", "submit", "--", "echo remote $SLURM_JOB_ID")[0]
+    assert job["host"] == DEST and job["jobdir"].startswith(str(remote))
+    r = cli("jobs")  # no profile: that host is not asked
+    assert "shown as last seen" in r.err and DEST in r.err
+    assert cli.json("--profile", "loop", "wait", job["key"])[0]["state"] == "completed"
+    # Without --profile, the profile naming the record's host says how to reach it.
+    assert cli("logs", job["key"]).out == f"remote {job['job_id']}\n"
+    data = cli.json("--profile", "loop", "backends")
+    assert data["host"] == DEST and data["auto"] == "slurm"
