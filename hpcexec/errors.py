@@ -35,6 +35,11 @@ class CacheError(HpcexecError):
     """The job cache is unusable: corrupt, unsafe, or of an unknown version."""
 
 
+class IntegrityError(CacheError):
+    """A payload or result file fails its integrity check (planted, altered, or sealed with
+    a key this cache does not hold); it is never unpickled."""
+
+
 class RemoteTraceback(Exception):
     """Carries the text of a traceback raised inside a job; set as ``__cause__``."""
 

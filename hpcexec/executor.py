@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from . import integrity
 from . import payload as pl
 from .backends import SCHEDULERS, Backend, LocalBackend
 from .config import resolve as resolve_settings
@@ -199,6 +200,7 @@ class _Core:
             self.sys_path = _job_sys_path()
         self.jobs_dir = Path(self.files_dir) / "jobs"
         self.transport.make_dir(str(self.jobs_dir))
+        self._install_key()
         if backend == "auto":
             backend = detect_backend(which)
             log.info("backend 'auto' chose %r", backend)
@@ -219,6 +221,16 @@ class _Core:
         self.queue = SchedulerQueue(self.store, self.transport, self.backend, self.files_dir,
                                     window=coalesce, max_window=max(2.0, 10 * coalesce),
                                     calls_per_second=calls_per_second)
+
+    def _install_key(self) -> None:
+        """This cache's key, where the jobs can read it (``<files dir>/secrets/<id>``)."""
+        self.key = integrity.client_key(self.cache_dir)
+        self.keyring = integrity.KeyRing(self.cache_dir, self.key)
+        secrets_dir = posixpath.join(self.files_dir, integrity.SECRETS)
+        path = posixpath.join(secrets_dir, integrity.key_id(self.key))
+        if not self.transport.exists(path):
+            self.transport.make_dir(secrets_dir)  # private (0700), so is the key in it
+            self.transport.write_bytes(path, self.key)
 
     # -- futures -------------------------------------------------------------------------
     def watching(self) -> bool:
@@ -281,8 +293,9 @@ class _Core:
         outcome_error: Exception | None = None
         if rec.kind in ("call", "chunk"):  # read first: a TransportError leaves all as it was
             try:
-                data = self.transport.read_bytes(os.path.join(rec.jobdir, RESULT))
-                outcomes = pl.load_outcomes(data, os.path.join(rec.jobdir, RESULT))
+                where = os.path.join(rec.jobdir, RESULT)
+                data, _ = integrity.unseal(self.transport.read_bytes(where), self.keyring, where)
+                outcomes = pl.load_outcomes(data, where)
             except FileNotFoundError:
                 outcomes = None
             except CacheError as e:
@@ -550,7 +563,8 @@ class _Core:
                             name=j.name, shell_body=j.body, after=after)
         else:
             assert j.file_bytes is not None
-            self.transport.write_bytes(os.path.join(stage, PAYLOAD), j.file_bytes, atomic=False)
+            self.transport.write_bytes(os.path.join(stage, PAYLOAD),
+                                       integrity.seal(self.key, j.file_bytes), atomic=False)
             command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
             script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
                             name=j.name, command=command, after=after)

@@ -7,6 +7,7 @@ only when a payload or result needs it.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -16,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .errors import IntegrityError
+from .integrity import KeyRing, seal, unseal
 from .jobfiles import EXITCODE, PAYLOAD, RESULT, USAGE, write_atomic
 
 OK, ERR = "ok", "err"
@@ -32,10 +35,11 @@ class FutureRef:
         return (FutureRef, (self.jobdir, self.index, self.key))
 
     def value(self) -> Any:
+        path = Path(self.jobdir) / RESULT
         try:
-            with open(f"{self.jobdir}/{RESULT}", "rb") as f:
-                outcome = pickle.loads(pickle.load(f)[self.index])
-        except (OSError, IndexError, pickle.UnpicklingError) as e:
+            data, _ = unseal(path.read_bytes(), KeyRing(path.parent.parent.parent), str(path))
+            outcome = pickle.loads(pickle.loads(data)[self.index])
+        except (OSError, IndexError, pickle.UnpicklingError, IntegrityError) as e:
             raise DependencyFailed(f"the result of job {self.key} cannot be read: {e}") from e
         if outcome[0] == ERR:
             raise DependencyFailed(f"job {self.key}, whose result this job takes, raised "
@@ -109,13 +113,21 @@ def run(jobdir: Path) -> int:
     code, reason = 0, None
     outcomes: list[tuple] = []
     kind = "call"
+    key = None
     try:
-        with open(jobdir / PAYLOAD, "rb") as f:
-            header = pickle.load(f)  # plain data, read before the code that may need it
-            for entry in reversed(header.get("sys_path", [])):
-                if entry not in sys.path:
-                    sys.path.insert(1, entry)
-            payload = pickle.load(f)
+        path = jobdir / PAYLOAD
+        try:
+            data, key = unseal(path.read_bytes(), KeyRing(jobdir.parent.parent), str(path))
+        except IntegrityError as e:  # nothing of it is loaded, and no result can be sealed
+            print(f"hpcexec: {e}", file=sys.stderr)
+            write_atomic(jobdir / EXITCODE, f"1\n{e}\n".encode())
+            return 1
+        f = io.BytesIO(data)
+        header = pickle.load(f)  # plain data, read before the code that may need it
+        for entry in reversed(header.get("sys_path", [])):
+            if entry not in sys.path:
+                sys.path.insert(1, entry)
+        payload = pickle.load(f)
         kind = payload["kind"]
         fn = payload["fn"]
         calls = payload["calls"]
@@ -132,10 +144,12 @@ def run(jobdir: Path) -> int:
         kind, code = "call", 1
     if outcomes and (kind == "chunk" or reason is None):
         dumped = [_dump_outcome(o) for o in outcomes]
-        data = [d for d, _ in dumped]
+        items = [d for d, _ in dumped]
         if code == 0 and any(is_err for _, is_err in dumped):
             code = 1
-        write_atomic(jobdir / RESULT, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+        if key is not None:
+            write_atomic(jobdir / RESULT, seal(key, pickle.dumps(
+                items, protocol=pickle.HIGHEST_PROTOCOL)))
     _write_usage(jobdir, time.time() - t0)
     write_atomic(jobdir / EXITCODE, f"{code}\n{reason or ''}\n".encode())
     return code

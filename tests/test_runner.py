@@ -13,14 +13,26 @@ from pathlib import Path
 import pytest
 
 from hpcexec.errors import CacheError, RemoteTraceback
+from hpcexec.integrity import SECRETS, KeyRing, key_id, seal, unseal
 from hpcexec.jobfiles import EXITCODE, PAYLOAD, RESULT, parse_exitcode
 from hpcexec.payload import dumps_payload, load_outcomes, outcome_value
 
 
+TEST_KEY = b"k" * 32
+
+
+def install_key(jobdir: Path, key: bytes = TEST_KEY) -> None:
+    """Put the key where the runner of ``jobdir`` looks: <files dir>/secrets/<id>."""
+    secrets = jobdir.parent.parent / SECRETS
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    (secrets / key_id(key)).write_bytes(key)
+
+
 def write_payload(jobdir: Path, fn, calls, *, kind="call", sys_path=()) -> None:
     jobdir.mkdir(parents=True, exist_ok=True)
+    install_key(jobdir)
     data, _ = dumps_payload(fn, calls, kind=kind, sys_path=sys_path)
-    (jobdir / PAYLOAD).write_bytes(data)
+    (jobdir / PAYLOAD).write_bytes(seal(TEST_KEY, data))
 
 
 def run_runner(jobdir: Path, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -30,7 +42,8 @@ def run_runner(jobdir: Path, timeout: float = 30) -> subprocess.CompletedProcess
 
 def outcomes(jobdir: Path) -> list[bytes]:
     path = jobdir / RESULT
-    return load_outcomes(path.read_bytes(), str(path))
+    data, _ = unseal(path.read_bytes(), KeyRing(path.parent, TEST_KEY), str(path))
+    return load_outcomes(data, str(path))
 
 
 def exitcode_text(jobdir: Path) -> str:
