@@ -57,13 +57,19 @@ def server_side_pids(client_port: int) -> list[int]:
     return pids
 
 
-def drop_connection(t) -> None:
+def drop_connection(t, *, mid_command: bool = False) -> None:
     """End the server side of t's connection (as when sshd's session dies) and wait until
-    the client has seen it."""
+    the client has seen it. Unless ``mid_command``, wait for the commands it runs to end
+    first."""
     conn = t._conn
     assert conn is not None and conn.alive()
     pids = server_side_pids(conn.transport.sock.getsockname()[1])
     assert pids, "no sshd process found for the connection"
+    # Not while a command's shell starts: a login shell killed in its rc files can leave
+    # their locks behind (pyenv's rehash lock, on these machines) for every later shell.
+    deadline = time.monotonic() + 10
+    while not mid_command and commands_under(pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
     for pid in pids:
         assert Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd")
         os.kill(pid, signal.SIGTERM)
@@ -71,6 +77,35 @@ def drop_connection(t) -> None:
     while conn.alive():
         assert time.monotonic() < deadline, "the client did not notice the dropped connection"
         time.sleep(0.02)
+
+
+def descendants(pids: list[int]) -> set[int]:
+    """The processes below ``pids``."""
+    parent = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent[int(entry)] = int(stat[stat.rfind(")") + 2:].split()[1])
+    found: set[int] = set()
+    frontier = set(pids)
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def commands_under(pids: list[int]) -> set[int]:
+    """The processes below ``pids`` other than sshd's own (the commands a session runs)."""
+    out = set()
+    for pid in descendants(pids):
+        try:
+            if not Path(f"/proc/{pid}/comm").read_text().startswith("sshd"):
+                out.add(pid)
+        except OSError:
+            continue
+    return out
 
 
 def gone(pid: int) -> bool:

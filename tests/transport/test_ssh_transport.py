@@ -506,7 +506,7 @@ def kill_when(path: Path, t: SSHTransport) -> threading.Thread:
         deadline = time.monotonic() + 20
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        drop_connection(t)
+        drop_connection(t, mid_command=True)  # the command has passed its rc files
 
     th = threading.Thread(target=watch)
     th.start()
