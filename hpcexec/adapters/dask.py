@@ -174,9 +174,17 @@ def _end(future: Any) -> None:
     if future.done() or future.cancel():
         return
     future.terminate()
-    again = threading.Timer(TERMINATE_AGAIN, lambda: future.done() or future.terminate())
+    again = threading.Timer(TERMINATE_AGAIN, _terminate_again, (future,))
     again.daemon = True
     again.start()
+
+
+def _terminate_again(future: Any) -> None:
+    try:
+        if not future.done():
+            future.terminate()
+    except Exception:  # the executor was shut down meanwhile: the job is left to its walltime
+        log.warning("could not terminate worker job %s again", future.key, exc_info=True)
 
 
 class HPCJob(ProcessInterface):

@@ -229,11 +229,19 @@ class _JobPool:
                     batches = self._running.pop(f, None)
                     if batches is not None:
                         done.append((f, batches))
-            for f, batches in done:
-                self._deliver(f, batches)  # joblib dispatches more batches from here
-            self._refill()
-            for group, probe in self._take_groups():
-                self._submit(group, probe)
+            try:
+                for f, batches in done:
+                    self._deliver(f, batches)  # joblib dispatches more batches from here
+                self._refill()
+                for group, probe in self._take_groups():
+                    self._submit(group, probe)
+            except Exception as e:  # a bug here must fail the call, never leave it waiting
+                log.exception("the joblib job pool failed; failing the batches not sent")
+                with self._cond:
+                    pending, self._pending = list(self._pending), deque()
+                for b in pending:
+                    if b.generation == self._generation:
+                        b.callback(_Outcome(error=e))
 
     def _on_done(self, future: Any) -> None:
         with self._cond:
