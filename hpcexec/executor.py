@@ -164,7 +164,7 @@ class _Core:
         self.remote = not is_local(host)
         self._own_cache: tuple[int, list[str]] = (-1, [])
         if self.remote:
-            self.transport = open_ssh(str(host), ssh)
+            self.transport = open_ssh(host, ssh)  # type: ignore[arg-type]
         else:
             self.transport = LocalShell()
         try:

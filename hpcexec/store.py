@@ -181,6 +181,8 @@ class Store:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        if self.path.exists():
+            self._check_version()  # before anything is written to a file we may not read
         self._init_schema()
 
     # -- connections -------------------------------------------------------------------
@@ -226,6 +228,25 @@ class Store:
             f"aside (e.g. `mv {self.path} {self.path}.bad`) to start a new cache, or restore a backup."
         )
 
+    def _check_version(self) -> None:
+        try:
+            conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=60.0)
+            try:
+                has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+                row = has_meta and conn.execute(
+                    "SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from e
+        if row and row[0] != str(SCHEMA_VERSION):
+            raise self._version_error(row[0])
+
+    def _version_error(self, found: str) -> CacheError:
+        return CacheError(f"the job cache {self.path} has schema version {found}, this hpcexec "
+                          f"reads version {SCHEMA_VERSION}: use the hpcexec version that wrote "
+                          f"it, or a new cache directory.")
+
     def _init_schema(self) -> None:
         conn = self._conn()
         try:
@@ -240,11 +261,7 @@ class Store:
                     conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                     conn.execute("INSERT INTO meta VALUES ('rev', '0')")
                 elif int(row[0]) != SCHEMA_VERSION:
-                    raise CacheError(
-                        f"the job cache {self.path} has schema version {row[0]}, this hpcexec "
-                        f"reads version {SCHEMA_VERSION}: use the hpcexec version that wrote it, "
-                        f"or a new cache directory."
-                    )
+                    raise self._version_error(row[0])
         except sqlite3.DatabaseError as e:
             raise self._corrupt(e) from e
 

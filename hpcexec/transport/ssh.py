@@ -34,6 +34,9 @@ from .base import CommandResult, Transport
 from .sshconfig import Endpoint, HostKeyPolicy, changed_key_error, known_hosts, load_config, resolve
 
 log = logging.getLogger(__name__)
+# paramiko logs a failed connection's traceback from its own thread; the TransportError we
+# raise says what went wrong, so keep Python's last-resort handler from printing it too.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 
