@@ -24,6 +24,8 @@ _EXPORTS = {
     "SubmitError": "errors",
     "TransportError": "errors",
     "CacheError": "errors",
+    "ConfigError": "errors",
+    "UnknownJob": "errors",
     "JobFailed": "errors",
     "RemoteTraceback": "errors",
 }
@@ -31,8 +33,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .errors import (BackendError, CacheError, HpcexecError, JobFailed, PayloadError,
-                         RemoteTraceback, ResourceError, SubmitError, TransportError)
+    from .errors import (BackendError, CacheError, ConfigError, HpcexecError, JobFailed,
+                         PayloadError, RemoteTraceback, ResourceError, SubmitError,
+                         TransportError, UnknownJob)
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult
     from .resources import Resources
