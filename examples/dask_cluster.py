@@ -28,7 +28,7 @@ def main() -> None:
         cluster.adapt(minimum=0, maximum=2)  # workers come when there is work
         with Client(cluster) as client:
             x = da.random.random((4000, 4000), chunks=(1000, 1000))
-            print("mean of 16M random numbers:", round(float(x.mean().compute()), 4))
+            print(f"mean of 16M random numbers: {float(x.mean().compute()):.3f}")
             print("worker jobs:", cluster.job_states())
             print("dashboard:", cluster.dashboard_link)
     print(f"done in {time.perf_counter() - t0:.1f} s; worker jobs ended with the cluster")

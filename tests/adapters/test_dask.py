@@ -10,7 +10,7 @@ import pytest
 from distributed import Client
 
 import adapter_tasks as tasks
-from conftest import wait_until
+from adapter_helpers import wait_until
 from hpcexec import JobState, ResourceError
 from hpcexec.adapters.dask import HPCCluster
 

@@ -9,7 +9,7 @@ import pytest
 from joblib import Parallel, delayed, parallel_config
 
 import adapter_tasks as tasks
-from conftest import wait_until
+from adapter_helpers import wait_until
 from hpcexec import JobFailed, JobState, PayloadError, RemoteTraceback, ResourceError
 from hpcexec.adapters.joblib import DEFAULT_MAX_JOBS, HpcexecBackend, local_slots
 
