@@ -258,20 +258,21 @@ def cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
 
 def _hold_or_release(args: argparse.Namespace, ctx: Context, hold: bool) -> int:
     records = ctx.records(args.keys)
-    refused = []
+    refused: list[str] = []
     for rec in records:
         future = ctx.attach(rec)
         if not (future.hold() if hold else future.release()):
-            refused.append(ctx.store().get(rec.key) or rec)  # type: ignore[union-attr]
+            refused.append(rec.key)
     store = ctx.store()
     assert store is not None
     latest = store.get_many(r.key for r in records)
     ctx.out.jobs([latest.get(r.key, r) for r in records])
     if refused:
-        what = ", ".join(f"{short_key(r.key)} is {r.state.value}" for r in refused)
+        what = ", ".join(f"{short_key(k)} ({latest[k].state.value if k in latest else 'gone'})"
+                         for k in refused)
         if hold:
-            raise BackendError(f"cannot hold {what}: only a job that has not started can "
-                               f"be held")
+            raise BackendError(f"cannot hold {what}: only a job that has not started can be "
+                               f"held")
         raise BackendError(f"cannot release {what}: only a held job can be released")
     return 0
 

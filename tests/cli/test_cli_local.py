@@ -11,6 +11,8 @@ from hpcexec.executor import detect_backend
 
 from clirun import HPCEXEC
 
+CORES = str(len(os.sched_getaffinity(0)))  # what the local backend counts
+
 
 def test_submit_then_jobs_show_logs_wait(cli):
     job = cli.json("submit", "--name", "greet", "--time", "5", "--env", "WHO=world", "--",
@@ -81,9 +83,8 @@ def test_logs_follow_prints_until_the_job_ends(cli):
 
 
 def test_cancel_hold_release_by_key(cli):
-    cores = str(os.cpu_count())
-    blocker = cli.json("submit", "--threads", cores, "--name", "blocker", "--", "sleep 30")[0]
-    queued = cli.json("submit", "--threads", cores, "--name", "queued", "--", "echo ran")[0]
+    blocker = cli.json("submit", "--threads", CORES, "--name", "blocker", "--", "sleep 30")[0]
+    queued = cli.json("submit", "--threads", CORES, "--name", "queued", "--", "echo ran")[0]
     assert blocker["state"] == "running" and queued["state"] == "pending"
     assert cli.json("hold", queued["key"])[0]["state"] == "held"
     assert cli.json("hold", queued["key"])[0]["state"] == "held"  # holding twice is fine
@@ -171,7 +172,7 @@ def test_clean_and_merge(cli, tmp_path):
 
 
 def test_clean_keeps_what_unfinished_jobs_need_and_refuses_active_ones(cli):
-    blocker = cli.json("submit", "--threads", str(os.cpu_count()), "--", "sleep 30")[0]
+    blocker = cli.json("submit", "--threads", CORES, "--", "sleep 30")[0]
     line = cli.error("clean", "--state", "running", code=2)
     assert "finished jobs only" in line and "hpcexec cancel" in line
     cli("cancel", blocker["key"])
