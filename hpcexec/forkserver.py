@@ -145,8 +145,15 @@ class _Server:
                 continue
             if info is None:
                 continue
+            exit_file = os.path.join(jobdir, EXITCODE)
+            if info.si_code == os.CLD_EXITED and not os.path.exists(exit_file):
+                # Ended without the runner's exit-code file (os._exit, a crash in C code).
+                try:
+                    write_atomic(exit_file, f"{info.si_status}\nexited with code "
+                                            f"{info.si_status} before writing a result\n".encode())
+                except OSError:
+                    pass
             if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
-                exit_file = os.path.join(jobdir, EXITCODE)
                 if not os.path.exists(exit_file):
                     sig = info.si_status
                     try:

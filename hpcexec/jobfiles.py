@@ -19,9 +19,16 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary name beside ``path`` and rename it into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a full disk, say: leave no half-written file behind
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def parse_exitcode(text: str) -> tuple[int | None, str | None]:

@@ -96,6 +96,9 @@ class LocalQueue:
                 state = JobState.TIMEOUT if rec.reason == TIMEOUT_REASON else JobState.CANCELLED
                 reason = f"{rec.reason}; {reason}"
             return dict(state=state, exit_code=None, signal=sig, reason=reason, finished=now)
+        if status is not None and status > 0:  # os._exit, or a crash in C code
+            return dict(state=JobState.FAILED, exit_code=status, finished=now,
+                        reason=f"exited with code {status} before writing a result")
         return dict(state=JobState.LOST, reason="the job's process is gone and wrote no exit code",
                     finished=now)
 

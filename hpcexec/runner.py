@@ -148,8 +148,13 @@ def run(jobdir: Path) -> int:
         if code == 0 and any(is_err for _, is_err in dumped):
             code = 1
         if key is not None:
-            write_atomic(jobdir / RESULT, seal(key, pickle.dumps(
-                items, protocol=pickle.HIGHEST_PROTOCOL)))
+            try:
+                write_atomic(jobdir / RESULT, seal(key, pickle.dumps(
+                    items, protocol=pickle.HIGHEST_PROTOCOL)))
+            except OSError as e:  # a full disk or quota: the job fails and says why
+                code = 1
+                reason = f"the result could not be written to {jobdir / RESULT}: {e}"
+                print(f"hpcexec: {reason}", file=sys.stderr)
     _write_usage(jobdir, time.time() - t0)
     write_atomic(jobdir / EXITCODE, f"{code}\n{reason or ''}\n".encode())
     return code

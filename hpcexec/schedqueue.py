@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import threading
 import time
 import uuid
@@ -321,6 +322,7 @@ class SchedulerQueue:
             out = self._run(self.backend.status_argv(part), query=True)
             seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
         gone: list[JobRecord] = []
+        unexplained: list[tuple[JobRecord, JobStatus]] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
         now = time.time()
         for rec in active:
@@ -334,6 +336,8 @@ class SchedulerQueue:
                 by = None if found else self._taken_elsewhere(rec)
                 if by:  # another element runs it: follow that one from the next poll
                     updates[rec.key]["job_id"] = by
+                elif found is None and st.exit_code is None and st.state is not JobState.COMPLETED:
+                    unexplained.append((rec, st))  # accounting may say how it ended
                 else:
                     updates[rec.key].update(self._final(rec, st, now, found))
             elif st.reason == "DependencyNeverSatisfied":
@@ -344,6 +348,10 @@ class SchedulerQueue:
                 updates[rec.key]["state"] = st.state
                 if st.state.started and not rec.started:
                     updates[rec.key]["started"] = now
+        if unexplained:
+            acct = self._accounting([r for r, _ in unexplained])
+            for rec, st in unexplained:
+                updates[rec.key].update(self._final(rec, acct.get(rec.job_id or "", st), now, None))
         if never or drop:  # elements with nothing left to do need not start
             for i in range(0, len(never + drop), ID_CHUNK):
                 self._run(self.backend.cancel_argv((never + drop)[i : i + ID_CHUNK]))
@@ -419,6 +427,8 @@ class SchedulerQueue:
         if state is JobState.CANCELLED and rec.reason == TERMINATED_REASON:
             why = TERMINATED_REASON  # we asked for it: say so, whatever the scheduler calls it
         sig = st.signal if st.signal else (code - 128 if code is not None and code > 128 else None)
+        if why is None and sig and state is not JobState.COMPLETED:
+            why = f"killed by {_signal_name(sig)}"
         return dict(state=state, exit_code=code, signal=sig, reason=why,
                     finished=now, started=rec.started or now)
 
@@ -564,6 +574,18 @@ class SchedulerQueue:
             tx.update(key, state=becomes)
         return True
 
+    def _accounting(self, recs: list[JobRecord]) -> dict[str, JobStatus]:
+        """What accounting says of these finished jobs, in one call ({} if it cannot)."""
+        argv = self.backend.accounting_argv([r.job_id for r in recs if r.job_id])
+        if not argv:
+            return {}
+        try:
+            r = self._run(argv, query=True)
+        except TransportError:
+            return {}
+        found = self.backend.parse_accounting(r.stdout) if r.ok else {}
+        return {k: v for k, v in found.items() if v.state.finished}
+
     def accounting(self, rec: JobRecord) -> JobStatus | None:
         """What the scheduler's accounting says of a finished job (None if nothing)."""
         argv = self.backend.accounting_argv([rec.job_id]) if rec.job_id else None
@@ -580,3 +602,10 @@ def _abs(path: str | None, workdir: str) -> str | None:
     if not path:
         return None
     return path if os.path.isabs(path) else os.path.join(workdir, path)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

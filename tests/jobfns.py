@@ -75,3 +75,18 @@ def where(i):
     return {"i": i, "pid": os.getpid(), "parent": os.getppid(),
             "index": os.environ.get("HPCEXEC_ARRAY_INDEX"),
             "job_id": os.environ.get("HPCEXEC_JOB_ID"), "cwd": os.getcwd()}
+
+
+def write_pid_then_sleep(path, seconds):
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+
+
+def blob(size):
+    return b"x" * size
+
+
+def hard_exit(code):
+    os._exit(code)
