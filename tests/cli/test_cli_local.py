@@ -5,7 +5,6 @@ import os
 import shutil
 import time
 
-import pytest
 
 from hpcexec.executor import detect_backend
 
