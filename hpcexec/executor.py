@@ -154,7 +154,7 @@ class _Core:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= least:
                 raise ResourceError(f"{knob} must be a {'non-negative' if least < 0 else 'positive'}"
                                     f" number, not {value!r}")
-        self.cache_dir = Path(cache_dir).absolute()
+        self.cache_dir = Path(cache_dir).expanduser().absolute()
         try:
             self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
@@ -706,6 +706,9 @@ class Executor(concurrent.futures.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _key(self, *parts: str | bytes) -> str:
+        after = sorted(f.key for f in self._opts.get("after", ()))
+        if after:  # the same work after other jobs is other work (futures in arguments are
+            parts = (*parts, "after:" + ",".join(after))  # in the payload already)
         return pl.cache_key(*parts, self._res.canonical(), self._core.backend.name, self._core.host)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:

@@ -322,3 +322,19 @@ def test_suspend_and_resume_a_running_job(ex, tmp_path):
     assert f.result(timeout=30).returncode == 0
     assert len(ticks.read_text().split()) == 30
     assert f.suspend() is False  # finished: nothing to suspend
+
+
+def test_the_same_shell_job_after_other_jobs_is_not_taken_from_the_cache(ex, tmp_path):
+    a = ex.submit_shell("echo a")
+    b = ex.submit_shell("echo b")
+    first = ex.options(after=[a]).submit_shell("echo dependent")
+    second = ex.options(after=[b]).submit_shell("echo dependent")
+    assert first.key != second.key
+    assert first.result(timeout=60).stdout == second.result(timeout=60).stdout == "dependent\n"
+
+
+def test_cache_dir_with_a_tilde_is_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with hpcexec.Executor(cache_dir="~/hx-cache") as e:
+        assert e.cache_dir == tmp_path / "hx-cache"
+    assert not (tmp_path / "~").exists()
