@@ -4,8 +4,13 @@ import sys
 
 import pytest
 
-from livecluster import _executor, _live
+from livecluster import _executor, _live, heal_stale_pyenv_lock
 from sshtest import DEST, KEY, KNOWN
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_pyenv_lock():
+    heal_stale_pyenv_lock()
 
 
 @pytest.fixture

@@ -5,11 +5,14 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 import hpcexec
+from hpcexec import JobState
+from hpcexec.jobfiles import STARTED
 
 CLUSTERS = Path(__file__).parent / "clusters"
 
@@ -36,3 +39,38 @@ def _live(name: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{name} is not running: tests/run.sh starts it with `bash {script} start`")
     pytest.skip(f"no live {name} here: start it (as root) with `bash {script} start`")
+
+
+PYENV_LOCK_MAX_AGE = 90.0  # seconds; pyenv's own rehash gives up waiting after 60
+
+
+def heal_stale_pyenv_lock() -> None:
+    """Remove pyenv's rehash lock when no rehash holds it any more.
+
+    On these machines root's shell rc files run ``pyenv rehash``, which takes the lock file
+    ``$PYENV_ROOT/shims/.pyenv-shim``; a shell killed inside it (a test cutting an SSH session,
+    a job cancelled while its shell starts) leaves the lock behind, and every later shell
+    (each SSH command, each login-shell job) then waits 60 s for it. Nothing of hpcexec's."""
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    lock = Path(root) / "shims" / ".pyenv-shim"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age < PYENV_LOCK_MAX_AGE:
+        return
+    busy = subprocess.run(["pgrep", "-f", "pyenv-rehash"], capture_output=True).returncode == 0
+    if not busy:
+        lock.unlink(missing_ok=True)
+
+
+def running(f, timeout=60):
+    """Running, and past the start of its script (the started file is written)."""
+    deadline = time.monotonic() + timeout
+    while f.state is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f.state is JobState.RUNNING
+    started = os.path.join(f.record.jobdir, STARTED)
+    while not os.path.exists(started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(started)

@@ -2,15 +2,13 @@
 tests/clusters/ starts. Scheduler-specific checks stay in test_<scheduler>_live.py."""
 from __future__ import annotations
 
-import os
-import time
 
 import pytest
 
 import hpcexec
 import jobfns
 from hpcexec import JobFailed, JobState
-from hpcexec.jobfiles import STARTED
+from livecluster import running
 
 LIVE = {
     "slurm": dict(fixture="sex", submit="sbatch", status="squeue",
@@ -34,18 +32,6 @@ def live(request):
     connect = request.getfixturevalue("remote_options") if spec["fixture"] == "rex" else {}
     return request.getfixturevalue(spec["fixture"]), {"backend": request.param, **spec,
                                                       "connect": connect}
-
-
-def running(f, timeout=60):
-    """Running, and past the start of its script (the started file is written)."""
-    deadline = time.monotonic() + timeout
-    while f.state is not JobState.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert f.state is JobState.RUNNING
-    started = os.path.join(f.record.jobdir, STARTED)
-    while not os.path.exists(started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert os.path.exists(started)
 
 
 def test_separate_submits_are_coalesced(live):

@@ -172,10 +172,13 @@ configure_qmaster() {
     conf_norm "$f.old" >"$f"
     conf_set "$f" min_uid 0
     conf_set "$f" min_gid 0
+    # Jobs start as plain shells, not login shells that read the user's profile and rc
+    # files (root's runs pyenv's rehash, whose lock outlives a shell killed mid-way).
+    conf_set "$f" login_shells csh
     conf_set "$f" reporting_params \
         "accounting=true reporting=false flush_time=00:00:01 joblog=false sharelog=00:00:00 accounting_flush_time=00:00:00"
     if [ "$(conf_norm "$f")" != "$(conf_norm "$f.old")" ]; then
-        log "loading global configuration (min_uid 0, min_gid 0, accounting flushed at once)"
+        log "loading global configuration (min_uid 0, min_gid 0, no login shells, accounting flushed at once)"
         qconf -Mconf "$f" >/dev/null 2>&1 || die "qconf -Mconf $f failed; read $QMASTER_LOG"
         GLOBAL_CHANGED=1
     fi
