@@ -13,6 +13,11 @@ def square(x: int) -> int:
     return x * x
 
 
+def square_and_pid(x: int) -> tuple[int, int]:
+    """The square, and which process (so which job) computed it."""
+    return x * x, os.getpid()
+
+
 def sleepy(x: int, seconds: float) -> int:
     time.sleep(seconds)
     return x

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from collections import Counter
 import threading
 import time
 
@@ -20,10 +21,12 @@ def jobs_of(ex):
 
 def test_results_come_back_in_order_from_few_jobs(anyex):
     with parallel_config(backend="hpcexec", executor=anyex, n_jobs=4):
-        out = Parallel()(delayed(tasks.square)(i) for i in range(200))
-    assert out == [i * i for i in range(200)]
+        out = Parallel()(delayed(tasks.square_and_pid)(i) for i in range(200))
+    assert [v for v, _ in out] == [i * i for i in range(200)]
     # Short tasks are packed: a probe job, then jobs of many tasks; not 200 jobs.
-    assert 1 <= len(jobs_of(anyex)) <= 6
+    per_job = Counter(pid for _, pid in out)  # each job is one process
+    assert len(per_job) == len(jobs_of(anyex)) <= 6
+    assert max(per_job.values()) >= 50
     assert all(r.state is JobState.COMPLETED for r in jobs_of(anyex))
 
 
