@@ -23,7 +23,7 @@ import struct
 import sys
 import time
 
-from .jobfiles import EXITCODE, STARTED, write_atomic
+from .jobfiles import EXITCODE, write_atomic, write_started
 
 IDLE = float(os.environ.get("HPCEXEC_FORKSERVER_IDLE", "120"))
 _CONNECT_TIMEOUT = 5.0
@@ -215,19 +215,14 @@ class _Server:
 
 
 def _child(listener: socket.socket, req: dict) -> None:
-    code = 1
-    try:
+    from .runner import exit_forked, main, redirect_output
+
+    def body() -> int:
         listener.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        out = os.open(req["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(out, 1)
-        if req["stderr"] == req["stdout"]:
-            os.dup2(out, 2)
-        else:
-            os.dup2(os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 2)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        redirect_output(req["stdout"], req["stderr"])
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
@@ -236,25 +231,12 @@ def _child(listener: socket.socket, req: dict) -> None:
         start = stat[stat.rfind(")") + 2 :].split()[19]
         job_id = f"{os.getpid()}:{start}"
         os.environ["HPCEXEC_JOB_ID"] = job_id
-        write_atomic(os.path.join(req["jobdir"], STARTED),
-                     f"{job_id}\n{socket.gethostname()}\n".encode())
+        write_started(req["jobdir"], job_id)
         sys.path[0] = req["cwd"]  # as `python -m` run in the job's directory would have it
         sys.argv = [sys.executable, "-m", "hpcexec.runner", req["jobdir"]]
-        from .runner import main
+        return main([req["jobdir"]])
 
-        code = main([req["jobdir"]])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    exit_forked(body)
 
 
 def main() -> None:

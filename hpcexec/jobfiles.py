@@ -42,3 +42,10 @@ def parse_exitcode(text: str) -> tuple[int | None, str | None]:
         return None, f"unreadable exit-code file: {text[:80]!r}"
     reason = "\n".join(lines[1:]).strip() or None
     return code, reason
+
+
+def write_started(jobdir: str | os.PathLike, job_id: str) -> None:
+    """The started file: the job's id and the host it runs on."""
+    import socket
+
+    write_atomic(Path(jobdir) / STARTED, f"{job_id}\n{socket.gethostname()}\n".encode())

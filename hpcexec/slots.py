@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from .jobfiles import STARTED, write_atomic
+from .jobfiles import write_started
 
 SHARE = "share.json"
 CLAIMS = "claims"
@@ -144,31 +143,18 @@ def _wait(pid: int) -> int:
 
 
 def _child(jobdir: Path, index: int | None, spec: dict, out: str | None, err: str | None) -> None:
-    code = 1
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        from .runner import _on_signal, run
+    from .runner import _on_signal, exit_forked, redirect_output, run
 
+    def body() -> int:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         signal.signal(signal.SIGTERM, _on_signal)
         if index is not None:
             assert out is not None and err is not None
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            fd_out = os.open(out, flags, 0o644)
-            os.dup2(fd_out, 1)
-            os.dup2(fd_out if err == out else os.open(err, flags, 0o644), 2)
+            redirect_output(out, err, append=False)
             os.environ["HPCEXEC_JOB_NAME"] = spec["names"][index]
             os.environ["HPCEXEC_ARRAY_INDEX"] = str(index)
-            write_atomic(jobdir / STARTED, f"{os.environ.get('HPCEXEC_JOB_ID', '')}\n"
-                                           f"{socket.gethostname()}\n".encode())
+            write_started(jobdir, os.environ.get("HPCEXEC_JOB_ID", ""))
         sys.argv = [sys.executable, "-m", "hpcexec.runner", str(jobdir)]
-        code = run(jobdir)
-    except BaseException:
-        import traceback
+        return run(jobdir)
 
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    exit_forked(body)
