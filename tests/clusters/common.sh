@@ -165,3 +165,16 @@ write_if_changed() {
     mv -f "$tmp" "$file"
     return 0
 }
+
+# run_command start|stop|status: the script's cmd_start, cmd_stop or cmd_status.
+run_command() {
+    case $1 in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    *)
+        echo "usage: $0 start|stop|status" >&2
+        exit 2
+        ;;
+    esac
+}
