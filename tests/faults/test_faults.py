@@ -1,4 +1,4 @@
-"""Faults survived: a client killed mid-workflow, jobs killed from outside, result files
+"""Faults survived: a client killed mid-workflow (calls and a chunked map), jobs killed from outside, result files
 damaged under the cache, a disk that fills while a result is written."""
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ backend, counter, out, n, cache = sys.argv[1], sys.argv[2], sys.argv[3], int(sys
 opts = {} if backend == "local" else {"time": "0:10:00"}
 with hpcexec.Executor(backend, cache_dir=cache, poll_interval=0.2, **opts) as ex:
     singles = [ex.submit(jobfns.count_run, counter, i, 0.01) for i in range(n // 2)]
-    mapped = list(ex.map(jobfns.count_run, [counter] * (n - n // 2), range(10000, 10000 + n - n // 2)))
+    mapped = list(ex.map(jobfns.count_run, [counter] * (n - n // 2), range(10000, 10000 + n - n // 2),
+                         chunksize=2))
     results = [f.result() for f in singles] + mapped
 with open(out, "w") as f:
     f.write(" ".join(map(str, results)))
@@ -65,6 +66,11 @@ def test_client_killed_during_a_500_task_workflow_then_run_again(backend, tmp_pa
     assert (tmp_path / "out").read_text().split() == [str(v) for v in expected]
     runs = sorted(map(int, counter.read_text().split()))
     assert runs == list(range(half)) + list(range(10000, 10000 + n - half))  # each exactly once
+
+    # A third run submits nothing and runs nothing.
+    proc = _workflow(tmp_path, backend, n)
+    assert proc.wait(timeout=120) == 0
+    assert sorted(map(int, counter.read_text().split())) == runs
 
 
 @pytest.mark.slurm
