@@ -70,6 +70,7 @@ class SchedulerQueue:
         self._max_array: int | None = None
         self._missing_since: dict[str, float] = {}
         self._claims_seen: dict[str, dict[int, str]] = {}  # array dir -> index -> element
+        self._relisted: set[str] = set()  # array dirs whose claims were read again this poll
         self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
         self.wake_in: float | None = None  # the monitor should look again this soon
 
@@ -313,7 +314,8 @@ class SchedulerQueue:
         if not active:
             return False
         updates: dict[str, dict[str, Any]] = defaultdict(dict)
-        self._claims_seen: dict[str, dict[int, str]] = {}
+        self._claims_seen = {}
+        self._relisted = set()
         drop = self._follow_claims(active, updates)
         seen: dict[str, JobStatus] = {}
         ids = sorted({r.job_id for r in active if r.job_id})
@@ -397,7 +399,9 @@ class SchedulerQueue:
         array_dir = rec.resources.get("array_dir")
         if not array_dir or rec.array_index is None:
             return None
-        self._claims_seen.pop(array_dir, None)
+        if array_dir not in self._relisted:  # once per poll: the status was read before
+            self._relisted.add(array_dir)
+            self._claims_seen.pop(array_dir, None)
         by = self._claims(array_dir).get(rec.array_index)
         return by if by and by != rec.job_id else None
 
