@@ -23,7 +23,7 @@ import struct
 import sys
 import time
 
-from .jobfiles import EXITCODE, write_atomic, write_started
+from .jobfiles import EXITCODE, killed_by, write_atomic, write_started
 
 IDLE = float(os.environ.get("HPCEXEC_FORKSERVER_IDLE", "120"))
 _CONNECT_TIMEOUT = 5.0
@@ -157,12 +157,7 @@ class _Server:
                 if not os.path.exists(exit_file):
                     sig = info.si_status
                     try:
-                        what = signal.Signals(sig).name
-                    except ValueError:
-                        what = f"signal {sig}"
-                    note = " (kill -9, or the out-of-memory killer)" if sig == signal.SIGKILL else ""
-                    try:
-                        write_atomic(exit_file, f"{128 + sig}\nkilled by {what}{note}\n".encode())
+                        write_atomic(exit_file, f"{128 + sig}\n{killed_by(sig)}\n".encode())
                     except OSError:
                         pass
             os.waitpid(pid, 0)

@@ -49,3 +49,15 @@ def write_started(jobdir: str | os.PathLike, job_id: str) -> None:
     import socket
 
     write_atomic(Path(jobdir) / STARTED, f"{job_id}\n{socket.gethostname()}\n".encode())
+
+
+def killed_by(signum: int) -> str:
+    """How a job killed by a signal is described: ``killed by SIGKILL (kill -9, ...)``."""
+    import signal
+
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    note = " (kill -9, or the out-of-memory killer)" if signum == signal.SIGKILL else ""
+    return f"killed by {name}{note}"

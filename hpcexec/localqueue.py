@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
-from .jobfiles import EXITCODE, SCRIPT, STARTED, parse_exitcode
+from .jobfiles import EXITCODE, SCRIPT, STARTED, killed_by, parse_exitcode
 from .states import JobState
 from .store import JobRecord, Store, Txn
 from .transport.base import Transport
@@ -87,10 +87,7 @@ class LocalQueue:
         status = self.transport.exit_status(pid) if pid else None
         if status is not None and status < 0:
             sig = -status
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            reason = f"killed by {name} before it wrote an exit code"
-            if sig == signal.SIGKILL:
-                reason += " (kill -9, or the out-of-memory killer)"
+            reason = f"{killed_by(sig)}, before it wrote an exit code"
             state = JobState.FAILED
             if rec.reason in (TIMEOUT_REASON, TERMINATED_REASON):
                 state = JobState.TIMEOUT if rec.reason == TIMEOUT_REASON else JobState.CANCELLED

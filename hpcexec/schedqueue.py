@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shlex
-import signal
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
 from .errors import BackendError, SubmitError, TransportError
-from .jobfiles import EXITCODE, SCRIPT, STARTED, parse_exitcode
+from .jobfiles import EXITCODE, SCRIPT, STARTED, killed_by, parse_exitcode
 from .resources import Resources
 from .slots import CLAIMS, SHARE, parse_claims
 from .states import JobState
@@ -432,7 +431,7 @@ class SchedulerQueue:
             why = TERMINATED_REASON  # we asked for it: say so, whatever the scheduler calls it
         sig = st.signal if st.signal else (code - 128 if code is not None and code > 128 else None)
         if why is None and sig and state is not JobState.COMPLETED:
-            why = f"killed by {_signal_name(sig)}"
+            why = killed_by(sig)
         return dict(state=state, exit_code=code, signal=sig, reason=why,
                     finished=now, started=rec.started or now)
 
@@ -606,10 +605,3 @@ def _abs(path: str | None, workdir: str) -> str | None:
     if not path:
         return None
     return path if os.path.isabs(path) else os.path.join(workdir, path)
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
