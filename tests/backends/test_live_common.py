@@ -2,6 +2,7 @@
 tests/clusters/ starts. Scheduler-specific checks stay in test_<scheduler>_live.py."""
 from __future__ import annotations
 
+import re
 
 import pytest
 
@@ -39,6 +40,18 @@ def test_separate_submits_are_coalesced(live):
     fs = [ex.submit(jobfns.add, i, 1) for i in range(20)]
     assert [f.result(timeout=180) for f in fs] == [i + 1 for i in range(20)]
     assert ex._core.queue.calls[spec["submit"]] <= 2
+
+
+def test_map_is_one_array_submission(live):
+    ex, spec = live
+    out = list(ex.map(jobfns.double, range(30), timeout=180))
+    assert out == [2 * x for x in range(30)]
+    assert ex._core.queue.calls[spec["submit"]] == 1
+    records = sorted(ex.store.select(), key=lambda r: r.array_index)
+    assert [r.array_index for r in records] == list(range(30))
+    array_id = re.match(r"\d+", records[0].job_id).group()
+    elements = {ex._core.backend.element_id(array_id, i) for i in range(30)}
+    assert {r.job_id for r in records} <= elements  # each ran in an element of that array
 
 
 def test_status_calls_grow_with_time_not_jobs(live):

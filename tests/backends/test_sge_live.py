@@ -42,17 +42,6 @@ def test_callable_runs_as_an_sge_job(gex):
     assert f.record.backend == "sge" and f.state is JobState.COMPLETED
 
 
-def test_map_is_one_array_submission(gex):
-    out = list(gex.map(jobfns.double, range(30), timeout=180))
-    assert out == [2 * x for x in range(30)]
-    assert gex._core.queue.calls["qsub"] == 1
-    records = sorted(gex.store.select(), key=lambda r: r.array_index)
-    assert [r.array_index for r in records] == list(range(30))
-    base = records[0].job_id.split(".")[0]
-    elements = {f"{base}.{i + 1}" for i in range(30)}
-    assert {r.job_id for r in records} <= elements  # each ran in an element of that array
-
-
 def test_array_elements_see_their_own_ids(gex):
     n = 5
     own = gex.options(reuse_slots=False)  # each task in its own element

@@ -24,17 +24,6 @@ def test_callable_runs_as_a_slurm_job(sex):
     assert f.record.backend == "slurm" and f.state is JobState.COMPLETED
 
 
-def test_map_is_one_array_submission(sex):
-    out = list(sex.map(jobfns.double, range(30), timeout=180))
-    assert out == [2 * x for x in range(30)]
-    assert sex._core.queue.calls["sbatch"] == 1
-    records = sorted(sex.store.select(), key=lambda r: r.array_index)
-    assert [r.array_index for r in records] == list(range(30))
-    base = records[0].job_id.split("_")[0]
-    elements = {f"{base}_{i}" for i in range(30)}
-    assert {r.job_id for r in records} <= elements  # each ran in an element of that array
-
-
 def test_dependency_orders_jobs_and_a_failed_one_cancels_dependents(sex, tmp_path):
     log = tmp_path / "order"
     first = sex.submit_shell(f"sleep 2; echo first >> {log}")
