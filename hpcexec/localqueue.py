@@ -35,6 +35,7 @@ class _Seen:
     key: str
     state: JobState
     values: dict[str, Any]
+    basis: str | None = None  # the record's reason when it was looked at
 
 
 class LocalQueue:
@@ -102,7 +103,7 @@ class LocalQueue:
     def _look(self, rec: JobRecord, now: float) -> _Seen | None:
         values = self._final_values(rec)
         if values is not None:
-            return _Seen(rec.key, values["state"], values)
+            return _Seen(rec.key, values["state"], values, rec.reason)
         limit = rec.resources.get("time")
         if limit and rec.started and rec.job_id:
             over = now - rec.started - limit
@@ -133,8 +134,13 @@ class LocalQueue:
         with self.store.write() as tx:
             for s in seen:
                 cur = tx.get(s.key)
-                if cur is not None and cur.state.value in RUNNING_STATES:
-                    tx.update(s.key, **s.values)
+                if cur is None or cur.state.value not in RUNNING_STATES:
+                    continue
+                values = s.values
+                if s.state.finished and cur.reason != s.basis:
+                    # terminate() (or the walltime) marked it after the look: judge it again.
+                    values = self._final_values(cur) or values
+                tx.update(s.key, **values)
             if has_pending:
                 started = self._start_pending(tx)
         return bool(ended or started or seen)

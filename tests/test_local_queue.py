@@ -1,10 +1,14 @@
 """The local backend's core-aware queue."""
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 import jobfns
-from hpcexec import BackendError
+from hpcexec import BackendError, JobFailed, JobState
+from hpcexec.jobfiles import EXITCODE
 
 
 def _intervals(path):
@@ -60,3 +64,29 @@ def test_job_larger_than_the_machine_is_refused(ex):
         ex.options(threads=cores + 1)
     with pytest.raises(BackendError, match="nodes"):
         ex.options(nodes=2)
+
+
+def test_job_terminated_while_being_looked_at_ends_cancelled(ex, tmp_path):
+    # The race of a joblib abort: a poll reads the running record, terminate() marks it and
+    # kills it, and the poll then finds the exit code of the kill. Cancelled, not failed.
+    queue = ex._core.queue
+    f = ex.submit(jobfns.sleep_then, 60)
+    wait = time.monotonic() + 30
+    while ex.store.get(f.key).state is not JobState.RUNNING:
+        assert time.monotonic() < wait, "the job never started"
+        time.sleep(0.05)
+    real_look = queue._look
+
+    def look_after_terminate(rec, now):
+        if rec.key == f.key and rec.reason is None:
+            assert queue.terminate(rec.key)
+            exit_file = os.path.join(rec.jobdir, EXITCODE)
+            while not os.path.exists(exit_file):
+                time.sleep(0.01)
+        return real_look(rec, now)
+
+    queue._look = look_after_terminate
+    with pytest.raises(JobFailed, match="ended cancelled"):
+        f.result(timeout=30)
+    rec = ex.store.get(f.key)
+    assert rec.state is JobState.CANCELLED, (rec.state, rec.reason)
