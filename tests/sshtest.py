@@ -97,14 +97,20 @@ def descendants(pids: list[int]) -> set[int]:
 
 
 def commands_under(pids: list[int]) -> set[int]:
-    """The processes below ``pids`` other than sshd's own (the commands a session runs)."""
+    """The processes below ``pids`` that run something: not sshd's own, and not a kept shell
+    (the transport's ``/bin/sh``) waiting idle for its next command."""
+    below = descendants(pids)
     out = set()
-    for pid in descendants(pids):
+    for pid in below:
         try:
-            if not Path(f"/proc/{pid}/comm").read_text().startswith("sshd"):
-                out.add(pid)
+            if Path(f"/proc/{pid}/comm").read_text().startswith("sshd"):
+                continue
+            idle_shell = (Path(f"/proc/{pid}/cmdline").read_bytes() == b"/bin/sh\0"
+                          and not descendants([pid]))
         except OSError:
             continue
+        if not idle_shell:
+            out.add(pid)
     return out
 
 

@@ -1,7 +1,8 @@
 """Commands and files on another host, over one SSH connection (paramiko).
 
-Every command runs as ``exec`` on a channel of that connection and every file moves through
-one SFTP session on it. The connection opens lazily, sends keepalives, and is opened again
+Commands run in a POSIX shell kept open on a channel of that connection (see
+:mod:`.sshshell`; a server that will not keep one gets an ``exec`` channel per command), and
+every file moves through one SFTP session on it. The connection opens lazily, sends keepalives, and is opened again
 after it drops. What may be repeated after a drop:
 
 * reads, stat, listings, ``make_dir``, ``remove_tree``, whole-file writes and the transport's
@@ -31,6 +32,7 @@ import paramiko
 
 from ..errors import HostKeyError, TransportError
 from .base import CommandResult, Transport
+from .sshshell import RemoteShell, ShellEnded, ShellTimeout
 from .sshconfig import Endpoint, HostKeyPolicy, changed_key_error, known_hosts, load_config, resolve
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ SFTP_TIMEOUT = 120.0
 # Commands running at once on the connection: sshd's MaxSessions (default 10) counts them and
 # the SFTP session.
 MAX_CONCURRENT_COMMANDS = 8
+# How long a new shell's start-up files may take (a shared home on a loaded filesystem).
+SHELL_START_TIMEOUT = 120.0
 # Files at least this big are read with pipelined (prefetched) requests.
 PREFETCH_BYTES = 256 * 1024
 NOT_FOUND_MARK = "hpcexec-ssh: command not found: "
@@ -66,6 +70,10 @@ done"""
 
 class _CommandTimeout(Exception):
     pass
+
+
+class _Dropped(Exception):
+    """The connection (or the shell on it) ended after a command was sent."""
 
 
 class _Connection:
@@ -130,7 +138,8 @@ class SSHTransport(Transport):
     def __init__(self, host: str, *, ssh_key: str | os.PathLike | None = None,
                  known_hosts: str | os.PathLike | None = None, trust_on_first_use: bool = False,
                  ssh_config: str | os.PathLike | None = None,
-                 connect_timeout: float | None = None, keepalive: int | None = None) -> None:
+                 connect_timeout: float | None = None, keepalive: int | None = None,
+                 persistent_shell: bool = True) -> None:
         self.host = host
         self.endpoint: Endpoint = resolve(host, load_config(ssh_config),
                                           ssh_key=None if ssh_key is None else os.fspath(ssh_key))
@@ -149,6 +158,9 @@ class SSHTransport(Transport):
         self._sftp_lock = threading.RLock()    # one SFTP request at a time (paramiko needs it)
         self._commands = threading.BoundedSemaphore(MAX_CONCURRENT_COMMANDS)
         self._home: str | None = None
+        self.persistent_shell = persistent_shell
+        self._idle_shells: list[RemoteShell] = []
+        self._shell_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SSHTransport({self.host!r} -> {self.endpoint})"
@@ -270,6 +282,10 @@ class SSHTransport(Transport):
 
     def close(self) -> None:
         """Close the connection (a later call opens a new one)."""
+        with self._shell_lock:
+            shells, self._idle_shells = self._idle_shells, []
+        for shell in shells:
+            shell.close()
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
@@ -304,29 +320,79 @@ class SSHTransport(Transport):
         log.debug("ssh %s: %s", self.host, label)
         with self._commands:
             for attempt in (1, 2):
-                conn, chan = self._open_channel()
                 try:
-                    chan.exec_command(command)
-                    status, out, err = self._collect(conn, chan, input, timeout)
+                    status, out, err = self._run_once(command, input, timeout, label)
                     return status, out.decode(errors="replace"), err.decode(errors="replace")
-                except _CommandTimeout:
+                except (_CommandTimeout, ShellTimeout):
                     raise TransportError(
                         f"command timed out after {timeout} s on {self.host}: {label} (the "
                         "remote process may still be running)") from None
-                except (paramiko.SSHException, OSError, EOFError) as e:
-                    if conn.alive():
-                        raise TransportError(f"running {label!r} on {self.host} failed: "
-                                             f"{e}") from e
-                    self._discard(conn)
+                except _Dropped as e:
                     if not idempotent or attempt == 2:
                         raise TransportError(
-                            f"the SSH connection to {self.host} dropped while running {label!r}"
-                            "; it may or may not have run there, so it is not run again (check "
-                            "its effect before retrying)") from e
-                    log.warning("the SSH connection to %s dropped while running %r (%s); "
-                                "connecting again and running it again", self.host, label, e)
-                finally:
-                    chan.close()
+                            f"{e} while running {label!r}; it may or may not have run there, "
+                            "so it is not run again (check its effect before retrying)") from e
+                    log.warning("%s while running %r; running it again", e, label)
+        raise AssertionError("unreachable")
+
+    def _run_once(self, command: str, input: str | None, timeout: float | None,
+                  label: str) -> tuple[int, bytes, bytes]:
+        shell = self._take_shell()
+        if shell is not None:
+            try:
+                result = shell.run(command, input, timeout)
+            except (ShellEnded, paramiko.SSHException, OSError, EOFError) as e:
+                if shell.owner.alive():
+                    raise _Dropped(f"the remote shell on {self.host} ended ({e})") from e
+                self._discard(shell.owner)
+                raise _Dropped(f"the SSH connection to {self.host} dropped") from e
+            with self._shell_lock:
+                self._idle_shells.append(shell)
+            return result
+        conn, chan = self._open_channel()
+        try:
+            chan.exec_command(command)
+            return self._collect(conn, chan, input, timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            if conn.alive():
+                raise TransportError(f"running {label!r} on {self.host} failed: {e}") from e
+            self._discard(conn)
+            raise _Dropped(f"the SSH connection to {self.host} dropped") from e
+        finally:
+            chan.close()
+
+    def _take_shell(self) -> RemoteShell | None:
+        """An idle shell on the live connection, or a new one; None when the server does not
+        keep one (each command then opens its own session). Nothing of the caller's command
+        has been sent yet, so a connection that drops here is simply opened again."""
+        if not self.persistent_shell:
+            return None
+        with self._shell_lock:
+            while self._idle_shells:
+                shell = self._idle_shells.pop()
+                if not shell.broken and not shell.chan.closed and shell.owner is self._conn \
+                        and shell.owner.alive():
+                    return shell
+                shell.close()
+        for attempt in (1, 2):
+            conn, chan = self._open_channel()
+            try:
+                return RemoteShell.start(chan, conn, SHELL_START_TIMEOUT)
+            except ShellTimeout:
+                raise TransportError(
+                    f"the login shell on {self.host} did not start within "
+                    f"{SHELL_START_TIMEOUT:g} s: do its start-up files (~/.bashrc, ~/.profile) "
+                    "wait for something?") from None
+            except (ShellEnded, paramiko.SSHException, OSError, EOFError) as e:
+                if conn.alive():
+                    log.warning("%s does not keep a shell open (%s): each command opens a "
+                                "session of its own", self.host, e)
+                    self.persistent_shell = False
+                    return None
+                self._discard(conn)
+                if attempt == 2:
+                    raise TransportError(f"cannot start a shell on {self.host}: the connection "
+                                         f"dropped ({e})") from e
         raise AssertionError("unreachable")
 
     @staticmethod

@@ -123,6 +123,61 @@ def test_command_timeout(ssh):
     assert ssh.connections_opened == 1
 
 
+def sessions_opened(monkeypatch) -> list[int]:
+    """Counts the session channels opened from now on (one per remote shell or exec)."""
+    opened: list[int] = []
+    real = paramiko.Transport.open_session
+
+    def counting(self, *a, **kw):
+        opened.append(1)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(paramiko.Transport, "open_session", counting)
+    return opened
+
+
+def test_commands_share_one_kept_shell_and_nothing_leaks_between_them(ssh, monkeypatch):
+    opened = sessions_opened(monkeypatch)
+    shell_pids = {ssh._execute("echo $$", idempotent=True)[1] for _ in range(20)}
+    assert len(shell_pids) == 1 and len(opened) == 1  # the login shell started once
+    assert ssh._execute("cd /tmp && X=set && export Y=set", idempotent=False)[0] == 0
+    status, out, _ = ssh._execute('pwd; echo "[$X][$Y]"; exit 4', idempotent=False)
+    assert (status, out) == (4, f"{REMOTE_HOME}\n[][]\n")  # each command in its own subshell
+    assert ssh.run(["echo", "still"]).stdout == "still\n" and len(opened) == 1
+
+
+def test_input_and_output_are_exact_whatever_they_hold(ssh):
+    tricky = "line\nhx0123 0\n'quoted' $HOME `id` \\ EOF\nno newline at the end"
+    for text in (tricky, tricky + "\n", "\n\n", "\x00binary\x01"):
+        r = ssh.run(["cat"], input=text)
+        assert (r.stdout, r.returncode) == (text, 0), repr(text)
+    r = ssh.run(["printf", "no newline"])
+    assert r.stdout == "no newline"
+    assert ssh.run(["sh", "-c", "printf err >&2"]).stderr == "err"
+
+
+def test_a_shell_killed_under_a_command_is_replaced(ssh, remote):
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    once = shlex.quote(str(ldir / "once"))
+    kill_once = f"if [ ! -e {once} ]; then : > {once}; kill -9 $$; fi; echo survived"
+    with pytest.raises(TransportError, match="remote shell .* ended.*may or may not have run"):
+        ssh._execute(kill_once, idempotent=False)
+    (ldir / "once").unlink()
+    assert ssh._execute(kill_once, idempotent=True)[1] == "survived\n"  # run again in a new one
+    assert ssh.connections_opened == 1  # the connection itself was never lost
+
+
+def test_a_server_that_keeps_no_shell_gets_a_session_per_command(ssh, monkeypatch):
+    from hpcexec.transport import sshshell
+
+    monkeypatch.setattr(sshshell, "START", "exit 0")  # as if a ForceCommand ended the shell
+    opened = sessions_opened(monkeypatch)
+    assert ssh.run(["echo", "a"]).stdout == "a\n"
+    assert ssh.run(["sh", "-c", "cat; exit 2"], input="b").stdout == "b"
+    assert ssh.persistent_shell is False and len(opened) == 3  # the failed shell, then 2 execs
+
+
 def test_cpu_count_is_the_remote_nproc(ssh):
     assert ssh.cpu_count() == int(subprocess.check_output(["nproc"]))
 
