@@ -78,13 +78,19 @@ class JobFailed(HpcexecError):
             text += "\n--- last lines of the job's stderr ---\n" + stderr_tail.rstrip("\n")
         super().__init__(text)
 
-    def __reduce__(self):  # keep the fields through pickling
-        return (_rebuild_job_failed, (self.args[0], self.__dict__))
+    def __reduce__(self):  # keep the fields (and the class) through pickling
+        return (_rebuild_job_failed, (self.args[0], self.__dict__, type(self)))
 
 
-def _rebuild_job_failed(text: str, fields: dict) -> JobFailed:
-    err = JobFailed.__new__(JobFailed)
-    Exception.__init__(err, text)
+class OutOfMemory(JobFailed, MemoryError):
+    """A job ran out of memory under its limit: it raised :class:`MemoryError` there. Both a
+    :class:`JobFailed` (state failed, reason saying so) and a :class:`MemoryError`, so either
+    ``except`` catches it. Ask for more ``mem``, or use less."""
+
+
+def _rebuild_job_failed(text: str, fields: dict, cls: type = JobFailed) -> JobFailed:
+    err = BaseException.__new__(cls, text)
+    BaseException.__init__(err, text)
     err.__dict__.update(fields)
     return err
 

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from .errors import IntegrityError
+from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, seal, unseal
 from .jobfiles import EXITCODE, PAYLOAD, RESULT, USAGE, write_atomic
 
@@ -80,8 +80,42 @@ def _run_one(fn: Any, args: tuple, kwargs: dict, refs: bool) -> tuple:
         return (OK, fn(*args, **kwargs))
     except Terminated:
         raise
+    except MemoryError as e:
+        return (ERR, _out_of_memory(e), traceback.format_exc())
     except BaseException as e:  # the job reports every exception, KeyboardInterrupt included
         return (ERR, e, traceback.format_exc())
+
+
+def memory_limit() -> str | None:
+    """This process's memory limit, in words: an address-space or data rlimit (SGE's h_vmem,
+    ``ulimit -v``) or its cgroup's ``memory.max`` (SLURM, systemd); None when unlimited."""
+    try:
+        import resource
+
+        for name in ("RLIMIT_AS", "RLIMIT_DATA"):
+            soft, _ = resource.getrlimit(getattr(resource, name))
+            if soft != resource.RLIM_INFINITY:
+                return f"{soft // 2**20} MiB ({name})"
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+        with open(f"/sys/fs/cgroup{path}/memory.max") as f:
+            text = f.read().strip()
+        return None if text == "max" else f"{int(text) // 2**20} MiB (cgroup memory.max)"
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def _out_of_memory(e: MemoryError) -> OutOfMemory:
+    limit = memory_limit()
+    where = f"under its memory limit of {limit}" if limit else "with no memory limit set"
+    reason = f"out of memory: the job raised MemoryError {where}"
+    from .states import JobState
+
+    return OutOfMemory(f"{reason}{': ' + str(e) if str(e) else ''}. Ask for more `mem`, or "
+                       "use less.", state=JobState.FAILED, exit_code=1, reason=reason)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -111,6 +145,7 @@ def run(jobdir: Path) -> int:
     """Run the payload in ``jobdir``; returns the exit code for the process."""
     t0 = time.time()
     code, reason = 0, None
+    note = None  # said of a job that ran to its end and failed (a result is still written)
     outcomes: list[tuple] = []
     kind = "call"
     key = None
@@ -137,6 +172,8 @@ def run(jobdir: Path) -> int:
             outcomes.append(out)
             if out[0] == ERR:
                 code = 1
+                if isinstance(out[1], OutOfMemory):
+                    note = note or out[1].reason
     except Terminated as t:
         code, reason = 128 + t.signum, str(t)
     except BaseException as e:  # payload could not be loaded: report it as the job's error
@@ -156,7 +193,7 @@ def run(jobdir: Path) -> int:
                 reason = f"the result could not be written to {jobdir / RESULT}: {e}"
                 print(f"hpcexec: {reason}", file=sys.stderr)
     _write_usage(jobdir, time.time() - t0)
-    write_atomic(jobdir / EXITCODE, f"{code}\n{reason or ''}\n".encode())
+    write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
     return code
 
 

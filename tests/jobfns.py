@@ -90,3 +90,15 @@ def blob(size):
 
 def hard_exit(code):
     os._exit(code)
+
+
+def use_memory(mib, limit_mib=None, hold=0.0):
+    """Fill ``mib`` MiB (touched, so resident), under an address-space limit of ``limit_mib``
+    set here when given; hold it ``hold`` seconds."""
+    if limit_mib:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit_mib * 2**20, resource.RLIM_INFINITY))
+    block = b"x" * (mib * 2**20)
+    time.sleep(hold)
+    return len(block)
