@@ -66,6 +66,17 @@ class Transport(abc.ABC):
     def read_bytes(self, path: str) -> bytes:
         """Read a whole file (FileNotFoundError when it does not exist)."""
 
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """Many whole files at once (None for one that does not exist); a transport with
+        latency reads them together."""
+        out: dict[str, bytes | None] = {}
+        for path in paths:
+            try:
+                out[path] = self.read_bytes(path)
+            except FileNotFoundError:
+                out[path] = None
+        return out
+
     @abc.abstractmethod
     def read_tail(self, path: str, max_bytes: int) -> str:
         """The last ``max_bytes`` of a text file, or '' when it does not exist."""

@@ -32,6 +32,7 @@ import paramiko
 
 from ..errors import HostKeyError, TransportError
 from .base import CommandResult, Transport
+from .sftpbatch import read_files
 from .sshshell import RemoteShell, ShellEnded, ShellTimeout
 from .sshconfig import Endpoint, HostKeyPolicy, changed_key_error, known_hosts, load_config, resolve
 
@@ -51,8 +52,6 @@ SFTP_TIMEOUT = 120.0
 MAX_CONCURRENT_COMMANDS = 8
 # How long a new shell's start-up files may take (a shared home on a loaded filesystem).
 SHELL_START_TIMEOUT = 120.0
-# Files at least this big are read with pipelined (prefetched) requests.
-PREFETCH_BYTES = 256 * 1024
 NOT_FOUND_MARK = "hpcexec-ssh: command not found: "
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # POSIX sh: wait (at most about 5 s) until the background job $! leads its own session, or
@@ -590,16 +589,22 @@ class SSHTransport(Transport):
         return e
 
     def read_bytes(self, path: str) -> bytes:
-        p = self.expand_path(path)
+        data = self.read_files([path])[path]
+        if data is None:
+            p = self.expand_path(path)
+            raise FileNotFoundError(errno.ENOENT, f"No such file (read on {self.host})", p)
+        return data
 
-        def op(sftp: paramiko.SFTPClient) -> bytes:
-            with sftp.open(p, "rb") as f:
-                size = f.stat().st_size
-                if size >= PREFETCH_BYTES:
-                    f.prefetch(size)
-                return f.read()
-
-        return self._sftp("read", p, op, idempotent=True)
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """Many files in two round trips (see :mod:`.sftpbatch`); None for a missing one."""
+        if not paths:
+            return {}
+        full = {path: self.expand_path(path) for path in paths}
+        got = self._sftp("read", next(iter(full.values())) if len(full) == 1 else
+                         f"{len(full)} files such as {next(iter(full.values()))}",
+                         lambda sftp: read_files(sftp, list(dict.fromkeys(full.values()))),
+                         idempotent=True)
+        return {path: got[p] for path, p in full.items()}
 
     def read_tail(self, path: str, max_bytes: int) -> str:
         p = self.expand_path(path)

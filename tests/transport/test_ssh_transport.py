@@ -235,6 +235,33 @@ def test_file_methods_with_tilde_spaces_and_quotes(ssh, remote):
     assert not ldir.exists()
 
 
+def test_read_files_reads_many_files_of_every_size_together(ssh, remote, monkeypatch):
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    sizes = [0, 1, 32767, 32768, 32769, 100_000, 3_000_000] + [10] * 40
+    want = {f"{rdir}/f{i}": random.randbytes(n) for i, n in enumerate(sizes)}
+    for path, data in want.items():
+        (ldir / path.rsplit("/", 1)[1]).write_bytes(data)
+    want[f"{rdir}/missing"] = None
+    in_flight = []
+    real = paramiko.SFTPClient._async_request
+
+    def sending(self, fileobj, t, *args):
+        in_flight.append(len(self._expecting))
+        return real(self, fileobj, t, *args)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "_async_request", sending)
+    assert ssh.read_files(list(want)) == want
+    # Every file's open went out before the first answer was read: one round trip, not 48.
+    assert max(in_flight) >= len(want) - 1
+    assert ssh.read_bytes(f"{rdir}/f2") == want[f"{rdir}/f2"]
+    with pytest.raises(FileNotFoundError):
+        ssh.read_bytes(f"{rdir}/missing")
+    with pytest.raises(TransportError, match="read 2 files"):
+        ssh.read_files([f"{rdir}/f1", rdir])  # a directory is an error, not a missing file
+    assert ssh.read_files([f"{rdir}/f1"]) == {f"{rdir}/f1": want[f"{rdir}/f1"]}  # still usable
+
+
 def test_missing_files(ssh, remote):
     rdir, ldir = remote
     with pytest.raises(FileNotFoundError, match="no-such-file"):

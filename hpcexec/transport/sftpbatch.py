@@ -1,0 +1,112 @@
+"""Reading many files over SFTP in a few round trips.
+
+paramiko sends one request and waits for its answer, so reading a small file costs four round
+trips (open, stat, read, close) and reading N of them 4N: on a link with 30 ms of latency,
+a hundred results take twelve seconds. Here each step's requests for every file go out
+together and the answers are matched by request number (as paramiko's own prefetch does):
+two round trips for any number of files of up to 32 KiB, one more for bigger ones; the
+handles are closed without waiting for the answers.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Iterable
+
+import paramiko
+from paramiko.sftp import (CMD_ATTRS, CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_HANDLE, CMD_OPEN,
+                           CMD_READ, CMD_STATUS, SFTP_FLAG_READ, int64)
+from paramiko.sftp_attr import SFTPAttributes
+
+CHUNK = 32768  # the largest read every SFTP server answers in full
+WAVE = 64  # reads of one big file in flight at once (2 MiB, an SSH channel's window)
+
+
+class _Answers:
+    """Collects the answers to the requests sent with it (paramiko calls ``_async_response``)."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, tuple[int, paramiko.Message]] = {}
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        self.got[num] = (t, msg)
+
+
+class _Batch:
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+        self.answers = _Answers()
+
+    def send(self, t: int, *args: object) -> int:
+        return self.sftp._async_request(self.answers, t, *args)
+
+    def wait(self, nums: Iterable[int]) -> None:
+        for num in nums:
+            while num not in self.answers.got:
+                self.sftp._read_response()  # one answer, handed to whoever asked for it
+
+    def take(self, num: int, want: int) -> paramiko.Message | None:
+        """The answer of type ``want``; None for end of file; OSError for an error status."""
+        t, msg = self.answers.got.pop(num)
+        if t == want:
+            return msg
+        if t == CMD_STATUS:
+            try:
+                self.sftp._convert_status(msg)
+            except EOFError:
+                return None
+        raise OSError(errno.EIO, f"unexpected SFTP answer {t} (wanted {want})")
+
+
+def read_files(sftp: paramiko.SFTPClient, paths: list[str]) -> dict[str, bytes | None]:
+    """The contents of ``paths`` (None for a file that does not exist). Any other error is
+    raised as the OSError the server's status maps to."""
+    batch = _Batch(sftp)
+    opened = {p: batch.send(CMD_OPEN, p, SFTP_FLAG_READ, SFTPAttributes()) for p in paths}
+    batch.wait(opened.values())
+    out: dict[str, bytes | None] = {}
+    handles: dict[str, bytes] = {}
+    failure: OSError | None = None
+    for p, num in opened.items():
+        try:
+            msg = batch.take(num, CMD_HANDLE)
+            if msg is None:
+                raise OSError(errno.EIO, "end of file while opening")
+            handles[p] = msg.get_binary()
+        except FileNotFoundError:
+            out[p] = None
+        except OSError as e:
+            failure = failure or e
+    try:
+        if failure is not None:
+            raise failure
+        stats = {p: batch.send(CMD_FSTAT, h) for p, h in handles.items()}
+        firsts = {p: batch.send(CMD_READ, h, int64(0), CHUNK) for p, h in handles.items()}
+        batch.wait([*stats.values(), *firsts.values()])
+        sizes: dict[str, int] = {}
+        for p in handles:
+            attrs = batch.take(stats[p], CMD_ATTRS)
+            first = batch.take(firsts[p], CMD_DATA)
+            sizes[p] = SFTPAttributes._from_msg(attrs).st_size or 0 if attrs else 0
+            out[p] = first.get_string() if first is not None else b""
+        # The rest of the bigger files, WAVE chunks at a time.
+        wanted = [(p, off) for p in handles for off in range(len(out[p] or b""), sizes[p], CHUNK)]
+        for start in range(0, len(wanted), WAVE):
+            rest = {(p, off): batch.send(CMD_READ, handles[p], int64(off), CHUNK)
+                    for p, off in wanted[start:start + WAVE]}
+            batch.wait(rest.values())
+            for (p, off), num in rest.items():
+                msg = batch.take(num, CMD_DATA)
+                if msg is not None and off == len(out[p] or b""):
+                    out[p] = (out[p] or b"") + msg.get_string()
+        for p in handles:  # a short answer (allowed, if rare): read on from where it stopped
+            while len(out[p] or b"") < sizes[p]:
+                num = batch.send(CMD_READ, handles[p], int64(len(out[p] or b"")), CHUNK)
+                batch.wait([num])
+                msg = batch.take(num, CMD_DATA)
+                if msg is None:
+                    break
+                out[p] = (out[p] or b"") + msg.get_string()
+    finally:
+        for h in handles.values():
+            batch.send(CMD_CLOSE, h)  # answered later, to the batch, which nobody waits on
+    return out
