@@ -15,6 +15,7 @@ from typing import Any
 
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
 from .jobfiles import EXITCODE, SCRIPT, STARTED, killed_by, parse_exitcode
+from .resources import instant_epoch
 from .states import JobState
 from .store import JobRecord, Store, Txn
 from .transport.base import Transport
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 TIMEOUT_REASON = "walltime exceeded"
+DEADLINE_REASON = "deadline reached"
+STOPPED_REASONS = (TIMEOUT_REASON, DEADLINE_REASON)  # stopped by the queue: ends timeout
 TERMINATED_REASON = "terminated on request"
 ZOMBIE_GRACE = 5.0
 RUNNING_STATES = (JobState.RUNNING.value, JobState.SUSPENDED.value)
@@ -36,6 +39,26 @@ class _Seen:
     state: JobState
     values: dict[str, Any]
     basis: str | None = None  # the record's reason when it was looked at
+
+
+#: queued local jobs of a host whose deadline (UTC text, compared as text) has passed
+_EXPIRED = ("backend = 'local' AND host = ? AND state IN ('pending', 'held') "
+            "AND json_extract(resources, '$.deadline') <= ?")
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
+    """When a running job must be stopped, and why: its walltime or its deadline."""
+    ends = []
+    limit = rec.resources.get("time")
+    if limit and rec.started:
+        ends.append((rec.started + limit, TIMEOUT_REASON))
+    if rec.resources.get("deadline"):
+        ends.append((instant_epoch(rec.resources["deadline"]), DEADLINE_REASON))
+    return min(ends) if ends else None
 
 
 class LocalQueue:
@@ -75,8 +98,8 @@ class LocalQueue:
             code, reason = parse_exitcode(text)
             sig = code - 128 if code is not None and code > 128 else None
             state = JobState.COMPLETED if code == 0 else JobState.FAILED
-            if rec.reason == TIMEOUT_REASON:
-                state, reason = JobState.TIMEOUT, f"{TIMEOUT_REASON} ({reason or 'stopped'})"
+            if rec.reason in STOPPED_REASONS:
+                state, reason = JobState.TIMEOUT, f"{rec.reason} ({reason or 'stopped'})"
             elif rec.reason == TERMINATED_REASON:
                 state, reason = JobState.CANCELLED, TERMINATED_REASON
             return dict(state=state, exit_code=code, signal=sig, reason=reason, finished=now)
@@ -90,8 +113,8 @@ class LocalQueue:
             sig = -status
             reason = f"{killed_by(sig)}, before it wrote an exit code"
             state = JobState.FAILED
-            if rec.reason in (TIMEOUT_REASON, TERMINATED_REASON):
-                state = JobState.TIMEOUT if rec.reason == TIMEOUT_REASON else JobState.CANCELLED
+            if rec.reason in (*STOPPED_REASONS, TERMINATED_REASON):
+                state = JobState.TIMEOUT if rec.reason in STOPPED_REASONS else JobState.CANCELLED
                 reason = f"{rec.reason}; {reason}"
             return dict(state=state, exit_code=None, signal=sig, reason=reason, finished=now)
         if status is not None and status > 0:  # os._exit, or a crash in C code
@@ -104,14 +127,15 @@ class LocalQueue:
         values = self._final_values(rec)
         if values is not None:
             return _Seen(rec.key, values["state"], values, rec.reason)
-        limit = rec.resources.get("time")
-        if limit and rec.started and rec.job_id:
-            over = now - rec.started - limit
+        stop = _stop_at(rec)
+        if stop is not None and rec.job_id:
+            at, why = stop
+            over = now - at
             pid = split_job_id(rec.job_id)[0]
-            if over > 0 and rec.reason != TIMEOUT_REASON:
-                log.info("job %s passed its walltime of %s s: sending SIGTERM", rec.key, limit)
+            if over > 0 and rec.reason not in STOPPED_REASONS:
+                log.info("job %s: %s; sending SIGTERM", rec.key, why)
                 self.transport.signal_group(pid, signal.SIGTERM)
-                return _Seen(rec.key, rec.state, {"reason": TIMEOUT_REASON})
+                return _Seen(rec.key, rec.state, {"reason": why})
             if over > KILL_GRACE:
                 self.transport.signal_group(pid, signal.SIGKILL)
         return None
@@ -128,10 +152,13 @@ class LocalQueue:
         used = sum(r.cores for r in running if r.key not in ended)
         has_pending = self.store.any(
             "backend = 'local' AND host = ? AND state = 'pending'", (self.host,))
-        if not seen and not (has_pending and used < self.backend.total_cores):
+        expired = self.store.any(_EXPIRED, (self.host, _utc(now)))
+        if not seen and not expired and not (has_pending and used < self.backend.total_cores):
             return False
         started = 0
         with self.store.write() as tx:
+            if expired:
+                self._cancel_expired(tx, now)
             for s in seen:
                 cur = tx.get(s.key)
                 if cur is None or cur.state.value not in RUNNING_STATES:
@@ -158,7 +185,13 @@ class LocalQueue:
             except OSError:  # gone already, or pidfds unsupported: polling still sees it
                 pass
 
-    wake_in: float | None = None  # the local queue never asks for an early look
+    _next_begin: float | None = None  # the earliest begin time of a job waiting for it
+
+    @property
+    def wake_in(self) -> float | None:
+        """Seconds until a waiting job's begin time (None: no job waits for one)."""
+        left = self._next_begin - time.time() if self._next_begin is not None else 0
+        return left if left > 0 else None
 
     def accounting(self, rec: JobRecord) -> None:
         return None  # no accounting without a scheduler: the runner's usage file tells
@@ -179,16 +212,31 @@ class LocalQueue:
             return 0
         # Only the light columns of the queue head: a long queue costs no more than a short.
         rows = tx.conn.execute(
-            "SELECT key, cores, deps FROM jobs WHERE backend = 'local' AND host = ? "
-            "AND state = 'pending' ORDER BY submitted, rowid LIMIT 1000", (self.host,)).fetchall()
-        eligible = [(key, cores) for key, cores, deps in rows
-                    if deps == "[]" or self._deps_ready(tx, key)]
+            "SELECT key, cores, deps, json_extract(resources, '$.begin') FROM jobs "
+            "WHERE backend = 'local' AND host = ? AND state = 'pending' "
+            "ORDER BY submitted, rowid LIMIT 1000", (self.host,)).fetchall()
+        now = time.time()
+        self._next_begin = None
+        eligible = []
+        for key, cores, deps, begin in rows:
+            at = instant_epoch(begin) if begin else now
+            if at > now:  # not before its begin time; look again then
+                self._next_begin = min(at, self._next_begin or at)
+            elif deps == "[]" or self._deps_ready(tx, key):
+                eligible.append((key, cores))
         chosen = plan_starts(eligible, free)
         for key in chosen:
             rec = tx.get(key)
             assert rec is not None
             self._start(tx, rec)
         return len(chosen)
+
+    def _cancel_expired(self, tx: Txn, now: float) -> None:
+        """Cancel the queued jobs whose deadline passed before they could start."""
+        for rec in tx.query(_EXPIRED, (self.host, _utc(now))):
+            tx.update(rec.key, state=JobState.CANCELLED, finished=now,
+                      reason=f"its deadline {rec.resources['deadline']} passed before it "
+                             "could start; it never ran")
 
     def _deps_ready(self, tx: Txn, key: str) -> bool:
         rec = tx.get(key)
@@ -217,8 +265,11 @@ class LocalQueue:
         out = res.get("stdout") or os.path.join(rec.jobdir, "stdout")
         err = res.get("stderr") or os.path.join(rec.jobdir, "stderr")
         index = "" if rec.array_index is None else str(rec.array_index)
+        if res.get("join_output"):
+            err = out
         pid = None
-        if rec.kind != "shell" and res.get("python"):
+        # stdin is opened by the job script, so a job with one is not warm-started.
+        if rec.kind != "shell" and res.get("python") and not res.get("stdin"):
             pid = self.transport.spawn_warm(res["python"], {
                 "jobdir": rec.jobdir, "cwd": res["workdir"], "stdout": out, "stderr": err,
                 "env": {**os.environ, **self.backend.job_env(rec.name or "", res["workdir"],

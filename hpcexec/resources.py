@@ -10,7 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from .errors import ResourceError
@@ -25,6 +25,10 @@ _MEM_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?:(?P<unit>[kmgtp])(?:i?b)?
 _MEM_FACTOR = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024**2, "p": 1024**3}
 _WORD_RE = re.compile(r"^[\w.@+:/=-]+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ADDRESS_RE = re.compile(r"^[A-Za-z0-9._%+-]+(?:@[A-Za-z0-9.-]+)?$")
+#: mail events, in the order backends render them; "all" means every one
+MAIL_EVENTS = ("begin", "end", "fail")
+_INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def parse_time(value: Any) -> int:
@@ -136,6 +140,111 @@ def _native(value: Any) -> tuple[str, ...]:
     return tuple(_text(v) for v in value)
 
 
+def _flag(value: Any) -> bool | None:
+    """True, or None for false (so that an unset flag and ``False`` are one cache key)."""
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "y", "on",
+                                                             "0", "false", "no", "n", "off"):
+        value = value.strip().lower() in ("1", "true", "yes", "y", "on")
+    if not isinstance(value, bool):
+        raise ValueError(f"True or False, not {value!r}")
+    return True if value else None
+
+
+@dataclass(frozen=True)
+class Mail:
+    """Where the scheduler sends mail about a job, and on which events."""
+
+    to: str
+    on: tuple[str, ...] = ("end",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"to": self.to, "on": list(self.on)}
+
+
+def _mail(value: Any) -> Mail:
+    """``"me@x.org"`` (mail when the job ends), ``"me@x.org:begin,fail"``, or
+    ``{"to": "me@x.org", "on": ["end", "fail"]}``; events are begin, end, fail and all."""
+    if isinstance(value, Mail):
+        value = value.to_dict()
+    if isinstance(value, str):
+        to, sep, events = value.partition(":")
+        value = {"to": to, "on": events.split(",")} if sep else {"to": to}
+    if not isinstance(value, Mapping):
+        raise ValueError("an address such as 'me@example.org', 'me@example.org:end,fail', "
+                         "or {'to': 'me@example.org', 'on': ['end', 'fail']}")
+    extra = set(value) - {"to", "on"}
+    if extra:
+        raise ValueError(f"unknown mail field(s) {', '.join(sorted(map(str, extra)))}: "
+                         "use 'to' and 'on'")
+    to = value.get("to")
+    if not isinstance(to, str) or not _ADDRESS_RE.match(to.strip()):
+        raise ValueError(f"'to' must be one address such as 'me@example.org' or a user "
+                         f"name, not {to!r}")
+    on = value.get("on", ("end",))
+    words = [on] if isinstance(on, str) else on
+    if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
+        raise ValueError(f"'on' takes event names ({', '.join(MAIL_EVENTS)}, all), not {on!r}")
+    wanted = {w.strip().lower() for w in words if w.strip()}
+    bad = wanted - {*MAIL_EVENTS, "all"}
+    if bad:
+        raise ValueError(f"unknown mail event(s) {', '.join(sorted(bad))}: use "
+                         f"{', '.join(MAIL_EVENTS)} or all")
+    if not wanted:
+        raise ValueError("no mail events given: name at least one, or leave mail unset")
+    if "all" in wanted:
+        wanted = set(MAIL_EVENTS)
+    return Mail(to.strip(), tuple(e for e in MAIL_EVENTS if e in wanted))
+
+
+def _instant(round_up: bool) -> Callable[[Any], str]:
+    """A point in time as UTC text ``YYYY-MM-DDTHH:MM:SSZ``, from a ``datetime`` (naive:
+    local time), an ISO 8601 string, a ``timedelta`` from now, or ``'+'`` and a walltime
+    (``'+30'``: in 30 minutes, ``'+1:00:00'``: in an hour). Fractions of a second are
+    rounded ``round_up`` (a start never earlier) or down (a deadline never later)."""
+
+    def parse(value: Any) -> str:
+        if isinstance(value, str) and value.strip().startswith("+"):
+            value = timedelta(seconds=parse_time(value.strip()[1:]))
+        if isinstance(value, timedelta):
+            if value < timedelta(0):
+                raise ValueError("a delay cannot be negative")
+            when = datetime.now(timezone.utc) + value
+        elif isinstance(value, datetime):
+            when = value
+        elif isinstance(value, date):
+            when = datetime(value.year, value.month, value.day)
+        elif isinstance(value, str):
+            text = value.strip()
+            try:
+                when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z")
+                                              else text)
+            except ValueError:
+                raise ValueError("use an ISO 8601 time such as '2030-01-31T18:00' or "
+                                 "'2030-01-31 18:00+01:00', or '+' and a delay such as "
+                                 "'+30' (minutes) or '+2:00:00'") from None
+        else:
+            raise ValueError(f"a datetime, an ISO 8601 string or a timedelta, not "
+                             f"{type(value).__name__}")
+        when = when.astimezone(timezone.utc)  # a naive time is this machine's local time
+        if when.microsecond:
+            when = when.replace(microsecond=0) + (timedelta(seconds=1) if round_up
+                                                  else timedelta(0))
+        return when.strftime(_INSTANT_FORMAT)
+
+    return parse
+
+
+def instant_epoch(text: str) -> float:
+    """Seconds since the epoch of a canonical ``begin`` or ``deadline``."""
+    return datetime.strptime(text, _INSTANT_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+
+
+def local_time(text: str) -> datetime:
+    """A canonical ``begin`` or ``deadline`` in this machine's local time (naive): the form
+    the schedulers' submit commands read."""
+    return datetime.fromtimestamp(instant_epoch(text))
+
+
 @dataclass(frozen=True)
 class ResourceSpec:
     """One row of the resource table: what a key means and how its value is read."""
@@ -144,28 +253,47 @@ class ResourceSpec:
     kind: str
     doc: str
     parse: Callable[[Any], Any]
+    example: Any  # a value shown by ``hpcexec resources``, rendered by every backend
 
 
 RESOURCE_TABLE: dict[str, ResourceSpec] = {
     s.key: s
     for s in [
-        ResourceSpec("name", "str", "job name shown by the scheduler", _text),
-        ResourceSpec("queue", "str", "queue or partition", _word),
+        ResourceSpec("name", "str", "job name shown by the scheduler", _text, "analysis"),
+        ResourceSpec("queue", "str", "queue or partition", _word, "debug"),
         ResourceSpec("time", "walltime", "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, "
-                     "timedelta, or int minutes", parse_time),
-        ResourceSpec("nodes", "int>=1", "number of nodes", _positive_int(1)),
-        ResourceSpec("ppn", "int>=1", "processes (tasks) per node", _positive_int(1)),
-        ResourceSpec("threads", "int>=1", "threads (cores) per process", _positive_int(1)),
-        ResourceSpec("mem", "memory", "memory per node: '4GB', '500M', '1.5G', or int MiB", parse_mem),
-        ResourceSpec("gpus", "int>=0", "GPUs per node", _positive_int(0)),
-        ResourceSpec("account", "str", "account (project) to charge", _word),
-        ResourceSpec("stdout", "path", "file for the job's standard output", _text),
-        ResourceSpec("stderr", "path", "file for the job's standard error", _text),
-        ResourceSpec("env", "mapping", "environment variables set in the job", _env),
-        ResourceSpec("workdir", "path", "directory the job runs in", _text),
-        ResourceSpec("native", "list[str]", "raw scheduler directives passed through", _native),
+                     "timedelta, or int minutes", parse_time, "1:30:00"),
+        ResourceSpec("nodes", "int>=1", "number of nodes", _positive_int(1), 2),
+        ResourceSpec("ppn", "int>=1", "processes (tasks) per node", _positive_int(1), 4),
+        ResourceSpec("threads", "int>=1", "threads (cores) per process", _positive_int(1), 2),
+        ResourceSpec("mem", "memory", "memory per node: '4GB', '500M', '1.5G', or int MiB",
+                     parse_mem, "4GB"),
+        ResourceSpec("gpus", "int>=0", "GPUs per node", _positive_int(0), 1),
+        ResourceSpec("account", "str", "account (project) to charge", _word, "proj42"),
+        ResourceSpec("stdout", "path", "file for the job's standard output", _text, "out.txt"),
+        ResourceSpec("stderr", "path", "file for the job's standard error", _text, "err.txt"),
+        ResourceSpec("env", "mapping", "environment variables set in the job", _env,
+                     {"OMP_NUM_THREADS": "4"}),
+        ResourceSpec("workdir", "path", "directory the job runs in", _text, "/scratch/run1"),
+        ResourceSpec("native", "list[str]", "raw scheduler directives passed through", _native,
+                     "--exclusive"),
+        ResourceSpec("mail", "mail", "mail about the job: 'ADDRESS' (when it ends), "
+                     "'ADDRESS:EVENT,...', or {'to': ADDRESS, 'on': [EVENT, ...]}; events "
+                     "begin, end, fail, all", _mail, {"to": "me@example.org",
+                                                      "on": ["begin", "end"]}),
+        ResourceSpec("begin", "time", "earliest start: datetime (naive: local time), ISO 8601 "
+                     "string, timedelta from now, or '+' and a walltime ('+30', '+2:00:00')",
+                     _instant(round_up=True), "2030-01-31T18:00:00"),
+        ResourceSpec("deadline", "time", "the job must not run after this time (a job not "
+                     "started by then never starts): same forms as begin",
+                     _instant(round_up=False), "2030-02-01T06:00:00"),
+        ResourceSpec("stdin", "path", "file read as the job's standard input", _text, "in.txt"),
+        ResourceSpec("join_output", "bool", "standard error into the standard output file",
+                     _flag, True),
     ]
 }
+#: keys that say when and whom to tell, not what a job computes: not part of cache keys
+NOT_IN_CACHE_KEY = ("name", "mail", "begin", "deadline")
 
 
 def _unknown(key: str, valid: list[str], what: str) -> ResourceError:
@@ -194,6 +322,11 @@ class Resources:
     env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     workdir: str | None = None
     native: tuple[str, ...] = field(default_factory=tuple)
+    mail: Mail | None = None
+    begin: str | None = None  # UTC, YYYY-MM-DDTHH:MM:SSZ
+    deadline: str | None = None  # UTC, YYYY-MM-DDTHH:MM:SSZ
+    stdin: str | None = None
+    join_output: bool | None = None  # True, or None
 
     @classmethod
     def create(cls, **values: Any) -> Resources:
@@ -213,7 +346,11 @@ class Resources:
                 parsed[key] = spec.parse(value)
             except ValueError as e:
                 raise ResourceError(f"bad value {value!r} for resource {key!r}: {e}") from None
-        return dataclasses.replace(self, **parsed)
+        new = dataclasses.replace(self, **parsed)
+        if new.begin and new.deadline and new.deadline <= new.begin:
+            raise ResourceError(f"deadline {new.deadline} is not after begin {new.begin}: the "
+                                "job could never run. Move the deadline later or begin earlier.")
+        return new
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Resources:
@@ -224,6 +361,8 @@ class Resources:
             d["env"] = tuple(sorted(dict(d["env"]).items()))
         if "native" in d:
             d["native"] = tuple(d["native"])
+        if isinstance(d.get("mail"), Mapping):
+            d["mail"] = Mail(d["mail"]["to"], tuple(d["mail"].get("on", ("end",))))
         return cls(**d)
 
     @property
@@ -242,22 +381,30 @@ class Resources:
             v = getattr(self, f.name)
             if v is None or v == ():
                 continue
-            out[f.name] = dict(v) if f.name == "env" else list(v) if f.name == "native" else v
+            if f.name == "env":
+                v = dict(v)
+            elif f.name == "native":
+                v = list(v)
+            elif isinstance(v, Mail):
+                v = v.to_dict()
+            out[f.name] = v
         return out
 
     def canonical(self) -> str:
-        """Stable text for cache keys (the job name is not part of what a job computes)."""
+        """Stable text for cache keys: without the keys that do not change what a job
+        computes (:data:`NOT_IN_CACHE_KEY`)."""
         d = self.to_dict()
-        d.pop("name", None)
+        for key in NOT_IN_CACHE_KEY:
+            d.pop(key, None)
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     def placeholders(self) -> dict[str, str]:
         """Values for ``{key}`` placeholders in job bodies."""
         out = {}
         for k, v in self.to_dict().items():
-            if k in ("env", "native"):
+            if k in ("env", "native", "join_output"):
                 continue
-            out[k] = format_time(v) if k == "time" else str(v)
+            out[k] = (format_time(v) if k == "time" else v["to"] if k == "mail" else str(v))
         out.setdefault("threads", "1")
         out.setdefault("ppn", "1")
         out.setdefault("nodes", "1")

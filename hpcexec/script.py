@@ -32,6 +32,11 @@ def fill_placeholders(body: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(sub, body)
 
 
+def env_lines(res: Resources) -> list[str]:
+    """The lines exporting the ``env`` resource."""
+    return [f"export {k}={shlex.quote(v)}" for k, v in res.env]
+
+
 @dataclass(frozen=True)
 class ScriptParts:
     """What the backend contributes to a script."""
@@ -74,7 +79,7 @@ def render(
         f"export HPCEXEC_NODELIST={parts.nodelist_expr}",
         f"export HPCEXEC_ARRAY_INDEX={parts.array_index_expr}",
     ]
-    lines += [f"export {k}={q(v)}" for k, v in res.env]
+    lines += env_lines(res)
     jd = q(jobdir)
     lines.append(f'printf \'%s\\n\' "$HPCEXEC_JOB_ID" "${{HOSTNAME:-}}" > {jd}/{STARTED}')
     if after:

@@ -102,3 +102,19 @@ def use_memory(mib, limit_mib=None, hold=0.0):
     block = b"x" * (mib * 2**20)
     time.sleep(hold)
     return len(block)
+
+
+def read_stdin():
+    """What the job's standard input holds."""
+    import sys
+
+    return sys.stdin.read()
+
+
+def print_both(out, err):
+    """Write ``out`` to standard output, then ``err`` to standard error."""
+    import sys
+
+    print(out, flush=True)
+    print(err, file=sys.stderr, flush=True)
+    return True

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import abc
+import posixpath
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from ..errors import BackendError
 from ..resources import Resources
@@ -18,10 +19,19 @@ class Backend(abc.ABC):
     #: polling interval: start (seconds), and the cap that backoff grows to
     poll_min: ClassVar[float] = 1.0
     poll_max: ClassVar[float] = 30.0
+    #: resource keys this backend cannot express: key -> what to do instead
+    refused: ClassVar[dict[str, str]] = {}
 
     @abc.abstractmethod
     def check(self, res: Resources) -> None:
         """Raise :class:`~hpcexec.errors.BackendError` if ``res`` cannot be expressed."""
+
+    def check_refused(self, res: Resources) -> None:
+        """Refuse the first key of :attr:`refused` that ``res`` sets."""
+        for key, instead in self.refused.items():
+            if getattr(res, key):
+                raise BackendError(f"the {self.name} backend cannot express the resource "
+                                   f"{key!r}: {instead}")
 
     @abc.abstractmethod
     def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
@@ -58,6 +68,70 @@ class SubmitSpec:
     after: tuple[str, ...] = ()  # scheduler job ids that must complete successfully first
 
 
+@dataclass(frozen=True)
+class Rule:
+    """How a backend renders some resource keys (or submission fields) as directives.
+
+    ``render(backend, spec)`` returns option strings such as ``"--time=01:00:00"`` (the
+    backend puts its directive prefix before each) or whole lines starting with ``#``;
+    an empty list when the keys are unset. ``keys`` names what the rule reads, so that the
+    help (``hpcexec resources``) shows each key's rendering from the very same rules."""
+
+    keys: tuple[str, ...]
+    render: Callable[[Any, SubmitSpec], list[str]]
+
+
+def rule(*keys: str) -> Callable[[Callable[[Any, SubmitSpec], list[str]]], Rule]:
+    """Decorator form: ``@rule("time")`` over ``def f(backend, spec) -> list[str]``."""
+    return lambda render: Rule(keys, render)
+
+
+def option(key: str, fmt: Callable[[Any], str]) -> Rule:
+    """A rule rendering one resource key as one option when it is set."""
+    return Rule((key,), lambda b, spec: [fmt(v)] if (v := getattr(spec.res, key)) else [])
+
+
+def error_option(fmt: Callable[[str], str]) -> Rule:
+    """The standard error file's option, left out when ``join_output`` sends standard error
+    to the standard output file."""
+    return Rule(("stderr", "join_output"),
+                lambda b, spec: [] if spec.res.join_output else [fmt(spec.stderr)])
+
+
+def stdin_option(fmt: Callable[[str], str]) -> Rule:
+    """The ``stdin`` option, given the input path made absolute against the workdir."""
+    return Rule(("stdin",), lambda b, spec: [fmt(posixpath.join(spec.workdir, v))]
+                if (v := spec.res.stdin) else [])
+
+
+def mail_options(user: str, events: str, names: Mapping[str, str], sep: str = "") -> Rule:
+    """``mail`` as a recipient option and an events option: ``user + address`` and
+    ``events`` followed by each event's name in ``names``, joined by ``sep``."""
+    def render(b: Any, spec: SubmitSpec) -> list[str]:
+        m = spec.res.mail
+        return [user + m.to, events + sep.join(names[e] for e in m.on)] if m else []
+
+    return Rule(("mail",), render)
+
+
+def hold_option(flag: str) -> Rule:
+    """The flag submitting a job held."""
+    return Rule(("hold",), lambda b, spec: [flag] if spec.hold else [])
+
+
+def array_range(spec: SubmitSpec) -> str | None:
+    """``0-<n-1>`` with ``%<limit>``: the element range of an array counted from 0 (SLURM,
+    PBS Pro, Torque); None for a single job."""
+    if spec.array_size is None:
+        return None
+    limit = f"%{spec.array_limit}" if spec.array_limit else ""
+    return f"0-{spec.array_size - 1}{limit}"
+
+
+#: raw directives passed through: bare options get the prefix, ``#...`` lines stay as written
+NATIVE = Rule(("native",), lambda b, spec: list(spec.res.native))
+
+
 class SchedulerBackend(Backend):
     """A batch scheduler's dialect. Every method is pure: argv and script lines out, parsed
     values in. The driver (:mod:`hpcexec.schedqueue`) runs them through the transport."""
@@ -76,9 +150,23 @@ class SchedulerBackend(Backend):
     #: start at 1); the driver names element ``i``'s output ``i + array_index_base``
     array_index_base: ClassVar[int] = 0
 
-    @abc.abstractmethod
+    #: the directive prefix, e.g. ``#SBATCH``
+    prefix: ClassVar[str] = ""
+    #: the dialect: every directive of a submission comes from these rules, in this order
+    #: (a backend may instead override :meth:`directives`)
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
     def directives(self, spec: SubmitSpec) -> list[str]:
-        """The ``#XXX`` directive lines for a submission."""
+        """The ``#XXX`` directive lines for a submission: :attr:`rules`, in order."""
+        return self.render_rules(self.rules, spec)
+
+    def render_rules(self, rules: tuple[Rule, ...], spec: SubmitSpec) -> list[str]:
+        return [o if o.startswith("#") else f"{self.prefix} {o}"
+                for r in rules for o in r.render(self, spec)]
+
+    def rules_for(self, key: str) -> tuple[Rule, ...]:
+        """The rules that read ``key``."""
+        return tuple(r for r in self.rules if key in r.keys)
 
     @abc.abstractmethod
     def submit_argv(self, spec: SubmitSpec) -> list[str]: ...

@@ -5,11 +5,13 @@ Pure functions only; :mod:`hpcexec.localqueue` does the I/O with them.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence
 
 from ..errors import BackendError
+from ..jobfiles import EXITCODE
 from ..resources import Resources
 from ..script import ScriptParts
 from .base import Backend
@@ -56,16 +58,48 @@ def plan_starts(pending: Iterable[tuple[str, int]], free_cores: int) -> list[str
     return chosen
 
 
+def stdin_line(path: str, jobdir: str) -> str:
+    """A job script line reading standard input from ``path``; when it cannot be read, the
+    job ends failed with the reason in its exit-code file."""
+    q = shlex.quote
+    why = q(f"cannot read the stdin file {path}; the job did not run")
+    return (f"exec < {q(path)} || {{ printf '%s\\n%s\\n' 1 {why} > {q(jobdir)}/.{EXITCODE}.tmp "
+            f"&& mv -f {q(jobdir)}/.{EXITCODE}.tmp {q(jobdir)}/{EXITCODE}; exit 1; }}")
+
+
 class LocalBackend(Backend):
     name = "local"
     poll_min = 0.02
     poll_max = 1.0
+    refused = {
+        "mail": "there is no scheduler to send mail on this machine; leave mail unset on the "
+                "local backend (a shell body can send its own, e.g. '... && mail -s done ADDRESS "
+                "< /dev/null'), or use a scheduler backend",
+    }
+    #: keys the local queue itself applies (with ``stdin`` in the job script), as
+    #: ``hpcexec resources`` describes them
+    applied: ClassVar[dict[str, str]] = {
+        "name": "the record's name",
+        "time": "SIGTERM at the limit, SIGKILL 10 s later; the job ends timeout",
+        "nodes": "one machine: nodes above 1 are refused",
+        "ppn": "threads x ppn cores are reserved in the core accounting",
+        "threads": "threads x ppn cores are reserved in the core accounting",
+        "stdout": "the job's standard output file",
+        "stderr": "the job's standard error file",
+        "env": "set in the job's environment",
+        "workdir": "the job's working directory",
+        "begin": "the local queue starts the job no earlier",
+        "deadline": "not started by then: cancelled; still running then: stopped as at the "
+                    "walltime, ending timeout",
+        "join_output": "standard error is opened on the standard output file",
+    }
 
     def __init__(self, total_cores: int, hostname: str = "localhost") -> None:
         self.total_cores = total_cores
         self.hostname = hostname
 
     def check(self, res: Resources) -> None:
+        self.check_refused(res)
         if (res.nodes or 1) > 1:
             raise BackendError(
                 f"the local backend runs on one machine and cannot give nodes={res.nodes}; "
@@ -84,9 +118,12 @@ class LocalBackend(Backend):
 
     def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
                      stderr: str, workdir: str) -> ScriptParts:
+        prologue = "read -ra _hpcexec_stat < /proc/$$/stat 2>/dev/null"
+        if res.stdin:
+            prologue += "\n" + stdin_line(os.path.join(workdir, res.stdin), jobdir)
         return ScriptParts(
             directives=[],
-            prologue="read -ra _hpcexec_stat < /proc/$$/stat 2>/dev/null",
+            prologue=prologue,
             job_id_expr='"$$:${_hpcexec_stat[21]:-0}"',
             nodelist_expr=shlex.quote(self.hostname),
             array_index_expr='"${HPCEXEC_ARRAY_INDEX:-}"',

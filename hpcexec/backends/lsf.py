@@ -26,12 +26,16 @@ import json
 import math
 import os
 import re
+from datetime import datetime, timedelta
 
 from ..errors import BackendError, SubmitError, TransportError
-from ..resources import Resources
+from ..resources import Resources, local_time
 from ..script import ScriptParts
 from ..states import JobState
-from .base import JobStatus, SchedulerBackend, SubmitSpec
+from .base import (
+    NATIVE, JobStatus, Rule, SchedulerBackend, SubmitSpec, hold_option, option, rule,
+    stdin_option,
+)
 from .torque import own_output
 
 #: LSF job states (bjobs man page, "Description") onto the common states; EXIT is refined
@@ -134,6 +138,96 @@ def record_status(rec: dict) -> JobStatus | None:
     return JobStatus(state, reason=why, **extra)  # type: ignore[arg-type]
 
 
+def _when(text: str, *, round_up: bool) -> str:
+    """A canonical time as ``-b`` and ``-t`` read it: ``year:month:day:hour:minute`` in the
+    local time of the submitting machine. LSF counts whole minutes: a begin is rounded up
+    (never earlier), a deadline down (never later)."""
+    t = local_time(text)
+    if round_up and t.second:
+        t += timedelta(minutes=1)
+    return datetime.strftime(t, "%Y:%m:%d:%H:%M")
+
+
+def _report(spec: SubmitSpec) -> str:
+    """Where LSF writes its job report: beside the submission script."""
+    report = os.path.join(os.path.dirname(spec.script), "lsf.%J")
+    return report + ".%I" if spec.array_size is not None else report
+
+
+@rule("name", "array")
+def _name_array(b: object, spec: SubmitSpec) -> list[str]:
+    if spec.array_size is None:
+        return [f"-J {_dq(_name(spec.name))}"]
+    limit = f"%{spec.array_limit}" if spec.array_limit else ""
+    return [f"-J {_dq(f'{_name(spec.name)}[1-{spec.array_size}]{limit}')}"]
+
+
+@rule("time")
+def _walltime(b: object, spec: SubmitSpec) -> list[str]:
+    if not spec.res.time:
+        return []
+    minutes = math.ceil(spec.res.time / 60)
+    return [f"-W {minutes // 60}:{minutes % 60:02d}"]
+
+
+@rule("nodes", "ppn", "threads")
+def _slots(b: object, spec: SubmitSpec) -> list[str]:
+    res = spec.res
+    if not (res.nodes or res.ppn or res.threads):
+        return []
+    per_host = res.cores
+    span = f"ptile={per_host}" if res.nodes or res.ppn else "hosts=1"
+    return [f"-n {(res.nodes or 1) * per_host}", f'-R "span[{span}]"']
+
+
+@rule("mem", "nodes")
+def _mem(b: object, spec: SubmitSpec) -> list[str]:
+    res = spec.res
+    if not res.mem:
+        return []
+    return [f'-R "rusage[mem={res.mem}MB]"', f"-M {res.mem * (res.nodes or 1)}MB"]
+
+
+@rule("mail")
+def _mail(b: object, spec: SubmitSpec) -> list[str]:
+    m = spec.res.mail
+    if not m:
+        return []
+    d = [f"-u {_dq(m.to)}"]
+    if "begin" in m.on:
+        d.append("-B")  # mail when the job is dispatched
+    if "end" in m.on:
+        d.append("-N")  # the job report by mail when the job finishes, however it ends
+    elif "fail" in m.on:
+        d.append("-Ne")  # ... only when it exits in EXIT state (not with -N)
+    return d
+
+
+#: LSF's dialect (IBM Spectrum LSF 10.1 bsub reference): in directive order. The job
+#: writes its own output (see the module doc); ``join_output`` is applied there, and LSF's
+#: own report then goes to ``-o`` only ("-o without -e: standard error in the output file").
+RULES: tuple[Rule, ...] = (
+    _name_array,
+    Rule((), lambda b, spec: [f"-o {_dq(_report(spec) + '.out')}"]),
+    Rule(("join_output",), lambda b, spec: [] if spec.res.join_output
+         else [f"-e {_dq(_report(spec) + '.err')}"]),
+    option("queue", lambda v: f"-q {v}"),
+    option("account", lambda v: f"-P {v}"),
+    _walltime,
+    _slots,
+    _mem,
+    option("gpus", lambda v: f'-gpu "num={v}"'),
+    hold_option("-H"),
+    Rule(("after",), lambda b, spec: ["-w " + _dq(" && ".join(f"done({j})" for j in spec.after))]
+         if spec.after else []),
+    _mail,
+    option("begin", lambda v: f"-b {_when(v, round_up=True)}"),
+    option("deadline", lambda v: f"-t {_when(v, round_up=False)}"),
+    stdin_option(lambda path: f"-i {_dq(path)}"),
+    NATIVE,
+)
+
+
 class LsfBackend(SchedulerBackend):
     name = "lsf"
     commands = ("bsub", "bjobs")
@@ -142,6 +236,8 @@ class LsfBackend(SchedulerBackend):
     array_index_expr = "$((LSB_JOBINDEX - 1))"
     array_index_base = 1  # %I of the first element
     submit_stdin = True
+    prefix = "#BSUB"
+    rules = RULES
 
     def check(self, res: Resources) -> None:
         for raw in res.native:
@@ -154,7 +250,8 @@ class LsfBackend(SchedulerBackend):
         return ScriptParts(
             directives=[],  # given per submission by directives()
             prologue="\n".join([
-                own_output(stdout, stderr, workdir),  # LSF's -o file starts with its report
+                # LSF's -o file starts with its report: the job writes its own output
+                own_output(stdout, stdout if res.join_output else stderr, workdir),
                 'if [ "${LSB_JOBINDEX:-0}" != 0 ]; then '
                 '_hx_id="${LSB_JOBID}[${LSB_JOBINDEX}]"; _hx_ix=$((LSB_JOBINDEX - 1)); '
                 'else _hx_id="${LSB_JOBID:-}"; _hx_ix=; fi',
@@ -166,41 +263,6 @@ class LsfBackend(SchedulerBackend):
             nodelist_expr='"$_hx_nodes"',
             array_index_expr='"$_hx_ix"',
         )
-
-    def directives(self, spec: SubmitSpec) -> list[str]:
-        res = spec.res
-        report = os.path.join(os.path.dirname(spec.script), "lsf.%J")
-        if spec.array_size is not None:
-            limit = f"%{spec.array_limit}" if spec.array_limit else ""
-            d = [f"-J {_dq(f'{_name(spec.name)}[1-{spec.array_size}]{limit}')}"]
-            report += ".%I"
-        else:
-            d = [f"-J {_dq(_name(spec.name))}"]
-        d += [f"-o {_dq(report + '.out')}", f"-e {_dq(report + '.err')}"]
-        if res.queue:
-            d.append(f"-q {res.queue}")
-        if res.account:
-            d.append(f"-P {res.account}")
-        if res.time:
-            minutes = math.ceil(res.time / 60)
-            d.append(f"-W {minutes // 60}:{minutes % 60:02d}")
-        if res.nodes or res.ppn or res.threads:
-            per_host = res.cores
-            d.append(f"-n {(res.nodes or 1) * per_host}")
-            span = f"ptile={per_host}" if res.nodes or res.ppn else "hosts=1"
-            d.append(f'-R "span[{span}]"')
-        if res.mem:
-            d.append(f'-R "rusage[mem={res.mem}MB]"')
-            d.append(f"-M {res.mem * (res.nodes or 1)}MB")
-        if res.gpus:
-            d.append(f'-gpu "num={res.gpus}"')
-        if spec.hold:
-            d.append("-H")
-        if spec.after:
-            d.append("-w " + _dq(" && ".join(f"done({j})" for j in spec.after)))
-        lines = [f"#BSUB {x}" for x in d]
-        lines += [raw if raw.startswith("#") else f"#BSUB {raw}" for raw in res.native]
-        return lines
 
     def submit_argv(self, spec: SubmitSpec) -> list[str]:
         return ["bsub"]  # the script goes on standard input (submit_stdin)

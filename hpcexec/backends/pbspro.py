@@ -23,10 +23,13 @@ import json
 import re
 
 from ..errors import BackendError, SubmitError, TransportError
-from ..resources import Resources, format_time
+from ..resources import Resources, format_time, local_time
 from ..script import ScriptParts
 from ..states import JobState
-from .base import JobStatus, SchedulerBackend, SubmitSpec
+from .base import (
+    NATIVE, JobStatus, Rule, SchedulerBackend, SubmitSpec, array_range, error_option,
+    hold_option, mail_options, option, rule,
+)
 
 #: PBS Pro job_state letters (Reference Guide, "Job States") onto the common states;
 #: F and X (finished element) are refined by Exit_status in :func:`finished_status`.
@@ -114,10 +117,6 @@ def check_native(res: Resources, prefix: str, scheduler: str) -> None:
                                f"'{prefix} ...' lines or bare options such as '-l place=excl'")
 
 
-def native_lines(res: Resources, prefix: str) -> list[str]:
-    return [raw if raw.startswith("#") else f"{prefix} {raw}" for raw in res.native]
-
-
 def nodefile_prologue() -> str:
     """Shell lines putting the distinct hosts of ``$PBS_NODEFILE`` into ``_hx_nodes``."""
     return ('_hx_nodes=; if [ -r "${PBS_NODEFILE:-}" ]; then while read -r _hx_n; do '
@@ -201,6 +200,81 @@ def pbs_select(res: Resources, *, gpus_key: str) -> str | None:
     return ":".join(chunk)
 
 
+def pbs_when(text: str) -> str:
+    """A canonical time as ``qsub -a`` reads it: ``CCYYMMDDhhmm.SS``, local time of the
+    submitting machine (POSIX qsub, -a date_time)."""
+    return local_time(text).strftime("%Y%m%d%H%M.%S")
+
+
+#: qsub -m letters (POSIX qsub; PBS Pro and Torque): b (begins), e (ends), a (aborted)
+MAIL_LETTERS = {"begin": "b", "end": "e", "fail": "a"}
+
+
+#: the rules PBS Pro and Torque write alike (POSIX qsub, which both follow):
+#: ``-M``/``-m`` mail, ``-a`` begin, ``-j oe`` (standard error merged into standard output)
+PBS_DRMAA_RULES: tuple[Rule, ...] = (
+    mail_options("-M ", "-m ", MAIL_LETTERS),
+    option("begin", lambda v: f"-a {pbs_when(v)}"),
+    option("join_output", lambda v: "-j oe"),
+)
+PBS_HOLD = hold_option("-h")
+#: keys neither PBS Pro nor Torque can express
+PBS_REFUSED = {
+    "deadline": "PBS has no start deadline; leave deadline unset and bound the run with "
+                "time, or use backend='slurm'",
+    "stdin": "PBS qsub has no input file option; read the file in the job instead (e.g. "
+             "'exec < FILE' at the top of a shell body, or open(FILE) in a function)",
+}
+
+
+@rule("nodes", "ppn", "threads", "mem", "gpus")
+def _select(b: object, spec: SubmitSpec) -> list[str]:
+    res = spec.res
+    select = pbs_select(res, gpus_key="ngpus")
+    if not select:
+        return []
+    d = [f"-l select={select}"]
+    if (res.nodes or 1) > 1:
+        d.append("-l place=scatter")  # one chunk per node, as 'nodes' means
+    return d
+
+
+@rule("array")
+def _array(b: object, spec: SubmitSpec) -> list[str]:
+    if spec.array_size is None:
+        return []
+    if spec.array_size < 2:
+        raise BackendError("PBS Pro arrays need at least two elements (-J 0-1); "
+                           "submit a single job instead")
+    return [f"-J {array_range(spec)}"]
+
+
+@rule("after")
+def _after(b: object, spec: SubmitSpec) -> list[str]:
+    if not spec.after:
+        return []
+    # PBS Pro cannot depend on one array element: depend on its whole array.
+    after = list(dict.fromkeys(array_of(j) for j in spec.after))
+    return ["-W depend=afterok:" + ":".join(after)]
+
+
+#: PBS Pro's dialect (PBS Professional Reference Guide, qsub): in directive order.
+RULES: tuple[Rule, ...] = (
+    Rule(("name",), lambda b, spec: [f"-N {job_name(spec.name)}"]),
+    Rule(("stdout",), lambda b, spec: [f"-o {pbs_path(spec.stdout)}"]),
+    error_option(lambda path: f"-e {pbs_path(path)}"),
+    option("queue", lambda v: f"-q {v}"),
+    option("account", lambda v: f"-A {v}"),
+    _select,
+    option("time", lambda v: f"-l walltime={format_time(v)}"),
+    _array,
+    PBS_HOLD,
+    _after,
+    *PBS_DRMAA_RULES,
+    NATIVE,
+)
+
+
 # -- the backend -------------------------------------------------------------------------------
 class PbsControl:
     """The submit and job control commands, and the job ids, PBS Pro and Torque share."""
@@ -238,8 +312,12 @@ class PbsProBackend(PbsControl, SchedulerBackend):
     default_max_array = 1000
     array_index_pattern = "^array_index^"
     array_index_expr = "$PBS_ARRAY_INDEX"
+    prefix = "#PBS"
+    rules = RULES
+    refused = PBS_REFUSED
 
     def check(self, res: Resources) -> None:
+        self.check_refused(res)
         check_native(res, "#PBS", "PBS Pro")
 
     def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
@@ -251,35 +329,6 @@ class PbsProBackend(PbsControl, SchedulerBackend):
             nodelist_expr='"$_hx_nodes"',
             array_index_expr='"${PBS_ARRAY_INDEX:-}"',
         )
-
-    def directives(self, spec: SubmitSpec) -> list[str]:
-        res = spec.res
-        d = [f"-N {job_name(spec.name)}", f"-o {pbs_path(spec.stdout)}",
-             f"-e {pbs_path(spec.stderr)}"]
-        if res.queue:
-            d.append(f"-q {res.queue}")
-        if res.account:
-            d.append(f"-A {res.account}")
-        select = pbs_select(res, gpus_key="ngpus")
-        if select:
-            d.append(f"-l select={select}")
-            if (res.nodes or 1) > 1:
-                d.append("-l place=scatter")  # one chunk per node, as 'nodes' means
-        if res.time:
-            d.append(f"-l walltime={format_time(res.time)}")
-        if spec.array_size is not None:
-            if spec.array_size < 2:
-                raise BackendError("PBS Pro arrays need at least two elements (-J 0-1); "
-                                   "submit a single job instead")
-            limit = f"%{spec.array_limit}" if spec.array_limit else ""
-            d.append(f"-J 0-{spec.array_size - 1}{limit}")
-        if spec.hold:
-            d.append("-h")
-        if spec.after:
-            # PBS Pro cannot depend on one array element: depend on its whole array.
-            after = list(dict.fromkeys(array_of(j) for j in spec.after))
-            d.append("-W depend=afterok:" + ":".join(after))
-        return [f"#PBS {x}" for x in d] + native_lines(res, "#PBS")
 
     def status_argv(self, job_ids: list[str]) -> list[str]:
         return ["qstat", "-x", "-f", "-F", "json", "-t", *query_ids(job_ids)]

@@ -59,10 +59,13 @@ import xml.etree.ElementTree as ET
 from typing import ClassVar
 
 from ..errors import BackendError, SubmitError, TransportError
-from ..resources import Resources, format_time
+from ..resources import Resources, format_time, local_time
 from ..script import ScriptParts
 from ..states import JobState
-from .base import JobStatus, SchedulerBackend, SubmitSpec
+from .base import (
+    JobStatus, Rule, SchedulerBackend, SubmitSpec, error_option, hold_option, mail_options,
+    option, rule, stdin_option,
+)
 
 #: job numbers asked of accounting in one call (each ``qacct`` reads the whole accounting file)
 ACCT_IDS_PER_CALL = 20
@@ -165,6 +168,76 @@ def _qstat_state(code: str, waiting_for: str | None) -> tuple[JobState, str | No
     return None
 
 
+def _when(text: str) -> str:
+    """A canonical time as ``-a`` reads it: ``CCYYMMDDhhmm.SS`` in the local time of the
+    submitting machine (sge_types(5), date_time)."""
+    return local_time(text).strftime("%Y%m%d%H%M.%S")
+
+
+@rule("mem", "native", "ppn", "threads")
+def _mem(b: SgeBackend, spec: SubmitSpec) -> list[str]:
+    res = spec.res
+    if not res.mem:
+        return []
+    per_slot = math.ceil(res.mem / res.cores) if _pe(res.native) else res.mem
+    return [f"-l {b.mem_resource}={per_slot}M"]
+
+
+@rule("array")
+def _array(b: object, spec: SubmitSpec) -> list[str]:
+    if spec.array_size is None:
+        return []
+    d = [f"-t 1-{spec.array_size}"]
+    if spec.array_limit:
+        d.append(f"-tc {spec.array_limit}")
+    return d
+
+
+@rule("after")
+def _after(b: object, spec: SubmitSpec) -> list[str]:
+    if not spec.after:
+        return []
+    # Whole jobs only: SGE refuses "-hold_jid 12.3".
+    jobs = sorted({j.split(".")[0] for j in spec.after}, key=_int_key)
+    return ["-hold_jid " + ",".join(jobs)]
+
+
+@rule("native", "nodes", "ppn", "threads")
+def _native(b: SgeBackend, spec: SubmitSpec) -> list[str]:
+    res = spec.res
+    pe = _pe(res.native)
+    out = []
+    for i, raw in enumerate(res.native):
+        if pe is not None and i == pe[0] and len(pe[1]) == 2:
+            raw = f"-pe {pe[1][1]} {b._slots(res)}"
+        out.append(raw)
+    return out
+
+
+#: sge_submit(1) -m letters: b (beginning), e (end), a (aborted or rescheduled)
+MAIL_LETTERS = {"begin": "b", "end": "e", "fail": "a"}
+#: Grid Engine's dialect (sge_submit(1) of SGE 8.1.9): one rule per key, in directive order.
+#: ``-V``: the job gets the submitting environment, as under sbatch.
+RULES: tuple[Rule, ...] = (
+    Rule(("name",), lambda b, spec: [f"-N {job_name(spec.name)}", "-S /bin/bash", "-V"]),
+    Rule(("stdout",), lambda b, spec: [f"-o {_path(spec.stdout)}"]),
+    error_option(lambda path: f"-e {_path(path)}"),
+    Rule(("workdir",), lambda b, spec: [f"-wd {_path(spec.workdir)}"]),
+    option("queue", lambda v: f"-q {v}"),
+    option("account", lambda v: f"-A {v}"),
+    option("time", lambda v: f"-l h_rt={format_time(v)}"),
+    _mem,
+    _array,
+    hold_option("-h"),
+    _after,
+    mail_options("-M ", "-m ", MAIL_LETTERS),
+    option("begin", lambda v: f"-a {_when(v)}"),
+    option("join_output", lambda v: "-j y"),
+    stdin_option(lambda path: f"-i {_path(path)}"),
+    _native,
+)
+
+
 class SgeBackend(SchedulerBackend):
     name = "sge"
     commands = ("qsub", "qstat", "qacct")
@@ -176,8 +249,16 @@ class SgeBackend(SchedulerBackend):
     poll_max = 30.0
     #: the complex that ``mem`` is requested as, per slot
     mem_resource: ClassVar[str] = "h_vmem"
+    prefix = "#$"
+    rules = RULES
+    refused = {
+        "deadline": "SGE's -dl only raises the priority of a deadline job (for users the "
+                    "administrator allows), it does not stop the job from running later; leave "
+                    "deadline unset and bound the run with time, or use backend='slurm'",
+    }
 
     def check(self, res: Resources) -> None:
+        self.check_refused(res)
         if res.gpus:
             raise BackendError(
                 "SGE has no standard GPU resource: leave gpus unset and request your site's "
@@ -191,7 +272,7 @@ class SgeBackend(SchedulerBackend):
         if pe is not None and len(pe[1]) < 2:
             raise BackendError(f"native {res.native[pe[0]]!r} names no parallel environment: "
                                "use '-pe NAME' or '-pe NAME SLOTS'")
-        for path in (res.stdout, res.stderr, res.workdir):
+        for path in (res.stdout, res.stderr, res.workdir, res.stdin):
             if path:
                 _path(path)
 
@@ -216,38 +297,6 @@ class SgeBackend(SchedulerBackend):
 
     def _slots(self, res: Resources) -> int:
         return (res.nodes or 1) * res.cores
-
-    def directives(self, spec: SubmitSpec) -> list[str]:
-        res = spec.res
-        # -V: the job gets the submitting environment, as under sbatch.
-        d = [f"-N {job_name(spec.name)}", "-S /bin/bash", "-V", f"-o {_path(spec.stdout)}",
-             f"-e {_path(spec.stderr)}", f"-wd {_path(spec.workdir)}"]
-        if res.queue:
-            d.append(f"-q {res.queue}")
-        if res.account:
-            d.append(f"-A {res.account}")
-        if res.time:
-            d.append(f"-l h_rt={format_time(res.time)}")
-        if res.mem:
-            per_slot = math.ceil(res.mem / res.cores) if _pe(res.native) else res.mem
-            d.append(f"-l {self.mem_resource}={per_slot}M")
-        if spec.array_size is not None:
-            d.append(f"-t 1-{spec.array_size}")
-            if spec.array_limit:
-                d.append(f"-tc {spec.array_limit}")
-        if spec.hold:
-            d.append("-h")
-        if spec.after:
-            # Whole jobs only: SGE refuses "-hold_jid 12.3".
-            jobs = sorted({j.split(".")[0] for j in spec.after}, key=_int_key)
-            d.append("-hold_jid " + ",".join(jobs))
-        lines = [f"#$ {x}" for x in d]
-        pe = _pe(res.native)
-        for i, raw in enumerate(res.native):
-            if pe is not None and i == pe[0] and len(pe[1]) == 2:
-                raw = f"-pe {pe[1][1]} {self._slots(res)}"
-            lines.append(raw if raw.startswith("#") else f"#$ {raw}")
-        return lines
 
     def submit_argv(self, spec: SubmitSpec) -> list[str]:
         return ["qsub", "-terse", spec.script]

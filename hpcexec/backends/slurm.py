@@ -5,10 +5,13 @@ import re
 import shlex
 
 from ..errors import SubmitError, TransportError
-from ..resources import Resources
+from ..resources import MAIL_EVENTS, Resources, local_time
 from ..script import ScriptParts
 from ..states import JobState
-from .base import JobStatus, SchedulerBackend, SubmitSpec
+from .base import (
+    NATIVE, JobStatus, Rule, SchedulerBackend, SubmitSpec, array_range, error_option,
+    hold_option, mail_options, option, stdin_option,
+)
 
 #: SLURM state names (squeue %T, sacct State) onto the common states
 STATES: dict[str, JobState] = {
@@ -83,6 +86,42 @@ def _time(seconds: int) -> str:
     return f"{days}-{h:02d}:{m:02d}:{s:02d}" if days else f"{h:02d}:{m:02d}:{s:02d}"
 
 
+def _when(text: str) -> str:
+    """A canonical time as ``--begin`` and ``--deadline`` read it: local time of the
+    submitting machine, ``YYYY-MM-DDTHH:MM:SS`` (sbatch(1), "--begin")."""
+    return local_time(text).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+q = shlex.quote
+#: SLURM's dialect (sbatch(1) of SLURM 22.05): one rule per key, in directive order.
+#: ``join_output``: sbatch sends standard error to the ``--output`` file when no ``--error``
+#: is given ("By default both standard output and standard error are directed to the same
+#: file").
+RULES: tuple[Rule, ...] = (
+    Rule(("name",), lambda b, spec: [f"--job-name={q(spec.name)}"]),
+    Rule(("stdout",), lambda b, spec: [f"--output={q(spec.stdout)}"]),
+    error_option(lambda path: f"--error={q(path)}"),
+    Rule(("workdir",), lambda b, spec: [f"--chdir={q(spec.workdir)}"]),
+    option("queue", lambda v: f"--partition={v}"),
+    option("account", lambda v: f"--account={v}"),
+    option("time", lambda v: f"--time={_time(v)}"),
+    option("nodes", lambda v: f"--nodes={v}"),
+    option("ppn", lambda v: f"--ntasks-per-node={v}"),
+    option("threads", lambda v: f"--cpus-per-task={v}"),
+    option("mem", lambda v: f"--mem={v}M"),
+    option("gpus", lambda v: f"--gpus-per-node={v}"),
+    Rule(("array",), lambda b, spec: [f"--array={r}"] if (r := array_range(spec)) else []),
+    hold_option("--hold"),
+    Rule(("after",), lambda b, spec: ["--dependency=afterok:" + ":".join(spec.after)]
+         if spec.after else []),
+    mail_options("--mail-user=", "--mail-type=", {e: e.upper() for e in MAIL_EVENTS}, ","),
+    option("begin", lambda v: f"--begin={_when(v)}"),
+    option("deadline", lambda v: f"--deadline={_when(v)}"),
+    stdin_option(lambda path: f"--input={q(path)}"),
+    NATIVE,
+)
+
+
 class SlurmBackend(SchedulerBackend):
     name = "slurm"
     commands = ("sbatch", "squeue")
@@ -91,6 +130,8 @@ class SlurmBackend(SchedulerBackend):
     array_index_expr = "$SLURM_ARRAY_TASK_ID"
     poll_min = 1.0
     poll_max = 30.0
+    prefix = "#SBATCH"
+    rules = RULES
 
     def check(self, res: Resources) -> None:
         pass  # SLURM expresses every key of the common model
@@ -104,39 +145,6 @@ class SlurmBackend(SchedulerBackend):
             nodelist_expr='"${SLURM_JOB_NODELIST:-}"',
             array_index_expr='"${SLURM_ARRAY_TASK_ID:-}"',
         )
-
-    def directives(self, spec: SubmitSpec) -> list[str]:
-        res = spec.res
-        q = shlex.quote
-        d = [f"--job-name={q(spec.name)}", f"--output={q(spec.stdout)}",
-             f"--error={q(spec.stderr)}", f"--chdir={q(spec.workdir)}"]
-        if res.queue:
-            d.append(f"--partition={res.queue}")
-        if res.account:
-            d.append(f"--account={res.account}")
-        if res.time:
-            d.append(f"--time={_time(res.time)}")
-        if res.nodes:
-            d.append(f"--nodes={res.nodes}")
-        if res.ppn:
-            d.append(f"--ntasks-per-node={res.ppn}")
-        if res.threads:
-            d.append(f"--cpus-per-task={res.threads}")
-        if res.mem:
-            d.append(f"--mem={res.mem}M")
-        if res.gpus:
-            d.append(f"--gpus-per-node={res.gpus}")
-        if spec.array_size is not None:
-            limit = f"%{spec.array_limit}" if spec.array_limit else ""
-            d.append(f"--array=0-{spec.array_size - 1}{limit}")
-        if spec.hold:
-            d.append("--hold")
-        if spec.after:
-            d.append("--dependency=afterok:" + ":".join(spec.after))
-        lines = [f"#SBATCH {x}" for x in d]
-        for raw in res.native:
-            lines.append(raw if raw.startswith("#") else f"#SBATCH {raw}")
-        return lines
 
     def submit_argv(self, spec: SubmitSpec) -> list[str]:
         return ["sbatch", "--parsable", spec.script]

@@ -29,10 +29,10 @@ from ..errors import TransportError
 from ..resources import Resources, format_time
 from ..script import ScriptParts
 from ..states import JobState
-from .base import JobStatus, SchedulerBackend, SubmitSpec
+from .base import NATIVE, JobStatus, Rule, SchedulerBackend, SubmitSpec, array_range, option, rule
 from .pbspro import (
-    PbsControl,
-    aliases, check_native, finished_status, hosts, job_name, mib, native_lines,
+    PBS_DRMAA_RULES, PBS_HOLD, PBS_REFUSED, PbsControl,
+    aliases, check_native, finished_status, hosts, job_name, mib,
     nodefile_prologue, pbs_path, query_ids, seconds,
 )
 
@@ -63,50 +63,66 @@ def own_output(stdout: str, stderr: str, workdir: str) -> str:
     return f"exec >{q(out)} 2>&1" if out == err else f"exec >{q(out)} 2>{q(err)}"
 
 
+def _own(spec: SubmitSpec) -> str:
+    return os.path.join(os.path.dirname(spec.script), "torque")  # the job writes its own
+
+
+@rule("nodes", "ppn", "threads", "gpus")
+def _nodes(b: object, spec: SubmitSpec) -> list[str]:
+    res = spec.res
+    if not (res.nodes or res.ppn or res.threads or res.gpus):
+        return []
+    gpus = f":gpus={res.gpus}" if res.gpus else ""
+    return [f"-l nodes={res.nodes or 1}:ppn={res.cores}{gpus}"]
+
+
+#: Torque's dialect (Torque qsub(1B)): in directive order. Torque's own -o/-e files get
+#: only its messages: the job script writes the job's output (see the module doc), and
+#: ``join_output`` is also applied there.
+RULES: tuple[Rule, ...] = (
+    Rule(("name",), lambda b, spec: [f"-N {job_name(spec.name)}",
+                                     f"-o {pbs_path(_own(spec) + '.out')}"]),
+    Rule(("join_output",), lambda b, spec: [] if spec.res.join_output
+         else [f"-e {pbs_path(_own(spec) + '.err')}"]),
+    option("queue", lambda v: f"-q {v}"),
+    option("account", lambda v: f"-A {v}"),
+    _nodes,
+    Rule(("mem", "nodes"), lambda b, spec: [f"-l mem={spec.res.mem * (spec.res.nodes or 1)}mb"]
+         if spec.res.mem else []),
+    option("time", lambda v: f"-l walltime={format_time(v)}"),
+    Rule(("array",), lambda b, spec: [f"-t {r}"] if (r := array_range(spec)) else []),
+    PBS_HOLD,
+    Rule(("after",), lambda b, spec: ["-W depend=afterok:" + ":".join(spec.after)]
+         if spec.after else []),
+    *PBS_DRMAA_RULES,
+    NATIVE,
+)
+
+
 class TorqueBackend(PbsControl, SchedulerBackend):
     name = "torque"
     commands = ("qsub", "qstat")
     default_max_array = 1000
     array_index_pattern = ""  # none: Torque appends -<index> to -o paths; jobs write their own
     array_index_expr = "$PBS_ARRAYID"
+    prefix = "#PBS"
+    rules = RULES
+    refused = PBS_REFUSED
 
     def check(self, res: Resources) -> None:
+        self.check_refused(res)
         check_native(res, "#PBS", "Torque")
 
     def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
                      stderr: str, workdir: str) -> ScriptParts:
+        err = stdout if res.join_output else stderr
         return ScriptParts(
             directives=[],  # given per submission by directives()
-            prologue=own_output(stdout, stderr, workdir) + "\n" + nodefile_prologue(),
+            prologue=own_output(stdout, err, workdir) + "\n" + nodefile_prologue(),
             job_id_expr='"${PBS_JOBID:-}"',
             nodelist_expr='"$_hx_nodes"',
             array_index_expr='"${PBS_ARRAYID:-}"',
         )
-
-    def directives(self, spec: SubmitSpec) -> list[str]:
-        res = spec.res
-        own = os.path.join(os.path.dirname(spec.script), "torque")  # the job writes its own
-        d = [f"-N {job_name(spec.name)}", f"-o {pbs_path(own + '.out')}",
-             f"-e {pbs_path(own + '.err')}"]
-        if res.queue:
-            d.append(f"-q {res.queue}")
-        if res.account:
-            d.append(f"-A {res.account}")
-        if res.nodes or res.ppn or res.threads or res.gpus:
-            gpus = f":gpus={res.gpus}" if res.gpus else ""
-            d.append(f"-l nodes={res.nodes or 1}:ppn={res.cores}{gpus}")
-        if res.mem:
-            d.append(f"-l mem={res.mem * (res.nodes or 1)}mb")
-        if res.time:
-            d.append(f"-l walltime={format_time(res.time)}")
-        if spec.array_size is not None:
-            limit = f"%{spec.array_limit}" if spec.array_limit else ""
-            d.append(f"-t 0-{spec.array_size - 1}{limit}")
-        if spec.hold:
-            d.append("-h")
-        if spec.after:
-            d.append("-W depend=afterok:" + ":".join(spec.after))
-        return [f"#PBS {x}" for x in d] + native_lines(res, "#PBS")
 
     def status_argv(self, job_ids: list[str]) -> list[str]:
         return ["qstat", "-x", "-t", *query_ids(job_ids)]
