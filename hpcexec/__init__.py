@@ -28,6 +28,7 @@ _EXPORTS = {
     "UnknownJob": "errors",
     "JobFailed": "errors",
     "RemoteTraceback": "errors",
+    "register_backend": "backends",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .errors import (BackendError, CacheError, ConfigError, HpcexecError, JobFailed,
                          PayloadError, RemoteTraceback, ResourceError, SubmitError,
                          TransportError, UnknownJob)
+    from .backends import register_backend
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult
     from .resources import Resources

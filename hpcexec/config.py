@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .backends import SCHEDULERS
+from .backends import SCHEDULERS, backend_names
 from .errors import ConfigError, ResourceError
 from .resources import RESOURCE_TABLE, Resources
 
@@ -46,7 +46,7 @@ else:  # pragma: no cover - Python 3.10
 PROJECT_FILE = "hpcexec.toml"
 ENV_PROFILE = "HPCEXEC_PROFILE"
 ENV_CACHE_DIR = "HPCEXEC_CACHE_DIR"
-BACKEND_NAMES = ("local", *SCHEDULERS, "auto")
+BACKEND_NAMES = ("local", *SCHEDULERS, "auto")  # built-in; registered ones are accepted too
 
 #: Executor settings a profile may hold, with their built-in defaults.
 DEFAULTS: dict[str, Any] = {
@@ -245,8 +245,9 @@ def _line(lines: dict[tuple[str, ...], int], keys: tuple[str, ...]) -> int:
 def _check(key: str, value: Any) -> str | None:
     """What is wrong with a setting's value, or None."""
     if key == "backend":
-        if value not in BACKEND_NAMES:
-            return f"must be one of {', '.join(BACKEND_NAMES)}, not {value!r}"
+        names = (*backend_names(), "auto")  # with backends registered by packages
+        if value not in names:
+            return f"must be one of {', '.join(names)}, not {value!r}"
     elif key == "trust_on_first_use":
         if not isinstance(value, bool):
             return f"takes true or false, not {value!r}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import math
 import os
@@ -16,22 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import integrity
+from . import hooks, integrity
 from . import payload as pl
-from .backends import SCHEDULERS, Backend, LocalBackend
+from .backends import (SCHEDULERS, Backend, LocalBackend, backend_names, scheduler_class,
+                       schedulers, unknown_backend)
 from .config import resolve as resolve_settings
 from .errors import (BackendError, CacheError, HpcexecError, JobFailed, ResourceError,
-                     TransportError, UnknownJob)
+                     SubmitError, TransportError, UnknownJob)
 from .future import JobFuture, JobInfo, ShellResult
 from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE
 from .localqueue import LocalQueue
-from .schedqueue import SchedulerQueue
+from .schedqueue import FILE_DIRECTIVES, SchedulerQueue, job_body, submission_script
 from .monitor import Monitor
 from .runner import FutureRef
 from .remote import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, SSHOptions, check_python,
                      is_local, open_ssh)
 from .resources import Resources, split_options
-from .script import render
+from .script import fill_placeholders, render
 from .states import JobState
 from .store import JobRecord, Store
 from .transport.base import Transport
@@ -39,12 +41,13 @@ from .transport.local import LocalShell
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("local", *SCHEDULERS)
+BACKENDS = ("local", *SCHEDULERS)  # the built-in ones; backend_names() adds registered ones
 
 
 def detect_backend(which: Callable[[str], str | None]) -> str:
-    """The first scheduler whose commands are on PATH, else ``"local"``."""
-    for name, cls in SCHEDULERS.items():
+    """The first scheduler (built-in, then registered) whose commands are on PATH, else
+    ``"local"``."""
+    for name, cls in schedulers().items():
         if all(which(c) for c in cls.commands):
             return name
     return "local"
@@ -67,9 +70,21 @@ class _Job:
     body: str | None = None  # shell body
     check: bool = True
     futures: list[JobFuture] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # more files beside the script
+    directives: tuple[str, ...] = ()  # of a submitted job file, before hpcexec's own
+
+
+def _split_options(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Resources and job options; the script options (:data:`hooks.OPTIONS`) are taken
+    here, before :func:`split_options` sees them."""
+    values = dict(values)
+    mine = {k: values.pop(k) for k in hooks.OPTIONS if k in values}
+    res, opts = split_options(values)
+    return res, {**opts, **mine}
 
 
 def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
+    hooks.check_options(opts)
     for flag in ("force", "retry", "hold", "reuse_slots"):
         if flag in opts and not isinstance(opts[flag], bool):
             raise ResourceError(f"job option {flag!r} takes True or False, not {opts[flag]!r}")
@@ -136,9 +151,8 @@ class _Core:
                  python: str | None, poll_interval: float | None,
                  coalesce: float = 0.2, calls_per_second: float = 10.0,
                  ssh: SSHOptions = SSHOptions()) -> None:
-        if backend != "auto" and backend not in BACKENDS:
-            raise BackendError(f"unknown backend {backend!r}; available: "
-                               f"{', '.join(BACKENDS)} or 'auto'")
+        if backend != "auto" and backend not in backend_names():
+            raise unknown_backend(backend, " or 'auto'")
         if is_local(host) and ssh.given():
             raise ResourceError(f"{', '.join(ssh.given())} apply to jobs on another host; "
                                 f"give host= too, or leave them out")
@@ -179,6 +193,8 @@ class _Core:
         self._lock = threading.RLock()
         self._watch: dict[str, list[JobFuture]] = {}
         self._reapply: dict[str, JobRecord] = {}  # finished, but their files were unreachable
+        self._epilogue_wait: set[str] = set()  # keys whose epilogue another client runs
+        self._epilogue_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._placed: dict[str, set[str]] = {}  # submission tag -> staged dirs now in place
         self._replaced: dict[str, list[str]] = {}  # submission tag -> earlier dirs set aside
 
@@ -188,7 +204,7 @@ class _Core:
         which: Callable[[str], str | None] = self.transport.which
         if self.remote:
             self.files_dir = self.transport.expand_path(ssh.remote_dir or DEFAULT_REMOTE_DIR)
-            commands = sorted({c for cls in SCHEDULERS.values() for c in cls.commands})
+            commands = sorted({c for cls in schedulers().values() for c in cls.commands})
             remote = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON, commands)
             self.python = remote.path
             which = remote.commands.get  # one round trip, not one per command
@@ -210,7 +226,7 @@ class _Core:
             self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
             self.queue = LocalQueue(self.store, self.transport, self.backend)
             return
-        self.backend = SCHEDULERS[backend]()
+        self.backend = scheduler_class(backend)()
         if not all(which(c) for c in self.backend.commands):
             where = (f"on {self.transport.host}'s PATH for a non-interactive SSH login"
                      if self.remote else "on PATH")
@@ -249,13 +265,17 @@ class _Core:
         changed = self.queue.poll()
         if self._reapply:
             self.records_changed(())
+        if self._epilogue_wait:  # has the client running their epilogue died?
+            with self._lock:
+                keys, self._epilogue_wait = self._epilogue_wait, set()
+            self.records_changed(self.store.get_many(keys).values())
         return changed
 
     def wait_fds(self) -> list[int]:
         return self.queue.wait_fds()
 
     def wake_in(self) -> float | None:
-        if self._reapply:
+        if self._reapply or self._epilogue_wait:
             return min(self.queue.wake_in or 2.0, 2.0)
         return self.queue.wake_in
 
@@ -287,7 +307,7 @@ class _Core:
             for f in futures:
                 if not f.done() and f._state == concurrent.futures._base.PENDING:
                     f.set_running_or_notify_cancel()
-        if not rec.state.finished:
+        if not rec.state.finished or not self._epilogue_settled(rec):
             return
         outcomes: list[bytes] | None = None
         outcome_error: Exception | None = None
@@ -322,6 +342,77 @@ class _Core:
                     del self._watch[rec.key]
         for f, value, exc in settled:
             _set(f, result=value, exc=exc)
+
+    # -- epilogues -----------------------------------------------------------------------
+    def _epilogue_settled(self, rec: JobRecord) -> bool:
+        """Whether an ended job's futures may complete: it has no epilogue, or its epilogue
+        has run (or never will). Starts the epilogue when no client has claimed it."""
+        if not rec.epilogue:
+            return True
+        word = hooks.state_word(rec.epilogue_state)
+        if word is None:
+            with self.store.write() as tx:  # claim it, so no other client runs it too
+                cur = tx.get(rec.key)
+                if cur is not None and cur.epilogue and cur.epilogue_state is None:
+                    tx.update(rec.key, epilogue_state=hooks.claim())
+                    hooks.running(self.store.path, rec.key, True)
+            if cur is None or cur.epilogue_state is not None:  # another client's, or gone
+                return cur is None or self._epilogue_settled(cur)
+            self._start_epilogue(cur)
+            return False
+        if word in hooks.FINAL:
+            return True
+        if hooks.is_running(self.store.path, rec.key):
+            return False  # running in this process; its end is a record change
+        claim = hooks.Claim.parse(rec.epilogue_state or "")
+        if claim is None or claim.mine() or claim.dead():
+            why = hooks.interrupted(claim)
+            with self.store.write() as tx:
+                cur = tx.get(rec.key)
+                if cur is not None and cur.epilogue_state == rec.epilogue_state:
+                    tx.update(rec.key, epilogue_state=why)
+            log.warning("the epilogue of job %s (%s) was %s", rec.name, rec.key, why)
+            return True
+        with self._lock:
+            self._epilogue_wait.add(rec.key)  # looked at again while its client works
+        return False
+
+    def _start_epilogue(self, rec: JobRecord) -> None:
+        with self._lock:
+            if self._epilogue_pool is None:
+                self._epilogue_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix="hpcexec-epilogue")
+            pool = self._epilogue_pool
+        pool.submit(self._run_epilogue, rec)
+
+    def _run_epilogue(self, rec: JobRecord) -> None:
+        """Run a claimed epilogue (in a worker thread, so the monitor goes on polling), keep
+        its output in the job directory and its outcome in the record; the record change
+        lets the monitor complete the futures. A failure is logged, never the job's."""
+        try:
+            env = {**hooks.hook_env(rec.key, rec.name or "", rec.jobdir, self.host),
+                   "HPCEXEC_JOB_ID": rec.job_id or "", "HPCEXEC_JOB_STATE": rec.state.value,
+                   "HPCEXEC_EXIT_CODE": "" if rec.exit_code is None else str(rec.exit_code)}
+            result, error = hooks.run_logged(rec.epilogue or "", env)
+            where = os.path.join(rec.jobdir, hooks.EPILOGUE_LOG)
+            try:
+                self.transport.write_bytes(where, hooks.log_text(result, error))
+            except (TransportError, OSError) as e:
+                log.warning("cannot keep the epilogue output of %s in %s: %s", rec.key, where, e)
+            if result is not None and result.ok:
+                state = "done"
+            else:
+                why = hooks.hook_failure("the epilogue", result, error)
+                state = f"failed: {why}"
+                log.warning("job %s (%s): %s; its output is in %s (the job's result stands)",
+                            rec.name, rec.key, why, where)
+            with self.store.write() as tx:
+                tx.update(rec.key, epilogue_state=state)
+        except Exception:
+            log.exception("running the epilogue of %s failed", rec.key)
+        finally:
+            hooks.running(self.store.path, rec.key, False)
+            self.monitor.wake()
 
     def _value(self, rec: JobRecord, f: JobFuture, outcomes: list[bytes] | None,
                outcome_error: Exception | None) -> Any:
@@ -461,9 +552,13 @@ class _Core:
         tag = uuid.uuid4().hex[:12]
         staged: list[str] = []
         try:
+            logs = self._prologues(to_write, opts.get("prologue"))
             for key, j in to_write.items():
                 staged.append(str(self.jobs_dir / f".new-{tag}-{key}"))
-                self._write_files(j, staged[-1], after_dirs)
+                self._write_files(j, staged[-1], after_dirs, opts.get("aux_scripts"))
+                if key in logs:
+                    self.transport.write_bytes(os.path.join(staged[-1], hooks.PROLOGUE_LOG),
+                                               logs[key], atomic=False)
             if to_write:
                 extra: dict[str, Any] = {}  # kept in the record only when not the default
                 if opts.get("array_limit"):
@@ -471,7 +566,7 @@ class _Core:
                 if opts.get("reuse_slots") is False:
                     extra["reuse_slots"] = False
                 self._insert(to_write, known, deps, hold=bool(opts.get("hold")), tag=tag,
-                             extra=extra)
+                             extra=extra, epilogue=opts.get("epilogue"))
         except BaseException:
             with self._lock:
                 for j in jobs:
@@ -494,8 +589,30 @@ class _Core:
         fresh.update(self.store.get_many(k for k in attached if k not in fresh))
         self.records_changed(fresh.values())
 
+    def _prologues(self, jobs: dict[str, _Job], prologue: str | None) -> dict[str, bytes]:
+        """Run the prologue of each job about to be submitted (once per distinct text);
+        its log per key. A failure raises :class:`SubmitError` and nothing is submitted."""
+        if not prologue:
+            return {}
+        ran: dict[str, bytes] = {}
+        logs: dict[str, bytes] = {}
+        for key, j in jobs.items():
+            jobdir = str(self.jobs_dir / key)
+            text = hooks.render(prologue, j.res, j.name, jobdir)
+            if text not in ran:
+                result, error = hooks.run_logged(
+                    text, hooks.hook_env(key, j.name, jobdir, self.host))
+                if result is None or not result.ok:
+                    raise SubmitError(
+                        f"the prologue of job {j.name} ({key}) "
+                        f"{hooks.hook_failure('', result, error).strip()}; nothing was "
+                        f"submitted. Fix the prologue (or what it needs) and submit again")
+                ran[text] = hooks.log_text(result)
+            logs[key] = ran[text]
+        return logs
+
     def _insert(self, jobs: dict[str, _Job], known: dict[str, JobRecord], deps: list[str],
-                hold: bool, tag: str, extra: dict[str, Any]) -> None:
+                hold: bool, tag: str, extra: dict[str, Any], epilogue: str | None) -> None:
         now = time.time()
         lost_race = 0
         with self.store.write() as tx:
@@ -519,14 +636,16 @@ class _Core:
                     self.transport.rename(new, jobdir)
                 self._placed.setdefault(tag, set()).add(new)
                 res = j.res
+                mine = {FILE_DIRECTIVES: list(j.directives)} if j.directives else {}
                 tx.put(JobRecord(
                     key=key, backend=self.backend.name, host=self.host, kind=j.kind,
                     jobdir=jobdir,
                     state=JobState.HELD if hold else JobState.PENDING,
                     name=j.name, submitted=now, cores=res.cores,
                     resources={**res.to_dict(), "workdir": self.workdir(res),
-                               "python": self.python, **extra},
-                    deps=deps))
+                               "python": self.python, **extra, **mine},
+                    deps=deps,
+                    epilogue=hooks.render(epilogue, res, j.name, jobdir) if epilogue else None))
         if lost_race:
             log.info("%d job(s) were submitted by another client at the same time; attaching",
                      lost_race)
@@ -550,25 +669,55 @@ class _Core:
     def _result_present(self, rec: JobRecord) -> bool:
         return rec.kind == "shell" or self.transport.exists(os.path.join(rec.jobdir, RESULT))
 
-    def _write_files(self, j: _Job, stage: str, after: list[str]) -> None:
-        """Write a job's payload and script into ``stage`` (renamed into place later)."""
+    def job_script(self, j: _Job, after: list[str]) -> str:
+        """The text of a job's script (``job.sh`` in its directory)."""
         jobdir = str(self.jobs_dir / j.key)
-        self.transport.make_dir(stage)
         workdir = self.workdir(j.res)
         parts = self.backend.script_parts(j.res, name=j.name, jobdir=jobdir, workdir=workdir,
                                           stdout=j.res.stdout or os.path.join(jobdir, "stdout"),
                                           stderr=j.res.stderr or os.path.join(jobdir, "stderr"))
         if j.kind == "shell":
-            script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
-                            name=j.name, shell_body=j.body, after=after)
-        else:
+            assert j.body is not None
+            body = fill_placeholders(j.body, {"jobdir": jobdir})
+            return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
+                          name=j.name, shell_body=body, after=after)
+        command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
+        return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
+                      name=j.name, command=command, after=after)
+
+    def preview(self, j: _Job, after: list[JobFuture], hold: bool) -> str:
+        """What submitting ``j`` on its own would give the scheduler (the local backend:
+        run), rendered as the submission does it; nothing is written."""
+        script = self.job_script(j, sorted({str(f._core.jobs_dir / f.key) for f in after}))
+        if not isinstance(self.queue, SchedulerQueue):
+            return script
+        ids = set()  # as if submitted now: dependencies not yet completed, by their ids
+        for f in after:
+            rec = f._core.store.get(f.key)
+            if rec is not None and rec.job_id and rec.state is not JobState.COMPLETED:
+                ids.add(rec.job_id)
+        workdir = self.workdir(j.res)
+        spec = self.queue.single_spec(j.res.replace(workdir=None), j.name,
+                                      str(self.jobs_dir / j.key), workdir, hold=hold,
+                                      after=tuple(sorted(ids)))
+        return submission_script(j.directives, self.backend.directives(spec), job_body(script))
+
+    def _write_files(self, j: _Job, stage: str, after: list[str],
+                     aux: dict[str, str] | None) -> None:
+        """Write a job's payload, script and other files into ``stage`` (renamed into place
+        later)."""
+        jobdir = str(self.jobs_dir / j.key)
+        self.transport.make_dir(stage)
+        if j.kind != "shell":
             assert j.file_bytes is not None
             self.transport.write_bytes(os.path.join(stage, PAYLOAD),
                                        integrity.seal(self.key, j.file_bytes), atomic=False)
-            command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
-            script = render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
-                            name=j.name, command=command, after=after)
-        self.transport.write_bytes(os.path.join(stage, SCRIPT), script.encode(), atomic=False)
+        files = {**{name: hooks.render(text, j.res, j.name, jobdir).encode()
+                    for name, text in (aux or {}).items()}, **j.files}
+        for name, data in files.items():
+            self.transport.write_bytes(os.path.join(stage, name), data, atomic=False)
+        self.transport.write_bytes(os.path.join(stage, SCRIPT),
+                                   self.job_script(j, after).encode(), atomic=False)
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         with self._lock:
@@ -579,6 +728,8 @@ class _Core:
                     f.cancel()
         if wait:
             concurrent.futures.wait(self.all_futures())
+            if self._epilogue_pool is not None:
+                self._epilogue_pool.shutdown(wait=True)
             self.monitor.stop(wait=True)
             self.store.close()
             self.transport.close()
@@ -601,6 +752,30 @@ def _set(f: JobFuture, *, result: Any = None, exc: BaseException | None = None) 
             f.set_result(result)
     except concurrent.futures.InvalidStateError:  # cancelled or set by a racing pass
         pass
+
+
+_DIRECTIVE_RE = re.compile(r"^#(\$|[A-Z]{2,})\s")
+
+
+def file_directives(text: str) -> tuple[str, ...]:
+    """The scheduler directives (``#SBATCH``, ``#$``, ``#PBS``, ``#BSUB``, ...) in a job
+    file's leading block of comments and blank lines, where schedulers read them."""
+    out = []
+    for line in text.splitlines()[1 if text.startswith("#!") else 0:]:
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            break
+        if _DIRECTIVE_RE.match(stripped):
+            out.append(stripped)
+    return tuple(out)
+
+
+def file_interpreter(text: str) -> str:
+    """The command line a job file's ``#!`` names (``/bin/bash`` without one)."""
+    first = text.split("\n", 1)[0]
+    if first.startswith("#!") and first[2:].strip():
+        return " ".join(shlex.quote(w) for w in first[2:].split())
+    return "/bin/bash"
 
 
 def _safe_name(text: str) -> str:
@@ -660,8 +835,8 @@ class Executor(concurrent.futures.Executor):
             remote_dir=remote_dir, ssh_key=ssh_key, known_hosts=known_hosts,
             trust_on_first_use=trust_on_first_use, poll_interval=poll_interval,
             coalesce=coalesce, calls_per_second=calls_per_second))
-        res, opts = split_options({**{k: v.value for k, v in s.resources.items()},
-                                   **resources})
+        res, opts = _split_options({**{k: v.value for k, v in s.resources.items()},
+                                    **resources})
         self._res = Resources.create(**res)
         self._opts = _job_options(opts)
         self._core = _Core(s["backend"], s["cache_dir"], s["host"], s["python"],
@@ -679,8 +854,10 @@ class Executor(concurrent.futures.Executor):
         once, on schedulers), ``reuse_slots`` (default True: an array element that has
         finished its own task may run tasks of the same array that have not started, in a
         fresh forked process each, saving a slot and a Python start-up per task; False gives
-        every task its own element)."""
-        res, opts = split_options(resources_and_options)
+        every task its own element), ``prologue`` and ``epilogue`` (shell text run on this
+        machine before the job is submitted and once after it ended) and ``aux_scripts``
+        (``{"name.sh": text}`` written beside the job script); see :mod:`hpcexec.hooks`."""
+        res, opts = _split_options(resources_and_options)
         view = object.__new__(Executor)
         view._core = self._core
         view._res = self._res.replace(**res)
@@ -709,21 +886,28 @@ class Executor(concurrent.futures.Executor):
         after = sorted(f.key for f in self._opts.get("after", ()))
         if after:  # the same work after other jobs is other work (futures in arguments are
             parts = (*parts, "after:" + ",".join(after))  # in the payload already)
+        aux = self._opts.get("aux_scripts")
+        if aux:  # the job may run them (a prologue or an epilogue runs outside the job)
+            parts = (*parts, "aux:" + json.dumps(aux, sort_keys=True))
         return pl.cache_key(*parts, self._res.canonical(), self._core.backend.name, self._core.host)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         """Run ``fn(*args, **kwargs)`` as a job; its future holds the return value."""
         self._check_open()
+        job, deps = self._call_job(fn, args, kwargs)
+        job.futures = [JobFuture(self._core, job.key)]
+        self._core.submit_jobs([job], self._with_deps(deps))
+        return job.futures[0]
+
+    def _call_job(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
+                  ) -> tuple[_Job, list[JobFuture]]:
         calls, deps = _extract_futures([(args, kwargs)])
         file_bytes, body = pl.dumps_payload(fn, calls, kind="call", sys_path=self._core.sys_path,
                                             by_value=self._core.by_value(),
                                             refs=bool(deps))
         key = self._opts.get("key") or self._key("call", body)
         name = self._res.name or _safe_name(getattr(fn, "__name__", "call"))
-        job = _Job("call", key, name, self._res, 1, file_bytes=file_bytes)
-        job.futures = [JobFuture(self._core, key)]
-        self._core.submit_jobs([job], self._with_deps(deps))
-        return job.futures[0]
+        return _Job("call", key, name, self._res, 1, file_bytes=file_bytes), deps
 
     def _with_deps(self, deps: list[JobFuture]) -> dict[str, Any]:
         if not deps:
@@ -735,16 +919,85 @@ class Executor(concurrent.futures.Executor):
         non-zero exit raises :class:`JobFailed` when ``check``. ``{placeholders}`` such as
         ``{threads}`` or ``{mem}`` are filled from the resources."""
         self._check_open()
+        job = self._shell_job(body, check)
+        job.futures = [JobFuture(self._core, job.key, check=check)]
+        self._core.submit_jobs([job], self._opts)
+        return job.futures[0]
+
+    def _shell_job(self, body: str, check: bool) -> _Job:
         if not isinstance(body, str) or not body.strip():
             raise ResourceError("submit_shell needs a non-empty shell body string")
         if "\0" in body:
             raise ResourceError("the shell body contains a NUL byte")
         key = self._opts.get("key") or self._key("shell", body)
-        name = self._res.name or "shell"
-        job = _Job("shell", key, name, self._res, 1, body=body, check=check)
-        job.futures = [JobFuture(self._core, key, check=check)]
-        self._core.submit_jobs([job], self._opts)
+        return _Job("shell", key, self._res.name or "shell", self._res, 1, body=body,
+                    check=check)
+
+    def submit_file(self, path: str | os.PathLike, *, check: bool = True,
+                    **resources: Any) -> JobFuture:
+        """Submit a job script you already have (a file on this machine) as a tracked job.
+
+        The file is copied into the job's directory and run there by the interpreter its
+        ``#!`` line names (bash without one), in ``workdir``; its exit code is recorded as
+        for :meth:`submit_shell`, whose :class:`ShellResult` (or :class:`JobFailed` when
+        ``check`` and non-zero) the future holds. The scheduler directives in the file's
+        leading comment block (``#SBATCH``, ``#$``, ``#PBS``, ``#BSUB``, ...) are kept and
+        come first; the ``resources`` given here and the executor's, and hpcexec's own job
+        name, output, error and working directory, follow them and so win where both set an
+        option, as command-line flags do over in-file directives. The cache key is the
+        file's text with the resources: an unchanged file is not submitted twice."""
+        self._check_open()
+        view = self.options(**resources) if resources else self
+        job = view._file_job(path, check)
+        job.futures = [JobFuture(view._core, job.key, check=check)]
+        view._core.submit_jobs([job], view._opts)
         return job.futures[0]
+
+    def _file_job(self, path: str | os.PathLike, check: bool) -> _Job:
+        try:
+            data = Path(path).expanduser().read_bytes()
+        except OSError as e:
+            raise ResourceError(f"cannot read the job file {path}: {e.strerror or e}") from e
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise ResourceError(f"the job file {path} is not UTF-8 text") from None
+        if "\0" in text or not text.strip():
+            raise ResourceError(f"the job file {path} is empty or holds NUL bytes")
+        copy = Path(path).name
+        copy = copy if copy not in hooks.RESERVED and not copy.startswith(".") else f"user_{copy}"
+        key = self._opts.get("key") or self._key("file", data)
+        jobdir = str(self._core.jobs_dir / key)
+        body = f"{file_interpreter(text)} {shlex.quote(os.path.join(jobdir, copy))}"
+        name = self._res.name or _safe_name(Path(path).stem)
+        return _Job("shell", key, name, self._res, 1, body=body, check=check,
+                    files={copy: data}, directives=file_directives(text))
+
+    def job_script(self, fn_or_body: Callable[..., Any] | str, /, *args: Any,
+                   **resources: Any) -> str:
+        """The exact script that submitting ``fn_or_body`` (a callable with ``args``, or a
+        shell body) with these resources and job options would give the scheduler (on the
+        local backend: run), writing and submitting nothing. On a scheduler it is the job
+        submitted on its own: coalesced into an array, each element runs the same script
+        body under the array's directives. Pass keyword arguments of a callable with
+        :func:`functools.partial`."""
+        view = self.options(**resources) if resources else self
+        after = list(view._opts.get("after", ()))
+        if isinstance(fn_or_body, str):
+            if args:
+                raise ResourceError("a shell body takes no arguments: put them in the body")
+            job = view._shell_job(fn_or_body, True)
+        else:
+            job, deps = view._call_job(fn_or_body, args, {})
+            after += deps
+        return view._core.preview(job, after, bool(view._opts.get("hold")))
+
+    def file_script(self, path: str | os.PathLike, **resources: Any) -> str:
+        """What :meth:`submit_file` would give the scheduler for ``path`` (see
+        :meth:`job_script`), writing and submitting nothing."""
+        view = self.options(**resources) if resources else self
+        return view._core.preview(view._file_job(path, True), list(view._opts.get("after", ())),
+                                  bool(view._opts.get("hold")))
 
     def default_chunksize(self, n: int) -> int:
         """Calls per job for a ``map`` of ``n`` calls when ``chunksize`` is not given: on the

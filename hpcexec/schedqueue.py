@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import Any
+from typing import Any, Sequence
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
 from .errors import BackendError, SubmitError, TransportError
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
 TERMINATED_REASON = "terminated on request"
+SUBMIT_SCRIPT = "submit.sh"  # the script given to the scheduler, in the job or array directory
+FILE_DIRECTIVES = "file_directives"  # record resources: directives of a submitted job file
 ID_CHUNK = 500  # job ids per status command
 LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
 NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
@@ -166,6 +168,14 @@ class SchedulerQueue:
             ids.append(d.job_id)
         return sorted(ids)
 
+    def single_spec(self, res: Resources, name: str, jobdir: str, workdir: str, *,
+                    hold: bool = False, after: tuple[str, ...] = ()) -> SubmitSpec:
+        """The submission of one job on its own (not an array)."""
+        return SubmitSpec(os.path.join(jobdir, SUBMIT_SCRIPT), res, name,
+                          _abs(res.stdout, workdir) or os.path.join(jobdir, "stdout"),
+                          _abs(res.stderr, workdir) or os.path.join(jobdir, "stderr"),
+                          workdir, hold=hold, after=after)
+
     def _submit_group(self, recs: list[JobRecord], after: list[str], hold: bool) -> None:
         first = recs[0]
         res = Resources.from_dict({k: v for k, v in first.resources.items() if k != "workdir"})
@@ -174,12 +184,12 @@ class SchedulerQueue:
         name = names.pop() if len(names) == 1 else "hpcexec-batch"
         shared = False
         if len(recs) == 1:
-            base = first.jobdir
-            stdout = _abs(res.stdout, workdir) or os.path.join(base, "stdout")
-            stderr = _abs(res.stderr, workdir) or os.path.join(base, "stderr")
-            spec = SubmitSpec(os.path.join(base, "submit.sh"), res, name, stdout, stderr,
-                              workdir, hold=hold, after=tuple(after))
-            body = f"exec /bin/bash {shlex.quote(os.path.join(first.jobdir, SCRIPT))}"
+            spec = self.single_spec(res, name, first.jobdir, workdir, hold=hold,
+                                    after=tuple(after))
+            # The job script itself, under the directives: what Executor.job_script shows,
+            # and what the scheduler's own views of the job (scontrol, qstat -j) show.
+            body = job_body(self.transport.read_bytes(
+                os.path.join(first.jobdir, SCRIPT)).decode())
         else:
             base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
             self.transport.make_dir(base)
@@ -195,7 +205,7 @@ class SchedulerQueue:
             shared = self._shareable(recs, after, hold)
             if shared:
                 self._write_share(base, recs, res, workdir, name)
-            spec = SubmitSpec(os.path.join(base, "submit.sh"), res, name,
+            spec = SubmitSpec(os.path.join(base, SUBMIT_SCRIPT), res, name,
                               os.path.join(base, f"{pattern}.out"),
                               os.path.join(base, f"{pattern}.err"), workdir,
                               array_size=len(recs), hold=hold, after=tuple(after),
@@ -216,7 +226,7 @@ class SchedulerQueue:
                     tx.update(r.key, state=JobState.FAILED, finished=time.time(),
                               reason=f"{self.backend.name} cannot submit this job: {e}")
             return
-        script = "\n".join(["#!/bin/bash", *directives, body]) + "\n"
+        script = submission_script(first.resources.get(FILE_DIRECTIVES, ()), directives, body)
         self.transport.write_bytes(spec.script, script.encode())
         with self.store.write() as tx:  # the intent, so a crash here never submits twice
             for r in recs:
@@ -599,6 +609,19 @@ class SchedulerQueue:
         except TransportError:
             return None
         return self.backend.parse_accounting(r.stdout).get(rec.job_id or "") if r.ok else None
+
+
+def job_body(job_script: str) -> str:
+    """A job script without its first line (the shebang), to follow submission directives."""
+    return job_script.split("\n", 1)[1].rstrip("\n") if "\n" in job_script else ""
+
+
+def submission_script(file_directives: Sequence[str], directives: Sequence[str],
+                      body: str) -> str:
+    """What is given to the scheduler: a shebang, the directives of a submitted job file
+    (``Executor.submit_file``), then hpcexec's, which come later and so win where both set
+    one option (SLURM and Grid Engine take the last), then the body."""
+    return "\n".join(["#!/bin/bash", *file_directives, *directives, body]) + "\n"
 
 
 def _abs(path: str | None, workdir: str) -> str | None:

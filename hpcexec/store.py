@@ -7,6 +7,7 @@ bumps a store-wide revision number, so a monitor reads only what changed since i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import stat
@@ -21,8 +22,13 @@ from typing import Any, Iterable, Iterator
 from .errors import CacheError
 from .states import ACTIVE_STATES, JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "jobs.sqlite"
+#: columns each schema version added, so an older cache is brought up to date when opened
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE jobs ADD COLUMN epilogue TEXT",
+        "ALTER TABLE jobs ADD COLUMN epilogue_state TEXT"),
+}
 
 _COLUMNS = """
     key TEXT PRIMARY KEY,
@@ -47,7 +53,9 @@ _COLUMNS = """
     comment TEXT,
     tags TEXT NOT NULL DEFAULT '[]',
     user_state TEXT,
-    rev INTEGER NOT NULL DEFAULT 0
+    rev INTEGER NOT NULL DEFAULT 0,
+    epilogue TEXT,
+    epilogue_state TEXT
 """
 
 
@@ -78,6 +86,11 @@ class JobRecord:
     tags: list[str] = field(default_factory=list)
     user_state: str | None = None
     rev: int = 0
+    #: shell text run on the submitting side once the job has ended (see hpcexec.epilogue)
+    epilogue: str | None = None
+    #: None (not run yet), "running: HOST PID:START", "done", "failed: ..." or
+    #: "interrupted: ..." (its client ended while it ran; it is never run twice)
+    epilogue_state: str | None = None
 
     @property
     def path(self) -> Path:
@@ -239,13 +252,18 @@ class Store:
                 conn.close()
         except sqlite3.DatabaseError as e:
             raise self._corrupt(e) from e
-        if row and row[0] != str(SCHEMA_VERSION):
+        if row and not self._readable(row[0]):
             raise self._version_error(row[0])
+
+    @staticmethod
+    def _readable(version: str) -> bool:
+        """This version or an older one (brought up to date by :data:`MIGRATIONS`)."""
+        return version.isdigit() and 1 <= int(version) <= SCHEMA_VERSION
 
     def _version_error(self, found: str) -> CacheError:
         return CacheError(f"the job cache {self.path} has schema version {found}, this hpcexec "
-                          f"reads version {SCHEMA_VERSION}: use the hpcexec version that wrote "
-                          f"it, or a new cache directory.")
+                          f"reads version {SCHEMA_VERSION} and older ones: use the hpcexec "
+                          f"version that wrote it, or a new cache directory.")
 
     def _init_schema(self) -> None:
         conn = self._conn()
@@ -260,10 +278,23 @@ class Store:
                     conn.execute("CREATE INDEX jobs_job_id ON jobs (job_id)")
                     conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                     conn.execute("INSERT INTO meta VALUES ('rev', '0')")
-                elif int(row[0]) != SCHEMA_VERSION:
+                elif not self._readable(row[0]):
                     raise self._version_error(row[0])
+                elif int(row[0]) < SCHEMA_VERSION:
+                    self._migrate(conn, int(row[0]))
         except sqlite3.DatabaseError as e:
             raise self._corrupt(e) from e
+
+    def _migrate(self, conn: sqlite3.Connection, found: int) -> None:
+        """Bring a cache of an older schema up to date (inside the schema transaction, so
+        two clients opening it at once migrate it once). Existing records keep their keys
+        and values; new columns start empty."""
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),))
+        logging.getLogger(__name__).info("job cache %s brought from schema version %d to %d",
+                                         self.path, found, SCHEMA_VERSION)
 
     @contextmanager
     def _txn(self, conn: sqlite3.Connection) -> Iterator[None]:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BackendError, HpcexecError, SubmitError
-from ..executor import BACKENDS, detect_backend, wait as wait_futures
-from ..backends import SCHEDULERS
+from ..executor import detect_backend, wait as wait_futures
+from ..backends import backend_names, schedulers, unknown_backend
 from ..remote import SSHOptions, open_ssh
 from ..states import JobState
 from ..store import JobRecord
@@ -54,8 +54,24 @@ def parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
+def parse_aux(items: list[str]) -> dict[str, str]:
+    """``--aux-script NAME=PATH``: the text of each file, by the name it gets."""
+    aux = {}
+    for item in items:
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path:
+            raise UsageError(f"--aux-script takes NAME=PATH, not {item!r}")
+        try:
+            aux[name] = Path(path).expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--aux-script {name}: cannot read {path}: {e}") from None
+    return aux
+
+
 def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
-    body = shell_body(args.command)
+    if args.file and args.command:
+        raise UsageError("give either --file PATH or a command after --, not both")
+    body = None if args.file else shell_body(args.command)
     wanted: dict[str, Any] = {k: getattr(args, k) for k in SUBMIT_RESOURCES
                               if getattr(args, k) is not None}
     if args.env:
@@ -63,11 +79,22 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     for flag in ("force", "hold"):
         if getattr(args, flag):
             wanted[flag] = True
-    if args.key:
-        wanted["key"] = args.key
+    for option in ("key", "prologue", "epilogue"):
+        if getattr(args, option):
+            wanted[option] = getattr(args, option)
+    if args.aux_script:
+        wanted["aux_scripts"] = parse_aux(args.aux_script)
     ex = ctx.executor()
+    view = ex.options(**wanted)
+    if args.dry_run:
+        script = view.file_script(args.file) if args.file else view.job_script(body)
+        ctx.out.emit({"script": script}, script)
+        return 0
     t0 = time.time()
-    future = ex.options(**wanted).submit_shell(body, check=False)
+    if args.file:
+        future = view.submit_file(args.file, check=False)
+    else:
+        future = view.submit_shell(body, check=False)
     ctx.follow(ex, future)
     rec = _wait_for_id(ctx, future.key)
     if rec.state is JobState.FAILED and not rec.job_id and (rec.submitted or 0) >= t0:
@@ -122,8 +149,8 @@ def _select(ctx: Context, states: list[str] | None, match: str | None,
 
 def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
     backend, host = args.backend, args.host  # given on the command line: filters
-    if backend is not None and backend not in BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    if backend is not None and backend not in backend_names():
+        raise unknown_backend(backend)
     states = parse_states(args.state)
     if ctx.store() is None:
         ctx.out.jobs([], empty=f"no jobs: no job cache at {ctx.cache_dir}")
@@ -169,6 +196,8 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         rows += [("wallclock", _secs(info.wallclock)), ("cpu time", _secs(info.cpu_seconds)),
                  ("max rss", f"{info.max_rss_mb:.1f} MB" if info.max_rss_mb else None),
                  ("nodes", info.nodelist)]
+    if rec.epilogue:
+        rows.append(("epilogue", rec.epilogue_state or "not run yet"))
     rows += [("resources", res or None), ("workdir", rec.resources.get("workdir")),
              ("after", ", ".join(short_key(d) for d in rec.deps) or None),
              ("job dir", rec.jobdir), ("stdout", data["stdout_path"]),
@@ -361,14 +390,14 @@ def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
     else:
         which = shutil.which
     try:
-        found = {c: which(c) for cls in SCHEDULERS.values() for c in cls.commands}
+        found = {c: which(c) for cls in schedulers().values() for c in cls.commands}
     finally:
         if transport is not None:
             transport.close()
     auto = detect_backend(found.get)
     rows, data = [["local", "-", "yes (always)"]], [{"backend": "local", "commands": {},
                                                      "available": True}]
-    for name, cls in SCHEDULERS.items():
+    for name, cls in schedulers().items():
         cmds = {c: found[c] for c in cls.commands}
         missing = [c for c, p in cmds.items() if not p]
         rows.append([name, " ".join(cls.commands),

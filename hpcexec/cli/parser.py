@@ -12,6 +12,8 @@ GLOBAL_OPTIONS = ("cache_dir", "profile", "backend", "host", "json", "debug")
 EXAMPLES = """\
 examples:
   hpcexec submit --time 1:00:00 --mem 4GB -- ./run.sh input.dat
+  hpcexec submit --dry-run --threads 4 -- 'make -j {threads}'
+  hpcexec submit --file job.sbatch --time 2:00:00
   hpcexec jobs --state failed --match 'sweep-.*' --json
   hpcexec logs --follow KEY          hpcexec wait --progress KEY...
   hpcexec cancel KEY...              hpcexec clean --finished --older-than 7d
@@ -43,7 +45,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                    help="a profile from hpcexec.toml or ~/.config/hpcexec/config.toml "
                         "(default: $HPCEXEC_PROFILE, the files' default_profile)")
     g.add_argument("--backend", metavar="NAME", **d,
-                   help="local, slurm, sge, pbspro, torque, lsf or auto (for jobs: a filter)")
+                   help="local, slurm, sge, pbspro, torque, lsf, one a package registers, or "
+                        "auto (for jobs: a filter)")
     g.add_argument("--host", metavar="HOST", **d,
                    help="jobs on this host over SSH (for jobs: a filter; for merge: the "
                         "host the merged jobs ran on)")
@@ -88,6 +91,20 @@ def build_parser() -> Parser:
                                  "and resources)")
     o.add_argument("--force", action="store_true", help="run it even if the cache has it")
     o.add_argument("--hold", action="store_true", help="submit it held (`hpcexec release`)")
+    o.add_argument("--file", metavar="PATH",
+                   help="submit this job script (its #SBATCH/#$/#PBS/#BSUB lines are kept; "
+                        "options given here win) instead of a COMMAND")
+    o.add_argument("--prologue", metavar="SHELL",
+                   help="shell text run here before submitting; if it fails, nothing is "
+                        "submitted")
+    o.add_argument("--epilogue", metavar="SHELL",
+                   help="shell text run here once, when a client following the job sees it "
+                        "end (e.g. `hpcexec wait`)")
+    o.add_argument("--aux-script", action="append", metavar="NAME=PATH",
+                   help="write the file PATH beside the job script as NAME (repeatable; "
+                        "{placeholders} filled; the body finds it as {jobdir}/NAME)")
+    o.add_argument("--dry-run", action="store_true",
+                   help="print the script that would be submitted; write and submit nothing")
     p.add_argument("command", nargs="*", metavar="-- COMMAND",
                    help="the shell command; one word is a shell body as written")
 
