@@ -172,15 +172,23 @@ def cmd_resources(args: argparse.Namespace, ctx: Any = None) -> int:
     return 0
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(subparsers: Any,
+             common: Callable[[argparse.ArgumentParser], None] | None = None,
+             ) -> argparse.ArgumentParser:
     """Add the ``resources`` command to an argparse subparsers object; its function is in
-    the parser's defaults as ``func``. ``--json`` and ``--backend`` set nothing unless given,
-    so the same global options given before the command stand."""
+    the parser's defaults as ``func``. ``common`` adds the command line's global options to
+    the new parser (then its ``--json`` and ``--backend`` serve). ``--json`` and ``--backend``
+    set nothing unless given, so the same global options given before the command stand."""
     p = subparsers.add_parser("resources", help=HELP, description=HELP)
-    p.add_argument("--backend", metavar="NAME", default=argparse.SUPPRESS,
-                   help="show only this backend's rendering")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                   help="print JSON")
+    if common is not None:
+        common(p)
+    for flags, kw in ((("--backend",), dict(metavar="NAME",
+                                             help="show only this backend's rendering")),
+                      (("--json",), dict(action="store_true", help="print JSON"))):
+        try:
+            p.add_argument(*flags, default=argparse.SUPPRESS, **kw)
+        except argparse.ArgumentError:
+            pass  # given by ``common`` already
     p.set_defaults(func=cmd_resources)
     return p
 

@@ -121,6 +121,18 @@ def test_register_adds_the_command(capsys):
     assert {d["key"]: list(d["backends"]) for d in data}["mail"] == ["sge"]
 
 
+def test_register_with_the_command_lines_global_options():
+    def common(parser):
+        parser.add_argument("--backend", default=argparse.SUPPRESS)
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    sub = argparse.ArgumentParser(prog="hpcexec").add_subparsers(dest="cmd")
+    p = help_.register(sub, common)
+    args = p.parse_args(["--backend", "pbspro", "--json", "--debug"])
+    assert (args.backend, args.json, args.debug) == ("pbspro", True, True)
+
+
 def test_command_writes_through_the_cli_output_when_given_one():
     got = []
 
