@@ -27,6 +27,10 @@ _EXPORTS = {
     "ConfigError": "errors",
     "UnknownJob": "errors",
     "JobFailed": "errors",
+    "OutOfMemory": "errors",
+    "PrologueFailed": "errors",
+    "HostKeyError": "errors",
+    "IntegrityError": "errors",
     "RemoteTraceback": "errors",
     "register_backend": "backends",
 }
@@ -34,9 +38,10 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .errors import (BackendError, CacheError, ConfigError, HpcexecError, JobFailed,
-                         PayloadError, RemoteTraceback, ResourceError, SubmitError,
-                         TransportError, UnknownJob)
+    from .errors import (BackendError, CacheError, ConfigError, HostKeyError, HpcexecError,
+                         IntegrityError, JobFailed, OutOfMemory, PayloadError, PrologueFailed,
+                         RemoteTraceback, ResourceError, SubmitError, TransportError,
+                         UnknownJob)
     from .backends import register_backend
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult

@@ -27,6 +27,11 @@ class SubmitError(HpcexecError):
     """The scheduler refused a submission; the message carries its words."""
 
 
+class PrologueFailed(SubmitError):
+    """A job's ``prologue`` failed on the submitting side; nothing was submitted. The message
+    gives its exit status and the end of its output."""
+
+
 class TransportError(HpcexecError):
     """A command could not be run or a file could not be moved."""
 

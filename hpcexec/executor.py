@@ -23,7 +23,7 @@ from .backends import (SCHEDULERS, Backend, LocalBackend, backend_names, schedul
                        schedulers, unknown_backend)
 from .config import resolve as resolve_settings
 from .errors import (BackendError, CacheError, HpcexecError, JobFailed, ResourceError,
-                     SubmitError, TransportError, UnknownJob)
+                     PrologueFailed, TransportError, UnknownJob)
 from .future import JobFuture, JobInfo, ShellResult
 from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE
 from .localqueue import LocalQueue
@@ -591,7 +591,7 @@ class _Core:
 
     def _prologues(self, jobs: dict[str, _Job], prologue: str | None) -> dict[str, bytes]:
         """Run the prologue of each job about to be submitted (once per distinct text);
-        its log per key. A failure raises :class:`SubmitError` and nothing is submitted."""
+        its log per key. A failure raises :class:`PrologueFailed` and nothing is submitted."""
         if not prologue:
             return {}
         ran: dict[str, bytes] = {}
@@ -603,7 +603,7 @@ class _Core:
                 result, error = hooks.run_logged(
                     text, hooks.hook_env(key, j.name, jobdir, self.host))
                 if result is None or not result.ok:
-                    raise SubmitError(
+                    raise PrologueFailed(
                         f"the prologue of job {j.name} ({key}) "
                         f"{hooks.hook_failure('', result, error).strip()}; nothing was "
                         f"submitted. Fix the prologue (or what it needs) and submit again")

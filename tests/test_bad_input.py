@@ -17,7 +17,7 @@ import jobfns
 from hpcexec.errors import (BackendError, CacheError, ConfigError, PayloadError, ResourceError,
                             TransportError)
 from hpcexec.store import Store
-from sshtest import DEST, KEY, KNOWN
+from sshtest import DEST
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from hpcexec.backends import SCHEDULERS, register_backend, unregister_backend
 from hpcexec.backends.base import SchedulerBackend
 from hpcexec.backends.slurm import SlurmBackend
 from hpcexec.config import resolve
-from livecluster import _executor, _live
+from livecluster import _executor
 
 FAKE = Path(__file__).parent / "fakesched"
 RENAMED = {"bsub": "sitesub", "bjobs": "sitestat", "bkill": "sitekill", "bstop": "sitestop",

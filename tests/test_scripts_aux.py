@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import hpcexec
 import jobfns
-from hpcexec import JobFailed, ResourceError, ShellResult, SubmitError
+from hpcexec import JobFailed, PrologueFailed, ResourceError, ShellResult
 from hpcexec.jobfiles import SCRIPT
 from hpcexec.store import DB_NAME, SCHEMA_VERSION, JobRecord, Store
 
@@ -59,7 +58,7 @@ def test_epilogue_runs_for_a_failed_job_and_its_own_failure_is_only_recorded(ex,
 
 
 def test_failing_prologue_submits_nothing(ex, tmp_path):
-    with pytest.raises(SubmitError, match=r"prologue of job shell .* exited with code 4: no "
+    with pytest.raises(PrologueFailed, match=r"prologue of job shell .* exited with code 4: no "
                                           r"inputs; nothing was submitted"):
         ex.options(prologue="echo no inputs >&2; exit 4").submit_shell("echo never")
     assert ex.store.select() == []

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 import jobfns
-from hpcexec import JobFailed, JobState
-from hpcexec.errors import OutOfMemory
+from hpcexec import JobFailed, JobState, OutOfMemory
 
 
 def _check_out_of_memory(f, limit_words: str) -> None:
