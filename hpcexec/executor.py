@@ -27,7 +27,7 @@ from .errors import (BackendError, CacheError, HpcexecError, JobFailed, Resource
 from .future import JobFuture, JobInfo, ShellResult
 from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE
 from .localqueue import LocalQueue
-from .schedqueue import FILE_DIRECTIVES, SchedulerQueue, job_body, submission_script
+from .schedqueue import FILE_DIRECTIVES, SchedulerQueue, single_body, submission_script
 from .monitor import Monitor
 from .runner import FutureRef
 from .remote import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, SSHOptions, check_python,
@@ -700,7 +700,8 @@ class _Core:
         spec = self.queue.single_spec(j.res.replace(workdir=None), j.name,
                                       str(self.jobs_dir / j.key), workdir, hold=hold,
                                       after=tuple(sorted(ids)))
-        return submission_script(j.directives, self.backend.directives(spec), job_body(script))
+        body = single_body(self.backend, script, os.path.join(str(self.jobs_dir / j.key), SCRIPT))
+        return submission_script(j.directives, self.backend.directives(spec), body)
 
     def _write_files(self, j: _Job, stage: str, after: list[str],
                      aux: dict[str, str] | None) -> None:

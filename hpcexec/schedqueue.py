@@ -188,8 +188,8 @@ class SchedulerQueue:
                                     after=tuple(after))
             # The job script itself, under the directives: what Executor.job_script shows,
             # and what the scheduler's own views of the job (scontrol, qstat -j) show.
-            body = job_body(self.transport.read_bytes(
-                os.path.join(first.jobdir, SCRIPT)).decode())
+            path = os.path.join(first.jobdir, SCRIPT)
+            body = single_body(self.backend, self.transport.read_bytes(path).decode(), path)
         else:
             base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
             self.transport.make_dir(base)
@@ -614,6 +614,18 @@ class SchedulerQueue:
 def job_body(job_script: str) -> str:
     """A job script without its first line (the shebang), to follow submission directives."""
     return job_script.split("\n", 1)[1].rstrip("\n") if "\n" in job_script else ""
+
+
+def single_body(backend: SchedulerBackend, job_script: str, path: str) -> str:
+    """What follows the directives when a job is submitted on its own: its script, or, when
+    the scheduler reads directives anywhere in the file (Grid Engine) and a line of the script
+    looks like one, a line that runs the script from ``path``, so that a shell body's line such
+    as ``#$ -l h_rt=1`` (or a here-document holding one) is never taken as a directive."""
+    body = job_body(job_script)
+    prefix = backend.directives_anywhere
+    if prefix and any(line.lstrip().startswith(prefix) for line in body.splitlines()):
+        return f"exec /bin/bash {shlex.quote(path)}"
+    return body
 
 
 def submission_script(file_directives: Sequence[str], directives: Sequence[str],

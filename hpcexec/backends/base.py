@@ -146,6 +146,10 @@ class SchedulerBackend(Backend):
     array_index_expr: ClassVar[str]
     #: True when the submit command reads the script on standard input (LSF's ``bsub <``)
     submit_stdin: ClassVar[bool] = False
+    #: the directive prefix when the scheduler reads directive lines anywhere in a script, not
+    #: only in its leading comments (Grid Engine's ``#$``): a single job's script that holds
+    #: such a line is then run from its own file rather than inlined under the directives
+    directives_anywhere: ClassVar[str | None] = None
     #: what ``array_index_pattern`` gives the first element (0: SLURM; 1: SGE, whose task ids
     #: start at 1); the driver names element ``i``'s output ``i + array_index_base``
     array_index_base: ClassVar[int] = 0

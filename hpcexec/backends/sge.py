@@ -245,6 +245,7 @@ class SgeBackend(SchedulerBackend):
     array_index_pattern = "$TASK_ID"
     array_index_expr = "$((SGE_TASK_ID-1))"
     array_index_base = 1  # $TASK_ID in output paths counts from 1
+    directives_anywhere = "#$"  # qsub reads every "#$" line of a script, wherever it is
     poll_min = 1.0
     poll_max = 30.0
     #: the complex that ``mem`` is requested as, per slot

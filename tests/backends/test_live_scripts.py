@@ -45,3 +45,15 @@ def test_submit_file_keeps_its_directives_and_resources_win(live, tmp_path):
     if spec["submit"] == "sbatch":
         out = ex._core.transport.run(["scontrol", "show", "job", f.job_id]).stdout
         assert "Comment=kept" in out  # the file's directive was kept
+
+
+def test_a_body_line_that_looks_like_a_directive_is_not_one(live):
+    # Grid Engine reads "#$" lines anywhere in a script: such a body runs from its own file.
+    ex, spec = live
+    body = "cat <<'EOF'\n#$ -N hijacked\n#SBATCH --job-name=hijacked\nEOF\necho ${SLURM_JOB_NAME:-$JOB_NAME}"
+    shown = ex.job_script(body, name="mine")
+    f = ex.options(name="mine").submit_shell(body)
+    r = f.result(timeout=180)
+    assert r.stdout == "#$ -N hijacked\n#SBATCH --job-name=hijacked\nmine\n"
+    assert _read(ex, os.path.join(f.record.jobdir, "submit.sh")) == shown
+    assert ("exec /bin/bash" in shown) == (spec["submit"] == "qsub")
