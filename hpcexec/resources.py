@@ -412,7 +412,8 @@ class Resources:
         return out
 
 
-JOB_OPTIONS = ("key", "force", "retry", "hold", "after", "array_limit", "reuse_slots")
+JOB_OPTIONS = ("key", "force", "retry", "hold", "after", "array_limit", "reuse_slots", "prologue",
+               "epilogue", "aux_scripts")
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -373,7 +373,7 @@ def test_split_options_separates_resources_and_job_options():
     assert res == {"threads": 2, "mem": "1G"}
     assert opts == {"key": "k", "force": True, "retry": 2, "hold": False, "after": ["x"]}
     assert set(JOB_OPTIONS) == {"key", "force", "retry", "hold", "after", "array_limit",
-                                "reuse_slots"}
+                                "reuse_slots", "prologue", "epilogue", "aux_scripts"}
 
 
 def test_split_options_empty():
