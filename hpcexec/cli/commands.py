@@ -20,6 +20,7 @@ from ..remote import SSHOptions, open_ssh
 from ..states import JobState
 from ..store import JobRecord
 from .context import Context, UsageError, one_line
+from .resources import cmd_resources
 from .output import note, pairs, record_dict, short_key, state_text, table, when
 
 #: submit's resource options, in the order --help lists them
@@ -441,4 +442,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Context], int]] = {
     "submit": cmd_submit, "jobs": cmd_jobs, "show": cmd_show, "logs": cmd_logs,
     "wait": cmd_wait, "cancel": cmd_cancel, "hold": cmd_hold, "release": cmd_release,
     "clean": cmd_clean, "merge": cmd_merge, "backends": cmd_backends, "config": cmd_config,
+    "resources": cmd_resources,
 }

@@ -7,6 +7,7 @@ import sys
 from typing import NoReturn
 
 from .. import __version__
+from .resources import register as register_resources
 
 GLOBAL_OPTIONS = ("cache_dir", "profile", "backend", "host", "json", "debug")
 EXAMPLES = """\
@@ -18,7 +19,7 @@ examples:
   hpcexec logs --follow KEY          hpcexec wait --progress KEY...
   hpcexec cancel KEY...              hpcexec clean --finished --older-than 7d
   hpcexec merge other-machine/.hpcexec --host cluster-a
-  hpcexec --profile cluster-a config
+  hpcexec --profile cluster-a config   hpcexec resources --backend sge
 
 A KEY is a record key, a unique prefix of one, or a scheduler job id.
 Exit status: 0 done, 1 error, 2 bad command line, 3 `wait`: a job did not complete,
@@ -67,6 +68,8 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=help, description=help)
         _global_options(p, suppress=True)
         return p
+
+    register_resources(sub, lambda p: _global_options(p, suppress=True))
 
     p = command("submit", "run a shell command as a job; prints its key and job id")
     r = p.add_argument_group("resources")

@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, TextIO
 
-from ..backends import SCHEDULERS
+from ..backends import schedulers
 from ..backends.base import Backend, SchedulerBackend, SubmitSpec
 from ..backends.local import LocalBackend
 from ..errors import BackendError
@@ -53,7 +53,7 @@ class Row:
 def backends(name: str | None = None) -> dict[str, Backend]:
     """The backends to describe: every one (local first), or the one named."""
     found: dict[str, Backend] = {"local": LocalBackend(total_cores=1024, hostname="localhost")}
-    found.update((n, cls()) for n, cls in SCHEDULERS.items())
+    found.update((n, cls()) for n, cls in schedulers().items())
     if name is None:
         return found
     if name not in found:

@@ -147,3 +147,13 @@ def test_command_writes_through_the_cli_output_when_given_one():
     (data, text), = got
     assert data == help_.as_data(help_.rows("lsf"))
     assert text == help_.as_text(help_.rows("lsf"))
+
+
+def test_the_hpcexec_command_runs_it_and_writes_no_cache(cli):
+    out = cli("resources", "--json", "--backend", "sge")
+    assert out.code == 0, out.err
+    rows = out.json()
+    assert [r["key"] for r in rows] == list(RESOURCE_TABLE)
+    assert all(list(r["backends"]) == ["sge"] for r in rows)
+    assert cli("--json", "resources").json() == help_.as_data(help_.rows())
+    assert not (cli.cwd / ".hpcexec").exists()
