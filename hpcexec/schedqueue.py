@@ -261,8 +261,9 @@ class SchedulerQueue:
     def _shareable(self, recs: list[JobRecord], after: list[str], hold: bool) -> bool:
         """Whether the elements of this array may run each other's records: Python jobs
         with one interpreter, not held (a released element must not run held ones), no
-        dependencies (the job script's dependency check would be skipped)."""
-        return (not hold and not after
+        dependencies (the job script's dependency check would be skipped), no ``stdin``
+        (tasks forked in one element would share the file's read position)."""
+        return (not hold and not after and not recs[0].resources.get("stdin")
                 and all(r.kind in ("call", "chunk") for r in recs)
                 and len({r.resources.get("python") for r in recs}) == 1
                 and recs[0].resources.get("reuse_slots", True) is not False)
@@ -273,9 +274,7 @@ class SchedulerQueue:
         spec = {
             "jobdirs": [r.jobdir for r in recs],
             "names": [r.name or name for r in recs],
-            "outputs": [[_abs(res.stdout, workdir) or os.path.join(r.jobdir, "stdout"),
-                         _abs(res.stderr, workdir) or os.path.join(r.jobdir, "stderr")]
-                        for r in recs],
+            "outputs": [_outputs(res, workdir, r.jobdir) for r in recs],
             "time_limit": res.time,
             "index_base": self.backend.array_index_base,
         }
@@ -634,6 +633,13 @@ def submission_script(file_directives: Sequence[str], directives: Sequence[str],
     (``Executor.submit_file``), then hpcexec's, which come later and so win where both set
     one option (SLURM and Grid Engine take the last), then the body."""
     return "\n".join(["#!/bin/bash", *file_directives, *directives, body]) + "\n"
+
+
+def _outputs(res: Resources, workdir: str, jobdir: str) -> list[str]:
+    """A task's stdout and stderr paths (the same one with ``join_output``)."""
+    out = _abs(res.stdout, workdir) or os.path.join(jobdir, "stdout")
+    return [out, out if res.join_output else
+            _abs(res.stderr, workdir) or os.path.join(jobdir, "stderr")]
 
 
 def _abs(path: str | None, workdir: str) -> str | None:

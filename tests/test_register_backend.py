@@ -122,7 +122,8 @@ class _Incomplete(SchedulerBackend):
 @pytest.mark.parametrize("cls, name, message", [
     (_Incomplete, "incomplete", r"lacks methods cancel_argv, .*parse_status, parse_submit, "
                                 r"script_parts, status_argv, submit_argv; class attribute "
-                                r"commands .*array_index_expr"),
+                                r"commands .*array_index_expr.*class attributes prefix and "
+                                r"rules .* or a directives\(\) method of its own"),
     (type("Renamed", (SlurmBackend,), {}), "renamed", r"has name 'slurm' but is registered "
                                                       r"as 'renamed'.*name = 'renamed'"),
     (type("Local", (SlurmBackend,), {"name": "local"}), "local", r"not local or auto"),

@@ -86,3 +86,19 @@ def test_sigterm_to_the_job_stops_the_element_and_the_running_task_records_it(tm
     code, reason = parse_exitcode((dirs[2] / EXITCODE).read_text())
     assert code == 128 + signal.SIGTERM and "SIGTERM" in reason
     assert not (dirs[1] / EXITCODE).exists()  # nothing more was started
+
+
+def test_tasks_share_slots_only_without_stdin_and_join_their_output_when_asked():
+    from types import SimpleNamespace
+
+    from hpcexec.resources import Resources
+    from hpcexec.schedqueue import SchedulerQueue, _outputs
+
+    def recs(**res):
+        return [SimpleNamespace(kind="call", resources={"python": "python3", **res})] * 3
+
+    assert SchedulerQueue._shareable(None, recs(), [], False)
+    assert not SchedulerQueue._shareable(None, recs(stdin="/data/in"), [], False)
+    joined = Resources.create(join_output=True, stdout="out.txt")
+    assert _outputs(joined, "/w", "/j") == ["/w/out.txt", "/w/out.txt"]
+    assert _outputs(Resources(), "/w", "/j") == ["/j/stdout", "/j/stderr"]

@@ -57,6 +57,9 @@ def _missing(cls: type) -> list[str]:
     commands = getattr(cls, "commands", None)
     if isinstance(commands, tuple) and not all(isinstance(c, str) and c for c in commands):
         problems.append("class attribute commands holding command names (strings)")
+    if cls.directives is SchedulerBackend.directives and not (cls.prefix and cls.rules):
+        problems.append("class attributes prefix and rules (a directive prefix such as "
+                        "'#SBATCH' and a tuple of Rule), or a directives() method of its own")
     return problems
 
 
