@@ -23,9 +23,9 @@ from .backends import (SCHEDULERS, Backend, LocalBackend, backend_names, schedul
                        schedulers, unknown_backend)
 from .config import resolve as resolve_settings
 from .errors import (BackendError, CacheError, HpcexecError, JobFailed, ResourceError,
-                     PrologueFailed, TransportError, UnknownJob)
+                     OutOfMemory, PrologueFailed, TransportError, UnknownJob)
 from .future import JobFuture, JobInfo, ShellResult
-from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE
+from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE, output_path
 from .localqueue import LocalQueue
 from .schedqueue import FILE_DIRECTIVES, SchedulerQueue, single_body, submission_script
 from .monitor import Monitor
@@ -447,16 +447,14 @@ class _Core:
             if details:
                 message += ": " + "; ".join(details)
         err = self.transport.read_tail(self.output_path(rec, "stderr"), STDERR_TAIL_BYTES)
-        return JobFailed(message, state=rec.state, exit_code=rec.exit_code, signal=rec.signal,
+        cls = OutOfMemory if (rec.reason or "").startswith("out of memory") else JobFailed
+        return cls(message, state=rec.state, exit_code=rec.exit_code, signal=rec.signal,
                          reason=rec.reason, key=rec.key, job_id=rec.job_id,
                          stderr_tail="\n".join(err.splitlines()[-20:]))
 
     # -- files ---------------------------------------------------------------------------
     def output_path(self, rec: JobRecord, stream: str) -> str:
-        path = rec.resources.get(stream)
-        if not path:
-            return os.path.join(rec.jobdir, stream)
-        return os.path.join(rec.resources.get("workdir") or rec.jobdir, path)
+        return output_path(rec.resources, rec.jobdir, stream)
 
     def read_output(self, rec: JobRecord, stream: str) -> str:
         try:

@@ -15,6 +15,18 @@ STDERR = "stderr"
 USAGE = "usage"  # "name value" lines the runner writes: max_rss_kib, user_s, sys_s, wall_s
 
 
+def output_path(resources: dict, jobdir: str, stream: str) -> str:
+    """Where a job's ``stream`` ("stdout" or "stderr") went: the ``stdout``/``stderr``
+    resource (relative to its ``workdir``), else the file of that name in its directory; with
+    ``join_output`` its stderr is its stdout."""
+    if stream == STDERR and resources.get("join_output"):
+        stream = STDOUT
+    path = resources.get(stream)
+    if not path:
+        return os.path.join(jobdir, stream)
+    return os.path.join(resources.get("workdir") or jobdir, path)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary name beside ``path`` and rename it into place."""
     path = Path(path)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
 from .errors import BackendError, SubmitError, TransportError
-from .jobfiles import EXITCODE, SCRIPT, STARTED, killed_by, parse_exitcode
+from .jobfiles import EXITCODE, SCRIPT, STARTED, STDERR, killed_by, output_path, parse_exitcode
 from .resources import Resources
 from .slots import CLAIMS, SHARE, parse_claims
 from .states import JobState
@@ -33,6 +33,7 @@ TERMINATED_REASON = "terminated on request"
 SUBMIT_SCRIPT = "submit.sh"  # the script given to the scheduler, in the job or array directory
 FILE_DIRECTIVES = "file_directives"  # record resources: directives of a submitted job file
 ID_CHUNK = 500  # job ids per status command
+MEMORY_KILL_TAIL = 8192  # bytes of a killed job's stderr searched for a memory kill
 LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
 NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
 
@@ -441,8 +442,22 @@ class SchedulerQueue:
         sig = st.signal if st.signal else (code - 128 if code is not None and code > 128 else None)
         if why is None and sig and state is not JobState.COMPLETED:
             why = killed_by(sig)
+        if state is not JobState.COMPLETED and found is None and rec.reason != TERMINATED_REASON:
+            killed = self._memory_kill(rec)
+            if killed:
+                state, why = JobState.FAILED, f"out of memory: {killed}"
         return dict(state=state, exit_code=code, signal=sig, reason=why,
                     finished=now, started=rec.started or now)
+
+    def _memory_kill(self, rec: JobRecord) -> str | None:
+        """The scheduler's words in the stderr of a job it killed for its memory, if any (a
+        job killed before its runner wrote an exit code; read once, as it ends)."""
+        try:
+            tail = self.transport.read_tail(output_path(rec.resources, rec.jobdir, STDERR),
+                                            MEMORY_KILL_TAIL)
+        except (OSError, TransportError):
+            return None
+        return self.backend.memory_kill(tail)
 
     def _judge_gone(self, recs: list[JobRecord], now: float) -> dict[str, dict[str, Any]]:
         """Jobs no longer in the queue: their exit-code file first, then accounting; a job in

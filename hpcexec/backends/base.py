@@ -192,6 +192,11 @@ class SchedulerBackend(Backend):
         """Parse the status command. Raise :class:`~hpcexec.errors.TransportError` when the
         command failed as a whole (controller down): jobs then keep their last state."""
 
+    def memory_kill(self, stderr: str) -> str | None:
+        """What the scheduler wrote into a killed job's stderr when it killed it for passing
+        its memory limit (None: nothing of the kind)."""
+        return None
+
     def accounting_argv(self, job_ids: list[str]) -> list[str] | None:
         """A command asking accounting about jobs that left the queue (None: no accounting)."""
         return None

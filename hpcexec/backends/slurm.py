@@ -52,6 +52,10 @@ REASONS = {
 HELD_REASONS = ("JobHeldUser", "JobHeldAdmin", "launch failed requeued held")
 NEVER_REASON = "DependencyNeverSatisfied"
 
+# slurmstepd's words when it kills a job for its memory: by the accounting poll
+# (JobAcctGatherParams=OverMemoryKill) or by the cgroup's out-of-memory killer.
+_MEMORY_KILL = re.compile(r"^slurmstepd[^:]*: error: (?:\*+ )?(.*(?:exceeded (?:job |step )?memory "
+                          r"limit|oom[-_]kill event).*?)\s*$", re.M | re.I)
 _SUBMITTED = re.compile(r"^(?:Submitted batch job )?(\d+)(?:;\S+)?\s*$", re.M)
 
 
@@ -145,6 +149,10 @@ class SlurmBackend(SchedulerBackend):
             nodelist_expr='"${SLURM_JOB_NODELIST:-}"',
             array_index_expr='"${SLURM_ARRAY_TASK_ID:-}"',
         )
+
+    def memory_kill(self, stderr: str) -> str | None:
+        m = _MEMORY_KILL.search(stderr)
+        return m.group(1) if m else None
 
     def submit_argv(self, spec: SubmitSpec) -> list[str]:
         return ["sbatch", "--parsable", spec.script]

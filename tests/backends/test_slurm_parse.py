@@ -97,3 +97,13 @@ def test_directives_render_the_resource_model():
 def test_max_array_from_config():
     assert slurm.parse_max_array("MaxArraySize            = 1001\n") == 1000
     assert slurm.parse_max_array("nothing here") is None
+
+
+def test_memory_kill_is_read_from_slurmstepds_words():
+    said = SlurmBackend().memory_kill(recorded("slurm_stderr_over_memory_kill.txt"))
+    assert said == "StepId=26055.batch exceeded memory limit (646111232 > 209715200), being killed"
+    # The form the task/cgroup plugin uses (not installed here: no cgroups in the test SLURM).
+    cgroup = ("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=7.batch. Some of your "
+              "processes may have been killed by the cgroup out-of-memory handler.\n")
+    assert SlurmBackend().memory_kill(cgroup).startswith("Detected 1 oom-kill event(s)")
+    assert SlurmBackend().memory_kill("my code: exceeded memory limit\nKilled\n") is None

@@ -48,11 +48,18 @@ SchedulerType=sched/backfill
 # Test tuning: no 3 s batch scheduling delay.
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+# Memory is a consumable resource, so a job's --mem is its limit (jobs that give none get
+# DefMemPerCPU per CPU); with JobAcctGatherParams=OverMemoryKill below, a job that passes it is
+# killed and ends OUT_OF_MEMORY, as on a production cluster.
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1000
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
+# Without cgroups, memory limits are enforced by the accounting poll (every second): a step
+# whose processes' resident memory passes the job's --mem is killed.
+JobAcctGatherParams=OverMemoryKill
 MinJobAge=300
 # Seconds between SIGTERM and SIGKILL at a time limit or scancel (default 30).
 KillWait=5
@@ -60,7 +67,7 @@ SlurmctldLogFile=$SLURM_LOGDIR/slurmctld.log
 SlurmdLogFile=$SLURM_LOGDIR/slurmd.log
 # Test tuning: declare more CPUs than the machine has; slurmd accepts it with config_overrides.
 SlurmdParameters=config_overrides
-NodeName=$H CPUs=16 RealMemory=4000 State=UNKNOWN
+NodeName=$H CPUs=16 RealMemory=64000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 }

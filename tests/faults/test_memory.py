@@ -33,3 +33,18 @@ def test_memory_error_under_sge_h_vmem(gex):
     ok = gex.options(mem="400M").submit(jobfns.use_memory, 10)
     _check_out_of_memory(f, "400 MiB (RLIMIT_AS)")
     assert ok.result(timeout=120) == 10 * 2**20
+
+
+@pytest.mark.slurm
+def test_killed_by_slurm_for_passing_its_memory(sex):
+    # The test SLURM enforces --mem by its accounting poll (JobAcctGatherParams=OverMemoryKill):
+    # slurmstepd kills the job and says so in its stderr; no MemoryError is ever raised.
+    f = sex.options(mem="200M").submit(jobfns.use_memory, 600, hold=30)
+    ok = sex.options(mem="200M").submit(jobfns.use_memory, 10)
+    with pytest.raises(OutOfMemory) as info:
+        f.result(timeout=180)
+    err = info.value
+    assert err.state is JobState.FAILED
+    assert err.reason.startswith("out of memory: ") and "exceeded memory limit" in err.reason
+    assert f.record.reason == err.reason
+    assert ok.result(timeout=120) == 10 * 2**20
