@@ -446,7 +446,8 @@ class _Core:
                 details.append(rec.reason)
             if details:
                 message += ": " + "; ".join(details)
-        err = self.transport.read_tail(self.output_path(rec, "stderr"), STDERR_TAIL_BYTES)
+        err = self.transport.read_tail(output_path(rec.resources, rec.jobdir, "stderr",
+                                                   joined=True), STDERR_TAIL_BYTES)
         cls = OutOfMemory if (rec.reason or "").startswith("out of memory") else JobFailed
         return cls(message, state=rec.state, exit_code=rec.exit_code, signal=rec.signal,
                          reason=rec.reason, key=rec.key, job_id=rec.job_id,

@@ -15,11 +15,11 @@ STDERR = "stderr"
 USAGE = "usage"  # "name value" lines the runner writes: max_rss_kib, user_s, sys_s, wall_s
 
 
-def output_path(resources: dict, jobdir: str, stream: str) -> str:
-    """Where a job's ``stream`` ("stdout" or "stderr") went: the ``stdout``/``stderr``
-    resource (relative to its ``workdir``), else the file of that name in its directory; with
-    ``join_output`` its stderr is its stdout."""
-    if stream == STDERR and resources.get("join_output"):
+def output_path(resources: dict, jobdir: str, stream: str, *, joined: bool = False) -> str:
+    """The file of a job's ``stream`` ("stdout" or "stderr"): the ``stdout``/``stderr``
+    resource (relative to its ``workdir``), else the file of that name in its directory.
+    ``joined``: where its standard error went, which is its stdout file with ``join_output``."""
+    if joined and stream == STDERR and resources.get("join_output"):
         stream = STDOUT
     path = resources.get(stream)
     if not path:

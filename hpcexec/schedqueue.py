@@ -453,8 +453,8 @@ class SchedulerQueue:
         """The scheduler's words in the stderr of a job it killed for its memory, if any (a
         job killed before its runner wrote an exit code; read once, as it ends)."""
         try:
-            tail = self.transport.read_tail(output_path(rec.resources, rec.jobdir, STDERR),
-                                            MEMORY_KILL_TAIL)
+            tail = self.transport.read_tail(
+                output_path(rec.resources, rec.jobdir, STDERR, joined=True), MEMORY_KILL_TAIL)
         except (OSError, TransportError):
             return None
         return self.backend.memory_kill(tail)
