@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import os
 import re
 import shlex
 import shutil
@@ -17,6 +16,7 @@ from ..errors import BackendError, HpcexecError, SubmitError
 from ..executor import detect_backend, wait as wait_futures
 from ..backends import backend_names, schedulers, unknown_backend
 from ..remote import SSHOptions, open_ssh
+from ..jobfiles import output_path
 from ..states import JobState
 from ..store import JobRecord
 from .context import Context, UsageError, one_line
@@ -25,7 +25,8 @@ from .output import note, pairs, record_dict, short_key, state_text, table, when
 
 #: submit's resource options, in the order --help lists them
 SUBMIT_RESOURCES = ("time", "mem", "threads", "nodes", "ppn", "queue", "account", "gpus",
-                    "name", "native", "workdir", "stdout", "stderr")
+                    "name", "native", "workdir", "stdout", "stderr", "mail", "begin",
+                    "deadline", "stdin", "join_output")
 SUBMIT_WAIT = 60.0  # seconds submit waits for the scheduler's job id
 LOCAL_START_WAIT = 2.0  # seconds submit waits for a local job to start
 CANCEL_WAIT = 20.0  # seconds cancel waits for the jobs to end
@@ -162,13 +163,6 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _output_path(rec: JobRecord, stream: str) -> str:
-    path = rec.resources.get(stream)
-    if not path:
-        return os.path.join(rec.jobdir, stream)
-    return os.path.join(rec.resources.get("workdir") or rec.jobdir, path)
-
-
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     rec = ctx.find(args.key)
     ctx.refresh([rec])
@@ -181,8 +175,8 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     except (HpcexecError, OSError) as e:  # out of reach: the record still tells
         note(f"usage and accounting not available: {one_line(e)}")
     data = record_dict(rec)
-    data["stdout_path"] = _output_path(rec, "stdout")
-    data["stderr_path"] = _output_path(rec, "stderr")
+    data["stdout_path"] = output_path(rec.resources, rec.jobdir, "stdout")
+    data["stderr_path"] = output_path(rec.resources, rec.jobdir, "stderr")
     data["info"] = None if info is None else {**vars(info), "state": info.state.value}
     res = " ".join(f"{k}={v}" for k, v in rec.resources.items()
                    if k not in ("workdir", "python", "array_dir"))

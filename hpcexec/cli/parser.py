@@ -89,6 +89,15 @@ def build_parser() -> Parser:
     r.add_argument("--workdir", help="directory the job runs in (default: this one)")
     r.add_argument("--stdout", help="file for the job's standard output")
     r.add_argument("--stderr", help="file for the job's standard error")
+    r.add_argument("--join-output", action="store_true", default=None,
+                   help="standard error into the standard output file")
+    r.add_argument("--stdin", metavar="PATH", help="file the job reads as standard input")
+    r.add_argument("--mail", metavar="ADDRESS[:EVENTS]",
+                   help="mail ADDRESS when the job ends, or on EVENTS: begin,end,fail,all")
+    r.add_argument("--begin", metavar="WHEN",
+                   help="start no earlier than WHEN: ISO time, or +MM / +HH:MM:SS from now")
+    r.add_argument("--deadline", metavar="WHEN",
+                   help="a job not started (running, locally) by WHEN ends; same forms")
     o = p.add_argument_group("job options")
     o.add_argument("--key", help="name the record yourself (default: a hash of the command "
                                  "and resources)")

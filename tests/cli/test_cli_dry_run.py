@@ -60,3 +60,20 @@ def test_slurm_dry_run_is_what_sbatch_gets(slurm_cluster, cli):
     job = cli.json(*args)[0]
     assert (Path(job["jobdir"]) / "submit.sh").read_text() == shown
     cli("wait", job["key"])
+
+
+def test_drmaa_options_on_the_command_line(cli, tmp_path):
+    shown = cli("--backend", "slurm", "submit", "--dry-run", "--join-output", "--stdin",
+                "in.txt", "--mail", "me@example.org:begin,fail", "--begin",
+                "2030-01-02T03:04:05", "--deadline", "2030-01-03T00:00:00", "--", "cat").out
+    for line in ("#SBATCH --mail-user=me@example.org", "#SBATCH --mail-type=BEGIN,FAIL",
+                 "#SBATCH --begin=", "#SBATCH --deadline=", "#SBATCH --input="):
+        assert line in shown, line
+    assert "#SBATCH --error" not in shown  # joined into --output
+    (cli.cwd / "in.txt").write_text("fed\n")
+    job = cli.json("submit", "--join-output", "--stdin", "in.txt", "--",
+                   "cat; echo to-stderr >&2")[0]
+    assert cli("wait", job["key"]).code == 0
+    assert cli("logs", job["key"]).out == "fed\nto-stderr\n"
+    assert "for resource 'mail'" in cli.error("submit", "--mail", "not an address", "--", "true")
+    assert not cli.json("jobs")[1:]  # only the one job above was submitted
