@@ -336,6 +336,8 @@ class SchedulerQueue:
         unexplained: list[tuple[JobRecord, JobStatus]] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
         now = time.time()
+        exits = self._exit_files([r for r in active if (st := seen.get(r.job_id or ""))
+                                  and st.state.finished])
         for rec in active:
             st = seen.get(rec.job_id or "")
             if st is None:
@@ -343,7 +345,7 @@ class SchedulerQueue:
                 continue
             self._missing_since.pop(rec.key, None)
             if st.state.finished:
-                found = self._exit_file(rec)
+                found = exits[rec.key]
                 by = None if found else self._taken_elsewhere(rec)
                 if by:  # another element runs it: follow that one from the next poll
                     updates[rec.key]["job_id"] = by
@@ -414,12 +416,14 @@ class SchedulerQueue:
         by = self._claims(array_dir).get(rec.array_index)
         return by if by and by != rec.job_id else None
 
-    def _exit_file(self, rec: JobRecord) -> tuple[int | None, str | None] | None:
-        try:
-            text = self.transport.read_bytes(os.path.join(rec.jobdir, EXITCODE)).decode()
-        except FileNotFoundError:
-            return None
-        return parse_exitcode(text)
+    def _exit_files(self, recs: list[JobRecord]
+                    ) -> dict[str, tuple[int | None, str | None] | None]:
+        """Each record's exit-code file, parsed (None: it has none yet), all read together
+        (over SSH: in two round trips, not two per job)."""
+        paths = {r.key: os.path.join(r.jobdir, EXITCODE) for r in recs}
+        got = self.transport.read_files(list(paths.values())) if paths else {}
+        return {key: None if got[p] is None else parse_exitcode(got[p].decode())
+                for key, p in paths.items()}
 
     def _final(self, rec: JobRecord, st: JobStatus, now: float,
                found: tuple[int | None, str | None] | None) -> dict[str, Any]:
@@ -464,9 +468,9 @@ class SchedulerQueue:
         neither is still finishing (accounting lags) until LOST_AFTER has passed."""
         out: dict[str, dict[str, Any]] = {}
         ask: list[JobRecord] = []
-        exit_files: dict[str, tuple[int | None, str | None] | None] = {}
+        exit_files = self._exit_files(recs)
         for rec in recs:
-            found = exit_files[rec.key] = self._exit_file(rec)
+            found = exit_files[rec.key]
             by = None if found else self._taken_elsewhere(rec)
             if by:
                 out[rec.key] = dict(job_id=by)
