@@ -33,7 +33,7 @@ from .runner import FutureRef
 from .remote import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, SSHOptions, check_python,
                      is_local, open_ssh)
 from .resources import Resources, split_options
-from .script import fill_placeholders, render
+from .script import render
 from .states import JobState
 from .store import JobRecord, Store
 from .transport.base import Transport
@@ -677,9 +677,8 @@ class _Core:
                                           stderr=j.res.stderr or os.path.join(jobdir, "stderr"))
         if j.kind == "shell":
             assert j.body is not None
-            body = fill_placeholders(j.body, {"jobdir": jobdir})
             return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
-                          name=j.name, shell_body=body, after=after)
+                          name=j.name, shell_body=j.body, after=after)
         command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
         return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
                       name=j.name, command=command, after=after)

@@ -28,7 +28,7 @@ from .backends.local import parse_proc_stat
 from .errors import ResourceError, TransportError
 from .jobfiles import EXITCODE, PAYLOAD, RESULT, SCRIPT, STARTED, STDERR, STDOUT, USAGE
 from .resources import Resources
-from .script import fill_placeholders
+from .script import fill_placeholders, placeholder_values
 from .transport.base import CommandResult
 from .transport.local import LocalShell
 
@@ -73,7 +73,7 @@ def check_options(opts: dict[str, Any]) -> None:
 
 def render(text: str, res: Resources, name: str, jobdir: str) -> str:
     """``text`` with the body's placeholders and ``{jobdir}`` filled (shell-quoted)."""
-    return fill_placeholders(text, {**res.placeholders(), "name": name, "jobdir": jobdir})
+    return fill_placeholders(text, placeholder_values(res, name, jobdir))
 
 
 def run(text: str, env: Mapping[str, str]) -> CommandResult:

@@ -37,6 +37,11 @@ def env_lines(res: Resources) -> list[str]:
     return [f"export {k}={shlex.quote(v)}" for k, v in res.env]
 
 
+def placeholder_values(res: Resources, name: str, jobdir: str) -> dict[str, str]:
+    """What ``{key}`` stands for in a job's shell body and in the scripts around it."""
+    return {**res.placeholders(), "name": name, "jobdir": jobdir}
+
+
 @dataclass(frozen=True)
 class ScriptParts:
     """What the backend contributes to a script."""
@@ -100,7 +105,7 @@ def render(
         lines.append(f"exec {command}")
     else:
         assert shell_body is not None
-        body = fill_placeholders(shell_body, {**res.placeholders(), "name": name})
+        body = fill_placeholders(shell_body, placeholder_values(res, name, jobdir))
         lines += [
             "trap 'hpcexec_sig=TERM' TERM",
             "(",
