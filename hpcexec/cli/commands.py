@@ -20,13 +20,10 @@ from ..jobfiles import output_path
 from ..states import JobState
 from ..store import JobRecord
 from .context import Context, UsageError, one_line
+from .parser import SUBMIT_RESOURCES
 from .resources import cmd_resources
 from .output import note, pairs, record_dict, short_key, state_text, table, when
 
-#: submit's resource options, in the order --help lists them
-SUBMIT_RESOURCES = ("time", "mem", "threads", "nodes", "ppn", "queue", "account", "gpus",
-                    "name", "native", "workdir", "stdout", "stderr", "mail", "begin",
-                    "deadline", "stdin", "join_output")
 SUBMIT_WAIT = 60.0  # seconds submit waits for the scheduler's job id
 LOCAL_START_WAIT = 2.0  # seconds submit waits for a local job to start
 CANCEL_WAIT = 20.0  # seconds cancel waits for the jobs to end

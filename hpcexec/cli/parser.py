@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .. import __version__
 from .resources import register as register_resources
@@ -25,6 +25,36 @@ A KEY is a record key, a unique prefix of one, or a scheduler job id.
 Exit status: 0 done, 1 error, 2 bad command line, 3 `wait`: a job did not complete,
 124 `wait --timeout` passed first.
 """
+
+
+#: submit's resource options, in the order --help lists them: resource key -> argparse keywords
+SUBMIT_RESOURCES: dict[str, dict[str, Any]] = {
+    "time": dict(help="walltime: MM, HH:MM:SS, D-HH:MM, ..."),
+    "mem": dict(help="memory per node: 4GB, 500M, ..."),
+    "threads": dict(help="threads (cores) per process"),
+    "nodes": dict(help="nodes"),
+    "ppn": dict(help="processes per node"),
+    "queue": dict(help="queue or partition"),
+    "account": dict(help="account (project) to charge"),
+    "gpus": dict(help="GPUs per node"),
+    "name": dict(help="job name"),
+    "native": dict(action="append", metavar="DIRECTIVE",
+                   help="a raw scheduler directive (repeatable), e.g. --native=--exclusive"),
+    "env": dict(action="append", metavar="NAME=VALUE",
+                help="an environment variable for the job (repeatable)"),
+    "workdir": dict(help="directory the job runs in (default: this one)"),
+    "stdout": dict(help="file for the job's standard output"),
+    "stderr": dict(help="file for the job's standard error"),
+    "join_output": dict(action="store_true", default=None,
+                        help="standard error into the standard output file"),
+    "stdin": dict(metavar="PATH", help="file the job reads as standard input"),
+    "mail": dict(metavar="ADDRESS[:EVENTS]",
+                 help="mail ADDRESS when the job ends, or on EVENTS: begin,end,fail,all"),
+    "begin": dict(metavar="WHEN",
+                  help="start no earlier than WHEN: ISO time, or +MM / +HH:MM:SS from now"),
+    "deadline": dict(metavar="WHEN",
+                     help="a job not started (running, locally) by WHEN ends; same forms"),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,31 +103,8 @@ def build_parser() -> Parser:
 
     p = command("submit", "run a shell command as a job; prints its key and job id")
     r = p.add_argument_group("resources")
-    r.add_argument("--time", help="walltime: MM, HH:MM:SS, D-HH:MM, ...")
-    r.add_argument("--mem", help="memory per node: 4GB, 500M, ...")
-    r.add_argument("--threads", help="threads (cores) per process")
-    r.add_argument("--nodes", help="nodes")
-    r.add_argument("--ppn", help="processes per node")
-    r.add_argument("--queue", help="queue or partition")
-    r.add_argument("--account", help="account (project) to charge")
-    r.add_argument("--gpus", help="GPUs per node")
-    r.add_argument("--name", help="job name")
-    r.add_argument("--native", action="append", metavar="DIRECTIVE",
-                   help="a raw scheduler directive (repeatable), e.g. --native=--exclusive")
-    r.add_argument("--env", action="append", metavar="NAME=VALUE",
-                   help="an environment variable for the job (repeatable)")
-    r.add_argument("--workdir", help="directory the job runs in (default: this one)")
-    r.add_argument("--stdout", help="file for the job's standard output")
-    r.add_argument("--stderr", help="file for the job's standard error")
-    r.add_argument("--join-output", action="store_true", default=None,
-                   help="standard error into the standard output file")
-    r.add_argument("--stdin", metavar="PATH", help="file the job reads as standard input")
-    r.add_argument("--mail", metavar="ADDRESS[:EVENTS]",
-                   help="mail ADDRESS when the job ends, or on EVENTS: begin,end,fail,all")
-    r.add_argument("--begin", metavar="WHEN",
-                   help="start no earlier than WHEN: ISO time, or +MM / +HH:MM:SS from now")
-    r.add_argument("--deadline", metavar="WHEN",
-                   help="a job not started (running, locally) by WHEN ends; same forms")
+    for key, kw in SUBMIT_RESOURCES.items():
+        r.add_argument("--" + key.replace("_", "-"), **kw)
     o = p.add_argument_group("job options")
     o.add_argument("--key", help="name the record yourself (default: a hash of the command "
                                  "and resources)")
