@@ -31,6 +31,7 @@ _EXPORTS = {
     "PrologueFailed": "errors",
     "HostKeyError": "errors",
     "IntegrityError": "errors",
+    "UntrustedPath": "errors",
     "RemoteTraceback": "errors",
     "register_backend": "backends",
 }
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .errors import (BackendError, CacheError, ConfigError, HostKeyError, HpcexecError,
                          IntegrityError, JobFailed, OutOfMemory, PayloadError, PrologueFailed,
                          RemoteTraceback, ResourceError, SubmitError, TransportError,
-                         UnknownJob)
+                         UnknownJob, UntrustedPath)
     from .backends import register_backend
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult

@@ -40,6 +40,12 @@ class CacheError(HpcexecError):
     """The job cache is unusable: corrupt, unsafe, or of an unknown version."""
 
 
+class UntrustedPath(CacheError):
+    """A path hpcexec would run or load from (the cache, ``jobs/``, ``secrets/``, a key, the
+    store, a job directory) belongs to another user or can be written by others; the message
+    gives the ``chmod`` or ``chown`` that fixes it."""
+
+
 class IntegrityError(CacheError):
     """A payload or result file fails its integrity check (planted, altered, or sealed with
     a key this cache does not hold); it is never unpickled."""

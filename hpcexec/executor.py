@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import hooks, integrity
+from . import hooks, integrity, trust
 from . import payload as pl
 from .backends import (SCHEDULERS, Backend, LocalBackend, backend_names, scheduler_class,
                        schedulers, unknown_backend)
@@ -216,6 +216,8 @@ class _Core:
             self.sys_path = _job_sys_path()
         self.jobs_dir = Path(self.files_dir) / "jobs"
         self.transport.make_dir(str(self.jobs_dir))
+        trust.check(self.files_dir, "the job files directory", files=self.transport)
+        trust.check(str(self.jobs_dir), "the jobs directory", repair=True, files=self.transport)
         self._install_key()
         if backend == "auto":
             backend = detect_backend(which)
@@ -224,7 +226,7 @@ class _Core:
         self.queue: LocalQueue | SchedulerQueue
         if backend == "local":
             self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
-            self.queue = LocalQueue(self.store, self.transport, self.backend)
+            self.queue = LocalQueue(self.store, self.transport, self.backend, self.key_file)
             return
         self.backend = scheduler_class(backend)()
         if not all(which(c) for c in self.backend.commands):
@@ -239,14 +241,22 @@ class _Core:
                                     calls_per_second=calls_per_second)
 
     def _install_key(self) -> None:
-        """This cache's key, where the jobs can read it (``<files dir>/secrets/<id>``)."""
+        """This cache's key, and its copy where the jobs read it (``<files dir>/secrets/<id>``),
+        both checked: the user's, and private."""
         self.key = integrity.client_key(self.cache_dir)
-        self.keyring = integrity.KeyRing(self.cache_dir, self.key)
-        secrets_dir = posixpath.join(self.files_dir, integrity.SECRETS)
-        path = posixpath.join(secrets_dir, integrity.key_id(self.key))
-        if not self.transport.exists(path):
-            self.transport.make_dir(secrets_dir)  # private (0700), so is the key in it
-            self.transport.write_bytes(path, self.key)
+        self.keyring = integrity.KeyRing(self.key)
+        self.key_file = integrity.key_path(self.files_dir, self.key)
+        secrets_dir = posixpath.dirname(self.key_file)
+        try:
+            trust.check(secrets_dir, "the keys directory", repair=True, files=self.transport)
+        except FileNotFoundError:
+            self.transport.make_dir(secrets_dir)  # private (0700)
+        try:
+            trust.check(self.key_file, "the jobs' copy of the cache key",
+                        forbidden=trust.ANY_ACCESS, repair=True, files=self.transport)
+        except FileNotFoundError:
+            self.transport.write_bytes(self.key_file, self.key)
+            self.transport.chmod(self.key_file, 0o600)
 
     # -- futures -------------------------------------------------------------------------
     def watching(self) -> bool:
@@ -679,7 +689,8 @@ class _Core:
             assert j.body is not None
             return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
                           name=j.name, shell_body=j.body, after=after)
-        command = f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)}"
+        command = (f"{shlex.quote(self.python)} -m hpcexec.runner {shlex.quote(jobdir)} "
+                   f"{shlex.quote(self.key_file)}")
         return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
                       name=j.name, command=command, after=after)
 

@@ -228,8 +228,9 @@ def _child(listener: socket.socket, req: dict) -> None:
         os.environ["HPCEXEC_JOB_ID"] = job_id
         write_started(req["jobdir"], job_id)
         sys.path[0] = req["cwd"]  # as `python -m` run in the job's directory would have it
-        sys.argv = [sys.executable, "-m", "hpcexec.runner", req["jobdir"]]
-        return main([req["jobdir"]])
+        args = [req["jobdir"], req["key"]]
+        sys.argv = [sys.executable, "-m", "hpcexec.runner", *args]
+        return main(args)
 
     exit_forked(body)
 

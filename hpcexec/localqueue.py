@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import trust
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
+from .errors import UntrustedPath
 from .jobfiles import EXITCODE, SCRIPT, STARTED, killed_by, parse_exitcode
 from .resources import instant_epoch
 from .states import JobState
@@ -64,10 +66,12 @@ def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
 class LocalQueue:
     """Starts, watches and stops local jobs of one host."""
 
-    def __init__(self, store: Store, transport: Transport, backend: LocalBackend) -> None:
+    def __init__(self, store: Store, transport: Transport, backend: LocalBackend,
+                 key_file: str) -> None:
         self.store = store
         self.transport = transport
         self.backend = backend
+        self.key_file = key_file  # the one key its Python jobs trust
         self.host = transport.host
         self._pidfds: dict[str, int] = {}  # job id -> pidfd, to wake the monitor on exit
         self._zombies: dict[str, float] = {}  # job id -> when first seen ended but unreaped
@@ -253,6 +257,12 @@ class LocalQueue:
         return True
 
     def _start(self, tx: Txn, rec: JobRecord) -> None:
+        untrusted = self._untrusted(rec)
+        if untrusted:
+            log.error("job %s was not started: %s", rec.key, untrusted)
+            tx.update(rec.key, state=JobState.FAILED, finished=time.time(),
+                      reason=f"not started: {untrusted}")
+            return
         started_file = os.path.join(rec.jobdir, STARTED)
         if self.transport.exists(started_file):
             # A client died between starting this job and recording it: adopt, never rerun.
@@ -271,7 +281,7 @@ class LocalQueue:
         # stdin is opened by the job script, so a job with one is not warm-started.
         if rec.kind != "shell" and res.get("python") and not res.get("stdin"):
             pid = self.transport.spawn_warm(res["python"], {
-                "jobdir": rec.jobdir, "cwd": res["workdir"], "stdout": out, "stderr": err,
+                "jobdir": rec.jobdir, "key": self.key_file, "cwd": res["workdir"], "stdout": out, "stderr": err,
                 "env": {**os.environ, **self.backend.job_env(rec.name or "", res["workdir"],
                                                              index), **res.get("env", {})}})
         if pid is None:
@@ -289,6 +299,17 @@ class LocalQueue:
             except OSError:
                 pass
         log.debug("started local job %s as %s", rec.key, job_id)
+
+    def _untrusted(self, rec: JobRecord) -> str | None:
+        """Why a job's directory or script must not be run (another user's, or writable by
+        others), or None."""
+        try:
+            trust.check_job_dir(rec.jobdir, SCRIPT, files=self.transport)
+        except FileNotFoundError:
+            return None  # starting it fails, and says why
+        except UntrustedPath as e:
+            return str(e)
+        return None
 
     # -- control ------------------------------------------------------------------------------
     def cancel(self, key: str) -> bool:

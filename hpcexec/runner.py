@@ -1,4 +1,4 @@
-"""Runs inside the job: ``python -m hpcexec.runner JOBDIR``.
+"""Runs inside the job: ``python -m hpcexec.runner JOBDIR KEYFILE``.
 
 Loads the payload, runs it, writes the outcome to ``result.pkl`` (temporary name, then
 rename) and writes the exit-code file last. A SIGTERM from the scheduler stops the work,
@@ -17,11 +17,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from .errors import IntegrityError, OutOfMemory
-from .integrity import KeyRing, seal, unseal
+from . import trust
+from .errors import CacheError, IntegrityError, OutOfMemory
+from .integrity import KeyRing, job_key, seal, unseal
 from .jobfiles import EXITCODE, PAYLOAD, RESULT, USAGE, write_atomic
 
 OK, ERR = "ok", "err"
+_KEYS = KeyRing()  # the one key this job trusts, once run() has checked its key file
 
 
 class FutureRef:
@@ -37,7 +39,7 @@ class FutureRef:
     def value(self) -> Any:
         path = Path(self.jobdir) / RESULT
         try:
-            data, _ = unseal(path.read_bytes(), KeyRing(path.parent.parent.parent), str(path))
+            data, _ = unseal(path.read_bytes(), _KEYS, str(path))
             outcome = pickle.loads(pickle.loads(data)[self.index])
         except (OSError, IndexError, pickle.UnpicklingError, IntegrityError) as e:
             raise DependencyFailed(f"the result of job {self.key} cannot be read: {e}") from e
@@ -141,8 +143,21 @@ def _dump_outcome(outcome: tuple) -> tuple[bytes, bool]:
         return _dumps((ERR, stand_in, tb)), True
 
 
-def run(jobdir: Path) -> int:
-    """Run the payload in ``jobdir``; returns the exit code for the process."""
+def _trusted_keys(jobdir: Path, key_file: Path | None) -> KeyRing:
+    """The one key this job trusts, from the file its script names, once that file and the
+    job's directory are checked (:mod:`hpcexec.trust`)."""
+    global _KEYS
+    if key_file is None:
+        raise IntegrityError("the job's script names no key file (written by an older "
+                             "hpcexec); nothing was loaded. Resubmit the job (force=True).")
+    trust.check_job_dir(str(jobdir))
+    _KEYS = KeyRing(job_key(key_file))
+    return _KEYS
+
+
+def run(jobdir: Path, key_file: Path | None = None) -> int:
+    """Run the payload in ``jobdir``, trusting only the key in ``key_file``; returns the exit
+    code for the process."""
     t0 = time.time()
     code, reason = 0, None
     note = None  # said of a job that ran to its end and failed (a result is still written)
@@ -152,8 +167,8 @@ def run(jobdir: Path) -> int:
     try:
         path = jobdir / PAYLOAD
         try:
-            data, key = unseal(path.read_bytes(), KeyRing(jobdir.parent.parent), str(path))
-        except IntegrityError as e:  # nothing of it is loaded, and no result can be sealed
+            data, key = unseal(path.read_bytes(), _trusted_keys(jobdir, key_file), str(path))
+        except CacheError as e:  # nothing of it is loaded, and no result can be sealed
             print(f"hpcexec: {e}", file=sys.stderr)
             write_atomic(jobdir / EXITCODE, f"1\n{e}\n".encode())
             return 1
@@ -238,17 +253,18 @@ def exit_forked(body: Callable[[], int]) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m hpcexec.runner JOBDIR", file=sys.stderr)
+    if len(argv) not in (1, 2):
+        print("usage: python -m hpcexec.runner JOBDIR KEYFILE", file=sys.stderr)
         return 2
+    key_file = Path(argv[1]) if len(argv) == 2 else None
     share = os.environ.pop("HPCEXEC_SHARE", None)
-    if share:  # an array element that may go on to run others of its array
+    if share and key_file is not None:  # an array element that may run others of its array
         from .slots import serve
 
-        return serve(Path(argv[0]), Path(share))
+        return serve(Path(argv[0]), Path(share), key_file)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        return run(Path(argv[0]))
+        return run(Path(argv[0]), key_file)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -74,9 +74,10 @@ def _stop(signum: int, frame: object) -> None:
     raise _Stop(signum)
 
 
-def serve(own: Path, array_dir: Path) -> int:
-    """Run this element's record ``own``, then others of the array while time allows;
-    returns the exit code of the element (that of its own record)."""
+def serve(own: Path, array_dir: Path, key_file: Path) -> int:
+    """Run this element's record ``own``, then others of the array while time allows, each
+    trusting only ``key_file``; returns the exit code of the element (that of its own
+    record)."""
     t0 = time.monotonic()
     spec = json.loads((array_dir / SHARE).read_text())
     jobdirs: list[str] = spec["jobdirs"]
@@ -88,7 +89,7 @@ def serve(own: Path, array_dir: Path) -> int:
     code, longest = 0, 0.0
     try:
         started = time.monotonic()
-        code = _run_child(own, None, spec)
+        code = _run_child(own, None, spec, key_file)
         longest = time.monotonic() - started
         cursor = len(jobdirs) - 1
         own_index = jobdirs.index(str(own)) if str(own) in jobdirs else -1
@@ -97,14 +98,15 @@ def serve(own: Path, array_dir: Path) -> int:
             if index == own_index or not claim(array_dir, index, me):
                 continue
             started = time.monotonic()
-            _run_child(Path(jobdirs[index]), index, spec, array_dir)
+            _run_child(Path(jobdirs[index]), index, spec, key_file, array_dir)
             longest = max(longest, time.monotonic() - started)
     except _Stop as s:
         return 128 + s.signum
     return code
 
 
-def _run_child(jobdir: Path, index: int | None, spec: dict, array_dir: Path | None = None) -> int:
+def _run_child(jobdir: Path, index: int | None, spec: dict, key_file: Path,
+               array_dir: Path | None = None) -> int:
     """Fork a child that runs one record; wait for it and return its exit code. ``index``
     is None for the element's own record, whose files and variables are already set."""
     out = err = None
@@ -121,7 +123,7 @@ def _run_child(jobdir: Path, index: int | None, spec: dict, array_dir: Path | No
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _child(jobdir, index, spec, out, err)  # never returns
+        _child(jobdir, index, spec, key_file, out, err)  # never returns
     return _wait(pid)
 
 
@@ -142,7 +144,8 @@ def _wait(pid: int) -> int:
         raise
 
 
-def _child(jobdir: Path, index: int | None, spec: dict, out: str | None, err: str | None) -> None:
+def _child(jobdir: Path, index: int | None, spec: dict, key_file: Path, out: str | None,
+           err: str | None) -> None:
     from .runner import _on_signal, exit_forked, redirect_output, run
 
     def body() -> int:
@@ -154,7 +157,7 @@ def _child(jobdir: Path, index: int | None, spec: dict, out: str | None, err: st
             os.environ["HPCEXEC_JOB_NAME"] = spec["names"][index]
             os.environ["HPCEXEC_ARRAY_INDEX"] = str(index)
             write_started(jobdir, os.environ.get("HPCEXEC_JOB_ID", ""))
-        sys.argv = [sys.executable, "-m", "hpcexec.runner", str(jobdir)]
-        return run(jobdir)
+        sys.argv = [sys.executable, "-m", "hpcexec.runner", str(jobdir), str(key_file)]
+        return run(jobdir, key_file)
 
     exit_forked(body)

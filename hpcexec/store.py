@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import stat
 import sqlite3
 import threading
 import time
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from . import trust
 from .errors import CacheError
 from .states import ACTIVE_STATES, JobState
 
@@ -167,19 +167,6 @@ class Txn:
         return [JobRecord.from_row(r) for r in rows]
 
 
-def check_private(path: Path) -> None:
-    """Refuse a cache directory that someone else could write into (payloads, results and
-    the records that point at them live there)."""
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise CacheError(f"the cache directory {path} belongs to another user (uid "
-                         f"{st.st_uid}); use a cache_dir of your own")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CacheError(f"the cache directory {path} can be written by other users (mode "
-                         f"{stat.filemode(st.st_mode)}); make it private with "
-                         f"`chmod go-w {path}` (or chmod 700)")
-
-
 class Store:
     """The job records of one cache directory. Safe to share between threads and processes."""
 
@@ -190,7 +177,7 @@ class Store:
             self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
-        check_private(self.cache_dir)
+        trust.check_cache(self.cache_dir, DB_NAME)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""Tests of the in-job runner: `python -m hpcexec.runner JOBDIR` in a real subprocess."""
+"""Tests of the in-job runner: `python -m hpcexec.runner JOBDIR KEYFILE` in a real subprocess."""
 from __future__ import annotations
 
 import os
@@ -21,11 +21,22 @@ from hpcexec.payload import dumps_payload, load_outcomes, outcome_value
 TEST_KEY = b"k" * 32
 
 
+def key_file(jobdir: Path, key: bytes = TEST_KEY) -> Path:
+    """Where the executor puts the key for the jobs of ``jobdir``: <files dir>/secrets/<id>."""
+    return jobdir.parent.parent / SECRETS / key_id(key)
+
+
 def install_key(jobdir: Path, key: bytes = TEST_KEY) -> None:
-    """Put the key where the runner of ``jobdir`` looks: <files dir>/secrets/<id>."""
-    secrets = jobdir.parent.parent / SECRETS
-    secrets.mkdir(mode=0o700, exist_ok=True)
-    (secrets / key_id(key)).write_bytes(key)
+    """Put the key where :func:`key_file` says, private as the executor makes it."""
+    path = key_file(jobdir, key)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.write_bytes(key)
+    path.chmod(0o600)
+
+
+def runner_argv(jobdir: Path) -> list[str]:
+    """The command a job script runs: the runner, its job directory and its key file."""
+    return [sys.executable, "-m", "hpcexec.runner", str(jobdir), str(key_file(jobdir))]
 
 
 def write_payload(jobdir: Path, fn, calls, *, kind="call", sys_path=()) -> None:
@@ -36,13 +47,12 @@ def write_payload(jobdir: Path, fn, calls, *, kind="call", sys_path=()) -> None:
 
 
 def run_runner(jobdir: Path, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpcexec.runner", str(jobdir)],
-                          capture_output=True, timeout=timeout, cwd=jobdir)
+    return subprocess.run(runner_argv(jobdir), capture_output=True, timeout=timeout, cwd=jobdir)
 
 
 def outcomes(jobdir: Path) -> list[bytes]:
     path = jobdir / RESULT
-    data, _ = unseal(path.read_bytes(), KeyRing(path.parent, TEST_KEY), str(path))
+    data, _ = unseal(path.read_bytes(), KeyRing(TEST_KEY), str(path))
     return load_outcomes(data, str(path))
 
 
@@ -260,8 +270,7 @@ def test_damaged_result_file(tmp_path):
 # -- SIGTERM ---------------------------------------------------------------------------
 
 def _start_and_term(jobdir: Path, marker: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, "-m", "hpcexec.runner", str(jobdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=jobdir)
+    proc = subprocess.Popen(runner_argv(jobdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=jobdir)
     try:
         deadline = time.monotonic() + 20
         while not marker.exists():

@@ -1,5 +1,5 @@
 """Slot reuse inside an array element (hpcexec.slots), run as the runner runs in a job:
-`python -m hpcexec.runner JOBDIR` with HPCEXEC_SHARE naming the array directory."""
+`python -m hpcexec.runner JOBDIR KEYFILE` with HPCEXEC_SHARE naming the array directory."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import jobfns
 from hpcexec.jobfiles import EXITCODE, STARTED, parse_exitcode
 from hpcexec.payload import outcome_value
 from hpcexec.slots import CLAIMS, SHARE, claim, parse_claims
-from test_runner import outcomes, write_payload
+from test_runner import outcomes, runner_argv, write_payload
 
 
 def make_array(tmp_path: Path, fn, args: list, time_limit=None) -> tuple[Path, list[Path]]:
@@ -37,7 +37,7 @@ def start_element(base: Path, own: Path, index: int, new_session: bool = False
     assert claim(base, index)  # as the element's dispatcher does
     env = {**os.environ, "HPCEXEC_SHARE": str(base), "HPCEXEC_JOB_ID": f"E_{index}",
            "HPCEXEC_ARRAY_INDEX": str(index)}
-    return subprocess.Popen([sys.executable, "-m", "hpcexec.runner", str(own)], env=env,
+    return subprocess.Popen(runner_argv(own), env=env,
                             cwd=own, start_new_session=new_session)
 
 

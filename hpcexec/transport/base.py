@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from ..trust import PathStat
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -101,6 +103,19 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def make_dir(self, path: str) -> None:
         """Create a directory and its parents (private to the user)."""
+
+    @abc.abstractmethod
+    def stat_path(self, path: str) -> PathStat:
+        """The owner and mode of a path, at a link's target, and whether it is a link
+        (FileNotFoundError when it does not exist): what :mod:`hpcexec.trust` checks."""
+
+    @abc.abstractmethod
+    def user_id(self) -> int:
+        """The user id files are written as, where they live."""
+
+    @abc.abstractmethod
+    def chmod(self, path: str, mode: int) -> None:
+        """Set a path's mode bits (at a link's target)."""
 
     @abc.abstractmethod
     def rename(self, src: str, dst: str) -> None:

@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 from ..errors import TransportError
 from ..jobfiles import write_atomic
+from ..trust import LOCAL, PathStat
 from .base import CommandResult, Transport
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,15 @@ class LocalShell(Transport):
             pass
         except FileNotFoundError:
             os.makedirs(path, mode=0o700, exist_ok=True)
+
+    def stat_path(self, path: str) -> PathStat:
+        return LOCAL.stat_path(path)
+
+    def user_id(self) -> int:
+        return LOCAL.user_id()
+
+    def chmod(self, path: str, mode: int) -> None:
+        LOCAL.chmod(path, mode)
 
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)

@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Sequence, TypeVar
 import paramiko
 
 from ..errors import HostKeyError, TransportError
+from ..trust import PathStat
 from .base import CommandResult, Transport
 from .sftpbatch import read_files
 from .sshshell import RemoteShell, ShellEnded, ShellTimeout
@@ -157,6 +158,7 @@ class SSHTransport(Transport):
         self._sftp_lock = threading.RLock()    # one SFTP request at a time (paramiko needs it)
         self._commands = threading.BoundedSemaphore(MAX_CONCURRENT_COMMANDS)
         self._home: str | None = None
+        self._uid: int | None = None
         self.persistent_shell = persistent_shell
         self._idle_shells: list[RemoteShell] = []
         self._shell_lock = threading.Lock()
@@ -739,6 +741,35 @@ class SSHTransport(Transport):
                     raise
 
         self._sftp("make directory", p, lambda sftp: make(sftp, p), idempotent=True)
+
+    def stat_path(self, path: str) -> PathStat:
+        p = self.expand_path(path)
+
+        def op(sftp: paramiko.SFTPClient) -> PathStat:
+            attrs = sftp.lstat(p)  # one round trip for a path that is no link
+            link = attrs.st_mode is not None and stat.S_ISLNK(attrs.st_mode)
+            target = p
+            if link:
+                target, attrs = sftp.normalize(p), sftp.stat(p)  # realpath(3) on the server
+            if attrs.st_uid is None or attrs.st_mode is None:
+                raise TransportError(f"the SFTP server of {self.host} gives no owner or mode "
+                                     f"for {p}")
+            return PathStat(attrs.st_uid, attrs.st_mode, link, target)
+
+        return self._sftp("stat", p, op, idempotent=True)
+
+    def user_id(self) -> int:
+        if self._uid is None:
+            status, out, err = self._execute("id -u", idempotent=True)
+            if status != 0 or not out.strip().isdigit():
+                raise TransportError(f"`id -u` failed on {self.host} (exit status {status}): "
+                                     f"{(err or out).strip()}")
+            self._uid = int(out.strip())
+        return self._uid
+
+    def chmod(self, path: str, mode: int) -> None:
+        p = self.expand_path(path)
+        self._sftp("chmod", p, lambda sftp: sftp.chmod(p, mode), idempotent=True)
 
     def rename(self, src: str, dst: str) -> None:
         s, d = self.expand_path(src), self.expand_path(dst)
