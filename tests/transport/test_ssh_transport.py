@@ -184,6 +184,22 @@ def test_cpu_count_is_the_remote_nproc(ssh):
 
 # -- files ------------------------------------------------------------------------------
 
+def test_stat_path_user_id_and_chmod_for_the_trust_checks(ssh, remote):
+    rdir, ldir = remote
+    ssh.make_dir(f"{rdir}/d")
+    st = ssh.stat_path(f"{rdir}/d")
+    assert (st.uid, stat.S_IMODE(st.mode), st.link) == (os.getuid(), 0o700, False)
+    assert stat.S_ISDIR(st.mode) and st.target == str(ldir / "d")
+    (ldir / "link").symlink_to(ldir / "d")
+    st = ssh.stat_path(f"{rdir}/link")  # at the link's target, which is named
+    assert st.link and stat.S_ISDIR(st.mode) and st.target == str(ldir / "d")
+    ssh.chmod(f"{rdir}/d", 0o755)
+    assert stat.S_IMODE((ldir / "d").stat().st_mode) == 0o755
+    assert ssh.user_id() == os.getuid()
+    with pytest.raises(FileNotFoundError):
+        ssh.stat_path(f"{rdir}/none")
+
+
 def test_file_methods_with_tilde_spaces_and_quotes(ssh, remote):
     rdir, ldir = remote
     assert ssh.expand_path(rdir) == str(ldir)
