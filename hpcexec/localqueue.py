@@ -281,7 +281,8 @@ class LocalQueue:
         # stdin is opened by the job script, so a job with one is not warm-started.
         if rec.kind != "shell" and res.get("python") and not res.get("stdin"):
             pid = self.transport.spawn_warm(res["python"], {
-                "jobdir": rec.jobdir, "key": self.key_file, "cwd": res["workdir"], "stdout": out, "stderr": err,
+                "jobdir": rec.jobdir, "key": self.key_file, "cwd": res["workdir"],
+                "stdout": out, "stderr": err,
                 "env": {**os.environ, **self.backend.job_env(rec.name or "", res["workdir"],
                                                              index), **res.get("env", {})}})
         if pid is None:
