@@ -32,6 +32,7 @@ _EXPORTS = {
     "HostKeyError": "errors",
     "IntegrityError": "errors",
     "RemoteTraceback": "errors",
+    "RemoteError": "errors",
     "register_backend": "backends",
 }
 
@@ -40,7 +41,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .errors import (BackendError, CacheError, ConfigError, HostKeyError, HpcexecError,
                          IntegrityError, JobFailed, OutOfMemory, PayloadError, PrologueFailed,
-                         RemoteTraceback, ResourceError, SubmitError, TransportError,
+                         RemoteError, RemoteTraceback, ResourceError, SubmitError, TransportError,
                          UnknownJob)
     from .backends import register_backend
     from .executor import Executor, wait
