@@ -217,6 +217,27 @@ def test_usage_error(tmp_path):
     assert b"usage: python -m hpcexec.runner JOBDIR" in proc.stderr
 
 
+def test_a_job_taking_the_value_of_a_failed_job_says_what_it_raised(tmp_path):
+    from hpcexec.runner import DependencyFailed, FutureRef
+
+    jobs = tmp_path / "files" / "jobs"
+
+    def fail():
+        raise ValueError("no value")
+
+    write_payload(jobs / "a", fail, [((), {})])
+    run_runner(jobs / "a")
+    b = jobs / "b"
+    b.mkdir()
+    data, _ = dumps_payload(pow, [((FutureRef(str(jobs / "a"), 0, "keya"), 2), {})],
+                            kind="call", refs=True)
+    (b / PAYLOAD).write_bytes(seal(TEST_KEY, data))
+    assert run_runner(b).returncode == 1
+    with pytest.raises(DependencyFailed, match="job keya, whose result this job takes, raised "
+                                               "builtins.ValueError: no value"):
+        outcome_value(outcomes(b)[0], "r")
+
+
 # -- results that plain pickle cannot write --------------------------------------------
 
 def test_result_needing_cloudpickle(tmp_path):
