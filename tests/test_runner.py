@@ -343,16 +343,53 @@ def test_traceback_of_by_value_code_shows_its_file_line_and_source(tmp_path, use
     assert f'File "{path}", line 2, in helper\n    return 10 / x\n' in tb
 
 
-def test_the_source_lines_shipped_are_capped(tmp_path, user_module):
+def test_only_the_lines_of_code_sent_by_value_travel(tmp_path, user_module):
     module = user_module("# " + "x" * 2_000_000 + "\n" + USER_CODE)
     jobdir = tmp_path / "job"
     write_payload(jobdir, module.compute, [((0,), {})], by_value=[module.__name__])
-    assert (jobdir / PAYLOAD).stat().st_size < 300_000
-    proc = run_runner(jobdir)
-    assert proc.returncode == 1
+    assert (jobdir / PAYLOAD).stat().st_size < 20_000
+    path = Path(module.__file__)
+    path.unlink()
+    run_runner(jobdir)
     with pytest.raises(ZeroDivisionError) as info:
         outcome_value(outcomes(jobdir)[0], "r")
-    assert f'File "{module.__file__}", line 3, in helper' in info.value.__cause__.tb
+    assert f'File "{path}", line 9, in compute\n    return inner(x)\n' in info.value.__cause__.tb
+    assert f'File "{path}", line 3, in helper\n    return 10 / x\n' in info.value.__cause__.tb
+
+
+def test_the_source_lines_shipped_are_capped(tmp_path, user_module):
+    module = user_module("def compute(x):\n    # " + "x" * 2_000_000 + "\n    return 10 / x\n")
+    jobdir = tmp_path / "job"
+    write_payload(jobdir, module.compute, [((0,), {})], by_value=[module.__name__])
+    assert (jobdir / PAYLOAD).stat().st_size < 20_000
+    run_runner(jobdir)
+    with pytest.raises(ZeroDivisionError) as info:
+        outcome_value(outcomes(jobdir)[0], "r")
+    assert f'File "{module.__file__}", line 3, in compute\n    return 10 / x\n' in (
+        info.value.__cause__.tb)  # read from the file, which the job's host has here
+
+
+def test_code_imported_in_the_job_shows_its_lines_beside_code_sent_by_value(tmp_path,
+                                                                            user_module):
+    module = user_module(textwrap.dedent("""\
+        def make(k):
+            def scaled(x):
+                return check(x) * k
+            return scaled
+
+
+        def check(x):
+            return 10 / x
+    """))
+    jobdir = tmp_path / "job"
+    path = Path(module.__file__)
+    write_payload(jobdir, module.make(2), [((0,), {})], sys_path=[str(path.parent)])
+    run_runner(jobdir)
+    with pytest.raises(ZeroDivisionError) as info:
+        outcome_value(outcomes(jobdir)[0], "r")
+    tb = info.value.__cause__.tb
+    assert f'File "{path}", line 3, in scaled\n    return check(x) * k\n' in tb  # by value
+    assert f'File "{path}", line 8, in check\n    return 10 / x\n' in tb  # imported there
 
 
 def test_the_payload_body_stays_cloudpickles_bytes():  # the cache key hashes it
