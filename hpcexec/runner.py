@@ -2,8 +2,10 @@
 
 Loads the payload, runs it, writes the outcome to ``result.pkl`` (temporary name, then
 rename) and writes the exit-code file last. A SIGTERM from the scheduler stops the work,
-keeps whatever finished, and is recorded as the reason. Kept light: cloudpickle is imported
-only when a payload or result needs it.
+keeps whatever finished, and is recorded as the reason. A payload that cannot be loaded
+(missing, unreadable, sealed with a key not here, needing a module not importable here) is
+the reason too, also on stderr. Kept light: cloudpickle is imported only when a payload or
+result needs it.
 """
 from __future__ import annotations
 
@@ -175,7 +177,7 @@ def run(jobdir: Path) -> int:
     """Run the payload in ``jobdir``; returns the exit code for the process."""
     t0 = time.time()
     code, reason = 0, None
-    note = None  # said of a job that ran to its end and failed (a result is still written)
+    note = None  # why a job that was not stopped failed (a result is still written if it can be)
     outcomes: list[tuple] = []
     kind = "call"
     key = None
