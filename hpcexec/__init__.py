@@ -33,6 +33,7 @@ _EXPORTS = {
     "IntegrityError": "errors",
     "UntrustedPath": "errors",
     "RemoteTraceback": "errors",
+    "RemoteError": "errors",
     "register_backend": "backends",
 }
 
@@ -41,7 +42,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .errors import (BackendError, CacheError, ConfigError, HostKeyError, HpcexecError,
                          IntegrityError, JobFailed, OutOfMemory, PayloadError, PrologueFailed,
-                         RemoteTraceback, ResourceError, SubmitError, TransportError,
+                         RemoteError, RemoteTraceback, ResourceError, SubmitError, TransportError,
                          UnknownJob, UntrustedPath)
     from .backends import register_backend
     from .executor import Executor, wait

@@ -62,6 +62,29 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
+class RemoteError(HpcexecError, RuntimeError):
+    """Stands in for an exception raised in a job that cannot be rebuilt here: it cannot be
+    pickled, its class cannot be imported here, or its ``__init__`` does not take its own
+    ``args`` back. ``type_name`` is its class's qualified name, ``message`` its text,
+    ``remote_traceback`` the traceback's text (also the ``RemoteTraceback`` ``__cause__``)."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str, why: str) -> None:
+        super().__init__(f"{type_name}: {message} ({why})")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self):  # rebuilt from its fields, so it travels on (joblib, dask)
+        return (_rebuild_remote_error, (self.args[0], self.__dict__))
+
+
+def _rebuild_remote_error(text: str, fields: dict) -> RemoteError:
+    err = RemoteError.__new__(RemoteError)
+    Exception.__init__(err, text)
+    err.__dict__.update(fields)
+    return err
+
+
 class JobFailed(HpcexecError):
     """A job ended without a result: killed, timed out, out of memory, or non-zero exit."""
 

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import sys
+import types
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import cloudpickle
 
-from .errors import CacheError, PayloadError, RemoteTraceback
+from . import codelines
+from .errors import CacheError, PayloadError, RemoteError, RemoteTraceback
 
 Call = tuple[tuple, dict]
 
@@ -66,24 +69,48 @@ def _by_value(modules: Sequence[str]) -> Iterator[None]:
             cloudpickle.unregister_pickle_by_value(mod)
 
 
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, noting the code of the functions it pickles by value."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.by_value: list[types.CodeType] = []
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = super().reducer_override(obj)
+        if reduced is not NotImplemented and isinstance(obj, types.FunctionType):
+            self.by_value.append(obj.__code__)
+        return reduced
+
+
+def _dumps(obj: Any) -> tuple[bytes, list[types.CodeType]]:
+    """cloudpickle's bytes of ``obj`` (the same as ``cloudpickle.dumps``), and the code
+    objects of the functions in it pickled by value."""
+    with io.BytesIO() as f:
+        pickler = _Pickler(f)
+        pickler.dump(obj)
+        return f.getvalue(), pickler.by_value
+
+
 def dumps_payload(fn: Callable, calls: Sequence[Call], *, kind: str,
                   sys_path: Sequence[str] = (), refs: bool = False,
                   by_value: Sequence[str] = ()) -> tuple[bytes, bytes]:
     """(file bytes, body bytes) of a payload: a plain header, then the cloudpickled work.
     The body bytes are what the cache key hashes. Functions and classes of the modules named
-    in ``by_value`` travel by value (for a host that cannot import them)."""
+    in ``by_value`` travel by value (for a host that cannot import them); the header says
+    where the code sent by value came from, with its source lines, for the job's tracebacks."""
     if not callable(fn):
         raise PayloadError(f"{fn!r} is not callable: submit a function, lambda or callable object")
     try:
         with _by_value(by_value):
-            body = cloudpickle.dumps({"kind": kind, "fn": fn, "calls": list(calls),
-                                      "refs": refs}, protocol=pickle.HIGHEST_PROTOCOL)
+            body, codes = _dumps({"kind": kind, "fn": fn, "calls": list(calls), "refs": refs})
     except Exception:
         raise PayloadError(
             _describe_unpicklable(fn, calls)
             + ". Pass picklable values (e.g. a path instead of an open file or lock)."
         ) from None
-    header = pickle.dumps({"sys_path": list(sys_path)}, protocol=pickle.HIGHEST_PROTOCOL)
+    header = pickle.dumps({"sys_path": list(sys_path), **codelines.describe(codes)},
+                          protocol=pickle.HIGHEST_PROTOCOL)
     return header + body, body
 
 
@@ -107,7 +134,8 @@ def load_outcomes(data: bytes, where: str) -> list[bytes]:
 
 
 def outcome_value(item: bytes, where: str) -> Any:
-    """The value of one outcome, or raise the job's exception with its remote traceback."""
+    """The value of one outcome, or raise the job's exception with its remote traceback (a
+    :class:`RemoteError` in its place where it cannot be rebuilt here)."""
     try:
         outcome = pickle.loads(item)
     except Exception as e:
@@ -117,6 +145,21 @@ def outcome_value(item: bytes, where: str) -> Any:
         ) from e
     if outcome[0] == "ok":
         return outcome[1]
-    exc, tb = outcome[1], outcome[2]
+    tb = outcome[2]
+    exc = outcome[1] if len(outcome) == 3 else _exception(*outcome[1:5])  # 3: an older runner's
     exc.__cause__ = RemoteTraceback(tb)
     raise exc
+
+
+def _exception(blob: bytes | None, tb: str, type_name: str, message: str) -> BaseException:
+    """The job's exception from its pickle, or a stand-in naming it."""
+    if blob is None:
+        return RemoteError(type_name, message, tb, "it could not be pickled in the job")
+    try:
+        exc = pickle.loads(blob)
+    except Exception as e:
+        return RemoteError(type_name, message, tb,
+                           f"it cannot be rebuilt here: {type(e).__name__}: {e}")
+    if not isinstance(exc, BaseException):
+        return RemoteError(type_name, message, tb, "it was not rebuilt as an exception")
+    return exc

@@ -2,8 +2,10 @@
 
 Loads the payload, runs it, writes the outcome to ``result.pkl`` (temporary name, then
 rename) and writes the exit-code file last. A SIGTERM from the scheduler stops the work,
-keeps whatever finished, and is recorded as the reason. Kept light: cloudpickle is imported
-only when a payload or result needs it.
+keeps whatever finished, and is recorded as the reason. A payload that cannot be loaded
+(missing, unreadable, sealed with a key not here, needing a module not importable here) is
+the reason too, also on stderr. Kept light: cloudpickle is imported only when a payload or
+result needs it.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from . import trust
-from .errors import CacheError, IntegrityError, OutOfMemory
+from . import codelines, trust
+from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, job_key, seal, unseal
 from .jobfiles import EXITCODE, PAYLOAD, RESULT, USAGE, write_atomic
 
@@ -44,8 +46,9 @@ class FutureRef:
         except (OSError, IndexError, pickle.UnpicklingError, IntegrityError) as e:
             raise DependencyFailed(f"the result of job {self.key} cannot be read: {e}") from e
         if outcome[0] == ERR:
-            raise DependencyFailed(f"job {self.key}, whose result this job takes, raised "
-                                   f"{type(outcome[1]).__name__}: {outcome[1]}")
+            words = (f"{outcome[3]}: {outcome[4]}" if len(outcome) >= 5
+                     else f"{type(outcome[1]).__name__}: {outcome[1]}")  # an older runner's
+            raise DependencyFailed(f"job {self.key}, whose result this job takes, raised {words}")
         return outcome[1]
 
 
@@ -129,18 +132,46 @@ def _dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as e:  # a broken __str__ must not lose the outcome
+        return f"<str() of it raised {type(e).__name__}>"
+
+
+def _error_record(exc: BaseException, tb: str) -> tuple:
+    """An error outcome as written: the exception pickled apart (None where it cannot be),
+    so that the client, which may not be able to rebuild it, still has its traceback, type
+    name and message: ``(ERR, bytes | None, traceback, "module.QualName", message)``."""
+    try:
+        blob: bytes | None = _dumps(exc)
+    except Exception:
+        blob = None
+    return (ERR, blob, tb, f"{type(exc).__module__}.{type(exc).__qualname__}", _text(exc))
+
+
 def _dump_outcome(outcome: tuple) -> tuple[bytes, bool]:
     """The outcome's bytes, and whether it is an error (a value that cannot be pickled
     becomes one)."""
-    try:
-        return _dumps(outcome), outcome[0] == ERR
-    except Exception as e:
-        if outcome[0] == OK:
+    if outcome[0] == OK:
+        try:
+            return _dumps(outcome), False
+        except Exception as e:
             err = TypeError(f"the job's return value cannot be pickled: {e}")
-            return _dumps((ERR, err, traceback.format_exc())), True
-        exc, tb = outcome[1], outcome[2]
-        stand_in = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
-        return _dumps((ERR, stand_in, tb)), True
+            outcome = (ERR, err, traceback.format_exc())
+    return _dumps(_error_record(outcome[1], outcome[2])), True
+
+
+def _load(data: bytes) -> tuple[str, Any, list, bool]:
+    """(kind, callable, calls, refs) of an unsealed payload."""
+    f = io.BytesIO(data)
+    header = pickle.load(f)  # plain data, read before the code that may need it
+    for entry in reversed(header.get("sys_path", [])):
+        if entry not in sys.path:
+            sys.path.insert(1, entry)
+    codelines.install(header.get("lines", {}))
+    payload = codelines.Unpickler(f, header.get("files", {})).load()
+    return payload["kind"], payload["fn"], payload["calls"], bool(payload.get("refs"))
 
 
 def _trusted_keys(jobdir: Path, key_file: Path | None) -> KeyRing:
@@ -160,7 +191,7 @@ def run(jobdir: Path, key_file: Path | None = None) -> int:
     code for the process."""
     t0 = time.time()
     code, reason = 0, None
-    note = None  # said of a job that ran to its end and failed (a result is still written)
+    note = None  # why a job that was not stopped failed (a result is still written if it can be)
     outcomes: list[tuple] = []
     kind = "call"
     key = None
@@ -168,32 +199,23 @@ def run(jobdir: Path, key_file: Path | None = None) -> int:
         path = jobdir / PAYLOAD
         try:
             data, key = unseal(path.read_bytes(), _trusted_keys(jobdir, key_file), str(path))
-        except CacheError as e:  # nothing of it is loaded, and no result can be sealed
-            print(f"hpcexec: {e}", file=sys.stderr)
-            write_atomic(jobdir / EXITCODE, f"1\n{e}\n".encode())
-            return 1
-        f = io.BytesIO(data)
-        header = pickle.load(f)  # plain data, read before the code that may need it
-        for entry in reversed(header.get("sys_path", [])):
-            if entry not in sys.path:
-                sys.path.insert(1, entry)
-        payload = pickle.load(f)
-        kind = payload["kind"]
-        fn = payload["fn"]
-        calls = payload["calls"]
-        refs = bool(payload.get("refs"))
-        for args, kwargs in calls:
-            out = _run_one(fn, args, kwargs, refs)
-            outcomes.append(out)
-            if out[0] == ERR:
-                code = 1
-                if isinstance(out[1], OutOfMemory):
-                    note = note or out[1].reason
+            kind, fn, calls, refs = _load(data)
+        except Terminated:
+            raise
+        except BaseException as e:  # the work never started; a result only where a key is
+            code, note = 1, f"cannot load the payload {path}: {type(e).__name__}: {_text(e)}"
+            print(f"hpcexec: {note}", file=sys.stderr)
+            outcomes = [(ERR, e, traceback.format_exc())]
+        else:
+            for args, kwargs in calls:
+                out = _run_one(fn, args, kwargs, refs)
+                outcomes.append(out)
+                if out[0] == ERR:
+                    code = 1
+                    if isinstance(out[1], OutOfMemory):
+                        note = note or out[1].reason
     except Terminated as t:
         code, reason = 128 + t.signum, str(t)
-    except BaseException as e:  # payload could not be loaded: report it as the job's error
-        outcomes = [(ERR, e, traceback.format_exc())]
-        kind, code = "call", 1
     if outcomes and (kind == "chunk" or reason is None):
         dumped = [_dump_outcome(o) for o in outcomes]
         items = [d for d, _ in dumped]

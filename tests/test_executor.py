@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import hpcexec
 import jobfns
 from hpcexec import JobFailed, JobState, PayloadError, ResourceError, ShellResult
+from hpcexec.jobfiles import PAYLOAD
 
 
 def test_submit_returns_a_real_future_with_the_result(ex):
@@ -56,6 +60,52 @@ def test_remote_exception_keeps_its_type_and_traceback(ex):
     assert isinstance(cause, hpcexec.RemoteTraceback)
     assert "raise_custom" in cause.tb and "CustomError" in cause.tb
     assert isinstance(f.exception(), jobfns.CustomError)
+
+
+def test_an_exception_that_cannot_be_rebuilt_arrives_as_a_stand_in(ex):
+    def fail():
+        class Picky(Exception):
+            def __init__(self, a, *, b):
+                super().__init__(f"{a} then {b}")
+
+        raise Picky(1, b=2)
+
+    err = ex.submit(fail).exception(timeout=30)
+    assert isinstance(err, hpcexec.RemoteError) and isinstance(err, RuntimeError)
+    assert err.type_name.endswith("fail.<locals>.Picky") and err.message == "1 then 2"
+    assert isinstance(err.__cause__, hpcexec.RemoteTraceback)
+    assert 'raise Picky(1, b=2)' in err.__cause__.tb
+
+
+SCRIPT = """\
+import sys
+
+import hpcexec
+
+
+def explode(x):
+    def inner(y):
+        raise ValueError(f"exploded at {y}")
+    return inner(x + 1)
+
+
+if __name__ == "__main__":
+    with hpcexec.Executor("local", cache_dir=sys.argv[1], poll_interval=0.05) as ex:
+        err = ex.submit(explode, 1).exception(timeout=120)
+    print(err.__cause__.tb)
+"""
+
+
+def test_traceback_of_a_function_of_the_main_script_shows_its_lines(tmp_path):
+    script = tmp_path / "workflow.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert f'File "{script}", line 9, in explode\n    return inner(x + 1)\n' in proc.stdout
+    assert (f'File "{script}", line 8, in inner\n    raise ValueError(f"exploded at {{y}}")\n'
+            in proc.stdout)
+    assert "ValueError: exploded at 2" in proc.stdout
 
 
 def test_submit_shell_gives_output_and_exit_code(ex):
@@ -158,6 +208,18 @@ def test_cancel_pending_job_never_runs(ex, tmp_path):
     assert held.release() is False
     time.sleep(0.3)
     assert not counter.exists()
+
+
+def test_a_job_whose_payload_is_gone_fails_saying_why(ex):
+    f = ex.options(hold=True).submit(jobfns.double, 21)
+    payload = Path(f.record.jobdir) / PAYLOAD
+    payload.unlink()
+    assert f.release() is True
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=60)
+    why = f"cannot load the payload {payload}: FileNotFoundError"
+    assert info.value.reason.startswith(why) and why in str(info.value)
+    assert f"hpcexec: {why}" in info.value.stderr_tail
 
 
 def test_cancel_running_job_returns_false_and_terminate_ends_it(ex):

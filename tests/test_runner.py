@@ -10,9 +10,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import cloudpickle
 import pytest
 
-from hpcexec.errors import CacheError, RemoteTraceback
+from hpcexec.errors import CacheError, RemoteError, RemoteTraceback
 from hpcexec.integrity import SECRETS, KeyRing, key_id, seal, unseal
 from hpcexec.jobfiles import EXITCODE, PAYLOAD, RESULT, parse_exitcode
 from hpcexec.payload import dumps_payload, load_outcomes, outcome_value
@@ -39,10 +40,10 @@ def runner_argv(jobdir: Path) -> list[str]:
     return [sys.executable, "-m", "hpcexec.runner", str(jobdir), str(key_file(jobdir))]
 
 
-def write_payload(jobdir: Path, fn, calls, *, kind="call", sys_path=()) -> None:
+def write_payload(jobdir: Path, fn, calls, *, kind="call", sys_path=(), by_value=()) -> None:
     jobdir.mkdir(parents=True, exist_ok=True)
     install_key(jobdir)
-    data, _ = dumps_payload(fn, calls, kind=kind, sys_path=sys_path)
+    data, _ = dumps_payload(fn, calls, kind=kind, sys_path=sys_path, by_value=by_value)
     (jobdir / PAYLOAD).write_bytes(seal(TEST_KEY, data))
 
 
@@ -101,9 +102,10 @@ def test_call_raising_value_error(tmp_path):
     assert exitcode_text(tmp_path) == "1\n\n"
     items = outcomes(tmp_path)
     assert len(items) == 1
-    tag, exc, tb = pickle.loads(items[0])
+    tag, exc, tb, type_name, message = pickle.loads(items[0])
     assert tag == "err"
-    assert isinstance(exc, ValueError) and str(exc) == "bad x: 7"
+    assert isinstance(pickle.loads(exc), ValueError) and str(pickle.loads(exc)) == "bad x: 7"
+    assert (type_name, message) == ("builtins.ValueError", "bad x: 7")
     assert "Traceback (most recent call last)" in tb
     assert "ValueError: bad x: 7" in tb
     assert "in fail" in tb
@@ -183,7 +185,10 @@ def test_payload_without_sys_path_reports_the_import_error(tmp_path, private_mod
     write_payload(jobdir, module.triple, [((5,), {})])
     proc = run_runner(jobdir)
     assert proc.returncode == 1
-    assert exitcode_text(jobdir) == "1\n\n"
+    code, reason = parse_exitcode(exitcode_text(jobdir))
+    assert code == 1
+    assert reason.startswith(f"cannot load the payload {jobdir / PAYLOAD}: ModuleNotFoundError")
+    assert module.__name__ in reason and reason in proc.stderr.decode()
     items = outcomes(jobdir)
     assert len(items) == 1
     with pytest.raises(ModuleNotFoundError, match=module.__name__):
@@ -191,10 +196,28 @@ def test_payload_without_sys_path_reports_the_import_error(tmp_path, private_mod
 
 
 def test_missing_payload_is_reported(tmp_path):
-    proc = run_runner(tmp_path)
+    jobdir = tmp_path / "files" / "jobs" / "job"
+    jobdir.mkdir(parents=True)
+    install_key(jobdir)
+    proc = run_runner(jobdir)
     assert proc.returncode == 1
-    with pytest.raises(FileNotFoundError):
-        outcome_value(outcomes(tmp_path)[0], "r")
+    code, reason = parse_exitcode(exitcode_text(jobdir))
+    assert code == 1
+    assert reason.startswith(f"cannot load the payload {jobdir / PAYLOAD}: FileNotFoundError")
+    assert f"hpcexec: {reason}" in proc.stderr.decode()
+    assert not (jobdir / RESULT).exists()  # nothing to seal it with: the reason tells
+
+
+def test_payload_whose_key_is_gone_is_reported(tmp_path):
+    jobdir = tmp_path / "files" / "jobs" / "job"
+    write_payload(jobdir, pow, [((2, 10), {})])
+    for key in (jobdir.parent.parent / SECRETS).iterdir():
+        key.unlink()
+    proc = run_runner(jobdir)
+    assert proc.returncode == 1
+    _, reason = parse_exitcode(exitcode_text(jobdir))
+    assert reason.startswith(f"cannot load the payload {jobdir / PAYLOAD}: IntegrityError")
+    assert "does not exist" in reason and f"hpcexec: {reason}" in proc.stderr.decode()
 
 
 def test_usage_error(tmp_path):
@@ -202,6 +225,27 @@ def test_usage_error(tmp_path):
                           timeout=30)
     assert proc.returncode == 2
     assert b"usage: python -m hpcexec.runner JOBDIR" in proc.stderr
+
+
+def test_a_job_taking_the_value_of_a_failed_job_says_what_it_raised(tmp_path):
+    from hpcexec.runner import DependencyFailed, FutureRef
+
+    jobs = tmp_path / "files" / "jobs"
+
+    def fail():
+        raise ValueError("no value")
+
+    write_payload(jobs / "a", fail, [((), {})])
+    run_runner(jobs / "a")
+    b = jobs / "b"
+    b.mkdir()
+    data, _ = dumps_payload(pow, [((FutureRef(str(jobs / "a"), 0, "keya"), 2), {})],
+                            kind="call", refs=True)
+    (b / PAYLOAD).write_bytes(seal(TEST_KEY, data))
+    assert run_runner(b).returncode == 1
+    with pytest.raises(DependencyFailed, match="job keya, whose result this job takes, raised "
+                                               "builtins.ValueError: no value"):
+        outcome_value(outcomes(b)[0], "r")
 
 
 # -- results that plain pickle cannot write --------------------------------------------
@@ -258,6 +302,155 @@ def test_unpicklable_exception_gets_a_stand_in(tmp_path):
     with pytest.raises(RuntimeError, match="Odd") as info:
         outcome_value(outcomes(tmp_path)[0], "r")
     assert "raise Odd(" in info.value.__cause__.tb
+
+
+# -- tracebacks of code pickled by value ----------------------------------------------
+
+USER_CODE = """\
+def helper(x):
+    return 10 / x
+
+
+def compute(x):
+    def inner(y):
+        return helper(y) + 1
+    return inner(x)
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Import a module written to a private directory (a user's own code, sent by value)."""
+    made = []
+
+    def make(text: str):
+        moddir = tmp_path / "userlib"
+        moddir.mkdir(exist_ok=True)
+        name = f"hpcexec_test_byvalue_{os.getpid()}_{len(made)}"
+        (moddir / f"{name}.py").write_text(text)
+        monkeypatch.syspath_prepend(str(moddir))
+        made.append(name)
+        return __import__(name)
+
+    yield make
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+def test_traceback_of_by_value_code_shows_its_file_line_and_source(tmp_path, user_module):
+    module = user_module(USER_CODE)
+    jobdir = tmp_path / "job"
+    write_payload(jobdir, module.compute, [((0,), {})], by_value=[module.__name__])
+    path = Path(module.__file__)
+    path.unlink()  # the job's host need not have the file: its lines travel with the payload
+    proc = run_runner(jobdir)
+    assert proc.returncode == 1
+    with pytest.raises(ZeroDivisionError) as info:
+        outcome_value(outcomes(jobdir)[0], "r")
+    tb = info.value.__cause__.tb
+    assert f'File "{path}", line 8, in compute\n    return inner(x)\n' in tb
+    assert f'File "{path}", line 7, in inner\n    return helper(y) + 1\n' in tb
+    assert f'File "{path}", line 2, in helper\n    return 10 / x\n' in tb
+
+
+def test_only_the_lines_of_code_sent_by_value_travel(tmp_path, user_module):
+    module = user_module("# " + "x" * 2_000_000 + "\n" + USER_CODE)
+    jobdir = tmp_path / "job"
+    write_payload(jobdir, module.compute, [((0,), {})], by_value=[module.__name__])
+    assert (jobdir / PAYLOAD).stat().st_size < 20_000
+    path = Path(module.__file__)
+    path.unlink()
+    run_runner(jobdir)
+    with pytest.raises(ZeroDivisionError) as info:
+        outcome_value(outcomes(jobdir)[0], "r")
+    assert f'File "{path}", line 9, in compute\n    return inner(x)\n' in info.value.__cause__.tb
+    assert f'File "{path}", line 3, in helper\n    return 10 / x\n' in info.value.__cause__.tb
+
+
+def test_the_source_lines_shipped_are_capped(tmp_path, user_module):
+    module = user_module("def compute(x):\n    # " + "x" * 2_000_000 + "\n    return 10 / x\n")
+    jobdir = tmp_path / "job"
+    write_payload(jobdir, module.compute, [((0,), {})], by_value=[module.__name__])
+    assert (jobdir / PAYLOAD).stat().st_size < 20_000
+    run_runner(jobdir)
+    with pytest.raises(ZeroDivisionError) as info:
+        outcome_value(outcomes(jobdir)[0], "r")
+    assert f'File "{module.__file__}", line 3, in compute\n    return 10 / x\n' in (
+        info.value.__cause__.tb)  # read from the file, which the job's host has here
+
+
+def test_code_imported_in_the_job_shows_its_lines_beside_code_sent_by_value(tmp_path,
+                                                                            user_module):
+    module = user_module(textwrap.dedent("""\
+        def make(k):
+            def scaled(x):
+                return check(x) * k
+            return scaled
+
+
+        def check(x):
+            return 10 / x
+    """))
+    jobdir = tmp_path / "job"
+    path = Path(module.__file__)
+    write_payload(jobdir, module.make(2), [((0,), {})], sys_path=[str(path.parent)])
+    run_runner(jobdir)
+    with pytest.raises(ZeroDivisionError) as info:
+        outcome_value(outcomes(jobdir)[0], "r")
+    tb = info.value.__cause__.tb
+    assert f'File "{path}", line 3, in scaled\n    return check(x) * k\n' in tb  # by value
+    assert f'File "{path}", line 8, in check\n    return 10 / x\n' in tb  # imported there
+
+
+def test_the_payload_body_stays_cloudpickles_bytes():  # the cache key hashes it
+    offset = 3
+
+    def shift(x):
+        return x + offset
+
+    _, body = dumps_payload(shift, [((1,), {})], kind="call")
+    assert body == cloudpickle.dumps({"kind": "call", "fn": shift, "calls": [((1,), {})],
+                                      "refs": False}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _raiser(kind: str):
+    """A function raising an exception whose ``__init__`` cannot take its own ``args`` back
+    (local, so both travel by value)."""
+    def two_arguments():
+        class TwoArgs(Exception):
+            def __init__(self, a, b):
+                super().__init__(f"{a} and {b}")
+
+        raise TwoArgs("first", "second")
+
+    def keyword_only():
+        class KeywordOnly(Exception):
+            def __init__(self, *, code):
+                super().__init__(f"code {code}")
+                self.code = code
+
+        raise KeywordOnly(code=7)
+
+    return {"two": two_arguments, "keyword": keyword_only}[kind]
+
+
+@pytest.mark.parametrize("kind, name, message", [
+    ("two", "two_arguments.<locals>.TwoArgs", "first and second"),
+    ("keyword", "keyword_only.<locals>.KeywordOnly", "code 7"),
+])
+def test_exception_that_cannot_be_rebuilt_gets_a_stand_in(tmp_path, kind, name, message):
+    fn = _raiser(kind)
+    write_payload(tmp_path, fn, [((), {})])
+    proc = run_runner(tmp_path)
+    assert proc.returncode == 1
+    with pytest.raises(RemoteError) as info:
+        outcome_value(outcomes(tmp_path)[0], "r")
+    err = info.value
+    type_name = f"test_runner._raiser.<locals>.{name}"
+    assert err.type_name == type_name and err.message == message
+    assert str(err).startswith(f"{type_name}: {message} (")  # and why it is a stand-in
+    assert isinstance(err.__cause__, RemoteTraceback) and err.remote_traceback == err.__cause__.tb
+    assert f"in {fn.__name__}" in err.__cause__.tb and message in err.__cause__.tb
 
 
 def test_damaged_result_file(tmp_path):

@@ -2,6 +2,7 @@
 tests/clusters/ starts. Scheduler-specific checks stay in test_<scheduler>_live.py."""
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 import hpcexec
 import jobfns
 from hpcexec import JobFailed, JobState
+from hpcexec.jobfiles import PAYLOAD
 from livecluster import running
 
 LIVE = {
@@ -151,3 +153,16 @@ def test_cancelling_a_task_its_array_has_not_started(live, tmp_path):
     assert [f.result(timeout=120) for f in rest[:-1]] == [10, 20]
     assert rest[-1].cancelled()
     assert sorted(ran.read_text().split()) == ["1", "2"]  # the cancelled one never ran
+
+
+def test_a_job_whose_payload_is_gone_fails_saying_why(live):
+    ex, _ = live
+    f = ex.options(hold=True).submit(jobfns.double, 21)
+    payload = f"{f.record.jobdir}/{PAYLOAD}"
+    os.unlink(payload)  # the loopback "remote" host shares this filesystem
+    assert f.release() is True
+    with pytest.raises(JobFailed) as info:
+        f.result(timeout=180)
+    assert info.value.state is JobState.FAILED and info.value.exit_code == 1
+    why = f"cannot load the payload {payload}: FileNotFoundError"
+    assert info.value.reason.startswith(why) and f"hpcexec: {why}" in str(info.value)

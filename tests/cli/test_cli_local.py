@@ -4,9 +4,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
-
+import jobfns
+from hpcexec import JobFailed
 from hpcexec.executor import detect_backend
+from hpcexec.jobfiles import PAYLOAD
 
 from clirun import HPCEXEC
 
@@ -111,6 +114,18 @@ def test_keys_prefixes_and_their_errors(cli):
     assert "no job 'nosuchkey'" in line
     line = cli.error("--cache-dir", str(cli.cwd / "empty"), "show", "run-a")
     assert "no job cache at" in line and "--cache-dir" in line
+
+
+def test_show_says_why_a_job_that_could_not_load_its_payload_failed(cli, ex):
+    f = ex.options(hold=True).submit(jobfns.double, 21)
+    payload = Path(f.record.jobdir) / PAYLOAD
+    payload.unlink()
+    f.release()
+    assert isinstance(f.exception(timeout=60), JobFailed)
+    why = f"cannot load the payload {payload}: FileNotFoundError"
+    shown = cli.json("--cache-dir", str(ex.cache_dir), "show", f.key)
+    assert shown["state"] == "failed" and shown["reason"].startswith(why)
+    assert why in cli("--cache-dir", str(ex.cache_dir), "show", f.key).out
 
 
 def test_errors_are_one_line_with_an_exit_status(cli):
