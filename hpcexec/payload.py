@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import sys
 from contextlib import contextmanager
@@ -32,19 +31,6 @@ def _describe_unpicklable(fn: Callable, calls: Sequence[Call]) -> str:
             except Exception as e:
                 return f"keyword argument {k!r} ({type(v).__name__}) cannot be pickled ({e})"
     return "the job cannot be pickled"
-
-
-def own_modules(dirs: Sequence[str]) -> list[str]:
-    """The imported modules whose files lie under ``dirs`` (the user's own code, not
-    installed packages), hpcexec and ``__main__`` aside."""
-    prefixes = tuple(os.path.join(d, "") for d in dirs)
-    out = []
-    for name, mod in list(sys.modules.items()):
-        path = getattr(mod, "__file__", None)
-        if (path and name != "__main__" and name.partition(".")[0] != "hpcexec"
-                and os.path.realpath(path).startswith(prefixes)):
-            out.append(name)
-    return out
 
 
 @contextmanager
