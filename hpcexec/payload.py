@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -33,23 +34,32 @@ def _describe_unpicklable(fn: Callable, calls: Sequence[Call]) -> str:
     return "the job cannot be pickled"
 
 
+# cloudpickle keeps one by-value registry per process: payloads take turns with it, so that
+# one payload's modules are neither dropped from another's nor added to it.
+_REGISTRY_LOCK = threading.Lock()
+
+
 @contextmanager
 def _by_value(modules: Sequence[str]) -> Iterator[None]:
-    registered = []
-    for name in modules:
-        mod = sys.modules.get(name)
-        if mod is None:
-            continue
+    with _REGISTRY_LOCK:
+        # A module registered before (by the user) stays registered; an alias is one module.
+        seen = set(cloudpickle.list_registry_pickle_by_value())
+        registered = []
+        for name in modules:
+            mod = sys.modules.get(name)
+            if mod is None or mod.__name__ in seen:
+                continue
+            try:
+                cloudpickle.register_pickle_by_value(mod)
+            except ValueError:  # not in sys.modules under its own name
+                continue
+            seen.add(mod.__name__)
+            registered.append(mod)
         try:
-            cloudpickle.register_pickle_by_value(mod)
-        except ValueError:  # registered already (by the user, or another thread)
-            continue
-        registered.append(mod)
-    try:
-        yield
-    finally:
-        for mod in registered:
-            cloudpickle.unregister_pickle_by_value(mod)
+            yield
+        finally:
+            for mod in registered:
+                cloudpickle.unregister_pickle_by_value(mod)
 
 
 def dumps_payload(fn: Callable, calls: Sequence[Call], *, kind: str,

@@ -21,6 +21,7 @@ from sshtest import DEST, KEY, KNOWN
 
 import hpcexec
 from hpcexec import environment
+from hpcexec import payload as pl
 from hpcexec.environment import Environment
 
 SITE = os.path.dirname(os.path.dirname(cloudpickle.__file__))  # where this venv's packages are
@@ -98,6 +99,34 @@ def test_the_interpreters_own_files_are_installed_wherever_its_prefix_lies(monke
     assert os.path.realpath(holder) in env.own_dirs
     assert env.is_installed(json.__file__) and env.is_installed(cloudpickle.__file__)
     assert not {"json", "cloudpickle", "pickle"} & set(env.own_modules())
+
+
+def test_a_module_known_by_two_names_travels_by_value_once(tmp_path, monkeypatch):
+    (tmp_path / "env_aliased.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.chdir(tmp_path)
+    mod = _import_from(monkeypatch, tmp_path, "env_aliased")
+    monkeypatch.setitem(sys.modules, "env_alias", mod)  # as an extension module can be
+    names = Environment.describe(remote=True).own_modules()
+    assert [n for n in names if sys.modules[n] is mod] == ["env_aliased"]
+    _, body = pl.dumps_payload(mod.triple, [((2,), {})], kind="call",
+                               by_value=["env_alias", "env_aliased"])
+    assert "env_aliased" not in cloudpickle.list_registry_pickle_by_value()
+    code = ("import pickle, sys; p = pickle.loads(sys.stdin.buffer.read()); "
+            "print(p['fn'](*p['calls'][0][0]))")
+    out = subprocess.run([sys.executable, "-c", code], input=body, capture_output=True,
+                         cwd="/", check=True, timeout=60)
+    assert out.stdout.strip() == b"6", "by value: loaded where the module is not importable"
+
+
+def test_a_module_the_user_registered_by_value_stays_registered(tmp_path, monkeypatch):
+    (tmp_path / "env_registered.py").write_text("def f():\n    return 1\n")
+    mod = _import_from(monkeypatch, tmp_path, "env_registered")
+    cloudpickle.register_pickle_by_value(mod)
+    try:
+        pl.dumps_payload(mod.f, [((), {})], kind="call", by_value=["env_registered"])
+        assert "env_registered" in cloudpickle.list_registry_pickle_by_value()
+    finally:
+        cloudpickle.unregister_pickle_by_value(mod)
 
 
 WHERE_CLIENT = """\
