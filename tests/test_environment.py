@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import cloudpickle
@@ -127,6 +128,30 @@ def test_a_module_the_user_registered_by_value_stays_registered(tmp_path, monkey
         assert "env_registered" in cloudpickle.list_registry_pickle_by_value()
     finally:
         cloudpickle.unregister_pickle_by_value(mod)
+
+
+def test_payloads_pickled_at_once_keep_their_modules_by_value(tmp_path, monkeypatch):
+    (tmp_path / "env_shared.py").write_text("def triple(x):\n    return 3 * x\n")
+    mod = _import_from(monkeypatch, tmp_path, "env_shared")
+    other_done, failed = threading.Event(), []
+
+    def other() -> None:
+        try:
+            pl.dumps_payload(mod.triple, [((1,), {})], kind="call", by_value=["env_shared"])
+        except hpcexec.PayloadError as e:  # reported below
+            failed.append(e)
+        other_done.set()
+
+    class StartsAnotherSubmit:
+        def __reduce__(self):  # pickled after the callable, while its module is registered
+            threading.Thread(target=other).start()
+            other_done.wait(1.0)  # the other submit runs meanwhile, unless it must wait
+            return (int, (2,))
+
+    pl.dumps_payload(mod.triple, [((StartsAnotherSubmit(),), {})], kind="call",
+                     by_value=["env_shared"])
+    assert other_done.wait(30) and not failed
+    assert "env_shared" not in cloudpickle.list_registry_pickle_by_value()
 
 
 WHERE_CLIENT = """\
