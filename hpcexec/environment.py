@@ -70,9 +70,14 @@ class Interpreter:
     def identity(self) -> str:
         """A stable hash of this interpreter, this copy of hpcexec and this user: processes
         with the same identity can run each other's jobs."""
-        ident = json.dumps([os.getuid(), self.python, self.prefix, self.base_prefix,
-                            self.exec_prefix, list(self.path), PACKAGE_PARENT, _copy_stamp()])
-        return hashlib.sha256(ident.encode()).hexdigest()
+        return _identity(self, os.getuid())
+
+
+@functools.cache
+def _identity(interp: Interpreter, uid: int) -> str:
+    ident = json.dumps([uid, interp.python, interp.prefix, interp.base_prefix,
+                        interp.exec_prefix, list(interp.path), PACKAGE_PARENT, _copy_stamp()])
+    return hashlib.sha256(ident.encode()).hexdigest()
 
 
 def runs_here(python: str) -> bool:
