@@ -21,7 +21,7 @@ import pytest
 from sshtest import DEST, KEY, KNOWN
 
 import hpcexec
-from hpcexec import environment
+from hpcexec import environment, forkserver
 from hpcexec import payload as pl
 from hpcexec.environment import Environment
 
@@ -192,6 +192,27 @@ def test_jobs_run_in_the_venv_of_their_client_while_another_venvs_server_runs(tm
     finally:
         stopped = [stop_server(envs[name]) for name in "AB"]
     assert stopped == [True, True], "each venv's server is found again by its name"
+
+
+def test_python_given_runs_jobs_in_its_own_venv(tmp_path):
+    envs = {name: make_venv(tmp_path / f"venv{name}", marker=name)[0] for name in "AB"}
+
+    def where() -> list[str]:  # local to the test: it travels by value
+        import envmarker  # the job's venv's own module
+
+        with open(f"/proc/{os.getppid()}/cmdline") as f:
+            return [sys.prefix, envmarker.NAME, f.read()]
+
+    try:
+        for name in "AB":  # A's fork server is still running when B's jobs start
+            with hpcexec.Executor(cache_dir=tmp_path / f"cache{name}", poll_interval=0.02,
+                                  python=envs[name]) as ex:
+                prefix, marker, parent = ex.submit(where).result(timeout=120)
+            assert "hpcexec.forkserver" in parent, "warm-started from a fork server"
+            assert (prefix, marker) == (str(tmp_path / f"venv{name}"), name)
+    finally:
+        stopped = [forkserver.stop(envs[name]) for name in "AB"]
+    assert stopped == [True, True]
 
 
 SSH_CLIENT = """\
