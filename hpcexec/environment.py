@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ def interpreter(python: str) -> Interpreter:
     """The description of the local interpreter ``python``: this process's own from
     :mod:`sys` (as it was at the first call), another one by asking it once per process.
     Raises OSError when it cannot be asked (no such file, not a Python, a failing start)."""
+    if os.sep not in python:  # a command name, as a job script would find it
+        python = shutil.which(python) or python
     if runs_here(python):
         return _running(os.path.abspath(python))
     return _asked(os.path.abspath(python), os.environ.get("PYTHONPATH", ""))

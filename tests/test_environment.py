@@ -194,25 +194,42 @@ def test_jobs_run_in_the_venv_of_their_client_while_another_venvs_server_runs(tm
     assert stopped == [True, True], "each venv's server is found again by its name"
 
 
-def test_python_given_runs_jobs_in_its_own_venv(tmp_path):
-    envs = {name: make_venv(tmp_path / f"venv{name}", marker=name)[0] for name in "AB"}
-
-    def where() -> list[str]:  # local to the test: it travels by value
+def _where() -> list[str]:
+    """Where a job runs: prefix, envmarker.NAME, its parent's command line."""
+    def where() -> list[str]:  # local: it travels by value, into any venv
         import envmarker  # the job's venv's own module
 
         with open(f"/proc/{os.getppid()}/cmdline") as f:
             return [sys.prefix, envmarker.NAME, f.read()]
 
+    return where
+
+
+def test_python_given_runs_jobs_in_its_own_venv(tmp_path):
+    envs = {name: make_venv(tmp_path / f"venv{name}", marker=name)[0] for name in "AB"}
     try:
         for name in "AB":  # A's fork server is still running when B's jobs start
             with hpcexec.Executor(cache_dir=tmp_path / f"cache{name}", poll_interval=0.02,
                                   python=envs[name]) as ex:
-                prefix, marker, parent = ex.submit(where).result(timeout=120)
+                prefix, marker, parent = ex.submit(_where()).result(timeout=120)
             assert "hpcexec.forkserver" in parent, "warm-started from a fork server"
             assert (prefix, marker) == (str(tmp_path / f"venv{name}"), name)
     finally:
         stopped = [forkserver.stop(envs[name]) for name in "AB"]
     assert stopped == [True, True]
+
+
+def test_python_given_as_a_command_is_found_on_path(tmp_path, monkeypatch):
+    make_venv(tmp_path / "venv", marker="C")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    try:
+        with hpcexec.Executor(cache_dir=tmp_path / "cache", poll_interval=0.02,
+                              python="python") as ex:
+            prefix, marker, parent = ex.submit(_where()).result(timeout=120)
+        assert "hpcexec.forkserver" in parent, "warm-started from a fork server"
+        assert (prefix, marker) == (str(tmp_path / "venv"), "C")
+    finally:
+        assert forkserver.stop("python")
 
 
 SSH_CLIENT = """\
