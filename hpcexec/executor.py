@@ -22,6 +22,7 @@ from . import payload as pl
 from .backends import (SCHEDULERS, Backend, LocalBackend, backend_names, scheduler_class,
                        schedulers, unknown_backend)
 from .config import resolve as resolve_settings
+from .environment import Environment
 from .errors import (BackendError, CacheError, HpcexecError, JobFailed, ResourceError,
                      OutOfMemory, PrologueFailed, TransportError, UnknownJob)
 from .future import JobFuture, JobInfo, ShellResult
@@ -128,22 +129,6 @@ def _extract_futures(calls: list[tuple[tuple, dict]]) -> tuple[list[tuple[tuple,
     return out, list({id(f): f for f in found}.values())
 
 
-def _job_sys_path() -> list[str]:
-    """The client's own import directories (not the standard library or site-packages),
-    so a callable pickled by reference imports in the job as it did here."""
-    skip = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    out = []
-    for p in [os.getcwd(), *sys.path]:
-        if not p or "site-packages" in p or "dist-packages" in p or p.endswith(".zip"):
-            continue
-        real = os.path.realpath(p)
-        if any(real == s or real.startswith(s + os.sep) for s in skip) or not os.path.isdir(real):
-            continue
-        if real not in out:
-            out.append(real)
-    return out
-
-
 class _Core:
     """What every view of one Executor shares: store, transport, backend, monitor, futures."""
 
@@ -208,12 +193,11 @@ class _Core:
             remote = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON, commands)
             self.python = remote.path
             which = remote.commands.get  # one round trip, not one per command
-            self.sys_path: list[str] = []  # this machine's import paths mean nothing there
-            self._own_dirs = _job_sys_path()  # so modules from them travel by value
         else:
             self.files_dir = str(self.cache_dir)  # job files beside the records
             self.python = python or sys.executable
-            self.sys_path = _job_sys_path()
+        self.env = Environment.describe(remote=self.remote)
+        self.sys_path = self.env.job_sys_path()
         self.jobs_dir = Path(self.files_dir) / "jobs"
         self.transport.make_dir(str(self.jobs_dir))
         trust.check(self.files_dir, "the job files directory", files=self.transport)
@@ -660,12 +644,10 @@ class _Core:
                      lost_race)
 
     def by_value(self) -> list[str]:
-        """Modules whose code goes inside payloads: on another host, the user's own modules
-        (which it cannot import); none here."""
-        if not self.remote:
-            return []
+        """Modules whose code goes inside payloads (see :meth:`Environment.by_value`),
+        looked for again only when modules were imported since."""
         if self._own_cache[0] != len(sys.modules):
-            self._own_cache = (len(sys.modules), pl.own_modules(self._own_dirs))
+            self._own_cache = (len(sys.modules), self.env.by_value())
         return self._own_cache[1]
 
     def workdir(self, res: Resources) -> str:

@@ -14,7 +14,6 @@ This module is imported by the server only; clients use :func:`spawn`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ import struct
 import sys
 import time
 
+from . import environment
 from .jobfiles import EXITCODE, killed_by, write_atomic, write_started
 
 IDLE = float(os.environ.get("HPCEXEC_FORKSERVER_IDLE", "120"))
@@ -30,20 +30,11 @@ _CONNECT_TIMEOUT = 5.0
 _MAX_REQUEST = 4 << 20  # bytes; a request is a job's paths and environment
 
 
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def server_name(python: str) -> str:
-    """One server per user, interpreter and copy of hpcexec."""
-    from . import __version__
-
-    # The files a server runs jobs with: a changed copy (an upgrade, an edit) gets a new server.
-    here = os.path.dirname(os.path.abspath(__file__))
-    stamps = [os.stat(os.path.join(here, f)).st_mtime_ns
-              for f in ("runner.py", "forkserver.py", "jobfiles.py")]
-    ident = (f"{os.getuid()}\0{os.path.realpath(python)}\0{_PACKAGE_PARENT}\0{__version__}"
-             f"\0{stamps}")
-    return f"hpcexec-forkserver-{hashlib.sha256(ident.encode()).hexdigest()[:20]}"
+    """The server for jobs run with ``python``: one per user, environment (the interpreter as
+    given, its prefixes and import path) and copy of hpcexec; see :mod:`hpcexec.environment`.
+    Raises OSError when ``python`` cannot be described."""
+    return f"hpcexec-forkserver-{environment.interpreter(python).identity()[:20]}"
 
 
 def _address(name: str) -> str:
@@ -71,7 +62,11 @@ def _request(name: str, request: dict) -> dict:
 def stop(python: str) -> bool:
     """Ask the fork server for ``python`` to exit (its jobs go on). False if none ran."""
     try:
-        return bool(_request(server_name(python), {"stop": True}).get("stopping"))
+        name = server_name(python)
+    except OSError:  # python cannot be described: no server can run for it
+        return False
+    try:
+        return bool(_request(name, {"stop": True}).get("stopping"))
     except (ConnectionRefusedError, FileNotFoundError):
         return False
 
@@ -79,18 +74,19 @@ def stop(python: str) -> bool:
 def spawn(python: str, request: dict) -> int:
     """Start a job through the server for ``python``, starting the server if none runs.
     Raises OSError when the server cannot be reached or refuses."""
-    name = server_name(python)
+    try:
+        name = server_name(python)
+    except OSError as e:
+        raise OSError(f"the fork server for {python} failed to start: {e}") from None
     try:
         reply = _request(name, request)
     except (ConnectionRefusedError, FileNotFoundError):
         import subprocess
 
-        # The server imports the same hpcexec as this client, whatever its working directory.
-        path = os.pathsep.join(p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
         server = subprocess.Popen(
             [python, "-m", "hpcexec.forkserver", name], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/",
-            env={**os.environ, "PYTHONPATH": path}, start_new_session=True, close_fds=True)
+            env=environment.launch_env(), start_new_session=True, close_fds=True)
         deadline = time.monotonic() + _CONNECT_TIMEOUT
         while True:
             try:

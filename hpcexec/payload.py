@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import sys
+import threading
 import types
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -37,36 +37,32 @@ def _describe_unpicklable(fn: Callable, calls: Sequence[Call]) -> str:
     return "the job cannot be pickled"
 
 
-def own_modules(dirs: Sequence[str]) -> list[str]:
-    """The imported modules whose files lie under ``dirs`` (the user's own code, not
-    installed packages), hpcexec and ``__main__`` aside."""
-    prefixes = tuple(os.path.join(d, "") for d in dirs)
-    out = []
-    for name, mod in list(sys.modules.items()):
-        path = getattr(mod, "__file__", None)
-        if (path and name != "__main__" and name.partition(".")[0] != "hpcexec"
-                and os.path.realpath(path).startswith(prefixes)):
-            out.append(name)
-    return out
+# cloudpickle keeps one by-value registry per process: payloads take turns with it, so that
+# one payload's modules are neither dropped from another's nor added to it.
+_REGISTRY_LOCK = threading.Lock()
 
 
 @contextmanager
 def _by_value(modules: Sequence[str]) -> Iterator[None]:
-    registered = []
-    for name in modules:
-        mod = sys.modules.get(name)
-        if mod is None:
-            continue
+    with _REGISTRY_LOCK:
+        # A module registered before (by the user) stays registered; an alias is one module.
+        seen = set(cloudpickle.list_registry_pickle_by_value())
+        registered = []
+        for name in modules:
+            mod = sys.modules.get(name)
+            if mod is None or mod.__name__ in seen:
+                continue
+            try:
+                cloudpickle.register_pickle_by_value(mod)
+            except ValueError:  # not in sys.modules under its own name
+                continue
+            seen.add(mod.__name__)
+            registered.append(mod)
         try:
-            cloudpickle.register_pickle_by_value(mod)
-        except ValueError:  # registered already (by the user, or another thread)
-            continue
-        registered.append(mod)
-    try:
-        yield
-    finally:
-        for mod in registered:
-            cloudpickle.unregister_pickle_by_value(mod)
+            yield
+        finally:
+            for mod in registered:
+                cloudpickle.unregister_pickle_by_value(mod)
 
 
 class _Pickler(cloudpickle.Pickler):

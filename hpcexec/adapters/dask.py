@@ -22,7 +22,6 @@ import asyncio
 import dataclasses
 import logging
 import math
-import os
 import shlex
 import sys
 import threading
@@ -47,6 +46,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                       "pip install 'hpcexec[dask]'") from e
 
 import hpcexec
+from hpcexec.environment import Environment
 from hpcexec.errors import ResourceError
 from hpcexec.states import JobState
 
@@ -152,19 +152,11 @@ class WorkerJobSpec:
 
 
 def client_import_dirs() -> tuple[str, ...]:
-    """The directories this process imports its own modules from (the working directory
-    and the entries of ``sys.path`` outside the interpreter's own), so that functions
-    pickled by reference import in the workers as they do here. hpcexec gives its Python
-    jobs the same; a worker job is a shell job, so it gets them through PYTHONPATH."""
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    out: list[str] = []
-    for entry in [os.getcwd(), *sys.path]:
-        real = os.path.realpath(entry or os.getcwd())
-        inside = any(real == p or real.startswith(p + os.sep) for p in prefixes)
-        if inside or "-packages" in real or not os.path.isdir(real) or real in out:
-            continue
-        out.append(real)
-    return tuple(out)
+    """The directories this process imports its own modules from (see
+    :class:`hpcexec.environment.Environment`), so that functions pickled by reference import
+    in the workers as they do here. hpcexec gives its Python jobs the same; a worker job is a
+    shell job, so it gets them through PYTHONPATH."""
+    return Environment.describe().own_dirs
 
 
 def _end(future: Any) -> None:
