@@ -71,6 +71,11 @@ def stop(python: str) -> bool:
         return False
 
 
+# No server answers: none runs, or one that went idle closed its socket with our connection
+# still waiting in its backlog (reset, before it read the request): start one.
+_NO_SERVER = (ConnectionRefusedError, FileNotFoundError, ConnectionResetError, BrokenPipeError)
+
+
 def spawn(python: str, request: dict) -> int:
     """Start a job through the server for ``python``, starting the server if none runs.
     Raises OSError when the server cannot be reached or refuses."""
@@ -80,7 +85,7 @@ def spawn(python: str, request: dict) -> int:
         raise OSError(f"the fork server for {python} failed to start: {e}") from None
     try:
         reply = _request(name, request)
-    except (ConnectionRefusedError, FileNotFoundError):
+    except _NO_SERVER:
         import subprocess
 
         server = subprocess.Popen(
@@ -92,7 +97,7 @@ def spawn(python: str, request: dict) -> int:
             try:
                 reply = _request(name, request)
                 break
-            except (ConnectionRefusedError, FileNotFoundError):
+            except _NO_SERVER:
                 if server.poll() is not None and server.returncode != 0:
                     why = server.stderr.read().decode(errors="replace").strip().splitlines()
                     raise OSError(f"the fork server for {python} failed to start: "

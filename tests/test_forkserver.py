@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -86,6 +88,28 @@ def test_server_answers_only_its_own_user(tmp_path):
             "print(s.recv(65536).decode())")  # refused before any request is read
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert "own user only" in out.stdout, out.stderr
+
+
+def test_a_server_that_went_idle_under_a_connecting_client_is_replaced(tmp_path):
+    """A server exiting idle while a client's connection waits in its backlog resets that
+    connection before reading the request: the client starts a new server."""
+    name = forkserver.server_name(sys.executable)
+    forkserver.stop(sys.executable)
+    going = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # plays the server going away
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            going.bind("\0" + name)
+            break
+        except OSError:  # the stopped server still holds the name for a moment
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    going.listen(1)
+    threading.Timer(0.5, going.close).start()  # never accepts: the client waits in the backlog
+    pid = forkserver.spawn(sys.executable, {
+        "jobdir": str(tmp_path), "key": os.devnull, "cwd": str(tmp_path),
+        "stdout": os.devnull, "stderr": os.devnull, "env": {}})
+    assert pid > 0
 
 
 def test_idle_server_exits(tmp_path):
