@@ -762,6 +762,14 @@ class _Unreachable(TransportError):
     """A finished job's files could not be read (a dropped connection, say)."""
 
 
+def _result_or_cancel(f: JobFuture, timeout: float | None) -> Any:
+    """``f``'s result; cancelled when that fails (a timeout), as the stdlib's ``map`` does."""
+    try:
+        return f.result(timeout)
+    finally:
+        f.cancel()
+
+
 def _set(f: JobFuture, *, result: Any = None, exc: BaseException | None = None) -> None:
     try:
         if f._state == concurrent.futures._base.PENDING:
@@ -1075,10 +1083,8 @@ class Executor(concurrent.futures.Executor):
             try:
                 fs.reverse()
                 while fs:
-                    if timeout is None:
-                        yield fs.pop().result()
-                    else:
-                        yield fs.pop().result(end_time - time.monotonic())
+                    yield _result_or_cancel(fs.pop(), None if timeout is None
+                                            else end_time - time.monotonic())
             finally:
                 for f in fs:
                     f.cancel()

@@ -442,3 +442,12 @@ def test_terminate_ends_a_shared_job_only_for_its_last_future(ex, tmp_path):
     assert b.state is JobState.RUNNING
     go.touch()
     assert b.result(timeout=60) == 7
+
+
+def test_a_map_that_gives_up_cancels_every_job_only_it_wanted(ex, gate):
+    gave_up = ex.map(jobfns.double, range(4), chunksize=2, timeout=0.5)
+    with pytest.raises(TimeoutError):
+        next(gave_up)  # as the stdlib's map: the future that timed out is cancelled too
+    chunks = [r for r in ex.store.select() if r.name.startswith("double")]
+    assert len(chunks) == 2
+    assert {r.state for r in chunks} == {JobState.CANCELLED}
