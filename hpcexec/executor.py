@@ -1095,7 +1095,8 @@ class Executor(concurrent.futures.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work. ``wait`` waits for every future; ``cancel_futures`` cancels
-        the jobs that have not started (in the scheduler too). Running jobs are never
+        the futures whose jobs have not started, and those jobs in the scheduler too unless
+        another live future of this process still wants them. Running jobs are never
         killed: they outlive the client."""
         self._core.shutdown(wait, cancel_futures)
 

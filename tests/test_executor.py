@@ -451,3 +451,23 @@ def test_a_map_that_gives_up_cancels_every_job_only_it_wanted(ex, gate):
     chunks = [r for r in ex.store.select() if r.name.startswith("double")]
     assert len(chunks) == 2
     assert {r.state for r in chunks} == {JobState.CANCELLED}
+
+
+def test_futures_sharing_a_job_cancelled_at_once_from_threads_cancel_it(ex, gate, tmp_path):
+    counter = tmp_path / "runs"
+    fs = [ex.submit(jobfns.count_run, str(counter), 6) for _ in range(4)]
+    start = threading.Barrier(len(fs))
+
+    def cancel(f):
+        start.wait()
+        return f.cancel()
+
+    threads = [cf.ThreadPoolExecutor(1) for _ in fs]
+    answers = [t.submit(cancel, f) for t, f in zip(threads, fs)]
+    assert [a.result(timeout=30) for a in answers] == [True] * len(fs)
+    for t in threads:
+        t.shutdown()
+    assert ex.store.get(fs[0].key).state is JobState.CANCELLED  # the last one cancelled it
+    gate.touch()
+    time.sleep(0.5)
+    assert not counter.exists()
