@@ -26,6 +26,7 @@ from .environment import Environment
 from .errors import (BackendError, CacheError, HpcexecError, JobFailed, ResourceError,
                      OutOfMemory, PrologueFailed, TransportError, UnknownJob)
 from .future import JobFuture, JobInfo, ShellResult
+from .interest import INTEREST
 from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE, output_path
 from .localqueue import LocalQueue
 from .schedqueue import FILE_DIRECTIVES, SchedulerQueue, single_body, submission_script
@@ -176,7 +177,8 @@ class _Core:
         self.monitor = Monitor(self, interval, max(self.backend.poll_max, interval))
         self.closed = False
         self._lock = threading.RLock()
-        self._watch: dict[str, list[JobFuture]] = {}
+        self._watch: dict[str, list[JobFuture]] = {}  # the futures this monitor completes
+        self._where = os.path.realpath(self.store.path)  # this cache, for INTEREST
         self._reapply: dict[str, JobRecord] = {}  # finished, but their files were unreachable
         self._epilogue_wait: set[str] = set()  # keys whose epilogue another client runs
         self._epilogue_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -254,6 +256,18 @@ class _Core:
     def _watch_futures(self, key: str, futures: Sequence[JobFuture]) -> None:
         with self._lock:
             self._watch.setdefault(key, []).extend(futures)
+        INTEREST.want(self._where, key, futures)
+
+    def _unwatch_futures(self, key: str, futures: Sequence[JobFuture]) -> None:
+        """Forget futures that were never handed out (their submission failed)."""
+        with self._lock:
+            mine = self._watch.get(key, [])
+            for f in futures:
+                if f in mine:
+                    mine.remove(f)
+            if not mine:
+                self._watch.pop(key, None)
+        INTEREST.forget(self._where, key, futures)
 
     def driver_poll(self) -> bool:
         changed = self.queue.poll()
@@ -488,21 +502,34 @@ class _Core:
 
     # -- control -------------------------------------------------------------------------
     def cancel_element(self, f: JobFuture) -> bool:
-        """Cancel the job behind a future if it has not started. A chunk job is cancelled
-        when the last of its futures still wanted is cancelled."""
-        with self._lock:
-            siblings = [g for g in self._watch.get(f.key, ()) if g is not f and not g.cancelled()]
+        """Whether ``f`` may be cancelled: its job has not started. The job itself is
+        cancelled only when no other live future of this process wants it (identical
+        calls, a chunk's other calls, another Executor's or attach's futures share it)."""
+        def cancel_job() -> bool:
+            if self.queue.cancel(f.key):
+                return True
+            now = self.store.get(f.key)  # cancelled meanwhile by someone else: fine too
+            return now is not None and now.state is JobState.CANCELLED
+
         rec = self.store.get(f.key)
         if rec is None or rec.state.started:
             return False
-        if siblings and rec.kind == "chunk":
-            return True
-        return self.queue.cancel(f.key) or self.store.get(f.key).state is JobState.CANCELLED
+        return INTEREST.withdraw(self._where, f.key, f, cancel_job) is not False
 
-    def terminate(self, key: str) -> bool:
-        ok = self.queue.terminate(key)
+    def terminate(self, f: JobFuture) -> bool:
+        """End ``f``'s job whether it waits or runs, unless another live future of this
+        process still wants it: then only ``f`` fails, at once, and the job goes on."""
+        ended = INTEREST.withdraw(self._where, f.key, f, lambda: self.queue.terminate(f.key))
+        if ended is None:
+            rec = self.store.get(f.key)
+            _set(f, exc=JobFailed(
+                f"job {f.key} was terminated for this future only: other futures of this "
+                f"process still want it, so it goes on for them", state=JobState.CANCELLED,
+                reason="terminated for this future; the job goes on for other futures",
+                key=f.key, job_id=rec.job_id if rec else None))
+            return True
         self.monitor.wake()
-        return ok
+        return ended
 
     def release(self, key: str) -> bool:
         ok = self.queue.release(key)
@@ -561,13 +588,8 @@ class _Core:
                 self._insert(to_write, known, deps, hold=bool(opts.get("hold")), tag=tag,
                              extra=extra, epilogue=opts.get("epilogue"))
         except BaseException:
-            with self._lock:
-                for j in jobs:
-                    for f in j.futures:
-                        if f in self._watch.get(j.key, ()):
-                            self._watch[j.key].remove(f)
-                    if not self._watch.get(j.key, True):
-                        del self._watch[j.key]
+            for j in jobs:
+                self._unwatch_futures(j.key, j.futures)
             raise
         finally:
             placed = self._placed.pop(tag, set())
@@ -731,6 +753,14 @@ class _Core:
 
 class _Unreachable(TransportError):
     """A finished job's files could not be read (a dropped connection, say)."""
+
+
+def _result_or_cancel(f: JobFuture, timeout: float | None) -> Any:
+    """``f``'s result; cancelled when that fails (a timeout), as the stdlib's ``map`` does."""
+    try:
+        return f.result(timeout)
+    finally:
+        f.cancel()
 
 
 def _set(f: JobFuture, *, result: Any = None, exc: BaseException | None = None) -> None:
@@ -1046,10 +1076,8 @@ class Executor(concurrent.futures.Executor):
             try:
                 fs.reverse()
                 while fs:
-                    if timeout is None:
-                        yield fs.pop().result()
-                    else:
-                        yield fs.pop().result(end_time - time.monotonic())
+                    yield _result_or_cancel(fs.pop(), None if timeout is None
+                                            else end_time - time.monotonic())
             finally:
                 for f in fs:
                     f.cancel()
@@ -1060,7 +1088,8 @@ class Executor(concurrent.futures.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work. ``wait`` waits for every future; ``cancel_futures`` cancels
-        the jobs that have not started (in the scheduler too). Running jobs are never
+        the futures whose jobs have not started, and those jobs in the scheduler too unless
+        another live future of this process still wants them. Running jobs are never
         killed: they outlive the client."""
         self._core.shutdown(wait, cancel_futures)
 

@@ -42,8 +42,8 @@ class JobFuture(concurrent.futures.Future):
     """The future of one call (or one element of a chunked ``map``) run as a job.
 
     The stdlib methods keep their meaning: ``cancel()`` succeeds only for a job that has not
-    started (and then cancels it in the scheduler too); use :meth:`terminate` to end a
-    running job.
+    started (and then cancels it in the scheduler too, unless another live future of this
+    process shares the job); use :meth:`terminate` to end a running job.
     """
 
     def __init__(self, core: _Core, key: str, index: int | None = None, *,
@@ -97,10 +97,11 @@ class JobFuture(concurrent.futures.Future):
 
     def terminate(self) -> bool:
         """End the job whether it waits or runs (its process group gets SIGTERM). The
-        future then fails with :class:`~hpcexec.JobFailed` in state ``cancelled``."""
+        future then fails with :class:`~hpcexec.JobFailed` in state ``cancelled``. A job
+        another live future of this process shares goes on for it: only this future fails."""
         if self.done():
             return False
-        return self._core.terminate(self.key)
+        return self._core.terminate(self)
 
     def info(self) -> JobInfo:
         """Exit status, signal, whether it was aborted, wallclock, CPU time, max RSS, nodes."""

@@ -2,6 +2,7 @@
 the body. Every user string that reaches the shell is quoted here."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ CORE_VARS = (
     "HPCEXEC_NODELIST",
     "HPCEXEC_ARRAY_INDEX",
 )
+
+
+def current_job() -> str | None:
+    """The id of the job this process runs in (``HPCEXEC_JOB_ID``, which every job script
+    and a warm start set and child processes inherit), or None outside any job."""
+    return os.environ.get("HPCEXEC_JOB_ID") or None
 
 
 def fill_placeholders(body: str, values: dict[str, str]) -> str:

@@ -400,3 +400,136 @@ def test_cache_dir_with_a_tilde_is_the_home_directory(tmp_path, monkeypatch):
     with hpcexec.Executor(cache_dir="~/hx-cache") as e:
         assert e.cache_dir == tmp_path / "hx-cache"
     assert not (tmp_path / "~").exists()
+
+
+# -- one job, several futures: a job is cancelled only when no live future still wants it --
+
+@pytest.fixture
+def gate(ex, tmp_path):
+    """Every core of the local backend held by one job until the test opens the gate (touches
+    the returned path), so jobs submitted meanwhile stay queued."""
+    path = tmp_path / "gate"
+    cores = len(os.sched_getaffinity(0))
+    blocker = ex.options(threads=cores, name="blocker").submit(jobfns.wait_for, str(path), "open")
+    deadline = time.monotonic() + 30
+    while not blocker.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert blocker.running()
+    yield path
+    path.touch()
+    assert blocker.result(timeout=60) == "open"
+
+
+def test_cancelling_one_of_two_identical_calls_leaves_the_other(ex, gate):
+    a = ex.submit(pow, 2, 10)
+    b = ex.submit(pow, 2, 10)
+    assert a.key == b.key  # identical calls share one job
+    assert a.cancel() is True
+    assert a.cancelled() and not b.cancelled()
+    assert b.state is JobState.PENDING  # the job still waits, for b
+    gate.touch()
+    assert b.result(timeout=60) == 1024
+    assert not b.cancelled()
+    with pytest.raises(cf.CancelledError):
+        a.result(timeout=0)
+
+
+def test_the_others_sharing_a_job_still_get_its_result(ex, gate, tmp_path):
+    counter = tmp_path / "runs"
+    fs = [ex.submit(jobfns.count_run, str(counter), 4) for _ in range(3)]
+    assert fs[0].cancel() is True
+    assert fs[1].cancel() is True
+    gate.touch()
+    assert fs[2].result(timeout=60) == 40
+    assert [f.cancelled() for f in fs] == [True, True, False]
+    assert counter.read_text() == "4\n"  # one job ran, once
+
+
+def test_the_job_is_cancelled_when_every_future_sharing_it_is(ex, gate, tmp_path):
+    counter = tmp_path / "runs"
+    fs = [ex.submit(jobfns.count_run, str(counter), 5) for _ in range(3)]
+    for f in fs[:2]:
+        assert f.cancel() is True
+        assert ex.store.get(f.key).state is JobState.PENDING
+    assert fs[2].cancel() is True
+    assert all(f.cancelled() for f in fs)
+    assert ex.store.get(fs[0].key).state is JobState.CANCELLED
+    gate.touch()
+    time.sleep(0.5)
+    assert not counter.exists()
+
+
+def test_a_future_of_another_executor_keeps_a_shared_job(ex, gate, cache):
+    a = ex.submit(pow, 2, 10)
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.02, profile="") as other:
+        b = other.submit(pow, 2, 10)
+        c = other.attach(a.key)
+        ex.shutdown(wait=False, cancel_futures=True)
+        assert a.cancelled()
+        assert ex.store.get(a.key).state is JobState.PENDING
+        gate.touch()
+        assert b.result(timeout=60) == 1024 and c.result(timeout=60) == 1024
+
+
+def test_map_chunks_shared_with_another_executor_run_for_it(ex, gate, cache):
+    mine = ex.map(jobfns.double, range(4), chunksize=2, timeout=0.5)
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.02, profile="") as other:
+        theirs = other.map(jobfns.double, range(4), chunksize=2)
+        with pytest.raises(TimeoutError):
+            next(mine)  # the map gives up: its futures not yet done are cancelled
+        gate.touch()
+        assert list(theirs) == [0, 2, 4, 6]
+
+
+def test_identical_calls_of_two_maps_share_and_survive_a_cancel(ex, gate):
+    first = ex.map(jobfns.double, range(3), chunksize=1, timeout=0.5)
+    second = ex.map(jobfns.double, range(3), chunksize=1)
+    with pytest.raises(TimeoutError):
+        next(first)
+    gate.touch()
+    assert list(second) == [0, 2, 4]
+
+
+def test_terminate_ends_a_shared_job_only_for_its_last_future(ex, tmp_path):
+    go = tmp_path / "go"
+    a = ex.submit(jobfns.wait_for, str(go), 7)
+    b = ex.submit(jobfns.wait_for, str(go), 7)
+    deadline = time.monotonic() + 30
+    while not b.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert a.terminate() is True
+    with pytest.raises(JobFailed) as info:
+        a.result(timeout=10)
+    assert info.value.state is JobState.CANCELLED
+    assert b.state is JobState.RUNNING
+    go.touch()
+    assert b.result(timeout=60) == 7
+
+
+def test_a_map_that_gives_up_cancels_every_job_only_it_wanted(ex, gate):
+    gave_up = ex.map(jobfns.double, range(4), chunksize=2, timeout=0.5)
+    with pytest.raises(TimeoutError):
+        next(gave_up)  # as the stdlib's map: the future that timed out is cancelled too
+    chunks = [r for r in ex.store.select() if r.name.startswith("double")]
+    assert len(chunks) == 2
+    assert {r.state for r in chunks} == {JobState.CANCELLED}
+
+
+def test_futures_sharing_a_job_cancelled_at_once_from_threads_cancel_it(ex, gate, tmp_path):
+    counter = tmp_path / "runs"
+    fs = [ex.submit(jobfns.count_run, str(counter), 6) for _ in range(4)]
+    start = threading.Barrier(len(fs))
+
+    def cancel(f):
+        start.wait()
+        return f.cancel()
+
+    threads = [cf.ThreadPoolExecutor(1) for _ in fs]
+    answers = [t.submit(cancel, f) for t, f in zip(threads, fs)]
+    assert [a.result(timeout=30) for a in answers] == [True] * len(fs)
+    for t in threads:
+        t.shutdown()
+    assert ex.store.get(fs[0].key).state is JobState.CANCELLED  # the last one cancelled it
+    gate.touch()
+    time.sleep(0.5)
+    assert not counter.exists()

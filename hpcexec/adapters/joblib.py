@@ -30,14 +30,15 @@ from typing import Any, Callable
 
 try:
     import joblib
-    from joblib.parallel import (ParallelBackendBase, SequentialBackend, ThreadingBackend,
-                                 register_parallel_backend)
+    from joblib.parallel import (FallbackToBackend, ParallelBackendBase, SequentialBackend,
+                                 ThreadingBackend, cpu_count, register_parallel_backend)
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("hpcexec.adapters.joblib needs joblib >= 1.5: "
                       "pip install 'hpcexec[joblib]'") from e
 
 import hpcexec
 from hpcexec.errors import ResourceError
+from hpcexec.script import current_job
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +380,23 @@ class _JobPool:
         future.add_done_callback(self._on_done)
 
 
+class _JobThreads(ThreadingBackend):
+    """Threads inside a job, never more than the CPUs the job may use (joblib's count: the
+    process's CPU affinity and cgroup quota, which schedulers set to the allocation)."""
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        return min(super().effective_n_jobs(n_jobs), cpu_count())
+
+
+def inside_job_backend(nesting_level: int | None) -> ParallelBackendBase:
+    """What a ``Parallel`` call naming this backend runs on inside a job, as joblib nests its
+    own backends: threads (up to the job's CPUs) at the first level, sequential below."""
+    level = nesting_level or 0
+    if level > 1:
+        return SequentialBackend(nesting_level=level)
+    return _JobThreads(nesting_level=level)
+
+
 class HpcexecBackend(ParallelBackendBase):
     """joblib backend that runs batches of tasks as hpcexec jobs.
 
@@ -399,7 +417,9 @@ class HpcexecBackend(ParallelBackendBase):
 
     ``n_jobs`` is the most jobs in flight at once; ``n_jobs=1`` runs in this process, as
     joblib does for every backend. Nested ``Parallel`` calls inside a job use threads
-    (as many as the job's cores) or run sequentially in a one-core job.
+    (as many as the job's cores) or run sequentially in a one-core job; so does a call that
+    names this backend inside a job (``HPCEXEC_JOB_ID`` is set): it submits no jobs of its
+    own, which could wait forever for the cores its own job holds.
     """
 
     supports_retrieve_callback = True
@@ -423,7 +443,10 @@ class HpcexecBackend(ParallelBackendBase):
             raise ResourceError(f"max_jobs takes a whole number >= 1, not {max_jobs!r}")
         if "backend" in resources:  # direct construction may use the Executor's own name
             scheduler = scheduler or resources.pop("backend")
-        if executor is None:
+        self.in_job = current_job() is not None  # then calls run here: see configure
+        if executor is None and self.in_job:
+            pass  # no Executor (nor its cache, nor an SSH connection) for jobs never submitted
+        elif executor is None:
             executor = hpcexec.Executor(scheduler, **resources)  # None: the profile's, or local
             self._finalizer = weakref.finalize(self, executor.shutdown, wait=False)
         else:
@@ -435,13 +458,21 @@ class HpcexecBackend(ParallelBackendBase):
                     "only resources and job options (or build the Executor with them)")
             if resources:
                 executor = executor.options(**resources)
-        self.executor = executor
+        self.executor: hpcexec.Executor | None = executor  # None only inside a job
         self.batch_seconds = batch_seconds
         self.max_jobs = max_jobs
-        self._slots = local_slots(executor)
-        self._pool = _JobPool(executor, cache=cache, patience=probe_patience)
+        self._slots = local_slots(executor) if executor is not None else None
+        self._pool = _JobPool(executor, cache=cache, patience=probe_patience) \
+            if executor is not None else None
         self.parallel = None
         self._n_jobs = 1
+
+    @property
+    def _jobs(self) -> _JobPool:
+        if self._pool is None:
+            raise RuntimeError("inside a job, Parallel calls on the hpcexec backend run in the "
+                               "job (configure falls back to threads); no jobs are submitted")
+        return self._pool
 
     # -- sizing -----------------------------------------------------------------------
     def effective_n_jobs(self, n_jobs: int | None) -> int:
@@ -449,6 +480,8 @@ class HpcexecBackend(ParallelBackendBase):
         or from ``max_jobs`` (schedulers), as joblib counts back from the CPUs."""
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if self.in_job:
+            return inside_job_backend(self.nesting_level).effective_n_jobs(n_jobs)
         if n_jobs is None:
             n_jobs = self.default_n_jobs
         if n_jobs < 0:
@@ -464,10 +497,10 @@ class HpcexecBackend(ParallelBackendBase):
 
     def compute_batch_size(self) -> int:
         """Tasks per joblib batch: enough for ``batch_seconds`` once a task was timed."""
-        per_task = self._pool.measured_task_seconds()
+        per_task = self._jobs.measured_task_seconds()
         if per_task is None:
             return 1
-        return max(1, min(MAX_TASKS_PER_JOB, int(self._pool.job_seconds() / per_task)))
+        return max(1, min(MAX_TASKS_PER_JOB, int(self._jobs.job_seconds() / per_task)))
 
     def batch_completed(self, batch_size: int, duration: float) -> None:
         """Ignored: the time from dispatch to completion is mostly queue wait and job
@@ -476,22 +509,28 @@ class HpcexecBackend(ParallelBackendBase):
     # -- a call ----------------------------------------------------------------------------
     def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: str | None = None,
                   require: str | None = None, **backend_kwargs: Any) -> int:
+        if self.in_job:
+            log.debug("inside job %s: this Parallel call runs in the job", current_job())
+            raise FallbackToBackend(inside_job_backend(self.nesting_level))
         self.parallel = parallel
         self._n_jobs = self.effective_n_jobs(n_jobs)
         return self._n_jobs
 
     def start_call(self) -> None:
-        self._pool.refill = self._pull_batch
-        self._pool.start_call(self._n_jobs, self.target_seconds)
+        pool = self._jobs
+        assert self.executor is not None  # there is a pool
+        pool.refill = self._pull_batch
+        pool.start_call(self._n_jobs, self.target_seconds)
         if self.inner_max_num_threads is not None:
             env = {**self.executor.resources.env_dict,
                    **{v: str(self.inner_max_num_threads) for v in THREAD_VARS}}
-            self._pool.executor = self.executor.options(env=env)
+            pool.executor = self.executor.options(env=env)
         else:
-            self._pool.executor = self.executor
+            pool.executor = self.executor
 
     def stop_call(self) -> None:
-        self._pool.refill = None
+        if self._pool is not None:
+            self._pool.refill = None
 
     def _pull_batch(self) -> bool:
         """Have joblib dispatch one more batch of this call, as its own completion
@@ -504,7 +543,7 @@ class HpcexecBackend(ParallelBackendBase):
         return True
 
     def submit(self, func: Any, callback: Callable[[_Outcome], None] | None = None) -> _Batch:
-        return self._pool.add(func, callback or (lambda outcome: None))
+        return self._jobs.add(func, callback or (lambda outcome: None))
 
     def retrieve_result_callback(self, out: _Outcome) -> Any:
         if out.error is not None:
@@ -513,15 +552,17 @@ class HpcexecBackend(ParallelBackendBase):
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """Cancel the jobs of this call that have not started and terminate those running."""
-        self._pool.abort()
+        if self._pool is not None:
+            self._pool.abort()
 
     def terminate(self) -> None:
-        self._pool.stop()
+        if self._pool is not None:
+            self._pool.stop()
 
     def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
         """Inside a job: threads, as many as the job's cores; sequential in a one-core job."""
         level = (self.nesting_level or 0) + 1
-        cores = self.executor.resources.cores
+        cores = self.executor.resources.cores if self.executor is not None else cpu_count()
         if cores > 1:
             return ThreadingBackend(nesting_level=level), cores
         return SequentialBackend(nesting_level=level), None

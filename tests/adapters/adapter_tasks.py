@@ -45,3 +45,24 @@ def nested_outer(x: int) -> tuple[list[int], str]:
 
     backend, _ = get_active_backend()
     return Parallel(n_jobs=2)(delayed(square)(x + i) for i in range(3)), type(backend).__name__
+
+
+def square_where(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def nested_hpcexec(x: int, config: bool = False) -> tuple[list[int], set[int], int]:
+    """A task whose own Parallel call names the hpcexec backend (by ``Parallel(backend=...)``,
+    or by ``parallel_config`` when ``config``): the values, the processes that computed them,
+    and this job's process."""
+    from joblib import Parallel, delayed, parallel_config
+
+    import hpcexec.adapters.joblib  # noqa: F401  (registers the backend, as a user's code does)
+
+    calls = (delayed(square_where)(x + i) for i in range(3))
+    if config:
+        with parallel_config(backend="hpcexec", n_jobs=2):
+            out = Parallel()(calls)
+    else:
+        out = Parallel(backend="hpcexec", n_jobs=2)(calls)
+    return [v for v, _ in out], {pid for _, pid in out}, os.getpid()

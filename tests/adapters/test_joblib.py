@@ -90,6 +90,31 @@ def test_nested_calls_use_the_jobs_cores_as_threads(ex):
     assert [r for r, _ in out] == [[0, 1, 4], [1, 4, 9]]
 
 
+def whole_machine(ex, cache):
+    """Jobs that hold every core of the local backend, whose own Executors (a nested
+    ``Parallel(backend="hpcexec")`` makes one) use the same cache, as they do when the user
+    sets ``HPCEXEC_CACHE_DIR``. A nested call that submitted jobs of its own would wait for a
+    core forever: the tests' timeouts make that a failure, not a hang."""
+    return ex.options(threads=local_slots(ex), env={"HPCEXEC_CACHE_DIR": str(cache)})
+
+
+def test_an_hpcexec_parallel_inside_a_job_runs_in_the_job(ex, cache):
+    f = whole_machine(ex, cache).submit(tasks.nested_hpcexec, 3)
+    values, pids, job_pid = f.result(timeout=90)
+    assert values == [9, 16, 25]
+    assert pids == {job_pid}
+    assert [r.name for r in jobs_of(ex)] == ["nested_hpcexec"]  # no jobs of its own
+
+
+def test_parallel_config_hpcexec_inside_a_joblib_job_runs_in_the_job(ex, cache):
+    with parallel_config(backend="hpcexec", executor=whole_machine(ex, cache), n_jobs=2):
+        out = Parallel(batch_size=1, timeout=90)(delayed(tasks.nested_hpcexec)(x, True)
+                                                 for x in range(2))
+    assert [values for values, _, _ in out] == [[0, 1, 4], [1, 4, 9]]
+    assert all(pids == {job_pid} for _, pids, job_pid in out)
+    assert {r.name for r in jobs_of(ex)} == {"joblib-nested_hpcexec"}
+
+
 def test_gridsearch_gives_the_default_backends_best_params(anyex):
     from sklearn.datasets import load_iris
     from sklearn.model_selection import GridSearchCV
