@@ -1,10 +1,10 @@
 """What driving SLURM over SSH costs: hpcexec from "another machine" against hpcexec on the
 login node itself, on the same live SLURM, in one run.
 
-    python benchmarks/ssh_overhead.py [--quick] [--n 100] [--host root@127.0.0.1:2222]
+    python benchmarks/ssh_overhead.py [--quick] [--n 100] [--host root@127.0.0.1:PORT]
 
-The default host is the loopback sshd of ``bash tests/clusters/sshd.sh start`` with its
-client key and known-hosts file. For each workload (``n`` separate ``submit`` calls; a
+The default host is the loopback sshd of ``bash tests/clusters/sshd.sh start`` (its first
+port, as tests/sshtest.py finds it) with its client key and known-hosts file. For each workload (``n`` separate ``submit`` calls; a
 ``map`` of ``n``) it prints the wall time without SSH, with SSH (connecting and checking the
 remote Python included), their ratio against the target (<= 1.5x), and how many SSH
 connections the remote executor opened (target 1).
@@ -21,7 +21,9 @@ from typing import Callable
 
 import hpcexec
 
-SSHD_DIR = os.environ.get("HPCEXEC_SSHD_DIR", "/var/lib/hpcexec-test-sshd")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from sshtest import DEST, SSHD_DIR  # the loopback sshd: its port and keys
+
 TARGET = 1.5
 
 
@@ -55,7 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one run per row instead of three")
     ap.add_argument("--n", type=int, default=100, help="tasks per workload (default 100)")
-    ap.add_argument("--host", default="root@127.0.0.1:2222")
+    ap.add_argument("--host", default=DEST)
     ap.add_argument("--ssh-key", default=os.path.join(SSHD_DIR, "client_key"))
     ap.add_argument("--known-hosts", default=os.path.join(SSHD_DIR, "known_hosts"))
     args = ap.parse_args()

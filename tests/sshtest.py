@@ -14,8 +14,23 @@ SSHD_DIR = Path(os.environ.get("HPCEXEC_SSHD_DIR", "/var/lib/hpcexec-test-sshd")
 KEY = SSHD_DIR / "client_key"
 KNOWN = SSHD_DIR / "known_hosts"
 MISMATCH = SSHD_DIR / "known_hosts_mismatch"
-PORT = int(os.environ.get("HPCEXEC_SSHD_PORT", 2222))
-PORT2 = int(os.environ.get("HPCEXEC_SSHD_PORT2", 2223))
+DEFAULT_PORTS = (2222, 2223)
+
+
+def ports(sshd_dir: Path = SSHD_DIR) -> tuple[int, int]:
+    """The two servers' ports: $HPCEXEC_SSHD_PORT and $HPCEXEC_SSHD_PORT2 where set, else
+    those ``sshd.sh start`` wrote to ``<sshd_dir>/ports`` (it picks free ones when 2222 or
+    2223 is taken), else 2222 and 2223."""
+    try:
+        saved = tuple(int(p) for p in (sshd_dir / "ports").read_text().split())
+    except (OSError, ValueError):
+        saved = ()
+    first, second = saved if len(saved) == 2 else DEFAULT_PORTS
+    return (int(os.environ.get("HPCEXEC_SSHD_PORT") or first),
+            int(os.environ.get("HPCEXEC_SSHD_PORT2") or second))
+
+
+PORT, PORT2 = ports()
 DEST = f"root@127.0.0.1:{PORT}"
 
 

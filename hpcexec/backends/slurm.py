@@ -57,6 +57,10 @@ NEVER_REASON = "DependencyNeverSatisfied"
 _MEMORY_KILL = re.compile(r"^slurmstepd[^:]*: error: (?:\*+ )?(.*(?:exceeded (?:job |step )?memory "
                           r"limit|oom[-_]kill event).*?)\s*$", re.M | re.I)
 _SUBMITTED = re.compile(r"^(?:Submitted batch job )?(\d+)(?:;\S+)?\s*$", re.M)
+#: squeue's fields, each ended by "|" and never cut short. exit_code is slurmctld's wait status
+#: of the batch script, set with the final state: accounting records a job's end later than
+#: squeue shows it (tests/clusters/recorded/slurm_sacct_end_not_yet_recorded.txt).
+STATUS_FIELDS = "JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:|"
 
 
 def _seconds(text: str) -> float | None:
@@ -72,6 +76,15 @@ def _seconds(text: str) -> float | None:
         parts.insert(0, 0.0)
     h, m, s = parts
     return days * 86400 + h * 3600 + m * 60 + s
+
+
+def _wait_status(text: str) -> tuple[int | None, int | None]:
+    """A wait status as squeue's exit_code prints it (768: exit code 3; 9: SIGKILL) as
+    (exit code, signal or None), the split sacct's ExitCode shows; (None, None) if absent."""
+    if not text.strip().isdigit():
+        return None, None
+    status = int(text)
+    return (status >> 8) & 0xFF, (status & 0x7F) or None
 
 
 def _mib(text: str) -> int | None:
@@ -172,7 +185,7 @@ class SlurmBackend(SchedulerBackend):
         return ",".join(sorted({j.split("_")[0] for j in job_ids}, key=int))
 
     def status_argv(self, job_ids: list[str]) -> list[str]:
-        return ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r|%N", "-j",
+        return ["squeue", "-h", "-r", "-t", "all", "-O", STATUS_FIELDS, "-j",
                 self._query_ids(job_ids)]
 
     def parse_status(self, out: str, err: str, returncode: int) -> dict[str, JobStatus]:
@@ -192,10 +205,12 @@ class SlurmBackend(SchedulerBackend):
             why = None if reason in ("None", "(null)", "") else reason
             if state is JobState.PENDING and why in HELD_REASONS:
                 state = JobState.HELD
+            code = sig = None
             if state.finished:
                 why = REASONS.get(name, None)
-            found[job_id] = JobStatus(state, reason=why, nodelist=(parts[3] if len(parts) > 3
-                                                                  and parts[3] else None))
+                code, sig = _wait_status(parts[4] if len(parts) > 4 else "")
+            found[job_id] = JobStatus(state, exit_code=code, signal=sig, reason=why,
+                                      nodelist=parts[3] if len(parts) > 3 and parts[3] else None)
         return found
 
     def accounting_argv(self, job_ids: list[str]) -> list[str] | None:

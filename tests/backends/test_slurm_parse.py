@@ -49,6 +49,47 @@ def test_squeue_finished_states_and_reasons():
     assert held["23"].state is JobState.HELD
 
 
+def test_squeue_says_how_a_finished_job_ended():
+    # slurmctld's wait status of the batch script, in the same answer as the state: a job
+    # killed by a signal is told from the queue alone, while accounting may not have its
+    # end yet (slurm_sacct_end_not_yet_recorded.txt).
+    got = slurm.parse_status(recorded("slurm_squeue_O_exit_codes.txt"), "", 0)
+    ends = {j: (st.state, st.exit_code, st.signal) for j, st in got.items()}
+    assert ends == {
+        "1827": (JobState.TIMEOUT, 0, 15),
+        "1828": (JobState.CANCELLED, 0, 15),
+        "1829": (JobState.CANCELLED, 143, None),
+        "1830": (JobState.FAILED, 3, None),
+        "1831": (JobState.COMPLETED, 0, None),
+        "1832": (JobState.FAILED, 0, 9),
+    }
+    assert got["1827"].reason == "walltime exceeded" and got["1832"].nodelist == "vm"
+    acct = slurm.parse_accounting(recorded("slurm_sacct_exit_codes_steps.txt"))
+    assert (acct["1832"].exit_code, acct["1832"].signal) == (0, 9)  # the same, settled
+    assert (acct["1830"].exit_code, acct["1830"].signal) == (3, None)
+
+
+def test_accounting_can_lag_behind_the_queue():
+    queue = slurm.parse_status(recorded("slurm_squeue_kill9_just_ended.txt"), "", 0)["1670"]
+    acct = slurm.parse_accounting(recorded("slurm_sacct_end_not_yet_recorded.txt"))["1670"]
+    assert queue.state is JobState.FAILED
+    assert not acct.state.finished and acct.signal is None
+
+
+def test_squeue_format_pending_running_held():
+    got = slurm.parse_status(recorded("slurm_squeue_O_pending_running.txt"), "", 0)
+    assert got["1963"].state is JobState.RUNNING and got["1963"].nodelist == "vm"
+    assert got["1964"].state is JobState.HELD and got["1967_2"].state is JobState.HELD
+    assert got["1965"].reason == "Dependency" and got["1966"].reason == "BeginTime"
+    assert all(st.exit_code is None and st.signal is None for st in got.values())
+
+
+def test_squeue_asks_for_the_exit_status():
+    argv = slurm.status_argv(["7"])
+    assert argv[:7] == ["squeue", "-h", "-r", "-t", "all", "-O",
+                        "JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:|"]
+
+
 def test_squeue_unknown_ids_and_failure():
     assert slurm.parse_status("", recorded("slurm_squeue_invalid_job_id.txt"), 1) == {}
     assert slurm.parse_status(recorded("slurm_squeue_finished_without_t.txt"), "", 0) == {}

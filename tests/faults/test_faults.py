@@ -3,6 +3,7 @@ damaged under the cache, a disk that fills while a result is written."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -87,6 +88,38 @@ def test_job_process_killed_with_sigkill_fails_within_two_polls(sex, tmp_path):
     assert sex._core.queue.calls["squeue"] - before <= 2
     assert info.value.state is JobState.FAILED
     assert info.value.signal == signal.SIGKILL or info.value.exit_code == 128 + signal.SIGKILL
+
+
+# sacct as slurmdbd answered right after a job's batch script was killed, before it had
+# recorded the job's end: the recorded answer, for whichever job is asked about.
+LAGGING_SACCT = """#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = -j ] && ids=$2; shift; done
+for id in $(echo "$ids" | tr , ' '); do
+    grep -v '^# ' {recorded} | sed "s/1670/$id/g"
+done
+"""
+
+
+@pytest.mark.slurm
+def test_sigkill_told_while_accounting_has_not_recorded_the_end(sex, tmp_path, monkeypatch):
+    """The interleaving of a flaky run, forced: squeue already says FAILED while sacct still
+    answers as it did for a moment after a real kill -9 (allocation PENDING|0:0), so how the
+    job ended must come from the queue, not from accounting."""
+    recorded = HERE / "clusters" / "recorded" / "slurm_sacct_end_not_yet_recorded.txt"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text(LAGGING_SACCT.format(recorded=shlex.quote(str(recorded))))
+    (bin_dir / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pidfile = tmp_path / "pid"
+    f = sex.submit(jobfns.write_pid_then_sleep, str(pidfile), 120)
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    with pytest.raises(JobFailed, match="killed by SIGKILL") as info:
+        f.result(timeout=120)
+    assert (info.value.state, info.value.signal) == (JobState.FAILED, signal.SIGKILL)
 
 
 def test_truncated_or_deleted_result_harms_only_that_job(cache):

@@ -404,7 +404,7 @@ def test_unknown_host_key_is_refused_with_the_way_to_add_it(sshd, tmp_path):
         t.run(["true"])
     msg = str(e.value)
     assert f"ssh-keyscan -p {PORT2} 127.0.0.1 >> " in msg
-    assert "[127.0.0.1]:2223" in msg and "is not in" in msg and "trust_on_first_use" in msg
+    assert f"[127.0.0.1]:{PORT2}" in msg and "is not in" in msg and "trust_on_first_use" in msg
     assert fingerprint(PORT2) in msg
     assert only_first.read_text() == known_hosts_lines(PORT)  # nothing added
     assert t.connections_opened == 0
@@ -674,4 +674,4 @@ def test_connection_options(sshd, tmp_path):
         t.run(["true"])
         assert t._conn.transport.packetizer._Packetizer__keepalive_interval == 11
     assert t.connect_timeout == 3.0
-    assert re.search(r"SSHTransport\('root@127.0.0.1:2222'", repr(t))
+    assert re.search(rf"SSHTransport\('root@127.0.0.1:{PORT}'", repr(t))
