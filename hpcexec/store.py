@@ -22,6 +22,8 @@ from typing import Any, Iterable, Iterator
 from .errors import CacheError
 from .states import ACTIVE_STATES, JobState
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 2
 DB_NAME = "jobs.sqlite"
 #: columns each schema version added, so an older cache is brought up to date when opened
@@ -111,6 +113,19 @@ class JobRecord:
             d[k] = json.loads(d[k]) if d[k] else ({} if k == "resources" else [])
         return cls(**d)
 
+    def to_json(self) -> bytes:
+        """The record as a job directory keeps it (see :mod:`hpcexec.recovery`)."""
+        return json.dumps(self.to_row(), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> JobRecord:
+        """A record from :meth:`to_json`; fields a later version added are left out.
+        ValueError (or TypeError, KeyError) when ``data`` is not such a record."""
+        row = json.loads(data)
+        if not isinstance(row, dict):
+            raise TypeError("a job record is a JSON object")
+        return cls.from_row({k: v for k, v in row.items() if k in FIELD_NAMES})  # type: ignore[arg-type]
+
 
 FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
 _MATCH_FIELDS = ("key", "name", "job_id", "host", "backend", "state", "comment", "tags", "user_state")
@@ -193,14 +208,19 @@ class Store:
         check_private(self.cache_dir)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._gen = 0  # bumped when the file at self.path is replaced: older connections go
         if self.path.exists():
             self._check_version()  # before anything is written to a file we may not read
         self._init_schema()
+        self._ident = self._identity()
 
     # -- connections -------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.gen != self._gen:
+            self._drop(conn)  # open on a file that is no longer at self.path
+            conn = None
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
@@ -217,9 +237,20 @@ class Store:
             except sqlite3.DatabaseError as e:
                 raise self._corrupt(e) from e
             self._local.conn = conn
+            self._local.gen = self._gen
             with self._lock:
                 self._conns.append(conn)
         return conn
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+        self._local.conn = None
 
     @staticmethod
     def _set_wal(conn: sqlite3.Connection) -> None:
@@ -293,7 +324,7 @@ class Store:
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
         conn.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),))
-        logging.getLogger(__name__).info("job cache %s brought from schema version %d to %d",
+        log.info("job cache %s brought from schema version %d to %d",
                                          self.path, found, SCHEMA_VERSION)
 
     @contextmanager
@@ -309,9 +340,76 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Txn]:
         """One write transaction: every change in it gets the same new revision."""
+        conn = self._begin()
+        try:
+            yield Txn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- the file under the store --------------------------------------------------------
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _begin(self) -> sqlite3.Connection:
+        """BEGIN IMMEDIATE on the file now at :attr:`path`. A file removed or replaced since
+        it was opened is noticed here (one stat), under its write lock, so no change of this
+        process goes into a file nobody will read again."""
+        while True:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            if self._identity() == self._ident:
+                return conn
+            with self._lock:
+                try:
+                    mine = None if self._local.gen != self._gen else self._snapshot(conn)
+                finally:
+                    conn.execute("ROLLBACK")
+                if mine is not None:
+                    self._follow(*mine)
+
+    def check_file(self) -> None:
+        """Notice a store file removed or replaced since it was opened (as a write does)."""
+        if self._identity() != self._ident:
+            with self.write():
+                pass
+
+    @staticmethod
+    def _snapshot(conn: sqlite3.Connection) -> tuple[list[JobRecord], int]:
+        records = [JobRecord.from_row(r) for r in conn.execute("SELECT * FROM jobs")]
+        return records, int(conn.execute("SELECT v FROM meta WHERE k = 'rev'").fetchone()[0])
+
+    def _follow(self, records: list[JobRecord], rev: int) -> None:
+        """Open the file now at :attr:`path` (a new one if it is gone) and write into it
+        what this client knew of the file it had open: where both hold a record, the more
+        recently modified one is kept. Every record taken gets a revision above any the
+        old file gave out, so monitors following revisions see it."""
+        gone = not self.path.exists()
+        log.warning(
+            "the job cache %s was removed or replaced while this client had it open; %s, "
+            "with the %d record(s) this client knew (the newer of two records of one job "
+            "kept). Remove or restore a cache only when no client uses it.", self.path,
+            "it is made again" if gone else "the file now there is used", len(records))
+        self._gen += 1
+        if not gone:
+            self._check_version()
+        self._init_schema()
+        self._ident = self._identity()
         conn = self._conn()
         with self._txn(conn):
-            yield Txn(conn)
+            conn.execute("UPDATE meta SET v = ? WHERE k = 'rev' AND CAST(v AS INTEGER) < ?",
+                         (str(rev), rev))
+            tx = Txn(conn)
+            for rec in records:
+                cur = tx.get(rec.key)
+                if cur is None or cur.modified < rec.modified:
+                    tx.put(rec, touch=False)
+            conn.execute("UPDATE jobs SET rev = ?", (tx.rev,))  # records kept are news too
 
     def close(self) -> None:
         with self._lock:
@@ -351,6 +449,9 @@ class Store:
         return int(self._conn().execute("SELECT v FROM meta WHERE k = 'rev'").fetchone()[0])
 
     def changed_since(self, rev: int) -> list[JobRecord]:
+        """Records changed after revision ``rev`` (each monitor pass asks: it is also where
+        a store file removed or replaced under a client that only reads is noticed)."""
+        self.check_file()
         return self.query("rev > ?", (rev,))
 
     def find(self, prefix_or_id: str) -> list[JobRecord]:

@@ -524,3 +524,58 @@ def test_store_waits_for_a_client_initialising_a_new_cache(tmp_path):
     finally:
         release.join()
         holder.close()
+
+
+# -- a store file removed or replaced under an open store -------------------------------
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def test_store_removed_under_a_client_is_noticed_and_rewritten(store, caplog):
+    put(store, rec("a", state=JobState.COMPLETED), rec("b"))
+    seen = store.revision()
+    _remove_db(store.path)
+    with caplog.at_level("WARNING", logger="hpcexec.store"), store.write() as tx:
+        tx.update("b", state=JobState.RUNNING)
+    assert "removed or replaced" in caplog.text
+    assert store.path.is_file()
+    fresh = Store(store.path.parent)
+    try:  # what the open client knew, and its change, are in the new file
+        got = {r.key: r.state for r in fresh.query()}
+        assert got == {"a": JobState.COMPLETED, "b": JobState.RUNNING}
+        assert fresh.revision() > seen  # a monitor's last-seen revision stays behind
+        assert {r.key for r in fresh.changed_since(seen)} == {"a", "b"}
+    finally:
+        fresh.close()
+
+
+def test_store_replaced_by_an_older_copy_keeps_the_newest_records(tmp_path, store):
+    put(store, rec("a"), rec("b"))
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    with sqlite3.connect(store.path) as src, sqlite3.connect(backup / DB_NAME) as dst:
+        src.backup(dst)
+    copy = Store(backup)  # the copy also holds a record this client never saw
+    put(copy, rec("d"))
+    copy.close()
+    put(store, rec("a", state=JobState.COMPLETED))
+    _remove_db(store.path)
+    (backup / DB_NAME).rename(store.path)  # the backup restored under the running client
+    with store.write() as tx:
+        tx.update("b", comment="seen")
+    fresh = Store(store.path.parent)
+    try:
+        got = {r.key: (r.state, r.comment) for r in fresh.query()}
+        assert got == {"a": (JobState.COMPLETED, None), "b": (JobState.PENDING, "seen"),
+                       "d": (JobState.PENDING, None)}
+    finally:
+        fresh.close()
+
+
+def test_store_noticed_removed_by_a_monitor_pass_that_only_reads(store):
+    put(store, rec("a"))
+    _remove_db(store.path)
+    assert [r.key for r in store.changed_since(0)] == ["a"]
+    assert store.path.is_file()
