@@ -3,6 +3,9 @@ tests/clusters/ starts. Scheduler-specific checks stay in test_<scheduler>_live.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +154,40 @@ def test_cancelling_a_task_its_array_has_not_started(live, tmp_path):
     assert [f.result(timeout=120) for f in rest[:-1]] == [10, 20]
     assert rest[-1].cancelled()
     assert sorted(ran.read_text().split()) == ["1", "2"]  # the cancelled one never ran
+
+
+def test_lost_store_rebuilds_records_with_their_job_ids(live, cache, tmp_path):
+    """A cache whose store is lost after one job finished and another was submitted (held)
+    by a client that then died: each record is rebuilt with its job id, and neither job is
+    submitted again."""
+    _, spec = live
+    counter = tmp_path / "runs"
+    opts = dict(cache_dir=str(cache), poll_interval=0.2, time="0:10:00", **spec["connect"])
+    with hpcexec.Executor(spec["backend"], **opts) as first:
+        done = first.options(key="lost-done").submit(jobfns.count_run, str(counter), 1)
+        assert done.result(timeout=120) == 10
+        done_id = done.job_id
+    client = f"""if True:
+        import os, time, hpcexec, jobfns
+        ex = hpcexec.Executor({spec["backend"]!r}, **{opts!r})
+        f = ex.options(key="lost-held", hold=True).submit(jobfns.count_run, {str(counter)!r}, 2)
+        while not f.job_id:
+            time.sleep(0.1)
+        print(f.job_id, flush=True)
+        os._exit(0)  # dies, leaving its job held in the queue
+    """
+    out = subprocess.run([sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent,
+                         capture_output=True, text=True, timeout=120)
+    held_id = out.stdout.strip()
+    assert held_id, out.stderr
+    for suffix in ("", "-wal", "-shm"):
+        (cache / f"jobs.sqlite{suffix}").unlink(missing_ok=True)
+    with hpcexec.Executor(spec["backend"], **opts) as again:
+        f = again.options(key="lost-done").submit(jobfns.count_run, str(counter), 1)
+        assert f.done() and f.result() == 10 and f.job_id == done_id
+        held = again.options(key="lost-held", hold=True).submit(jobfns.count_run,
+                                                                str(counter), 2)
+        assert held.job_id == held_id and held.state is JobState.HELD
+        assert held.release()
+        assert held.result(timeout=120) == 20 and held.job_id == held_id
+    assert sorted(counter.read_text().split()) == ["1", "2"]
