@@ -389,6 +389,10 @@ class Store:
         what this client knew of the file it had open: where both hold a record, the more
         recently modified one is kept. Every record taken gets a revision above any the
         old file gave out, so monitors following revisions see it."""
+        if not self.cache_dir.is_dir():
+            raise CacheError(f"the cache directory {self.cache_dir} was removed while this "
+                             f"client used it, and the job files in it with it: end this "
+                             f"client and run again (finished results there are lost)")
         gone = not self.path.exists()
         log.warning(
             "the job cache %s was removed or replaced while this client had it open; %s, "

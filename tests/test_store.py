@@ -1,6 +1,7 @@
 """Unit tests for hpcexec.store: persistent job records in SQLite."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -579,3 +580,13 @@ def test_store_noticed_removed_by_a_monitor_pass_that_only_reads(store):
     _remove_db(store.path)
     assert [r.key for r in store.changed_since(0)] == ["a"]
     assert store.path.is_file()
+
+
+def test_cache_directory_removed_under_a_client_is_said(tmp_path):
+    s = Store(tmp_path / "cache")
+    put(s, rec("a"))
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(CacheError, match="cache directory .* was removed"), s.write() as tx:
+        tx.update("a", comment="lost")
+    assert not (tmp_path / "cache").exists()  # not made again behind the user's back
+    s.close()
