@@ -621,6 +621,8 @@ class _Core:
                                  {key: str(self.jobs_dir / key) for key in records},
                                  self.backend.name, self.host)
         better = {k: r for k, r in found.items() if recovery.newer(r, records[k])}
+        if not better:
+            return {}
         out: dict[str, JobRecord] = {}
         with self.store.write() as tx:
             for key, rec in better.items():
