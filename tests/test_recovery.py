@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import hpcexec
 import jobfns
 from hpcexec import JobState
 from hpcexec.store import DB_NAME
+from livecluster import running as started
 
 N = 20
 
@@ -107,7 +107,7 @@ def test_attach_by_key_after_the_store_is_lost(cache, tmp_path):
     with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
         key = ex.submit(jobfns.count_run, str(counter), 4).key
         running = ex.submit(jobfns.count_run, str(counter), 5, 3.0)
-        time.sleep(1.0)
+        started(running)
         remove_store(cache)
         with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as other:
             assert other.attach(key).result(timeout=60) == 40
