@@ -38,20 +38,35 @@ def record_file(rec: JobRecord, key: bytes) -> bytes:
 
 
 def note_job_ids(transport: Transport, ids: dict[str, str]) -> None:
-    """Write each job directory's job id file (``{jobdir: job id}``), all in one command,
+    """Write each job directory's job id file (``{jobdir: job id}``); many in one command,
     so an array over SSH costs one round trip, not one per element. A failure is logged:
     the record holds the ids all the same."""
     if not ids:
         return
-    lines = "".join(f"{job_id} {jobdir}\n" for jobdir, job_id in ids.items())
+    ok, why = True, ""
     try:
-        r = transport.run(["/bin/sh", "-c", _WRITE_IDS], input=lines)
-        ok, why = r.ok, (r.stderr or r.stdout).strip()[:300]
+        if len(ids) == 1:
+            [(jobdir, job_id)] = ids.items()
+            transport.write_bytes(os.path.join(jobdir, JOBID), f"{job_id}\n".encode())
+        else:
+            lines = "".join(f"{job_id} {jobdir}\n" for jobdir, job_id in ids.items())
+            r = transport.run(["/bin/sh", "-c", _WRITE_IDS], input=lines)
+            ok, why = r.ok, (r.stderr or r.stdout).strip()[:300]
     except OSError as e:  # TransportError is one
         ok, why = False, str(e)
     if not ok:
         log.warning("could not keep the job ids of %d job(s) in their directories (%s); a "
                     "lost cache could not tell they were submitted", len(ids), why)
+
+
+def started_as(transport: Transport, jobdir: str) -> str | None:
+    """The id a job directory says its job was started or submitted as (its started file's,
+    else its job id file's); None when it says neither, so the job was never started."""
+    got = transport.read_files([os.path.join(jobdir, STARTED), os.path.join(jobdir, JOBID)])
+    for data in got.values():
+        if data is not None:
+            return data.decode(errors="replace").split("\n")[0].strip()
+    return None
 
 
 def worth_a_look(rec: JobRecord | None) -> bool:

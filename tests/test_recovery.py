@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,25 @@ def test_planted_record_file_is_not_trusted(cache, tmp_path):
             ex.attach(key)
         assert ex.submit(jobfns.count_run, str(counter), 7).result(timeout=60) == 70
     assert runs(counter) == ["7", "7"]  # run again, as if it had never been
+
+
+def test_local_job_started_but_not_yet_saying_so_is_not_started_twice(cache, tmp_path):
+    """The client started the job and died, and the store was lost, before the job wrote
+    its started file: the job id file the client wrote at the start is adopted."""
+    counter = tmp_path / "runs"
+    client = f"""if True:
+        import os, time, hpcexec, jobfns
+        ex = hpcexec.Executor(cache_dir={str(cache)!r})
+        f = ex.options(key="early").submit(jobfns.count_run, {str(counter)!r}, 6, 3.0)
+        while not os.path.exists(os.path.join(f.record.jobdir, "started")):
+            time.sleep(0.05)
+        os._exit(0)
+    """
+    subprocess.run([sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent,
+                   check=True, timeout=120)
+    (cache / "jobs" / "early" / "started").unlink()  # as if it had not got that far
+    remove_store(cache)
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
+        f = ex.options(key="early").submit(jobfns.count_run, str(counter), 6, 3.0)
+        assert f.result(timeout=60) == 60
+    assert runs(counter) == ["6"]
