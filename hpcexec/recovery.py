@@ -2,12 +2,13 @@
 
 Each job directory carries its record as submitted (``record.json``, sealed with the cache's
 key like the payload), and the client adds the job id (``jobid``) once it knows it (the
-scheduler's answer to the submission; a local job's process, as it starts it); the job itself writes ``started`` (its id and host) and ``exitcode``. From these a
-lookup by key rebuilds a record the store lacks, or one it holds from an older backup:
+scheduler's answer to the submission; a local job's process, as it starts it); the job
+itself writes ``started`` (its id and host) and ``exitcode``. From these a lookup by key
+rebuilds a record the store lacks, or one it holds from an older backup:
 
 - an exit-code file: the job ended, completed when its code is 0, else failed;
 - a started file: it runs (or ran and died: the driver's next poll says which), with that id;
-- a job id file only: submitted, not started, with that id;
+- a job id file only: submitted, not started, with that id (the local queue adopts it);
 - none of them: staged and never submitted; the driver submits it as usual.
 
 A record file that is missing, unreadable or not sealed by this cache's key is not used.
