@@ -15,7 +15,7 @@ from typing import Any
 
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
 from .jobfiles import EXITCODE, SCRIPT, killed_by, parse_exitcode
-from .recovery import note_job_ids, started_as
+from .recovery import Submitted, note_job_ids, started_as
 from .resources import instant_epoch
 from .states import JobState
 from .store import JobRecord, Store, Txn
@@ -283,7 +283,7 @@ class LocalQueue:
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None
         job_id = make_job_id(pid, st.start if st else 0)
-        note_job_ids(self.transport, {rec.jobdir: job_id})  # before its started file, maybe
+        note_job_ids(self.transport, {rec.jobdir: Submitted(job_id)})  # before its started file, maybe
         tx.update(rec.key, state=JobState.RUNNING, job_id=job_id, started=time.time())
         if hasattr(os, "pidfd_open") and job_id not in self._pidfds:
             try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 from . import integrity
 from .errors import IntegrityError
@@ -29,8 +30,31 @@ from .transport.base import Transport
 
 log = logging.getLogger(__name__)
 
-_WRITE_IDS = ('while read -r id dir; do printf "%s\\n" "$id" > "$dir/.jobid.tmp" '
+# lines "TEXT<tab>JOBDIR": TEXT into JOBDIR/jobid, atomically
+_WRITE_IDS = ('tab=$(printf "\\t"); while IFS="$tab" read -r text dir; do '
+              'printf "%s\\n" "$text" > "$dir/.jobid.tmp" '
               '&& mv -f "$dir/.jobid.tmp" "$dir/jobid"; done')
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a job id file says: the id, and for an element of an array whose elements may
+    run each other's records, its index and the array's directory (to follow its claims)."""
+
+    job_id: str
+    array_index: int | None = None
+    array_dir: str | None = None
+
+    def text(self) -> str:
+        if self.array_index is None:
+            return self.job_id
+        return f"{self.job_id} {self.array_index} {self.array_dir or ''}".rstrip()
+
+    @classmethod
+    def parse(cls, text: str) -> Submitted:
+        parts = text.split("\n")[0].strip().split(" ", 2)
+        index = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        return cls(parts[0], index, parts[2] if len(parts) > 2 and index is not None else None)
 
 
 def record_file(rec: JobRecord, key: bytes) -> bytes:
@@ -38,8 +62,8 @@ def record_file(rec: JobRecord, key: bytes) -> bytes:
     return integrity.seal(key, rec.to_json())
 
 
-def note_job_ids(transport: Transport, ids: dict[str, str]) -> None:
-    """Write each job directory's job id file (``{jobdir: job id}``); many in one command,
+def note_job_ids(transport: Transport, ids: dict[str, Submitted]) -> None:
+    """Write each job directory's job id file (``{jobdir: what}``); many in one command,
     so an array over SSH costs one round trip, not one per element. A failure is logged:
     the record holds the ids all the same."""
     if not ids:
@@ -47,10 +71,10 @@ def note_job_ids(transport: Transport, ids: dict[str, str]) -> None:
     ok, why = True, ""
     try:
         if len(ids) == 1:
-            [(jobdir, job_id)] = ids.items()
-            transport.write_bytes(os.path.join(jobdir, JOBID), f"{job_id}\n".encode())
+            [(jobdir, what)] = ids.items()
+            transport.write_bytes(os.path.join(jobdir, JOBID), f"{what.text()}\n".encode())
         else:
-            lines = "".join(f"{job_id} {jobdir}\n" for jobdir, job_id in ids.items())
+            lines = "".join(f"{what.text()}\t{jobdir}\n" for jobdir, what in ids.items())
             r = transport.run(["/bin/sh", "-c", _WRITE_IDS], input=lines)
             ok, why = r.ok, (r.stderr or r.stdout).strip()[:300]
     except OSError as e:  # TransportError is one
@@ -66,7 +90,7 @@ def started_as(transport: Transport, jobdir: str) -> str | None:
     got = transport.read_files([os.path.join(jobdir, STARTED), os.path.join(jobdir, JOBID)])
     for data in got.values():
         if data is not None:
-            return data.decode(errors="replace").split("\n")[0].strip()
+            return Submitted.parse(data.decode(errors="replace")).job_id
     return None
 
 
@@ -136,8 +160,11 @@ def _record(data: bytes, keyring: integrity.KeyRing, path: str, key: str, jobdir
 def _judge(rec: JobRecord, found: dict[str, str]) -> None:
     """Set what the job's own files say of how far it got (see the module's docstring)."""
     started = found.get(STARTED, "").split("\n")[0].strip()
-    rec.job_id = started or found.get(JOBID, "").strip() or None
-    rec.array_index = None  # the job id names the element
+    submitted = Submitted.parse(found.get(JOBID, ""))
+    rec.job_id = started or submitted.job_id or None
+    rec.array_index = submitted.array_index
+    if submitted.array_dir:
+        rec.resources["array_dir"] = submitted.array_dir
     rec.reason = None
     if EXITCODE in found:
         code, why = parse_exitcode(found[EXITCODE])

@@ -15,7 +15,9 @@ import pytest
 import hpcexec
 import jobfns
 from hpcexec import JobState
+from hpcexec.recovery import Submitted, note_job_ids, started_as
 from hpcexec.store import DB_NAME
+from hpcexec.transport.local import LocalShell
 from livecluster import running as started
 
 N = 20
@@ -170,3 +172,17 @@ def test_local_job_started_but_not_yet_saying_so_is_not_started_twice(cache, tmp
         f = ex.options(key="early").submit(jobfns.count_run, str(counter), 6, 3.0)
         assert f.result(timeout=60) == 60
     assert runs(counter) == ["6"]
+
+
+def test_job_id_files_of_an_array_in_one_command(tmp_path):
+    dirs = [tmp_path / "a 'b' c" / f"job {i}" for i in range(3)]
+    for d in dirs:
+        d.mkdir(parents=True)
+    what = {str(d): Submitted(f"77_{i}", i, str(tmp_path / "arrays/x y")) for i, d in
+            enumerate(dirs)}
+    note_job_ids(LocalShell(), what)
+    for d in dirs:
+        assert Submitted.parse((d / "jobid").read_text()) == what[str(d)]
+        assert started_as(LocalShell(), str(d)) == what[str(d)].job_id
+    assert Submitted.parse("123\n") == Submitted("123")
+    assert started_as(LocalShell(), str(tmp_path)) is None

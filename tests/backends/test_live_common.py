@@ -191,3 +191,33 @@ def test_lost_store_rebuilds_records_with_their_job_ids(live, cache, tmp_path):
         assert held.release()
         assert held.result(timeout=120) == 20 and held.job_id == held_id
     assert sorted(counter.read_text().split()) == ["1", "2"]
+
+
+def test_lost_store_array_whose_elements_run_each_others_tasks(live, cache, tmp_path):
+    """The client died after submitting one array (elements run tasks not started, one
+    long), and the store was lost: the rebuilt records know their element and array, so
+    each task is followed to the element that ran it, runs once, and gives its own result."""
+    _, spec = live
+    counter = tmp_path / "runs"
+    seconds = [0.5, 0.5, 6.0, 0.5]
+    opts = dict(cache_dir=str(cache), poll_interval=0.2, time="0:10:00", **spec["connect"])
+    client = f"""if True:
+        import os, time, hpcexec, jobfns
+        ex = hpcexec.Executor({spec["backend"]!r}, **{opts!r}).options(array_limit=2)
+        fs = [ex.submit(jobfns.count_run, {str(counter)!r}, i, s)
+              for i, s in enumerate({seconds!r})]
+        while not all(f.job_id for f in fs):
+            time.sleep(0.1)
+        os._exit(0)  # dies, leaving its array in the queue
+    """
+    subprocess.run([sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent,
+                   check=True, timeout=120)
+    for suffix in ("", "-wal", "-shm"):
+        (cache / f"jobs.sqlite{suffix}").unlink(missing_ok=True)
+    with hpcexec.Executor(spec["backend"], **opts) as again:
+        fs = [again.options(array_limit=2).submit(jobfns.count_run, str(counter), i, s)
+              for i, s in enumerate(seconds)]
+        assert [f.record.array_index for f in fs] == [0, 1, 2, 3]
+        assert [f.result(timeout=180) for f in fs] == [0, 10, 20, 30]
+        assert all(f.state is JobState.COMPLETED for f in fs)
+    assert sorted(counter.read_text().split()) == ["0", "1", "2", "3"]
