@@ -186,3 +186,16 @@ def test_job_id_files_of_an_array_in_one_command(tmp_path):
         assert started_as(LocalShell(), str(d)) == what[str(d)].job_id
     assert Submitted.parse("123\n") == Submitted("123")
     assert started_as(LocalShell(), str(tmp_path)) is None
+
+
+def test_lost_store_runs_no_epilogue_twice(cache, tmp_path):
+    marker = tmp_path / "epilogue"
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
+        view = ex.options(epilogue=f"echo ran >> {marker}")
+        assert view.submit(jobfns.double, 4).result(timeout=60) == 8
+    remove_store(cache)
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
+        f = ex.options(epilogue=f"echo ran >> {marker}").submit(jobfns.double, 4)
+        assert f.result(timeout=60) == 8
+        assert ex.store.get(f.key).epilogue_state == "done"
+    assert marker.read_text() == "ran\n"
