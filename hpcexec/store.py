@@ -124,7 +124,8 @@ class JobRecord:
         row = json.loads(data)
         if not isinstance(row, dict):
             raise TypeError("a job record is a JSON object")
-        return cls.from_row({k: v for k, v in row.items() if k in FIELD_NAMES})  # type: ignore[arg-type]
+        known = {k: v for k, v in row.items() if k in FIELD_NAMES}
+        return cls.from_row(known)  # type: ignore[arg-type]
 
 
 FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
@@ -324,8 +325,8 @@ class Store:
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
         conn.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),))
-        log.info("job cache %s brought from schema version %d to %d",
-                                         self.path, found, SCHEMA_VERSION)
+        log.info("job cache %s brought from schema version %d to %d", self.path, found,
+                 SCHEMA_VERSION)
 
     @contextmanager
     def _txn(self, conn: sqlite3.Connection) -> Iterator[None]:
