@@ -590,3 +590,31 @@ def test_cache_directory_removed_under_a_client_is_said(tmp_path):
         tx.update("a", comment="lost")
     assert not (tmp_path / "cache").exists()  # not made again behind the user's back
     s.close()
+
+
+def test_store_removed_while_threads_write_loses_no_change(store, caplog):
+    put(store, *(rec(f"t{i}-{j}") for i in range(6) for j in range(60)))
+    removed = threading.Event()
+
+    def writer(i: int) -> None:
+        for j in range(60):
+            if i == 0 and j == 10:
+                _remove_db(store.path)
+                removed.set()
+            with store.write() as tx:
+                tx.update(f"t{i}-{j}", comment="done")
+            if j == 5 and i:  # the others write on, into the file as it is, meanwhile
+                removed.wait(10)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    with caplog.at_level("WARNING", logger="hpcexec.store"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert caplog.text.count("removed or replaced") == 1
+    fresh = Store(store.path.parent)
+    try:
+        assert sorted(r.comment or "" for r in fresh.query()) == ["done"] * 360
+    finally:
+        fresh.close()
