@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import hooks, integrity, trust
+from . import hooks, integrity, recovery, trust
 from . import payload as pl
 from .backends import (SCHEDULERS, Backend, LocalBackend, backend_names, scheduler_class,
                        schedulers, unknown_backend)
@@ -27,7 +27,7 @@ from .errors import (BackendError, CacheError, HpcexecError, JobFailed, Resource
                      OutOfMemory, PrologueFailed, TransportError, UnknownJob)
 from .future import JobFuture, JobInfo, ShellResult
 from .interest import INTEREST
-from .jobfiles import PAYLOAD, RESULT, SCRIPT, USAGE, output_path
+from .jobfiles import PAYLOAD, RECORD, RESULT, SCRIPT, USAGE, output_path
 from .localqueue import LocalQueue
 from .schedqueue import FILE_DIRECTIVES, SchedulerQueue, single_body, submission_script
 from .monitor import Monitor
@@ -556,6 +556,8 @@ class _Core:
             # Watch before any record is written, so no change can slip past the monitor.
             self._watch_futures(j.key, j.futures)
         known = self.store.get_many(unique)
+        known.update(self.recover_records({k: known.get(k) for k in unique
+                                           if recovery.worth_a_look(known.get(k))}))
         to_write: dict[str, _Job] = {}
         for key, j in unique.items():
             rec = known.get(key)
@@ -573,20 +575,19 @@ class _Core:
         staged: list[str] = []
         try:
             logs = self._prologues(to_write, opts.get("prologue"))
+            now = time.time()
+            records = {key: self._new_record(j, deps, opts, now) for key, j in to_write.items()}
             for key, j in to_write.items():
                 staged.append(str(self.jobs_dir / f".new-{tag}-{key}"))
                 self._write_files(j, staged[-1], after_dirs, opts.get("aux_scripts"))
+                self.transport.write_bytes(os.path.join(staged[-1], RECORD),
+                                           recovery.record_file(records[key], self.key),
+                                           atomic=False)
                 if key in logs:
                     self.transport.write_bytes(os.path.join(staged[-1], hooks.PROLOGUE_LOG),
                                                logs[key], atomic=False)
             if to_write:
-                extra: dict[str, Any] = {}  # kept in the record only when not the default
-                if opts.get("array_limit"):
-                    extra["array_limit"] = opts["array_limit"]
-                if opts.get("reuse_slots") is False:
-                    extra["reuse_slots"] = False
-                self._insert(to_write, known, deps, hold=bool(opts.get("hold")), tag=tag,
-                             extra=extra, epilogue=opts.get("epilogue"))
+                self._insert(records, known, tag)
         except BaseException:
             for j in jobs:
                 self._unwatch_futures(j.key, j.futures)
@@ -626,12 +627,56 @@ class _Core:
             logs[key] = ran[text]
         return logs
 
-    def _insert(self, jobs: dict[str, _Job], known: dict[str, JobRecord], deps: list[str],
-                hold: bool, tag: str, extra: dict[str, Any], epilogue: str | None) -> None:
-        now = time.time()
+    def recover_records(self, records: dict[str, JobRecord | None]) -> dict[str, JobRecord]:
+        """Records rebuilt from the job directories of ``records`` (by key: what the store
+        holds, None where it holds nothing) where a directory knows better (see
+        :mod:`hpcexec.recovery`); they are put in the store and returned by key."""
+        if not records:
+            return {}
+        found = recovery.rebuild(self.transport, self.keyring,
+                                 {key: str(self.jobs_dir / key) for key in records},
+                                 self.backend.name, self.host)
+        better = {k: r for k, r in found.items() if recovery.newer(r, records[k])}
+        if not better:
+            return {}
+        out: dict[str, JobRecord] = {}
+        with self.store.write() as tx:
+            for key, rec in better.items():
+                cur, before = tx.get(key), records[key]
+                if (cur.rev if cur else None) == (before.rev if before else None):
+                    out[key] = tx.put(rec)  # else changed meanwhile: that record stands
+        if out:
+            log.warning("%d job record(s) missing from the cache %s (or older there) were "
+                        "rebuilt from their job directories; finished results are reused",
+                        len(out), self.store.path)
+        return out
+
+    def _new_record(self, j: _Job, deps: list[str], opts: dict[str, Any],
+                    now: float) -> JobRecord:
+        """The record of a job about to be submitted."""
+        extra: dict[str, Any] = {}  # kept in the record only when not the default
+        if opts.get("array_limit"):
+            extra["array_limit"] = opts["array_limit"]
+        if opts.get("reuse_slots") is False:
+            extra["reuse_slots"] = False
+        if j.directives:
+            extra[FILE_DIRECTIVES] = list(j.directives)
+        jobdir = str(self.jobs_dir / j.key)
+        epilogue = opts.get("epilogue")
+        return JobRecord(
+            key=j.key, backend=self.backend.name, host=self.host, kind=j.kind, jobdir=jobdir,
+            state=JobState.HELD if opts.get("hold") else JobState.PENDING,
+            name=j.name, submitted=now, cores=j.res.cores,
+            resources={**j.res.to_dict(), "workdir": self.workdir(j.res),
+                       "python": self.python, **extra},
+            deps=deps,
+            epilogue=hooks.render(epilogue, j.res, j.name, jobdir) if epilogue else None)
+
+    def _insert(self, records: dict[str, JobRecord], known: dict[str, JobRecord],
+                tag: str) -> None:
         lost_race = 0
         with self.store.write() as tx:
-            for key, j in jobs.items():
+            for key, new_rec in records.items():
                 cur = tx.get(key)
                 before = known.get(key)
                 if cur is not None and (before is None or cur.rev != before.rev):
@@ -650,17 +695,7 @@ class _Core:
                         self._replaced.setdefault(tag, []).append(old)
                     self.transport.rename(new, jobdir)
                 self._placed.setdefault(tag, set()).add(new)
-                res = j.res
-                mine = {FILE_DIRECTIVES: list(j.directives)} if j.directives else {}
-                tx.put(JobRecord(
-                    key=key, backend=self.backend.name, host=self.host, kind=j.kind,
-                    jobdir=jobdir,
-                    state=JobState.HELD if hold else JobState.PENDING,
-                    name=j.name, submitted=now, cores=res.cores,
-                    resources={**res.to_dict(), "workdir": self.workdir(res),
-                               "python": self.python, **extra, **mine},
-                    deps=deps,
-                    epilogue=hooks.render(epilogue, res, j.name, jobdir) if epilogue else None))
+                tx.put(new_rec)
         if lost_race:
             log.info("%d job(s) were submitted by another client at the same time; attaching",
                      lost_race)
@@ -1103,6 +1138,8 @@ class Executor(concurrent.futures.Executor):
         (open one with that ``backend`` and ``host``)."""
         self._check_open()
         rec = self._core.store.get(key)
+        if rec is None and _KEY_RE.match(key):  # a lost cache: its job directory may tell
+            rec = self._core.recover_records({key: None}).get(key)
         if rec is None:
             raise UnknownJob(f"no job record {key!r} in {self._core.store.path}: "
                              f"`hpcexec jobs` lists the records")

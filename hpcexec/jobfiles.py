@@ -13,6 +13,8 @@ STARTED = "started"
 STDOUT = "stdout"
 STDERR = "stderr"
 USAGE = "usage"  # "name value" lines the runner writes: max_rss_kib, user_s, sys_s, wall_s
+RECORD = "record.json"  # the job's record as submitted, sealed (see hpcexec.recovery)
+JOBID = "jobid"  # the scheduler's id, written by the client once it is known
 
 
 def output_path(resources: dict, jobdir: str, stream: str, *, joined: bool = False) -> str:

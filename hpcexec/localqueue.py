@@ -16,7 +16,8 @@ from typing import Any
 from . import trust
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
 from .errors import UntrustedPath
-from .jobfiles import EXITCODE, SCRIPT, STARTED, killed_by, parse_exitcode
+from .jobfiles import EXITCODE, SCRIPT, killed_by, parse_exitcode
+from .recovery import Submitted, note_job_ids, started_as
 from .resources import instant_epoch
 from .states import JobState
 from .store import JobRecord, Store, Txn
@@ -263,12 +264,12 @@ class LocalQueue:
             tx.update(rec.key, state=JobState.FAILED, finished=time.time(),
                       reason=f"not started: {untrusted}")
             return
-        started_file = os.path.join(rec.jobdir, STARTED)
-        if self.transport.exists(started_file):
-            # A client died between starting this job and recording it: adopt, never rerun.
-            first = self.transport.read_bytes(started_file).decode(errors="replace").split("\n")[0]
+        first = started_as(self.transport, rec.jobdir)
+        if first is not None:
+            # A client died between starting this job and recording it, or the record was
+            # rebuilt from the job's directory: adopt, never rerun.
             log.warning("job %s was already started as %s; reattaching", rec.key, first)
-            tx.update(rec.key, state=JobState.RUNNING, job_id=first.strip() or None,
+            tx.update(rec.key, state=JobState.RUNNING, job_id=first or None,
                       started=rec.started or time.time())
             return
         res = rec.resources
@@ -293,6 +294,7 @@ class LocalQueue:
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None
         job_id = make_job_id(pid, st.start if st else 0)
+        note_job_ids(self.transport, {rec.jobdir: Submitted(job_id)})  # before its started file, maybe
         tx.update(rec.key, state=JobState.RUNNING, job_id=job_id, started=time.time())
         if hasattr(os, "pidfd_open") and job_id not in self._pidfds:
             try:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
 from .errors import BackendError, SubmitError, TransportError
 from .jobfiles import EXITCODE, SCRIPT, STARTED, STDERR, killed_by, output_path, parse_exitcode
+from .recovery import Submitted, note_job_ids
 from .resources import Resources
 from .slots import CLAIMS, SHARE, parse_claims
 from .states import JobState
@@ -184,6 +185,7 @@ class SchedulerQueue:
         names = {r.name for r in recs}
         name = names.pop() if len(names) == 1 else "hpcexec-batch"
         shared = False
+        base: str | None = None  # the array's directory
         if len(recs) == 1:
             spec = self.single_spec(res, name, first.jobdir, workdir, hold=hold,
                                     after=tuple(after))
@@ -252,11 +254,14 @@ class SchedulerQueue:
             # Unknown whether it reached the scheduler: the intent stays, recovery decides.
             log.warning("submitting %s may have failed; checking before any retry", spec.script)
             raise
+        ids = {r.jobdir: Submitted(job_id) if spec.array_size is None else
+               Submitted(self.backend.element_id(job_id, i), i, base if shared else None)
+               for i, r in enumerate(recs)}
+        note_job_ids(self.transport, ids)  # so a lost cache still knows they were submitted
         with self.store.write() as tx:
-            for i, r in enumerate(recs):
-                jid = job_id if spec.array_size is None else self.backend.element_id(job_id, i)
-                tx.update(r.key, job_id=jid, reason=None,
-                          array_index=None if spec.array_size is None else i)
+            for r in recs:
+                tx.update(r.key, job_id=ids[r.jobdir].job_id, reason=None,
+                          array_index=ids[r.jobdir].array_index)
         log.info("submitted %d job(s) to %s as %s", len(recs), self.backend.name, job_id)
 
     def _shareable(self, recs: list[JobRecord], after: list[str], hold: bool) -> bool:
@@ -293,6 +298,7 @@ class SchedulerQueue:
                 raise TransportError(f"cannot list queued jobs to recover submissions: "
                                      f"{(r.stderr or r.stdout).strip()[:300]}")
             queued = self.backend.parse_find(r.stdout)
+        adopted: dict[str, Submitted] = {}
         with self.store.write() as tx:
             for r in recs:
                 script = (r.reason or "")[len(SUBMITTING):]
@@ -308,12 +314,14 @@ class SchedulerQueue:
                         job_id = self.backend.element_id(job_id, index)
                     log.warning("job %s was submitted before a crash as %s; adopting", r.key, job_id)
                     tx.update(r.key, job_id=job_id, array_index=index, reason=None)
+                    adopted[r.jobdir] = Submitted(job_id, index, r.resources.get("array_dir"))
                 elif self.transport.exists(started):
                     job_id = self.transport.read_bytes(started).decode().split("\n")[0].strip()
                     log.warning("job %s was submitted before a crash as %s; adopting", r.key, job_id)
                     tx.update(r.key, job_id=job_id or None, reason=None)
                 else:
                     tx.update(r.key, reason=None, submitted=time.time() - self.max_window)
+        note_job_ids(self.transport, adopted)
 
     # -- status ------------------------------------------------------------------------------
     def _refresh(self) -> bool:

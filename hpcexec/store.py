@@ -22,6 +22,8 @@ from . import trust
 from .errors import CacheError
 from .states import ACTIVE_STATES, JobState
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 2
 DB_NAME = "jobs.sqlite"
 #: columns each schema version added, so an older cache is brought up to date when opened
@@ -111,6 +113,20 @@ class JobRecord:
             d[k] = json.loads(d[k]) if d[k] else ({} if k == "resources" else [])
         return cls(**d)
 
+    def to_json(self) -> bytes:
+        """The record as a job directory keeps it (see :mod:`hpcexec.recovery`)."""
+        return json.dumps(self.to_row(), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> JobRecord:
+        """A record from :meth:`to_json`; fields a later version added are left out.
+        ValueError (or TypeError, KeyError) when ``data`` is not such a record."""
+        row = json.loads(data)
+        if not isinstance(row, dict):
+            raise TypeError("a job record is a JSON object")
+        known = {k: v for k, v in row.items() if k in FIELD_NAMES}
+        return cls.from_row(known)  # type: ignore[arg-type]
+
 
 FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
 _MATCH_FIELDS = ("key", "name", "job_id", "host", "backend", "state", "comment", "tags", "user_state")
@@ -180,33 +196,76 @@ class Store:
         trust.check_cache(self.cache_dir, DB_NAME)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        # A connection's generation names the file it opened; a file replaced at self.path
+        # starts a new one, and connections of older generations are dropped.
+        self._gen = 0
         if self.path.exists():
             self._check_version()  # before anything is written to a file we may not read
-        self._init_schema()
+        conn = self._open(create=True)
+        self._init_schema(conn)
+        self._adopt(conn, 0)
+        self._idents = {0: self._identity()}  # generation -> (st_dev, st_ino) of its file
+        # A connection of this Store's own on the file, for reading it once it was replaced.
+        self._keeper: sqlite3.Connection | None = self._open()
 
     # -- connections -------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened anew when the file it was on was replaced."""
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is not None and self._local.gen != self._gen:
+            self._drop(conn)
+            conn = None
+        while conn is None:
+            gen = self._gen
+            if self._identity() != self._idents[gen]:  # replaced before this thread looked
+                self._notice(gen)
+                continue
             try:
-                conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
-                                       check_same_thread=False)
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA busy_timeout = 60000")
-                self._set_wal(conn)
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.OperationalError as e:
-                if "locked" in str(e) or "busy" in str(e):
-                    raise CacheError(f"the job cache {self.path} stayed locked for over a "
-                                     "minute: is another process stuck holding it?") from e
-                raise self._corrupt(e) from e
-            except sqlite3.DatabaseError as e:
-                raise self._corrupt(e) from e
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
+                conn = self._open()
+            except _Gone:
+                continue
+            self._adopt(conn, gen)
         return conn
+
+    def _open(self, *, create: bool = False) -> sqlite3.Connection:
+        """A connection to the file at :attr:`path`; only ``create`` makes one there (a
+        file that vanished is made again by :meth:`_follow` alone, whole)."""
+        target = self.path if create else f"{self.path.as_uri()}?mode=rw"
+        try:
+            conn = sqlite3.connect(target, timeout=60.0, isolation_level=None,
+                                   check_same_thread=False, uri=not create)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 60000")
+            self._set_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise CacheError(f"the job cache {self.path} stayed locked for over a "
+                                 "minute: is another process stuck holding it?") from e
+            if not create and not self.path.exists():
+                raise _Gone(f"the job cache {self.path} was removed while this client "
+                            f"opened it; run again") from e
+            raise self._corrupt(e) from e
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from e
+        return conn
+
+    def _adopt(self, conn: sqlite3.Connection, gen: int) -> None:
+        self._local.conn = conn
+        self._local.gen = gen
+        with self._lock:
+            self._conns.append(conn)
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+        self._local.conn = None
 
     @staticmethod
     def _set_wal(conn: sqlite3.Connection) -> None:
@@ -252,8 +311,7 @@ class Store:
                           f"reads version {SCHEMA_VERSION} and older ones: use the hpcexec "
                           f"version that wrote it, or a new cache directory.")
 
-    def _init_schema(self) -> None:
-        conn = self._conn()
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
         try:
             with self._txn(conn):
                 conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
@@ -280,8 +338,8 @@ class Store:
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
         conn.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),))
-        logging.getLogger(__name__).info("job cache %s brought from schema version %d to %d",
-                                         self.path, found, SCHEMA_VERSION)
+        log.info("job cache %s brought from schema version %d to %d", self.path, found,
+                 SCHEMA_VERSION)
 
     @contextmanager
     def _txn(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -296,18 +354,128 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Txn]:
         """One write transaction: every change in it gets the same new revision."""
-        conn = self._conn()
-        with self._txn(conn):
+        conn = self._begin()
+        try:
             yield Txn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- the file under the store --------------------------------------------------------
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _begin(self) -> sqlite3.Connection:
+        """BEGIN IMMEDIATE on the file now at :attr:`path`. A file removed or replaced since
+        it was opened is noticed here (one stat), under its write lock, so no change of this
+        process goes into a file nobody will read again."""
+        while True:
+            conn = self._conn()
+            gen = self._local.gen
+            conn.execute("BEGIN IMMEDIATE")
+            if self._identity() == self._idents[gen]:
+                return conn
+            conn.execute("ROLLBACK")
+            self._notice(gen)
+
+    def check_file(self) -> None:
+        """Notice a store file removed or replaced since it was opened (as a write does)."""
+        gen = self._gen
+        if self._identity() != self._idents[gen]:
+            self._notice(gen)
+
+    def _notice(self, gen: int) -> None:
+        """The file of generation ``gen`` is no longer at :attr:`path`: the first thread to
+        see it reads it (under its write lock: writers still in it finish first, and every
+        later one sees the change and comes here) and follows; the others open anew."""
+        with self._lock:
+            if gen != self._gen:
+                return
+            if self._keeper is None:
+                raise CacheError(f"the job cache {self.path} was removed or replaced after "
+                                 f"this client closed it; open it again")
+            keeper = self._keeper
+            keeper.execute("BEGIN IMMEDIATE")
+            try:
+                records = [JobRecord.from_row(r) for r in keeper.execute("SELECT * FROM jobs")]
+                rev = int(keeper.execute("SELECT v FROM meta WHERE k = 'rev'").fetchone()[0])
+            finally:
+                keeper.execute("ROLLBACK")
+            self._follow(records, rev)
+
+    def _follow(self, records: list[JobRecord], rev: int) -> None:
+        """Open the file now at :attr:`path` (a new one if it is gone) and write into it
+        what this client knew of the file it had open: where both hold a record, the more
+        recently modified one is kept. Every record taken gets a revision above any the
+        old file gave out, so monitors following revisions see it."""
+        if not self.cache_dir.is_dir():
+            raise CacheError(f"the cache directory {self.cache_dir} was removed while this "
+                             f"client used it, and the job files in it with it: end this "
+                             f"client and run again (finished results there are lost)")
+        gone = not self.path.exists()
+        log.warning(
+            "the job cache %s was removed or replaced while this client had it open; %s, "
+            "with the %d record(s) this client knew (the newer of two records of one job "
+            "kept). Remove or restore a cache only when no client uses it.", self.path,
+            "it is made again" if gone else "the file now there is used", len(records))
+        if gone:
+            self._make_file()
+        self._check_version()
+        conn = self._open()
+        self._init_schema(conn)
+        ident = self._identity()
+        with self._txn(conn):
+            conn.execute("UPDATE meta SET v = ? WHERE k = 'rev' AND CAST(v AS INTEGER) < ?",
+                         (str(rev), rev))
+            tx = Txn(conn)
+            for rec in records:
+                cur = tx.get(rec.key)
+                if cur is None or cur.modified < rec.modified:
+                    tx.put(rec, touch=False)
+            conn.execute("UPDATE jobs SET rev = ?", (tx.rev,))  # records kept are news too
+        # Only now may other threads open the new file: none of their changes comes first.
+        old, self._keeper = self._keeper, self._open()
+        if old is not None:
+            old.close()
+        self._idents[self._gen + 1] = ident
+        self._gen += 1
+        conn.close()
+
+    def _make_file(self) -> None:
+        """A new, initialised store file at :attr:`path`, made aside and linked into place
+        whole, so no other connection ever opens it half made."""
+        tmp = self.path.with_name(f".{DB_NAME}.{os.getpid()}.{threading.get_ident()}.new")
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            self._init_schema(conn)
+            conn.close()  # the last connection: its log is written into the file
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another client made one meanwhile: that one is used
+            except OSError:  # a filesystem without hard links
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        finally:
+            conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
-            for c in self._conns:
+            for c in [*self._conns, *([self._keeper] if self._keeper else [])]:
                 try:
                     c.close()
                 except sqlite3.Error:
                     pass
             self._conns.clear()
+            self._keeper = None
         self._local = threading.local()
 
     # -- reads ---------------------------------------------------------------------------
@@ -338,6 +506,9 @@ class Store:
         return int(self._conn().execute("SELECT v FROM meta WHERE k = 'rev'").fetchone()[0])
 
     def changed_since(self, rev: int) -> list[JobRecord]:
+        """Records changed after revision ``rev`` (each monitor pass asks: it is also where
+        a store file removed or replaced under a client that only reads is noticed)."""
+        self.check_file()
         return self.query("rev > ?", (rev,))
 
     def find(self, prefix_or_id: str) -> list[JobRecord]:
@@ -448,6 +619,10 @@ class Store:
             f"state IN ({','.join('?' * len(states))}) AND backend = ? AND host = ?",
             [*states, backend, host],
         )
+
+
+class _Gone(CacheError):
+    """The store file is not at its path (removed under the client)."""
 
 
 def _text(v: Any) -> str:

@@ -6,7 +6,6 @@ import os
 import pickle
 import stat
 import subprocess
-import sys
 
 import pytest
 

@@ -1,6 +1,7 @@
 """Unit tests for hpcexec.store: persistent job records in SQLite."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -524,3 +525,96 @@ def test_store_waits_for_a_client_initialising_a_new_cache(tmp_path):
     finally:
         release.join()
         holder.close()
+
+
+# -- a store file removed or replaced under an open store -------------------------------
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def test_store_removed_under_a_client_is_noticed_and_rewritten(store, caplog):
+    put(store, rec("a", state=JobState.COMPLETED), rec("b"))
+    seen = store.revision()
+    _remove_db(store.path)
+    with caplog.at_level("WARNING", logger="hpcexec.store"), store.write() as tx:
+        tx.update("b", state=JobState.RUNNING)
+    assert "removed or replaced" in caplog.text
+    assert store.path.is_file()
+    fresh = Store(store.path.parent)
+    try:  # what the open client knew, and its change, are in the new file
+        got = {r.key: r.state for r in fresh.query()}
+        assert got == {"a": JobState.COMPLETED, "b": JobState.RUNNING}
+        assert fresh.revision() > seen  # a monitor's last-seen revision stays behind
+        assert {r.key for r in fresh.changed_since(seen)} == {"a", "b"}
+    finally:
+        fresh.close()
+
+
+def test_store_replaced_by_an_older_copy_keeps_the_newest_records(tmp_path, store):
+    put(store, rec("a"), rec("b"))
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    with sqlite3.connect(store.path) as src, sqlite3.connect(backup / DB_NAME) as dst:
+        src.backup(dst)
+    copy = Store(backup)  # the copy also holds a record this client never saw
+    put(copy, rec("d"))
+    copy.close()
+    put(store, rec("a", state=JobState.COMPLETED))
+    _remove_db(store.path)
+    (backup / DB_NAME).rename(store.path)  # the backup restored under the running client
+    with store.write() as tx:
+        tx.update("b", comment="seen")
+    fresh = Store(store.path.parent)
+    try:
+        got = {r.key: (r.state, r.comment) for r in fresh.query()}
+        assert got == {"a": (JobState.COMPLETED, None), "b": (JobState.PENDING, "seen"),
+                       "d": (JobState.PENDING, None)}
+    finally:
+        fresh.close()
+
+
+def test_store_noticed_removed_by_a_monitor_pass_that_only_reads(store):
+    put(store, rec("a"))
+    _remove_db(store.path)
+    assert [r.key for r in store.changed_since(0)] == ["a"]
+    assert store.path.is_file()
+
+
+def test_cache_directory_removed_under_a_client_is_said(tmp_path):
+    s = Store(tmp_path / "cache")
+    put(s, rec("a"))
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(CacheError, match="cache directory .* was removed"), s.write() as tx:
+        tx.update("a", comment="lost")
+    assert not (tmp_path / "cache").exists()  # not made again behind the user's back
+    s.close()
+
+
+def test_store_removed_while_threads_write_loses_no_change(store, caplog):
+    put(store, *(rec(f"t{i}-{j}") for i in range(6) for j in range(60)))
+    removed = threading.Event()
+
+    def writer(i: int) -> None:
+        for j in range(60):
+            if i == 0 and j == 10:
+                _remove_db(store.path)
+                removed.set()
+            with store.write() as tx:
+                tx.update(f"t{i}-{j}", comment="done")
+            if j == 5 and i:  # the others write on, into the file as it is, meanwhile
+                removed.wait(10)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    with caplog.at_level("WARNING", logger="hpcexec.store"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert caplog.text.count("removed or replaced") == 1
+    fresh = Store(store.path.parent)
+    try:
+        assert sorted(r.comment or "" for r in fresh.query()) == ["done"] * 360
+    finally:
+        fresh.close()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +169,70 @@ def test_a_job_whose_payload_is_gone_fails_saying_why(live):
     assert info.value.state is JobState.FAILED and info.value.exit_code == 1
     why = f"cannot load the payload {payload}: FileNotFoundError"
     assert info.value.reason.startswith(why) and f"hpcexec: {why}" in str(info.value)
+
+
+def test_lost_store_rebuilds_records_with_their_job_ids(live, cache, tmp_path):
+    """A cache whose store is lost after one job finished and another was submitted (held)
+    by a client that then died: each record is rebuilt with its job id, and neither job is
+    submitted again."""
+    _, spec = live
+    counter = tmp_path / "runs"
+    opts = dict(cache_dir=str(cache), poll_interval=0.2, time="0:10:00", **spec["connect"])
+    with hpcexec.Executor(spec["backend"], **opts) as first:
+        done = first.options(key="lost-done").submit(jobfns.count_run, str(counter), 1)
+        assert done.result(timeout=120) == 10
+        done_id = done.job_id
+    client = f"""if True:
+        import os, time, hpcexec, jobfns
+        ex = hpcexec.Executor({spec["backend"]!r}, **{opts!r})
+        f = ex.options(key="lost-held", hold=True).submit(jobfns.count_run, {str(counter)!r}, 2)
+        while not f.job_id:
+            time.sleep(0.1)
+        print(f.job_id, flush=True)
+        os._exit(0)  # dies, leaving its job held in the queue
+    """
+    out = subprocess.run([sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent,
+                         capture_output=True, text=True, timeout=120)
+    held_id = out.stdout.strip()
+    assert held_id, out.stderr
+    for suffix in ("", "-wal", "-shm"):
+        (cache / f"jobs.sqlite{suffix}").unlink(missing_ok=True)
+    with hpcexec.Executor(spec["backend"], **opts) as again:
+        f = again.options(key="lost-done").submit(jobfns.count_run, str(counter), 1)
+        assert f.done() and f.result() == 10 and f.job_id == done_id
+        held = again.options(key="lost-held", hold=True).submit(jobfns.count_run,
+                                                                str(counter), 2)
+        assert held.job_id == held_id and held.state is JobState.HELD
+        assert held.release()
+        assert held.result(timeout=120) == 20 and held.job_id == held_id
+    assert sorted(counter.read_text().split()) == ["1", "2"]
+
+
+def test_lost_store_array_whose_elements_run_each_others_tasks(live, cache, tmp_path):
+    """The client died after submitting one array (elements run tasks not started, one
+    long), and the store was lost: the rebuilt records know their element and array, so
+    each task is followed to the element that ran it, runs once, and gives its own result."""
+    _, spec = live
+    counter = tmp_path / "runs"
+    seconds = [0.5, 0.5, 6.0, 0.5]
+    opts = dict(cache_dir=str(cache), poll_interval=0.2, time="0:10:00", **spec["connect"])
+    client = f"""if True:
+        import os, time, hpcexec, jobfns
+        ex = hpcexec.Executor({spec["backend"]!r}, **{opts!r}).options(array_limit=2)
+        fs = [ex.submit(jobfns.count_run, {str(counter)!r}, i, s)
+              for i, s in enumerate({seconds!r})]
+        while not all(f.job_id for f in fs):
+            time.sleep(0.1)
+        os._exit(0)  # dies, leaving its array in the queue
+    """
+    subprocess.run([sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent,
+                   check=True, timeout=120)
+    for suffix in ("", "-wal", "-shm"):
+        (cache / f"jobs.sqlite{suffix}").unlink(missing_ok=True)
+    with hpcexec.Executor(spec["backend"], **opts) as again:
+        fs = [again.options(array_limit=2).submit(jobfns.count_run, str(counter), i, s)
+              for i, s in enumerate(seconds)]
+        assert [f.record.array_index for f in fs] == [0, 1, 2, 3]
+        assert [f.result(timeout=180) for f in fs] == [0, 10, 20, 30]
+        assert all(f.state is JobState.COMPLETED for f in fs)
+    assert sorted(counter.read_text().split()) == ["0", "1", "2", "3"]
