@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from . import integrity
-from .errors import IntegrityError
+from .errors import IntegrityError, TransportError
 from .hooks import EPILOGUE_LOG
 from .jobfiles import EXITCODE, JOBID, RECORD, STARTED, parse_exitcode
 from .states import JobState
@@ -77,7 +77,7 @@ def note_job_ids(transport: Transport, ids: dict[str, Submitted]) -> None:
             lines = "".join(f"{what.text()}\t{jobdir}\n" for jobdir, what in ids.items())
             r = transport.run(["/bin/sh", "-c", _WRITE_IDS], input=lines)
             ok, why = r.ok, (r.stderr or r.stdout).strip()[:300]
-    except OSError as e:  # TransportError is one
+    except (OSError, TransportError) as e:
         ok, why = False, str(e)
     if not ok:
         log.warning("could not keep the job ids of %d job(s) in their directories (%s); a "

@@ -15,6 +15,7 @@ import pytest
 import hpcexec
 import jobfns
 from hpcexec import JobState
+from hpcexec.errors import TransportError
 from hpcexec.recovery import Submitted, note_job_ids, started_as
 from hpcexec.store import DB_NAME
 from hpcexec.transport.local import LocalShell
@@ -186,6 +187,21 @@ def test_job_id_files_of_an_array_in_one_command(tmp_path):
         assert started_as(LocalShell(), str(d)) == what[str(d)].job_id
     assert Submitted.parse("123\n") == Submitted("123")
     assert started_as(LocalShell(), str(tmp_path)) is None
+
+
+class _Unreachable(LocalShell):
+    """A host the connection to which dropped: every command raises TransportError."""
+
+    def run(self, argv, **kwargs):
+        raise TransportError("the SSH connection to h dropped during a command")
+
+
+def test_job_ids_that_cannot_be_kept_are_said_not_raised(tmp_path, caplog):
+    """The record holds the ids; a dropped connection while writing their files only warns."""
+    what = {str(tmp_path / f"j{i}"): Submitted(f"8_{i}", i) for i in range(2)}
+    with caplog.at_level(logging.WARNING, logger="hpcexec.recovery"):
+        note_job_ids(_Unreachable(), what)
+    assert "could not keep the job ids of 2 job(s)" in caplog.text and "dropped" in caplog.text
 
 
 def test_lost_store_runs_no_epilogue_twice(cache, tmp_path):
