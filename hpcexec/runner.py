@@ -19,7 +19,8 @@ from typing import Any, Callable, NoReturn
 
 from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, seal, unseal
-from .jobfiles import EXITCODE, PAYLOAD, RESULT, USAGE, write_atomic
+from .jobfiles import write_atomic
+from .layout import EXITCODE, PAYLOAD, RESULT, USAGE
 
 OK, ERR = "ok", "err"
 

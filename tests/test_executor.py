@@ -338,3 +338,22 @@ def test_cache_dir_with_a_tilde_is_the_home_directory(tmp_path, monkeypatch):
     with hpcexec.Executor(cache_dir="~/hx-cache") as e:
         assert e.cache_dir == tmp_path / "hx-cache"
     assert not (tmp_path / "~").exists()
+
+
+def test_a_local_workdir_that_does_not_exist_or_is_no_directory_is_refused(ex, tmp_path,
+                                                                            monkeypatch):
+    missing, a_file = tmp_path / "missing", tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(ResourceError, match=f"workdir {missing} does not exist: create it"):
+        ex.options(workdir=str(missing)).submit_shell("true")
+    with pytest.raises(ResourceError, match=f"workdir {a_file} is not a directory"):
+        ex.options(workdir=str(a_file)).submit(jobfns.double, 1)
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~ is expanded, a relative one made absolute
+    with pytest.raises(ResourceError, match=f"workdir {tmp_path}/nowhere does not exist"):
+        ex.options(workdir="~/nowhere").submit_shell("true")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()
+    f = ex.options(workdir="here").submit_shell("pwd")
+    assert f.result(timeout=60).stdout == f"{tmp_path}/here\n"
+    assert ex.store.get(f.key).resources["workdir"] == f"{tmp_path}/here"
+    assert ex.store.get(f.key).state is JobState.COMPLETED
