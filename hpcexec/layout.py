@@ -14,8 +14,8 @@ import errno
 import os
 import posixpath
 import stat
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 PAYLOAD = "payload.pkl"

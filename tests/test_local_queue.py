@@ -139,10 +139,10 @@ def test_a_job_that_cannot_start_fails_alone_within_a_poll(cache, tmp_path, monk
     work = tmp_path / "W"
     work.mkdir()
     opts, spoil, blame = _bad_start(case, work)
-    with Executor("local", cache_dir=cache, poll_interval=0.02) as ex:
-        held = ex.options(hold=True, **opts)
-        bad = (held.submit_shell("echo never") if kind == "shell"
-               else held.submit(jobfns.double, 2))
+    ex = Executor("local", cache_dir=cache, poll_interval=0.02)
+    held = ex.options(hold=True, **opts)
+    bad = held.submit_shell("echo never") if kind == "shell" else held.submit(jobfns.double, 2)
+    try:
         spoil()
         assert bad.release()
         with Executor("local", cache_dir=cache) as other:  # another client's one poll
@@ -154,6 +154,9 @@ def test_a_job_that_cannot_start_fails_alone_within_a_poll(cache, tmp_path, monk
             bad.result(timeout=30)
         assert ex.submit_shell("echo fine").result(timeout=60).stdout == "fine\n"
         assert ex.submit(jobfns.double, 21).result(timeout=60) == 42
+    finally:
+        bad.terminate()  # still pending where the queue could not fail it
+        ex.shutdown()
 
 
 def test_the_fork_servers_child_that_cannot_start_records_why(cache, tmp_path):
