@@ -27,7 +27,7 @@ from .errors import (BackendError, CacheError, HpcexecError, JobFailed, Resource
                      OutOfMemory, PrologueFailed, TransportError, UnknownJob)
 from .future import JobFuture, JobInfo, ShellResult
 from .interest import INTEREST
-from .jobfiles import PAYLOAD, RECORD, RESULT, SCRIPT, USAGE, output_path
+from .layout import RECORD, JobLayout, place
 from .localqueue import LocalQueue
 from .schedqueue import FILE_DIRECTIVES, SchedulerQueue, single_body, submission_script
 from .monitor import Monitor
@@ -321,7 +321,7 @@ class _Core:
         outcome_error: Exception | None = None
         if rec.kind in ("call", "chunk"):  # read first: a TransportError leaves all as it was
             try:
-                where = os.path.join(rec.jobdir, RESULT)
+                where = self.layout(rec).result
                 data, _ = integrity.unseal(self.transport.read_bytes(where), self.keyring, where)
                 outcomes = pl.load_outcomes(data, where)
             except FileNotFoundError:
@@ -437,7 +437,7 @@ class _Core:
             raise outcome_error
         index = f._index or 0
         if outcomes is not None and index < len(outcomes):
-            return pl.outcome_value(outcomes[index], os.path.join(rec.jobdir, RESULT))
+            return pl.outcome_value(outcomes[index], self.layout(rec).result)
         if rec.state is JobState.COMPLETED:
             raise self._failure(rec, f"job {rec.name} ({rec.key}) ended but left no result file")
         raise self._failure(rec)
@@ -454,16 +454,22 @@ class _Core:
                 details.append(rec.reason)
             if details:
                 message += ": " + "; ".join(details)
-        err = self.transport.read_tail(output_path(rec.resources, rec.jobdir, "stderr",
-                                                   joined=True), STDERR_TAIL_BYTES)
+        try:
+            err = self.transport.read_tail(self.layout(rec).stderr_target, STDERR_TAIL_BYTES)
+        except OSError:  # no tail to show: its stderr names a directory, say
+            err = ""
         cls = OutOfMemory if (rec.reason or "").startswith("out of memory") else JobFailed
         return cls(message, state=rec.state, exit_code=rec.exit_code, signal=rec.signal,
                          reason=rec.reason, key=rec.key, job_id=rec.job_id,
                          stderr_tail="\n".join(err.splitlines()[-20:]))
 
     # -- files ---------------------------------------------------------------------------
+    def layout(self, rec: JobRecord) -> JobLayout:
+        """Where a job's files are."""
+        return JobLayout.of(rec.jobdir, rec.resources)
+
     def output_path(self, rec: JobRecord, stream: str) -> str:
-        return output_path(rec.resources, rec.jobdir, stream)
+        return self.layout(rec).output(stream)
 
     def read_output(self, rec: JobRecord, stream: str) -> str:
         try:
@@ -479,7 +485,7 @@ class _Core:
             raise KeyError(f"no job record {key} in {self.store.path}")
         usage: dict[str, float] = {}
         try:
-            for line in self.transport.read_bytes(os.path.join(rec.jobdir, USAGE)).decode().splitlines():
+            for line in self.transport.read_bytes(self.layout(rec).usage).decode().splitlines():
                 name, _, value = line.partition(" ")
                 usage[name] = float(value)
         except (FileNotFoundError, ValueError):
@@ -574,13 +580,15 @@ class _Core:
         tag = uuid.uuid4().hex[:12]
         staged: list[str] = []
         try:
+            for j in to_write.values():
+                self.check_workdir(j.res)
             logs = self._prologues(to_write, opts.get("prologue"))
             now = time.time()
             records = {key: self._new_record(j, deps, opts, now) for key, j in to_write.items()}
             for key, j in to_write.items():
                 staged.append(str(self.jobs_dir / f".new-{tag}-{key}"))
                 self._write_files(j, staged[-1], after_dirs, opts.get("aux_scripts"))
-                self.transport.write_bytes(os.path.join(staged[-1], RECORD),
+                self.transport.write_bytes(posixpath.join(staged[-1], RECORD),
                                            recovery.record_file(records[key], self.key),
                                            atomic=False)
                 if key in logs:
@@ -667,8 +675,8 @@ class _Core:
             key=j.key, backend=self.backend.name, host=self.host, kind=j.kind, jobdir=jobdir,
             state=JobState.HELD if opts.get("hold") else JobState.PENDING,
             name=j.name, submitted=now, cores=j.res.cores,
-            resources={**j.res.to_dict(), "workdir": self.workdir(j.res),
-                       "python": self.python, **extra},
+            resources={**j.res.to_dict(), **self.placed(j.res), "python": self.python,
+                       **extra},
             deps=deps,
             epilogue=hooks.render(epilogue, j.res, j.name, jobdir) if epilogue else None)
 
@@ -707,23 +715,37 @@ class _Core:
             self._own_cache = (len(sys.modules), self.env.by_value())
         return self._own_cache[1]
 
-    def workdir(self, res: Resources) -> str:
-        """Where a job runs: ``workdir`` if given, else the current directory here, or the
-        remote directory on another host."""
-        if not self.remote:
-            return res.workdir or os.getcwd()
-        return posixpath.join(self.files_dir, self.transport.expand_path(res.workdir or "."))
+    def placed(self, res: Resources) -> dict[str, str]:
+        """A job's path resources as it will run (see :func:`hpcexec.layout.place`): its
+        ``workdir`` absolute, relative to the current directory here or the remote
+        directory on another host."""
+        return place(res.to_dict(), base=self.files_dir if self.remote else os.getcwd(),
+                     expand=self.transport.expand_path, local=not self.remote)
+
+    def job_layout(self, j: _Job) -> JobLayout:
+        """Where a job about to be submitted will have its files."""
+        return JobLayout.of(str(self.jobs_dir / j.key), {**j.res.to_dict(), **self.placed(j.res)})
+
+    def check_workdir(self, res: Resources) -> None:
+        """Refuse a job whose workdir on this machine does not exist or is no directory (on
+        another host the job's start tells)."""
+        if self.remote:
+            return
+        path = self.placed(res)["workdir"]
+        if not os.path.isdir(path):
+            why = "is not a directory" if os.path.exists(path) else "does not exist"
+            raise ResourceError(f"the workdir {path} {why}: create it, or give the directory "
+                                "the job should run in")
 
     def _result_present(self, rec: JobRecord) -> bool:
-        return rec.kind == "shell" or self.transport.exists(os.path.join(rec.jobdir, RESULT))
+        return rec.kind == "shell" or self.transport.exists(self.layout(rec).result)
 
     def job_script(self, j: _Job, after: list[str]) -> str:
         """The text of a job's script (``job.sh`` in its directory)."""
-        jobdir = str(self.jobs_dir / j.key)
-        workdir = self.workdir(j.res)
+        lay = self.job_layout(j)
+        jobdir, workdir = lay.jobdir, lay.workdir
         parts = self.backend.script_parts(j.res, name=j.name, jobdir=jobdir, workdir=workdir,
-                                          stdout=j.res.stdout or os.path.join(jobdir, "stdout"),
-                                          stderr=j.res.stderr or os.path.join(jobdir, "stderr"))
+                                          stdout=lay.stdout, stderr=lay.stderr)
         if j.kind == "shell":
             assert j.body is not None
             return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=self.host,
@@ -744,11 +766,12 @@ class _Core:
             rec = f._core.store.get(f.key)
             if rec is not None and rec.job_id and rec.state is not JobState.COMPLETED:
                 ids.add(rec.job_id)
-        workdir = self.workdir(j.res)
-        spec = self.queue.single_spec(j.res.replace(workdir=None), j.name,
-                                      str(self.jobs_dir / j.key), workdir, hold=hold,
+        placed = self.placed(j.res)
+        lay = self.job_layout(j)
+        spec = self.queue.single_spec(j.res.replace(**{**placed, "workdir": None}), j.name,
+                                      lay.jobdir, lay.workdir, hold=hold,
                                       after=tuple(sorted(ids)))
-        body = single_body(self.backend, script, os.path.join(str(self.jobs_dir / j.key), SCRIPT))
+        body = single_body(self.backend, script, lay.script)
         return submission_script(j.directives, self.backend.directives(spec), body)
 
     def _write_files(self, j: _Job, stage: str, after: list[str],
@@ -756,16 +779,17 @@ class _Core:
         """Write a job's payload, script and other files into ``stage`` (renamed into place
         later)."""
         jobdir = str(self.jobs_dir / j.key)
+        staged = JobLayout(stage, stage)  # the job directory's files, before the rename
         self.transport.make_dir(stage)
         if j.kind != "shell":
             assert j.file_bytes is not None
-            self.transport.write_bytes(os.path.join(stage, PAYLOAD),
+            self.transport.write_bytes(staged.payload,
                                        integrity.seal(self.key, j.file_bytes), atomic=False)
         files = {**{name: hooks.render(text, j.res, j.name, jobdir).encode()
                     for name, text in (aux or {}).items()}, **j.files}
         for name, data in files.items():
-            self.transport.write_bytes(os.path.join(stage, name), data, atomic=False)
-        self.transport.write_bytes(os.path.join(stage, SCRIPT),
+            self.transport.write_bytes(staged.file(name), data, atomic=False)
+        self.transport.write_bytes(staged.script,
                                    self.job_script(j, after).encode(), atomic=False)
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:

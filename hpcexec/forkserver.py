@@ -23,7 +23,8 @@ import sys
 import time
 
 from . import environment
-from .jobfiles import EXITCODE, killed_by, write_atomic, write_started
+from .jobfiles import killed_by, write_atomic, write_started
+from .layout import JobLayout, cannot_start
 
 IDLE = float(os.environ.get("HPCEXEC_FORKSERVER_IDLE", "120"))
 _CONNECT_TIMEOUT = 5.0
@@ -146,7 +147,7 @@ class _Server:
                 continue
             if info is None:
                 continue
-            exit_file = os.path.join(jobdir, EXITCODE)
+            exit_file = JobLayout(jobdir, jobdir).exitcode
             if info.si_code == os.CLD_EXITED and not os.path.exists(exit_file):
                 # Ended without the runner's exit-code file (os._exit, a crash in C code).
                 try:
@@ -217,9 +218,14 @@ def _child(listener: socket.socket, req: dict) -> None:
         listener.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        redirect_output(req["stdout"], req["stderr"])
-        os.chdir(req["cwd"])
+        try:
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            redirect_output(req["stdout"], req["stderr"])
+            os.chdir(req["cwd"])
+        except OSError as e:  # the job ends failed, saying why (nobody reads this process's output)
+            write_atomic(JobLayout(req["jobdir"], req["cwd"]).exitcode,
+                         f"1\n{cannot_start(e)}\n".encode())
+            return 1
         os.environ.clear()
         os.environ.update(req["env"])
         with open("/proc/self/stat") as f:

@@ -26,8 +26,7 @@ from typing import Any, Mapping
 
 from .backends.local import parse_proc_stat
 from .errors import ResourceError, TransportError
-from .jobfiles import (EXITCODE, JOBID, PAYLOAD, RECORD, RESULT, SCRIPT, STARTED, STDERR, STDOUT,
-                       USAGE)
+from .layout import JOB_FILES
 from .resources import Resources
 from .script import fill_placeholders, placeholder_values
 from .transport.base import CommandResult
@@ -40,8 +39,7 @@ OPTIONS = ("prologue", "epilogue", "aux_scripts")
 PROLOGUE_LOG = "prologue.log"
 EPILOGUE_LOG = "epilogue.log"
 TIMEOUT = 3600.0  # seconds a prologue or an epilogue may run
-RESERVED = frozenset({PAYLOAD, SCRIPT, RESULT, EXITCODE, STARTED, STDOUT, STDERR, USAGE,
-                      RECORD, JOBID, "submit.sh", PROLOGUE_LOG, EPILOGUE_LOG})
+RESERVED = JOB_FILES | {PROLOGUE_LOG, EPILOGUE_LOG}
 _AUX_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
 FINAL = ("done", "failed", "interrupted")  # epilogue states after which futures complete
 

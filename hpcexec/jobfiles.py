@@ -1,32 +1,11 @@
-"""Names of the files in a job directory, and atomic writes. Imported by the runner, so
-it stays free of heavy imports."""
+"""Atomic writes and the exit-code and started files' contents (their paths:
+:mod:`hpcexec.layout`). Imported by the runner, so it stays free of heavy imports."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-PAYLOAD = "payload.pkl"
-SCRIPT = "job.sh"
-RESULT = "result.pkl"
-EXITCODE = "exitcode"
-STARTED = "started"
-STDOUT = "stdout"
-STDERR = "stderr"
-USAGE = "usage"  # "name value" lines the runner writes: max_rss_kib, user_s, sys_s, wall_s
-RECORD = "record.json"  # the job's record as submitted, sealed (see hpcexec.recovery)
-JOBID = "jobid"  # the scheduler's id, written by the client once it is known
-
-
-def output_path(resources: dict, jobdir: str, stream: str, *, joined: bool = False) -> str:
-    """The file of a job's ``stream`` ("stdout" or "stderr"): the ``stdout``/``stderr``
-    resource (relative to its ``workdir``), else the file of that name in its directory.
-    ``joined``: where its standard error went, which is its stdout file with ``join_output``."""
-    if joined and stream == STDERR and resources.get("join_output"):
-        stream = STDOUT
-    path = resources.get(stream)
-    if not path:
-        return os.path.join(jobdir, stream)
-    return os.path.join(resources.get("workdir") or jobdir, path)
+from .layout import STARTED
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

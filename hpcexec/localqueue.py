@@ -15,8 +15,9 @@ from typing import Any
 
 from . import trust
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
-from .errors import UntrustedPath
-from .jobfiles import EXITCODE, SCRIPT, killed_by, parse_exitcode
+from .errors import TransportError, UntrustedPath
+from .jobfiles import killed_by, parse_exitcode
+from .layout import SCRIPT, JobLayout, cannot_start
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import instant_epoch
 from .states import JobState
@@ -93,7 +94,7 @@ class LocalQueue:
 
     def _final_values(self, rec: JobRecord) -> dict[str, Any] | None:
         """The record's final fields if the job has ended, else None."""
-        exit_file = os.path.join(rec.jobdir, EXITCODE)
+        exit_file = JobLayout.of(rec.jobdir, rec.resources).exitcode
         try:
             text = self.transport.read_bytes(exit_file).decode(errors="replace")
         except FileNotFoundError:
@@ -233,8 +234,17 @@ class LocalQueue:
         for key in chosen:
             rec = tx.get(key)
             assert rec is not None
-            self._start(tx, rec)
+            try:
+                self._start(tx, rec)
+            except (OSError, TransportError) as e:  # this job cannot start; the others can
+                self._not_started(tx, rec, e)
         return len(chosen)
+
+    def _not_started(self, tx: Txn, rec: JobRecord, e: OSError | TransportError) -> None:
+        cause = e if isinstance(e, OSError) else e.__cause__
+        reason = cannot_start(cause) if isinstance(cause, OSError) else f"cannot start: {e}"
+        log.warning("job %s (%s) %s", rec.name, rec.key, reason)
+        tx.update(rec.key, state=JobState.FAILED, finished=time.time(), reason=reason)
 
     def _cancel_expired(self, tx: Txn, now: float) -> None:
         """Cancel the queued jobs whose deadline passed before they could start."""
@@ -264,6 +274,7 @@ class LocalQueue:
             tx.update(rec.key, state=JobState.FAILED, finished=time.time(),
                       reason=f"not started: {untrusted}")
             return
+        lay = JobLayout.of(rec.jobdir, rec.resources)
         first = started_as(self.transport, rec.jobdir)
         if first is not None:
             # A client died between starting this job and recording it, or the record was
@@ -272,24 +283,21 @@ class LocalQueue:
             tx.update(rec.key, state=JobState.RUNNING, job_id=first or None,
                       started=rec.started or time.time())
             return
+        lay.check_start()
         res = rec.resources
-        out = res.get("stdout") or os.path.join(rec.jobdir, "stdout")
-        err = res.get("stderr") or os.path.join(rec.jobdir, "stderr")
+        out, err = lay.stdout, lay.stderr_target
         index = "" if rec.array_index is None else str(rec.array_index)
-        if res.get("join_output"):
-            err = out
         pid = None
         # stdin is opened by the job script, so a job with one is not warm-started.
         if rec.kind != "shell" and res.get("python") and not res.get("stdin"):
             pid = self.transport.spawn_warm(res["python"], {
-                "jobdir": rec.jobdir, "key": self.key_file, "cwd": res["workdir"],
+                "jobdir": rec.jobdir, "key": self.key_file, "cwd": lay.workdir,
                 "stdout": out, "stderr": err,
-                "env": {**os.environ, **self.backend.job_env(rec.name or "", res["workdir"],
+                "env": {**os.environ, **self.backend.job_env(rec.name or "", lay.workdir,
                                                              index), **res.get("env", {})}})
         if pid is None:
             pid = self.transport.spawn_detached(
-                self.backend.spawn_argv(os.path.join(rec.jobdir, SCRIPT)),
-                cwd=res.get("workdir") or rec.jobdir, stdout=out, stderr=err,
+                self.backend.spawn_argv(lay.script), cwd=lay.workdir, stdout=out, stderr=err,
                 env={"HPCEXEC_ARRAY_INDEX": index})
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None

@@ -84,9 +84,11 @@ class Monitor:
             try:
                 changed = self.poll_once()
                 failures = 0
-            except Exception:
+            except Exception as e:  # one line each time; the traceback for debugging only
                 failures += 1
-                log.warning("polling jobs failed (attempt %d); retrying", failures, exc_info=True)
+                log.warning("polling jobs failed (attempt %d): %s: %s; retrying", failures,
+                            type(e).__name__, e)
+                log.debug("the failed poll's traceback", exc_info=True)
                 changed = False
             delay = self.interval if changed else min(delay * BACKOFF, self.cap)
             soon = self.core.wake_in()

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from . import integrity
 from .errors import IntegrityError, TransportError
 from .hooks import EPILOGUE_LOG
-from .jobfiles import EXITCODE, JOBID, RECORD, STARTED, parse_exitcode
+from .jobfiles import parse_exitcode
+from .layout import EXITCODE, JOBID, RECORD, STARTED
 from .states import JobState
 from .store import JobRecord
 from .transport.base import Transport

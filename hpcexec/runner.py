@@ -22,7 +22,8 @@ from typing import Any, Callable, NoReturn
 from . import codelines, trust
 from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, job_key, seal, unseal
-from .jobfiles import EXITCODE, PAYLOAD, RESULT, USAGE, write_atomic
+from .jobfiles import write_atomic
+from .layout import EXITCODE, PAYLOAD, RESULT, USAGE
 
 OK, ERR = "ok", "err"
 _KEYS = KeyRing()  # the one key this job trusts, once run() has checked its key file

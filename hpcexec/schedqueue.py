@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
 from .errors import BackendError, SubmitError, TransportError
-from .jobfiles import EXITCODE, SCRIPT, STARTED, STDERR, killed_by, output_path, parse_exitcode
+from .jobfiles import killed_by, parse_exitcode
+from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
 from .recovery import Submitted, note_job_ids
 from .resources import Resources
 from .slots import CLAIMS, SHARE, parse_claims
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
 TERMINATED_REASON = "terminated on request"
-SUBMIT_SCRIPT = "submit.sh"  # the script given to the scheduler, in the job or array directory
 FILE_DIRECTIVES = "file_directives"  # record resources: directives of a submitted job file
 ID_CHUNK = 500  # job ids per status command
 MEMORY_KILL_TAIL = 8192  # bytes of a killed job's stderr searched for a memory kill
@@ -173,15 +173,14 @@ class SchedulerQueue:
     def single_spec(self, res: Resources, name: str, jobdir: str, workdir: str, *,
                     hold: bool = False, after: tuple[str, ...] = ()) -> SubmitSpec:
         """The submission of one job on its own (not an array)."""
-        return SubmitSpec(os.path.join(jobdir, SUBMIT_SCRIPT), res, name,
-                          _abs(res.stdout, workdir) or os.path.join(jobdir, "stdout"),
-                          _abs(res.stderr, workdir) or os.path.join(jobdir, "stderr"),
-                          workdir, hold=hold, after=after)
+        lay = JobLayout(jobdir, workdir, res.stdout, res.stderr, res.join_output)
+        return SubmitSpec(lay.file(SUBMIT_SCRIPT), res, name, lay.stdout, lay.stderr, workdir,
+                          hold=hold, after=after)
 
     def _submit_group(self, recs: list[JobRecord], after: list[str], hold: bool) -> None:
         first = recs[0]
         res = Resources.from_dict({k: v for k, v in first.resources.items() if k != "workdir"})
-        workdir = first.resources.get("workdir") or first.jobdir
+        workdir = JobLayout.of(first.jobdir, first.resources).workdir
         names = {r.name for r in recs}
         name = names.pop() if len(names) == 1 else "hpcexec-batch"
         shared = False
@@ -191,7 +190,7 @@ class SchedulerQueue:
                                     after=tuple(after))
             # The job script itself, under the directives: what Executor.job_script shows,
             # and what the scheduler's own views of the job (scontrol, qstat -j) show.
-            path = os.path.join(first.jobdir, SCRIPT)
+            path = JobLayout.of(first.jobdir, first.resources).script
             body = single_body(self.backend, self.transport.read_bytes(path).decode(), path)
         else:
             base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
@@ -199,15 +198,14 @@ class SchedulerQueue:
             pattern = self.backend.array_index_pattern
             first_index = self.backend.array_index_base
             for i, r in enumerate(recs, first_index):  # each element's output: its own job dir
-                self.transport.symlink(_abs(res.stdout, workdir) or os.path.join(r.jobdir, "stdout"),
-                                       os.path.join(base, f"{i}.out"))
-                self.transport.symlink(_abs(res.stderr, workdir) or os.path.join(r.jobdir, "stderr"),
-                                       os.path.join(base, f"{i}.err"))
+                lay = JobLayout.of(r.jobdir, r.resources)
+                self.transport.symlink(lay.stdout, os.path.join(base, f"{i}.out"))
+                self.transport.symlink(lay.stderr, os.path.join(base, f"{i}.err"))
             self.transport.write_bytes(os.path.join(base, "jobdirs"),
                                        "".join(r.jobdir + "\n" for r in recs).encode())
             shared = self._shareable(recs, after, hold)
             if shared:
-                self._write_share(base, recs, res, workdir, name)
+                self._write_share(base, recs, res, name)
             spec = SubmitSpec(os.path.join(base, SUBMIT_SCRIPT), res, name,
                               os.path.join(base, f"{pattern}.out"),
                               os.path.join(base, f"{pattern}.err"), workdir,
@@ -274,13 +272,13 @@ class SchedulerQueue:
                 and len({r.resources.get("python") for r in recs}) == 1
                 and recs[0].resources.get("reuse_slots", True) is not False)
 
-    def _write_share(self, base: str, recs: list[JobRecord], res: Resources, workdir: str,
-                     name: str) -> None:
+    def _write_share(self, base: str, recs: list[JobRecord], res: Resources, name: str) -> None:
         self.transport.make_dir(os.path.join(base, CLAIMS))
+        layouts = [JobLayout.of(r.jobdir, r.resources) for r in recs]
         spec = {
             "jobdirs": [r.jobdir for r in recs],
             "names": [r.name or name for r in recs],
-            "outputs": [_outputs(res, workdir, r.jobdir) for r in recs],
+            "outputs": [[lay.stdout, lay.stderr_target] for lay in layouts],
             "time_limit": res.time,
             "index_base": self.backend.array_index_base,
         }
@@ -302,7 +300,7 @@ class SchedulerQueue:
         with self.store.write() as tx:
             for r in recs:
                 script = (r.reason or "")[len(SUBMITTING):]
-                started = os.path.join(r.jobdir, STARTED)
+                started = JobLayout.of(r.jobdir, r.resources).started
                 if script in queued:
                     job_id = queued[script]
                     jobdirs = os.path.join(os.path.dirname(script), "jobdirs")
@@ -428,7 +426,7 @@ class SchedulerQueue:
                     ) -> dict[str, tuple[int | None, str | None] | None]:
         """Each record's exit-code file, parsed (None: it has none yet), all read together
         (over SSH: in two round trips, not two per job)."""
-        paths = {r.key: os.path.join(r.jobdir, EXITCODE) for r in recs}
+        paths = {r.key: JobLayout.of(r.jobdir, r.resources).exitcode for r in recs}
         got = self.transport.read_files(list(paths.values())) if paths else {}
         return {key: None if got[p] is None else parse_exitcode(got[p].decode())
                 for key, p in paths.items()}
@@ -466,7 +464,7 @@ class SchedulerQueue:
         job killed before its runner wrote an exit code; read once, as it ends)."""
         try:
             tail = self.transport.read_tail(
-                output_path(rec.resources, rec.jobdir, STDERR, joined=True), MEMORY_KILL_TAIL)
+                JobLayout.of(rec.jobdir, rec.resources).stderr_target, MEMORY_KILL_TAIL)
         except (OSError, TransportError):
             return None
         return self.backend.memory_kill(tail)
@@ -507,7 +505,7 @@ class SchedulerQueue:
                 continue
             first = self._missing_since.setdefault(rec.key, now)
             never_started = not rec.started and not self.transport.exists(
-                os.path.join(rec.jobdir, STARTED))
+                JobLayout.of(rec.jobdir, rec.resources).started)
             if never_started and now - first > NEVER_STARTED_AFTER:
                 # Deleted while pending (SGE keeps no accounting record of such jobs).
                 out[rec.key] = dict(state=JobState.CANCELLED, finished=now,
@@ -661,15 +659,3 @@ def submission_script(file_directives: Sequence[str], directives: Sequence[str],
     one option (SLURM and Grid Engine take the last), then the body."""
     return "\n".join(["#!/bin/bash", *file_directives, *directives, body]) + "\n"
 
-
-def _outputs(res: Resources, workdir: str, jobdir: str) -> list[str]:
-    """A task's stdout and stderr paths (the same one with ``join_output``)."""
-    out = _abs(res.stdout, workdir) or os.path.join(jobdir, "stdout")
-    return [out, out if res.join_output else
-            _abs(res.stderr, workdir) or os.path.join(jobdir, "stderr")]
-
-
-def _abs(path: str | None, workdir: str) -> str | None:
-    if not path:
-        return None
-    return path if os.path.isabs(path) else os.path.join(workdir, path)

@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
-from .jobfiles import EXITCODE, STARTED
+from .layout import EXITCODE, STARTED
 from .resources import Resources
 
 _PLACEHOLDER = re.compile(r"(?<![$\\{])\{([a-z_]+)\}")

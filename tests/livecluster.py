@@ -12,7 +12,7 @@ import pytest
 
 import hpcexec
 from hpcexec import JobState
-from hpcexec.jobfiles import STARTED
+from hpcexec.layout import STARTED
 
 CLUSTERS = Path(__file__).parent / "clusters"
 

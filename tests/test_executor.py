@@ -14,7 +14,7 @@ import pytest
 import hpcexec
 import jobfns
 from hpcexec import JobFailed, JobState, PayloadError, ResourceError, ShellResult
-from hpcexec.jobfiles import PAYLOAD
+from hpcexec.layout import PAYLOAD
 
 
 def test_submit_returns_a_real_future_with_the_result(ex):
@@ -533,3 +533,22 @@ def test_futures_sharing_a_job_cancelled_at_once_from_threads_cancel_it(ex, gate
     gate.touch()
     time.sleep(0.5)
     assert not counter.exists()
+
+
+def test_a_local_workdir_that_does_not_exist_or_is_no_directory_is_refused(ex, tmp_path,
+                                                                            monkeypatch):
+    missing, a_file = tmp_path / "missing", tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(ResourceError, match=f"workdir {missing} does not exist: create it"):
+        ex.options(workdir=str(missing)).submit_shell("true")
+    with pytest.raises(ResourceError, match=f"workdir {a_file} is not a directory"):
+        ex.options(workdir=str(a_file)).submit(jobfns.double, 1)
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~ is expanded, a relative one made absolute
+    with pytest.raises(ResourceError, match=f"workdir {tmp_path}/nowhere does not exist"):
+        ex.options(workdir="~/nowhere").submit_shell("true")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()
+    f = ex.options(workdir="here").submit_shell("pwd")
+    assert f.result(timeout=60).stdout == f"{tmp_path}/here\n"
+    assert ex.store.get(f.key).resources["workdir"] == f"{tmp_path}/here"
+    assert ex.store.get(f.key).state is JobState.COMPLETED

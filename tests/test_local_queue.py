@@ -1,14 +1,16 @@
 """The local backend's core-aware queue."""
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 
 import pytest
 
 import jobfns
-from hpcexec import BackendError, JobFailed, JobState
-from hpcexec.jobfiles import EXITCODE
+from hpcexec import BackendError, Executor, JobFailed, JobState
+from hpcexec.layout import EXITCODE
 
 
 def _intervals(path):
@@ -90,3 +92,105 @@ def test_job_terminated_while_being_looked_at_ends_cancelled(ex, tmp_path):
         f.result(timeout=30)
     rec = ex.store.get(f.key)
     assert rec.state is JobState.CANCELLED, (rec.state, rec.reason)
+
+
+@pytest.mark.parametrize("warm", ["1", "0"], ids=["warm", "script"])
+def test_relative_outputs_are_written_in_the_workdir_where_they_are_read(
+        cache, tmp_path, monkeypatch, warm):
+    monkeypatch.setenv("HPCEXEC_FORKSERVER", warm)
+    client_dir, work = tmp_path / "client", tmp_path / "W"
+    client_dir.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(client_dir)  # the client's directory is no job's workdir
+    with Executor("local", cache_dir=cache, poll_interval=0.02) as ex:
+        sh = ex.options(workdir=str(work), stdout="sh.out", stderr="sh.err").submit_shell(
+            "echo shell says; echo shell warns >&2")
+        py = ex.options(workdir=str(work), stdout="py.out", stderr="py.err").submit(
+            jobfns.print_both, "python says", "python warns")
+        result = sh.result(timeout=60)
+        assert py.result(timeout=60) is True
+    assert (result.stdout, result.stderr) == ("shell says\n", "shell warns\n")
+    assert (work / "sh.out").read_text() == "shell says\n"
+    assert (work / "sh.err").read_text() == "shell warns\n"
+    assert (py.stdout(), py.stderr()) == ("python says\n", "python warns\n")
+    assert (work / "py.out").read_text() == "python says\n"
+    assert os.listdir(client_dir) == []
+
+
+def _bad_start(case, work):
+    """Options of a job that cannot start once ``work`` is changed by the returned
+    function (after submission, as a workdir removed meanwhile), and the path to blame."""
+    if case == "missing workdir":
+        return {"workdir": str(work)}, lambda: work.rmdir(), str(work)
+    if case == "workdir is a file":
+        return {"workdir": str(work)}, lambda: (work.rmdir(), work.write_text("")), str(work)
+    if case == "missing stdout dir":
+        return {"workdir": str(work), "stdout": "no/out.txt"}, lambda: None, f"{work}/no/out.txt"
+    (work / "sub").mkdir()
+    return {"workdir": str(work), "stderr": "sub"}, lambda: None, f"{work}/sub"
+
+
+@pytest.mark.parametrize("kind", ["shell", "python-script", "python-warm"])
+@pytest.mark.parametrize("case", ["missing workdir", "workdir is a file", "missing stdout dir",
+                                  "stderr is a directory"])
+def test_a_job_that_cannot_start_fails_alone_within_a_poll(cache, tmp_path, monkeypatch,
+                                                          kind, case):
+    monkeypatch.setenv("HPCEXEC_FORKSERVER", "1" if kind == "python-warm" else "0")
+    work = tmp_path / "W"
+    work.mkdir()
+    opts, spoil, blame = _bad_start(case, work)
+    ex = Executor("local", cache_dir=cache, poll_interval=0.02)
+    held = ex.options(hold=True, **opts)
+    bad = held.submit_shell("echo never") if kind == "shell" else held.submit(jobfns.double, 2)
+    try:
+        spoil()
+        assert bad.release()
+        with Executor("local", cache_dir=cache) as other:  # another client's one poll
+            other.refresh()
+            rec = ex.store.get(bad.key)
+            assert rec.state is JobState.FAILED, (rec.state, rec.reason)
+        assert rec.reason.startswith(f"cannot start: {blame}: "), rec.reason
+        with pytest.raises(JobFailed, match="cannot start"):
+            bad.result(timeout=30)
+        assert ex.submit_shell("echo fine").result(timeout=60).stdout == "fine\n"
+        assert ex.submit(jobfns.double, 21).result(timeout=60) == 42
+    finally:
+        bad.terminate()  # still pending where the queue could not fail it
+        ex.shutdown()
+
+
+def test_the_fork_servers_child_that_cannot_start_records_why(cache, tmp_path):
+    from hpcexec import forkserver
+    from hpcexec.jobfiles import parse_exitcode
+
+    jobdir = tmp_path / "job"
+    jobdir.mkdir()
+    out = str(tmp_path / "out")
+    pid = forkserver.spawn(sys.executable, {"jobdir": str(jobdir), "cwd": str(tmp_path / "gone"),
+                                            "stdout": out, "stderr": out, "env": {}})
+    deadline = time.monotonic() + 30
+    while not (jobdir / EXITCODE).exists():
+        assert time.monotonic() < deadline, f"no exit-code file from {pid}"
+        time.sleep(0.02)
+    code, reason = parse_exitcode((jobdir / EXITCODE).read_text())
+    assert code == 1 and reason.startswith(f"cannot start: {tmp_path / 'gone'}: "), reason
+
+
+def test_a_failing_poll_logs_one_line_per_attempt(ex, caplog):
+    f = ex.options(hold=True).submit_shell("true")
+    with ex.store.write() as tx:  # a record no poll can make sense of
+        tx.update(f.key, state=JobState.RUNNING, job_id="not-a-pid")
+    with caplog.at_level(logging.DEBUG, logger="hpcexec.monitor"):
+        deadline = time.monotonic() + 30
+        while len([r for r in caplog.records if r.levelno == logging.WARNING]) < 2:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        with ex.store.write() as tx:
+            tx.update(f.key, state=JobState.FAILED, finished=time.time(), reason="test")
+        with pytest.raises(JobFailed):
+            f.result(timeout=30)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in warnings)
+    assert all("polling jobs failed" in r.getMessage() and "not-a-pid" in r.getMessage()
+               for r in warnings), [r.getMessage() for r in warnings]
+    assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)

@@ -15,7 +15,8 @@ import pytest
 
 from hpcexec.errors import CacheError, RemoteError, RemoteTraceback
 from hpcexec.integrity import SECRETS, KeyRing, key_id, seal, unseal
-from hpcexec.jobfiles import EXITCODE, PAYLOAD, RESULT, parse_exitcode
+from hpcexec.jobfiles import parse_exitcode
+from hpcexec.layout import EXITCODE, PAYLOAD, RESULT
 from hpcexec.payload import dumps_payload, load_outcomes, outcome_value
 
 

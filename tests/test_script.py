@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpcexec.backends.local import LocalBackend, make_job_id, parse_proc_stat
-from hpcexec.jobfiles import EXITCODE, STARTED, parse_exitcode
+from hpcexec.jobfiles import parse_exitcode
+from hpcexec.layout import EXITCODE, STARTED
 from hpcexec.resources import Resources
 from hpcexec.script import CORE_VARS, ScriptParts, fill_placeholders, render
 

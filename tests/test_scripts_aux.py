@@ -15,7 +15,7 @@ import pytest
 
 import jobfns
 from hpcexec import JobFailed, PrologueFailed, ResourceError, ShellResult
-from hpcexec.jobfiles import SCRIPT
+from hpcexec.layout import SCRIPT
 from hpcexec.store import DB_NAME, SCHEMA_VERSION, JobRecord, Store
 
 HERE = Path(__file__).parent

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import jobfns
-from hpcexec.jobfiles import EXITCODE, STARTED, parse_exitcode
+from hpcexec.jobfiles import parse_exitcode
+from hpcexec.layout import EXITCODE, STARTED
 from hpcexec.payload import outcome_value
 from hpcexec.slots import CLAIMS, SHARE, claim, parse_claims
 from test_runner import outcomes, runner_argv, write_payload
@@ -90,14 +91,15 @@ def test_sigterm_to_the_job_stops_the_element_and_the_running_task_records_it(tm
 def test_tasks_share_slots_only_without_stdin_and_join_their_output_when_asked():
     from types import SimpleNamespace
 
-    from hpcexec.resources import Resources
-    from hpcexec.schedqueue import SchedulerQueue, _outputs
+    from hpcexec.layout import JobLayout
+    from hpcexec.schedqueue import SchedulerQueue
 
     def recs(**res):
         return [SimpleNamespace(kind="call", resources={"python": "python3", **res})] * 3
 
     assert SchedulerQueue._shareable(None, recs(), [], False)
     assert not SchedulerQueue._shareable(None, recs(stdin="/data/in"), [], False)
-    joined = Resources.create(join_output=True, stdout="out.txt")
-    assert _outputs(joined, "/w", "/j") == ["/w/out.txt", "/w/out.txt"]
-    assert _outputs(Resources(), "/w", "/j") == ["/j/stdout", "/j/stderr"]
+    joined = JobLayout.of("/j", {"workdir": "/w", "join_output": True, "stdout": "out.txt"})
+    assert (joined.stdout, joined.stderr_target) == ("/w/out.txt", "/w/out.txt")
+    plain = JobLayout.of("/j", {"workdir": "/w"})
+    assert (plain.stdout, plain.stderr_target) == ("/j/stdout", "/j/stderr")

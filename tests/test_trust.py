@@ -21,7 +21,7 @@ import jobfns
 from hpcexec import trust
 from hpcexec.errors import IntegrityError, JobFailed, UntrustedPath
 from hpcexec.integrity import SECRET, SECRETS, key_id, seal
-from hpcexec.jobfiles import PAYLOAD, RESULT
+from hpcexec.layout import PAYLOAD, RESULT
 from hpcexec.payload import dumps_payload
 
 NOBODY = 65534

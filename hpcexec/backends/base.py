@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import abc
-import posixpath
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 from ..errors import BackendError
+from ..layout import under
 from ..resources import Resources
 from ..script import ScriptParts
 from ..states import JobState
@@ -36,7 +36,8 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
                      stderr: str, workdir: str) -> ScriptParts:
-        """Directives and the expressions that set the core ``HPCEXEC_*`` variables."""
+        """Directives and the expressions that set the core ``HPCEXEC_*`` variables.
+        ``stdout``/``stderr``: the job's output files (:class:`hpcexec.layout.JobLayout`)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def error_option(fmt: Callable[[str], str]) -> Rule:
 
 def stdin_option(fmt: Callable[[str], str]) -> Rule:
     """The ``stdin`` option, given the input path made absolute against the workdir."""
-    return Rule(("stdin",), lambda b, spec: [fmt(posixpath.join(spec.workdir, v))]
+    return Rule(("stdin",), lambda b, spec: [fmt(under(spec.workdir, v))]
                 if (v := spec.res.stdin) else [])
 
 

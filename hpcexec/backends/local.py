@@ -5,13 +5,12 @@ Pure functions only; :mod:`hpcexec.localqueue` does the I/O with them.
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
 from ..errors import BackendError
-from ..jobfiles import EXITCODE
+from ..layout import EXITCODE, under
 from ..resources import Resources
 from ..script import ScriptParts
 from .base import Backend
@@ -120,7 +119,7 @@ class LocalBackend(Backend):
                      stderr: str, workdir: str) -> ScriptParts:
         prologue = "read -ra _hpcexec_stat < /proc/$$/stat 2>/dev/null"
         if res.stdin:
-            prologue += "\n" + stdin_line(os.path.join(workdir, res.stdin), jobdir)
+            prologue += "\n" + stdin_line(under(workdir, res.stdin), jobdir)
         return ScriptParts(
             directives=[],
             prologue=prologue,

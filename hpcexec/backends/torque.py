@@ -26,6 +26,7 @@ import shlex
 import xml.etree.ElementTree as ET
 
 from ..errors import TransportError
+from ..layout import under
 from ..resources import Resources, format_time
 from ..script import ScriptParts
 from ..states import JobState
@@ -59,7 +60,7 @@ GONE = re.compile(r"Unknown Job Id", re.I)
 
 def own_output(stdout: str, stderr: str, workdir: str) -> str:
     """A line sending the job script's stdout and stderr to the job's own files."""
-    out, err, q = os.path.join(workdir, stdout), os.path.join(workdir, stderr), shlex.quote
+    out, err, q = under(workdir, stdout), under(workdir, stderr), shlex.quote
     return f"exec >{q(out)} 2>&1" if out == err else f"exec >{q(out)} 2>{q(err)}"
 
 

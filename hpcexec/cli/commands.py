@@ -16,7 +16,7 @@ from ..errors import BackendError, HpcexecError, SubmitError
 from ..executor import detect_backend, wait as wait_futures
 from ..backends import backend_names, schedulers, unknown_backend
 from ..remote import SSHOptions, open_ssh
-from ..jobfiles import output_path
+from ..layout import JobLayout
 from ..states import JobState
 from ..store import JobRecord
 from .context import Context, UsageError, one_line
@@ -172,8 +172,8 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     except (HpcexecError, OSError) as e:  # out of reach: the record still tells
         note(f"usage and accounting not available: {one_line(e)}")
     data = record_dict(rec)
-    data["stdout_path"] = output_path(rec.resources, rec.jobdir, "stdout")
-    data["stderr_path"] = output_path(rec.resources, rec.jobdir, "stderr")
+    lay = JobLayout.of(rec.jobdir, rec.resources)
+    data["stdout_path"], data["stderr_path"] = lay.stdout, lay.stderr
     data["info"] = None if info is None else {**vars(info), "state": info.state.value}
     res = " ".join(f"{k}={v}" for k, v in rec.resources.items()
                    if k not in ("workdir", "python", "array_dir"))

@@ -9,7 +9,6 @@ script), compared with a job that leaves the key unset. So the help cannot drift
 from __future__ import annotations
 
 import argparse
-import posixpath
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, TextIO
@@ -18,6 +17,7 @@ from ..backends import schedulers
 from ..backends.base import Backend, SchedulerBackend, SubmitSpec
 from ..backends.local import LocalBackend
 from ..errors import BackendError
+from ..layout import SUBMIT_SCRIPT, JobLayout
 from ..resources import RESOURCE_TABLE, Resources
 from ..script import render
 
@@ -63,10 +63,9 @@ def backends(name: str | None = None) -> dict[str, Backend]:
 
 def example_spec(res: Resources) -> SubmitSpec:
     """A single job's submission with ``res``, as the scheduler driver builds one."""
-    workdir = res.workdir or WORKDIR
-    out = posixpath.join(workdir, res.stdout) if res.stdout else f"{JOBDIR}/stdout"
-    err = posixpath.join(workdir, res.stderr) if res.stderr else f"{JOBDIR}/stderr"
-    return SubmitSpec(f"{JOBDIR}/submit.sh", res, res.name or "job", out, err, workdir)
+    lay = JobLayout(JOBDIR, res.workdir or WORKDIR, res.stdout, res.stderr, res.join_output)
+    return SubmitSpec(lay.file(SUBMIT_SCRIPT), res, res.name or "job", lay.stdout, lay.stderr,
+                      lay.workdir)
 
 
 def job_script(backend: Backend, res: Resources) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 import hpcexec
 import jobfns
 from hpcexec import JobFailed, JobState
-from hpcexec.jobfiles import PAYLOAD
+from hpcexec.layout import PAYLOAD
 from livecluster import running
 
 LIVE = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import jobfns
 from hpcexec import JobFailed
 from hpcexec.executor import detect_backend
-from hpcexec.jobfiles import PAYLOAD
+from hpcexec.layout import PAYLOAD
 
 from clirun import HPCEXEC
 
@@ -210,3 +210,20 @@ def test_help_and_version(cli):
     assert cli("--version").out.startswith("hpcexec ")
     assert "--older-than" in cli("clean", "--help").out
     assert HPCEXEC.name == "hpcexec"
+
+
+def test_outputs_relative_to_the_workdir_are_written_and_read_there(cli):
+    (cli.cwd / "W").mkdir()
+    job = cli.json("submit", "--workdir", "W", "--stdout", "out.txt", "--stderr", "err.txt",
+                   "--", "echo to out; echo to err >&2")[0]
+    cli("wait", job["key"])
+    work = cli.cwd / "W"
+    assert (work / "out.txt").read_text() == "to out\n"
+    assert (work / "err.txt").read_text() == "to err\n"
+    assert not (cli.cwd / "out.txt").exists()
+    assert cli("logs", job["key"]).out == "to out\n"
+    assert cli("logs", "--stderr", job["key"]).out == "to err\n"
+    shown = cli.json("show", job["key"])
+    assert (shown["stdout_path"], shown["stderr_path"]) == (f"{work}/out.txt", f"{work}/err.txt")
+    refused = cli("submit", "--workdir", "nowhere", "--", "true", ok=False)
+    assert f"{cli.cwd}/nowhere does not exist" in refused.err

@@ -16,7 +16,7 @@ import hpcexec
 import jobfns
 from hpcexec import JobFailed, JobState
 from hpcexec.errors import IntegrityError
-from hpcexec.jobfiles import RESULT
+from hpcexec.layout import RESULT
 from livecluster import _live
 
 HERE = Path(__file__).parent.parent
