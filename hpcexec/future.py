@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import concurrent.futures
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .states import JobState
 
 if TYPE_CHECKING:
-    from .executor import _Core
     from .store import JobRecord
 
 
@@ -38,6 +37,22 @@ class JobInfo:
     nodelist: str | None
 
 
+class JobControl(Protocol):
+    """The one interface a :class:`JobFuture` talks to (its client's
+    :class:`hpcexec.control.Controls`)."""
+
+    def record(self, key: str) -> JobRecord | None: ...
+    def job_dir(self, key: str) -> str: ...
+    def read_output(self, rec: JobRecord, stream: str) -> str: ...
+    def cancel(self, future: JobFuture) -> bool: ...
+    def terminate(self, future: JobFuture) -> bool: ...
+    def info(self, key: str) -> JobInfo: ...
+    def suspend(self, key: str) -> bool: ...
+    def resume(self, key: str) -> bool: ...
+    def release(self, key: str) -> bool: ...
+    def hold(self, key: str) -> bool: ...
+
+
 class JobFuture(concurrent.futures.Future):
     """The future of one call (or one element of a chunked ``map``) run as a job.
 
@@ -46,10 +61,10 @@ class JobFuture(concurrent.futures.Future):
     process shares the job); use :meth:`terminate` to end a running job.
     """
 
-    def __init__(self, core: _Core, key: str, index: int | None = None, *,
+    def __init__(self, control: JobControl, key: str, index: int | None = None, *,
                  check: bool = True) -> None:
         super().__init__()
-        self._core = core
+        self._control = control
         self.key = key
         self._index = index  # position inside a chunk job, None for a whole job
         self._check = check
@@ -59,9 +74,50 @@ class JobFuture(concurrent.futures.Future):
         return f"<JobFuture key={self.key} state={self._seen_state.value} {super().__repr__()[1:-1]}>"
 
     @property
+    def index(self) -> int | None:
+        """This call's position inside a chunk job; None for a whole job."""
+        return self._index
+
+    @property
+    def check(self) -> bool:
+        """Whether a shell job's non-zero exit fails this future."""
+        return self._check
+
+    @property
+    def seen_state(self) -> JobState:
+        """The job's state when the monitor last looked (no store read)."""
+        return self._seen_state
+
+    @property
+    def jobdir(self) -> str:
+        """The job's directory (where its runner and dependants find its files)."""
+        return self._control.job_dir(self.key)
+
+    def note_state(self, state: JobState) -> None:
+        """Record the state the monitor saw; moves a pending future to running once the
+        job has started (called by the monitor's thread only)."""
+        self._seen_state = state
+        if state.started and self._state == concurrent.futures._base.PENDING:
+            self.set_running_or_notify_cancel()
+
+    def settle(self, result: Any = None, exc: BaseException | None = None) -> None:
+        """Complete the future with ``result`` or ``exc``; a no-op when it was cancelled or
+        completed meanwhile (by a racing pass)."""
+        try:
+            if (self._state == concurrent.futures._base.PENDING
+                    and not self.set_running_or_notify_cancel()):
+                return
+            if exc is not None:
+                self.set_exception(exc)
+            else:
+                self.set_result(result)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+    @property
     def record(self) -> JobRecord:
         """The job record as stored now."""
-        rec = self._core.store.get(self.key)
+        rec = self._control.record(self.key)
         if rec is None:
             raise KeyError(f"the record {self.key} was deleted from the cache")
         return rec
@@ -78,16 +134,16 @@ class JobFuture(concurrent.futures.Future):
 
     def stdout(self) -> str:
         """The text the job wrote to standard output so far."""
-        return self._core.read_output(self.record, "stdout")
+        return self._control.read_output(self.record, "stdout")
 
     def stderr(self) -> str:
         """The text the job wrote to standard error so far."""
-        return self._core.read_output(self.record, "stderr")
+        return self._control.read_output(self.record, "stderr")
 
     def cancel(self) -> bool:
         if self.done():
             return self.cancelled()
-        if not self._core.cancel_element(self):
+        if not self._control.cancel(self):
             return False
         if not super().cancel():
             return self.cancelled()
@@ -101,23 +157,23 @@ class JobFuture(concurrent.futures.Future):
         another live future of this process shares goes on for it: only this future fails."""
         if self.done():
             return False
-        return self._core.terminate(self)
+        return self._control.terminate(self)
 
     def info(self) -> JobInfo:
         """Exit status, signal, whether it was aborted, wallclock, CPU time, max RSS, nodes."""
-        return self._core.info(self.key)
+        return self._control.info(self.key)
 
     def suspend(self) -> bool:
         """Suspend a running job (SIGSTOP locally; the scheduler's suspend elsewhere)."""
-        return self._core.suspend(self.key)
+        return self._control.suspend(self.key)
 
     def resume(self) -> bool:
         """Let a suspended job go on."""
-        return self._core.resume(self.key)
+        return self._control.resume(self.key)
 
     def release(self) -> bool:
         """Let a held job (submitted with ``hold=True``, or held by :meth:`hold`) start."""
-        return self._core.release(self.key)
+        return self._control.release(self.key)
 
     def hold(self) -> bool:
         """Keep a job that has not started from starting until :meth:`release` (the
@@ -125,6 +181,4 @@ class JobFuture(concurrent.futures.Future):
         stays queued). False if it has started or ended."""
         if self.done():
             return False
-        ok = self._core.queue.hold(self.key)
-        self._core.monitor.wake()
-        return ok
+        return self._control.hold(self.key)

@@ -5,14 +5,28 @@ import logging
 import os
 import select
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .executor import _Core
+    from .store import JobRecord, Store
 
 log = logging.getLogger(__name__)
 
 BACKOFF = 1.5
+
+
+class Watched(Protocol):
+    """What the monitor polls and tells (its client's :class:`hpcexec.tracker.Tracker`)."""
+
+    store: Store
+
+    def driver_poll(self) -> bool: ...
+    def wait_fds(self) -> list[int]: ...
+    def wake_in(self) -> float | None: ...
+    def watching(self) -> bool: ...
+    def records_changed(self, records: Iterable[JobRecord]) -> None: ...
+    def monitor_stopped(self) -> None: ...
 
 
 class Monitor:
@@ -20,8 +34,8 @@ class Monitor:
     ``cap`` while nothing changes and back to ``interval`` when something does. A failed
     pass is logged and retried; it never fails a job."""
 
-    def __init__(self, core: _Core, interval: float, cap: float) -> None:
-        self.core = core
+    def __init__(self, watched: Watched, interval: float, cap: float) -> None:
+        self.watched = watched
         self.interval = interval
         self.cap = max(cap, interval)
         # A self-pipe wakes the thread; the driver may add fds (pidfds of local jobs) that
@@ -31,7 +45,7 @@ class Monitor:
         os.set_blocking(self._wake_w, False)
         self._stop = False
         self._closing = False  # stop once every watched future is done
-        self._rev = core.store.revision()
+        self._rev = watched.store.revision()
         self._thread = threading.Thread(target=self._run, name="hpcexec-monitor", daemon=True)
         self._started = False
         self._lock = threading.Lock()
@@ -65,7 +79,7 @@ class Monitor:
     def _wait(self, delay: float) -> None:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
-        for fd in self.core.wait_fds():
+        for fd in self.watched.wait_fds():
             poller.register(fd, select.POLLIN)
         poller.poll(delay * 1000)
         try:
@@ -91,21 +105,21 @@ class Monitor:
                 log.debug("the failed poll's traceback", exc_info=True)
                 changed = False
             delay = self.interval if changed else min(delay * BACKOFF, self.cap)
-            soon = self.core.wake_in()
+            soon = self.watched.wake_in()
             if soon is not None:
                 delay = min(delay, max(soon, 0.005))
-            if self._closing and not self.core.watching():
+            if self._closing and not self.watched.watching():
                 break
         os.close(self._wake_r)
         os.close(self._wake_w)
-        self.core.monitor_stopped()
+        self.watched.monitor_stopped()
 
     def poll_once(self) -> bool:
         """One pass: ask the backend what changed, then complete the futures of the
         records that changed since the last pass."""
-        changed = self.core.driver_poll()
-        records = self.core.store.changed_since(self._rev)
+        changed = self.watched.driver_poll()
+        records = self.watched.store.changed_since(self._rev)
         if records:
             self._rev = max(r.rev for r in records)
-            self.core.records_changed(records)
+            self.watched.records_changed(records)
         return changed or bool(records)

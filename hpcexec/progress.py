@@ -31,7 +31,7 @@ class _Bar:
             elif f.done():
                 counts["failed" if f.exception() is not None else "done"] += 1
             else:
-                state = getattr(f, "_seen_state", None)
+                state = getattr(f, "seen_state", None)
                 counts[state.value if state is not None else ("running" if f.running() else "pending")] += 1
         return " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 

@@ -22,10 +22,10 @@ def _executor(backend: str, cache: Path, **kw):
     executor = hpcexec.Executor(backend, cache_dir=cache, poll_interval=0.02 if backend == "local"
                                 else 0.2, **kw)
     yield executor
-    for f in executor._core.all_futures():
+    for f in executor.session.futures():
         if not f.done():
             f.terminate()
-    done, not_done = concurrent.futures.wait(executor._core.all_futures(), timeout=60)
+    done, not_done = concurrent.futures.wait(executor.session.futures(), timeout=60)
     executor.shutdown(wait=not not_done)
     assert not not_done, f"futures still pending after the test: {not_done}"
 

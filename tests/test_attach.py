@@ -37,7 +37,7 @@ def test_attach_refuses_unknown_keys_and_other_backends(ex, cache):
 
 
 def test_hold_keeps_a_queued_job_queued_until_release(ex):
-    both = ex.options(threads=ex._core.backend.total_cores)
+    both = ex.options(threads=ex.session.backend.total_cores)
     first = both.submit_shell("sleep 1.5; echo first")
     second = both.submit_shell("echo second")
     assert second.state is JobState.PENDING  # waits for the cores

@@ -162,7 +162,7 @@ def test_executor_takes_its_profile(where, tmp_path):
     with hpcexec.Executor(profile="small") as ex:
         assert ex.cache_dir == tmp_path / "c"
         assert ex.resources.time == 300 and ex.resources.mem == 1024
-        assert ex._core.monitor.interval == 0.05
+        assert ex.session.poll_interval == 0.05
         assert ex.options(time="0:01:00").resources.time == 60
         assert ex.submit_shell("echo profiled").result().stdout == "profiled\n"
     with hpcexec.Executor(cache_dir=tmp_path / "d", mem="2GB") as ex:  # default_profile

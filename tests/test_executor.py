@@ -300,7 +300,7 @@ def test_context_manager_waits_for_futures(cache):
 def test_shutdown_cancel_futures_cancels_queued_jobs_in_the_queue(cache, tmp_path):
     ex = hpcexec.Executor(cache_dir=cache, poll_interval=0.02)
     counter = tmp_path / "runs"
-    cores = ex._core.backend.total_cores
+    cores = ex.session.backend.total_cores
     blockers = [ex.submit(jobfns.sleep_then, 1.5, i) for i in range(cores)]
     queued = ex.submit(jobfns.count_run, str(counter), 1)
     time.sleep(0.3)
@@ -337,7 +337,7 @@ def test_progress_bar_counts_states(ex, capfd):
 
 
 def test_failed_status_poll_is_retried_not_a_failed_job(ex, monkeypatch):
-    real_poll = ex._core.queue.poll
+    real_poll = ex.session.queue.poll
     failures = []
 
     def flaky():
@@ -346,7 +346,7 @@ def test_failed_status_poll_is_retried_not_a_failed_job(ex, monkeypatch):
             raise OSError("status command failed")
         return real_poll()
 
-    monkeypatch.setattr(ex._core.queue, "poll", flaky)
+    monkeypatch.setattr(ex.session.queue, "poll", flaky)
     assert ex.submit(jobfns.double, 5).result(timeout=30) == 10
     assert len(failures) == 3
 
@@ -356,7 +356,7 @@ def test_info_reports_exit_signal_wallclock_and_memory(ex):
     f.result(timeout=30)
     info = f.info()
     assert info.state is JobState.COMPLETED and info.exit_code == 0 and not info.was_aborted
-    assert info.job_id == f.job_id and info.nodelist == ex._core.host
+    assert info.job_id == f.job_id and info.nodelist == ex.session.host
     assert 0.3 <= info.wallclock < 10 and info.max_rss_mb > 1 and info.cpu_seconds >= 0
     g = ex.submit(jobfns.sleep_then, 30)
     deadline = time.monotonic() + 10

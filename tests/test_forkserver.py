@@ -29,14 +29,14 @@ def probe():
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "script"])
 def test_warm_and_script_starts_give_the_job_the_same_world(ex, tmp_path, warm):
-    ex._core.transport.warm_start = warm
+    ex.session.transport.warm_start = warm
     workdir = tmp_path / "work dir"
     workdir.mkdir()
     f = ex.options(name="probe", workdir=str(workdir), env={"PROBE_VALUE": "a b'c"}).submit(probe)
     got = f.result(timeout=30)
     assert got["env"] == {
         "HPCEXEC_JOB_ID": f.job_id, "HPCEXEC_JOB_NAME": "probe", "HPCEXEC_WORKDIR": str(workdir),
-        "HPCEXEC_SUBMIT_HOST": ex._core.host, "HPCEXEC_NODELIST": ex._core.host,
+        "HPCEXEC_SUBMIT_HOST": ex.session.host, "HPCEXEC_NODELIST": ex.session.host,
         "HPCEXEC_ARRAY_INDEX": "", "PROBE_VALUE": "a b'c"}
     assert got["cwd"] == str(workdir) and got["path0"] == str(workdir)
     assert got["sid"] == got["pid"], "a job leads its own session"
@@ -47,7 +47,7 @@ def test_warm_and_script_starts_give_the_job_the_same_world(ex, tmp_path, warm):
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "script"])
 def test_job_killed_by_a_signal_reports_it(ex, warm):
-    ex._core.transport.warm_start = warm
+    ex.session.transport.warm_start = warm
     f = ex.submit(jobfns.sleep_then, 30)
     deadline = time.monotonic() + 10
     while not f.running() and time.monotonic() < deadline:
@@ -133,4 +133,4 @@ def test_unusable_fork_server_falls_back_to_the_script(cache, tmp_path, monkeypa
     monkeypatch.setattr(forkserver, "spawn", lambda *a: (_ for _ in ()).throw(OSError("nope")))
     with hpcexec.Executor(cache_dir=cache, poll_interval=0.02) as ex:
         assert ex.submit(jobfns.double, 21).result(timeout=30) == 42
-        assert ex._core.transport.warm_start is False
+        assert ex.session.transport.warm_start is False

@@ -22,7 +22,7 @@ def _overlap(a, b):
 
 
 def test_jobs_using_every_core_run_one_at_a_time(ex, tmp_path):
-    cores = ex._core.backend.total_cores
+    cores = ex.session.backend.total_cores
     log = tmp_path / "intervals"
     fs = [ex.options(threads=cores).submit(jobfns.record_interval, str(log), 0.3 + i / 1000)
           for i in range(3)]
@@ -35,7 +35,7 @@ def test_jobs_using_every_core_run_one_at_a_time(ex, tmp_path):
 
 
 def test_one_core_jobs_fill_every_core(ex, tmp_path):
-    cores = ex._core.backend.total_cores
+    cores = ex.session.backend.total_cores
     if cores < 2:
         pytest.skip("needs a machine with at least 2 cores")
     log = tmp_path / "intervals"
@@ -46,7 +46,7 @@ def test_one_core_jobs_fill_every_core(ex, tmp_path):
 
 
 def test_small_job_backfills_while_a_big_one_waits(ex, tmp_path):
-    cores = ex._core.backend.total_cores
+    cores = ex.session.backend.total_cores
     if cores < 2:
         pytest.skip("needs a machine with at least 2 cores")
     long_log, big_log, small_log = (tmp_path / n for n in ("long", "big", "small"))
@@ -61,7 +61,7 @@ def test_small_job_backfills_while_a_big_one_waits(ex, tmp_path):
 
 
 def test_job_larger_than_the_machine_is_refused(ex):
-    cores = ex._core.backend.total_cores
+    cores = ex.session.backend.total_cores
     with pytest.raises(BackendError, match=f"has {cores}"):
         ex.options(threads=cores + 1)
     with pytest.raises(BackendError, match="nodes"):
@@ -71,7 +71,7 @@ def test_job_larger_than_the_machine_is_refused(ex):
 def test_job_terminated_while_being_looked_at_ends_cancelled(ex, tmp_path):
     # The race of a joblib abort: a poll reads the running record, terminate() marks it and
     # kills it, and the poll then finds the exit code of the kill. Cancelled, not failed.
-    queue = ex._core.queue
+    queue = ex.session.queue
     f = ex.submit(jobfns.sleep_then, 60)
     wait = time.monotonic() + 30
     while ex.store.get(f.key).state is not JobState.RUNNING:

@@ -160,13 +160,13 @@ def test_registered_backend_runs_jobs_and_is_chosen_by_auto(plugin_dir, site_pat
 
     register_backend("site", site_hpcexec.SiteBackend)
     with hpcexec.Executor("auto", cache_dir=tmp_path / "cache", poll_interval=0.1) as ex:
-        assert ex._core.backend.name == "site"  # its commands are on PATH, no built-in's are
+        assert ex.session.backend.name == "site"  # its commands are on PATH, no built-in's are
         f = ex.submit(jobfns.double, 21)
         assert f.result(timeout=60) == 42
         assert ex.submit_shell("echo via site; exit 3", check=False).result(timeout=60) == \
             hpcexec.ShellResult(3, "via site\n", "")
         assert list(ex.map(jobfns.double, range(4), timeout=60)) == [0, 2, 4, 6]
-        assert ex._core.queue.calls["sitesub"] == 3 and "bsub" not in ex._core.queue.calls
+        assert ex.session.calls["sitesub"] == 3 and "bsub" not in ex.session.calls
         held = ex.options(hold=True).submit(jobfns.double, 5)
         assert held.release()
         assert held.result(timeout=60) == 10
@@ -183,7 +183,7 @@ def test_live_slurm_under_another_name(slurm_cluster, tmp_path):
             f = ex.submit(jobfns.add, 2, 3)
             assert f.result(timeout=120) == 5
             assert f.record.backend == "siteslurm" and f.job_id.isdigit()
-            assert ex._core.queue.calls["sbatch"] == 1
+            assert ex.session.calls["sbatch"] == 1
     finally:
         unregister_backend("siteslurm")
 

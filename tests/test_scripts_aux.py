@@ -63,7 +63,7 @@ def test_failing_prologue_submits_nothing(ex, tmp_path):
         ex.options(prologue="echo no inputs >&2; exit 4").submit_shell("echo never")
     assert ex.store.select() == []
     assert [p for p in (ex.cache_dir / "jobs").iterdir()] == []
-    assert not ex._core.watching()
+    assert not ex.session.watching()
 
 
 def test_keys_change_only_with_aux_scripts(ex):

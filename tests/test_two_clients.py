@@ -74,5 +74,5 @@ def test_two_processes_never_use_more_cores_than_the_machine_has(tmp_path):
     for _, delta in events:
         running += delta
         peak = max(peak, running)
-    cores = hpcexec.Executor(cache_dir=cache)._core.backend.total_cores
+    cores = hpcexec.Executor(cache_dir=cache).session.backend.total_cores
     assert 0 < peak <= cores, (peak, cores)

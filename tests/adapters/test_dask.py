@@ -205,6 +205,6 @@ def test_a_worker_leaving_has_its_job_looked_at_at_once(slurm_cluster, cache):
             wait_until(lambda: job.future.done(), 10, "the cancelled job seen ended")
             assert job.state is JobState.CANCELLED
     finally:
-        for f in ex._core.all_futures():
+        for f in ex.session.futures():
             f.terminate()
         ex.shutdown(wait=False)

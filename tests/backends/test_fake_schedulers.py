@@ -58,10 +58,10 @@ def flavor(request, tmp_path, monkeypatch):
 def fex(flavor, tmp_path):
     executor = hpcexec.Executor(backend=flavor, cache_dir=tmp_path / "cache", poll_interval=0.1)
     yield executor
-    for f in executor._core.all_futures():
+    for f in executor.session.futures():
         if not f.done():
             f.terminate()
-    _, not_done = cf.wait(executor._core.all_futures(), timeout=30)
+    _, not_done = cf.wait(executor.session.futures(), timeout=30)
     executor.shutdown(wait=not not_done)
     assert not not_done, f"futures still pending after the test: {not_done}"
 
@@ -79,7 +79,7 @@ def test_call_then_map_as_one_array(fex, flavor):
     assert got == {"HPCEXEC_JOB_ID": f.job_id, "HPCEXEC_NODELIST": "fakenode01",
                    "HPCEXEC_ARRAY_INDEX": ""}
     assert f.state is JobState.COMPLETED and f.record.backend == flavor
-    calls = fex._core.queue.calls
+    calls = fex.session.calls
     before = calls[SUBMIT[flavor]]
     out = list(fex.map(jobfns.env, ["HPCEXEC_ARRAY_INDEX"] * 5, ["HPCEXEC_JOB_ID"] * 5,
                        [f"UNSET{i}" for i in range(5)], timeout=60))
@@ -120,7 +120,7 @@ def test_cancel_a_held_job_and_release_another(fex, flavor):
     with pytest.raises(cf.CancelledError):
         held.result(timeout=5)
     # The scheduler itself now reports it deleted, which the backend reads as cancelled.
-    backend = fex._core.backend
+    backend = fex.session.backend
     r = subprocess.run(backend.status_argv([held.job_id]), capture_output=True, text=True)
     assert backend.parse_status(r.stdout, r.stderr, r.returncode)[held.job_id].state \
         is JobState.CANCELLED
@@ -141,7 +141,7 @@ def test_dependency_runs_after_its_prerequisite(fex, flavor, tmp_path):
 def test_auto_finds_the_flavour_on_path(flavor, tmp_path):
     ex = hpcexec.Executor(backend="auto", cache_dir=tmp_path / "cache", poll_interval=0.1)
     try:
-        assert ex._core.backend.name == flavor
+        assert ex.session.backend.name == flavor
         assert ex.submit(jobfns.add, 2, 3).result(timeout=30) == 5
     finally:
         ex.shutdown(wait=True)

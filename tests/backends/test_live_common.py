@@ -44,25 +44,25 @@ def test_separate_submits_are_coalesced(live):
     ex, spec = live
     fs = [ex.submit(jobfns.add, i, 1) for i in range(20)]
     assert [f.result(timeout=180) for f in fs] == [i + 1 for i in range(20)]
-    assert ex._core.queue.calls[spec["submit"]] <= 2
+    assert ex.session.calls[spec["submit"]] <= 2
 
 
 def test_map_is_one_array_submission(live):
     ex, spec = live
     out = list(ex.map(jobfns.double, range(30), timeout=180))
     assert out == [2 * x for x in range(30)]
-    assert ex._core.queue.calls[spec["submit"]] == 1
+    assert ex.session.calls[spec["submit"]] == 1
     records = sorted(ex.store.select(), key=lambda r: r.array_index)
     assert [r.array_index for r in records] == list(range(30))
     array_id = re.match(r"\d+", records[0].job_id).group()
-    elements = {ex._core.backend.element_id(array_id, i) for i in range(30)}
+    elements = {ex.session.backend.element_id(array_id, i) for i in range(30)}
     assert {r.job_id for r in records} <= elements  # each ran in an element of that array
 
 
 def test_status_calls_grow_with_time_not_jobs(live):
     ex, spec = live
     assert list(ex.map(jobfns.double, range(40), timeout=180)) == [2 * x for x in range(40)]
-    assert ex._core.queue.calls[spec["status"]] < 40, dict(ex._core.queue.calls)
+    assert ex.session.calls[spec["status"]] < 40, dict(ex.session.calls)
 
 
 def test_shell_job_output_and_failure(live):
@@ -106,7 +106,7 @@ def test_rerun_reuses_finished_results_without_submitting(live, cache):
                           **spec["connect"]) as again:
         f = again.options(time="0:10:00").submit(jobfns.double, 21)
         assert f.done() and f.result() == 42
-        assert again._core.queue.calls[spec["submit"]] == 0
+        assert again.session.calls[spec["submit"]] == 0
 
 
 def test_suspend_and_resume(live):

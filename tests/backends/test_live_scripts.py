@@ -9,7 +9,7 @@ from test_live_common import live  # noqa: F401  (the fixture)
 
 
 def _read(ex, path: str) -> str:
-    return ex._core.transport.read_bytes(path).decode()
+    return ex.session.transport.read_bytes(path).decode()
 
 
 def test_scripts_around_a_job_and_job_script_is_what_was_submitted(live, tmp_path):
@@ -43,7 +43,7 @@ def test_submit_file_keeps_its_directives_and_resources_win(live, tmp_path):
     assert submitted == ex.file_script(path, name="given")
     assert submitted.index("fromfile") < submitted.index("given")  # ours come later and win
     if spec["submit"] == "sbatch":
-        out = ex._core.transport.run(["scontrol", "show", "job", f.job_id]).stdout
+        out = ex.session.transport.run(["scontrol", "show", "job", f.job_id]).stdout
         assert "Comment=kept" in out  # the file's directive was kept
 
 

@@ -48,7 +48,7 @@ def test_array_elements_see_their_own_ids(gex):
     fs = [own.submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_ARRAY_INDEX", "SGE_TASK_ID", f"X{i}")
           for i in range(n)]
     got = [f.result(timeout=120) for f in fs]
-    assert gex._core.queue.calls["qsub"] == 1
+    assert gex.session.calls["qsub"] == 1
     for f, g in zip(fs, got):
         assert g["HPCEXEC_JOB_ID"] == f.job_id
         assert g["HPCEXEC_ARRAY_INDEX"] == str(f.record.array_index)
@@ -59,7 +59,7 @@ def test_array_shell_output_lands_in_each_jobs_files(gex):
     # One array: SGE names element output by $TASK_ID (1..n), the driver's links must agree.
     fs = [gex.submit_shell(f"echo out{i}; echo err{i} >&2") for i in range(4)]
     results = [f.result(timeout=120) for f in fs]
-    assert gex._core.queue.calls["qsub"] == 1
+    assert gex.session.calls["qsub"] == 1
     assert [(r.stdout, r.stderr) for r in results] == [(f"out{i}\n", f"err{i}\n")
                                                        for i in range(4)]
 
@@ -118,7 +118,7 @@ def test_separate_jobs_leaving_together_are_judged_by_one_accounting_loop(gex):
         with pytest.raises(JobFailed) as info:
             f.result(timeout=120)
         assert info.value.state is JobState.FAILED and info.value.exit_code == code
-    calls = gex._core.queue.calls
+    calls = gex.session.calls
     assert calls["qsub"] == 2 and calls["qacct"] + calls["sh"] >= 1, dict(calls)
 
 

@@ -74,7 +74,7 @@ def test_options_that_need_a_host_or_a_scheduler(remote_options, cache):
 
 
 def test_one_tcp_connection_for_a_whole_map(rex):
-    rex._core.transport.which("sbatch")  # connected (it was, to check the remote Python)
+    rex.session.transport.which("sbatch")  # connected (it was, to check the remote Python)
     before = established(PORT)  # this executor's connection, and any other test's still open
     seen: list[int] = []
     stop = threading.Event()
@@ -92,7 +92,7 @@ def test_one_tcp_connection_for_a_whole_map(rex):
         stop.set()
         counter.join()
     assert max(seen) == before  # no second connection, not even for a moment
-    assert rex._core.transport.connections_opened == 1
+    assert rex.session.transport.connections_opened == 1
 
 
 def test_sshd_restarted_while_jobs_run(rex):
@@ -101,13 +101,13 @@ def test_sshd_restarted_while_jobs_run(rex):
     while not all(f.job_id for f in fs) and time.monotonic() < deadline:
         time.sleep(0.1)
     restart_sshd()
-    drop_connection(rex._core.transport)  # a restarted sshd leaves old sessions: end ours
+    drop_connection(rex.session.transport)  # a restarted sshd leaves old sessions: end ours
     assert [f.result(timeout=180) for f in fs] == list(range(4))
-    assert rex._core.transport.connections_opened == 2
+    assert rex.session.transport.connections_opened == 2
 
 
 def test_submission_cut_off_by_a_dropped_connection_is_not_repeated(rex, monkeypatch):
-    transport = rex._core.transport
+    transport = rex.session.transport
     real_run = transport.run
 
     def run(argv, **kw):
@@ -120,7 +120,7 @@ def test_submission_cut_off_by_a_dropped_connection_is_not_repeated(rex, monkeyp
     monkeypatch.setattr(transport, "run", run)
     fs = [rex.submit(jobfns.add, i, 1) for i in range(3)]
     assert [f.result(timeout=180) for f in fs] == [1, 2, 3]
-    assert rex._core.queue.calls["sbatch"] == 1  # found in the queue and adopted
+    assert rex.session.calls["sbatch"] == 1  # found in the queue and adopted
 
 
 def test_a_rerun_reattaches_to_running_jobs(rex, remote_options, cache):
@@ -132,11 +132,11 @@ def test_a_rerun_reattaches_to_running_jobs(rex, remote_options, cache):
         g = again.submit(jobfns.sleep_then, 4, "late")
         assert g.key == f.key and g.job_id == f.job_id
         assert g.result(timeout=120) == "late"
-        assert again._core.queue.calls["sbatch"] == 0
+        assert again.session.calls["sbatch"] == 0
 
 
 def test_a_result_that_cannot_be_fetched_at_first_arrives_later(rex, monkeypatch):
-    transport = rex._core.transport
+    transport = rex.session.transport
     real_read = transport.read_bytes
     refused: list[str] = []
 

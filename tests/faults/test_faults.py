@@ -81,11 +81,11 @@ def test_job_process_killed_with_sigkill_fails_within_two_polls(sex, tmp_path):
     deadline = time.monotonic() + 60
     while not pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    before = sex._core.queue.calls["squeue"]
+    before = sex.session.calls["squeue"]
     os.kill(int(pidfile.read_text()), signal.SIGKILL)
     with pytest.raises(JobFailed) as info:
         f.result(timeout=120)
-    assert sex._core.queue.calls["squeue"] - before <= 2
+    assert sex.session.calls["squeue"] - before <= 2
     assert info.value.state is JobState.FAILED
     assert info.value.signal == signal.SIGKILL or info.value.exit_code == 128 + signal.SIGKILL
 

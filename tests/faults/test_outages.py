@@ -55,14 +55,14 @@ def test_sshd_down_for_a_minute_under_a_remote_executor(rex):
         while not gone(master):
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        drop_connection(rex._core.transport)  # ...and ours is cut
+        drop_connection(rex.session.transport)  # ...and ours is cut
         time.sleep(OUTAGE)
         assert not any(f.done() and f.exception() for f in fs)
     finally:
         subprocess.run(["bash", str(CLUSTERS / "sshd.sh"), "start"], check=True,
                        capture_output=True)
     assert [f.result(timeout=300) for f in fs] == list(range(4))
-    assert rex._core.transport.connections_opened >= 2
+    assert rex.session.transport.connections_opened >= 2
 
 
 @pytest.mark.parametrize("scheduler", [pytest.param("slurm", marks=pytest.mark.slurm),
@@ -73,13 +73,13 @@ def test_cancelled_from_outside_fails_within_two_polls(scheduler, request):
     cancel = {"slurm": "scancel", "sge": "qdel"}[scheduler]
     f = ex.submit(jobfns.sleep_then, 120)
     running(f)
-    before = ex._core.queue.calls[status]
+    before = ex.session.calls[status]
     subprocess.run([cancel, f.job_id], check=True, capture_output=True)
     with pytest.raises(JobFailed) as info:
         f.result(timeout=120)
     # SLURM: within two polls. SGE writes the accounting record a poll after the job leaves
     # qstat, and a job that left is judged by accounting, not guessed: one poll more.
-    assert ex._core.queue.calls[status] - before <= {"slurm": 2, "sge": 3}[scheduler]
+    assert ex.session.calls[status] - before <= {"slurm": 2, "sge": 3}[scheduler]
     assert info.value.state is JobState.CANCELLED
 
 

@@ -1,0 +1,207 @@
+"""What one job about to be submitted is: its :class:`Job` (kind, cache key, name,
+resources, payload or shell body), built from a call, a shell body or a job file, and the
+checks of the job options that go with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import hooks
+from . import payload as pl
+from .errors import ResourceError
+from .future import JobFuture
+from .resources import Resources, split_options
+from .runner import FutureRef
+from .session import Session
+
+KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_DIRECTIVE_RE = re.compile(r"^#(\$|[A-Z]{2,})\s")
+
+
+@dataclass
+class Job:
+    """One job about to be looked up or submitted."""
+
+    kind: str  # call | chunk | shell
+    key: str
+    name: str
+    res: Resources
+    n: int  # futures it serves
+    file_bytes: bytes | None = None  # payload (None for shell jobs)
+    body: str | None = None  # shell body
+    check: bool = True
+    futures: list[JobFuture] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # more files beside the script
+    directives: tuple[str, ...] = ()  # of a submitted job file, before hpcexec's own
+
+
+def split_job_options(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Resources and job options; the script options (:data:`hooks.OPTIONS`) are taken
+    here, before :func:`split_options` sees them."""
+    values = dict(values)
+    mine = {k: values.pop(k) for k in hooks.OPTIONS if k in values}
+    res, opts = split_options(values)
+    return res, {**opts, **mine}
+
+
+def job_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` checked (a :class:`ResourceError` says what is wrong), ``after`` as a list."""
+    hooks.check_options(opts)
+    for flag in ("force", "retry", "hold", "reuse_slots"):
+        if flag in opts and not isinstance(opts[flag], bool):
+            raise ResourceError(f"job option {flag!r} takes True or False, not {opts[flag]!r}")
+    if "key" in opts and opts["key"] is not None:
+        if not isinstance(opts["key"], str) or not KEY_RE.match(opts["key"]):
+            raise ResourceError(
+                f"job option 'key' must be 1-128 letters, digits, '.', '_' or '-' starting with "
+                f"a letter or digit, not {opts['key']!r}")
+    if "array_limit" in opts and opts["array_limit"] is not None:
+        limit = opts["array_limit"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ResourceError(f"job option 'array_limit' (most array elements running at "
+                                f"once) takes a whole number >= 1, not {limit!r}")
+    if "after" in opts:
+        after = opts["after"]
+        after = [after] if isinstance(after, JobFuture) else list(after or ())
+        for f in after:
+            if not isinstance(f, JobFuture):
+                raise ResourceError(f"job option 'after' takes JobFutures, not {type(f).__name__}")
+        opts["after"] = after
+    return opts
+
+
+def extract_futures(calls: list[tuple[tuple, dict]]) -> tuple[list[tuple[tuple, dict]],
+                                                               list[JobFuture]]:
+    """Replace JobFutures in arguments (also inside lists, tuples and dicts) by references
+    the job resolves from their result files; return the futures as dependencies."""
+    found: list[JobFuture] = []
+
+    def swap(obj: Any) -> Any:
+        if isinstance(obj, JobFuture):
+            found.append(obj)
+            return FutureRef(obj.jobdir, obj.index or 0, obj.key)
+        if type(obj) in (list, tuple):
+            return type(obj)(swap(x) for x in obj)
+        if type(obj) is dict:
+            return {k: swap(v) for k, v in obj.items()}
+        return obj
+
+    out = [(swap(args), swap(kwargs)) for args, kwargs in calls]
+    return out, list({id(f): f for f in found}.values())
+
+
+def file_directives(text: str) -> tuple[str, ...]:
+    """The scheduler directives (``#SBATCH``, ``#$``, ``#PBS``, ``#BSUB``, ...) in a job
+    file's leading block of comments and blank lines, where schedulers read them."""
+    out = []
+    for line in text.splitlines()[1 if text.startswith("#!") else 0:]:
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            break
+        if _DIRECTIVE_RE.match(stripped):
+            out.append(stripped)
+    return tuple(out)
+
+
+def file_interpreter(text: str) -> str:
+    """The command line a job file's ``#!`` names (``/bin/bash`` without one)."""
+    first = text.split("\n", 1)[0]
+    if first.startswith("#!") and first[2:].strip():
+        return " ".join(shlex.quote(w) for w in first[2:].split())
+    return "/bin/bash"
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a job name schedulers accept."""
+    name = re.sub(r"[^\w.+-]+", "_", text).strip("_")
+    return name[:64] or "job"
+
+
+class JobMaker:
+    """Builds the jobs of one executor view: its session, resources and job options."""
+
+    def __init__(self, session: Session, res: Resources, opts: dict[str, Any]) -> None:
+        self.session = session
+        self.res = res
+        self.opts = opts
+
+    def key(self, *parts: str | bytes) -> str:
+        """The cache key of work ``parts`` (see DESIGN.md, "Cache keys")."""
+        after = sorted(f.key for f in self.opts.get("after", ()))
+        if after:  # the same work after other jobs is other work (futures in arguments are
+            parts = (*parts, "after:" + ",".join(after))  # in the payload already)
+        aux = self.opts.get("aux_scripts")
+        if aux:  # the job may run them (a prologue or an epilogue runs outside the job)
+            parts = (*parts, "aux:" + json.dumps(aux, sort_keys=True))
+        return pl.cache_key(*parts, self.res.canonical(), self.session.backend.name,
+                            self.session.host)
+
+    def payload(self, fn: Callable[..., Any], calls: list[tuple[tuple, dict]], kind: str,
+                refs: bool) -> tuple[bytes, bytes]:
+        """The payload file's bytes and the bytes its key is made of."""
+        return pl.dumps_payload(fn, calls, kind=kind, sys_path=self.session.sys_path,
+                                by_value=self.session.by_value(), refs=refs)
+
+    def call(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
+             ) -> tuple[Job, list[JobFuture]]:
+        """The job of one call, and the futures in its arguments."""
+        calls, deps = extract_futures([(args, kwargs)])
+        file_bytes, body = self.payload(fn, calls, "call", bool(deps))
+        key = self.opts.get("key") or self.key("call", body)
+        name = self.res.name or safe_name(getattr(fn, "__name__", "call"))
+        return Job("call", key, name, self.res, 1, file_bytes=file_bytes), deps
+
+    def shell(self, body: str, check: bool) -> Job:
+        """The job of a shell body."""
+        if not isinstance(body, str) or not body.strip():
+            raise ResourceError("submit_shell needs a non-empty shell body string")
+        if "\0" in body:
+            raise ResourceError("the shell body contains a NUL byte")
+        key = self.opts.get("key") or self.key("shell", body)
+        return Job("shell", key, self.res.name or "shell", self.res, 1, body=body, check=check)
+
+    def file(self, path: str | os.PathLike, check: bool) -> Job:
+        """The job of a job file on this machine (copied into its job directory)."""
+        try:
+            data = Path(path).expanduser().read_bytes()
+        except OSError as e:
+            raise ResourceError(f"cannot read the job file {path}: {e.strerror or e}") from e
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise ResourceError(f"the job file {path} is not UTF-8 text") from None
+        if "\0" in text or not text.strip():
+            raise ResourceError(f"the job file {path} is empty or holds NUL bytes")
+        copy = Path(path).name
+        copy = copy if copy not in hooks.RESERVED and not copy.startswith(".") else f"user_{copy}"
+        key = self.opts.get("key") or self.key("file", data)
+        jobdir = self.session.job_dir(key)
+        body = f"{file_interpreter(text)} {shlex.quote(os.path.join(jobdir, copy))}"
+        name = self.res.name or safe_name(Path(path).stem)
+        return Job("shell", key, name, self.res, 1, body=body, check=check,
+                   files={copy: data}, directives=file_directives(text))
+
+    def chunks(self, fn: Callable[..., Any], calls: list[tuple[tuple, dict]], chunksize: int,
+               refs: bool, base: str) -> list[Job]:
+        """The jobs of a ``map``: ``chunksize`` calls each, with their futures."""
+        jobs = []
+        for start in range(0, len(calls), chunksize):
+            part = calls[start : start + chunksize]
+            kind = "chunk" if chunksize > 1 else "call"
+            file_bytes, body = self.payload(fn, part, kind, refs)
+            key = self.key(kind, body)
+            name = base if chunksize == 1 else f"{base}[{start}:{start + len(part)}]"
+            job = Job(kind, key, name, self.res, len(part), file_bytes=file_bytes)
+            job.futures = [JobFuture(self.session.control, key, i if kind == "chunk" else None)
+                           for i in range(len(part))]
+            jobs.append(job)
+        if not jobs and not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        return jobs

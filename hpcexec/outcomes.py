@@ -1,0 +1,153 @@
+"""From a finished job's record and files to its futures' values or exceptions, and to
+:class:`~hpcexec.future.JobInfo`.
+
+Reads only: the result file (sealed with the cache key), the output files, the usage file
+and the scheduler's accounting. A file that cannot be reached (a dropped connection) raises
+:class:`Unreachable`, so the caller leaves the futures as they are and tries again.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from . import integrity
+from . import payload as pl
+from .errors import CacheError, JobFailed, OutOfMemory, TransportError
+from .future import JobFuture, JobInfo, ShellResult
+from .layout import JobLayout
+from .states import JobState
+from .store import JobRecord
+from .transport.base import Transport
+
+STDERR_TAIL_BYTES = 2000
+
+Settled = tuple[JobFuture, Any, "BaseException | None"]  # a future, its value, its exception
+
+
+class Unreachable(TransportError):
+    """A finished job's files could not be read (a dropped connection, say)."""
+
+
+class Accounting(Protocol):
+    """The driver's accounting query (what :meth:`Outcomes.info` asks of it)."""
+
+    def accounting(self, rec: JobRecord) -> Any: ...
+
+
+def layout(rec: JobRecord) -> JobLayout:
+    """Where a job's files are."""
+    return JobLayout.of(rec.jobdir, rec.resources)
+
+
+class Outcomes:
+    """Turns records and the files of their jobs into values, exceptions and infos."""
+
+    def __init__(self, transport: Transport, keyring: integrity.KeyRing, driver: Accounting,
+                 host: str) -> None:
+        self.transport = transport
+        self.keyring = keyring
+        self.driver = driver
+        self.host = host
+
+    def read_output(self, rec: JobRecord, stream: str) -> str:
+        """The text of a job's ``stdout`` or ``stderr`` so far ("" before there is any)."""
+        try:
+            return self.transport.read_bytes(layout(rec).output(stream)).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        except TransportError as e:
+            raise Unreachable(str(e)) from e
+
+    def settle(self, rec: JobRecord, futures: list[JobFuture]) -> list[Settled]:
+        """The value or exception of each future of finished job ``rec`` that is not done.
+        Raises :class:`Unreachable` (and decides nothing) when the files cannot be read."""
+        outcomes: list[bytes] | None = None
+        outcome_error: Exception | None = None
+        if rec.kind in ("call", "chunk"):  # read first: a TransportError leaves all as it was
+            try:
+                where = layout(rec).result
+                data, _ = integrity.unseal(self.transport.read_bytes(where), self.keyring, where)
+                outcomes = pl.load_outcomes(data, where)
+            except FileNotFoundError:
+                outcomes = None
+            except CacheError as e:
+                outcome_error = e
+            except TransportError as e:
+                raise Unreachable(str(e)) from e
+        settled: list[Settled] = []
+        for f in futures:
+            if f.done():
+                continue
+            try:
+                settled.append((f, self._value(rec, f, outcomes, outcome_error), None))
+            except Unreachable:
+                raise  # the job's files could not be read: nothing changes, try again later
+            except BaseException as e:  # the job's own exception, re-raised here
+                settled.append((f, None, e))
+        return settled
+
+    def _value(self, rec: JobRecord, f: JobFuture, outcomes: list[bytes] | None,
+               outcome_error: Exception | None) -> Any:
+        if rec.kind == "shell":
+            if rec.state is JobState.COMPLETED or (rec.state is JobState.FAILED
+                                                   and rec.exit_code is not None and not rec.signal):
+                result = ShellResult(rec.exit_code or 0, self.read_output(rec, "stdout"),
+                                     self.read_output(rec, "stderr"))
+                if result.returncode != 0 and f.check:
+                    raise self.failure(rec, f"shell job {rec.name} exited with code {rec.exit_code}")
+                return result
+            raise self.failure(rec)
+        if outcome_error is not None:
+            raise outcome_error
+        index = f.index or 0
+        if outcomes is not None and index < len(outcomes):
+            return pl.outcome_value(outcomes[index], layout(rec).result)
+        if rec.state is JobState.COMPLETED:
+            raise self.failure(rec, f"job {rec.name} ({rec.key}) ended but left no result file")
+        raise self.failure(rec)
+
+    def failure(self, rec: JobRecord, message: str | None = None) -> JobFailed:
+        """The exception of a job that failed, with the tail of its stderr."""
+        if message is None:
+            message = f"job {rec.name} ({rec.key}, id {rec.job_id}) ended {rec.state.value}"
+            details = []
+            if rec.exit_code is not None:
+                details.append(f"exit code {rec.exit_code}")
+            if rec.signal:
+                details.append(f"signal {rec.signal}")
+            if rec.reason:
+                details.append(rec.reason)
+            if details:
+                message += ": " + "; ".join(details)
+        try:
+            err = self.transport.read_tail(layout(rec).stderr_target, STDERR_TAIL_BYTES)
+        except OSError:  # no tail to show: its stderr names a directory, say
+            err = ""
+        cls = OutOfMemory if (rec.reason or "").startswith("out of memory") else JobFailed
+        return cls(message, state=rec.state, exit_code=rec.exit_code, signal=rec.signal,
+                   reason=rec.reason, key=rec.key, job_id=rec.job_id,
+                   stderr_tail="\n".join(err.splitlines()[-20:]))
+
+    def info(self, rec: JobRecord) -> JobInfo:
+        """How job ``rec`` ran: its usage file, then the scheduler's accounting."""
+        usage: dict[str, float] = {}
+        try:
+            for line in self.transport.read_bytes(layout(rec).usage).decode().splitlines():
+                name, _, value = line.partition(" ")
+                usage[name] = float(value)
+        except (FileNotFoundError, ValueError):
+            pass
+        acct = self.driver.accounting(rec) if rec.state.finished else None
+        wall = usage.get("wall_s")
+        if wall is None and rec.started and rec.finished:
+            wall = rec.finished - rec.started
+        if acct is not None and acct.elapsed is not None:
+            wall = acct.elapsed
+        cpu = usage["user_s"] + usage["sys_s"] if "user_s" in usage else None
+        rss = usage["max_rss_kib"] / 1024 if "max_rss_kib" in usage else None
+        if acct is not None and acct.max_rss is not None:
+            rss = max(rss or 0.0, float(acct.max_rss))
+        aborted = rec.state in (JobState.CANCELLED, JobState.TIMEOUT, JobState.LOST) or bool(
+            rec.signal) or (rec.state is JobState.FAILED and rec.exit_code is None)
+        return JobInfo(rec.job_id, rec.state, rec.exit_code, rec.signal, aborted, rec.reason,
+                       wall, cpu, rss, (acct.nodelist if acct else None) or (
+                           self.host if rec.backend == "local" and rec.state.started else None))

@@ -1,0 +1,271 @@
+"""One client's session: the store, transport, backend, driver and monitor it owns, and
+their lifetime. Every view of an Executor (:meth:`Executor.options`) shares one.
+
+How a ``submit`` flows (one small object per stage)::
+
+    Executor.submit(fn, *args)                          executor.py (the public API)
+      |  jobspec.call_job: payload, cache key, Job      jobspec.py
+      v
+    Submitter.submit(jobs, opts)                        submission.py
+      |  registry.watch(futures)                        registry.py (+ interest.INTEREST)
+      |  store lookup / recovery; prologues; stage files; insert records
+      v
+    driver (LocalQueue | SchedulerQueue) .poll()        localqueue.py / schedqueue.py
+      |  starts the job: job.sh -> python -m hpcexec.runner <jobdir>   runner.py
+      |  the record changes (running, completed, ...)   store.py
+      v
+    Monitor thread -> Tracker.records_changed(records)  monitor.py, tracker.py
+      |  epilogues.settled(rec)                         epilogues.py
+      |  outcomes.settle(rec, futures): value or exception   outcomes.py
+      v
+    JobFuture.settle(value, exc) -> future.result()     future.py (asks control.py)
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import posixpath
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+from . import integrity, trust
+from .backends import (Backend, LocalBackend, backend_names, scheduler_class, schedulers,
+                       unknown_backend)
+from .control import Controls
+from .environment import Environment
+from .epilogues import Epilogues
+from .errors import BackendError, CacheError, ResourceError
+from .future import JobFuture
+from .layout import place
+from .localqueue import LocalQueue
+from .monitor import Monitor
+from .outcomes import Outcomes
+from .registry import Registry
+from .remote import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, SSHOptions, check_python,
+                     is_local, open_ssh)
+from .resources import Resources
+from .schedqueue import SchedulerQueue
+from .store import Store
+from .tracker import Tracker
+from .transport.base import Transport
+from .transport.local import LocalShell
+
+log = logging.getLogger(__name__)
+
+
+def detect_backend(which: Callable[[str], str | None]) -> str:
+    """The first scheduler (built-in, then registered) whose commands are on PATH, else
+    ``"local"``."""
+    for name, cls in schedulers().items():
+        if all(which(c) for c in cls.commands):
+            return name
+    return "local"
+
+
+def check_settings(backend: str, host: str | None, ssh: SSHOptions, poll_interval: float | None,
+                   coalesce: float, calls_per_second: float) -> None:
+    """Refuse settings that cannot work together, saying what to change."""
+    if backend != "auto" and backend not in backend_names():
+        raise unknown_backend(backend, " or 'auto'")
+    if is_local(host) and ssh.given():
+        raise ResourceError(f"{', '.join(ssh.given())} apply to jobs on another host; "
+                            f"give host= too, or leave them out")
+    if not is_local(host) and backend == "local":
+        raise BackendError(f"the local backend runs jobs on this machine; for jobs on "
+                           f"{host} use its scheduler's backend ('slurm', 'sge', ...) or "
+                           f"'auto'")
+    for knob, value, least in (("poll_interval", poll_interval, 0.0),
+                               ("coalesce", coalesce, -1.0),
+                               ("calls_per_second", calls_per_second, 0.0)):
+        if value is None and knob == "poll_interval":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= least:
+            raise ResourceError(f"{knob} must be a {'non-negative' if least < 0 else 'positive'}"
+                                f" number, not {value!r}")
+
+
+class Session:
+    """Store, transport, backend, driver (``queue``) and monitor of one client, and the
+    futures it follows. Read-only for users and tests: ``store``, ``transport``,
+    ``backend``, ``queue`` (the driver), ``host``, ``cache_dir``, ``jobs_dir``, ``python``,
+    ``poll_interval``, :attr:`calls`, :meth:`futures`."""
+
+    def __init__(self, backend: str, cache_dir: str | os.PathLike, host: str | None,
+                 python: str | None, poll_interval: float | None,
+                 coalesce: float = 0.2, calls_per_second: float = 10.0,
+                 ssh: SSHOptions = SSHOptions()) -> None:
+        check_settings(backend, host, ssh, poll_interval, coalesce, calls_per_second)
+        self.cache_dir = Path(cache_dir).expanduser().absolute()
+        try:
+            self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
+        self.store = Store(self.cache_dir)
+        self.remote = not is_local(host)
+        self._own_cache: tuple[int, list[str]] = (-1, [])
+        self.transport: Transport = open_ssh(host, ssh) if self.remote else LocalShell()  # type: ignore[arg-type]
+        try:
+            self._set_up(backend, python, ssh, coalesce, calls_per_second)
+        except BaseException:
+            self.transport.close()
+            raise
+        self.host = self.transport.host
+        self._lock = threading.Lock()
+        self.closed = False
+        self._connect(poll_interval)
+
+    def _connect(self, poll_interval: float | None) -> None:
+        """The objects that follow this session's jobs and futures."""
+        interval = poll_interval or self.backend.poll_min
+        wake = self.wake
+        self.registry = Registry(os.path.realpath(self.store.path))
+        self.outcomes = Outcomes(self.transport, self.keyring, self.queue, self.host)
+        self.epilogues = Epilogues(self.store, self.transport, self.host, wake)
+        self.tracker = Tracker(self.store, self.queue, self.transport, self.registry,
+                               self.outcomes, self.epilogues)
+        self.control = Controls(self.store, self.queue, self.outcomes, str(self.jobs_dir),
+                                self.registry.where, wake)
+        self.monitor = Monitor(self.tracker, interval, max(self.backend.poll_max, interval))
+
+    def _set_up(self, backend: str, python: str | None, ssh: SSHOptions, coalesce: float,
+                calls_per_second: float) -> None:
+        """Where job files live, the interpreter jobs run with, and the backend's driver."""
+        which: Callable[[str], str | None] = self.transport.which
+        if self.remote:
+            self.files_dir = self.transport.expand_path(ssh.remote_dir or DEFAULT_REMOTE_DIR)
+            commands = sorted({c for cls in schedulers().values() for c in cls.commands})
+            remote = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON, commands)
+            self.python = remote.path
+            which = remote.commands.get  # one round trip, not one per command
+        else:
+            self.files_dir = str(self.cache_dir)  # job files beside the records
+            self.python = python or sys.executable
+        self.env = Environment.describe(remote=self.remote)
+        self.sys_path = self.env.job_sys_path()
+        self.jobs_dir = Path(self.files_dir) / "jobs"
+        self.transport.make_dir(str(self.jobs_dir))
+        trust.check(self.files_dir, "the job files directory", files=self.transport)
+        trust.check(str(self.jobs_dir), "the jobs directory", repair=True, files=self.transport)
+        self._install_key()
+        if backend == "auto":
+            backend = detect_backend(which)
+            log.info("backend 'auto' chose %r", backend)
+        self._open_driver(backend, which, coalesce, calls_per_second)
+
+    def _open_driver(self, backend: str, which: Callable[[str], str | None], coalesce: float,
+                     calls_per_second: float) -> None:
+        self.backend: Backend
+        self.queue: LocalQueue | SchedulerQueue
+        if backend == "local":
+            self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
+            self.queue = LocalQueue(self.store, self.transport, self.backend, self.key_file)
+            return
+        self.backend = scheduler_class(backend)()
+        if not all(which(c) for c in self.backend.commands):
+            where = (f"on {self.transport.host}'s PATH for a non-interactive SSH login"
+                     if self.remote else "on PATH")
+            hint = ("set PATH in the remote shell's startup file" if self.remote
+                    else "run on the cluster's login node, or use host= (SSH)")
+            raise BackendError(f"backend {backend!r} needs {', '.join(self.backend.commands)} "
+                               f"{where} and they are not there: {hint}")
+        self.queue = SchedulerQueue(self.store, self.transport, self.backend, self.files_dir,
+                                    window=coalesce, max_window=max(2.0, 10 * coalesce),
+                                    calls_per_second=calls_per_second)
+
+    def _install_key(self) -> None:
+        """This cache's key, and its copy where the jobs read it (``<files dir>/secrets/<id>``),
+        both checked: the user's, and private."""
+        self.key = integrity.client_key(self.cache_dir)
+        self.keyring = integrity.KeyRing(self.key)
+        self.key_file = integrity.key_path(self.files_dir, self.key)
+        secrets_dir = posixpath.dirname(self.key_file)
+        try:
+            trust.check(secrets_dir, "the keys directory", repair=True, files=self.transport)
+        except FileNotFoundError:
+            self.transport.make_dir(secrets_dir)  # private (0700)
+        try:
+            trust.check(self.key_file, "the jobs' copy of the cache key",
+                        forbidden=trust.ANY_ACCESS, repair=True, files=self.transport)
+        except FileNotFoundError:
+            self.transport.write_bytes(self.key_file, self.key)
+            self.transport.chmod(self.key_file, 0o600)
+
+    # -- read-only views -------------------------------------------------------------------
+    @property
+    def poll_interval(self) -> float:
+        """The shortest time between the monitor's status polls, in seconds."""
+        return self.monitor.interval
+
+    @property
+    def calls(self) -> Mapping[str, int]:
+        """How many times each scheduler command ran (``{"sbatch": 1, "squeue": 4}``); empty
+        on the local backend. A live read-only view."""
+        return MappingProxyType(getattr(self.queue, "calls", {}))
+
+    def futures(self) -> list[JobFuture]:
+        """The futures this session still follows (not done yet)."""
+        return self.registry.all()
+
+    def watching(self) -> bool:
+        """Whether any future still waits."""
+        return self.registry.watching()
+
+    def job_dir(self, key: str) -> str:
+        """Where job ``key``'s files are."""
+        return str(self.jobs_dir / key)
+
+    def wake(self) -> None:
+        """Have the monitor poll now (starting it if needed)."""
+        self.monitor.wake()
+
+    # -- what jobs are submitted with --------------------------------------------------------
+    def by_value(self) -> list[str]:
+        """Modules whose code goes inside payloads (see :meth:`Environment.by_value`),
+        looked for again only when modules were imported since."""
+        if self._own_cache[0] != len(sys.modules):
+            self._own_cache = (len(sys.modules), self.env.by_value())
+        return self._own_cache[1]
+
+    def placed(self, res: Resources) -> dict[str, str]:
+        """A job's path resources as it will run (see :func:`hpcexec.layout.place`): its
+        ``workdir`` absolute, relative to the current directory here or the remote
+        directory on another host."""
+        return place(res.to_dict(), base=self.files_dir if self.remote else os.getcwd(),
+                     expand=self.transport.expand_path, local=not self.remote)
+
+    def check_workdir(self, res: Resources) -> None:
+        """Refuse a job whose workdir on this machine does not exist or is no directory (on
+        another host the job's start tells)."""
+        if self.remote:
+            return
+        path = self.placed(res)["workdir"]
+        if not os.path.isdir(path):
+            why = "is not a directory" if os.path.exists(path) else "does not exist"
+            raise ResourceError(f"the workdir {path} {why}: create it, or give the directory "
+                                "the job should run in")
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        """Stop accepting work; see :meth:`hpcexec.Executor.shutdown`."""
+        with self._lock:
+            self.closed = True
+        if cancel_futures:
+            for f in self.futures():
+                if not f.running():
+                    f.cancel()
+        if wait:
+            concurrent.futures.wait(self.futures())
+            self.epilogues.shutdown()
+            self.monitor.stop(wait=True)
+            self.store.close()
+            self.transport.close()
+        else:
+            self.monitor.close_when_idle()

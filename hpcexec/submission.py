@@ -1,0 +1,242 @@
+"""Submitting jobs: cache lookup (and recovery of lost records), prologues, staging each
+job's files privately, and inserting the records, which renames the files into place.
+
+Files are staged under ``jobs/.new-<tag>-<key>`` and renamed into place inside the write
+transaction, so two clients submitting the same key never write into one job directory.
+What one submission staged, placed and set aside is kept in its own :class:`Staging`, so
+the clean-up after it sees exactly its own directories.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import hooks, integrity, recovery
+from .errors import PrologueFailed
+from .jobspec import Job
+from .layout import RECORD, JobLayout
+from .outcomes import layout
+from .preview import job_script
+from .schedqueue import FILE_DIRECTIVES
+from .session import Session
+from .states import JobState
+from .store import JobRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Staging:
+    """One submission's directories: staged, renamed into place, and earlier ones set
+    aside (removed once the records are in)."""
+
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    staged: list[str] = field(default_factory=list)
+    placed: set[str] = field(default_factory=set)
+    replaced: list[str] = field(default_factory=list)
+
+
+class Submitter:
+    """Submits the jobs of one session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.store = session.store
+        self.transport = session.transport
+
+    def submit(self, jobs: list[Job], opts: dict[str, Any]) -> None:
+        """Look the jobs up in the cache; submit those that must run; attach futures."""
+        registry = self.session.registry
+        unique: dict[str, Job] = {}
+        for j in jobs:
+            unique.setdefault(j.key, j)
+            # Watch before any record is written, so no change can slip past the monitor.
+            registry.watch(j.key, j.futures)
+        known = self.store.get_many(unique)
+        known.update(self.recover({k: known.get(k) for k in unique
+                                   if recovery.worth_a_look(known.get(k))}))
+        to_write = self._to_write(unique, known, opts)
+        try:
+            self._write(to_write, known, opts)
+        except BaseException:
+            for j in jobs:
+                registry.unwatch(j.key, j.futures)
+            raise
+        self.session.wake() if to_write else self.session.monitor.start()
+        attached = [key for key in unique if key not in to_write]
+        fresh = {k: known[k] for k in attached if known[k].state.finished}
+        fresh.update(self.store.get_many(k for k in attached if k not in fresh))
+        self.session.tracker.records_changed(fresh.values())
+
+    def _to_write(self, unique: dict[str, Job], known: dict[str, JobRecord],
+                  opts: dict[str, Any]) -> dict[str, Job]:
+        """The jobs that must run: no record, or one that asks to run again."""
+        force, retry = opts.get("force", False), opts.get("retry", True)
+        to_write: dict[str, Job] = {}
+        for key, j in unique.items():
+            rec = known.get(key)
+            if rec is None:
+                to_write[key] = j
+            elif rec.state.finished:
+                if force or (retry and rec.state is not JobState.COMPLETED):
+                    to_write[key] = j
+                elif rec.state is JobState.COMPLETED and not self._result_present(rec):
+                    log.warning("result of %s is missing from the cache; running it again", key)
+                    to_write[key] = j
+        return to_write
+
+    def _result_present(self, rec: JobRecord) -> bool:
+        return rec.kind == "shell" or self.transport.exists(layout(rec).result)
+
+    def _write(self, to_write: dict[str, Job], known: dict[str, JobRecord],
+               opts: dict[str, Any]) -> None:
+        """Prologues, staged files, then the records and the renames in one transaction."""
+        deps = sorted({f.key for f in opts.get("after", ())})
+        after_dirs = sorted({f.jobdir for f in opts.get("after", ())})
+        staging = Staging()
+        try:
+            for j in to_write.values():
+                self.session.check_workdir(j.res)
+            logs = self._prologues(to_write, opts.get("prologue"))
+            now = time.time()
+            records = {key: self._new_record(j, deps, opts, now) for key, j in to_write.items()}
+            for key, j in to_write.items():
+                self._stage(j, records[key], logs.get(key), staging, after_dirs,
+                            opts.get("aux_scripts"))
+            if to_write:
+                self._insert(records, known, staging)
+        finally:
+            for path in staging.staged:  # what was not renamed into place
+                if path not in staging.placed and self.transport.exists(path):
+                    self.transport.remove_tree(path)
+            for old in staging.replaced:
+                self.transport.remove_tree(old)
+
+    def _prologues(self, jobs: dict[str, Job], prologue: str | None) -> dict[str, bytes]:
+        """Run the prologue of each job about to be submitted (once per distinct text);
+        its log per key. A failure raises :class:`PrologueFailed` and nothing is submitted."""
+        if not prologue:
+            return {}
+        ran: dict[str, bytes] = {}
+        logs: dict[str, bytes] = {}
+        for key, j in jobs.items():
+            jobdir = self.session.job_dir(key)
+            text = hooks.render(prologue, j.res, j.name, jobdir)
+            if text not in ran:
+                result, error = hooks.run_logged(
+                    text, hooks.hook_env(key, j.name, jobdir, self.session.host))
+                if result is None or not result.ok:
+                    raise PrologueFailed(
+                        f"the prologue of job {j.name} ({key}) "
+                        f"{hooks.hook_failure('', result, error).strip()}; nothing was "
+                        f"submitted. Fix the prologue (or what it needs) and submit again")
+                ran[text] = hooks.log_text(result)
+            logs[key] = ran[text]
+        return logs
+
+    def recover(self, records: dict[str, JobRecord | None]) -> dict[str, JobRecord]:
+        """Records rebuilt from the job directories of ``records`` (by key: what the store
+        holds, None where it holds nothing) where a directory knows better (see
+        :mod:`hpcexec.recovery`); they are put in the store and returned by key."""
+        if not records:
+            return {}
+        s = self.session
+        found = recovery.rebuild(self.transport, s.keyring,
+                                 {key: s.job_dir(key) for key in records}, s.backend.name, s.host)
+        better = {k: r for k, r in found.items() if recovery.newer(r, records[k])}
+        if not better:
+            return {}
+        out: dict[str, JobRecord] = {}
+        with self.store.write() as tx:
+            for key, rec in better.items():
+                cur, before = tx.get(key), records[key]
+                if (cur.rev if cur else None) == (before.rev if before else None):
+                    out[key] = tx.put(rec)  # else changed meanwhile: that record stands
+        if out:
+            log.warning("%d job record(s) missing from the cache %s (or older there) were "
+                        "rebuilt from their job directories; finished results are reused",
+                        len(out), self.store.path)
+        return out
+
+    def _new_record(self, j: Job, deps: list[str], opts: dict[str, Any],
+                    now: float) -> JobRecord:
+        """The record of a job about to be submitted."""
+        extra: dict[str, Any] = {}  # kept in the record only when not the default
+        if opts.get("array_limit"):
+            extra["array_limit"] = opts["array_limit"]
+        if opts.get("reuse_slots") is False:
+            extra["reuse_slots"] = False
+        if j.directives:
+            extra[FILE_DIRECTIVES] = list(j.directives)
+        s = self.session
+        jobdir = s.job_dir(j.key)
+        epilogue = opts.get("epilogue")
+        return JobRecord(
+            key=j.key, backend=s.backend.name, host=s.host, kind=j.kind, jobdir=jobdir,
+            state=JobState.HELD if opts.get("hold") else JobState.PENDING,
+            name=j.name, submitted=now, cores=j.res.cores,
+            resources={**j.res.to_dict(), **s.placed(j.res), "python": s.python, **extra},
+            deps=deps,
+            epilogue=hooks.render(epilogue, j.res, j.name, jobdir) if epilogue else None)
+
+    def _stage(self, j: Job, rec: JobRecord, prologue_log: bytes | None, staging: Staging,
+               after: list[str], aux: dict[str, str] | None) -> None:
+        """Write a job's payload, script, other files, record copy and prologue log into
+        its staging directory (renamed into place by :meth:`_insert`)."""
+        stage = posixpath.join(str(self.session.jobs_dir), f".new-{staging.tag}-{j.key}")
+        staging.staged.append(stage)
+        jobdir = self.session.job_dir(j.key)
+        staged = JobLayout(stage, stage)  # the job directory's files, before the rename
+        write = self.transport.write_bytes
+        self.transport.make_dir(stage)
+        if j.kind != "shell":
+            assert j.file_bytes is not None
+            write(staged.payload, integrity.seal(self.session.key, j.file_bytes), atomic=False)
+        files = {**{name: hooks.render(text, j.res, j.name, jobdir).encode()
+                    for name, text in (aux or {}).items()}, **j.files}
+        for name, data in files.items():
+            write(staged.file(name), data, atomic=False)
+        write(staged.script, job_script(self.session, j, after).encode(), atomic=False)
+        write(posixpath.join(stage, RECORD), recovery.record_file(rec, self.session.key),
+              atomic=False)
+        if prologue_log is not None:
+            write(os.path.join(stage, hooks.PROLOGUE_LOG), prologue_log, atomic=False)
+
+    def _insert(self, records: dict[str, JobRecord], known: dict[str, JobRecord],
+                staging: Staging) -> None:
+        lost_race = 0
+        with self.store.write() as tx:
+            for key, new_rec in records.items():
+                cur = tx.get(key)
+                before = known.get(key)
+                if cur is not None and (before is None or cur.rev != before.rev):
+                    lost_race += 1  # another client submitted it meanwhile: attach to theirs
+                    continue
+                self._place(key, staging, replace=cur is not None or before is not None)
+                tx.put(new_rec)
+        if lost_race:
+            log.info("%d job(s) were submitted by another client at the same time; attaching",
+                     lost_race)
+
+    def _place(self, key: str, staging: Staging, replace: bool) -> None:
+        """Rename the staged directory of ``key`` into place, setting an earlier run's
+        directory aside."""
+        jobs_dir = str(self.session.jobs_dir)
+        jobdir = self.session.job_dir(key)
+        new = posixpath.join(jobs_dir, f".new-{staging.tag}-{key}")
+        old = posixpath.join(jobs_dir, f".old-{staging.tag}-{key}")
+        try:
+            if replace:
+                raise FileExistsError(jobdir)  # files of an earlier run, most likely
+            self.transport.rename(new, jobdir)
+        except OSError:
+            if self.transport.exists(jobdir):  # an earlier run's files: set aside
+                self.transport.rename(jobdir, old)
+                staging.replaced.append(old)
+            self.transport.rename(new, jobdir)
+        staging.placed.add(new)
