@@ -212,7 +212,8 @@ class _Server:
 
 
 def _child(listener: socket.socket, req: dict) -> None:
-    from .runner import exit_forked, main, redirect_output
+    from .jobfiles import exit_forked, redirect_output
+    from .runner import main
 
     def body() -> int:
         listener.close()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from .layout import STARTED
 
@@ -54,3 +58,30 @@ def killed_by(signum: int) -> str:
         name = f"signal {signum}"
     note = " (kill -9, or the out-of-memory killer)" if signum == signal.SIGKILL else ""
     return f"killed by {name}{note}"
+
+
+def redirect_output(stdout: str, stderr: str, *, append: bool = True) -> None:
+    """Point this process's standard output and error at a job's files (appended to, or
+    truncated; one descriptor when both are the same file)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    out = os.open(stdout, flags, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out if stderr == stdout else os.open(stderr, flags, 0o644), 2)
+
+
+def exit_forked(body: Callable[[], int]) -> NoReturn:
+    """In a forked job process: run ``body``, report what escapes it, and leave with its
+    exit code without running the parent's clean-up."""
+    code = 1
+    try:
+        code = body()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

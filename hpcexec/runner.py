@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 from . import codelines, trust
 from .errors import IntegrityError, OutOfMemory
@@ -247,31 +247,13 @@ def _write_usage(jobdir: Path, wall: float) -> None:
         pass
 
 
-def redirect_output(stdout: str, stderr: str, *, append: bool = True) -> None:
-    """Point this process's standard output and error at a job's files (appended to, or
-    truncated; one descriptor when both are the same file)."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    out = os.open(stdout, flags, 0o644)
-    os.dup2(out, 1)
-    os.dup2(out if stderr == stdout else os.open(stderr, flags, 0o644), 2)
-
-
-def exit_forked(body: Callable[[], int]) -> NoReturn:
-    """In a forked job process: run ``body``, report what escapes it, and leave with its
-    exit code without running the parent's clean-up."""
-    code = 1
-    try:
-        code = body()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+def run_task(jobdir: Path, key_file: Path | None,
+             prepare: Callable[[], None] = lambda: None) -> int:
+    """Run the record in ``jobdir`` in this (forked) process as the runner does: SIGTERM
+    handled, then ``prepare()`` (outputs, variables), then :func:`run`."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    prepare()
+    return run(jobdir, key_file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if share and key_file is not None:  # an array element that may run others of its array
         from .slots import serve
 
-        return serve(Path(argv[0]), Path(share), key_file)
+        return serve(Path(argv[0]), Path(share), key_file, run_task)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         return run(Path(argv[0]), key_file)

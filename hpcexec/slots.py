@@ -22,10 +22,15 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from .jobfiles import write_started
+from .jobfiles import exit_forked, redirect_output, write_started
+
+RunTask = Callable[[Path, Path, Callable[[], None]], int]
+"""The runner's :func:`hpcexec.runner.run_task`, handed to :func:`serve` (so this module
+does not import the runner, which imports it)."""
 
 SHARE = "share.json"
 CLAIMS = "claims"
@@ -74,10 +79,10 @@ def _stop(signum: int, frame: object) -> None:
     raise _Stop(signum)
 
 
-def serve(own: Path, array_dir: Path, key_file: Path) -> int:
+def serve(own: Path, array_dir: Path, key_file: Path, run_task: RunTask) -> int:
     """Run this element's record ``own``, then others of the array while time allows, each
-    trusting only ``key_file``; returns the exit code of the element (that of its own
-    record)."""
+    trusting only ``key_file`` and run by ``run_task`` in a forked child; returns the exit
+    code of the element (that of its own record)."""
     t0 = time.monotonic()
     spec = json.loads((array_dir / SHARE).read_text())
     jobdirs: list[str] = spec["jobdirs"]
@@ -89,7 +94,7 @@ def serve(own: Path, array_dir: Path, key_file: Path) -> int:
     code, longest = 0, 0.0
     try:
         started = time.monotonic()
-        code = _run_child(own, None, spec, key_file)
+        code = _run_child(own, None, spec, key_file, run_task)
         longest = time.monotonic() - started
         cursor = len(jobdirs) - 1
         own_index = jobdirs.index(str(own)) if str(own) in jobdirs else -1
@@ -98,14 +103,14 @@ def serve(own: Path, array_dir: Path, key_file: Path) -> int:
             if index == own_index or not claim(array_dir, index, me):
                 continue
             started = time.monotonic()
-            _run_child(Path(jobdirs[index]), index, spec, key_file, array_dir)
+            _run_child(Path(jobdirs[index]), index, spec, key_file, run_task, array_dir)
             longest = max(longest, time.monotonic() - started)
     except _Stop as s:
         return 128 + s.signum
     return code
 
 
-def _run_child(jobdir: Path, index: int | None, spec: dict, key_file: Path,
+def _run_child(jobdir: Path, index: int | None, spec: dict, key_file: Path, run_task: RunTask,
                array_dir: Path | None = None) -> int:
     """Fork a child that runs one record; wait for it and return its exit code. ``index``
     is None for the element's own record, whose files and variables are already set."""
@@ -123,7 +128,7 @@ def _run_child(jobdir: Path, index: int | None, spec: dict, key_file: Path,
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _child(jobdir, index, spec, key_file, out, err)  # never returns
+        _child(jobdir, index, spec, key_file, out, err, run_task)  # never returns
     return _wait(pid)
 
 
@@ -145,12 +150,8 @@ def _wait(pid: int) -> int:
 
 
 def _child(jobdir: Path, index: int | None, spec: dict, key_file: Path, out: str | None,
-           err: str | None) -> None:
-    from .runner import _on_signal, exit_forked, redirect_output, run
-
-    def body() -> int:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        signal.signal(signal.SIGTERM, _on_signal)
+           err: str | None, run_task: RunTask) -> None:
+    def prepare() -> None:
         if index is not None:
             assert out is not None and err is not None
             redirect_output(out, err, append=False)
@@ -158,6 +159,9 @@ def _child(jobdir: Path, index: int | None, spec: dict, key_file: Path, out: str
             os.environ["HPCEXEC_ARRAY_INDEX"] = str(index)
             write_started(jobdir, os.environ.get("HPCEXEC_JOB_ID", ""))
         sys.argv = [sys.executable, "-m", "hpcexec.runner", str(jobdir), str(key_file)]
-        return run(jobdir, key_file)
+
+    def body() -> int:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        return run_task(jobdir, key_file, prepare)
 
     exit_forked(body)
