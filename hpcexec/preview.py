@@ -54,5 +54,5 @@ def preview(session: Session, j: Job, after: list[JobFuture], hold: bool) -> str
     lay = job_layout(session, j)
     spec = queue.single_spec(j.res.replace(**{**placed, "workdir": None}), j.name,
                              lay.jobdir, lay.workdir, hold=hold, after=tuple(sorted(ids)))
-    body = single_body(session.backend, script, lay.script)
-    return submission_script(j.directives, session.backend.directives(spec), body)
+    body = single_body(queue.backend, script, lay.script)
+    return submission_script(j.directives, queue.backend.directives(spec), body)

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 class Polled(Protocol):
     """What the tracker asks of the driver (the local queue or a scheduler's)."""
 
-    wake_in: float | None
+    @property
+    def wake_in(self) -> float | None: ...  # when the monitor should look again, if sooner
 
     def poll(self) -> bool: ...
     def wait_fds(self) -> list[int]: ...

@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 class LocalShell(Transport):
-    """Runs commands with :mod:`subprocess` and reads files directly."""
+    """Runs commands with :mod:`subprocess` and reads files directly.
+
+    ``warm_start`` (read/write): whether local jobs start from a fork server (the default on
+    Linux unless ``HPCEXEC_FORKSERVER=0``); False starts each from its job script. It turns
+    False by itself when the fork server cannot be used."""
 
     def __init__(self) -> None:
         self.host = socket.gethostname()
