@@ -22,6 +22,7 @@ from .jobspec import Job
 from .layout import RECORD, JobLayout
 from .outcomes import layout
 from .preview import job_script
+from .registry import ANY, UNDECIDED
 from .schedqueue import FILE_DIRECTIVES
 from .session import Session
 from .states import JobState
@@ -55,8 +56,9 @@ class Submitter:
         unique: dict[str, Job] = {}
         for j in jobs:
             unique.setdefault(j.key, j)
-            # Watch before any record is written, so no change can slip past the monitor.
-            registry.watch(j.key, j.futures)
+            # Watch before any record is written, so no change can slip past the monitor;
+            # undecided until it is known whether the job runs again (see registry).
+            registry.watch(j.key, j.futures, after=UNDECIDED)
         known = self.store.get_many(unique)
         known.update(self.recover({k: known.get(k) for k in unique
                                    if recovery.worth_a_look(known.get(k))}))
@@ -67,10 +69,13 @@ class Submitter:
             for j in jobs:
                 registry.unwatch(j.key, j.futures)
             raise
+        for j in jobs:  # a job run again: its earlier run's record is not theirs
+            before = known.get(j.key) if j.key in to_write else None
+            registry.decide(j.futures, before.rev if before is not None else ANY)
         self.session.wake() if to_write else self.session.monitor.start()
         attached = [key for key in unique if key not in to_write]
         fresh = {k: known[k] for k in attached if known[k].state.finished}
-        fresh.update(self.store.get_many(k for k in attached if k not in fresh))
+        fresh.update(self.store.get_many(k for k in unique if k not in fresh))
         self.session.tracker.records_changed(fresh.values())
 
     def _to_write(self, unique: dict[str, Job], known: dict[str, JobRecord],

@@ -78,7 +78,7 @@ class Tracker:
             todo = {**self._reapply, **{rec.key: rec for rec in records}}
             self._reapply.clear()
         for rec in todo.values():
-            futures = self.registry.of(rec.key)
+            futures = self.registry.of(rec.key, rec)
             if not futures:
                 continue
             try:
