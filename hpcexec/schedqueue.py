@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
-from .errors import BackendError, SubmitError, TransportError
+from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
 from .jobfiles import killed_by, parse_exitcode
 from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
 from .recovery import Submitted, note_job_ids
@@ -334,10 +334,17 @@ class SchedulerQueue:
         drop = self._follow_claims(active, updates)
         seen: dict[str, JobStatus] = {}
         ids = sorted({r.job_id for r in active if r.job_id})
-        for i in range(0, len(ids), ID_CHUNK):
-            part = ids[i : i + ID_CHUNK]
-            out = self._run(self.backend.status_argv(part), query=True)
-            seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
+        try:
+            for i in range(0, len(ids), ID_CHUNK):
+                part = ids[i : i + ID_CHUNK]
+                out = self._run(self.backend.status_argv(part), query=True)
+                seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
+        except SchedulerOutputError as e:
+            # The command ran (a dropped connection is a TransportError, left to the
+            # monitor): the jobs keep their last state until an answer can be read.
+            log.warning("cannot read %s's job status this time: %s; asking again at the "
+                        "next poll", self.backend.name, e)
+            return False
         gone: list[JobRecord] = []
         unexplained: list[tuple[JobRecord, JobStatus]] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call

@@ -190,8 +190,9 @@ class SchedulerBackend(Backend):
 
     @abc.abstractmethod
     def parse_status(self, out: str, err: str, returncode: int) -> dict[str, JobStatus]:
-        """Parse the status command. Raise :class:`~hpcexec.errors.TransportError` when the
-        command failed as a whole (controller down): jobs then keep their last state."""
+        """Parse the status command. Raise :class:`~hpcexec.errors.SchedulerOutputError` when
+        the command failed as a whole (controller down) or its output cannot be read: jobs
+        then keep their last state."""
 
     def memory_kill(self, stderr: str) -> str | None:
         """What the scheduler wrote into a killed job's stderr when it killed it for passing

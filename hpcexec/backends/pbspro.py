@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 
-from ..errors import BackendError, SubmitError, TransportError
+from ..errors import BackendError, SchedulerOutputError, SubmitError
 from ..resources import Resources, format_time, local_time
 from ..script import ScriptParts
 from ..states import JobState
@@ -337,7 +337,7 @@ class PbsProBackend(PbsControl, SchedulerBackend):
         problems = [line for line in err.splitlines() if line.strip() and not GONE.search(line)]
         if returncode != 0 and (problems or not (err.strip() or out.strip())):
             why = problems[0] if problems else "no output"
-            raise TransportError(f"qstat failed ({returncode}): {why.strip()[:300]}")
+            raise SchedulerOutputError(f"qstat failed ({returncode}): {why.strip()[:300]}")
         found: dict[str, JobStatus] = {}
         for job_id, job in _jobs(out).items():
             st = self._status(job)
@@ -385,6 +385,8 @@ def _jobs(out: str) -> dict[str, dict]:
         pass
     found: dict[str, dict] = {}
     keys = list(_JOB_KEY_LINE.finditer(out))
+    if not keys:  # not one job in it: not qstat's JSON at all
+        raise SchedulerOutputError(f"qstat printed unreadable JSON: {out.strip()[:200]!r}")
     for m, nxt in zip(keys, keys[1:] + [None]):
         block = out[m.end() : nxt.start() if nxt else len(out)]
         job: dict = {}

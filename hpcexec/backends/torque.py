@@ -25,7 +25,7 @@ import re
 import shlex
 import xml.etree.ElementTree as ET
 
-from ..errors import TransportError
+from ..errors import SchedulerOutputError
 from ..layout import under
 from ..resources import Resources, format_time
 from ..script import ScriptParts
@@ -132,7 +132,7 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         problems = [line for line in err.splitlines() if line.strip() and not GONE.search(line)]
         if returncode != 0 and (problems or not (err.strip() or out.strip())):
             why = problems[0] if problems else "no output"
-            raise TransportError(f"qstat failed ({returncode}): {why.strip()[:300]}")
+            raise SchedulerOutputError(f"qstat failed ({returncode}): {why.strip()[:300]}")
         # Torque before 6.1 prints nothing at all when no job matches (TRQ-3622).
         text = re.sub(r"<\?xml[^>]*\?>", "", out).strip()
         if not text:
@@ -177,7 +177,7 @@ def _jobs(text: str) -> list[ET.Element]:
         pass
     else:
         if not len(root):
-            raise TransportError(f"qstat printed no XML: {text[:200]!r}")
+            raise SchedulerOutputError(f"qstat printed no XML: {text[:200]!r}")
         return list(root.iter("Job"))
     jobs = []
     for block in re.findall(r"<Job>.*?</Job>", text, re.S):
@@ -191,5 +191,5 @@ def _jobs(text: str) -> list[ET.Element]:
                     ET.SubElement(job, tag).text = m[1]
             jobs.append(job)
     if not jobs:
-        raise TransportError(f"qstat printed no readable XML: {text[:200]!r}")
+        raise SchedulerOutputError(f"qstat printed no readable XML: {text[:200]!r}")
     return jobs
