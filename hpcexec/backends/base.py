@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -235,3 +236,9 @@ class SchedulerBackend(Backend):
 
     def parse_max_array(self, out: str) -> int | None:
         return None
+
+
+def own_output(stdout: str, stderr: str, workdir: str) -> str:
+    """A line sending the job script's stdout and stderr to the job's own files."""
+    out, err, q = under(workdir, stdout), under(workdir, stderr), shlex.quote
+    return f"exec >{q(out)} 2>&1" if out == err else f"exec >{q(out)} 2>{q(err)}"

@@ -33,10 +33,17 @@ from ..resources import Resources, local_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (
-    NATIVE, JobStatus, Rule, SchedulerBackend, SubmitSpec, hold_option, option, rule,
+    NATIVE,
+    JobStatus,
+    Rule,
+    SchedulerBackend,
+    SubmitSpec,
+    hold_option,
+    option,
+    own_output,
+    rule,
     stdin_option,
 )
-from .torque import own_output
 
 #: LSF job states (bjobs man page, "Description") onto the common states; EXIT is refined
 #: by EXIT_REASON (REASONS) and DONE means exit code 0.
