@@ -32,7 +32,8 @@ DEADLINE_REASON = "deadline reached"
 STOPPED_REASONS = (TIMEOUT_REASON, DEADLINE_REASON)  # stopped by the queue: ends timeout
 TERMINATED_REASON = "terminated on request"
 ZOMBIE_GRACE = 5.0
-RUNNING_STATES = (JobState.RUNNING.value, JobState.SUSPENDED.value)
+RUNNING_STATES = (JobState.RUNNING, JobState.SUSPENDED)
+LOCAL = "local"
 
 
 @dataclass
@@ -43,15 +44,6 @@ class _Seen:
     state: JobState
     values: dict[str, Any]
     basis: str | None = None  # the record's reason when it was looked at
-
-
-#: queued local jobs of a host whose deadline (UTC text, compared as text) has passed
-_EXPIRED = ("backend = 'local' AND host = ? AND state IN ('pending', 'held') "
-            "AND json_extract(resources, '$.deadline') <= ?")
-
-
-def _utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
@@ -150,15 +142,13 @@ class LocalQueue:
     def poll(self) -> bool:
         """Bring running records up to date, then start what fits. True if anything changed."""
         now = time.time()
-        running = self.store.query(
-            "backend = 'local' AND host = ? AND state IN (?, ?)", (self.host, *RUNNING_STATES))
+        running = self.store.jobs_in(LOCAL, self.host, RUNNING_STATES)
         seen = [s for s in (self._look(r, now) for r in running) if s is not None]
         ended = {s.key for s in seen if s.state.finished}
         self._track({r.job_id for r in running if r.job_id and r.key not in ended})
         used = sum(r.cores for r in running if r.key not in ended)
-        has_pending = self.store.any(
-            "backend = 'local' AND host = ? AND state = 'pending'", (self.host,))
-        expired = self.store.any(_EXPIRED, (self.host, _utc(now)))
+        has_pending = self.store.any_in(LOCAL, self.host, [JobState.PENDING])
+        expired = bool(self.store.past_deadline(LOCAL, self.host, now))
         if not seen and not expired and not (has_pending and used < self.backend.total_cores):
             return False
         started = 0
@@ -167,7 +157,7 @@ class LocalQueue:
                 self._cancel_expired(tx, now)
             for s in seen:
                 cur = tx.get(s.key)
-                if cur is None or cur.state.value not in RUNNING_STATES:
+                if cur is None or cur.state not in RUNNING_STATES:
                     continue
                 values = s.values
                 if s.state.finished and cur.reason != s.basis:
@@ -210,26 +200,18 @@ class LocalQueue:
         return list(self._pidfds.values())
 
     def _start_pending(self, tx: Txn) -> int:
-        used = tx.conn.execute(
-            "SELECT COALESCE(SUM(cores), 0) FROM jobs WHERE backend = 'local' AND host = ? "
-            "AND state IN (?, ?)", (self.host, *RUNNING_STATES)).fetchone()[0]
-        free = self.backend.total_cores - used
+        free = self.backend.total_cores - tx.cores_in(LOCAL, self.host, RUNNING_STATES)
         if free <= 0:
             return 0
-        # Only the light columns of the queue head: a long queue costs no more than a short.
-        rows = tx.conn.execute(
-            "SELECT key, cores, deps, json_extract(resources, '$.begin') FROM jobs "
-            "WHERE backend = 'local' AND host = ? AND state = 'pending' "
-            "ORDER BY submitted, rowid LIMIT 1000", (self.host,)).fetchall()
         now = time.time()
         self._next_begin = None
         eligible = []
-        for key, cores, deps, begin in rows:
-            at = instant_epoch(begin) if begin else now
+        for q in tx.queue_head(LOCAL, self.host):
+            at = instant_epoch(q.begin) if q.begin else now
             if at > now:  # not before its begin time; look again then
                 self._next_begin = min(at, self._next_begin or at)
-            elif deps == "[]" or self._deps_ready(tx, key):
-                eligible.append((key, cores))
+            elif not q.has_deps or self._deps_ready(tx, q.key):
+                eligible.append((q.key, q.cores))
         chosen = plan_starts(eligible, free)
         for key in chosen:
             rec = tx.get(key)
@@ -248,7 +230,7 @@ class LocalQueue:
 
     def _cancel_expired(self, tx: Txn, now: float) -> None:
         """Cancel the queued jobs whose deadline passed before they could start."""
-        for rec in tx.query(_EXPIRED, (self.host, _utc(now))):
+        for rec in tx.past_deadline(LOCAL, self.host, now):
             tx.update(rec.key, state=JobState.CANCELLED, finished=now,
                       reason=f"its deadline {rec.resources['deadline']} passed before it "
                              "could start; it never ran")

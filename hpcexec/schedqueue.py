@@ -37,6 +37,8 @@ ID_CHUNK = 500  # job ids per status command
 MEMORY_KILL_TAIL = 8192  # bytes of a killed job's stderr searched for a memory kill
 LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
 NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
+QUEUED = (JobState.PENDING, JobState.HELD)
+ACTIVE = (*QUEUED, JobState.RUNNING, JobState.SUSPENDED)
 
 
 class RateLimit:
@@ -85,9 +87,6 @@ class SchedulerQueue:
         self.calls[argv[0]] += 1
         return self.transport.run(argv, input=input, idempotent=query)
 
-    def _where(self, extra: str = "") -> tuple[str, list[Any]]:
-        return f"backend = ? AND host = ?{extra}", [self.backend.name, self.host]
-
     def max_array(self) -> int:
         if self._max_array is None:
             argv = self.backend.max_array_argv()
@@ -116,8 +115,7 @@ class SchedulerQueue:
 
     # -- submission --------------------------------------------------------------------------
     def _submit_waiting(self) -> bool:
-        where, params = self._where(" AND job_id IS NULL AND state IN ('pending', 'held')")
-        waiting = self.store.query(where + " ORDER BY submitted, rowid", params)
+        waiting = self.store.jobs_in(self.backend.name, self.host, QUEUED, submitted=False)
         if not waiting:
             return False
         recovering = [r for r in waiting if (r.reason or "").startswith(SUBMITTING)]
@@ -323,9 +321,7 @@ class SchedulerQueue:
 
     # -- status ------------------------------------------------------------------------------
     def _refresh(self) -> bool:
-        where, params = self._where(" AND job_id IS NOT NULL AND state IN "
-                                    "('pending', 'held', 'running', 'suspended')")
-        active = self.store.query(where, params)
+        active = self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True)
         if not active:
             return False
         updates: dict[str, dict[str, Any]] = defaultdict(dict)
