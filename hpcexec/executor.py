@@ -22,6 +22,7 @@ from . import payload as pl
 from .backends import (SCHEDULERS, Backend, LocalBackend, backend_names, scheduler_class,
                        schedulers, unknown_backend)
 from .config import resolve as resolve_settings
+from .driver import Driver
 from .environment import Environment
 from .errors import (BackendError, CacheError, HpcexecError, JobFailed, ResourceError,
                      OutOfMemory, PrologueFailed, TransportError, UnknownJob)
@@ -29,7 +30,7 @@ from .future import JobFuture, JobInfo, ShellResult
 from .interest import INTEREST
 from .layout import RECORD, JobLayout, place
 from .localqueue import LocalQueue
-from .schedqueue import FILE_DIRECTIVES, SchedulerQueue, single_body, submission_script
+from .schedqueue import FILE_DIRECTIVES, SchedulerQueue
 from .monitor import Monitor
 from .runner import FutureRef
 from .remote import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, SSHOptions, check_python,
@@ -209,7 +210,7 @@ class _Core:
             backend = detect_backend(which)
             log.info("backend 'auto' chose %r", backend)
         self.backend: Backend
-        self.queue: LocalQueue | SchedulerQueue
+        self.queue: Driver
         if backend == "local":
             self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
             self.queue = LocalQueue(self.store, self.transport, self.backend, self.key_file)
@@ -759,20 +760,14 @@ class _Core:
         """What submitting ``j`` on its own would give the scheduler (the local backend:
         run), rendered as the submission does it; nothing is written."""
         script = self.job_script(j, sorted({str(f._core.jobs_dir / f.key) for f in after}))
-        if not isinstance(self.queue, SchedulerQueue):
-            return script
         ids = set()  # as if submitted now: dependencies not yet completed, by their ids
         for f in after:
             rec = f._core.store.get(f.key)
             if rec is not None and rec.job_id and rec.state is not JobState.COMPLETED:
                 ids.add(rec.job_id)
-        placed = self.placed(j.res)
-        lay = self.job_layout(j)
-        spec = self.queue.single_spec(j.res.replace(**{**placed, "workdir": None}), j.name,
-                                      lay.jobdir, lay.workdir, hold=hold,
-                                      after=tuple(sorted(ids)))
-        body = single_body(self.backend, script, lay.script)
-        return submission_script(j.directives, self.backend.directives(spec), body)
+        res = j.res.replace(**{**self.placed(j.res), "workdir": None})
+        return self.queue.preview(script, res, j.name, self.job_layout(j), hold=hold,
+                                  after=tuple(sorted(ids)), file_directives=j.directives)
 
     def _write_files(self, j: _Job, stage: str, after: list[str],
                      aux: dict[str, str] | None) -> None:

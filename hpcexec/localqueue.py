@@ -15,8 +15,9 @@ from typing import Any
 
 from . import trust
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
+from .driver import TERMINATED_REASON, Driver, terminated
 from .errors import TransportError, UntrustedPath
-from .jobfiles import killed_by, parse_exitcode
+from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import instant_epoch
@@ -30,7 +31,6 @@ KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 TIMEOUT_REASON = "walltime exceeded"
 DEADLINE_REASON = "deadline reached"
 STOPPED_REASONS = (TIMEOUT_REASON, DEADLINE_REASON)  # stopped by the queue: ends timeout
-TERMINATED_REASON = "terminated on request"
 ZOMBIE_GRACE = 5.0
 RUNNING_STATES = (JobState.RUNNING, JobState.SUSPENDED)
 LOCAL = "local"
@@ -57,7 +57,7 @@ def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
     return min(ends) if ends else None
 
 
-class LocalQueue:
+class LocalQueue(Driver):
     """Starts, watches and stops local jobs of one host."""
 
     def __init__(self, store: Store, transport: Transport, backend: LocalBackend,
@@ -94,11 +94,11 @@ class LocalQueue:
         now = time.time()
         if text is not None:
             code, reason = parse_exitcode(text)
-            sig = code - 128 if code is not None and code > 128 else None
+            sig = signal_of(code)
             state = JobState.COMPLETED if code == 0 else JobState.FAILED
             if rec.reason in STOPPED_REASONS:
                 state, reason = JobState.TIMEOUT, f"{rec.reason} ({reason or 'stopped'})"
-            elif rec.reason == TERMINATED_REASON:
+            elif terminated(rec):
                 state, reason = JobState.CANCELLED, TERMINATED_REASON
             return dict(state=state, exit_code=code, signal=sig, reason=reason, finished=now)
         if rec.job_id and self._alive(rec.job_id):
@@ -189,9 +189,6 @@ class LocalQueue:
         left = self._next_begin - time.time() if self._next_begin is not None else 0
         return left if left > 0 else None
 
-    def accounting(self, rec: JobRecord) -> None:
-        return None  # no accounting without a scheduler: the runner's usage file tells
-
     def close(self) -> None:
         self._track(set())
 
@@ -238,16 +235,7 @@ class LocalQueue:
     def _deps_ready(self, tx: Txn, key: str) -> bool:
         rec = tx.get(key)
         assert rec is not None
-        for dep in rec.deps:
-            d = tx.get(dep)
-            if d is None or (d.state.finished and d.state is not JobState.COMPLETED):
-                why = "is not in the cache" if d is None else f"ended {d.state.value}"
-                tx.update(rec.key, state=JobState.CANCELLED, finished=time.time(),
-                          reason=f"dependency {dep} {why}; this job never ran")
-                return False
-            if d.state is not JobState.COMPLETED:
-                return False
-        return True
+        return self.dependencies(rec, tx) == []
 
     def _start(self, tx: Txn, rec: JobRecord) -> None:
         untrusted = self._untrusted(rec)
@@ -315,15 +303,9 @@ class LocalQueue:
                       reason="cancelled before it started")
             return True
 
-    def terminate(self, key: str) -> bool:
-        """End a job: cancel it if pending, send SIGTERM to its process group if running."""
-        if self.cancel(key):
-            return True
-        with self.store.write() as tx:
-            rec = tx.get(key)
-            if rec is None or rec.state.finished or not rec.job_id:
-                return False
-            tx.update(key, reason=TERMINATED_REASON)
+    def _stop(self, rec: JobRecord) -> bool:
+        """SIGTERM to the job's process group."""
+        assert rec.job_id
         return self.transport.signal_group(split_job_id(rec.job_id)[0], signal.SIGTERM)
 
     def suspend(self, key: str) -> bool:

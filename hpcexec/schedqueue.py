@@ -18,8 +18,9 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
+from .driver import NEVER_RAN, TERMINATED_REASON, Driver, terminated
 from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
-from .jobfiles import killed_by, parse_exitcode
+from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
 from .recovery import Submitted, note_job_ids
 from .resources import Resources
@@ -31,7 +32,6 @@ from .transport.base import Transport
 log = logging.getLogger(__name__)
 
 SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
-TERMINATED_REASON = "terminated on request"
 FILE_DIRECTIVES = "file_directives"  # record resources: directives of a submitted job file
 ID_CHUNK = 500  # job ids per status command
 MEMORY_KILL_TAIL = 8192  # bytes of a killed job's stderr searched for a memory kill
@@ -58,7 +58,7 @@ class RateLimit:
             time.sleep(delay)
 
 
-class SchedulerQueue:
+class SchedulerQueue(Driver):
     """Submits, watches and controls the jobs of one scheduler backend on one host."""
 
     def __init__(self, store: Store, transport: Transport, backend: SchedulerBackend,
@@ -77,7 +77,7 @@ class SchedulerQueue:
         self._claims_seen: dict[str, dict[int, str]] = {}  # array dir -> index -> element
         self._relisted: set[str] = set()  # array dirs whose claims were read again this poll
         self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
-        self.wake_in: float | None = None  # the monitor should look again this soon
+        self._soon: float | None = None  # the monitor should look again this soon
 
     # -- commands ---------------------------------------------------------------------------
     def _run(self, argv: list[str], input: str | None = None, *, query: bool = False):
@@ -101,17 +101,16 @@ class SchedulerQueue:
         return self._max_array
 
     # -- one pass ----------------------------------------------------------------------------
+    @property
+    def wake_in(self) -> float | None:
+        """Seconds until jobs gathering for one submission are submitted (None: none wait)."""
+        return self._soon
+
     def poll(self) -> bool:
-        self.wake_in = None
+        self._soon = None
         changed = self._submit_waiting()
         changed = self._refresh() or changed
         return changed
-
-    def wait_fds(self) -> list[int]:
-        return []
-
-    def close(self) -> None:
-        pass
 
     # -- submission --------------------------------------------------------------------------
     def _submit_waiting(self) -> bool:
@@ -127,7 +126,7 @@ class SchedulerQueue:
         oldest = min(r.submitted or now for r in waiting)
         if now - newest < self.window and now - oldest < self.max_window:
             # More may be on the way: gather them into one submission.
-            self.wake_in = min(self.window - (now - newest), self.max_window - (now - oldest))
+            self._soon = min(self.window - (now - newest), self.max_window - (now - oldest))
             return False
         groups: dict[tuple, list[JobRecord]] = defaultdict(list)
         changed = False
@@ -152,21 +151,12 @@ class SchedulerQueue:
     def _dependency_ids(self, rec: JobRecord) -> list[str] | str | None:
         """Scheduler ids this job must wait for; "wait" if one is not submitted yet; None if
         one failed (the job is then cancelled)."""
-        ids = []
-        for dep in rec.deps:
-            d = self.store.get(dep)
-            if d is None or (d.state.finished and d.state is not JobState.COMPLETED):
-                why = "is not in the cache" if d is None else f"ended {d.state.value}"
-                with self.store.write() as tx:
-                    tx.update(rec.key, state=JobState.CANCELLED, finished=time.time(),
-                              reason=f"dependency {dep} {why}; this job never ran")
-                return None
-            if d.state is JobState.COMPLETED:
-                continue
-            if not d.job_id:
-                return "wait"
-            ids.append(d.job_id)
-        return sorted(ids)
+        waiting = self.dependencies(rec)
+        if waiting is None:
+            return None
+        if any(not d.job_id for d in waiting):
+            return "wait"
+        return sorted(d.job_id for d in waiting if d.job_id)
 
     def single_spec(self, res: Resources, name: str, jobdir: str, workdir: str, *,
                     hold: bool = False, after: tuple[str, ...] = ()) -> SubmitSpec:
@@ -365,7 +355,7 @@ class SchedulerQueue:
             elif st.reason == "DependencyNeverSatisfied":
                 never.append(rec.job_id or "")
                 updates[rec.key].update(state=JobState.CANCELLED, finished=now,
-                                        reason="a dependency failed; this job never ran")
+                                        reason=f"a dependency failed; {NEVER_RAN}")
             elif st.state is not rec.state:
                 updates[rec.key]["state"] = st.state
                 if st.state.started and not rec.started:
@@ -450,12 +440,12 @@ class SchedulerQueue:
         if state is JobState.COMPLETED and code not in (0, None):
             state = JobState.FAILED
         why = st.reason or reason
-        if state is JobState.CANCELLED and rec.reason == TERMINATED_REASON:
+        if state is JobState.CANCELLED and terminated(rec):
             why = TERMINATED_REASON  # we asked for it: say so, whatever the scheduler calls it
-        sig = st.signal if st.signal else (code - 128 if code is not None and code > 128 else None)
+        sig = st.signal if st.signal else signal_of(code)
         if why is None and sig and state is not JobState.COMPLETED:
             why = killed_by(sig)
-        if state is not JobState.COMPLETED and found is None and rec.reason != TERMINATED_REASON:
+        if state is not JobState.COMPLETED and found is None and not terminated(rec):
             killed = self._memory_kill(rec)
             if killed:
                 state, why = JobState.FAILED, f"out of memory: {killed}"
@@ -545,15 +535,17 @@ class SchedulerQueue:
                       reason="cancelled before it started")
         return True
 
-    def terminate(self, key: str) -> bool:
-        if self.cancel(key):
-            return True
-        rec = self.store.get(key)
-        if rec is None or rec.state.finished or not rec.job_id:
-            return False
-        with self.store.write() as tx:
-            tx.update(key, reason=TERMINATED_REASON)
+    def _stop(self, rec: JobRecord) -> bool:
+        """The scheduler's cancel command for a started job."""
+        assert rec.job_id
         return self._run(self.backend.cancel_argv([rec.job_id])).ok
+
+    def preview(self, script: str, res: Resources, name: str, lay: JobLayout, *,
+                hold: bool, after: tuple[str, ...], file_directives: Sequence[str]) -> str:
+        """The submission script of one job on its own: directives, then the job script."""
+        spec = self.single_spec(res, name, lay.jobdir, lay.workdir, hold=hold, after=after)
+        body = single_body(self.backend, script, lay.script)
+        return submission_script(file_directives, self.backend.directives(spec), body)
 
     def hold(self, key: str) -> bool:
         """Keep a job that has not started from starting (the scheduler's hold) until

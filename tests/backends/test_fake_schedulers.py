@@ -188,3 +188,9 @@ def test_a_failed_dependency_cancels_its_dependents(fex, flavor):
         second.result(timeout=30)
     assert info.value.state is JobState.CANCELLED and second.job_id is None
     assert info.value.reason == f"dependency {first.key} ended failed; this job never ran"
+
+
+def test_a_job_exiting_128_plus_n_reads_as_killed_by_signal_n(fex, flavor):
+    with pytest.raises(JobFailed) as info:
+        fex.submit_shell("exit 143").result(timeout=30)
+    assert (info.value.exit_code, info.value.signal) == (143, 15)
