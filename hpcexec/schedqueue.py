@@ -166,13 +166,13 @@ class SchedulerQueue(Driver):
                           hold=hold, after=after)
 
     def _submit_group(self, recs: list[JobRecord], after: list[str], hold: bool) -> None:
+        """Submit jobs of one kind together: one on its own, more as one array. The intent is
+        recorded before the scheduler is called, the job ids after."""
         first = recs[0]
         res = Resources.from_dict({k: v for k, v in first.resources.items() if k != "workdir"})
         workdir = JobLayout.of(first.jobdir, first.resources).workdir
         names = {r.name for r in recs}
         name = names.pop() if len(names) == 1 else "hpcexec-batch"
-        shared = False
-        base: str | None = None  # the array's directory
         if len(recs) == 1:
             spec = self.single_spec(res, name, first.jobdir, workdir, hold=hold,
                                     after=tuple(after))
@@ -180,68 +180,85 @@ class SchedulerQueue(Driver):
             # and what the scheduler's own views of the job (scontrol, qstat -j) show.
             path = JobLayout.of(first.jobdir, first.resources).script
             body = single_body(self.backend, self.transport.read_bytes(path).decode(), path)
+            shared_dir = None
         else:
-            base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
-            self.transport.make_dir(base)
-            pattern = self.backend.array_index_pattern
-            first_index = self.backend.array_index_base
-            for i, r in enumerate(recs, first_index):  # each element's output: its own job dir
-                lay = JobLayout.of(r.jobdir, r.resources)
-                self.transport.symlink(lay.stdout, os.path.join(base, f"{i}.out"))
-                self.transport.symlink(lay.stderr, os.path.join(base, f"{i}.err"))
-            self.transport.write_bytes(os.path.join(base, "jobdirs"),
-                                       "".join(r.jobdir + "\n" for r in recs).encode())
-            shared = self._shareable(recs, after, hold)
-            if shared:
-                self._write_share(base, recs, res, name)
-            spec = SubmitSpec(os.path.join(base, SUBMIT_SCRIPT), res, name,
-                              os.path.join(base, f"{pattern}.out"),
-                              os.path.join(base, f"{pattern}.err"), workdir,
-                              array_size=len(recs), hold=hold, after=tuple(after),
-                              array_limit=first.resources.get("array_limit"))
-            qbase = shlex.quote(base)
-            body = (f"mapfile -t _hx_dirs < {qbase}/jobdirs\n"
-                    f"_hx_i={self.backend.array_index_expr}\n")
-            if shared:  # run only a record no other element has taken; then maybe more
-                body += (f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
-                         f"|| exit 0\nexport HPCEXEC_SHARE={qbase}\n")
-            body += f'exec /bin/bash "${{_hx_dirs[$_hx_i]}}/{SCRIPT}"'
-
+            spec, body, shared_dir = self._array(recs, res, name, workdir, after, hold)
         try:
             directives = self.backend.directives(spec)
         except (BackendError, ValueError) as e:  # cannot be expressed: fail, never retry
-            with self.store.write() as tx:
-                for r in recs:
-                    tx.update(r.key, state=JobState.FAILED, finished=time.time(),
-                              reason=f"{self.backend.name} cannot submit this job: {e}")
+            self._fail(recs, f"{self.backend.name} cannot submit this job: {e}")
             return
         script = submission_script(first.resources.get(FILE_DIRECTIVES, ()), directives, body)
         self.transport.write_bytes(spec.script, script.encode())
         with self.store.write() as tx:  # the intent, so a crash here never submits twice
             for r in recs:
                 resources = {k: v for k, v in r.resources.items() if k != "array_dir"}
-                if shared:
-                    resources["array_dir"] = base
+                if shared_dir:
+                    resources["array_dir"] = shared_dir
                 tx.update(r.key, reason=SUBMITTING + spec.script, resources=resources)
+        job_id = self._hand_over(recs, spec, script)
+        if job_id is not None:
+            self._record_ids(recs, spec, job_id, shared_dir)
+
+    def _array(self, recs: list[JobRecord], res: Resources, name: str, workdir: str,
+               after: list[str], hold: bool) -> tuple[SubmitSpec, str, str | None]:
+        """An array of ``recs``, its files written in a new directory: its submission, the
+        body under its directives, and that directory if its elements share records."""
+        base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
+        self.transport.make_dir(base)
+        pattern = self.backend.array_index_pattern
+        for i, r in enumerate(recs, self.backend.array_index_base):
+            lay = JobLayout.of(r.jobdir, r.resources)  # each element's output: its own job dir
+            self.transport.symlink(lay.stdout, os.path.join(base, f"{i}.out"))
+            self.transport.symlink(lay.stderr, os.path.join(base, f"{i}.err"))
+        self.transport.write_bytes(os.path.join(base, "jobdirs"),
+                                   "".join(r.jobdir + "\n" for r in recs).encode())
+        shared = self._shareable(recs, after, hold)
+        if shared:
+            self._write_share(base, recs, res, name)
+        spec = SubmitSpec(os.path.join(base, SUBMIT_SCRIPT), res, name,
+                          os.path.join(base, f"{pattern}.out"),
+                          os.path.join(base, f"{pattern}.err"), workdir,
+                          array_size=len(recs), hold=hold, after=tuple(after),
+                          array_limit=recs[0].resources.get("array_limit"))
+        qbase = shlex.quote(base)
+        body = (f"mapfile -t _hx_dirs < {qbase}/jobdirs\n"
+                f"_hx_i={self.backend.array_index_expr}\n")
+        if shared:  # run only a record no other element has taken; then maybe more
+            body += (f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
+                     f"|| exit 0\nexport HPCEXEC_SHARE={qbase}\n")
+        body += f'exec /bin/bash "${{_hx_dirs[$_hx_i]}}/{SCRIPT}"'
+        return spec, body, base if shared else None
+
+    def _fail(self, recs: list[JobRecord], reason: str) -> None:
+        with self.store.write() as tx:
+            for r in recs:
+                tx.update(r.key, state=JobState.FAILED, finished=time.time(), reason=reason)
+
+    def _hand_over(self, recs: list[JobRecord], spec: SubmitSpec, script: str) -> str | None:
+        """Run the submit command: the job id; None if the scheduler refused (the records
+        then failed). A TransportError passes: whether it was submitted is unknown."""
         try:
             out = self._run(self.backend.submit_argv(spec),
                             input=script if self.backend.submit_stdin else None)
             if not out.ok:
                 raise SubmitError(f"{self.backend.name} refused the job: "
                                   f"{(out.stderr or out.stdout).strip()[:500]}")
-            job_id = self.backend.parse_submit(out.stdout)
+            return self.backend.parse_submit(out.stdout)
         except SubmitError as e:
             log.error("%s", e)
-            with self.store.write() as tx:
-                for r in recs:
-                    tx.update(r.key, state=JobState.FAILED, finished=time.time(), reason=str(e))
-            return
+            self._fail(recs, str(e))
+            return None
         except TransportError:
             # Unknown whether it reached the scheduler: the intent stays, recovery decides.
             log.warning("submitting %s may have failed; checking before any retry", spec.script)
             raise
+
+    def _record_ids(self, recs: list[JobRecord], spec: SubmitSpec, job_id: str,
+                    shared_dir: str | None) -> None:
+        """Keep the submitted jobs' ids: beside each job, then in the records."""
         ids = {r.jobdir: Submitted(job_id) if spec.array_size is None else
-               Submitted(self.backend.element_id(job_id, i), i, base if shared else None)
+               Submitted(self.backend.element_id(job_id, i), i, shared_dir)
                for i, r in enumerate(recs)}
         note_job_ids(self.transport, ids)  # so a lost cache still knows they were submitted
         with self.store.write() as tx:
@@ -311,6 +328,8 @@ class SchedulerQueue(Driver):
 
     # -- status ------------------------------------------------------------------------------
     def _refresh(self) -> bool:
+        """Bring the submitted records up to date: the status of every job in one command per
+        chunk of ids, then the exit-code files and accounting of those that ended."""
         active = self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True)
         if not active:
             return False
@@ -318,23 +337,53 @@ class SchedulerQueue(Driver):
         self._claims_seen = {}
         self._relisted = set()
         drop = self._follow_claims(active, updates)
+        seen = self._statuses(sorted({r.job_id for r in active if r.job_id}))
+        if seen is None:
+            return False
+        now = time.time()
+        gone, unexplained, never = self._compare(active, seen, updates, now)
+        if unexplained:
+            acct = self._accounting([r for r, _ in unexplained])
+            for rec, st in unexplained:
+                updates[rec.key].update(self._final(rec, acct.get(rec.job_id or "", st), now, None))
+        if never or drop:  # elements with nothing left to do need not start
+            for i in range(0, len(never + drop), ID_CHUNK):
+                self._run(self.backend.cancel_argv((never + drop)[i : i + ID_CHUNK]))
+        if gone:
+            for key, values in self._judge_gone(gone, now).items():
+                updates[key].update(values)
+        updates = {k: v for k, v in updates.items() if v}
+        if not updates:
+            return False
+        with self.store.write() as tx:
+            for key, values in updates.items():
+                tx.update(key, **values)
+        return True
+
+    def _statuses(self, ids: list[str]) -> dict[str, JobStatus] | None:
+        """What the scheduler's status command says of these jobs; None (logged) where its
+        answer cannot be read."""
         seen: dict[str, JobStatus] = {}
-        ids = sorted({r.job_id for r in active if r.job_id})
         try:
             for i in range(0, len(ids), ID_CHUNK):
-                part = ids[i : i + ID_CHUNK]
-                out = self._run(self.backend.status_argv(part), query=True)
+                out = self._run(self.backend.status_argv(ids[i : i + ID_CHUNK]), query=True)
                 seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
         except SchedulerOutputError as e:
             # The command ran (a dropped connection is a TransportError, left to the
             # monitor): the jobs keep their last state until an answer can be read.
             log.warning("cannot read %s's job status this time: %s; asking again at the "
                         "next poll", self.backend.name, e)
-            return False
+            return None
+        return seen
+
+    def _compare(self, active: list[JobRecord], seen: dict[str, JobStatus],
+                 updates: dict[str, dict[str, Any]], now: float
+                 ) -> tuple[list[JobRecord], list[tuple[JobRecord, JobStatus]], list[str]]:
+        """Note in ``updates`` what the status changed; return the jobs gone from the queue,
+        those that ended without saying how, and the ids of those whose dependency failed."""
         gone: list[JobRecord] = []
         unexplained: list[tuple[JobRecord, JobStatus]] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
-        now = time.time()
         exits = self._exit_files([r for r in active if (st := seen.get(r.job_id or ""))
                                   and st.state.finished])
         for rec in active:
@@ -360,23 +409,7 @@ class SchedulerQueue(Driver):
                 updates[rec.key]["state"] = st.state
                 if st.state.started and not rec.started:
                     updates[rec.key]["started"] = now
-        if unexplained:
-            acct = self._accounting([r for r, _ in unexplained])
-            for rec, st in unexplained:
-                updates[rec.key].update(self._final(rec, acct.get(rec.job_id or "", st), now, None))
-        if never or drop:  # elements with nothing left to do need not start
-            for i in range(0, len(never + drop), ID_CHUNK):
-                self._run(self.backend.cancel_argv((never + drop)[i : i + ID_CHUNK]))
-        if gone:
-            for key, values in self._judge_gone(gone, now).items():
-                updates[key].update(values)
-        updates = {k: v for k, v in updates.items() if v}
-        if not updates:
-            return False
-        with self.store.write() as tx:
-            for key, values in updates.items():
-                tx.update(key, **values)
-        return True
+        return gone, unexplained, never
 
     def _claims(self, array_dir: str) -> dict[int, str]:
         """Which element ran each record of a shared array that another element took
