@@ -297,9 +297,9 @@ class SchedulerQueue(Driver):
         argv = self.backend.find_argv()
         if argv:
             r = self._run(argv, query=True)
-            if not r.ok:
-                raise TransportError(f"cannot list queued jobs to recover submissions: "
-                                     f"{(r.stderr or r.stdout).strip()[:300]}")
+            if not r.ok:  # the command ran: the scheduler's answer, not the connection
+                raise SchedulerOutputError(f"cannot list queued jobs to recover submissions: "
+                                           f"{(r.stderr or r.stdout).strip()[:300]}")
             queued = self.backend.parse_find(r.stdout)
         adopted: dict[str, Submitted] = {}
         with self.store.write() as tx:

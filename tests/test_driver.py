@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import inspect
+import logging
 
 import pytest
 
 from hpcexec import JobFailed, JobState
 from hpcexec.backends import SCHEDULERS, LocalBackend
 from hpcexec.driver import NEVER_RAN, Driver, dependency_failed
+from hpcexec.errors import SchedulerOutputError, TransportError
 from hpcexec.jobfiles import killed_by, signal_of
 from hpcexec.localqueue import LocalQueue
-from hpcexec.schedqueue import SchedulerQueue
+from hpcexec.schedqueue import SUBMITTING, SchedulerQueue
 from hpcexec.store import JobRecord, Store
+from hpcexec.transport.base import CommandResult
 from hpcexec.transport.local import LocalShell
 
 DRIVERS = {
@@ -95,3 +98,70 @@ def test_a_job_exiting_128_plus_n_reads_as_killed_by_signal_n_locally(ex):
     with pytest.raises(JobFailed) as info:
         ex.submit_shell("exit 143").result(timeout=30)
     assert (info.value.exit_code, info.value.signal) == (143, 15)
+
+
+# -- a scheduler's unreadable answer is not a dropped connection, and vice versa ---------
+class Scripted(LocalShell):
+    """Runs nothing: each command name answers with the next scripted result, or raises it."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers = answers  # command name -> list of (rc, stdout) or exceptions
+        self.ran: list[str] = []
+
+    def run(self, argv, *, input=None, timeout=60.0, idempotent=False):
+        self.ran.append(argv[0])
+        answer = self.answers[argv[0]].pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        rc, out = answer
+        return CommandResult(tuple(argv), rc, out, "" if rc == 0 else out)
+
+
+def _slurm(tmp_path, answers, rec: JobRecord):
+    (tmp_path / "cache").mkdir()
+    store = Store(tmp_path / "cache")
+    shell = Scripted(answers)
+    rec.backend, rec.host = "slurm", shell.host
+    with store.write() as tx:
+        tx.put(rec)
+    return store, shell, SchedulerQueue(store, shell, SCHEDULERS["slurm"](), str(tmp_path))
+
+
+def test_an_unreadable_status_is_logged_and_the_next_poll_reads_it(tmp_path, caplog):
+    store, _shell, queue = _slurm(tmp_path, {"squeue": [
+        (0, "slurm_load_jobs: garbled \x00\n"), (0, "12|RUNNING|None|vm|\n")]},
+        _rec("k", JobState.PENDING, job_id="12"))
+    caplog.set_level(logging.WARNING, logger="hpcexec.schedqueue")
+    assert queue.poll() is False  # no exception: the monitor is not told the poll failed
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("cannot read slurm's job status this time: squeue printed an "
+                           "unreadable line") and "\n" not in line
+    assert store.get("k").state is JobState.PENDING  # kept, not judged gone
+    assert queue.poll() is True and store.get("k").state is JobState.RUNNING
+
+
+def test_a_dropped_connection_while_polling_is_left_to_the_monitor(tmp_path, caplog):
+    store, _shell, queue = _slurm(tmp_path, {"squeue": [TransportError("connection dropped")]},
+                                 _rec("k", JobState.PENDING, job_id="12"))
+    caplog.set_level(logging.WARNING, logger="hpcexec.schedqueue")
+    with pytest.raises(TransportError, match="connection dropped"):
+        queue.poll()
+    assert store.get("k").state is JobState.PENDING
+    assert not [r for r in caplog.records if "cannot read" in r.getMessage()]
+
+
+@pytest.mark.parametrize("answer, error", [
+    ((1, "slurm_load_jobs error: Unable to contact slurm controller"), SchedulerOutputError),
+    (TransportError("connection dropped"), TransportError),
+])
+def test_a_submission_to_recover_waits_for_a_usable_list_of_queued_jobs(tmp_path, answer,
+                                                                         error):
+    rec = _rec("k", JobState.PENDING)
+    rec.reason = SUBMITTING + "/arrays/x/submit.sh"
+    store, shell, queue = _slurm(tmp_path, {"squeue": [answer]}, rec)
+    with pytest.raises(error) as info:
+        queue.poll()
+    assert error is TransportError or not isinstance(info.value, TransportError)
+    assert shell.ran == ["squeue"]  # nothing submitted again
+    assert store.get("k").reason == rec.reason  # the intent stays for the next poll
