@@ -33,7 +33,6 @@ DEADLINE_REASON = "deadline reached"
 STOPPED_REASONS = (TIMEOUT_REASON, DEADLINE_REASON)  # stopped by the queue: ends timeout
 ZOMBIE_GRACE = 5.0
 RUNNING_STATES = (JobState.RUNNING, JobState.SUSPENDED)
-LOCAL = "local"
 
 
 @dataclass
@@ -142,13 +141,13 @@ class LocalQueue(Driver):
     def poll(self) -> bool:
         """Bring running records up to date, then start what fits. True if anything changed."""
         now = time.time()
-        running = self.store.jobs_in(LOCAL, self.host, RUNNING_STATES)
+        running = self.store.jobs_in(self.backend.name, self.host, RUNNING_STATES)
         seen = [s for s in (self._look(r, now) for r in running) if s is not None]
         ended = {s.key for s in seen if s.state.finished}
         self._track({r.job_id for r in running if r.job_id and r.key not in ended})
         used = sum(r.cores for r in running if r.key not in ended)
-        has_pending = self.store.any_in(LOCAL, self.host, [JobState.PENDING])
-        expired = bool(self.store.past_deadline(LOCAL, self.host, now))
+        has_pending = self.store.any_in(self.backend.name, self.host, [JobState.PENDING])
+        expired = bool(self.store.past_deadline(self.backend.name, self.host, now))
         if not seen and not expired and not (has_pending and used < self.backend.total_cores):
             return False
         started = 0
@@ -197,13 +196,14 @@ class LocalQueue(Driver):
         return list(self._pidfds.values())
 
     def _start_pending(self, tx: Txn) -> int:
-        free = self.backend.total_cores - tx.cores_in(LOCAL, self.host, RUNNING_STATES)
+        used = tx.cores_in(self.backend.name, self.host, RUNNING_STATES)
+        free = self.backend.total_cores - used
         if free <= 0:
             return 0
         now = time.time()
         self._next_begin = None
         eligible = []
-        for q in tx.queue_head(LOCAL, self.host):
+        for q in tx.queue_head(self.backend.name, self.host):
             at = instant_epoch(q.begin) if q.begin else now
             if at > now:  # not before its begin time; look again then
                 self._next_begin = min(at, self._next_begin or at)
@@ -227,7 +227,7 @@ class LocalQueue(Driver):
 
     def _cancel_expired(self, tx: Txn, now: float) -> None:
         """Cancel the queued jobs whose deadline passed before they could start."""
-        for rec in tx.past_deadline(LOCAL, self.host, now):
+        for rec in tx.past_deadline(self.backend.name, self.host, now):
             tx.update(rec.key, state=JobState.CANCELLED, finished=now,
                       reason=f"its deadline {rec.resources['deadline']} passed before it "
                              "could start; it never ran")
