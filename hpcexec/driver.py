@@ -10,6 +10,8 @@ The rules they share:
 
 * a job whose dependency failed, was cancelled, or left the cache never runs: it is cancelled
   with the reason (:meth:`Driver.dependencies`);
+* a queued job (:data:`QUEUED`) that is cancelled ends cancelled with the reason, and its
+  end time (:func:`cancelled`);
 * :meth:`Driver.terminate` of a queued job cancels it; of a running one, it marks the record
   :data:`TERMINATED_REASON` first, then stops the job, so its end reads "terminated on
   request" (:func:`terminated`);
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 TERMINATED_REASON = "terminated on request"
 NEVER_RAN = "this job never ran"
+NOT_STARTED = "cancelled before it started"
+QUEUED = (JobState.PENDING, JobState.HELD)  # not started: what cancel and hold apply to
 
 
 def terminated(rec: JobRecord) -> bool:
@@ -41,6 +45,11 @@ def terminated(rec: JobRecord) -> bool:
     cancelled on request (by the local queue, which sent the signal itself, whatever the
     exit code; by the scheduler driver where the scheduler says it was cancelled)."""
     return rec.reason == TERMINATED_REASON
+
+
+def cancelled(tx: Txn, key: str, reason: str = NOT_STARTED) -> None:
+    """Record that a job that never started was cancelled, and why."""
+    tx.update(key, state=JobState.CANCELLED, finished=time.time(), reason=reason)
 
 
 def dependency_failed(dep: str, found: JobRecord | None) -> str | None:
@@ -139,12 +148,11 @@ class Driver(abc.ABC):
             found = reader.get(dep)
             why = dependency_failed(dep, found)
             if why is not None:
-                values = {"state": JobState.CANCELLED, "finished": time.time(), "reason": why}
                 if tx is not None:
-                    tx.update(rec.key, **values)
+                    cancelled(tx, rec.key, why)
                 else:
                     with self.store.write() as w:
-                        w.update(rec.key, **values)
+                        cancelled(w, rec.key, why)
                 return None
             assert found is not None
             if found.state is not JobState.COMPLETED:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import trust
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
-from .driver import TERMINATED_REASON, Driver, terminated
+from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import TransportError, UntrustedPath
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
@@ -297,10 +297,9 @@ class LocalQueue(Driver):
         """Cancel a job that has not started. False if it runs or has ended."""
         with self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+            if rec is None or rec.state not in QUEUED:
                 return False
-            tx.update(key, state=JobState.CANCELLED, finished=time.time(),
-                      reason="cancelled before it started")
+            cancelled(tx, key)
             return True
 
     def _stop(self, rec: JobRecord) -> bool:
@@ -329,7 +328,7 @@ class LocalQueue(Driver):
         """Keep a queued job from starting until :meth:`release`. False if it has started."""
         with self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+            if rec is None or rec.state not in QUEUED:
                 return False
             if rec.state is JobState.PENDING:
                 tx.update(key, state=JobState.HELD)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
-from .driver import NEVER_RAN, TERMINATED_REASON, Driver, terminated
+from .driver import NEVER_RAN, QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
@@ -37,7 +37,6 @@ ID_CHUNK = 500  # job ids per status command
 MEMORY_KILL_TAIL = 8192  # bytes of a killed job's stderr searched for a memory kill
 LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
 NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
-QUEUED = (JobState.PENDING, JobState.HELD)
 ACTIVE = (*QUEUED, JobState.RUNNING, JobState.SUSPENDED)
 
 
@@ -546,11 +545,10 @@ class SchedulerQueue(Driver):
     def cancel(self, key: str) -> bool:
         with self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+            if rec is None or rec.state not in QUEUED:
                 return False
             if rec.job_id is None and not (rec.reason or "").startswith(SUBMITTING):
-                tx.update(key, state=JobState.CANCELLED, finished=time.time(),
-                          reason="cancelled before it was submitted")
+                cancelled(tx, key, "cancelled before it was submitted")
                 return True
         if rec.job_id is None:
             return False
@@ -564,8 +562,7 @@ class SchedulerQueue(Driver):
         elif not self._run(self.backend.cancel_argv([rec.job_id])).ok:
             return False
         with self.store.write() as tx:
-            tx.update(key, state=JobState.CANCELLED, finished=time.time(),
-                      reason="cancelled before it started")
+            cancelled(tx, key)
         return True
 
     def _stop(self, rec: JobRecord) -> bool:
@@ -585,7 +582,7 @@ class SchedulerQueue(Driver):
         :meth:`release`. False if it has started, or is being submitted at this moment."""
         with self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+            if rec is None or rec.state not in QUEUED:
                 return False
             if rec.state is JobState.HELD:
                 return True
