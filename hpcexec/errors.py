@@ -23,6 +23,12 @@ class BackendError(HpcexecError):
     """The backend is unknown, unavailable, or cannot express a request."""
 
 
+class SchedulerOutputError(BackendError):
+    """A scheduler command ran but its answer cannot be used: it failed as a whole (its
+    controller down) or printed what its parser cannot read. Not a dropped connection:
+    the command was run, so the driver logs it and asks again at the next poll."""
+
+
 class SubmitError(HpcexecError):
     """The scheduler refused a submission; the message carries its words."""
 

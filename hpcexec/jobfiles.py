@@ -48,6 +48,12 @@ def write_started(jobdir: str | os.PathLike, job_id: str) -> None:
     write_atomic(Path(jobdir) / STARTED, f"{job_id}\n{socket.gethostname()}\n".encode())
 
 
+def signal_of(code: int | None) -> int | None:
+    """The signal an exit code reports: ``128 + n`` is signal ``n`` (the shell's convention,
+    which the exit-code file follows), else None."""
+    return code - 128 if code is not None and code > 128 else None
+
+
 def killed_by(signum: int) -> str:
     """How a job killed by a signal is described: ``killed by SIGKILL (kill -9, ...)``."""
     import signal

@@ -15,8 +15,9 @@ from typing import Any
 
 from . import trust
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
+from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import TransportError, UntrustedPath
-from .jobfiles import killed_by, parse_exitcode
+from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import instant_epoch
@@ -30,9 +31,8 @@ KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 TIMEOUT_REASON = "walltime exceeded"
 DEADLINE_REASON = "deadline reached"
 STOPPED_REASONS = (TIMEOUT_REASON, DEADLINE_REASON)  # stopped by the queue: ends timeout
-TERMINATED_REASON = "terminated on request"
 ZOMBIE_GRACE = 5.0
-RUNNING_STATES = (JobState.RUNNING.value, JobState.SUSPENDED.value)
+RUNNING_STATES = (JobState.RUNNING, JobState.SUSPENDED)
 
 
 @dataclass
@@ -43,15 +43,6 @@ class _Seen:
     state: JobState
     values: dict[str, Any]
     basis: str | None = None  # the record's reason when it was looked at
-
-
-#: queued local jobs of a host whose deadline (UTC text, compared as text) has passed
-_EXPIRED = ("backend = 'local' AND host = ? AND state IN ('pending', 'held') "
-            "AND json_extract(resources, '$.deadline') <= ?")
-
-
-def _utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
@@ -65,7 +56,7 @@ def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
     return min(ends) if ends else None
 
 
-class LocalQueue:
+class LocalQueue(Driver):
     """Starts, watches and stops local jobs of one host."""
 
     def __init__(self, store: Store, transport: Transport, backend: LocalBackend,
@@ -102,11 +93,11 @@ class LocalQueue:
         now = time.time()
         if text is not None:
             code, reason = parse_exitcode(text)
-            sig = code - 128 if code is not None and code > 128 else None
+            sig = signal_of(code)
             state = JobState.COMPLETED if code == 0 else JobState.FAILED
             if rec.reason in STOPPED_REASONS:
                 state, reason = JobState.TIMEOUT, f"{rec.reason} ({reason or 'stopped'})"
-            elif rec.reason == TERMINATED_REASON:
+            elif terminated(rec):
                 state, reason = JobState.CANCELLED, TERMINATED_REASON
             return dict(state=state, exit_code=code, signal=sig, reason=reason, finished=now)
         if rec.job_id and self._alive(rec.job_id):
@@ -150,15 +141,13 @@ class LocalQueue:
     def poll(self) -> bool:
         """Bring running records up to date, then start what fits. True if anything changed."""
         now = time.time()
-        running = self.store.query(
-            "backend = 'local' AND host = ? AND state IN (?, ?)", (self.host, *RUNNING_STATES))
+        running = self.store.jobs_in(self.backend.name, self.host, RUNNING_STATES)
         seen = [s for s in (self._look(r, now) for r in running) if s is not None]
         ended = {s.key for s in seen if s.state.finished}
         self._track({r.job_id for r in running if r.job_id and r.key not in ended})
         used = sum(r.cores for r in running if r.key not in ended)
-        has_pending = self.store.any(
-            "backend = 'local' AND host = ? AND state = 'pending'", (self.host,))
-        expired = self.store.any(_EXPIRED, (self.host, _utc(now)))
+        has_pending = self.store.any_in(self.backend.name, self.host, [JobState.PENDING])
+        expired = bool(self.store.past_deadline(self.backend.name, self.host, now))
         if not seen and not expired and not (has_pending and used < self.backend.total_cores):
             return False
         started = 0
@@ -167,7 +156,7 @@ class LocalQueue:
                 self._cancel_expired(tx, now)
             for s in seen:
                 cur = tx.get(s.key)
-                if cur is None or cur.state.value not in RUNNING_STATES:
+                if cur is None or cur.state not in RUNNING_STATES:
                     continue
                 values = s.values
                 if s.state.finished and cur.reason != s.basis:
@@ -199,9 +188,6 @@ class LocalQueue:
         left = self._next_begin - time.time() if self._next_begin is not None else 0
         return left if left > 0 else None
 
-    def accounting(self, rec: JobRecord) -> None:
-        return None  # no accounting without a scheduler: the runner's usage file tells
-
     def close(self) -> None:
         self._track(set())
 
@@ -210,26 +196,19 @@ class LocalQueue:
         return list(self._pidfds.values())
 
     def _start_pending(self, tx: Txn) -> int:
-        used = tx.conn.execute(
-            "SELECT COALESCE(SUM(cores), 0) FROM jobs WHERE backend = 'local' AND host = ? "
-            "AND state IN (?, ?)", (self.host, *RUNNING_STATES)).fetchone()[0]
+        used = tx.cores_in(self.backend.name, self.host, RUNNING_STATES)
         free = self.backend.total_cores - used
         if free <= 0:
             return 0
-        # Only the light columns of the queue head: a long queue costs no more than a short.
-        rows = tx.conn.execute(
-            "SELECT key, cores, deps, json_extract(resources, '$.begin') FROM jobs "
-            "WHERE backend = 'local' AND host = ? AND state = 'pending' "
-            "ORDER BY submitted, rowid LIMIT 1000", (self.host,)).fetchall()
         now = time.time()
         self._next_begin = None
         eligible = []
-        for key, cores, deps, begin in rows:
-            at = instant_epoch(begin) if begin else now
+        for q in tx.queue_head(self.backend.name, self.host):
+            at = instant_epoch(q.begin) if q.begin else now
             if at > now:  # not before its begin time; look again then
                 self._next_begin = min(at, self._next_begin or at)
-            elif deps == "[]" or self._deps_ready(tx, key):
-                eligible.append((key, cores))
+            elif not q.has_deps or self._deps_ready(tx, q.key):
+                eligible.append((q.key, q.cores))
         chosen = plan_starts(eligible, free)
         for key in chosen:
             rec = tx.get(key)
@@ -248,7 +227,7 @@ class LocalQueue:
 
     def _cancel_expired(self, tx: Txn, now: float) -> None:
         """Cancel the queued jobs whose deadline passed before they could start."""
-        for rec in tx.query(_EXPIRED, (self.host, _utc(now))):
+        for rec in tx.past_deadline(self.backend.name, self.host, now):
             tx.update(rec.key, state=JobState.CANCELLED, finished=now,
                       reason=f"its deadline {rec.resources['deadline']} passed before it "
                              "could start; it never ran")
@@ -256,16 +235,7 @@ class LocalQueue:
     def _deps_ready(self, tx: Txn, key: str) -> bool:
         rec = tx.get(key)
         assert rec is not None
-        for dep in rec.deps:
-            d = tx.get(dep)
-            if d is None or (d.state.finished and d.state is not JobState.COMPLETED):
-                why = "is not in the cache" if d is None else f"ended {d.state.value}"
-                tx.update(rec.key, state=JobState.CANCELLED, finished=time.time(),
-                          reason=f"dependency {dep} {why}; this job never ran")
-                return False
-            if d.state is not JobState.COMPLETED:
-                return False
-        return True
+        return self.dependencies(rec, tx) == []
 
     def _start(self, tx: Txn, rec: JobRecord) -> None:
         untrusted = self._untrusted(rec)
@@ -327,21 +297,14 @@ class LocalQueue:
         """Cancel a job that has not started. False if it runs or has ended."""
         with self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+            if rec is None or rec.state not in QUEUED:
                 return False
-            tx.update(key, state=JobState.CANCELLED, finished=time.time(),
-                      reason="cancelled before it started")
+            cancelled(tx, key)
             return True
 
-    def terminate(self, key: str) -> bool:
-        """End a job: cancel it if pending, send SIGTERM to its process group if running."""
-        if self.cancel(key):
-            return True
-        with self.store.write() as tx:
-            rec = tx.get(key)
-            if rec is None or rec.state.finished or not rec.job_id:
-                return False
-            tx.update(key, reason=TERMINATED_REASON)
+    def _stop(self, rec: JobRecord) -> bool:
+        """SIGTERM to the job's process group."""
+        assert rec.job_id
         return self.transport.signal_group(split_job_id(rec.job_id)[0], signal.SIGTERM)
 
     def suspend(self, key: str) -> bool:
@@ -365,7 +328,7 @@ class LocalQueue:
         """Keep a queued job from starting until :meth:`release`. False if it has started."""
         with self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+            if rec is None or rec.state not in QUEUED:
                 return False
             if rec.state is JobState.PENDING:
                 tx.update(key, state=JobState.HELD)

@@ -7,7 +7,6 @@ import shlex
 from .future import JobFuture
 from .jobspec import Job
 from .layout import JobLayout
-from .schedqueue import SchedulerQueue, single_body, submission_script
 from .script import render
 from .session import Session
 from .states import JobState
@@ -39,9 +38,6 @@ def preview(session: Session, j: Job, after: list[JobFuture], hold: bool) -> str
     """What submitting ``j`` on its own would give the scheduler (the local backend:
     run), rendered as the submission does it; nothing is written."""
     script = job_script(session, j, sorted({f.jobdir for f in after}))
-    queue = session.queue
-    if not isinstance(queue, SchedulerQueue):
-        return script
     ids = set()  # as if submitted now: dependencies not yet completed, by their ids
     for f in after:
         try:
@@ -50,9 +46,6 @@ def preview(session: Session, j: Job, after: list[JobFuture], hold: bool) -> str
             continue
         if rec.job_id and rec.state is not JobState.COMPLETED:
             ids.add(rec.job_id)
-    placed = session.placed(j.res)
-    lay = job_layout(session, j)
-    spec = queue.single_spec(j.res.replace(**{**placed, "workdir": None}), j.name,
-                             lay.jobdir, lay.workdir, hold=hold, after=tuple(sorted(ids)))
-    body = single_body(queue.backend, script, lay.script)
-    return submission_script(j.directives, queue.backend.directives(spec), body)
+    res = j.res.replace(**{**session.placed(j.res), "workdir": None})
+    return session.queue.preview(script, res, j.name, job_layout(session, j), hold=hold,
+                                 after=tuple(sorted(ids)), file_directives=j.directives)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from . import integrity
 from .errors import IntegrityError, TransportError
 from .hooks import EPILOGUE_LOG
-from .jobfiles import parse_exitcode
+from .jobfiles import parse_exitcode, signal_of
 from .layout import EXITCODE, JOBID, RECORD, STARTED
 from .states import JobState
 from .store import JobRecord
@@ -171,7 +171,7 @@ def _judge(rec: JobRecord, found: dict[str, str]) -> None:
         code, why = parse_exitcode(found[EXITCODE])
         rec.state = JobState.COMPLETED if code == 0 else JobState.FAILED
         rec.exit_code, rec.reason = code, why
-        rec.signal = code - 128 if code is not None and code > 128 else None
+        rec.signal = signal_of(code)
         rec.finished = time.time()
         if rec.epilogue and EPILOGUE_LOG in found:  # it ran: never run it twice
             ok = found[EPILOGUE_LOG].startswith("exit code 0\n")

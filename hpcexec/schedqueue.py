@@ -18,8 +18,9 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from .backends.base import JobStatus, SchedulerBackend, SubmitSpec
-from .errors import BackendError, SubmitError, TransportError
-from .jobfiles import killed_by, parse_exitcode
+from .driver import NEVER_RAN, QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
+from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
+from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
 from .recovery import Submitted, note_job_ids
 from .resources import Resources
@@ -31,12 +32,12 @@ from .transport.base import Transport
 log = logging.getLogger(__name__)
 
 SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
-TERMINATED_REASON = "terminated on request"
 FILE_DIRECTIVES = "file_directives"  # record resources: directives of a submitted job file
 ID_CHUNK = 500  # job ids per status command
 MEMORY_KILL_TAIL = 8192  # bytes of a killed job's stderr searched for a memory kill
 LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
 NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
+ACTIVE = (*QUEUED, JobState.RUNNING, JobState.SUSPENDED)
 
 
 class RateLimit:
@@ -56,7 +57,7 @@ class RateLimit:
             time.sleep(delay)
 
 
-class SchedulerQueue:
+class SchedulerQueue(Driver):
     """Submits, watches and controls the jobs of one scheduler backend on one host."""
 
     def __init__(self, store: Store, transport: Transport, backend: SchedulerBackend,
@@ -75,7 +76,7 @@ class SchedulerQueue:
         self._claims_seen: dict[str, dict[int, str]] = {}  # array dir -> index -> element
         self._relisted: set[str] = set()  # array dirs whose claims were read again this poll
         self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
-        self.wake_in: float | None = None  # the monitor should look again this soon
+        self._soon: float | None = None  # the monitor should look again this soon
 
     # -- commands ---------------------------------------------------------------------------
     def _run(self, argv: list[str], input: str | None = None, *, query: bool = False):
@@ -84,9 +85,6 @@ class SchedulerQueue:
         self.limit.wait()
         self.calls[argv[0]] += 1
         return self.transport.run(argv, input=input, idempotent=query)
-
-    def _where(self, extra: str = "") -> tuple[str, list[Any]]:
-        return f"backend = ? AND host = ?{extra}", [self.backend.name, self.host]
 
     def max_array(self) -> int:
         if self._max_array is None:
@@ -102,22 +100,20 @@ class SchedulerQueue:
         return self._max_array
 
     # -- one pass ----------------------------------------------------------------------------
+    @property
+    def wake_in(self) -> float | None:
+        """Seconds until jobs gathering for one submission are submitted (None: none wait)."""
+        return self._soon
+
     def poll(self) -> bool:
-        self.wake_in = None
+        self._soon = None
         changed = self._submit_waiting()
         changed = self._refresh() or changed
         return changed
 
-    def wait_fds(self) -> list[int]:
-        return []
-
-    def close(self) -> None:
-        pass
-
     # -- submission --------------------------------------------------------------------------
     def _submit_waiting(self) -> bool:
-        where, params = self._where(" AND job_id IS NULL AND state IN ('pending', 'held')")
-        waiting = self.store.query(where + " ORDER BY submitted, rowid", params)
+        waiting = self.store.jobs_in(self.backend.name, self.host, QUEUED, submitted=False)
         if not waiting:
             return False
         recovering = [r for r in waiting if (r.reason or "").startswith(SUBMITTING)]
@@ -129,7 +125,7 @@ class SchedulerQueue:
         oldest = min(r.submitted or now for r in waiting)
         if now - newest < self.window and now - oldest < self.max_window:
             # More may be on the way: gather them into one submission.
-            self.wake_in = min(self.window - (now - newest), self.max_window - (now - oldest))
+            self._soon = min(self.window - (now - newest), self.max_window - (now - oldest))
             return False
         groups: dict[tuple, list[JobRecord]] = defaultdict(list)
         changed = False
@@ -154,21 +150,12 @@ class SchedulerQueue:
     def _dependency_ids(self, rec: JobRecord) -> list[str] | str | None:
         """Scheduler ids this job must wait for; "wait" if one is not submitted yet; None if
         one failed (the job is then cancelled)."""
-        ids = []
-        for dep in rec.deps:
-            d = self.store.get(dep)
-            if d is None or (d.state.finished and d.state is not JobState.COMPLETED):
-                why = "is not in the cache" if d is None else f"ended {d.state.value}"
-                with self.store.write() as tx:
-                    tx.update(rec.key, state=JobState.CANCELLED, finished=time.time(),
-                              reason=f"dependency {dep} {why}; this job never ran")
-                return None
-            if d.state is JobState.COMPLETED:
-                continue
-            if not d.job_id:
-                return "wait"
-            ids.append(d.job_id)
-        return sorted(ids)
+        waiting = self.dependencies(rec)
+        if waiting is None:
+            return None
+        if any(not d.job_id for d in waiting):
+            return "wait"
+        return sorted(d.job_id for d in waiting if d.job_id)
 
     def single_spec(self, res: Resources, name: str, jobdir: str, workdir: str, *,
                     hold: bool = False, after: tuple[str, ...] = ()) -> SubmitSpec:
@@ -178,13 +165,13 @@ class SchedulerQueue:
                           hold=hold, after=after)
 
     def _submit_group(self, recs: list[JobRecord], after: list[str], hold: bool) -> None:
+        """Submit jobs of one kind together: one on its own, more as one array. The intent is
+        recorded before the scheduler is called, the job ids after."""
         first = recs[0]
         res = Resources.from_dict({k: v for k, v in first.resources.items() if k != "workdir"})
         workdir = JobLayout.of(first.jobdir, first.resources).workdir
         names = {r.name for r in recs}
         name = names.pop() if len(names) == 1 else "hpcexec-batch"
-        shared = False
-        base: str | None = None  # the array's directory
         if len(recs) == 1:
             spec = self.single_spec(res, name, first.jobdir, workdir, hold=hold,
                                     after=tuple(after))
@@ -192,68 +179,85 @@ class SchedulerQueue:
             # and what the scheduler's own views of the job (scontrol, qstat -j) show.
             path = JobLayout.of(first.jobdir, first.resources).script
             body = single_body(self.backend, self.transport.read_bytes(path).decode(), path)
+            shared_dir = None
         else:
-            base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
-            self.transport.make_dir(base)
-            pattern = self.backend.array_index_pattern
-            first_index = self.backend.array_index_base
-            for i, r in enumerate(recs, first_index):  # each element's output: its own job dir
-                lay = JobLayout.of(r.jobdir, r.resources)
-                self.transport.symlink(lay.stdout, os.path.join(base, f"{i}.out"))
-                self.transport.symlink(lay.stderr, os.path.join(base, f"{i}.err"))
-            self.transport.write_bytes(os.path.join(base, "jobdirs"),
-                                       "".join(r.jobdir + "\n" for r in recs).encode())
-            shared = self._shareable(recs, after, hold)
-            if shared:
-                self._write_share(base, recs, res, name)
-            spec = SubmitSpec(os.path.join(base, SUBMIT_SCRIPT), res, name,
-                              os.path.join(base, f"{pattern}.out"),
-                              os.path.join(base, f"{pattern}.err"), workdir,
-                              array_size=len(recs), hold=hold, after=tuple(after),
-                              array_limit=first.resources.get("array_limit"))
-            qbase = shlex.quote(base)
-            body = (f"mapfile -t _hx_dirs < {qbase}/jobdirs\n"
-                    f"_hx_i={self.backend.array_index_expr}\n")
-            if shared:  # run only a record no other element has taken; then maybe more
-                body += (f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
-                         f"|| exit 0\nexport HPCEXEC_SHARE={qbase}\n")
-            body += f'exec /bin/bash "${{_hx_dirs[$_hx_i]}}/{SCRIPT}"'
-
+            spec, body, shared_dir = self._array(recs, res, name, workdir, after, hold)
         try:
             directives = self.backend.directives(spec)
         except (BackendError, ValueError) as e:  # cannot be expressed: fail, never retry
-            with self.store.write() as tx:
-                for r in recs:
-                    tx.update(r.key, state=JobState.FAILED, finished=time.time(),
-                              reason=f"{self.backend.name} cannot submit this job: {e}")
+            self._fail(recs, f"{self.backend.name} cannot submit this job: {e}")
             return
         script = submission_script(first.resources.get(FILE_DIRECTIVES, ()), directives, body)
         self.transport.write_bytes(spec.script, script.encode())
         with self.store.write() as tx:  # the intent, so a crash here never submits twice
             for r in recs:
                 resources = {k: v for k, v in r.resources.items() if k != "array_dir"}
-                if shared:
-                    resources["array_dir"] = base
+                if shared_dir:
+                    resources["array_dir"] = shared_dir
                 tx.update(r.key, reason=SUBMITTING + spec.script, resources=resources)
+        job_id = self._hand_over(recs, spec, script)
+        if job_id is not None:
+            self._record_ids(recs, spec, job_id, shared_dir)
+
+    def _array(self, recs: list[JobRecord], res: Resources, name: str, workdir: str,
+               after: list[str], hold: bool) -> tuple[SubmitSpec, str, str | None]:
+        """An array of ``recs``, its files written in a new directory: its submission, the
+        body under its directives, and that directory if its elements share records."""
+        base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
+        self.transport.make_dir(base)
+        pattern = self.backend.array_index_pattern
+        for i, r in enumerate(recs, self.backend.array_index_base):
+            lay = JobLayout.of(r.jobdir, r.resources)  # each element's output: its own job dir
+            self.transport.symlink(lay.stdout, os.path.join(base, f"{i}.out"))
+            self.transport.symlink(lay.stderr, os.path.join(base, f"{i}.err"))
+        self.transport.write_bytes(os.path.join(base, "jobdirs"),
+                                   "".join(r.jobdir + "\n" for r in recs).encode())
+        shared = self._shareable(recs, after, hold)
+        if shared:
+            self._write_share(base, recs, res, name)
+        spec = SubmitSpec(os.path.join(base, SUBMIT_SCRIPT), res, name,
+                          os.path.join(base, f"{pattern}.out"),
+                          os.path.join(base, f"{pattern}.err"), workdir,
+                          array_size=len(recs), hold=hold, after=tuple(after),
+                          array_limit=recs[0].resources.get("array_limit"))
+        qbase = shlex.quote(base)
+        body = (f"mapfile -t _hx_dirs < {qbase}/jobdirs\n"
+                f"_hx_i={self.backend.array_index_expr}\n")
+        if shared:  # run only a record no other element has taken; then maybe more
+            body += (f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
+                     f"|| exit 0\nexport HPCEXEC_SHARE={qbase}\n")
+        body += f'exec /bin/bash "${{_hx_dirs[$_hx_i]}}/{SCRIPT}"'
+        return spec, body, base if shared else None
+
+    def _fail(self, recs: list[JobRecord], reason: str) -> None:
+        with self.store.write() as tx:
+            for r in recs:
+                tx.update(r.key, state=JobState.FAILED, finished=time.time(), reason=reason)
+
+    def _hand_over(self, recs: list[JobRecord], spec: SubmitSpec, script: str) -> str | None:
+        """Run the submit command: the job id; None if the scheduler refused (the records
+        then failed). A TransportError passes: whether it was submitted is unknown."""
         try:
             out = self._run(self.backend.submit_argv(spec),
                             input=script if self.backend.submit_stdin else None)
             if not out.ok:
                 raise SubmitError(f"{self.backend.name} refused the job: "
                                   f"{(out.stderr or out.stdout).strip()[:500]}")
-            job_id = self.backend.parse_submit(out.stdout)
+            return self.backend.parse_submit(out.stdout)
         except SubmitError as e:
             log.error("%s", e)
-            with self.store.write() as tx:
-                for r in recs:
-                    tx.update(r.key, state=JobState.FAILED, finished=time.time(), reason=str(e))
-            return
+            self._fail(recs, str(e))
+            return None
         except TransportError:
             # Unknown whether it reached the scheduler: the intent stays, recovery decides.
             log.warning("submitting %s may have failed; checking before any retry", spec.script)
             raise
+
+    def _record_ids(self, recs: list[JobRecord], spec: SubmitSpec, job_id: str,
+                    shared_dir: str | None) -> None:
+        """Keep the submitted jobs' ids: beside each job, then in the records."""
         ids = {r.jobdir: Submitted(job_id) if spec.array_size is None else
-               Submitted(self.backend.element_id(job_id, i), i, base if shared else None)
+               Submitted(self.backend.element_id(job_id, i), i, shared_dir)
                for i, r in enumerate(recs)}
         note_job_ids(self.transport, ids)  # so a lost cache still knows they were submitted
         with self.store.write() as tx:
@@ -292,9 +296,9 @@ class SchedulerQueue:
         argv = self.backend.find_argv()
         if argv:
             r = self._run(argv, query=True)
-            if not r.ok:
-                raise TransportError(f"cannot list queued jobs to recover submissions: "
-                                     f"{(r.stderr or r.stdout).strip()[:300]}")
+            if not r.ok:  # the command ran: the scheduler's answer, not the connection
+                raise SchedulerOutputError(f"cannot list queued jobs to recover submissions: "
+                                           f"{(r.stderr or r.stdout).strip()[:300]}")
             queued = self.backend.parse_find(r.stdout)
         adopted: dict[str, Submitted] = {}
         with self.store.write() as tx:
@@ -323,25 +327,62 @@ class SchedulerQueue:
 
     # -- status ------------------------------------------------------------------------------
     def _refresh(self) -> bool:
-        where, params = self._where(" AND job_id IS NOT NULL AND state IN "
-                                    "('pending', 'held', 'running', 'suspended')")
-        active = self.store.query(where, params)
+        """Bring the submitted records up to date: the status of every job in one command per
+        chunk of ids, then the exit-code files and accounting of those that ended."""
+        active = self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True)
         if not active:
             return False
         updates: dict[str, dict[str, Any]] = defaultdict(dict)
         self._claims_seen = {}
         self._relisted = set()
         drop = self._follow_claims(active, updates)
+        seen = self._statuses(sorted({r.job_id for r in active if r.job_id}))
+        if seen is None:
+            return False
+        now = time.time()
+        gone, unexplained, never = self._compare(active, seen, updates, now)
+        if unexplained:
+            acct = self._accounting([r for r, _ in unexplained])
+            for rec, st in unexplained:
+                updates[rec.key].update(self._final(rec, acct.get(rec.job_id or "", st), now, None))
+        if never or drop:  # elements with nothing left to do need not start
+            for i in range(0, len(never + drop), ID_CHUNK):
+                self._run(self.backend.cancel_argv((never + drop)[i : i + ID_CHUNK]))
+        if gone:
+            for key, values in self._judge_gone(gone, now).items():
+                updates[key].update(values)
+        updates = {k: v for k, v in updates.items() if v}
+        if not updates:
+            return False
+        with self.store.write() as tx:
+            for key, values in updates.items():
+                tx.update(key, **values)
+        return True
+
+    def _statuses(self, ids: list[str]) -> dict[str, JobStatus] | None:
+        """What the scheduler's status command says of these jobs; None (logged) where its
+        answer cannot be read."""
         seen: dict[str, JobStatus] = {}
-        ids = sorted({r.job_id for r in active if r.job_id})
-        for i in range(0, len(ids), ID_CHUNK):
-            part = ids[i : i + ID_CHUNK]
-            out = self._run(self.backend.status_argv(part), query=True)
-            seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
+        try:
+            for i in range(0, len(ids), ID_CHUNK):
+                out = self._run(self.backend.status_argv(ids[i : i + ID_CHUNK]), query=True)
+                seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
+        except SchedulerOutputError as e:
+            # The command ran (a dropped connection is a TransportError, left to the
+            # monitor): the jobs keep their last state until an answer can be read.
+            log.warning("cannot read %s's job status this time: %s; asking again at the "
+                        "next poll", self.backend.name, e)
+            return None
+        return seen
+
+    def _compare(self, active: list[JobRecord], seen: dict[str, JobStatus],
+                 updates: dict[str, dict[str, Any]], now: float
+                 ) -> tuple[list[JobRecord], list[tuple[JobRecord, JobStatus]], list[str]]:
+        """Note in ``updates`` what the status changed; return the jobs gone from the queue,
+        those that ended without saying how, and the ids of those whose dependency failed."""
         gone: list[JobRecord] = []
         unexplained: list[tuple[JobRecord, JobStatus]] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
-        now = time.time()
         exits = self._exit_files([r for r in active if (st := seen.get(r.job_id or ""))
                                   and st.state.finished])
         for rec in active:
@@ -362,28 +403,12 @@ class SchedulerQueue:
             elif st.reason == "DependencyNeverSatisfied":
                 never.append(rec.job_id or "")
                 updates[rec.key].update(state=JobState.CANCELLED, finished=now,
-                                        reason="a dependency failed; this job never ran")
+                                        reason=f"a dependency failed; {NEVER_RAN}")
             elif st.state is not rec.state:
                 updates[rec.key]["state"] = st.state
                 if st.state.started and not rec.started:
                     updates[rec.key]["started"] = now
-        if unexplained:
-            acct = self._accounting([r for r, _ in unexplained])
-            for rec, st in unexplained:
-                updates[rec.key].update(self._final(rec, acct.get(rec.job_id or "", st), now, None))
-        if never or drop:  # elements with nothing left to do need not start
-            for i in range(0, len(never + drop), ID_CHUNK):
-                self._run(self.backend.cancel_argv((never + drop)[i : i + ID_CHUNK]))
-        if gone:
-            for key, values in self._judge_gone(gone, now).items():
-                updates[key].update(values)
-        updates = {k: v for k, v in updates.items() if v}
-        if not updates:
-            return False
-        with self.store.write() as tx:
-            for key, values in updates.items():
-                tx.update(key, **values)
-        return True
+        return gone, unexplained, never
 
     def _claims(self, array_dir: str) -> dict[int, str]:
         """Which element ran each record of a shared array that another element took
@@ -447,12 +472,12 @@ class SchedulerQueue:
         if state is JobState.COMPLETED and code not in (0, None):
             state = JobState.FAILED
         why = st.reason or reason
-        if state is JobState.CANCELLED and rec.reason == TERMINATED_REASON:
+        if state is JobState.CANCELLED and terminated(rec):
             why = TERMINATED_REASON  # we asked for it: say so, whatever the scheduler calls it
-        sig = st.signal if st.signal else (code - 128 if code is not None and code > 128 else None)
+        sig = st.signal if st.signal else signal_of(code)
         if why is None and sig and state is not JobState.COMPLETED:
             why = killed_by(sig)
-        if state is not JobState.COMPLETED and found is None and rec.reason != TERMINATED_REASON:
+        if state is not JobState.COMPLETED and found is None and not terminated(rec):
             killed = self._memory_kill(rec)
             if killed:
                 state, why = JobState.FAILED, f"out of memory: {killed}"
@@ -520,11 +545,10 @@ class SchedulerQueue:
     def cancel(self, key: str) -> bool:
         with self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+            if rec is None or rec.state not in QUEUED:
                 return False
             if rec.job_id is None and not (rec.reason or "").startswith(SUBMITTING):
-                tx.update(key, state=JobState.CANCELLED, finished=time.time(),
-                          reason="cancelled before it was submitted")
+                cancelled(tx, key, "cancelled before it was submitted")
                 return True
         if rec.job_id is None:
             return False
@@ -538,26 +562,27 @@ class SchedulerQueue:
         elif not self._run(self.backend.cancel_argv([rec.job_id])).ok:
             return False
         with self.store.write() as tx:
-            tx.update(key, state=JobState.CANCELLED, finished=time.time(),
-                      reason="cancelled before it started")
+            cancelled(tx, key)
         return True
 
-    def terminate(self, key: str) -> bool:
-        if self.cancel(key):
-            return True
-        rec = self.store.get(key)
-        if rec is None or rec.state.finished or not rec.job_id:
-            return False
-        with self.store.write() as tx:
-            tx.update(key, reason=TERMINATED_REASON)
+    def _stop(self, rec: JobRecord) -> bool:
+        """The scheduler's cancel command for a started job."""
+        assert rec.job_id
         return self._run(self.backend.cancel_argv([rec.job_id])).ok
+
+    def preview(self, script: str, res: Resources, name: str, lay: JobLayout, *,
+                hold: bool, after: tuple[str, ...], file_directives: Sequence[str]) -> str:
+        """The submission script of one job on its own: directives, then the job script."""
+        spec = self.single_spec(res, name, lay.jobdir, lay.workdir, hold=hold, after=after)
+        body = single_body(self.backend, script, lay.script)
+        return submission_script(file_directives, self.backend.directives(spec), body)
 
     def hold(self, key: str) -> bool:
         """Keep a job that has not started from starting (the scheduler's hold) until
         :meth:`release`. False if it has started, or is being submitted at this moment."""
         with self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in (JobState.PENDING, JobState.HELD):
+            if rec is None or rec.state not in QUEUED:
                 return False
             if rec.state is JobState.HELD:
                 return True

@@ -10,7 +10,7 @@ How a ``submit`` flows (one small object per stage)::
       |  registry.watch(futures)                        registry.py (+ interest.INTEREST)
       |  store lookup / recovery; prologues; stage files; insert records
       v
-    driver (LocalQueue | SchedulerQueue) .poll()        localqueue.py / schedqueue.py
+    driver (a driver.Driver)  .poll()                   localqueue.py / schedqueue.py
       |  starts the job: job.sh -> python -m hpcexec.runner <jobdir>   runner.py
       |  the record changes (running, completed, ...)   store.py
       v
@@ -36,6 +36,7 @@ from . import integrity, trust
 from .backends import (Backend, LocalBackend, backend_names, scheduler_class, schedulers,
                        unknown_backend)
 from .control import Controls
+from .driver import Driver
 from .environment import Environment
 from .epilogues import Epilogues
 from .errors import BackendError, CacheError, ResourceError
@@ -159,7 +160,7 @@ class Session:
     def _open_driver(self, backend: str, which: Callable[[str], str | None], coalesce: float,
                      calls_per_second: float) -> None:
         self.backend: Backend
-        self.queue: LocalQueue | SchedulerQueue
+        self.queue: Driver
         if backend == "local":
             self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
             self.queue = LocalQueue(self.store, self.transport, self.backend, self.key_file)

@@ -132,7 +132,74 @@ FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
 _MATCH_FIELDS = ("key", "name", "job_id", "host", "backend", "state", "comment", "tags", "user_state")
 
 
-class Txn:
+@dataclass(frozen=True)
+class Queued:
+    """The light columns of a pending job at the head of a queue."""
+
+    key: str
+    cores: int
+    has_deps: bool
+    begin: str | None  # its begin time (canonical UTC text), if any
+
+
+def _states_in(states: Iterable[JobState]) -> tuple[str, list[str]]:
+    values = sorted(s.value for s in states)
+    return f"state IN ({','.join('?' * len(values))})", values
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class _Queries:
+    """The named queries the drivers ask, read through the store or inside a transaction."""
+
+    def _cursor(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+        raise NotImplementedError
+
+    def _records(self, where: str, params: Iterable[Any]) -> list[JobRecord]:
+        rows = self._cursor(f"SELECT * FROM jobs WHERE {where}", tuple(params)).fetchall()
+        return [JobRecord.from_row(r) for r in rows]
+
+    def jobs_in(self, backend: str, host: str, states: Iterable[JobState], *,
+                submitted: bool | None = None) -> list[JobRecord]:
+        """The records of ``backend`` on ``host`` in ``states``, oldest first; ``submitted``:
+        only those with a job id (True) or without one (False)."""
+        cond, values = _states_in(states)
+        extra = {None: "", True: " AND job_id IS NOT NULL", False: " AND job_id IS NULL"}
+        return self._records(f"backend = ? AND host = ? AND {cond}{extra[submitted]} "
+                             "ORDER BY submitted, rowid", [backend, host, *values])
+
+    def any_in(self, backend: str, host: str, states: Iterable[JobState]) -> bool:
+        """Whether any record of ``backend`` on ``host`` is in ``states``."""
+        cond, values = _states_in(states)
+        sql = f"SELECT 1 FROM jobs WHERE backend = ? AND host = ? AND {cond} LIMIT 1"
+        return self._cursor(sql, [backend, host, *values]).fetchone() is not None
+
+    def cores_in(self, backend: str, host: str, states: Iterable[JobState]) -> int:
+        """The cores of the records of ``backend`` on ``host`` in ``states``, summed."""
+        cond, values = _states_in(states)
+        sql = f"SELECT COALESCE(SUM(cores), 0) FROM jobs WHERE backend = ? AND host = ? AND {cond}"
+        return int(self._cursor(sql, [backend, host, *values]).fetchone()[0])
+
+    def queue_head(self, backend: str, host: str, limit: int = 1000) -> list[Queued]:
+        """The first ``limit`` pending records, oldest first, by their light columns only (a
+        long queue costs no more than a short one)."""
+        rows = self._cursor(
+            "SELECT key, cores, deps, json_extract(resources, '$.begin') FROM jobs "
+            "WHERE backend = ? AND host = ? AND state = 'pending' "
+            "ORDER BY submitted, rowid LIMIT ?", [backend, host, limit]).fetchall()
+        return [Queued(key, cores, deps != "[]", begin) for key, cores, deps, begin in rows]
+
+    def past_deadline(self, backend: str, host: str, now: float) -> list[JobRecord]:
+        """Queued (pending or held) records whose ``deadline`` is not after ``now``."""
+        # Deadlines are canonical UTC text, so they compare as text.
+        return self._records(
+            "backend = ? AND host = ? AND state IN ('pending', 'held') "
+            "AND json_extract(resources, '$.deadline') <= ?", [backend, host, _utc(now)])
+
+
+class Txn(_Queries):
     """Reads and writes inside one write transaction (see :meth:`Store.write`)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -178,12 +245,14 @@ class Txn:
         sets = ", ".join(f"{k} = :{k}" for k in values)
         self.conn.execute(f"UPDATE jobs SET {sets} WHERE key = :_key", {**values, "_key": key})
 
+    def _cursor(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+        return self.conn.execute(sql, tuple(params))
+
     def query(self, where: str, params: Iterable[Any] = ()) -> list[JobRecord]:
-        rows = self.conn.execute(f"SELECT * FROM jobs WHERE {where}", tuple(params)).fetchall()
-        return [JobRecord.from_row(r) for r in rows]
+        return self._records(where, params)
 
 
-class Store:
+class Store(_Queries):
     """The job records of one cache directory. Safe to share between threads and processes."""
 
     def __init__(self, cache_dir: str | Path) -> None:
@@ -479,14 +548,12 @@ class Store:
         self._local = threading.local()
 
     # -- reads ---------------------------------------------------------------------------
+    def _cursor(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+        return self._conn().execute(sql, tuple(params))
+
     def query(self, where: str = "1", params: Iterable[Any] = ()) -> list[JobRecord]:
         """Records matching an SQL condition over the record's columns."""
-        rows = self._conn().execute(f"SELECT * FROM jobs WHERE {where}", tuple(params)).fetchall()
-        return [JobRecord.from_row(r) for r in rows]
-
-    def any(self, where: str, params: Iterable[Any] = ()) -> bool:
-        sql = f"SELECT 1 FROM jobs WHERE {where} LIMIT 1"
-        return self._conn().execute(sql, tuple(params)).fetchone() is not None
+        return self._records(where, params)
 
     def get(self, key: str) -> JobRecord | None:
         found = self.query("key = ?", (key,))

@@ -312,6 +312,59 @@ def test_active(populated):
     assert populated.active("slurm", "here") == []
 
 
+# -- the drivers' named queries ----------------------------------------------------------
+QUEUED = (JobState.PENDING, JobState.HELD)
+RUNNING = (JobState.RUNNING, JobState.SUSPENDED)
+
+
+def test_jobs_in_by_backend_host_states_and_submission(store):
+    put(store,
+        rec("b", state=JobState.PENDING, submitted=2.0, job_id="12"),
+        rec("a", state=JobState.HELD, submitted=1.0),
+        rec("c", state=JobState.PENDING, submitted=3.0, host="other"),
+        rec("d", state=JobState.PENDING, submitted=0.5, backend="slurm"),
+        rec("e", state=JobState.RUNNING, submitted=0.1, cores=3),
+        rec("f", state=JobState.SUSPENDED, submitted=0.2, cores=2))
+    assert keys(store.jobs_in("local", "here", QUEUED)) == ["a", "b"]  # oldest first
+    assert keys(store.jobs_in("local", "here", QUEUED, submitted=False)) == ["a"]
+    assert keys(store.jobs_in("local", "here", QUEUED, submitted=True)) == ["b"]
+    assert keys(store.jobs_in("slurm", "here", QUEUED)) == ["d"]
+    assert store.any_in("local", "here", [JobState.HELD])
+    assert not store.any_in("local", "other", [JobState.HELD])
+    with store.write() as tx:  # the same queries inside a transaction
+        assert tx.cores_in("local", "here", RUNNING) == 5
+        assert tx.cores_in("local", "other", RUNNING) == 0
+        assert keys(tx.jobs_in("local", "here", RUNNING)) == ["e", "f"]
+
+
+def test_queue_head_gives_light_columns_of_pending_jobs_in_order(store):
+    put(store,
+        rec("x", state=JobState.PENDING, submitted=2.0, cores=4, deps=["y"]),
+        rec("y", state=JobState.PENDING, submitted=1.0,
+            resources={"begin": "2030-01-01T00:00:00Z"}),
+        rec("z", state=JobState.HELD, submitted=0.5))
+    with store.write() as tx:
+        head = tx.queue_head("local", "here")
+        assert [(q.key, q.cores, q.has_deps, q.begin) for q in head] == [
+            ("y", 1, False, "2030-01-01T00:00:00Z"), ("x", 4, True, None)]
+        assert [q.key for q in tx.queue_head("local", "here", limit=1)] == ["y"]
+
+
+def test_past_deadline_finds_queued_jobs_whose_deadline_passed(store):
+    at = "2030-01-01T00:00:00Z"
+    put(store,
+        rec("p", state=JobState.PENDING, resources={"deadline": at}),
+        rec("h", state=JobState.HELD, resources={"deadline": at}),
+        rec("r", state=JobState.RUNNING, resources={"deadline": at}),
+        rec("n", state=JobState.PENDING))
+    deadline = 1893456000.0  # 2030-01-01T00:00:00Z
+    assert store.past_deadline("local", "here", deadline - 1) == []
+    assert sorted(keys(store.past_deadline("local", "here", deadline))) == ["h", "p"]
+    with store.write() as tx:
+        assert sorted(keys(tx.past_deadline("local", "here", deadline + 60))) == ["h", "p"]
+    assert store.past_deadline("local", "other", deadline + 60) == []
+
+
 # -- annotate, delete, find ------------------------------------------------------------
 
 def test_annotate(store):

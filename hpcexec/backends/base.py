@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -190,8 +191,9 @@ class SchedulerBackend(Backend):
 
     @abc.abstractmethod
     def parse_status(self, out: str, err: str, returncode: int) -> dict[str, JobStatus]:
-        """Parse the status command. Raise :class:`~hpcexec.errors.TransportError` when the
-        command failed as a whole (controller down): jobs then keep their last state."""
+        """Parse the status command. Raise :class:`~hpcexec.errors.SchedulerOutputError` when
+        the command failed as a whole (controller down) or its output cannot be read: jobs
+        then keep their last state."""
 
     def memory_kill(self, stderr: str) -> str | None:
         """What the scheduler wrote into a killed job's stderr when it killed it for passing
@@ -234,3 +236,9 @@ class SchedulerBackend(Backend):
 
     def parse_max_array(self, out: str) -> int | None:
         return None
+
+
+def own_output(stdout: str, stderr: str, workdir: str) -> str:
+    """A line sending the job script's stdout and stderr to the job's own files."""
+    out, err, q = under(workdir, stdout), under(workdir, stderr), shlex.quote
+    return f"exec >{q(out)} 2>&1" if out == err else f"exec >{q(out)} 2>{q(err)}"

@@ -28,15 +28,22 @@ import os
 import re
 from datetime import datetime, timedelta
 
-from ..errors import BackendError, SubmitError, TransportError
+from ..errors import BackendError, SchedulerOutputError, SubmitError
 from ..resources import Resources, local_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (
-    NATIVE, JobStatus, Rule, SchedulerBackend, SubmitSpec, hold_option, option, rule,
+    NATIVE,
+    JobStatus,
+    Rule,
+    SchedulerBackend,
+    SubmitSpec,
+    hold_option,
+    option,
+    own_output,
+    rule,
     stdin_option,
 )
-from .torque import own_output
 
 #: LSF job states (bjobs man page, "Description") onto the common states; EXIT is refined
 #: by EXIT_REASON (REASONS) and DONE means exit code 0.
@@ -284,13 +291,13 @@ class LsfBackend(SchedulerBackend):
         problems = [line for line in err.splitlines() if line.strip() and not GONE.search(line)]
         if returncode != 0 and (problems or not (err.strip() or out.strip())):
             why = problems[0] if problems else "no output"
-            raise TransportError(f"bjobs failed ({returncode}): {why.strip()[:300]}")
+            raise SchedulerOutputError(f"bjobs failed ({returncode}): {why.strip()[:300]}")
         if not out.strip():
             return {}
         try:
             records = json.loads(out, strict=False).get("RECORDS", [])
         except (ValueError, AttributeError):
-            raise TransportError(f"bjobs printed unreadable JSON: {out.strip()[:200]!r}") from None
+            raise SchedulerOutputError(f"bjobs printed unreadable JSON: {out.strip()[:200]!r}") from None
         found: dict[str, JobStatus] = {}
         for rec in records:
             if not isinstance(rec, dict) or "ERROR" in rec or not rec.get("JOBID"):

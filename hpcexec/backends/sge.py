@@ -58,7 +58,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import ClassVar
 
-from ..errors import BackendError, SubmitError, TransportError
+from ..errors import BackendError, SchedulerOutputError, SubmitError
 from ..resources import Resources, format_time, local_time
 from ..script import ScriptParts
 from ..states import JobState
@@ -318,11 +318,11 @@ class SgeBackend(SchedulerBackend):
 
     def parse_status(self, out: str, err: str, returncode: int) -> dict[str, JobStatus]:
         if returncode != 0:
-            raise TransportError(f"qstat failed ({returncode}): {(err or out).strip()[:300]}")
+            raise SchedulerOutputError(f"qstat failed ({returncode}): {(err or out).strip()[:300]}")
         try:
             root = ET.fromstring(out)
         except ET.ParseError as e:
-            raise TransportError(f"qstat printed no XML ({e}): {out.strip()[:200]!r}") from None
+            raise SchedulerOutputError(f"qstat printed no XML ({e}): {out.strip()[:200]!r}") from None
         found: dict[str, JobStatus] = {}
         for job in root.iter("job_list"):
             number = (job.findtext("JB_job_number") or "").strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from ..errors import SubmitError, TransportError
+from ..errors import SchedulerOutputError, SubmitError
 from ..resources import MAIL_EVENTS, Resources, local_time
 from ..script import ScriptParts
 from ..states import JobState
@@ -192,11 +192,14 @@ class SlurmBackend(SchedulerBackend):
         if returncode != 0:
             if "Invalid job id" in err or "Invalid job id" in out:
                 return {}  # every id asked about has left the queue
-            raise TransportError(f"squeue failed ({returncode}): {(err or out).strip()[:300]}")
+            raise SchedulerOutputError(f"squeue failed ({returncode}): {(err or out).strip()[:300]}")
         found: dict[str, JobStatus] = {}
         for line in out.splitlines():
             parts = line.strip().split("|")
             if len(parts) < 3:
+                if line.strip():  # squeue -h prints job lines only
+                    raise SchedulerOutputError(f"squeue printed an unreadable line: "
+                                               f"{line.strip()[:200]!r}")
                 continue
             job_id, name, reason = parts[0], parts[1], parts[2]
             state = STATES.get(name.split()[0])

@@ -22,19 +22,38 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import xml.etree.ElementTree as ET
 
-from ..errors import TransportError
-from ..layout import under
+from ..errors import SchedulerOutputError
 from ..resources import Resources, format_time
 from ..script import ScriptParts
 from ..states import JobState
-from .base import NATIVE, JobStatus, Rule, SchedulerBackend, SubmitSpec, array_range, option, rule
-from .pbspro import (
-    PBS_DRMAA_RULES, PBS_HOLD, PBS_REFUSED, PbsControl,
-    aliases, check_native, finished_status, hosts, job_name, mib,
-    nodefile_prologue, pbs_path, query_ids, seconds,
+from .base import (
+    NATIVE,
+    JobStatus,
+    Rule,
+    SchedulerBackend,
+    SubmitSpec,
+    array_range,
+    option,
+    own_output,
+    rule,
+)
+from .pbsfamily import (
+    PBS_DRMAA_RULES,
+    PBS_HOLD,
+    PBS_REFUSED,
+    PbsControl,
+    aliases,
+    check_native,
+    finished_status,
+    hosts,
+    job_name,
+    mib,
+    nodefile_prologue,
+    pbs_path,
+    query_ids,
+    seconds,
 )
 
 #: Torque job_state letters (qstat man page) onto the common states; C is refined by
@@ -56,12 +75,6 @@ EXIT_CODES: dict[int, tuple[JobState, str]] = {
     -12: (JobState.FAILED, "cpu time limit exceeded"),
 }
 GONE = re.compile(r"Unknown Job Id", re.I)
-
-
-def own_output(stdout: str, stderr: str, workdir: str) -> str:
-    """A line sending the job script's stdout and stderr to the job's own files."""
-    out, err, q = under(workdir, stdout), under(workdir, stderr), shlex.quote
-    return f"exec >{q(out)} 2>&1" if out == err else f"exec >{q(out)} 2>{q(err)}"
 
 
 def _own(spec: SubmitSpec) -> str:
@@ -132,7 +145,7 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         problems = [line for line in err.splitlines() if line.strip() and not GONE.search(line)]
         if returncode != 0 and (problems or not (err.strip() or out.strip())):
             why = problems[0] if problems else "no output"
-            raise TransportError(f"qstat failed ({returncode}): {why.strip()[:300]}")
+            raise SchedulerOutputError(f"qstat failed ({returncode}): {why.strip()[:300]}")
         # Torque before 6.1 prints nothing at all when no job matches (TRQ-3622).
         text = re.sub(r"<\?xml[^>]*\?>", "", out).strip()
         if not text:
@@ -177,7 +190,7 @@ def _jobs(text: str) -> list[ET.Element]:
         pass
     else:
         if not len(root):
-            raise TransportError(f"qstat printed no XML: {text[:200]!r}")
+            raise SchedulerOutputError(f"qstat printed no XML: {text[:200]!r}")
         return list(root.iter("Job"))
     jobs = []
     for block in re.findall(r"<Job>.*?</Job>", text, re.S):
@@ -191,5 +204,5 @@ def _jobs(text: str) -> list[ET.Element]:
                     ET.SubElement(job, tag).text = m[1]
             jobs.append(job)
     if not jobs:
-        raise TransportError(f"qstat printed no readable XML: {text[:200]!r}")
+        raise SchedulerOutputError(f"qstat printed no readable XML: {text[:200]!r}")
     return jobs

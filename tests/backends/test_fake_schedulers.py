@@ -9,6 +9,7 @@ whose sbatch would win backend="auto").
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import shutil
 import subprocess
 import sys
@@ -152,3 +153,44 @@ def test_refused_submission_fails_the_future(fex, flavor):
     with pytest.raises(JobFailed, match="refused") as info:
         f.result(timeout=30)
     assert info.value.state is JobState.FAILED
+
+
+STATUS = {"pbspro": "qstat", "torque": "qstat", "lsf": "bjobs"}
+
+
+def test_unreadable_status_is_logged_once_a_poll_and_polling_goes_on(fex, flavor, tmp_path,
+                                                                      caplog):
+    # The status command runs but prints garbage while the flag file exists.
+    flag = tmp_path / "garble"
+    wrapper = tmp_path / "bin" / STATUS[flavor]
+    wrapper.unlink()
+    wrapper.write_text(f'#!/bin/bash\nif [ -e {flag} ]; then echo "<<garbled {{"; exit 0; fi\n'
+                       f'exec {FAKE / STATUS[flavor]} "$@"\n')
+    wrapper.chmod(0o755)
+    caplog.set_level(logging.WARNING)
+    flag.touch()
+    f = fex.submit_shell("echo done")
+    _until(lambda: sum("cannot read" in r.getMessage() for r in caplog.records) >= 2)
+    assert not f.done() and f.job_id  # submitted; its state kept while unreadable
+    lines = [r for r in caplog.records if "cannot read" in r.getMessage()]
+    assert all(r.name == "hpcexec.schedqueue" and "\n" not in r.getMessage() for r in lines)
+    assert not [r for r in caplog.records if "polling jobs failed" in r.getMessage()]
+    flag.unlink()
+    assert f.result(timeout=30).stdout == "done\n"
+
+
+def test_a_failed_dependency_cancels_its_dependents(fex, flavor):
+    first = fex.submit_shell("exit 3")
+    with pytest.raises(JobFailed):
+        first.result(timeout=30)
+    second = fex.options(after=first).submit_shell("echo never")
+    with pytest.raises(JobFailed) as info:
+        second.result(timeout=30)
+    assert info.value.state is JobState.CANCELLED and second.job_id is None
+    assert info.value.reason == f"dependency {first.key} ended failed; this job never ran"
+
+
+def test_a_job_exiting_128_plus_n_reads_as_killed_by_signal_n(fex, flavor):
+    with pytest.raises(JobFailed) as info:
+        fex.submit_shell("exit 143").result(timeout=30)
+    assert (info.value.exit_code, info.value.signal) == (143, 15)

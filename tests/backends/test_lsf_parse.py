@@ -11,7 +11,7 @@ import pytest
 
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.lsf import LsfBackend, record_status
-from hpcexec.errors import BackendError, SubmitError, TransportError
+from hpcexec.errors import BackendError, SchedulerOutputError, SubmitError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
@@ -110,9 +110,9 @@ def test_unknown_ids_and_failures():
     found["RECORDS"].append({"ERROR": "Job <864220165> is not found"})
     assert set(lsf.parse_status(json.dumps(found), fixture("bjobs_not_found.txt"), 255)) == {
         "22005"}
-    with pytest.raises(TransportError, match="LSF is down"):
+    with pytest.raises(SchedulerOutputError, match="LSF is down"):
         lsf.parse_status("", "LSF is down. Please wait ...", 255)
-    with pytest.raises(TransportError):
+    with pytest.raises(SchedulerOutputError):
         lsf.parse_status("{not json", "", 0)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.pbspro import PbsProBackend, array_of
-from hpcexec.errors import BackendError, SubmitError, TransportError
+from hpcexec.errors import BackendError, SchedulerOutputError, SubmitError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
@@ -116,11 +116,13 @@ def test_unknown_ids_are_not_present_and_failures_raise():
     # qstat still prints the jobs it knows when another id is unknown
     both = pbs.parse_status(fixture("qstat_f_json_running.json"), unknown, 153)
     assert set(both) == {"16705.sdb", "16705"}
-    with pytest.raises(TransportError, match="cannot connect"):
+    with pytest.raises(SchedulerOutputError, match="cannot connect"):
         pbs.parse_status("", "qstat: cannot connect to server pbs01 (errno=111)", 2)
-    with pytest.raises(TransportError):
+    with pytest.raises(SchedulerOutputError):
         pbs.parse_status("", "", 1)
     assert pbs.parse_status("", "", 0) == {}
+    with pytest.raises(SchedulerOutputError, match="unreadable JSON"):
+        pbs.parse_status("qstat: garbled \x00 output", "", 0)  # not "every job has left"
 
 
 def test_directives_render_the_resource_model():

@@ -10,7 +10,7 @@ import pytest
 from hpcexec.backends import SCHEDULERS
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.sge import ACCT_IDS_PER_CALL, SgeBackend, job_name
-from hpcexec.errors import BackendError, SubmitError, TransportError
+from hpcexec.errors import BackendError, SchedulerOutputError, SubmitError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
@@ -102,9 +102,9 @@ def test_state_codes(code, state):
 
 def test_qstat_asks_for_this_users_jobs_and_fails_whole_when_qmaster_is_away():
     assert sge.status_argv(["12.3", "9"]) == ["qstat", "-xml", "-r", "-u", "$user"]
-    with pytest.raises(TransportError, match="commlib error"):
+    with pytest.raises(SchedulerOutputError, match="commlib error"):
         sge.parse_status("", recorded("sge_qstat_qmaster_unreachable.txt"), 1)
-    with pytest.raises(TransportError):
+    with pytest.raises(SchedulerOutputError):
         sge.parse_status("", "", 0)  # no XML at all is not "no jobs"
     empty = "<?xml version='1.0'?>\n<job_info><queue_info></queue_info><job_info></job_info></job_info>"
     assert sge.parse_status(empty, "", 0) == {}

@@ -8,7 +8,7 @@ import pytest
 
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.slurm import SlurmBackend
-from hpcexec.errors import SubmitError, TransportError
+from hpcexec.errors import SchedulerOutputError, SubmitError, TransportError
 from hpcexec.resources import Resources
 from hpcexec.states import JobState
 from recorded_output import read_output
@@ -93,8 +93,14 @@ def test_squeue_asks_for_the_exit_status():
 def test_squeue_unknown_ids_and_failure():
     assert slurm.parse_status("", recorded("slurm_squeue_invalid_job_id.txt"), 1) == {}
     assert slurm.parse_status(recorded("slurm_squeue_finished_without_t.txt"), "", 0) == {}
-    with pytest.raises(TransportError, match="Unable to contact"):
+    with pytest.raises(SchedulerOutputError, match="Unable to contact"):
         slurm.parse_status("", "slurm_load_jobs error: Unable to contact slurm controller", 1)
+
+
+def test_garbled_squeue_output_is_a_scheduler_output_error_not_a_transport_error():
+    with pytest.raises(SchedulerOutputError, match="unreadable line") as e:
+        slurm.parse_status("12|RUNNING|None|vm|0:0\n\x00garbage\n", "", 0)
+    assert not isinstance(e.value, TransportError)
 
 
 def test_sacct_final_states_exit_codes_and_memory():

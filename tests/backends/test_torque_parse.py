@@ -9,7 +9,7 @@ import pytest
 
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.torque import TorqueBackend
-from hpcexec.errors import BackendError, TransportError
+from hpcexec.errors import BackendError, SchedulerOutputError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
@@ -96,10 +96,10 @@ def test_broken_xml_still_yields_the_job():
 def test_unknown_ids_empty_output_and_failures():
     assert torque.parse_status("", fixture("qstat_unknown_job.txt"), 153) == {}
     assert torque.parse_status("", "", 0) == {}  # Torque < 6.1 prints nothing for no jobs
-    with pytest.raises(TransportError, match="cannot connect"):
+    with pytest.raises(SchedulerOutputError, match="cannot connect"):
         torque.parse_status("", "qstat: cannot connect to server torque01 (errno=111) "
                             "Connection refused", 1)
-    with pytest.raises(TransportError):
+    with pytest.raises(SchedulerOutputError):
         torque.parse_status("not xml at all", "", 0)
 
 

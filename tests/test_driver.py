@@ -1,0 +1,167 @@
+"""The driver interface: both queues implement it, and the rules they share are one."""
+from __future__ import annotations
+
+import inspect
+import logging
+
+import pytest
+
+from hpcexec import JobFailed, JobState
+from hpcexec.backends import SCHEDULERS, LocalBackend
+from hpcexec.driver import NEVER_RAN, Driver, dependency_failed
+from hpcexec.errors import SchedulerOutputError, TransportError
+from hpcexec.jobfiles import killed_by, signal_of
+from hpcexec.localqueue import LocalQueue
+from hpcexec.schedqueue import SUBMITTING, SchedulerQueue
+from hpcexec.store import JobRecord, Store
+from hpcexec.transport.base import CommandResult
+from hpcexec.transport.local import LocalShell
+
+DRIVERS = {
+    "local": lambda store, shell, tmp: LocalQueue(store, shell, LocalBackend(2), "/no/key"),
+    "slurm": lambda store, shell, tmp: SchedulerQueue(store, shell, SCHEDULERS["slurm"](),
+                                                      str(tmp)),
+}
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def driver(request, tmp_path):
+    (tmp_path / "cache").mkdir()
+    store = Store(tmp_path / "cache")
+    yield DRIVERS[request.param](store, LocalShell(), tmp_path)
+    store.close()
+
+
+def test_both_queues_are_complete_drivers(driver):
+    assert isinstance(driver, Driver)
+    assert not inspect.isabstract(type(driver))
+    # What the session and the monitor call is declared once, on Driver.
+    for name in ("poll", "wait_fds", "close", "accounting", "preview", "cancel",
+                 "terminate", "hold", "release", "suspend", "resume"):
+        assert callable(getattr(driver, name)), name
+        assert hasattr(Driver, name), name
+    assert driver.wake_in is None  # nothing waits for a time yet
+
+
+def _rec(key: str, state: JobState, deps=(), job_id=None) -> JobRecord:
+    return JobRecord(key=key, backend="x", host="h", kind="shell", state=state,
+                     jobdir=f"/j/{key}", deps=list(deps), job_id=job_id)
+
+
+def test_a_failed_or_missing_dependency_cancels_the_job_with_the_reason(driver):
+    with driver.store.write() as tx:
+        for rec in (_rec("ok", JobState.COMPLETED), _rec("bad", JobState.FAILED),
+                    _rec("run", JobState.RUNNING, job_id="7"),
+                    _rec("a", JobState.PENDING, ["ok", "run"]),
+                    _rec("b", JobState.PENDING, ["ok", "bad", "run"]),
+                    _rec("c", JobState.PENDING, ["gone"])):
+            tx.put(rec)
+    get = driver.store.get
+    assert [d.key for d in driver.dependencies(get("a"))] == ["run"]  # waits for one
+    assert driver.dependencies(get("b")) is None
+    with driver.store.write() as tx:  # the same rule inside a transaction
+        assert driver.dependencies(tx.get("c"), tx) is None
+    assert (get("b").state, get("b").reason) == (
+        JobState.CANCELLED, f"dependency bad ended failed; {NEVER_RAN}")
+    assert (get("c").state, get("c").reason) == (
+        JobState.CANCELLED, f"dependency gone is not in the cache; {NEVER_RAN}")
+    assert get("a").state is JobState.PENDING and get("b").finished
+
+
+def test_dependency_failed_says_why_or_none():
+    assert dependency_failed("d", None) == f"dependency d is not in the cache; {NEVER_RAN}"
+    for state in (JobState.CANCELLED, JobState.TIMEOUT, JobState.LOST):
+        assert dependency_failed("d", _rec("d", state)) == (
+            f"dependency d ended {state.value}; {NEVER_RAN}")
+    for state in (JobState.COMPLETED, JobState.PENDING, JobState.RUNNING, JobState.HELD):
+        assert dependency_failed("d", _rec("d", state)) is None
+
+
+def test_exit_code_128_plus_n_means_signal_n():
+    assert [signal_of(c) for c in (None, 0, 1, 127, 128)] == [None] * 5
+    assert (signal_of(129), signal_of(137), signal_of(143)) == (1, 9, 15)
+    assert killed_by(signal_of(137)).startswith("killed by SIGKILL")
+
+
+def test_a_failed_dependency_cancels_its_dependents_locally(ex):
+    first = ex.submit_shell("exit 3")
+    with pytest.raises(JobFailed):
+        first.result(timeout=30)
+    second = ex.options(after=first).submit_shell("echo never")
+    with pytest.raises(JobFailed) as info:
+        second.result(timeout=30)
+    assert info.value.state is JobState.CANCELLED and second.job_id is None
+    assert info.value.reason == f"dependency {first.key} ended failed; {NEVER_RAN}"
+
+
+def test_a_job_exiting_128_plus_n_reads_as_killed_by_signal_n_locally(ex):
+    with pytest.raises(JobFailed) as info:
+        ex.submit_shell("exit 143").result(timeout=30)
+    assert (info.value.exit_code, info.value.signal) == (143, 15)
+
+
+# -- a scheduler's unreadable answer is not a dropped connection, and vice versa ---------
+class Scripted(LocalShell):
+    """Runs nothing: each command name answers with the next scripted result, or raises it."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers = answers  # command name -> list of (rc, stdout) or exceptions
+        self.ran: list[str] = []
+
+    def run(self, argv, *, input=None, timeout=60.0, idempotent=False):
+        self.ran.append(argv[0])
+        answer = self.answers[argv[0]].pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        rc, out = answer
+        return CommandResult(tuple(argv), rc, out, "" if rc == 0 else out)
+
+
+def _slurm(tmp_path, answers, rec: JobRecord):
+    (tmp_path / "cache").mkdir()
+    store = Store(tmp_path / "cache")
+    shell = Scripted(answers)
+    rec.backend, rec.host = "slurm", shell.host
+    with store.write() as tx:
+        tx.put(rec)
+    return store, shell, SchedulerQueue(store, shell, SCHEDULERS["slurm"](), str(tmp_path))
+
+
+def test_an_unreadable_status_is_logged_and_the_next_poll_reads_it(tmp_path, caplog):
+    store, _shell, queue = _slurm(tmp_path, {"squeue": [
+        (0, "slurm_load_jobs: garbled \x00\n"), (0, "12|RUNNING|None|vm|\n")]},
+        _rec("k", JobState.PENDING, job_id="12"))
+    caplog.set_level(logging.WARNING, logger="hpcexec.schedqueue")
+    assert queue.poll() is False  # no exception: the monitor is not told the poll failed
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("cannot read slurm's job status this time: squeue printed an "
+                           "unreadable line") and "\n" not in line
+    assert store.get("k").state is JobState.PENDING  # kept, not judged gone
+    assert queue.poll() is True and store.get("k").state is JobState.RUNNING
+
+
+def test_a_dropped_connection_while_polling_is_left_to_the_monitor(tmp_path, caplog):
+    store, _shell, queue = _slurm(tmp_path, {"squeue": [TransportError("connection dropped")]},
+                                 _rec("k", JobState.PENDING, job_id="12"))
+    caplog.set_level(logging.WARNING, logger="hpcexec.schedqueue")
+    with pytest.raises(TransportError, match="connection dropped"):
+        queue.poll()
+    assert store.get("k").state is JobState.PENDING
+    assert not [r for r in caplog.records if "cannot read" in r.getMessage()]
+
+
+@pytest.mark.parametrize("answer, error", [
+    ((1, "slurm_load_jobs error: Unable to contact slurm controller"), SchedulerOutputError),
+    (TransportError("connection dropped"), TransportError),
+])
+def test_a_submission_to_recover_waits_for_a_usable_list_of_queued_jobs(tmp_path, answer,
+                                                                         error):
+    rec = _rec("k", JobState.PENDING)
+    rec.reason = SUBMITTING + "/arrays/x/submit.sh"
+    store, shell, queue = _slurm(tmp_path, {"squeue": [answer]}, rec)
+    with pytest.raises(error) as info:
+        queue.poll()
+    assert error is TransportError or not isinstance(info.value, TransportError)
+    assert shell.ran == ["squeue"]  # nothing submitted again
+    assert store.get("k").reason == rec.reason  # the intent stays for the next poll
