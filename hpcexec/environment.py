@@ -32,8 +32,9 @@ from dataclasses import dataclass
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PACKAGE_DIR = os.path.join(PACKAGE_PARENT, "hpcexec")
 _INSTALL_DIRS = ("site-packages", "dist-packages")
+# sys.path[0] is the script's directory, unless -P (sys.flags.safe_path, Python 3.11 on) left it out
 _PROBE = ("import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, "
-          "sys.path[0 if sys.flags.safe_path else 1:]]))")
+          "sys.path[0 if getattr(sys.flags, 'safe_path', False) else 1:]]))")
 _PROBE_TIMEOUT = 30.0
 
 
@@ -107,7 +108,7 @@ def interpreter(python: str) -> Interpreter:
 
 @functools.cache
 def _running(python: str) -> Interpreter:
-    path = sys.path[0 if sys.flags.safe_path else 1:]
+    path = sys.path[0 if getattr(sys.flags, "safe_path", False) else 1:]  # see _PROBE
     return Interpreter(python, sys.prefix, sys.base_prefix, sys.exec_prefix, tuple(path))
 
 

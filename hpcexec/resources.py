@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from .errors import ResourceError
+from .isotime import parse_iso_datetime
 
 _TIME_RE = re.compile(
     r"""^(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?   # D-HH[:MM[:SS]]
@@ -216,8 +217,7 @@ def _instant(round_up: bool) -> Callable[[Any], str]:
         elif isinstance(value, str):
             text = value.strip()
             try:
-                when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z")
-                                              else text)
+                when = parse_iso_datetime(text)
             except ValueError:
                 raise ValueError("use an ISO 8601 time such as '2030-01-31T18:00' or "
                                  "'2030-01-31 18:00+01:00', or '+' and a delay such as "

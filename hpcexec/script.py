@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .layout import EXITCODE, STARTED
 from .resources import Resources
@@ -77,13 +77,30 @@ def render(
     recorded) is given. ``after`` lists the job directories of jobs that must have completed:
     the script checks their exit-code files first, for schedulers whose dependencies wait
     only for the end of a job, not its success."""
-    q = shlex.quote
-    lines = ["#!/bin/bash"]
-    lines += parts.directives
-    lines.append("# written by hpcexec")
+    lines = ["#!/bin/bash", *parts.directives, "# written by hpcexec"]
     if parts.prologue:
         lines.append(parts.prologue)
-    lines += [
+    lines += _core_exports(parts, name=name, workdir=workdir, submit_host=submit_host)
+    lines += env_lines(res)
+    jd = shlex.quote(jobdir)
+    lines.append(f'printf \'%s\\n\' "$HPCEXEC_JOB_ID" "${{HOSTNAME:-}}" > {jd}/{STARTED}')
+    if after:
+        lines += _dependency_check(after, jd)
+    lines.append(f"cd {shlex.quote(workdir)} || exit 1")
+    if command is not None:
+        lines.append(f"exec {command}")
+    else:
+        assert shell_body is not None
+        body = fill_placeholders(shell_body, placeholder_values(res, name, jobdir))
+        lines += _shell_run(body, jd)
+    return "\n".join(lines) + "\n"
+
+
+def _core_exports(parts: ScriptParts, *, name: str, workdir: str,
+                  submit_host: str) -> list[str]:
+    """The lines setting ``CORE_VARS``."""
+    q = shlex.quote
+    return [
         f"export HPCEXEC_JOB_ID={parts.job_id_expr}",
         f"export HPCEXEC_JOB_NAME={q(name)}",
         f"export HPCEXEC_WORKDIR={q(workdir)}",
@@ -91,36 +108,39 @@ def render(
         f"export HPCEXEC_NODELIST={parts.nodelist_expr}",
         f"export HPCEXEC_ARRAY_INDEX={parts.array_index_expr}",
     ]
-    lines += env_lines(res)
-    jd = q(jobdir)
-    lines.append(f'printf \'%s\\n\' "$HPCEXEC_JOB_ID" "${{HOSTNAME:-}}" > {jd}/{STARTED}')
-    if after:
-        dirs = " ".join(q(d) for d in after)
-        lines += [
-            f"for _hx_dep in {dirs}; do",
-            '  _hx_rc=; read -r _hx_rc < "$_hx_dep/exitcode" 2>/dev/null',
-            '  if [ "$_hx_rc" != 0 ]; then',
-            f"    printf '%s\\n%s\\n' 1 \"dependency ${{_hx_dep##*/}} did not complete "
-            f"(exit code ${{_hx_rc:-none}}); this job did not run\" > {jd}/.{EXITCODE}.tmp "
-            f"&& mv -f {jd}/.{EXITCODE}.tmp {jd}/{EXITCODE}",
-            "    exit 1",
-            "  fi",
-            "done",
-        ]
-    lines.append(f"cd {q(workdir)} || exit 1")
-    if command is not None:
-        lines.append(f"exec {command}")
-    else:
-        assert shell_body is not None
-        body = fill_placeholders(shell_body, placeholder_values(res, name, jobdir))
-        lines += [
-            "trap 'hpcexec_sig=TERM' TERM",
-            "(",
-            body.rstrip("\n"),
-            ")",
-            "hpcexec_rc=$?",
-            f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "${{hpcexec_sig:+terminated by SIG$hpcexec_sig}}" '
-            f"> {jd}/.{EXITCODE}.tmp && mv -f {jd}/.{EXITCODE}.tmp {jd}/{EXITCODE}",
-            'exit "$hpcexec_rc"',
-        ]
-    return "\n".join(lines) + "\n"
+
+
+def _dependency_check(after: Sequence[str], jd: str) -> list[str]:
+    """Lines that end the job, recording why, unless every job directory in ``after`` holds
+    exit code 0 (``jd``: this job's directory, quoted)."""
+    dirs = " ".join(shlex.quote(d) for d in after)
+    return [
+        f"for _hx_dep in {dirs}; do",
+        f'  _hx_rc=; read -r _hx_rc < "$_hx_dep/{EXITCODE}" 2>/dev/null',
+        '  if [ "$_hx_rc" != 0 ]; then',
+        (f"    printf '%s\\n%s\\n' 1 \"dependency ${{_hx_dep##*/}} did not complete "
+         f"(exit code ${{_hx_rc:-none}}); this job did not run\" {_into_exitcode(jd)}"),
+        "    exit 1",
+        "  fi",
+        "done",
+    ]
+
+
+def _shell_run(body: str, jd: str) -> list[str]:
+    """Lines running a shell body in a subshell and recording its exit code, and the signal
+    that ended it, in the job directory ``jd`` (quoted)."""
+    return [
+        "trap 'hpcexec_sig=TERM' TERM",
+        "(",
+        body.rstrip("\n"),
+        ")",
+        "hpcexec_rc=$?",
+        (f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "${{hpcexec_sig:+terminated by SIG$hpcexec_sig}}" '
+         f"{_into_exitcode(jd)}"),
+        'exit "$hpcexec_rc"',
+    ]
+
+
+def _into_exitcode(jd: str) -> str:
+    """The redirection that writes a printf's output into the job's exit-code file whole."""
+    return f"> {jd}/.{EXITCODE}.tmp && mv -f {jd}/.{EXITCODE}.tmp {jd}/{EXITCODE}"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: install hpcexec with its test extras, then pytest.
-# Extra arguments go to pytest (e.g. `bash tests/run.sh -k cache -x`).
+# The whole test suite, as CI runs it: install hpcexec with its test extras, then pytest, then
+# the tests that need no daemon on each other claimed Python (tests/pythons.sh).
+# Extra arguments go to every pytest (e.g. `bash tests/run.sh -k cache -x`);
+# HPCEXEC_TEST_PYTHONS="" leaves the other Pythons out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -18,4 +20,9 @@ elif [ -n "${CI:-}" ]; then
     echo "CI needs root to start the test schedulers" >&2
     exit 1
 fi
-exec "$PY" -m pytest -ra "$@"
+status=0
+"$PY" -m pytest -ra "$@" || status=$?
+# Then the tests that need no daemon on every other Python version hpcexec claims.
+version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+bash tests/pythons.sh "$version" "$@" || status=1
+exit "$status"

@@ -475,7 +475,7 @@ def test_map_chunks_shared_with_another_executor_run_for_it(ex, gate, cache):
     mine = ex.map(jobfns.double, range(4), chunksize=2, timeout=0.5)
     with hpcexec.Executor(cache_dir=cache, poll_interval=0.02, profile="") as other:
         theirs = other.map(jobfns.double, range(4), chunksize=2)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(cf.TimeoutError):
             next(mine)  # the map gives up: its futures not yet done are cancelled
         gate.touch()
         assert list(theirs) == [0, 2, 4, 6]
@@ -484,7 +484,7 @@ def test_map_chunks_shared_with_another_executor_run_for_it(ex, gate, cache):
 def test_identical_calls_of_two_maps_share_and_survive_a_cancel(ex, gate):
     first = ex.map(jobfns.double, range(3), chunksize=1, timeout=0.5)
     second = ex.map(jobfns.double, range(3), chunksize=1)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(cf.TimeoutError):
         next(first)
     gate.touch()
     assert list(second) == [0, 2, 4]
@@ -508,7 +508,7 @@ def test_terminate_ends_a_shared_job_only_for_its_last_future(ex, tmp_path):
 
 def test_a_map_that_gives_up_cancels_every_job_only_it_wanted(ex, gate):
     gave_up = ex.map(jobfns.double, range(4), chunksize=2, timeout=0.5)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(cf.TimeoutError):
         next(gave_up)  # as the stdlib's map: the future that timed out is cancelled too
     chunks = [r for r in ex.store.select() if r.name.startswith("double")]
     assert len(chunks) == 2

@@ -392,30 +392,38 @@ class HPCCluster(SpecCluster):
             if owned:
                 executor.shutdown(wait=False)
             raise
-        spec = dataclasses.replace(spec, walltime=self.executor.resources.time)
-        self.spec = spec
+        self.spec = dataclasses.replace(spec, walltime=self.executor.resources.time)
         self.job_name = meta["job_name"]
         self._owned_executor = owned
         self._backend_name = (backend or "the profile's backend") if owned else \
             "the executor's backend"
         self._history: list[HPCJob] = []
         self._quick_failures = 0
-        options = {"dashboard_address": ":8787", "protocol": protocol,
-                   **({"interface": spec.interface} if spec.interface else {}),
-                   **meta["scheduler_options"]}
-        options["plugins"] = [*options.get("plugins", ()), _WorkerLeft(self.executor)]
-        scheduler = {"cls": Scheduler, "options": options}
-        worker: dict[str, Any] = {"cls": HPCJob, "options": {
-            "executor": self.executor, "spec": spec, "job_name": self.job_name,
-            "log_directory": meta["log_directory"],
-            "cluster": weakref.ref(self), "history": self._history,
-            "cores": spec.cores, "memory": spec.memory}}
-        if spec.processes > 1:
-            worker["group"] = [f"-{i}" for i in range(spec.processes)]
-        super().__init__(scheduler=scheduler, worker=worker, loop=loop,
+        super().__init__(scheduler=self._scheduler_spec(protocol, meta["scheduler_options"]),
+                         worker=self._worker_spec(meta["log_directory"]), loop=loop,
                          silence_logs=silence_logs, asynchronous=asynchronous, name=name)
         if n_workers:
             self.scale(n_workers)
+
+    def _scheduler_spec(self, protocol: str | None,
+                        scheduler_options: dict[str, Any]) -> dict[str, Any]:
+        """SpecCluster's scheduler: dask's, told by a plugin when a worker leaves."""
+        options = {"dashboard_address": ":8787", "protocol": protocol,
+                   **({"interface": self.spec.interface} if self.spec.interface else {}),
+                   **scheduler_options}
+        options["plugins"] = [*options.get("plugins", ()), _WorkerLeft(self.executor)]
+        return {"cls": Scheduler, "options": options}
+
+    def _worker_spec(self, log_directory: str | None) -> dict[str, Any]:
+        """SpecCluster's worker: one job, running ``spec.processes`` workers."""
+        worker: dict[str, Any] = {"cls": HPCJob, "options": {
+            "executor": self.executor, "spec": self.spec, "job_name": self.job_name,
+            "log_directory": log_directory,
+            "cluster": weakref.ref(self), "history": self._history,
+            "cores": self.spec.cores, "memory": self.spec.memory}}
+        if self.spec.processes > 1:
+            worker["group"] = [f"-{i}" for i in range(self.spec.processes)]
+        return worker
 
     # -- jobqueue's names --------------------------------------------------------------
     def _new_worker_name(self, worker_number: int) -> str:

@@ -93,15 +93,23 @@ def build_parser() -> Parser:
     top.add_argument("--version", action="version", version=f"hpcexec {__version__}")
     _global_options(top, suppress=False)
     sub = top.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=Parser)
-
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        _global_options(p, suppress=True)
-        return p
-
     register_resources(sub, lambda p: _global_options(p, suppress=True))
+    _add_submit(sub)
+    _add_following(sub)
+    _add_control(sub)
+    _add_cache_commands(sub)
+    return top
 
-    p = command("submit", "run a shell command as a job; prints its key and job id")
+
+def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand, which takes the global options too."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    _global_options(p, suppress=True)
+    return p
+
+
+def _add_submit(sub: Any) -> None:
+    p = _command(sub, "submit", "run a shell command as a job; prints its key and job id")
     r = p.add_argument_group("resources")
     for key, kw in SUBMIT_RESOURCES.items():
         r.add_argument("--" + key.replace("_", "-"), **kw)
@@ -127,7 +135,10 @@ def build_parser() -> Parser:
     p.add_argument("command", nargs="*", metavar="-- COMMAND",
                    help="the shell command; one word is a shell body as written")
 
-    p = command("jobs", "list jobs: key, name, host, backend, id, state, age")
+
+def _add_following(sub: Any) -> None:
+    """The commands that look at jobs: jobs, show, logs, wait."""
+    p = _command(sub, "jobs", "list jobs: key, name, host, backend, id, state, age")
     p.add_argument("--state", action="append", metavar="STATE",
                    help="pending, held, running, suspended, completed, failed, cancelled, "
                         "timeout, lost, active or finished (repeatable, or comma-separated)")
@@ -136,31 +147,37 @@ def build_parser() -> Parser:
     p.add_argument("--no-refresh", action="store_true",
                    help="show the records as stored, without asking the scheduler")
 
-    p = command("show", "everything about one job: record, usage, accounting, files")
+    p = _command(sub, "show", "everything about one job: record, usage, accounting, files")
     p.add_argument("key", metavar="KEY")
 
-    p = command("logs", "print a job's output")
+    p = _command(sub, "logs", "print a job's output")
     p.add_argument("key", metavar="KEY")
     p.add_argument("--stderr", action="store_true", help="standard error instead of output")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing as the output grows, until the job ends")
 
-    p = command("wait", "wait until jobs end; exit 0 if all completed")
+    p = _command(sub, "wait", "wait until jobs end; exit 0 if all completed")
     p.add_argument("keys", nargs="+", metavar="KEY")
     p.add_argument("--progress", action="store_true", help="a progress bar on stderr")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long")
 
-    p = command("cancel", "cancel jobs that wait, end jobs that run")
+
+def _add_control(sub: Any) -> None:
+    """The commands that change jobs in their scheduler: cancel, hold, release."""
+    p = _command(sub, "cancel", "cancel jobs that wait, end jobs that run")
     p.add_argument("keys", nargs="+", metavar="KEY")
     p.add_argument("--no-wait", action="store_true", help="do not wait for them to end")
 
-    p = command("hold", "keep jobs that have not started from starting")
+    p = _command(sub, "hold", "keep jobs that have not started from starting")
     p.add_argument("keys", nargs="+", metavar="KEY")
 
-    p = command("release", "let held jobs start")
+    p = _command(sub, "release", "let held jobs start")
     p.add_argument("keys", nargs="+", metavar="KEY")
 
-    p = command("clean", "remove finished jobs' records and files from the cache")
+
+def _add_cache_commands(sub: Any) -> None:
+    """The commands about the cache and the setup: clean, merge, backends, config."""
+    p = _command(sub, "clean", "remove finished jobs' records and files from the cache")
     p.add_argument("--finished", action="store_true", help="every finished job")
     p.add_argument("--state", action="append", metavar="STATE",
                    help="only these finished states (repeatable, or comma-separated)")
@@ -169,12 +186,11 @@ def build_parser() -> Parser:
                                                        "than this: 30m, 12h, 7d, 2w")
     p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
 
-    p = command("merge", "bring in the records of another cache (with --host)")
+    p = _command(sub, "merge", "bring in the records of another cache (with --host)")
     p.add_argument("path", metavar="PATH", help="the other cache directory or its jobs.sqlite")
 
-    command("backends", "which schedulers are found here, and which 'auto' would use")
-    command("config", "the effective settings and where each came from")
-    return top
+    _command(sub, "backends", "which schedulers are found here, and which 'auto' would use")
+    _command(sub, "config", "the effective settings and where each came from")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

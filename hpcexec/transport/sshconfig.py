@@ -90,64 +90,86 @@ def resolve(destination: str, config: paramiko.SSHConfig, *, ssh_key: str | None
     ConnectTimeout, ServerAliveInterval. Explicit user and port win over the config."""
     user, name, port = parse_destination(destination)
     try:
-        opts = config.lookup(name)
+        opts = _HostOptions(name, config.lookup(name))
     except Exception as e:  # Match exec and the like raise whatever they raise
         raise TransportError(f"cannot apply the ssh config to {name!r}: {e}") from e
+    port = port or opts.port()
+    user = user or opts.text("user") or getpass.getuser()
+    identities = _identities(opts, ssh_key)
+    jumps = _jumps(name, opts.text("proxyjump"), config, _depth)
+    known = tuple(shlex.split(opts.text("userknownhostsfile") or "")) or USER_KNOWN_HOSTS
+    return Endpoint(
+        alias=name,
+        hostname=opts.raw.get("hostname", name),
+        port=port,
+        user=user,
+        identity_files=identities,
+        identities_only=str(opts.raw.get("identitiesonly", "no")).lower() == "yes",
+        proxy_command=None if jumps else opts.text("proxycommand"),
+        jumps=jumps,
+        known_hosts_files=tuple(os.path.expanduser(f) for f in known),
+        connect_timeout=opts.number("connecttimeout"),
+        keepalive=opts.number("serveraliveinterval"),
+    )
 
-    def opt(key: str) -> str | None:
-        value = opts.get(key)
+
+@dataclass(frozen=True)
+class _HostOptions:
+    """What the ssh config says for one host (paramiko's lookup), read as OpenSSH reads it."""
+
+    name: str
+    raw: paramiko.SSHConfigDict
+
+    def text(self, key: str) -> str | None:
+        """The value, or None where it is unset or ``none``."""
+        value = self.raw.get(key)
         return None if value is None or str(value).lower() == "none" else str(value)
 
-    try:
-        port = port or int(opts.get("port", 22))
-    except ValueError as e:
-        raise TransportError(f"the ssh config gives {name!r} a bad Port: {opts.get('port')!r}") from e
-    user = user or opt("user") or getpass.getuser()
+    def number(self, key: str) -> int | None:
+        """A whole-number value; one that is not a number is logged and ignored."""
+        value = self.text(key)
+        try:
+            return int(value) if value else None
+        except ValueError:
+            log.warning("ignoring %s=%r for %s in the ssh config: not a number", key, value,
+                        self.name)
+            return None
+
+    def port(self) -> int:
+        try:
+            return int(self.raw.get("port", 22))
+        except ValueError as e:
+            raise TransportError(f"the ssh config gives {self.name!r} a bad Port: "
+                                 f"{self.raw.get('port')!r}") from e
+
+
+def _identities(opts: _HostOptions, ssh_key: str | None) -> tuple[str, ...]:
+    """The key files to offer: ``ssh_key`` alone if given, else the configured ones."""
     if ssh_key is not None:
         key = os.path.expanduser(str(ssh_key))
         if not os.path.isfile(key):
             raise TransportError(f"ssh_key={str(ssh_key)!r} does not exist (give the path of a "
                                  "private key file)")
-        identities: tuple[str, ...] = (key,)
-    else:
-        # OpenSSH skips configured identity files that do not exist.
-        identities = tuple(os.path.expanduser(f) for f in opts.get("identityfile", [])
-                           if os.path.isfile(os.path.expanduser(f)))
-    jumps: tuple[Endpoint, ...] = ()
-    jump_spec = opt("proxyjump")
-    if jump_spec:
-        if _depth >= MAX_JUMPS:
-            raise TransportError(f"ProxyJump for {name!r} nests more than {MAX_JUMPS} deep; "
-                                 "is there a loop in the ssh config?")
-        hops: list[Endpoint] = []
-        for hop in jump_spec.split(","):
-            ep = resolve(hop.strip(), config, _depth=_depth + 1)
-            hops.extend(ep.jumps)
-            hops.append(ep)
-        jumps = tuple(hops)
-    known = tuple(shlex.split(opt("userknownhostsfile") or "")) or USER_KNOWN_HOSTS
+        return (key,)
+    # OpenSSH skips configured identity files that do not exist.
+    return tuple(os.path.expanduser(f) for f in opts.raw.get("identityfile", [])
+                 if os.path.isfile(os.path.expanduser(f)))
 
-    def number(key: str) -> int | None:
-        value = opt(key)
-        try:
-            return int(value) if value else None
-        except ValueError:
-            log.warning("ignoring %s=%r for %s in the ssh config: not a number", key, value, name)
-            return None
 
-    return Endpoint(
-        alias=name,
-        hostname=opts.get("hostname", name),
-        port=port,
-        user=user,
-        identity_files=identities,
-        identities_only=str(opts.get("identitiesonly", "no")).lower() == "yes",
-        proxy_command=None if jumps else opt("proxycommand"),
-        jumps=jumps,
-        known_hosts_files=tuple(os.path.expanduser(f) for f in known),
-        connect_timeout=number("connecttimeout"),
-        keepalive=number("serveraliveinterval"),
-    )
+def _jumps(name: str, jump_spec: str | None, config: paramiko.SSHConfig,
+           depth: int) -> tuple[Endpoint, ...]:
+    """The hosts of a ProxyJump list, each preceded by its own jumps, in connection order."""
+    if not jump_spec:
+        return ()
+    if depth >= MAX_JUMPS:
+        raise TransportError(f"ProxyJump for {name!r} nests more than {MAX_JUMPS} deep; "
+                             "is there a loop in the ssh config?")
+    hops: list[Endpoint] = []
+    for hop in jump_spec.split(","):
+        ep = resolve(hop.strip(), config, _depth=depth + 1)
+        hops.extend(ep.jumps)
+        hops.append(ep)
+    return tuple(hops)
 
 
 @dataclass
