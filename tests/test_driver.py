@@ -83,7 +83,8 @@ def test_exit_code_128_plus_n_means_signal_n():
     assert killed_by(signal_of(137)).startswith("killed by SIGKILL")
 
 
-def test_a_failed_dependency_cancels_its_dependents_locally(ex):
+def failed_dependency_cancels_its_dependents(ex) -> None:
+    """The dependency rule, as every driver applies it (also run on the fake schedulers)."""
     first = ex.submit_shell("exit 3")
     with pytest.raises(JobFailed):
         first.result(timeout=30)
@@ -94,10 +95,19 @@ def test_a_failed_dependency_cancels_its_dependents_locally(ex):
     assert info.value.reason == f"dependency {first.key} ended failed; {NEVER_RAN}"
 
 
-def test_a_job_exiting_128_plus_n_reads_as_killed_by_signal_n_locally(ex):
+def exit_128_plus_n_reads_as_signal_n(ex) -> None:
+    """128+n means killed by signal n, for every driver (also run on the fake schedulers)."""
     with pytest.raises(JobFailed) as info:
         ex.submit_shell("exit 143").result(timeout=30)
     assert (info.value.exit_code, info.value.signal) == (143, 15)
+
+
+def test_a_failed_dependency_cancels_its_dependents_locally(ex):
+    failed_dependency_cancels_its_dependents(ex)
+
+
+def test_a_job_exiting_128_plus_n_reads_as_killed_by_signal_n_locally(ex):
+    exit_128_plus_n_reads_as_signal_n(ex)
 
 
 # -- a scheduler's unreadable answer is not a dropped connection, and vice versa ---------

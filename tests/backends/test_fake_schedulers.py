@@ -22,6 +22,7 @@ import hpcexec
 import jobfns
 from hpcexec import JobFailed, JobState
 from hpcexec.backends import SCHEDULERS
+from test_driver import exit_128_plus_n_reads_as_signal_n, failed_dependency_cancels_its_dependents
 
 FAKE = Path(__file__).parent.parent / "fakesched"
 COMMANDS = {
@@ -180,17 +181,8 @@ def test_unreadable_status_is_logged_once_a_poll_and_polling_goes_on(fex, flavor
 
 
 def test_a_failed_dependency_cancels_its_dependents(fex, flavor):
-    first = fex.submit_shell("exit 3")
-    with pytest.raises(JobFailed):
-        first.result(timeout=30)
-    second = fex.options(after=first).submit_shell("echo never")
-    with pytest.raises(JobFailed) as info:
-        second.result(timeout=30)
-    assert info.value.state is JobState.CANCELLED and second.job_id is None
-    assert info.value.reason == f"dependency {first.key} ended failed; this job never ran"
+    failed_dependency_cancels_its_dependents(fex)
 
 
 def test_a_job_exiting_128_plus_n_reads_as_killed_by_signal_n(fex, flavor):
-    with pytest.raises(JobFailed) as info:
-        fex.submit_shell("exit 143").result(timeout=30)
-    assert (info.value.exit_code, info.value.signal) == (143, 15)
+    exit_128_plus_n_reads_as_signal_n(fex)
