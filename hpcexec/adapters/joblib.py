@@ -40,7 +40,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 import hpcexec
 from hpcexec.adapters.joblib_nested import inside_job_backend, nested_backend
-from hpcexec.adapters.joblib_pool import MAX_TASKS_PER_JOB, Batch, JobPool, Outcome
+from hpcexec.adapters.joblib_pool import Batch, JobPool, Outcome
 from hpcexec.errors import ResourceError
 from hpcexec.script import current_job
 
@@ -214,7 +214,7 @@ class HpcexecBackend(ParallelBackendBase):
         per_task = self._jobs.measured_task_seconds()
         if per_task is None:
             return 1
-        return max(1, min(MAX_TASKS_PER_JOB, int(self._jobs.job_seconds() / per_task)))
+        return self._jobs.tasks_for(per_task)
 
     def batch_completed(self, batch_size: int, duration: float) -> None:
         """Ignored: the time from dispatch to completion is mostly queue wait and job

@@ -208,6 +208,10 @@ class JobPool:
         with self._cond:
             return max(self.target, STARTUP_AMORTISE * (self._startup or 0.0))
 
+    def tasks_for(self, per_task: float) -> int:
+        """How many tasks of ``per_task`` seconds fill a job (:meth:`job_seconds`)."""
+        return max(1, min(MAX_TASKS_PER_JOB, int(self.job_seconds() / per_task)))
+
     def measured_task_seconds(self) -> float | None:
         """Seconds one task of this call took on average inside the jobs, once one ran."""
         with self._cond:
@@ -233,7 +237,7 @@ class JobPool:
         or is still out (under the lock)."""
         per_task = self._task_estimate(now)
         if per_task is not None:
-            return max(1, min(MAX_TASKS_PER_JOB, int(self.job_seconds() / per_task)))
+            return self.tasks_for(per_task)
         if self._probe is not None and not self._probe.running() and \
                 now - self._probe_sent > self.patience:
             return math.ceil(sum(b.size for b in self._pending) / free)
