@@ -22,314 +22,43 @@ import asyncio
 import dataclasses
 import logging
 import math
-import shlex
-import sys
-import threading
 import time
-import uuid
 import weakref
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 try:
-    import dask
-    from dask.utils import format_bytes, parse_bytes
     from distributed.core import Status
-    from distributed.deploy.spec import ProcessInterface, SpecCluster
-    from distributed.deploy.utils import nprocesses_nthreads
-    from distributed.diagnostics.plugin import SchedulerPlugin
-    from distributed.scheduler import Scheduler
+    from distributed.deploy.spec import SpecCluster
     from distributed.utils import Log
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("hpcexec.adapters.dask needs dask and distributed: "
                       "pip install 'hpcexec[dask]'") from e
 
 import hpcexec
-from hpcexec.environment import Environment
-from hpcexec.errors import ResourceError
+from hpcexec.adapters.dask_job import HPCJob
+from hpcexec.adapters.dask_keywords import CONFIG_NAMES, from_jobqueue_keywords
+from hpcexec.adapters.dask_scheduler import scheduler_spec
+from hpcexec.adapters.dask_workerspec import WorkerJobSpec, default_lifetime_margin
 from hpcexec.states import JobState
 
 log = logging.getLogger(__name__)
 
-# dask-jobqueue's configuration section for each backend (``jobqueue.<name>.*`` in dask's
-# config), read for keywords not given, as dask-jobqueue does.
-CONFIG_NAMES = {"slurm": "slurm", "sge": "sge", "pbspro": "pbs", "torque": "pbs",
-                "lsf": "lsf", "local": "local"}
-RENAMED = {"project": "account", "job_extra": "job_extra_directives",
-           "env_extra": "job_script_prologue", "extra": "worker_extra_args"}
-REFUSED = {
-    "security": "TLS between scheduler and workers is not supported by HPCCluster yet; "
-                "drop security= (or use dask-jobqueue for TLS)",
-    "shebang": "hpcexec writes the job script, shell line included; drop shebang=",
-    "job_directives_skip": "hpcexec renders the directives from the resources; leave a "
-                           "resource unset rather than skipping its directive",
-    "header_skip": "hpcexec renders the directives from the resources; leave a "
-                   "resource unset rather than skipping its directive",
-    "shared_temp_directory": "only used for TLS files, which HPCCluster does not support",
-    "dashboard_address": "pass it in scheduler_options={'dashboard_address': ...}",
-    "host": "pass it in scheduler_options={'host': ...}",
-    "job_cls": "HPCCluster's workers are always hpcexec jobs",
-}
 MAX_QUICK_FAILURES = 3  # worker jobs failing in a row, soon after start, before replacing stops
 QUICK = 60.0  # seconds: a worker job failing sooner counts as failing to start
-TERMINATE_AGAIN = 5.0  # seconds after which a worker job still running is terminated again
-REFRESH_AFTER_LEAVING = (0.2, 0.8, 1.0, 2.0, 4.0)  # pauses between looks at the jobs
 REPLACE_GRACE = 2.0  # seconds between a worker job's end and the decision to replace it
 
 
-def default_lifetime_margin(walltime: float) -> float:
-    """Seconds before the walltime at which a worker starts retiring: a tenth of the
-    walltime, at least a minute and at most ten, and never more than half of it."""
-    return min(max(60.0, walltime / 10), 600.0, walltime / 2)
+def _weakly(method: Callable[[HPCJob], None]) -> Callable[[HPCJob], None]:
+    """``method`` as a callback that does not keep its object alive (the cluster holds its
+    worker spec, which holds the callback)."""
+    ref = weakref.WeakMethod(method)
 
-
-@dataclass(frozen=True)
-class WorkerJobSpec:
-    """What one worker job runs and asks for, from dask-jobqueue's keywords."""
-
-    cores: int = 1
-    memory: int | None = None  # bytes per job
-    processes: int = 1
-    walltime: float | None = None  # seconds
-    nanny: bool = True
-    death_timeout: float | None = 60
-    local_directory: str | None = None
-    interface: str | None = None
-    protocol: str | None = None
-    worker_extra_args: tuple[str, ...] = ()
-    job_script_prologue: tuple[str, ...] = ()
-    python: str = sys.executable
-    worker_command: str = "distributed.cli.dask_worker"
-    lifetime_margin: float | None = None  # None: default_lifetime_margin; 0: no lifetime
-    python_path: tuple[str, ...] = ()  # put before the job's PYTHONPATH
-    resources: dict[str, Any] = field(default_factory=dict)  # hpcexec resources of the job
-
-    @property
-    def threads_per_process(self) -> int:
-        return max(1, self.cores // self.processes)
-
-    def lifetime(self) -> tuple[float, float] | None:
-        """(lifetime, stagger) in seconds for ``--lifetime``, from the walltime."""
-        if self.walltime is None or self.lifetime_margin == 0:
-            return None
-        if any(a == "--lifetime" or a.startswith("--lifetime=") for a in self.worker_extra_args):
-            return None  # the user's own
-        margin = self.lifetime_margin or default_lifetime_margin(self.walltime)
-        return self.walltime - margin, margin / 4
-
-    def command(self, scheduler: str, name: str) -> str:
-        args = [self.python, "-m", self.worker_command, scheduler, "--name", name,
-                "--nthreads", str(self.threads_per_process)]
-        if self.memory:
-            args += ["--memory-limit", format_bytes(self.memory / self.processes).replace(" ", "")]
-        if self.worker_command == "distributed.cli.dask_worker":
-            if self.processes > 1:
-                args += ["--nworkers", str(self.processes)]
-            args.append("--nanny" if self.nanny else "--no-nanny")
-        if self.death_timeout is not None:
-            args += ["--death-timeout", str(self.death_timeout)]
-        if self.local_directory:
-            args += ["--local-directory", self.local_directory]
-        if self.interface:
-            args += ["--interface", self.interface]
-        if self.protocol:
-            args += ["--protocol", self.protocol]
-        life = self.lifetime()
-        if life:
-            args += ["--lifetime", f"{int(life[0])}s", "--lifetime-stagger", f"{int(life[1])}s"]
-        args += list(self.worker_extra_args)
-        return " ".join(shlex.quote(str(a)) for a in args)
-
-    def body(self, scheduler: str, name: str) -> str:
-        """The shell body of the job: the client's import directories, the prologue, then
-        the worker (not exec'd, so the job script records its exit code)."""
-        lines = list(self.job_script_prologue)
-        if self.python_path:
-            path = shlex.quote(":".join(self.python_path))
-            lines.insert(0, f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}")
-        return "\n".join([*lines, self.command(scheduler, name)])
-
-
-def client_import_dirs() -> tuple[str, ...]:
-    """The directories this process imports its own modules from (see
-    :class:`hpcexec.environment.Environment`), so that functions pickled by reference import
-    in the workers as they do here. hpcexec gives its Python jobs the same; a worker job is a
-    shell job, so it gets them through PYTHONPATH."""
-    return Environment.describe().own_dirs
-
-
-def _end(future: Any) -> None:
-    """Cancel a job still queued, terminate a running one, and terminate it once more if
-    it still runs after a while: a worker that gets SIGTERM while it closes itself (retired
-    by Adaptive) hangs until a second signal, which dask-worker takes as "exit now"."""
-    if future.done() or future.cancel():
-        return
-    future.terminate()
-    again = threading.Timer(TERMINATE_AGAIN, _terminate_again, (future,))
-    again.daemon = True
-    again.start()
-
-
-def _terminate_again(future: Any) -> None:
-    try:
-        if not future.done():
-            future.terminate()
-    except Exception:  # the executor was shut down meanwhile: the job is left to its walltime
-        log.warning("could not terminate worker job %s again", future.key, exc_info=True)
-
-
-class HPCJob(ProcessInterface):
-    """One Dask worker job, submitted through an :class:`hpcexec.Executor`."""
-
-    def __init__(self, scheduler: str | None = None, name: str | None = None, *,
-                 executor: hpcexec.Executor, spec: WorkerJobSpec, job_name: str = "dask-worker",
-                 log_directory: str | None = None, cluster: Any = None,
-                 history: list[HPCJob] | None = None, cores: int | None = None,
-                 memory: int | None = None) -> None:
-        super().__init__(scheduler=scheduler, name=name)
-        self.scheduler_address = scheduler
-        self.name = name
-        self.executor = executor
-        self.spec = spec
-        self.job_name = job_name
-        self.log_directory = log_directory
-        self.future: hpcexec.JobFuture | None = None
-        self._cluster_ref = cluster  # weakref to the HPCCluster, told when the job ends
-        self._history = history
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def job_id(self) -> str | None:
-        return self.future.job_id if self.future is not None else None
-
-    @property
-    def state(self) -> JobState | None:
-        """The job's state from its record (None before it was submitted)."""
-        return self.future.state if self.future is not None else None
-
-    def _options(self) -> dict[str, Any]:
-        key = f"dask-{uuid.uuid4().hex}"
-        # Each worker gets its own array element: a long-lived worker must never be run by
-        # another worker's element at the end of that one's walltime.
-        options: dict[str, Any] = {"key": key, "name": self.job_name, "reuse_slots": False}
-        if self.log_directory:
-            base = Path(self.log_directory).absolute() / f"{self.job_name}-{self.name}-{key[5:13]}"
-            options.update(stdout=f"{base}.out", stderr=f"{base}.err")
-        return options
-
-    async def start(self) -> None:
-        body = self.spec.body(self.scheduler_address, str(self.name))
-        view = self.executor.options(**self._options())
-        self._loop = asyncio.get_running_loop()
-        self.future = await asyncio.to_thread(view.submit_shell, body, check=False)
-        if self._history is not None:
-            self._history.append(self)
-        log.info("worker %s: job %s submitted", self.name, self.future.key)
-        self.future.add_done_callback(self._job_ended)
-        await super().start()
-
-    def _job_ended(self, future: Any) -> None:  # the executor's monitor thread
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._tell_cluster)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
-
-    def _tell_cluster(self) -> None:
-        self._event_finished.set()
-        cluster = self._cluster_ref() if self._cluster_ref is not None else None
-        if cluster is not None:
-            cluster._worker_job_ended(self)
-
-    async def close(self) -> None:
-        if self.future is not None and not self.future.done():
-            await asyncio.to_thread(_end, self.future)
-        await super().close()
-
-    def output(self) -> str:
-        """The job's stdout and stderr so far."""
-        if self.future is None:
-            return ""
-        return f"--- stdout ---\n{self.future.stdout()}--- stderr ---\n{self.future.stderr()}"
-
-
-class _WorkerLeft(SchedulerPlugin):
-    """Has the executor look at its jobs at once when a worker leaves the scheduler, so a
-    worker job that ended (cancelled, killed) is seen now, not at the next poll, which backs
-    off to tens of seconds while nothing changes."""
-
-    name = "hpcexec-worker-left"
-
-    def __init__(self, executor: hpcexec.Executor) -> None:
-        self.executor = executor
-
-    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
-        threading.Thread(target=self._refresh, name="hpcexec-refresh", daemon=True).start()
-
-    def _refresh(self) -> None:
-        # The worker's connection closes before the scheduler records the job's end: look
-        # a few times over the next seconds.
-        for delay in REFRESH_AFTER_LEAVING:
-            time.sleep(delay)
-            try:
-                self.executor.refresh()
-            except Exception:  # a closed executor, a failing command: the poll comes later
-                log.debug("refresh after a worker left failed", exc_info=True)
-                return
-
-
-def _config(config_name: str, key: str, default: Any = None) -> Any:
-    return dask.config.get(f"jobqueue.{config_name}.{key}", default)
-
-
-def from_jobqueue_keywords(config_name: str, resources: dict[str, Any],
-                           **kw: Any) -> tuple[WorkerJobSpec, dict[str, Any]]:
-    """Read dask-jobqueue's keywords (and, for those not given, its ``jobqueue.<config_name>``
-    section of dask's config) into a worker job spec; also the job name, log directory and
-    scheduler options. ``resources`` are hpcexec resources, and may hold jobqueue's old or
-    refused keyword names."""
-    resources = dict(resources)
-    for old, new in RENAMED.items():
-        if old in resources:
-            log.warning("%s= is dask-jobqueue's old name of %s=; taking it as %s=", old, new, new)
-            value = resources.pop(old)
-            if kw.get(new) is None:
-                kw[new] = value
-    refused = [k for k in resources if k in REFUSED]
-    if refused:
-        raise ResourceError("; ".join(f"{k}=: {REFUSED[k]}" for k in refused))
-
-    def given(key: str, default: Any = None) -> Any:
-        value = kw.get(key)
-        if value is None:
-            value = _config(config_name, key.replace("_", "-"), None)
-        return default if value is None else value
-
-    cores = given("cores", 1)
-    memory = given("memory")
-    processes = given("processes") or nprocesses_nthreads(cores)[0]
-    if processes < 1 or cores < processes:
-        raise ResourceError(f"processes={processes} must be between 1 and cores={cores}")
-    job_resources = {
-        "threads": given("job_cpu") or cores, "mem": _mib(given("job_mem") or memory),
-        "time": given("walltime"), "queue": given("queue"), "account": given("account"),
-        "native": list(given("job_extra_directives", [])), **resources}
-    spec = WorkerJobSpec(
-        cores=cores, memory=parse_bytes(memory) if memory else None, processes=processes,
-        nanny=kw.get("nanny", True), death_timeout=given("death_timeout", 60),
-        local_directory=given("local_directory"), interface=given("interface"),
-        protocol=kw.get("protocol"), worker_extra_args=tuple(given("worker_extra_args", [])),
-        job_script_prologue=tuple(given("job_script_prologue", [])),
-        python=given("python", sys.executable),
-        worker_command=given("worker_command", "distributed.cli.dask_worker"),
-        lifetime_margin=kw.get("lifetime_margin"), python_path=client_import_dirs(),
-        resources={k: v for k, v in job_resources.items() if v not in (None, [])})
-    meta = {"job_name": given("job_name") or _config(config_name, "name") or "dask-worker",
-            "log_directory": given("log_directory"),
-            "scheduler_options": given("scheduler_options", {})}
-    return spec, meta
+    def call(job: HPCJob) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(job)
+    return call
 
 
 class HPCCluster(SpecCluster):
@@ -399,27 +128,20 @@ class HPCCluster(SpecCluster):
             "the executor's backend"
         self._history: list[HPCJob] = []
         self._quick_failures = 0
-        super().__init__(scheduler=self._scheduler_spec(protocol, meta["scheduler_options"]),
+        scheduler = scheduler_spec(self.executor, protocol, self.spec.interface,
+                                   meta["scheduler_options"])
+        super().__init__(scheduler=scheduler,
                          worker=self._worker_spec(meta["log_directory"]), loop=loop,
                          silence_logs=silence_logs, asynchronous=asynchronous, name=name)
         if n_workers:
             self.scale(n_workers)
-
-    def _scheduler_spec(self, protocol: str | None,
-                        scheduler_options: dict[str, Any]) -> dict[str, Any]:
-        """SpecCluster's scheduler: dask's, told by a plugin when a worker leaves."""
-        options = {"dashboard_address": ":8787", "protocol": protocol,
-                   **({"interface": self.spec.interface} if self.spec.interface else {}),
-                   **scheduler_options}
-        options["plugins"] = [*options.get("plugins", ()), _WorkerLeft(self.executor)]
-        return {"cls": Scheduler, "options": options}
 
     def _worker_spec(self, log_directory: str | None) -> dict[str, Any]:
         """SpecCluster's worker: one job, running ``spec.processes`` workers."""
         worker: dict[str, Any] = {"cls": HPCJob, "options": {
             "executor": self.executor, "spec": self.spec, "job_name": self.job_name,
             "log_directory": log_directory,
-            "cluster": weakref.ref(self), "history": self._history,
+            "on_end": _weakly(self._worker_job_ended), "history": self._history,
             "cores": self.spec.cores, "memory": self.spec.memory}}
         if self.spec.processes > 1:
             worker["group"] = [f"-{i}" for i in range(self.spec.processes)]
@@ -532,13 +254,6 @@ class HPCCluster(SpecCluster):
         await super()._close()
         if self._owned_executor:
             self.executor.shutdown(wait=False)
-
-
-def _mib(memory: str | int | None) -> int | None:
-    """MiB for hpcexec's ``mem`` from dask's byte strings (``"16GB"``, ``"4 GiB"``)."""
-    if memory is None:
-        return None
-    return max(1, math.ceil(parse_bytes(memory) / 2**20))
 
 
 __all__ = ["HPCCluster", "HPCJob", "WorkerJobSpec", "default_lifetime_margin"]

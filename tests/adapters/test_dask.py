@@ -208,3 +208,24 @@ def test_a_worker_leaving_has_its_job_looked_at_at_once(slurm_cluster, cache):
         for f in ex.session.futures():
             f.terminate()
         ex.shutdown(wait=False)
+
+
+def test_a_worker_job_calls_on_end_in_its_loop_when_it_ends(ex):
+    from hpcexec.adapters.dask import HPCJob, WorkerJobSpec
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def on_end(job):
+            assert asyncio.get_running_loop() is loop  # the loop that started the job
+            ended.set_result(job)
+
+        job = HPCJob("tcp://127.0.0.1:1", "w-0", executor=ex, on_end=on_end,
+                     spec=WorkerJobSpec(python="/nonexistent/python"))
+        await job.start()
+        assert await asyncio.wait_for(ended, 60) is job
+        return job
+
+    job = asyncio.run(run())
+    assert job.state is JobState.FAILED
