@@ -1,7 +1,7 @@
 """Where an SSH destination leads (``~/.ssh/config``) and whether its host key is trusted.
 
-Used by :mod:`hpcexec.transport.ssh`; kept apart so that the transport module only moves
-commands and files.
+Used by :mod:`hpcexec.transport.sshconnect` (logging in); kept apart so that the transport
+modules only move commands and files.
 """
 from __future__ import annotations
 
