@@ -23,7 +23,7 @@ from .layout import RECORD, JobLayout
 from .outcomes import layout
 from .preview import job_script
 from .registry import ANY, UNDECIDED
-from .schedqueue import FILE_DIRECTIVES
+from .schedscript import FILE_DIRECTIVES
 from .session import Session
 from .states import JobState
 from .store import JobRecord

@@ -1,0 +1,86 @@
+"""Scheduler commands through the transport: rate-limited, counted, and the accounting asked."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+from .backends.base import JobStatus, SchedulerBackend
+from .errors import TransportError
+from .store import JobRecord
+from .transport.base import CommandResult, Transport
+
+
+class RateLimit:
+    """At most ``per_second`` calls per second, spread evenly."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            time.sleep(delay)
+
+
+class SchedulerCommands:
+    """Runs one backend's commands on one transport, each after the rate limit; ``calls``
+    counts them by command name."""
+
+    def __init__(self, transport: Transport, backend: SchedulerBackend,
+                 calls_per_second: float) -> None:
+        self.transport = transport
+        self.backend = backend
+        self.limit = RateLimit(calls_per_second)
+        self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
+        self._max_array: int | None = None
+
+    def run(self, argv: list[str], input: str | None = None, *,
+            query: bool = False) -> CommandResult:
+        """Run a scheduler command; ``query``: it changes nothing, so it may be repeated
+        after a dropped connection."""
+        self.limit.wait()
+        self.calls[argv[0]] += 1
+        return self.transport.run(argv, input=input, idempotent=query)
+
+    def max_array(self) -> int:
+        """The most elements of one array the scheduler takes (asked once)."""
+        if self._max_array is None:
+            argv = self.backend.max_array_argv()
+            found = None
+            if argv:
+                try:
+                    r = self.run(argv, query=True)
+                    found = self.backend.parse_max_array(r.stdout) if r.ok else None
+                except TransportError:
+                    found = None
+            self._max_array = found or self.backend.default_max_array
+        return self._max_array
+
+    def finished_in_accounting(self, recs: list[JobRecord]) -> dict[str, JobStatus]:
+        """What accounting says of these finished jobs, in one call ({} if it cannot)."""
+        argv = self.backend.accounting_argv([r.job_id for r in recs if r.job_id])
+        if not argv:
+            return {}
+        try:
+            r = self.run(argv, query=True)
+        except TransportError:
+            return {}
+        found = self.backend.parse_accounting(r.stdout) if r.ok else {}
+        return {k: v for k, v in found.items() if v.state.finished}
+
+    def accounting(self, rec: JobRecord) -> JobStatus | None:
+        """What the scheduler's accounting says of a finished job (None if nothing)."""
+        argv = self.backend.accounting_argv([rec.job_id]) if rec.job_id else None
+        if not argv:
+            return None
+        try:
+            r = self.run(argv, query=True)
+        except TransportError:
+            return None
+        return self.backend.parse_accounting(r.stdout).get(rec.job_id or "") if r.ok else None

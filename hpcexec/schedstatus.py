@@ -1,0 +1,260 @@
+"""The status poll: one status command per chunk of ids, then the exit-code files, the
+claims of shared arrays and the accounting of the jobs that ended or left the queue."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+from .backends.base import JobStatus, SchedulerBackend
+from .driver import NEVER_RAN, QUEUED, TERMINATED_REASON, terminated
+from .errors import SchedulerOutputError, TransportError
+from .jobfiles import killed_by, parse_exitcode, signal_of
+from .layout import JobLayout
+from .schedcommands import SchedulerCommands
+from .slots import CLAIMS, parse_claims
+from .states import JobState
+from .store import JobRecord, Store
+from .transport.base import Transport
+
+# The scheduler driver's logger, whichever of its modules writes: users filter on it.
+log = logging.getLogger("hpcexec.schedqueue")
+
+ID_CHUNK = 500  # job ids per status command
+MEMORY_KILL_TAIL = 8192  # bytes of a killed job's stderr searched for a memory kill
+LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
+NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
+ACTIVE = (*QUEUED, JobState.RUNNING, JobState.SUSPENDED)
+
+
+class StatusPoll:
+    """Brings the submitted records of one backend on one host up to date, a pass at a
+    time; remembers between passes how long each job has been missing."""
+
+    def __init__(self, store: Store, transport: Transport, backend: SchedulerBackend,
+                 commands: SchedulerCommands) -> None:
+        self.store = store
+        self.transport = transport
+        self.backend = backend
+        self.commands = commands
+        self.host = transport.host
+        self._missing_since: dict[str, float] = {}
+        self._claims_seen: dict[str, dict[int, str]] = {}  # array dir -> index -> element
+        self._relisted: set[str] = set()  # array dirs whose claims were read again this poll
+
+    def refresh(self) -> bool:
+        """Bring the submitted records up to date: the status of every job in one command per
+        chunk of ids, then the exit-code files and accounting of those that ended."""
+        active = self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True)
+        if not active:
+            return False
+        updates: dict[str, dict[str, Any]] = defaultdict(dict)
+        self._claims_seen = {}
+        self._relisted = set()
+        drop = self._follow_claims(active, updates)
+        seen = self._statuses(sorted({r.job_id for r in active if r.job_id}))
+        if seen is None:
+            return False
+        now = time.time()
+        gone, unexplained, never = self._compare(active, seen, updates, now)
+        if unexplained:
+            acct = self.commands.finished_in_accounting([r for r, _ in unexplained])
+            for rec, st in unexplained:
+                updates[rec.key].update(self._final(rec, acct.get(rec.job_id or "", st), now, None))
+        if never or drop:  # elements with nothing left to do need not start
+            for i in range(0, len(never + drop), ID_CHUNK):
+                self.commands.run(self.backend.cancel_argv((never + drop)[i : i + ID_CHUNK]))
+        if gone:
+            for key, values in self._judge_gone(gone, now).items():
+                updates[key].update(values)
+        updates = {k: v for k, v in updates.items() if v}
+        if not updates:
+            return False
+        with self.store.write() as tx:
+            for key, values in updates.items():
+                tx.update(key, **values)
+        return True
+
+    def _statuses(self, ids: list[str]) -> dict[str, JobStatus] | None:
+        """What the scheduler's status command says of these jobs; None (logged) where its
+        answer cannot be read."""
+        seen: dict[str, JobStatus] = {}
+        try:
+            for i in range(0, len(ids), ID_CHUNK):
+                out = self.commands.run(self.backend.status_argv(ids[i : i + ID_CHUNK]), query=True)
+                seen.update(self.backend.parse_status(out.stdout, out.stderr, out.returncode))
+        except SchedulerOutputError as e:
+            # The command ran (a dropped connection is a TransportError, left to the
+            # monitor): the jobs keep their last state until an answer can be read.
+            log.warning("cannot read %s's job status this time: %s; asking again at the "
+                        "next poll", self.backend.name, e)
+            return None
+        return seen
+
+    def _compare(self, active: list[JobRecord], seen: dict[str, JobStatus],
+                 updates: dict[str, dict[str, Any]], now: float
+                 ) -> tuple[list[JobRecord], list[tuple[JobRecord, JobStatus]], list[str]]:
+        """Note in ``updates`` what the status changed; return the jobs gone from the queue,
+        those that ended without saying how, and the ids of those whose dependency failed."""
+        gone: list[JobRecord] = []
+        unexplained: list[tuple[JobRecord, JobStatus]] = []
+        never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
+        exits = self._exit_files([r for r in active if (st := seen.get(r.job_id or ""))
+                                  and st.state.finished])
+        for rec in active:
+            st = seen.get(rec.job_id or "")
+            if st is None:
+                gone.append(rec)
+                continue
+            self._missing_since.pop(rec.key, None)
+            if st.state.finished:
+                found = exits[rec.key]
+                by = None if found else self._taken_elsewhere(rec)
+                if by:  # another element runs it: follow that one from the next poll
+                    updates[rec.key]["job_id"] = by
+                elif found is None and st.exit_code is None and st.state is not JobState.COMPLETED:
+                    unexplained.append((rec, st))  # accounting may say how it ended
+                else:
+                    updates[rec.key].update(self._final(rec, st, now, found))
+            elif st.reason == "DependencyNeverSatisfied":
+                never.append(rec.job_id or "")
+                updates[rec.key].update(state=JobState.CANCELLED, finished=now,
+                                        reason=f"a dependency failed; {NEVER_RAN}")
+            elif st.state is not rec.state:
+                updates[rec.key]["state"] = st.state
+                if st.state.started and not rec.started:
+                    updates[rec.key]["started"] = now
+        return gone, unexplained, never
+
+    def _claims(self, array_dir: str) -> dict[int, str]:
+        """Which element ran each record of a shared array that another element took
+        (read once per poll)."""
+        if array_dir not in self._claims_seen:
+            names = self.transport.list_dir(os.path.join(array_dir, CLAIMS))
+            self._claims_seen[array_dir] = parse_claims(names)[1]
+        return self._claims_seen[array_dir]
+
+    def _follow_claims(self, active: list[JobRecord],
+                       updates: dict[str, dict[str, Any]]) -> list[str]:
+        """Point records that another element of their array took at that element; returns
+        the ids of their own elements that have not started (they need not)."""
+        drop = []
+        for rec in active:
+            array_dir = rec.resources.get("array_dir")
+            if not array_dir or rec.array_index is None:
+                continue
+            by = self._claims(array_dir).get(rec.array_index)
+            if by and by != rec.job_id:
+                if rec.state is JobState.PENDING and rec.job_id:
+                    drop.append(rec.job_id)
+                rec.job_id = by
+                updates[rec.key]["job_id"] = by
+        return drop
+
+    def _taken_elsewhere(self, rec: JobRecord) -> str | None:
+        """The element running ``rec`` if not its own, looking again now: its own element
+        may have found it taken and ended since the claims were read."""
+        array_dir = rec.resources.get("array_dir")
+        if not array_dir or rec.array_index is None:
+            return None
+        if array_dir not in self._relisted:  # once per poll: the status was read before
+            self._relisted.add(array_dir)
+            self._claims_seen.pop(array_dir, None)
+        by = self._claims(array_dir).get(rec.array_index)
+        return by if by and by != rec.job_id else None
+
+    def _exit_files(self, recs: list[JobRecord]
+                    ) -> dict[str, tuple[int | None, str | None] | None]:
+        """Each record's exit-code file, parsed (None: it has none yet), all read together
+        (over SSH: in two round trips, not two per job)."""
+        paths = {r.key: JobLayout.of(r.jobdir, r.resources).exitcode for r in recs}
+        got = self.transport.read_files(list(paths.values())) if paths else {}
+        return {key: None if got[p] is None else parse_exitcode(got[p].decode())
+                for key, p in paths.items()}
+
+    def _final(self, rec: JobRecord, st: JobStatus, now: float,
+               found: tuple[int | None, str | None] | None) -> dict[str, Any]:
+        """A finished job's fields: the scheduler's state, the exit code from the job's own
+        exit-code file (``found``: what it held, None if it has none) else from the scheduler."""
+        code, reason = found if found else (st.exit_code, None)
+        state = st.state
+        if (found and rec.resources.get("array_dir") and reason is None and code is not None
+                and 0 <= code < 128):
+            # It ended by itself inside an element that ran others too: the element's end
+            # (a later task's walltime kill, say) is not this record's.
+            return dict(state=JobState.COMPLETED if code == 0 else JobState.FAILED,
+                        exit_code=code, signal=None, reason=None, finished=now,
+                        started=rec.started or now)
+        if state is JobState.COMPLETED and code not in (0, None):
+            state = JobState.FAILED
+        why = st.reason or reason
+        if state is JobState.CANCELLED and terminated(rec):
+            why = TERMINATED_REASON  # we asked for it: say so, whatever the scheduler calls it
+        sig = st.signal if st.signal else signal_of(code)
+        if why is None and sig and state is not JobState.COMPLETED:
+            why = killed_by(sig)
+        if state is not JobState.COMPLETED and found is None and not terminated(rec):
+            killed = self._memory_kill(rec)
+            if killed:
+                state, why = JobState.FAILED, f"out of memory: {killed}"
+        return dict(state=state, exit_code=code, signal=sig, reason=why,
+                    finished=now, started=rec.started or now)
+
+    def _memory_kill(self, rec: JobRecord) -> str | None:
+        """The scheduler's words in the stderr of a job it killed for its memory, if any (a
+        job killed before its runner wrote an exit code; read once, as it ends)."""
+        try:
+            tail = self.transport.read_tail(
+                JobLayout.of(rec.jobdir, rec.resources).stderr_target, MEMORY_KILL_TAIL)
+        except (OSError, TransportError):
+            return None
+        return self.backend.memory_kill(tail)
+
+    def _judge_gone(self, recs: list[JobRecord], now: float) -> dict[str, dict[str, Any]]:
+        """Jobs no longer in the queue: their exit-code file first, then accounting; a job in
+        neither is still finishing (accounting lags) until LOST_AFTER has passed."""
+        out: dict[str, dict[str, Any]] = {}
+        ask: list[JobRecord] = []
+        exit_files = self._exit_files(recs)
+        for rec in recs:
+            found = exit_files[rec.key]
+            by = None if found else self._taken_elsewhere(rec)
+            if by:
+                out[rec.key] = dict(job_id=by)
+                self._missing_since.pop(rec.key, None)
+            elif found is not None and found[0] == 0:
+                out[rec.key] = dict(state=JobState.COMPLETED, exit_code=0, finished=now,
+                                    started=rec.started or now)
+            else:
+                ask.append(rec)
+        acct: dict[str, JobStatus] = {}
+        argv = self.backend.accounting_argv([r.job_id for r in ask if r.job_id]) if ask else None
+        if argv:
+            r = self.commands.run(argv, query=True)
+            if r.ok:
+                acct = self.backend.parse_accounting(r.stdout)
+        for rec in ask:
+            st = acct.get(rec.job_id or "")
+            found = exit_files[rec.key]
+            if st is not None and st.state.finished:
+                out[rec.key] = self._final(rec, st, now, found)
+                continue
+            if found is not None and argv is None:  # no accounting: the file decides
+                code, reason = found
+                out[rec.key] = dict(state=JobState.FAILED, exit_code=code, reason=reason,
+                                    finished=now, started=rec.started or now)
+                continue
+            first = self._missing_since.setdefault(rec.key, now)
+            never_started = not rec.started and not self.transport.exists(
+                JobLayout.of(rec.jobdir, rec.resources).started)
+            if never_started and now - first > NEVER_STARTED_AFTER:
+                # Deleted while pending (SGE keeps no accounting record of such jobs).
+                out[rec.key] = dict(state=JobState.CANCELLED, finished=now,
+                                    reason="left the queue without starting and is not in "
+                                           "accounting (deleted outside hpcexec?)")
+            elif now - first > LOST_AFTER:
+                out[rec.key] = dict(state=JobState.LOST, finished=now,
+                                    reason="left the queue and is not in accounting")
+        return out
