@@ -22,11 +22,12 @@ from .driver import NEVER_RAN, QUEUED, TERMINATED_REASON, Driver, cancelled, ter
 from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
+from .record import JobRecord
 from .recovery import Submitted, note_job_ids
 from .resources import Resources
 from .slots import CLAIMS, SHARE, parse_claims
 from .states import JobState
-from .store import JobRecord, Store
+from .store import Store
 from .transport.base import Transport
 
 log = logging.getLogger(__name__)
