@@ -16,7 +16,7 @@ _EXPORTS = {
     "JobState": "states",
     "Resources": "resources",
     "Store": "store",
-    "JobRecord": "store",
+    "JobRecord": "record",
     "HpcexecError": "errors",
     "ResourceError": "errors",
     "PayloadError": "errors",
@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from .future import JobFuture, ShellResult
     from .resources import Resources
     from .states import JobState
-    from .store import JobRecord, Store
+    from .record import JobRecord
+    from .store import Store
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,9 @@ from .errors import JobFailed
 from .future import JobFuture, JobInfo
 from .interest import INTEREST
 from .outcomes import Outcomes
+from .record import JobRecord
 from .states import JobState
-from .store import JobRecord, Store
+from .store import Store
 
 
 class Controlled(Protocol):

@@ -30,8 +30,10 @@ from .states import JobState
 if TYPE_CHECKING:
     from .backends.base import JobStatus
     from .layout import JobLayout
+    from .record import JobRecord
     from .resources import Resources
-    from .store import JobRecord, Store, Txn
+    from .store import Store
+    from .store_queries import Txn
     from .transport.base import Transport
 
 TERMINATED_REASON = "terminated on request"

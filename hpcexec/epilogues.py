@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from . import hooks
 from .errors import TransportError
-from .store import JobRecord, Store
+from .record import JobRecord
+from .store import Store
 from .transport.base import Transport
 
 log = logging.getLogger(__name__)

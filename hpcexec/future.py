@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .states import JobState
 
 if TYPE_CHECKING:
-    from .store import JobRecord
+    from .record import JobRecord
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from .layout import SCRIPT, JobLayout, cannot_start
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import instant_epoch
 from .states import JobState
-from .store import JobRecord, Store, Txn
+from .record import JobRecord
+from .store import Store
+from .store_queries import Txn
 from .transport.base import Transport
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .store import JobRecord, Store
+    from .record import JobRecord
+    from .store import Store
 
 log = logging.getLogger(__name__)
 

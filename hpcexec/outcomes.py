@@ -14,8 +14,8 @@ from . import payload as pl
 from .errors import CacheError, JobFailed, OutOfMemory, TransportError
 from .future import JobFuture, JobInfo, ShellResult
 from .layout import JobLayout
+from .record import JobRecord
 from .states import JobState
-from .store import JobRecord
 from .transport.base import Transport
 
 STDERR_TAIL_BYTES = 2000

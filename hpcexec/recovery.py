@@ -25,8 +25,8 @@ from .errors import IntegrityError, TransportError
 from .hooks import EPILOGUE_LOG
 from .jobfiles import parse_exitcode, signal_of
 from .layout import EXITCODE, JOBID, RECORD, STARTED
+from .record import JobRecord
 from .states import JobState
-from .store import JobRecord
 from .transport.base import Transport
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from .future import JobFuture
 from .interest import INTEREST
-from .store import JobRecord
+from .record import JobRecord
 
 ANY = -1  # a future that takes every revision of its job's record
 UNDECIDED = None  # a future whose submission has not yet said which revisions are its own

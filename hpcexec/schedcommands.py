@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from .backends.base import JobStatus, SchedulerBackend
 from .errors import TransportError
-from .store import JobRecord
+from .record import JobRecord
 from .transport.base import CommandResult, Transport
 
 

@@ -16,6 +16,7 @@ from .backends.base import JobStatus, SchedulerBackend
 from .driver import QUEUED, Driver, cancelled
 from .errors import BackendError
 from .layout import JobLayout
+from .record import JobRecord
 from .resources import Resources
 from .schedcommands import SchedulerCommands
 from .schedscript import single_body, single_spec, submission_script
@@ -23,7 +24,7 @@ from .schedstatus import StatusPoll
 from .schedsubmit import SUBMITTING, Submitter
 from .slots import CLAIMS
 from .states import JobState
-from .store import JobRecord, Store
+from .store import Store
 from .transport.base import Transport
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,11 @@ from .driver import NEVER_RAN, QUEUED, TERMINATED_REASON, terminated
 from .errors import SchedulerOutputError, TransportError
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import JobLayout
+from .record import JobRecord
 from .schedcommands import SchedulerCommands
 from .slots import CLAIMS, parse_claims
 from .states import JobState
-from .store import JobRecord, Store
+from .store import Store
 from .transport.base import Transport
 
 # The scheduler driver's logger, whichever of its modules writes: users filter on it.

@@ -15,13 +15,14 @@ from .backends.base import SchedulerBackend, SubmitSpec
 from .driver import QUEUED
 from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
 from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
+from .record import JobRecord
 from .recovery import Submitted, note_job_ids
 from .resources import Resources
 from .schedcommands import SchedulerCommands
 from .schedscript import FILE_DIRECTIVES, single_body, single_spec, submission_script
 from .slots import CLAIMS, SHARE
 from .states import JobState
-from .store import JobRecord, Store
+from .store import Store
 from .transport.base import Transport
 
 # The scheduler driver's logger, whichever of its modules writes: users filter on it.

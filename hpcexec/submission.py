@@ -22,11 +22,11 @@ from .jobspec import Job
 from .layout import RECORD, JobLayout
 from .outcomes import layout
 from .preview import job_script
+from .record import JobRecord
 from .registry import ANY, UNDECIDED
 from .schedscript import FILE_DIRECTIVES
 from .session import Session
 from .states import JobState
-from .store import JobRecord
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from typing import Protocol
 from .epilogues import Epilogues
 from .future import JobFuture
 from .outcomes import Outcomes, Unreachable
+from .record import JobRecord
 from .registry import Registry
-from .store import JobRecord, Store
+from .store import Store
 from .transport.base import Transport
 
 log = logging.getLogger(__name__)

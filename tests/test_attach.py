@@ -8,7 +8,7 @@ import pytest
 import hpcexec
 from hpcexec.errors import BackendError, JobFailed, UnknownJob
 from hpcexec.states import JobState
-from hpcexec.store import JobRecord
+from hpcexec.record import JobRecord
 
 from jobfns import add, fail
 

@@ -12,9 +12,10 @@ from hpcexec.driver import NEVER_RAN, Driver, dependency_failed
 from hpcexec.errors import SchedulerOutputError, TransportError
 from hpcexec.jobfiles import killed_by, signal_of
 from hpcexec.localqueue import LocalQueue
+from hpcexec.record import JobRecord
 from hpcexec.schedqueue import SchedulerQueue
 from hpcexec.schedsubmit import SUBMITTING
-from hpcexec.store import JobRecord, Store
+from hpcexec.store import Store
 from hpcexec.transport.base import CommandResult
 from hpcexec.transport.local import LocalShell
 

@@ -17,7 +17,7 @@ import jobfns
 from hpcexec import JobState
 from hpcexec.errors import TransportError
 from hpcexec.recovery import Submitted, note_job_ids, started_as
-from hpcexec.store import DB_NAME
+from hpcexec.store_schema import DB_NAME
 from hpcexec.transport.local import LocalShell
 from livecluster import running as started
 

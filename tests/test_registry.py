@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from hpcexec.future import JobFuture
+from hpcexec.record import JobRecord
 from hpcexec.registry import ANY, UNDECIDED, Registry
 from hpcexec.states import JobState
-from hpcexec.store import JobRecord
 
 
 class _Control:

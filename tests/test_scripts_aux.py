@@ -16,7 +16,9 @@ import pytest
 import jobfns
 from hpcexec import JobFailed, PrologueFailed, ResourceError, ShellResult
 from hpcexec.layout import SCRIPT
-from hpcexec.store import DB_NAME, SCHEMA_VERSION, JobRecord, Store
+from hpcexec.record import JobRecord
+from hpcexec.store import Store
+from hpcexec.store_schema import DB_NAME, SCHEMA_VERSION
 
 HERE = Path(__file__).parent
 

@@ -14,7 +14,9 @@ import pytest
 
 from hpcexec.errors import CacheError
 from hpcexec.states import ACTIVE_STATES, FINAL_STATES, JobState
-from hpcexec.store import DB_NAME, SCHEMA_VERSION, JobRecord, Store
+from hpcexec.record import JobRecord
+from hpcexec.store import Store
+from hpcexec.store_schema import DB_NAME, SCHEMA_VERSION
 
 
 def new_store(path: Path) -> Store:
@@ -532,7 +534,8 @@ def test_cache_error_is_not_a_sqlite_error(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from hpcexec.store import JobRecord, Store
+    from hpcexec.record import JobRecord
+    from hpcexec.store import Store
     cache, tag = sys.argv[1], sys.argv[2]
     s = Store(cache)
     for i in range(300):

@@ -18,7 +18,7 @@ from ..backends import backend_names, schedulers, unknown_backend
 from ..remote import SSHOptions, open_ssh
 from ..layout import JobLayout
 from ..states import JobState
-from ..store import JobRecord
+from ..record import JobRecord
 from .context import Context, UsageError, one_line
 from .parser import SUBMIT_RESOURCES
 from .resources import cmd_resources

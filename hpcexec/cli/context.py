@@ -12,7 +12,9 @@ from ..config import Settings
 from ..errors import HpcexecError, UnknownJob
 from ..executor import Executor
 from ..future import JobFuture
-from ..store import DB_NAME, JobRecord, Store
+from ..record import JobRecord
+from ..store import Store
+from ..store_schema import DB_NAME
 from .output import Output, note, short_key
 
 log = logging.getLogger(__name__)

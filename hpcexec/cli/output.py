@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Iterable, Sequence, TextIO
 
-from ..store import JobRecord
+from ..record import JobRecord
 
 _HASH_KEY = re.compile(r"^[0-9a-f]{32}$")
 SHORT_KEY = 12  # characters of a hashed key shown in tables (any unique prefix is accepted)

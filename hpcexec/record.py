@@ -1,0 +1,82 @@
+"""One job record (JobRecord) and its row and JSON forms; the store keeps them."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .states import JobState
+
+if TYPE_CHECKING:
+    import sqlite3
+
+
+@dataclass
+class JobRecord:
+    """One job as the cache knows it."""
+
+    key: str
+    backend: str
+    host: str
+    kind: str  # "call", "chunk" or "shell"
+    jobdir: str
+    state: JobState = JobState.PENDING
+    name: str | None = None
+    job_id: str | None = None
+    array_index: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    submitted: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    modified: float = 0.0
+    cores: int = 1
+    resources: dict[str, Any] = field(default_factory=dict)
+    deps: list[str] = field(default_factory=list)
+    comment: str | None = None
+    tags: list[str] = field(default_factory=list)
+    user_state: str | None = None
+    rev: int = 0
+    #: shell text run on the submitting side once the job has ended (see hpcexec.epilogue)
+    epilogue: str | None = None
+    #: None (not run yet), "running: HOST PID:START", "done", "failed: ..." or
+    #: "interrupted: ..." (its client ended while it ran; it is never run twice)
+    epilogue_state: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.jobdir)
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["state"] = self.state.value
+        for k in ("resources", "deps", "tags"):
+            row[k] = json.dumps(row[k], sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobRecord:
+        d = dict(row)
+        d["state"] = JobState(d["state"])
+        for k in ("resources", "deps", "tags"):
+            d[k] = json.loads(d[k]) if d[k] else ({} if k == "resources" else [])
+        return cls(**d)
+
+    def to_json(self) -> bytes:
+        """The record as a job directory keeps it (see :mod:`hpcexec.recovery`)."""
+        return json.dumps(self.to_row(), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> JobRecord:
+        """A record from :meth:`to_json`; fields a later version added are left out.
+        ValueError (or TypeError, KeyError) when ``data`` is not such a record."""
+        row = json.loads(data)
+        if not isinstance(row, dict):
+            raise TypeError("a job record is a JSON object")
+        known = {k: v for k, v in row.items() if k in FIELD_NAMES}
+        return cls.from_row(known)  # type: ignore[arg-type]
+
+
+FIELD_NAMES = tuple(f.name for f in fields(JobRecord))

@@ -1,0 +1,205 @@
+"""The store file's schema, migrations and connection set-up (WAL), for :mod:`hpcexec.store`."""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import CacheError
+from .record import JobRecord
+
+log = logging.getLogger("hpcexec.store")
+
+SCHEMA_VERSION = 2
+DB_NAME = "jobs.sqlite"
+#: columns each schema version added, so an older cache is brought up to date when opened
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE jobs ADD COLUMN epilogue TEXT",
+        "ALTER TABLE jobs ADD COLUMN epilogue_state TEXT"),
+}
+
+_COLUMNS = """
+    key TEXT PRIMARY KEY,
+    name TEXT,
+    backend TEXT NOT NULL,
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    job_id TEXT,
+    array_index INTEGER,
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT,
+    submitted REAL,
+    started REAL,
+    finished REAL,
+    modified REAL NOT NULL,
+    jobdir TEXT NOT NULL,
+    cores INTEGER NOT NULL DEFAULT 1,
+    resources TEXT NOT NULL DEFAULT '{}',
+    deps TEXT NOT NULL DEFAULT '[]',
+    comment TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    user_state TEXT,
+    rev INTEGER NOT NULL DEFAULT 0,
+    epilogue TEXT,
+    epilogue_state TEXT
+"""
+
+
+class Gone(CacheError):
+    """The store file is not at its path (removed under the client)."""
+
+
+def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
+    """A connection to the store file at ``path``; only ``create`` makes one there (a
+    file that vanished is made again by the store alone, whole: see :func:`make_file`)."""
+    target = path if create else f"{path.as_uri()}?mode=rw"
+    try:
+        conn = sqlite3.connect(target, timeout=60.0, isolation_level=None,
+                               check_same_thread=False, uri=not create)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 60000")
+        _set_wal(conn)
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise CacheError(f"the job cache {path} stayed locked for over a "
+                             "minute: is another process stuck holding it?") from e
+        if not create and not path.exists():
+            raise Gone(f"the job cache {path} was removed while this client "
+                       f"opened it; run again") from e
+        raise corrupt(path, e) from e
+    except sqlite3.DatabaseError as e:
+        raise corrupt(path, e) from e
+    return conn
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    # Switching to WAL needs a moment with no writer; the busy timeout does not cover
+    # it, so a client opening a new cache while another initialises it retries here.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def corrupt(path: Path, e: Exception) -> CacheError:
+    return CacheError(
+        f"the job cache {path} cannot be read ({e}). It was left as it is: move it "
+        f"aside (e.g. `mv {path} {path}.bad`) to start a new cache, or restore a backup."
+    )
+
+
+def check_version(path: Path) -> None:
+    """Refuse a store file of a schema this hpcexec cannot read, before writing to it."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60.0)
+        try:
+            has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+            row = has_meta and conn.execute(
+                "SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise corrupt(path, e) from e
+    if row and not _readable(row[0]):
+        raise _version_error(path, row[0])
+
+
+def _readable(version: str) -> bool:
+    """This version or an older one (brought up to date by :data:`MIGRATIONS`)."""
+    return version.isdigit() and 1 <= int(version) <= SCHEMA_VERSION
+
+
+def _version_error(path: Path, found: str) -> CacheError:
+    return CacheError(f"the job cache {path} has schema version {found}, this hpcexec "
+                      f"reads version {SCHEMA_VERSION} and older ones: use the hpcexec "
+                      f"version that wrote it, or a new cache directory.")
+
+
+def init_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the tables of a new store file, or bring an older one up to date."""
+    try:
+        with transaction(conn):
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+            row = conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute(f"CREATE TABLE jobs ({_COLUMNS})")
+                conn.execute("CREATE INDEX jobs_state ON jobs (state, backend, host)")
+                conn.execute("CREATE INDEX jobs_rev ON jobs (rev)")
+                conn.execute("CREATE INDEX jobs_job_id ON jobs (job_id)")
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT INTO meta VALUES ('rev', '0')")
+            elif not _readable(row[0]):
+                raise _version_error(path, row[0])
+            elif int(row[0]) < SCHEMA_VERSION:
+                _migrate(conn, path, int(row[0]))
+    except sqlite3.DatabaseError as e:
+        raise corrupt(path, e) from e
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, found: int) -> None:
+    """Bring a cache of an older schema up to date (inside the schema transaction, so
+    two clients opening it at once migrate it once). Existing records keep their keys
+    and values; new columns start empty."""
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),))
+    log.info("job cache %s brought from schema version %d to %d", path, found,
+             SCHEMA_VERSION)
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on ``conn``, rolled back when its body raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def make_file(path: Path) -> None:
+    """A new, initialised store file at ``path``, made aside and linked into place
+    whole, so no other connection ever opens it half made."""
+    tmp = path.with_name(f".{DB_NAME}.{os.getpid()}.{threading.get_ident()}.new")
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        init_schema(conn, path)
+        conn.close()  # the last connection: its log is written into the file
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another client made one meanwhile: that one is used
+        except OSError:  # a filesystem without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+
+def read_records(db: Path) -> list[JobRecord]:
+    """Every record in another cache's store file, opened read-only (sqlite3.DatabaseError
+    when it is no such file)."""
+    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    src.row_factory = sqlite3.Row
+    theirs = [JobRecord.from_row(r) for r in src.execute("SELECT * FROM jobs")]
+    src.close()
+    return theirs
