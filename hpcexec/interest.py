@@ -8,7 +8,6 @@ known cheaply, so they do not count.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -29,17 +28,10 @@ class Interest:
 
     def want(self, store: str, key: str, futures: Iterable[JobFuture]) -> None:
         """Count ``futures`` as wanting job ``key`` of the cache whose store is ``store``
-        until each is done."""
-        where = (store, key)
-        futures = list(futures)
+        until they are forgotten (a client forgets the futures it stops following); a future
+        that is done no longer counts meanwhile."""
         with self._lock:
-            self._wanted.setdefault(where, set()).update(futures)
-
-        def done(f: concurrent.futures.Future) -> None:
-            self.forget(store, key, [f])  # type: ignore[list-item]
-
-        for f in futures:  # a future already done is dropped at once
-            f.add_done_callback(done)
+            self._wanted.setdefault((store, key), set()).update(futures)
 
     def forget(self, store: str, key: str, futures: Iterable[JobFuture]) -> None:
         """Stop counting ``futures`` (done, or never handed out)."""

@@ -62,9 +62,9 @@ class Outcomes:
         Raises :class:`Unreachable` (and decides nothing) when the files cannot be read."""
         outcomes: list[bytes] | None = None
         outcome_error: Exception | None = None
+        where = layout(rec).result
         if rec.kind in ("call", "chunk"):  # read first: a TransportError leaves all as it was
             try:
-                where = layout(rec).result
                 data, _ = integrity.unseal(self.transport.read_bytes(where), self.keyring, where)
                 outcomes = pl.load_outcomes(data, where)
             except FileNotFoundError:
@@ -78,7 +78,7 @@ class Outcomes:
             if f.done():
                 continue
             try:
-                settled.append((f, self._value(rec, f, outcomes, outcome_error), None))
+                settled.append((f, self._value(rec, f, outcomes, outcome_error, where), None))
             except Unreachable:
                 raise  # the job's files could not be read: nothing changes, try again later
             except BaseException as e:  # the job's own exception, re-raised here
@@ -86,7 +86,8 @@ class Outcomes:
         return settled
 
     def _value(self, rec: JobRecord, f: JobFuture, outcomes: list[bytes] | None,
-               outcome_error: Exception | None) -> Any:
+               outcome_error: Exception | None, where: str) -> Any:
+        """``f``'s value from its job's outcomes (read from ``where``), or raise."""
         if rec.kind == "shell":
             if rec.state is JobState.COMPLETED or (rec.state is JobState.FAILED
                                                    and rec.exit_code is not None and not rec.signal):
@@ -100,7 +101,7 @@ class Outcomes:
             raise outcome_error
         index = f.index or 0
         if outcomes is not None and index < len(outcomes):
-            return pl.outcome_value(outcomes[index], layout(rec).result)
+            return pl.outcome_value(outcomes[index], where)
         if rec.state is JobState.COMPLETED:
             raise self.failure(rec, f"job {rec.name} ({rec.key}) ended but left no result file")
         raise self.failure(rec)

@@ -70,17 +70,17 @@ class Registry:
     def unwatch(self, key: str, futures: Sequence[JobFuture]) -> None:
         """Forget futures that were never handed out (their submission failed)."""
         self.drop(key, futures)
-        INTEREST.forget(self.where, key, futures)
 
     def drop(self, key: str, futures: Sequence[JobFuture]) -> None:
-        """Stop following ``futures`` of job ``key`` (about to be completed)."""
+        """Stop following ``futures`` of job ``key`` (completed, or never handed out); they
+        no longer count as wanting the job either."""
+        gone = set(futures)
         with self._lock:
             mine = self._watch.get(key)
-            if mine is None:
-                return
-            for f in futures:
-                if f in mine:
-                    mine.remove(f)
-                    self._after.pop(f, None)
-            if not mine:
-                del self._watch[key]
+            if mine is not None:
+                mine[:] = [f for f in mine if f not in gone]
+                if not mine:
+                    del self._watch[key]
+            for f in gone:
+                self._after.pop(f, None)
+        INTEREST.forget(self.where, key, gone)
