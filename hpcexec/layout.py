@@ -126,12 +126,33 @@ class JobLayout:
 
     def check_start(self) -> None:
         """Raise the :class:`OSError` (naming the path) that keeps the job from starting on
-        this machine: its workdir missing or not a directory, an output file that cannot be
-        opened for appending (which creates it, as the start would)."""
+        this machine: its workdir missing or not a directory, an output file that could not
+        be opened for appending. Looks only (stat, access): the start opens the files."""
         if not stat.S_ISDIR(os.stat(self.workdir).st_mode):
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), self.workdir)
         for path in dict.fromkeys((self.stdout, self.stderr_target)):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+            _check_appendable(path)
+
+
+def _check_appendable(path: str) -> None:
+    """The error opening ``path`` to append (creating it) would raise, without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        parent = os.path.dirname(path) or "."
+        try:
+            parent_mode = os.stat(parent).st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
+        if not stat.S_ISDIR(parent_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path) from None
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
 
 def cannot_start(e: OSError) -> str:
