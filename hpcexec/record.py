@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,9 @@ class JobRecord:
         return Path(self.jobdir)
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        """The record as the store's columns (its JSON fields as text); the row is used at
+        once, so its values are the record's own, not copies."""
+        row = {name: getattr(self, name) for name in FIELD_NAMES}
         row["state"] = self.state.value
         for k in ("resources", "deps", "tags"):
             row[k] = json.dumps(row[k], sort_keys=True)

@@ -238,12 +238,11 @@ class Session:
         return place(res.to_dict(), base=self.files_dir if self.remote else os.getcwd(),
                      expand=self.transport.expand_path, local=not self.remote)
 
-    def check_workdir(self, res: Resources) -> None:
-        """Refuse a job whose workdir on this machine does not exist or is no directory (on
-        another host the job's start tells)."""
+    def check_workdir(self, path: str) -> None:
+        """Refuse a job whose workdir ``path`` (as :meth:`placed` makes it) on this machine
+        does not exist or is no directory (on another host the job's start tells)."""
         if self.remote:
             return
-        path = self.placed(res)["workdir"]
         if not os.path.isdir(path):
             why = "is not a directory" if os.path.exists(path) else "does not exist"
             raise ResourceError(f"the workdir {path} {why}: create it, or give the directory "

@@ -105,11 +105,11 @@ class Submitter:
         after_dirs = sorted({f.jobdir for f in opts.get("after", ())})
         staging = Staging()
         try:
-            for j in to_write.values():
-                self.session.check_workdir(j.res)
-            logs = self._prologues(to_write, opts.get("prologue"))
             now = time.time()
             records = {key: self._new_record(j, deps, opts, now) for key, j in to_write.items()}
+            for rec in records.values():
+                self.session.check_workdir(rec.resources["workdir"])
+            logs = self._prologues(to_write, opts.get("prologue"))
             for key, j in to_write.items():
                 self._stage(j, records[key], logs.get(key), staging, after_dirs,
                             opts.get("aux_scripts"))
