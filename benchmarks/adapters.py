@@ -18,6 +18,7 @@ Rows:
    user without a running cluster pays it. Target: <= 1.5x. The reference with its workers
    already up (the call alone) is printed too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,13 @@ import hpcexec
 import hpcexec.adapters.joblib  # noqa: F401 - registers the "hpcexec" joblib backend
 from hpcexec.adapters.dask import HPCCluster
 
-SETTINGS = {"cores": 1, "memory": "1GB", "walltime": "00:10:00", "queue": "debug",
-            "scheduler_options": {"dashboard_address": ":0"}}
+SETTINGS = {
+    "cores": 1,
+    "memory": "1GB",
+    "walltime": "00:10:00",
+    "queue": "debug",
+    "scheduler_options": {"dashboard_address": ":0"},
+}
 TIMEOUT = 300
 
 
@@ -47,8 +53,9 @@ def wait_queue_empty(timeout: float = 120) -> None:
     """Until this user's SLURM jobs have left the queue, so runs do not overlap."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        out = subprocess.run(["squeue", "-h", "--me", "-o", "%i"], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "--me", "-o", "%i"], capture_output=True, text=True
+        ).stdout
         if not out.strip():
             return
         time.sleep(0.2)
@@ -122,17 +129,22 @@ def main() -> int:
     import distributed
     import joblib
 
-    print(f"python {sys.version.split()[0]}, hpcexec {hpcexec.__version__}, "
-          f"joblib {joblib.__version__}, distributed {distributed.__version__}, "
-          f"dask-jobqueue {dask_jobqueue.__version__}; {repeat} run(s) per figure")
+    print(
+        f"python {sys.version.split()[0]}, hpcexec {hpcexec.__version__}, "
+        f"joblib {joblib.__version__}, distributed {distributed.__version__}, "
+        f"dask-jobqueue {dask_jobqueue.__version__}; {repeat} run(s) per figure"
+    )
     ours_scale, ref_scale, ours_jl, ref_cold, ref_warm = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="hpcexec-bench-") as tmp:
         for _ in range(repeat):
             wait_queue_empty()
             ref_scale.append(scale_time(lambda: jobqueue_cluster(tmp)))
             wait_queue_empty()
-            ours_scale.append(scale_time(lambda: HPCCluster(
-                "slurm", cache_dir=f"{tmp}/cache-{time.time()}", **SETTINGS)))
+            ours_scale.append(
+                scale_time(
+                    lambda: HPCCluster("slurm", cache_dir=f"{tmp}/cache-{time.time()}", **SETTINGS)
+                )
+            )
             wait_queue_empty()
             ours_jl.append(joblib_ours(args.tasks))
             wait_queue_empty()
@@ -142,21 +154,35 @@ def main() -> int:
     med = statistics.median
     rows = [
         ("scale(2) -> 2 workers", med(ours_scale), "SLURMCluster", med(ref_scale), 1.0),
-        (f"joblib, {args.tasks} short tasks, cold", med(ours_jl),
-         "dask backend on SLURMCluster, cold", med(ref_cold), 1.5),
+        (
+            f"joblib, {args.tasks} short tasks, cold",
+            med(ours_jl),
+            "dask backend on SLURMCluster, cold",
+            med(ref_cold),
+            1.5,
+        ),
     ]
     print(f"\n{'work':38} {'hpcexec':>9} {'reference':38} {'ref':>8} {'ratio':>6} target")
     for work, ours, ref_name, ref, target in rows:
         ratio = ours / ref
         verdict = "PASS" if ratio <= target else "MISS"
-        print(f"{work:38} {ours:8.2f}s {ref_name:38} {ref:7.2f}s {ratio:5.2f}x <= {target}x "
-              f"{verdict}")
+        print(
+            f"{work:38} {ours:8.2f}s {ref_name:38} {ref:7.2f}s {ratio:5.2f}x <= {target}x {verdict}"
+        )
     print(f"(the dask backend with its workers already up: {med(ref_warm):.2f}s for the call)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"scale_hpcexec": ours_scale, "scale_jobqueue": ref_scale,
-                       "joblib_hpcexec": ours_jl, "joblib_dask_cold": ref_cold,
-                       "joblib_dask_warm": ref_warm}, f, indent=1)
+            json.dump(
+                {
+                    "scale_hpcexec": ours_scale,
+                    "scale_jobqueue": ref_scale,
+                    "joblib_hpcexec": ours_jl,
+                    "joblib_dask_cold": ref_cold,
+                    "joblib_dask_warm": ref_warm,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

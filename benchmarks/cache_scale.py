@@ -12,6 +12,7 @@ the Store, as many clients over months would leave them), then runs a real ``--r
 3. a re-run of the finished ``map`` with a new Executor: every result from the cache,
    nothing submitted or started (target <= 5 s; the store's revision must not move).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,17 +43,30 @@ def fill(cache: str, n: int) -> int:
     running = 0
     with store.write() as tx:
         for i in range(n):
-            state = JobState.RUNNING if i % 100 == 0 else (
-                JobState.COMPLETED if i % 7 else JobState.FAILED)
+            state = (
+                JobState.RUNNING
+                if i % 100 == 0
+                else (JobState.COMPLETED if i % 7 else JobState.FAILED)
+            )
             running += state is JobState.RUNNING
             key = uuid.uuid4().hex
-            tx.put(JobRecord(key=key, backend="slurm", host="cluster-a", kind="call",
-                             jobdir=f"/scratch/old/jobs/{key}", state=state,
-                             name=f"sweep-{i % 50}", job_id=f"{1000 + i // 1000}_{i % 1000}",
-                             array_index=i % 1000, submitted=now - 86400 * 30 + i,
-                             started=now - 86400 * 30 + i + 5,
-                             finished=None if state is JobState.RUNNING else now - 86400 + i,
-                             exit_code=None if state is JobState.RUNNING else int(i % 7 == 0)))
+            tx.put(
+                JobRecord(
+                    key=key,
+                    backend="slurm",
+                    host="cluster-a",
+                    kind="call",
+                    jobdir=f"/scratch/old/jobs/{key}",
+                    state=state,
+                    name=f"sweep-{i % 50}",
+                    job_id=f"{1000 + i // 1000}_{i % 1000}",
+                    array_index=i % 1000,
+                    submitted=now - 86400 * 30 + i,
+                    started=now - 86400 * 30 + i + 5,
+                    finished=None if state is JobState.RUNNING else now - 86400 + i,
+                    exit_code=None if state is JobState.RUNNING else int(i % 7 == 0),
+                )
+            )
     store.close()
     return running
 
@@ -77,9 +91,16 @@ def main() -> int:
             t, _ = timed(lambda: list(ex.map(square, range(args.rerun))))
         print(f"first run of the {args.rerun}-task map: {t:.1f} s")
         hx = shutil.which("hpcexec") or sys.exit("the hpcexec command is not installed")
-        t_jobs, out = timed(lambda: subprocess.run(
-            [hx, "--cache-dir", cache, "jobs", "--state", "running", "--json"],
-            capture_output=True, text=True, check=True).stdout)
+        t_jobs, out = timed(
+            lambda: (
+                subprocess.run(
+                    [hx, "--cache-dir", cache, "jobs", "--state", "running", "--json"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+        )
         listed = json.loads(out)
         assert len(listed) == running, (len(listed), running)
         t_open, ex = timed(lambda: hpcexec.Executor(cache_dir=cache))
@@ -89,14 +110,18 @@ def main() -> int:
         rev_after = ex.store.revision()
         ex.shutdown()
         assert rev == rev_after, "the re-run changed the store: something was submitted"
-        rows = [("jobs --state running", t_jobs, f"{len(listed)} listed"),
-                ("open an Executor", t_open, ""),
-                ("re-run of the map", t_rerun, "nothing submitted or started")]
+        rows = [
+            ("jobs --state running", t_jobs, f"{len(listed)} listed"),
+            ("open an Executor", t_open, ""),
+            ("re-run of the map", t_rerun, "nothing submitted or started"),
+        ]
         print(f"\n{'work':24} {'seconds':>8}  {'target':>8}  result  note")
         for name, secs, note in rows:
             ok = secs <= TARGETS[name]
-            print(f"{name:24} {secs:8.3f}  <= {TARGETS[name]:4.1f} s  {'PASS' if ok else 'MISS'}"
-                  f"    {note}")
+            print(
+                f"{name:24} {secs:8.3f}  <= {TARGETS[name]:4.1f} s  {'PASS' if ok else 'MISS'}"
+                f"    {note}"
+            )
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

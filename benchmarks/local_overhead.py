@@ -22,6 +22,7 @@ by design reuses the one its untimed first run filled) and shuts its Executor do
 the timed span. The exit status is 0 when every measurement ran (PASS or MISS) and 1 when
 one could not be taken (an error, a timeout, or a wrong result).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,6 +61,7 @@ def double(x):
 
 
 # -- bookkeeping -------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -107,11 +109,14 @@ def median(xs: list[float]) -> float | None:
 def check_values(got: list[Any], n: int) -> None:
     want = [double(i) for i in range(n)]
     if got != want:
-        bad = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b) if len(got) == n else None
+        bad = (
+            next(i for i, (a, b) in enumerate(zip(got, want)) if a != b) if len(got) == n else None
+        )
         raise AssertionError(f"wrong results: {len(got)} values, first mismatch at {bad}")
 
 
 # -- measurements ---------------------------------------------------------------------------
+
 
 def hpcexec_map(scratch: Scratch, n: int) -> tuple[float, float]:
     cache = scratch.new("map-")
@@ -227,6 +232,7 @@ def hpcexec_rerun(cache: str, n: int) -> tuple[float, float, int, bool]:
 
 # -- driver -------------------------------------------------------------------------------------
 
+
 def attempt(row: Row, what: str, fn: Callable[[], Any]) -> Any:
     """Run one measurement; on failure mark the row ERROR and return None."""
     try:
@@ -234,8 +240,9 @@ def attempt(row: Row, what: str, fn: Callable[[], Any]) -> Any:
     except Exception as e:
         row.status = "ERROR"
         row.notes.append(f"{what}: {type(e).__name__}: {e}")
-        print(f"  {what} failed:\n" + "".join(traceback.format_exception(e)).rstrip(),
-              file=sys.stderr)
+        print(
+            f"  {what} failed:\n" + "".join(traceback.format_exception(e)).rstrip(), file=sys.stderr
+        )
         return None
 
 
@@ -244,14 +251,13 @@ def progress(msg: str) -> None:
 
 
 def run_all(reps: int, quick: bool, scratch: Scratch) -> list[Row]:
-    r_map = Row(f"1. map of {MAP_N}, default chunks", "ProcessPoolExecutor(2)",
-                "<= 2x ref")
-    r_sub = Row(f"2. {SUBMIT_N} submits -> results", "submitit LocalExecutor",
-                "<= 0.1x ref (10x faster)")
+    r_map = Row(f"1. map of {MAP_N}, default chunks", "ProcessPoolExecutor(2)", "<= 2x ref")
+    r_sub = Row(
+        f"2. {SUBMIT_N} submits -> results", "submitit LocalExecutor", "<= 0.1x ref (10x faster)"
+    )
     r_rt = Row(f"3. 1 submit -> result (med. of {ROUND_TRIPS})", "-", "<= 0.30 s")
     r_re = Row(f"4. re-run of {RERUN_N:,} from cache", "-", "<= 5 s, 0 jobs run")
-    r_cold = Row(f"1b. map of {MAP_N}, cold fork server", "ProcessPoolExecutor(2)",
-                 "<= 2x ref")
+    r_cold = Row(f"1b. map of {MAP_N}, cold fork server", "ProcessPoolExecutor(2)", "<= 2x ref")
     rows = [r_map, r_cold, r_sub, r_rt, r_re]
     shutdowns: dict[str, list[float]] = {r.name: [] for r in rows}
 
@@ -346,8 +352,11 @@ def run_all(reps: int, quick: bool, scratch: Scratch) -> list[Row]:
         elif row is r_rt:
             ok = row.hpcexec_s is not None and row.hpcexec_s <= 0.3
         else:
-            ok = (row.hpcexec_s is not None and row.hpcexec_s <= 5.0
-                  and not row.extra.get("jobs_run_by_reruns"))
+            ok = (
+                row.hpcexec_s is not None
+                and row.hpcexec_s <= 5.0
+                and not row.extra.get("jobs_run_by_reruns")
+            )
         if row is r_sub and row.reference_s is None and row.hpcexec_s is not None:
             row.status = "SKIP"
         elif row.hpcexec_s is None:
@@ -374,8 +383,10 @@ def print_table(rows: list[Row], reps: int, quick: bool) -> None:
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     print()
-    print(f"Medians of {reps} run(s){' (--quick; submitit run once)' if quick else ''}; "
-          "ratio = hpcexec / reference")
+    print(
+        f"Medians of {reps} run(s){' (--quick; submitit run once)' if quick else ''}; "
+        "ratio = hpcexec / reference"
+    )
     print(line(head))
     print(line(["-" * w for w in widths]))
     for cells in body:
@@ -416,10 +427,11 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(f"Python {meta['python']} ({meta['implementation']}) on {meta['platform']}")
-    print(f"cpu count {meta['cpu_count']} (usable {affinity}); multiprocessing start method "
-          f"{meta['mp_start_method']}")
-    print(f"hpcexec {meta['hpcexec']}; submitit "
-          f"{meta['submitit'] or 'not installed'}", flush=True)
+    print(
+        f"cpu count {meta['cpu_count']} (usable {affinity}); multiprocessing start method "
+        f"{meta['mp_start_method']}"
+    )
+    print(f"hpcexec {meta['hpcexec']}; submitit {meta['submitit'] or 'not installed'}", flush=True)
 
     scratch = Scratch()
     t0 = time.perf_counter()

@@ -6,6 +6,7 @@ Needs a running SLURM (``bash tests/clusters/slurm.sh start``). Scheduler calls 
 by wrapper scripts put first on PATH that log their name and exec the real command. Prints,
 for each row, hpcexec's wall time, the reference's, their ratio, the target, and the calls.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,9 @@ def wait_gone(job_ids: list[str]) -> None:
     """Until none of the jobs is pending or running."""
     ids = ",".join(job_ids)
     while True:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ids],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i", "-j", ids], capture_output=True, text=True
+        ).stdout
         if not out.strip():
             return
         time.sleep(0.2)
@@ -68,8 +70,12 @@ def wait_gone(job_ids: list[str]) -> None:
 
 def raw_array(n: int) -> float:
     t0 = time.perf_counter()
-    out = subprocess.run(["sbatch", "--parsable", f"--array=0-{n - 1}", "--output=/dev/null",
-                          "--wrap", "true"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["sbatch", "--parsable", f"--array=0-{n - 1}", "--output=/dev/null", "--wrap", "true"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wait_gone([out.stdout.strip().split(";")[0]])
     return time.perf_counter() - t0
 
@@ -78,18 +84,34 @@ def raw_python_array(n: int) -> float:
     """The same array, each task starting the interpreter and importing cloudpickle, as any
     Python task must: what remains between this and hpcexec is hpcexec's own overhead."""
     t0 = time.perf_counter()
-    out = subprocess.run(["sbatch", "--parsable", f"--array=0-{n - 1}", "--output=/dev/null",
-                          "--wrap", f"{sys.executable} -c 'import cloudpickle'"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            f"--array=0-{n - 1}",
+            "--output=/dev/null",
+            "--wrap",
+            f"{sys.executable} -c 'import cloudpickle'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wait_gone([out.stdout.strip().split(";")[0]])
     return time.perf_counter() - t0
 
 
 def raw_loop(n: int) -> tuple[float, float]:
     t0 = time.perf_counter()
-    ids = [subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "--wrap", "true"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-           for _ in range(n)]
+    ids = [
+        subprocess.run(
+            ["sbatch", "--parsable", "--output=/dev/null", "--wrap", "true"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for _ in range(n)
+    ]
     submitted = time.perf_counter() - t0
     wait_gone(ids)
     return submitted, time.perf_counter() - t0
@@ -132,8 +154,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="tasks in the map (default 1000)")
     ap.add_argument("--loop", type=int, default=200, help="separate submits (default 200)")
     ap.add_argument("--poll", type=float, help="hpcexec's poll_interval (default: its own)")
-    ap.add_argument("--rows", default="1423",
-                    help="rows to run: 1 raw array, 4 raw python array, 2 submitit, 3 loop")
+    ap.add_argument(
+        "--rows",
+        default="1423",
+        help="rows to run: 1 raw array, 4 raw python array, 2 submitit, 3 loop",
+    )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     global POLL
@@ -155,26 +180,49 @@ def main() -> None:
             counts = calls.take()
         o = statistics.median(ours_t)
         r = statistics.median(ref_t) if ref_t else None
-        rows.append(dict(row=label, hpcexec=o, reference=r, ratio=(o / r if r else None),
-                         target=target, ok=check(o, r, counts), calls=dict(counts)))
-        print(f"  {label}: hpcexec {o:.2f} s, reference {r if r is None else round(r, 2)} s, "
-              f"calls {dict(counts)}", flush=True)
+        rows.append(
+            dict(
+                row=label,
+                hpcexec=o,
+                reference=r,
+                ratio=(o / r if r else None),
+                target=target,
+                ok=check(o, r, counts),
+                calls=dict(counts),
+            )
+        )
+        print(
+            f"  {label}: hpcexec {o:.2f} s, reference {r if r is None else round(r, 2)} s, "
+            f"calls {dict(counts)}",
+            flush=True,
+        )
 
     n, loop = args.n, args.loop
     print(f"SLURM fan-out, {reps} run(s) per row, n={n}, loop={loop}, poll={POLL}", flush=True)
     if "1" in args.rows:
-        measure(f"map of {n} vs raw sbatch --array", lambda i: hpcexec_map(n, f"{scratch}/m{i}"),
-                lambda i: raw_array(n), "<= 1.3x, 1 sbatch per array chunk",
-                lambda o, r, c: o <= 1.3 * r and c["sbatch"] <= -(-n // 1000))
+        measure(
+            f"map of {n} vs raw sbatch --array",
+            lambda i: hpcexec_map(n, f"{scratch}/m{i}"),
+            lambda i: raw_array(n),
+            "<= 1.3x, 1 sbatch per array chunk",
+            lambda o, r, c: o <= 1.3 * r and c["sbatch"] <= -(-n // 1000),
+        )
     if "4" in args.rows:
-        measure(f"map of {n} vs raw array of python tasks",
-                lambda i: hpcexec_map(n, f"{scratch}/p{i}"),
-                lambda i: raw_python_array(n), "<= 1.3x",
-                lambda o, r, c: o <= 1.3 * r)
+        measure(
+            f"map of {n} vs raw array of python tasks",
+            lambda i: hpcexec_map(n, f"{scratch}/p{i}"),
+            lambda i: raw_python_array(n),
+            "<= 1.3x",
+            lambda o, r, c: o <= 1.3 * r,
+        )
     if "2" in args.rows:
-        measure(f"map of {n} vs submitit map_array", lambda i: hpcexec_map(n, f"{scratch}/s{i}"),
-                lambda i: submitit_map(n, f"{scratch}/submitit{i}"), "faster",
-                lambda o, r, c: r is None or o < r)
+        measure(
+            f"map of {n} vs submitit map_array",
+            lambda i: hpcexec_map(n, f"{scratch}/s{i}"),
+            lambda i: submitit_map(n, f"{scratch}/submitit{i}"),
+            "faster",
+            lambda o, r, c: r is None or o < r,
+        )
     raw = {}
 
     def raw_loop_total(i):
@@ -182,21 +230,28 @@ def main() -> None:
         return raw[i][1]
 
     if "3" in args.rows:
-        measure(f"{loop} submits vs raw sbatch loop",
-                lambda i: hpcexec_submits(loop, f"{scratch}/l{i}"),
-                raw_loop_total, ">= 50% of raw throughput, <= 5 sbatch",
-                lambda o, r, c: o <= 2 * r and c["sbatch"] <= 5)
+        measure(
+            f"{loop} submits vs raw sbatch loop",
+            lambda i: hpcexec_submits(loop, f"{scratch}/l{i}"),
+            raw_loop_total,
+            ">= 50% of raw throughput, <= 5 sbatch",
+            lambda o, r, c: o <= 2 * r and c["sbatch"] <= 5,
+        )
     print()
     print(f"{'row':42} {'hpcexec':>9} {'reference':>10} {'ratio':>7}  {'target':38} result  calls")
     for r in rows:
         ref = f"{r['reference']:.2f} s" if r["reference"] else "n/a"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
-        print(f"{r['row']:42} {r['hpcexec']:7.2f} s {ref:>10} {ratio:>7}  {r['target']:38} "
-              f"{'PASS' if r['ok'] else 'MISS':6}  {r['calls']}")
+        print(
+            f"{r['row']:42} {r['hpcexec']:7.2f} s {ref:>10} {ratio:>7}  {r['target']:38} "
+            f"{'PASS' if r['ok'] else 'MISS':6}  {r['calls']}"
+        )
     if raw:
         sub = statistics.median(v[0] for v in raw.values())
-        print(f"\nraw sbatch loop: {sub:.2f} s to submit {loop}, "
-              f"{statistics.median(v[1] for v in raw.values()):.2f} s until all done")
+        print(
+            f"\nraw sbatch loop: {sub:.2f} s to submit {loop}, "
+            f"{statistics.median(v[1] for v in raw.values()):.2f} s until all done"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

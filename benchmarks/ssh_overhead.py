@@ -9,6 +9,7 @@ port, as tests/sshtest.py finds it) with its client key and known-hosts file. Fo
 remote Python included), their ratio against the target (<= 1.5x), and how many SSH
 connections the remote executor opened (target 1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ def timed(work: Callable[[hpcexec.Executor, int], list], n: int, **connect) -> t
         if connect:
             connect = {**connect, "remote_dir": os.path.join(tmp, "remote")}
         t0 = time.perf_counter()
-        with hpcexec.Executor("slurm", cache_dir=os.path.join(tmp, "cache"), time="0:10:00",
-                              **connect) as ex:
+        with hpcexec.Executor(
+            "slurm", cache_dir=os.path.join(tmp, "cache"), time="0:10:00", **connect
+        ) as ex:
             assert work(ex, n) == [2 * x for x in range(n)]
             opened = getattr(ex._core.transport, "connections_opened", 0)
         return time.perf_counter() - t0, opened
@@ -62,8 +64,9 @@ def main() -> None:
     ap.add_argument("--known-hosts", default=os.path.join(SSHD_DIR, "known_hosts"))
     args = ap.parse_args()
     runs = 1 if args.quick else 3
-    connect = dict(host=args.host, ssh_key=args.ssh_key, known_hosts=args.known_hosts,
-                   python=sys.executable)
+    connect = dict(
+        host=args.host, ssh_key=args.ssh_key, known_hosts=args.known_hosts, python=sys.executable
+    )
     print(f"SSH overhead on SLURM, n={args.n}, {runs} run(s) per row (median), host {args.host}")
     rows = []
     for label, work in ((f"{args.n} separate submits", submits), (f"map of {args.n}", mapped)):
@@ -75,10 +78,14 @@ def main() -> None:
         ok = ratio <= TARGET and opened == 1
         rows.append((label, local, remote, ratio, opened, ok))
         print(f"  {label}: without SSH {local:.2f} s, over SSH {remote:.2f} s")
-    print(f"\n{'work':28} {'no SSH':>8} {'SSH':>8} {'ratio':>7}  {'target':10} {'conns':>5}  result")
+    print(
+        f"\n{'work':28} {'no SSH':>8} {'SSH':>8} {'ratio':>7}  {'target':10} {'conns':>5}  result"
+    )
     for label, local, remote, ratio, opened, ok in rows:
-        print(f"{label:28} {local:7.2f}s {remote:7.2f}s {ratio:6.2f}x  <= {TARGET}x    "
-              f"{opened:5d}  {'PASS' if ok else 'FAIL'}")
+        print(
+            f"{label:28} {local:7.2f}s {remote:7.2f}s {ratio:6.2f}x  <= {TARGET}x    "
+            f"{opened:5d}  {'PASS' if ok else 'FAIL'}"
+        )
 
 
 if __name__ == "__main__":

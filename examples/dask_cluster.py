@@ -7,6 +7,7 @@
 over by changing the class name and saying ``backend="slurm"``. Each worker is a job record
 in the cache, so the cluster knows which workers wait in the queue and which run.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,8 +23,14 @@ def main() -> None:
     backend = sys.argv[1] if len(sys.argv) > 1 else "local"
     queue = {"queue": sys.argv[2]} if len(sys.argv) > 2 else {}
     t0 = time.perf_counter()
-    with HPCCluster(backend, cores=1, memory="1GB", walltime="00:20:00", **queue,
-                    scheduler_options={"dashboard_address": ":0"}) as cluster:
+    with HPCCluster(
+        backend,
+        cores=1,
+        memory="1GB",
+        walltime="00:20:00",
+        **queue,
+        scheduler_options={"dashboard_address": ":0"},
+    ) as cluster:
         print(cluster.job_script())
         cluster.adapt(minimum=0, maximum=2)  # workers come when there is work
         with Client(cluster) as client:

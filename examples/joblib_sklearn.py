@@ -8,6 +8,7 @@ Importing ``hpcexec.adapters.joblib`` registers the joblib backend ``"hpcexec"``
 included, sends its batches to the executor. Short fits are packed into one job (a job
 carries about ``batch_seconds`` of work), so job start-up is paid rarely.
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,9 +33,11 @@ def main() -> None:
     t0 = time.perf_counter()
     with parallel_config(backend="hpcexec", executor=ex, n_jobs=-1):
         search = GridSearchCV(SVC(), grid, cv=5).fit(X, y)
-    print(f"best {search.best_params_}, score {search.best_score_:.3f}, "
-          f"{len(grid['C']) * len(grid['gamma']) * 5} fits in "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"best {search.best_params_}, score {search.best_score_:.3f}, "
+        f"{len(grid['C']) * len(grid['gamma']) * 5} fits in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     jobs = [r for r in ex.store.select() if r.name.startswith("joblib-")]
     print(f"{len(jobs)} job(s) in {ex.cache_dir}, the last: {jobs[-1].name} {jobs[-1].job_id}")
     ex.shutdown()

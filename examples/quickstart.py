@@ -6,6 +6,7 @@
 The local backend needs no scheduler. Change ``Executor()`` to ``Executor(backend="slurm",
 ...)`` and the same script runs on a cluster.
 """
+
 from __future__ import annotations
 
 import random
@@ -34,8 +35,10 @@ def main() -> None:
 
         shell = ex.options(name="hello").submit_shell('echo "hello from job $HPCEXEC_JOB_NAME"')
         print(shell.result().stdout.strip())
-    print(f"done in {time.perf_counter() - t0:.2f} s; run it again and the results come "
-          f"from the cache in {ex.cache_dir}")
+    print(
+        f"done in {time.perf_counter() - t0:.2f} s; run it again and the results come "
+        f"from the cache in {ex.cache_dir}"
+    )
 
 
 if __name__ == "__main__":

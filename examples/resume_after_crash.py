@@ -9,6 +9,7 @@ here: every job is found in the cache by its key, running ones are reattached, f
 answer at once, and nothing is submitted twice (same keys, same job ids). To try it by hand:
 ``python examples/resume_after_crash.py --workflow``, kill it, run that again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,25 +59,38 @@ def main() -> None:
 
     before: dict[str, str | None] = {}
     if not args.workflow:
-        child = subprocess.run([sys.executable, __file__, "--crash", "--backend", args.backend,
-                                "--cache-dir", args.cache_dir], capture_output=True, text=True)
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--crash",
+                "--backend",
+                args.backend,
+                "--cache-dir",
+                args.cache_dir,
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert child.returncode == -signal.SIGKILL, child.stderr
         before = json.loads(child.stdout)
         started = sum(1 for job_id in before.values() if job_id)
-        print(f"first run: submitted {len(before)} jobs, {started} had started, then it was "
-              f"killed")
+        print(f"first run: submitted {len(before)} jobs, {started} had started, then it was killed")
 
     t0 = time.perf_counter()
     with hpcexec.Executor(args.backend, cache_dir=args.cache_dir, time="0:05:00") as ex:
         known = {r.key for r in ex.store.select()}
         futures = workflow(ex)
         results = [f.result() for f in futures]
-        again = [f for f in futures if f.key in before and before[f.key]
-                 and f.job_id != before[f.key]]
+        again = [
+            f for f in futures if f.key in before and before[f.key] and f.job_id != before[f.key]
+        ]
     print(f"second run: {results} in {time.perf_counter() - t0:.1f} s")
     if before:
-        print(f"jobs found in the cache: {sum(f.key in known for f in futures)} of "
-              f"{len(futures)}; started again: {len(again)}")
+        print(
+            f"jobs found in the cache: {sum(f.key in known for f in futures)} of "
+            f"{len(futures)}; started again: {len(again)}"
+        )
 
 
 if __name__ == "__main__":

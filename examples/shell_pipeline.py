@@ -10,6 +10,7 @@ the jobs after it are cancelled with that reason. ``{threads}`` and the other pl
 are filled from the job's resources; other braces (awk's, the shell's) are left alone.
 The jobs run in ``--workdir``, so they share its files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,10 @@ import hpcexec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="local")
-    parser.add_argument("--workdir", help="where the jobs run (default: pipeline-data, "
-                                          "or pipeline-fail with --fail)")
+    parser.add_argument(
+        "--workdir",
+        help="where the jobs run (default: pipeline-data, or pipeline-fail with --fail)",
+    )
     parser.add_argument("--cache-dir", default=".hpcexec")
     parser.add_argument("--fail", action="store_true", help="make part 1 fail")
     args = parser.parse_args()
@@ -30,18 +33,24 @@ def main() -> None:
     # The workdir is part of every job's cache key: the failing variant is other jobs.
     work = Path(args.workdir or ("pipeline-fail" if args.fail else "pipeline-data")).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    with hpcexec.Executor(args.backend, cache_dir=args.cache_dir, time="0:05:00",
-                          workdir=str(work)) as ex:
+    with hpcexec.Executor(
+        args.backend, cache_dir=args.cache_dir, time="0:05:00", workdir=str(work)
+    ) as ex:
         prepare = ex.options(name="prepare", threads=2).submit_shell(
-            "echo preparing with {threads} threads; seq 1 3000 > numbers.txt")
+            "echo preparing with {threads} threads; seq 1 3000 > numbers.txt"
+        )
         parts = []
         for i in range(3):
             broken = "exit 7; " if args.fail and i == 1 else ""
-            parts.append(ex.options(name=f"part{i}", after=[prepare]).submit_shell(
-                f"{broken}awk 'NR % 3 == {i} {{ s += $1 }} END {{ print s }}' numbers.txt "
-                f"> part{i}.txt"))
+            parts.append(
+                ex.options(name=f"part{i}", after=[prepare]).submit_shell(
+                    f"{broken}awk 'NR % 3 == {i} {{ s += $1 }} END {{ print s }}' numbers.txt "
+                    f"> part{i}.txt"
+                )
+            )
         merge = ex.options(name="merge", after=parts).submit_shell(
-            "awk '{ s += $1 } END { print s }' part0.txt part1.txt part2.txt")
+            "awk '{ s += $1 } END { print s }' part0.txt part1.txt part2.txt"
+        )
 
         print(prepare.result().stdout.strip())
         try:

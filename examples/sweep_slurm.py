@@ -9,6 +9,7 @@
 at once (``--array=0-11%4``). Results come back in grid order. Run it again and every point
 comes from the cache: nothing is submitted. ``hpcexec jobs --match sweep`` lists the jobs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,19 +30,22 @@ def simulate(point: tuple[float, int]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="slurm",
-                        help="slurm (default), sge, pbspro, torque, lsf or local")
+    parser.add_argument(
+        "--backend", default="slurm", help="slurm (default), sge, pbspro, torque, lsf or local"
+    )
     parser.add_argument("--queue", help="partition (default: the cluster's default)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="most array elements running at once")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="most array elements running at once"
+    )
     parser.add_argument("--cache-dir", default=".hpcexec")
     args = parser.parse_args()
 
     grid = list(itertools.product([0.1, 0.2, 0.5, 1.0], [1, 2, 3]))
     queue = {"queue": args.queue} if args.queue else {}
     t0 = time.perf_counter()
-    with hpcexec.Executor(args.backend, cache_dir=args.cache_dir, time="0:05:00", mem="200M",
-                          **queue) as ex:
+    with hpcexec.Executor(
+        args.backend, cache_dir=args.cache_dir, time="0:05:00", mem="200M", **queue
+    ) as ex:
         sweep = ex.options(name="sweep", array_limit=args.limit)
         results = list(sweep.map(simulate, grid, progress=True))
         records = ex.store.select(match="^sweep", fields=("name",), backend=args.backend)
@@ -50,8 +54,10 @@ def main() -> None:
         print(f"{r['alpha']:6.2f} {r['mode']:5d} {r['energy']:9.5f}")
     best = min(results, key=lambda r: r["energy"])
     arrays = sorted({(r.job_id or "-").split("_")[0] for r in records})
-    print(f"lowest energy at alpha={best['alpha']}, mode={best['mode']}; {len(grid)} points "
-          f"in {time.perf_counter() - t0:.1f} s, {args.backend} job(s) {', '.join(arrays)}")
+    print(
+        f"lowest energy at alpha={best['alpha']}, mode={best['mode']}; {len(grid)} points "
+        f"in {time.perf_counter() - t0:.1f} s, {args.backend} job(s) {', '.join(arrays)}"
+    )
 
 
 if __name__ == "__main__":

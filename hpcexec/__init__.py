@@ -2,6 +2,7 @@
 
 Imports are lazy so that the in-job runner (``python -m hpcexec.runner``) starts fast.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -40,10 +41,25 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .errors import (BackendError, CacheError, ConfigError, HostKeyError, HpcexecError,
-                         IntegrityError, JobFailed, OutOfMemory, PayloadError, PrologueFailed,
-                         RemoteError, RemoteTraceback, ResourceError, SubmitError, TransportError,
-                         UnknownJob, UntrustedPath)
+    from .errors import (
+        BackendError,
+        CacheError,
+        ConfigError,
+        HostKeyError,
+        HpcexecError,
+        IntegrityError,
+        JobFailed,
+        OutOfMemory,
+        PayloadError,
+        PrologueFailed,
+        RemoteError,
+        RemoteTraceback,
+        ResourceError,
+        SubmitError,
+        TransportError,
+        UnknownJob,
+        UntrustedPath,
+    )
     from .backends import register_backend
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult

@@ -8,6 +8,7 @@ by-value code object's file and the source lines that code spans (within a budge
 gives the code objects their files back as it unpickles them and puts the lines in
 :mod:`linecache`. Imported by the runner: standard library only.
 """
+
 from __future__ import annotations
 
 import linecache
@@ -72,8 +73,11 @@ def describe(codes: Iterable[CodeType], budget: int = MAX_SOURCE_BYTES) -> dict[
             lines[name] = numbered
             budget -= _size(numbered)
         elif numbered:
-            log.debug("the source lines of %s (%d bytes) do not travel with the payload",
-                      name, _size(numbered))
+            log.debug(
+                "the source lines of %s (%d bytes) do not travel with the payload",
+                name,
+                _size(numbered),
+            )
     return {"files": files, "lines": lines} if files else {}
 
 

@@ -25,6 +25,7 @@ is taken from the first of: an explicit argument, the environment (``HPCEXEC_CAC
 for ``cache_dir``), the profile, the built-in default. Unknown keys and bad values are
 :class:`~hpcexec.errors.ConfigError` naming the file and line.
 """
+
 from __future__ import annotations
 
 import os
@@ -117,13 +118,16 @@ class Settings:
     def kwargs(self) -> dict[str, Any]:
         """The settings as Executor keyword arguments (``profile=""`` keeps them as they
         are), followed by the default resources."""
-        return {**{k: s.value for k, s in self.values.items()},
-                **{k: s.value for k, s in self.resources.items()}}
+        return {
+            **{k: s.value for k, s in self.values.items()},
+            **{k: s.value for k, s in self.resources.items()},
+        }
 
 
 # -- files -----------------------------------------------------------------------------
-def config_paths(cwd: Path | None = None,
-                 environ: Mapping[str, str] = os.environ) -> tuple[Path, ...]:
+def config_paths(
+    cwd: Path | None = None, environ: Mapping[str, str] = os.environ
+) -> tuple[Path, ...]:
     """The files read, first one first: ``./hpcexec.toml``, then the user's."""
     paths = [(cwd or Path.cwd()) / PROJECT_FILE]
     xdg = environ.get("XDG_CONFIG_HOME", "")
@@ -173,8 +177,11 @@ def _read_file(path: Path) -> tuple[dict[str, Profile], Setting | None]:
 
     for key in data:
         if key not in _TOP_KEYS:
-            raise fail((key,), f"unknown key {key!r}; a configuration file holds "
-                               f"{' and '.join(_TOP_KEYS)} ([profiles.NAME] tables)")
+            raise fail(
+                (key,),
+                f"unknown key {key!r}; a configuration file holds "
+                f"{' and '.join(_TOP_KEYS)} ([profiles.NAME] tables)",
+            )
     default = None
     if "default_profile" in data:
         name = data["default_profile"]
@@ -193,9 +200,13 @@ def _read_file(path: Path) -> tuple[dict[str, Profile], Setting | None]:
     return profiles, default
 
 
-def _read_profile(path: Path, name: str, table: dict[str, Any],
-                  lines: dict[tuple[str, ...], int],
-                  fail: Callable[[tuple[str, ...], str], ConfigError]) -> Profile:
+def _read_profile(
+    path: Path,
+    name: str,
+    table: dict[str, Any],
+    lines: dict[tuple[str, ...], int],
+    fail: Callable[[tuple[str, ...], str], ConfigError],
+) -> Profile:
     values: dict[str, Any] = {}
     resources: dict[str, Any] = {}
     where: dict[str, int] = {}
@@ -203,14 +214,18 @@ def _read_profile(path: Path, name: str, table: dict[str, Any],
         keys = ("profiles", name, key)
         if key == "resources":
             if not isinstance(value, dict):
-                raise fail(keys, f"resources of profile {name!r} must be a table: write "
-                                 f"[profiles.{name}.resources]")
+                raise fail(
+                    keys,
+                    f"resources of profile {name!r} must be a table: write "
+                    f"[profiles.{name}.resources]",
+                )
             for rkey, rvalue in value.items():
                 rkeys = (*keys, rkey)
                 if rkey not in RESOURCE_TABLE or rkey == "name":
                     valid = ", ".join(k for k in RESOURCE_TABLE if k != "name")
-                    raise fail(rkeys, f"unknown resource {rkey!r} in profile {name!r}; "
-                                      f"valid ones: {valid}")
+                    raise fail(
+                        rkeys, f"unknown resource {rkey!r} in profile {name!r}; valid ones: {valid}"
+                    )
                 try:
                     Resources.create(**{rkey: rvalue})
                 except ResourceError as e:
@@ -231,8 +246,9 @@ def _read_profile(path: Path, name: str, table: dict[str, Any],
         values[key] = os.path.expanduser(value) if key == "cache_dir" else value
         where[key] = _line(lines, keys)
     description = table.get("description")
-    return Profile(name, path, values, resources, {k: v for k, v in where.items() if v},
-                   description)
+    return Profile(
+        name, path, values, resources, {k: v for k, v in where.items() if v}, description
+    )
 
 
 def _line(lines: dict[tuple[str, ...], int], keys: tuple[str, ...]) -> int:
@@ -253,8 +269,11 @@ def _check(key: str, value: Any) -> str | None:
             return f"takes true or false, not {value!r}"
     elif key in ("poll_interval", "coalesce", "calls_per_second"):
         least_ok = key == "coalesce"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                value < 0 if least_ok else value <= 0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (value < 0 if least_ok else value <= 0)
+        ):
             return f"takes a {'non-negative' if least_ok else 'positive'} number, not {value!r}"
     elif not isinstance(value, str) or not value:
         return f"takes a non-empty string, not {value!r}"
@@ -306,9 +325,14 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
 
 
 # -- resolution --------------------------------------------------------------------------
-def resolve(profile: str | None = None, explicit: Mapping[str, Any] | None = None, *,
-            labels: Mapping[str, str] | None = None, cwd: Path | None = None,
-            environ: Mapping[str, str] = os.environ) -> Settings:
+def resolve(
+    profile: str | None = None,
+    explicit: Mapping[str, Any] | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
     """The effective settings: each from an explicit (non-None) value in ``explicit``, else
     the environment, else the selected profile, else the default. ``labels`` names where
     explicit values came from (default ``"argument"``; the command line gives its option)."""
@@ -329,19 +353,24 @@ def resolve(profile: str | None = None, explicit: Mapping[str, Any] | None = Non
         if key in explicit:
             values[key] = Setting(explicit[key], labels.get(key, "argument"))
         elif key == "cache_dir" and environ.get(ENV_CACHE_DIR):
-            values[key] = Setting(os.path.expanduser(environ[ENV_CACHE_DIR]),
-                                  f"env {ENV_CACHE_DIR}")
+            values[key] = Setting(
+                os.path.expanduser(environ[ENV_CACHE_DIR]), f"env {ENV_CACHE_DIR}"
+            )
         elif prof is not None and key in prof.values:
             values[key] = Setting(prof.values[key], prof.where(key))
         else:
             values[key] = Setting(default, "default")
-    resources = ({k: Setting(v, prof.where(f"resources.{k}")) for k, v in prof.resources.items()}
-                 if prof is not None else {})
+    resources = (
+        {k: Setting(v, prof.where(f"resources.{k}")) for k, v in prof.resources.items()}
+        if prof is not None
+        else {}
+    )
     return Settings(name, name_source, files, values, resources)
 
 
-def _select(profile: str | None, files: ConfigFiles, environ: Mapping[str, str],
-            label: str) -> tuple[str | None, str | None]:
+def _select(
+    profile: str | None, files: ConfigFiles, environ: Mapping[str, str], label: str
+) -> tuple[str | None, str | None]:
     if profile is not None:
         return (profile or None), label
     if ENV_PROFILE in environ:
@@ -355,8 +384,12 @@ def _no_such_profile(name: str, source: str | None, files: ConfigFiles) -> str:
     via = f" (from {source})" if source else ""
     if not files.found:
         looked = " and ".join(str(p) for p in files.searched)
-        return (f"no profile {name!r}{via}: no configuration file found (looked for {looked}); "
-                f"create one with a [profiles.{name}] table")
+        return (
+            f"no profile {name!r}{via}: no configuration file found (looked for {looked}); "
+            f"create one with a [profiles.{name}] table"
+        )
     have = ", ".join(sorted(files.profiles)) or "none"
-    return (f"no profile {name!r}{via} in {', '.join(str(p) for p in files.found)}; "
-            f"profiles there: {have}")
+    return (
+        f"no profile {name!r}{via} in {', '.join(str(p) for p in files.found)}; "
+        f"profiles there: {have}"
+    )

@@ -5,6 +5,7 @@ hold, release, suspend and resume of its job.
 Ending a job is decided with :data:`hpcexec.interest.INTEREST`: only when no other live
 future of this process wants it.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -34,8 +35,15 @@ class Controlled(Protocol):
 class Controls:
     """The futures' interface to one session."""
 
-    def __init__(self, store: Store, driver: Controlled, outcomes: Outcomes, jobs_dir: str,
-                 where: str, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        driver: Controlled,
+        outcomes: Outcomes,
+        jobs_dir: str,
+        where: str,
+        wake: Callable[[], None],
+    ) -> None:
         self.store = store
         self.driver = driver
         self.outcomes = outcomes
@@ -83,11 +91,16 @@ class Controls:
         ended = INTEREST.withdraw(self.where, key, future, lambda: self.driver.terminate(key))
         if ended is None:
             rec = self.store.get(key)
-            future.settle(exc=JobFailed(
-                f"job {key} was terminated for this future only: other futures of this "
-                f"process still want it, so it goes on for them", state=JobState.CANCELLED,
-                reason="terminated for this future; the job goes on for other futures",
-                key=key, job_id=rec.job_id if rec else None))
+            future.settle(
+                exc=JobFailed(
+                    f"job {key} was terminated for this future only: other futures of this "
+                    f"process still want it, so it goes on for them",
+                    state=JobState.CANCELLED,
+                    reason="terminated for this future; the job goes on for other futures",
+                    key=key,
+                    job_id=rec.job_id if rec else None,
+                )
+            )
             return True
         self.wake()
         return ended

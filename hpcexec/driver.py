@@ -18,6 +18,7 @@ The rules they share:
 * an exit code of ``128 + n`` means the job was killed by signal ``n``
   (:func:`hpcexec.jobfiles.signal_of`, described by :func:`hpcexec.jobfiles.killed_by`).
 """
+
 from __future__ import annotations
 
 import abc
@@ -96,8 +97,17 @@ class Driver(abc.ABC):
         """What the scheduler's accounting says of a finished job (None: nothing)."""
         return None
 
-    def preview(self, script: str, res: Resources, name: str, lay: JobLayout, *,
-                hold: bool, after: tuple[str, ...], file_directives: Sequence[str]) -> str:
+    def preview(
+        self,
+        script: str,
+        res: Resources,
+        name: str,
+        lay: JobLayout,
+        *,
+        hold: bool,
+        after: tuple[str, ...],
+        file_directives: Sequence[str],
+    ) -> str:
         """What submitting one job would hand over, rendered as the submission does it: by
         default the job script itself (``after``: ids of the dependencies not completed)."""
         return script

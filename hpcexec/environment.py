@@ -17,6 +17,7 @@ another one is asked once per process (one short interpreter start, never one pe
 two can differ for one environment (a script's own additions to ``sys.path``); then each gets
 a server of its own, never one of another environment.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,8 +34,10 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PACKAGE_DIR = os.path.join(PACKAGE_PARENT, "hpcexec")
 _INSTALL_DIRS = ("site-packages", "dist-packages")
 # sys.path[0] is the script's directory, unless -P (sys.flags.safe_path, Python 3.11 on) left it out
-_PROBE = ("import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, "
-          "sys.path[0 if getattr(sys.flags, 'safe_path', False) else 1:]]))")
+_PROBE = (
+    "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, "
+    "sys.path[0 if getattr(sys.flags, 'safe_path', False) else 1:]]))"
+)
 _PROBE_TIMEOUT = 30.0
 
 
@@ -74,8 +77,18 @@ class Interpreter:
 
 @functools.cache
 def _identity(interp: Interpreter, uid: int) -> str:
-    ident = json.dumps([uid, interp.python, interp.prefix, interp.base_prefix,
-                        interp.exec_prefix, list(interp.path), PACKAGE_PARENT, _copy_stamp()])
+    ident = json.dumps(
+        [
+            uid,
+            interp.python,
+            interp.prefix,
+            interp.base_prefix,
+            interp.exec_prefix,
+            list(interp.path),
+            PACKAGE_PARENT,
+            _copy_stamp(),
+        ]
+    )
     return hashlib.sha256(ident.encode()).hexdigest()
 
 
@@ -88,9 +101,9 @@ def runs_here(python: str) -> bool:
     if os.path.abspath(python) == os.path.abspath(here):
         return True
     try:
-        return (os.path.samefile(python, here)
-                and os.path.samefile(os.path.dirname(os.path.abspath(python)),
-                                     os.path.dirname(here)))
+        return os.path.samefile(python, here) and os.path.samefile(
+            os.path.dirname(os.path.abspath(python)), os.path.dirname(here)
+        )
     except OSError:
         return False
 
@@ -108,7 +121,7 @@ def interpreter(python: str) -> Interpreter:
 
 @functools.cache
 def _running(python: str) -> Interpreter:
-    path = sys.path[0 if getattr(sys.flags, "safe_path", False) else 1:]  # see _PROBE
+    path = sys.path[0 if getattr(sys.flags, "safe_path", False) else 1 :]  # see _PROBE
     return Interpreter(python, sys.prefix, sys.base_prefix, sys.exec_prefix, tuple(path))
 
 
@@ -116,9 +129,16 @@ def _running(python: str) -> Interpreter:
 def _asked(python: str, pythonpath: str) -> Interpreter:
     # pythonpath is part of the key: the answer depends on it (launch_env passes it on).
     try:
-        p = subprocess.run([python, "-c", _PROBE], check=False, capture_output=True, text=True,
-                           cwd="/", env=launch_env(), stdin=subprocess.DEVNULL,
-                           timeout=_PROBE_TIMEOUT)
+        p = subprocess.run(
+            [python, "-c", _PROBE],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env=launch_env(),
+            stdin=subprocess.DEVNULL,
+            timeout=_PROBE_TIMEOUT,
+        )
     except subprocess.TimeoutExpired:
         raise OSError(f"{python} did not answer within {_PROBE_TIMEOUT:.0f} s") from None
     try:
@@ -127,8 +147,9 @@ def _asked(python: str, pythonpath: str) -> Interpreter:
         prefix, base_prefix, exec_prefix, path = json.loads(p.stdout)
     except ValueError:
         why = p.stderr.strip().splitlines()
-        raise OSError(why[-1] if why else f"{python} is not a Python interpreter "
-                                          f"(exit status {p.returncode})") from None
+        raise OSError(
+            why[-1] if why else f"{python} is not a Python interpreter (exit status {p.returncode})"
+        ) from None
     return Interpreter(python, prefix, base_prefix, exec_prefix, tuple(path))
 
 
@@ -145,8 +166,11 @@ class Environment:
         """This process as a client (of jobs on another host if ``remote``): its working
         directory and the ``sys.path`` entries that are not installed packages are its own
         directories."""
-        installs = tuple(dict.fromkeys(
-            os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)))
+        installs = tuple(
+            dict.fromkeys(
+                os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)
+            )
+        )
         own: list[str] = []
         for entry in [os.getcwd(), *sys.path]:
             if not entry or entry.endswith(".zip"):
@@ -183,8 +207,9 @@ class Environment:
             head, tail = os.path.split(path)
             if head not in dirs:
                 dirs[head] = os.path.realpath(head)
-            real = (os.path.realpath(path) if os.path.islink(path)
-                    else os.path.join(dirs[head], tail))
+            real = (
+                os.path.realpath(path) if os.path.islink(path) else os.path.join(dirs[head], tail)
+            )
             if not real.startswith(prefixes) or _installed(path, real, self.installs):
                 continue
             if id(mod) not in found or name == getattr(mod, "__name__", None):

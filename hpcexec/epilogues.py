@@ -4,6 +4,7 @@ A client claims an epilogue in the record, runs it in a worker thread and writes
 to the record; the job's futures complete only once the epilogue has settled (see
 :mod:`hpcexec.hooks` for the claim, the log and the environment).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 class Epilogues:
     """The epilogues of one client: the ones it runs, and those another client runs."""
 
-    def __init__(self, store: Store, transport: Transport, host: str,
-                 wake: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Store, transport: Transport, host: str, wake: Callable[[], None]
+    ) -> None:
         self.store = store
         self.transport = transport
         self.host = host
@@ -81,7 +83,8 @@ class Epilogues:
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix="hpcexec-epilogue")
+                    max_workers=4, thread_name_prefix="hpcexec-epilogue"
+                )
             pool = self._pool
         pool.submit(self._run, cur)
         return False
@@ -91,9 +94,12 @@ class Epilogues:
         its output in the job directory and its outcome in the record; the record change
         lets the monitor complete the futures. A failure is logged, never the job's."""
         try:
-            env = {**hooks.hook_env(rec.key, rec.name or "", rec.jobdir, self.host),
-                   "HPCEXEC_JOB_ID": rec.job_id or "", "HPCEXEC_JOB_STATE": rec.state.value,
-                   "HPCEXEC_EXIT_CODE": "" if rec.exit_code is None else str(rec.exit_code)}
+            env = {
+                **hooks.hook_env(rec.key, rec.name or "", rec.jobdir, self.host),
+                "HPCEXEC_JOB_ID": rec.job_id or "",
+                "HPCEXEC_JOB_STATE": rec.state.value,
+                "HPCEXEC_EXIT_CODE": "" if rec.exit_code is None else str(rec.exit_code),
+            }
             result, error = hooks.run_logged(rec.epilogue or "", env)
             where = os.path.join(rec.jobdir, hooks.EPILOGUE_LOG)
             try:
@@ -105,8 +111,13 @@ class Epilogues:
             else:
                 why = hooks.hook_failure("the epilogue", result, error)
                 state = f"failed: {why}"
-                log.warning("job %s (%s): %s; its output is in %s (the job's result stands)",
-                            rec.name, rec.key, why, where)
+                log.warning(
+                    "job %s (%s): %s; its output is in %s (the job's result stands)",
+                    rec.name,
+                    rec.key,
+                    why,
+                    where,
+                )
             with self.store.write() as tx:
                 tx.update(rec.key, epilogue_state=state)
         except Exception:

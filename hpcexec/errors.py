@@ -1,4 +1,5 @@
 """Exceptions raised by hpcexec, all under :class:`HpcexecError`."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -6,6 +6,7 @@ builds jobs, :mod:`~hpcexec.submission` submits them, :mod:`~hpcexec.preview` re
 would be submitted, and the :class:`~hpcexec.session.Session` every view shares owns the
 store, transport, driver and monitor.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -20,8 +21,16 @@ from .backends import SCHEDULERS, LocalBackend
 from .config import resolve as resolve_settings
 from .errors import BackendError, HpcexecError, ResourceError, UnknownJob
 from .future import JobFuture, ShellResult
-from .jobspec import (KEY_RE, JobMaker, extract_futures, file_directives, file_interpreter,
-                      job_options, safe_name, split_job_options)
+from .jobspec import (
+    KEY_RE,
+    JobMaker,
+    extract_futures,
+    file_directives,
+    file_interpreter,
+    job_options,
+    safe_name,
+    split_job_options,
+)
 from .preview import preview
 from .remote import SSHOptions
 from .resources import Resources
@@ -78,28 +87,53 @@ class Executor(concurrent.futures.Executor):
     returns finished results from the cache without submitting them again.
     """
 
-    def __init__(self, backend: str | None = None, *,
-                 cache_dir: str | os.PathLike | None = None,
-                 host: str | None = None, python: str | None = None,
-                 remote_dir: str | None = None, ssh_key: str | None = None,
-                 known_hosts: str | None = None, trust_on_first_use: bool | None = None,
-                 poll_interval: float | None = None, coalesce: float | None = None,
-                 calls_per_second: float | None = None, profile: str | None = None,
-                 **resources: Any) -> None:
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        host: str | None = None,
+        python: str | None = None,
+        remote_dir: str | None = None,
+        ssh_key: str | None = None,
+        known_hosts: str | None = None,
+        trust_on_first_use: bool | None = None,
+        poll_interval: float | None = None,
+        coalesce: float | None = None,
+        calls_per_second: float | None = None,
+        profile: str | None = None,
+        **resources: Any,
+    ) -> None:
         # None means "not given": the profile's value, else the default (hpcexec.config).
-        s = resolve_settings(profile, dict(
-            backend=backend, cache_dir=cache_dir, host=host, python=python,
-            remote_dir=remote_dir, ssh_key=ssh_key, known_hosts=known_hosts,
-            trust_on_first_use=trust_on_first_use, poll_interval=poll_interval,
-            coalesce=coalesce, calls_per_second=calls_per_second))
-        res, opts = split_job_options({**{k: v.value for k, v in s.resources.items()},
-                                    **resources})
+        s = resolve_settings(
+            profile,
+            dict(
+                backend=backend,
+                cache_dir=cache_dir,
+                host=host,
+                python=python,
+                remote_dir=remote_dir,
+                ssh_key=ssh_key,
+                known_hosts=known_hosts,
+                trust_on_first_use=trust_on_first_use,
+                poll_interval=poll_interval,
+                coalesce=coalesce,
+                calls_per_second=calls_per_second,
+            ),
+        )
+        res, opts = split_job_options({**{k: v.value for k, v in s.resources.items()}, **resources})
         self._res = Resources.create(**res)
         self._opts = job_options(opts)
-        self._session = Session(s["backend"], s["cache_dir"], s["host"], s["python"],
-                                s["poll_interval"], s["coalesce"], s["calls_per_second"],
-                                SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"],
-                                           s["trust_on_first_use"]))
+        self._session = Session(
+            s["backend"],
+            s["cache_dir"],
+            s["host"],
+            s["python"],
+            s["poll_interval"],
+            s["coalesce"],
+            s["calls_per_second"],
+            SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"], s["trust_on_first_use"]),
+        )
         self._submitter = Submitter(self._session)
         self._session.backend.check(self._res)
 
@@ -171,8 +205,9 @@ class Executor(concurrent.futures.Executor):
         self._submitter.submit([job], self._opts)
         return job.futures[0]
 
-    def submit_file(self, path: str | os.PathLike, *, check: bool = True,
-                    **resources: Any) -> JobFuture:
+    def submit_file(
+        self, path: str | os.PathLike, *, check: bool = True, **resources: Any
+    ) -> JobFuture:
         """Submit a job script you already have (a file on this machine) as a tracked job.
 
         The file is copied into the job's directory and run there by the interpreter its
@@ -191,8 +226,9 @@ class Executor(concurrent.futures.Executor):
         view._submitter.submit([job], view._opts)
         return job.futures[0]
 
-    def job_script(self, fn_or_body: Callable[..., Any] | str, /, *args: Any,
-                   **resources: Any) -> str:
+    def job_script(
+        self, fn_or_body: Callable[..., Any] | str, /, *args: Any, **resources: Any
+    ) -> str:
         """The exact script that submitting ``fn_or_body`` (a callable with ``args``, or a
         shell body) with these resources and job options would give the scheduler (on the
         local backend: run), writing and submitting nothing. On a scheduler it is the job
@@ -214,8 +250,12 @@ class Executor(concurrent.futures.Executor):
         """What :meth:`submit_file` would give the scheduler for ``path`` (see
         :meth:`job_script`), writing and submitting nothing."""
         view = self.options(**resources) if resources else self
-        return preview(view._session, view._jobs.file(path, True),
-                       list(view._opts.get("after", ())), bool(view._opts.get("hold")))
+        return preview(
+            view._session,
+            view._jobs.file(path, True),
+            list(view._opts.get("after", ())),
+            bool(view._opts.get("hold")),
+        )
 
     def default_chunksize(self, n: int) -> int:
         """Calls per job for a ``map`` of ``n`` calls when ``chunksize`` is not given: on the
@@ -227,8 +267,14 @@ class Executor(concurrent.futures.Executor):
         slots = max(1, backend.total_cores // self._res.cores)
         return max(1, math.ceil(n / slots))
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int | None = None, progress: bool = False) -> Iterator[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: bool = False,
+    ) -> Iterator[Any]:
         """Like :meth:`concurrent.futures.Executor.map`: results in order, stopping at the
         shortest iterable, ``TimeoutError`` if a result is not ready ``timeout`` seconds after
         the call. ``chunksize`` calls share one job (default: :meth:`default_chunksize`)."""
@@ -256,8 +302,9 @@ class Executor(concurrent.futures.Executor):
             try:
                 fs.reverse()
                 while fs:
-                    yield _result_or_cancel(fs.pop(), None if timeout is None
-                                            else end_time - time.monotonic())
+                    yield _result_or_cancel(
+                        fs.pop(), None if timeout is None else end_time - time.monotonic()
+                    )
             finally:
                 for f in fs:
                     f.cancel()
@@ -287,13 +334,16 @@ class Executor(concurrent.futures.Executor):
         if rec is None and KEY_RE.match(key):  # a lost cache: its job directory may tell
             rec = self._submitter.recover({key: None}).get(key)
         if rec is None:
-            raise UnknownJob(f"no job record {key!r} in {session.store.path}: "
-                             f"`hpcexec jobs` lists the records")
+            raise UnknownJob(
+                f"no job record {key!r} in {session.store.path}: `hpcexec jobs` lists the records"
+            )
         if (rec.backend, rec.host) != (session.backend.name, session.host):
-            raise BackendError(f"job {key} belongs to backend {rec.backend!r} on {rec.host}, "
-                               f"this executor to {session.backend.name!r} on "
-                               f"{session.host}: open an Executor with "
-                               f"backend={rec.backend!r} (and host=) to follow it")
+            raise BackendError(
+                f"job {key} belongs to backend {rec.backend!r} on {rec.host}, "
+                f"this executor to {session.backend.name!r} on "
+                f"{session.host}: open an Executor with "
+                f"backend={rec.backend!r} (and host=) to follow it"
+            )
         future = JobFuture(session.control, key)  # of a chunk job: its first call's value
         session.registry.watch(key, [future])  # before the look, so no change slips by
         session.monitor.start()
@@ -311,9 +361,13 @@ class Executor(concurrent.futures.Executor):
         return self._session.tracker.driver_poll()
 
 
-def wait(fs: Iterable[concurrent.futures.Future], timeout: float | None = None,
-         return_when: str = concurrent.futures.ALL_COMPLETED, *,
-         progress: bool = False) -> concurrent.futures._base.DoneAndNotDoneFutures:
+def wait(
+    fs: Iterable[concurrent.futures.Future],
+    timeout: float | None = None,
+    return_when: str = concurrent.futures.ALL_COMPLETED,
+    *,
+    progress: bool = False,
+) -> concurrent.futures._base.DoneAndNotDoneFutures:
     """:func:`concurrent.futures.wait`, with an optional progress bar counting jobs per state."""
     fs = list(fs)
     if not progress:

@@ -12,6 +12,7 @@ credentials), records a child killed by a signal in the job's exit-code file the
 scheduler's accounting would, and exits after ``IDLE`` seconds with no request and no child.
 This module is imported by the server only; clients use :func:`spawn`.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,9 +91,15 @@ def spawn(python: str, request: dict) -> int:
         import subprocess
 
         server = subprocess.Popen(
-            [python, "-m", "hpcexec.forkserver", name], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/",
-            env=environment.launch_env(), start_new_session=True, close_fds=True)
+            [python, "-m", "hpcexec.forkserver", name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            env=environment.launch_env(),
+            start_new_session=True,
+            close_fds=True,
+        )
         deadline = time.monotonic() + _CONNECT_TIMEOUT
         while True:
             try:
@@ -101,8 +108,10 @@ def spawn(python: str, request: dict) -> int:
             except _NO_SERVER:
                 if server.poll() is not None and server.returncode != 0:
                     why = server.stderr.read().decode(errors="replace").strip().splitlines()
-                    raise OSError(f"the fork server for {python} failed to start: "
-                                  f"{why[-1] if why else server.returncode}") from None
+                    raise OSError(
+                        f"the fork server for {python} failed to start: "
+                        f"{why[-1] if why else server.returncode}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise OSError(f"the fork server for {python} did not start") from None
                 time.sleep(0.01)
@@ -151,8 +160,11 @@ class _Server:
             if info.si_code == os.CLD_EXITED and not os.path.exists(exit_file):
                 # Ended without the runner's exit-code file (os._exit, a crash in C code).
                 try:
-                    write_atomic(exit_file, f"{info.si_status}\nexited with code "
-                                            f"{info.si_status} before writing a result\n".encode())
+                    write_atomic(
+                        exit_file,
+                        f"{info.si_status}\nexited with code "
+                        f"{info.si_status} before writing a result\n".encode(),
+                    )
                 except OSError:
                     pass
             if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
@@ -224,8 +236,9 @@ def _child(listener: socket.socket, req: dict) -> None:
             redirect_output(req["stdout"], req["stderr"])
             os.chdir(req["cwd"])
         except OSError as e:  # the job ends failed, saying why (nobody reads this process's output)
-            write_atomic(JobLayout(req["jobdir"], req["cwd"]).exitcode,
-                         f"1\n{cannot_start(e)}\n".encode())
+            write_atomic(
+                JobLayout(req["jobdir"], req["cwd"]).exitcode, f"1\n{cannot_start(e)}\n".encode()
+            )
             return 1
         os.environ.clear()
         os.environ.update(req["env"])

@@ -1,4 +1,5 @@
 """JobFuture: a real :class:`concurrent.futures.Future` that is a view of a job record."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -61,8 +62,9 @@ class JobFuture(concurrent.futures.Future):
     process shares the job); use :meth:`terminate` to end a running job.
     """
 
-    def __init__(self, control: JobControl, key: str, index: int | None = None, *,
-                 check: bool = True) -> None:
+    def __init__(
+        self, control: JobControl, key: str, index: int | None = None, *, check: bool = True
+    ) -> None:
         super().__init__()
         self._control = control
         self.key = key
@@ -71,7 +73,9 @@ class JobFuture(concurrent.futures.Future):
         self._seen_state = JobState.PENDING  # last state the monitor saw, for progress
 
     def __repr__(self) -> str:
-        return f"<JobFuture key={self.key} state={self._seen_state.value} {super().__repr__()[1:-1]}>"
+        return (
+            f"<JobFuture key={self.key} state={self._seen_state.value} {super().__repr__()[1:-1]}>"
+        )
 
     @property
     def index(self) -> int | None:
@@ -104,8 +108,10 @@ class JobFuture(concurrent.futures.Future):
         """Complete the future with ``result`` or ``exc``; a no-op when it was cancelled or
         completed meanwhile (by a racing pass)."""
         try:
-            if (self._state == concurrent.futures._base.PENDING
-                    and not self.set_running_or_notify_cancel()):
+            if (
+                self._state == concurrent.futures._base.PENDING
+                and not self.set_running_or_notify_cancel()
+            ):
                 return
             if exc is not None:
                 self.set_exception(exc)

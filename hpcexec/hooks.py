@@ -12,6 +12,7 @@
 All three are rendered with the body's ``{placeholders}`` (the resources, ``{name}``) and
 ``{jobdir}``, the job's directory (where the job script and the auxiliary scripts are).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,20 +52,25 @@ def check_options(opts: dict[str, Any]) -> None:
         if text is None:
             continue
         if not isinstance(text, str) or not text.strip() or "\0" in text:
-            raise ResourceError(f"job option {hook!r} takes shell text (a non-empty string "
-                                f"without NUL bytes), not {text!r}")
+            raise ResourceError(
+                f"job option {hook!r} takes shell text (a non-empty string "
+                f"without NUL bytes), not {text!r}"
+            )
     aux = opts.get("aux_scripts")
     if aux is None:
         return
     if not isinstance(aux, Mapping):
-        raise ResourceError(f"job option 'aux_scripts' takes a mapping of file names to "
-                            f"script text, e.g. {{'fetch.sh': 'rsync ...'}}, not {aux!r}")
+        raise ResourceError(
+            f"job option 'aux_scripts' takes a mapping of file names to "
+            f"script text, e.g. {{'fetch.sh': 'rsync ...'}}, not {aux!r}"
+        )
     for name, text in aux.items():
         if not isinstance(name, str) or not _AUX_NAME_RE.match(name) or name in RESERVED:
             raise ResourceError(
                 f"auxiliary script name {name!r} must be a plain file name (letters, digits, "
                 f"'_', '.', '+', '-'; no directories) other than hpcexec's own "
-                f"({', '.join(sorted(RESERVED))})")
+                f"({', '.join(sorted(RESERVED))})"
+            )
         if not isinstance(text, str) or "\0" in text:
             raise ResourceError(f"auxiliary script {name!r} must be text without NUL bytes")
     opts["aux_scripts"] = dict(sorted(aux.items())) or None
@@ -89,14 +95,20 @@ def log_text(result: CommandResult | None, error: str | None = None) -> bytes:
     """What a hook's log file holds: its exit status, then its output streams."""
     if result is None:
         return f"could not run: {error}\n".encode()
-    return (f"exit code {result.returncode}\n--- stdout ---\n{result.stdout}"
-            f"--- stderr ---\n{result.stderr}").encode()
+    return (
+        f"exit code {result.returncode}\n--- stdout ---\n{result.stdout}"
+        f"--- stderr ---\n{result.stderr}"
+    ).encode()
 
 
 def hook_env(key: str, name: str, jobdir: str, host: str) -> dict[str, str]:
     """Variables a prologue or an epilogue sees."""
-    return {"HPCEXEC_JOB_KEY": key, "HPCEXEC_JOB_NAME": name, "HPCEXEC_JOB_DIR": jobdir,
-            "HPCEXEC_JOB_HOST": host}
+    return {
+        "HPCEXEC_JOB_KEY": key,
+        "HPCEXEC_JOB_NAME": name,
+        "HPCEXEC_JOB_DIR": jobdir,
+        "HPCEXEC_JOB_HOST": host,
+    }
 
 
 # -- the epilogue's claim ---------------------------------------------------------------------
@@ -161,8 +173,9 @@ class Claim:
 
 def interrupted(c: Claim | None) -> str:
     who = f"pid {c.pid} on {c.host}" if c else "its client"
-    return (f"interrupted: the client running it ({who}) ended before it finished; "
-            f"it is not run again")
+    return (
+        f"interrupted: the client running it ({who}) ended before it finished; it is not run again"
+    )
 
 
 def hook_failure(what: str, result: CommandResult | None, error: str | None) -> str:

@@ -9,6 +9,7 @@ directory. The client trusts only its cache's key; a job only the key file its s
 (:func:`job_key`), never another file found in ``secrets/`` by the id a sealed file gives.
 Imported by the runner: standard library only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,17 +44,22 @@ def unseal(sealed: bytes, key_for: "KeyRing", where: str) -> tuple[bytes, bytes]
     IntegrityError if it is not sealed by a key this side holds, or was altered."""
     head = len(MAGIC) + ID_LEN + MAC_LEN
     if len(sealed) < head or not sealed.startswith(MAGIC):
-        raise IntegrityError(f"{where} is not a sealed hpcexec file (planted or damaged); it "
-                             f"was not loaded. Resubmit the job (force=True) to write it again.")
-    kid = sealed[len(MAGIC):len(MAGIC) + ID_LEN].decode(errors="replace")
+        raise IntegrityError(
+            f"{where} is not a sealed hpcexec file (planted or damaged); it "
+            f"was not loaded. Resubmit the job (force=True) to write it again."
+        )
+    kid = sealed[len(MAGIC) : len(MAGIC) + ID_LEN].decode(errors="replace")
     key = key_for.get(kid)
     if key is None:
-        raise IntegrityError(f"{where} is sealed with key {kid}, which this cache does not "
-                             f"hold; it was not loaded")
-    mac, data = sealed[len(MAGIC) + ID_LEN:head], sealed[head:]
+        raise IntegrityError(
+            f"{where} is sealed with key {kid}, which this cache does not hold; it was not loaded"
+        )
+    mac, data = sealed[len(MAGIC) + ID_LEN : head], sealed[head:]
     if not hmac.compare_digest(mac, hmac.new(key, data, hashlib.sha256).digest()):
-        raise IntegrityError(f"{where} fails its integrity check (altered or planted); it was "
-                             f"not loaded. Resubmit the job (force=True) to write it again.")
+        raise IntegrityError(
+            f"{where} fails its integrity check (altered or planted); it was "
+            f"not loaded. Resubmit the job (force=True) to write it again."
+        )
     return data, key
 
 
@@ -82,12 +88,16 @@ def job_key(path: str | os.PathLike) -> bytes:
         trust.check(path, "the job's key file", forbidden=trust.ANY_ACCESS)
         key = path.read_bytes()
     except FileNotFoundError as e:
-        raise IntegrityError(f"the job's key file {path} does not exist; nothing was loaded. "
-                             f"Resubmit the job (force=True) to install it again.") from e
+        raise IntegrityError(
+            f"the job's key file {path} does not exist; nothing was loaded. "
+            f"Resubmit the job (force=True) to install it again."
+        ) from e
     if key_id(key) != path.name:
-        raise IntegrityError(f"the job's key file {path} is not the key its name says (planted "
-                             f"or damaged); nothing was loaded. Remove it and resubmit the job "
-                             f"(force=True) to install it again.")
+        raise IntegrityError(
+            f"the job's key file {path} is not the key its name says (planted "
+            f"or damaged); nothing was loaded. Remove it and resubmit the job "
+            f"(force=True) to install it again."
+        )
     return key
 
 
@@ -105,8 +115,10 @@ def client_key(cache_dir: str | os.PathLike) -> bytes:
             if len(key) == 32:
                 return key
             time.sleep(0.01)
-        raise IntegrityError(f"the cache key {path} is damaged; remove it (results sealed "
-                             f"with it can then no longer be read) and run again")
+        raise IntegrityError(
+            f"the cache key {path} is damaged; remove it (results sealed "
+            f"with it can then no longer be read) and run again"
+        )
     key = secrets.token_bytes(32)
     with os.fdopen(fd, "wb") as f:
         f.write(key)

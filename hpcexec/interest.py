@@ -6,6 +6,7 @@ other live future of this process still wants it; this registry, shared by every
 the process, is what decides that. Another process's futures on the same cache cannot be
 known cheaply, so they do not count.
 """
+
 from __future__ import annotations
 
 import threading
@@ -44,8 +45,9 @@ class Interest:
             if not wanting:
                 del self._wanted[where]
 
-    def withdraw(self, store: str, key: str, future: JobFuture,
-                 end: Callable[[], bool]) -> bool | None:
+    def withdraw(
+        self, store: str, key: str, future: JobFuture, end: Callable[[], bool]
+    ) -> bool | None:
         """Take ``future``'s interest in job ``key`` back. When no other live future of this
         process wants the job, ``end`` (cancel or terminate it) is called, under the lock so
         that no future can start wanting the job meanwhile, and its answer returned; the
@@ -53,8 +55,7 @@ class Interest:
         left alone."""
         where = (store, key)
         with self._lock:
-            others = [g for g in self._wanted.get(where, ())
-                      if g is not future and not g.done()]
+            others = [g for g in self._wanted.get(where, ()) if g is not future and not g.done()]
             if others:
                 self.forget(store, key, [future])
                 return None

@@ -6,6 +6,7 @@ optionally any one separator character but a digit, and a time ``HH[:MM[:SS[.f+]
 ``HH[MM[SS[.f+]]]`` (``,`` also marks the fraction; digits past the sixth are dropped),
 then optionally ``Z`` or an offset ``±HH[:MM[:SS[.f+]]]`` or ``±HH[MM[SS[.f+]]]``.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,10 +25,12 @@ _DATE_RE = re.compile(
 
 def _hms(p: str) -> str:
     """HH[:MM[:SS[.f+]]] or HH[MM[SS[.f+]]], its groups' names starting with ``p``."""
-    return (rf"(?P<{p}h>\d\d)(?:"
-            rf":(?P<{p}m>\d\d)(?::(?P<{p}s>\d\d)(?:[.,](?P<{p}frac>\d+))?)?"
-            rf"|(?P<{p}bm>\d\d)(?:(?P<{p}bs>\d\d)(?:[.,](?P<{p}bfrac>\d+))?)?"
-            r")?")
+    return (
+        rf"(?P<{p}h>\d\d)(?:"
+        rf":(?P<{p}m>\d\d)(?::(?P<{p}s>\d\d)(?:[.,](?P<{p}frac>\d+))?)?"
+        rf"|(?P<{p}bm>\d\d)(?:(?P<{p}bs>\d\d)(?:[.,](?P<{p}bfrac>\d+))?)?"
+        r")?"
+    )
 
 
 _TIME_RE = re.compile(_hms("") + r"(?:(?P<z>Z)|(?P<sign>[+-])" + _hms("o") + r")?", re.ASCII)
@@ -43,16 +46,15 @@ def parse_iso_datetime(text: str) -> datetime:
     if match is None:
         raise ValueError(f"not an ISO 8601 date-time: {text!r}")
     day = _date(match)
-    rest = text[match.end() + 1:]
-    separator = text[match.end():match.end() + 1]
+    rest = text[match.end() + 1 :]
+    separator = text[match.end() : match.end() + 1]
     time = _TIME_RE.fullmatch(rest) if rest and not separator.isdigit() else None
     if time is None:
         if match.end() == len(text):
             return datetime(day.year, day.month, day.day)
         raise ValueError(f"not an ISO 8601 date-time: {text!r}")
     hour, minute, second, micro = _clock(time, "")
-    return datetime(day.year, day.month, day.day, hour, minute, second, micro,
-                    tzinfo=_zone(time))
+    return datetime(day.year, day.month, day.day, hour, minute, second, micro, tzinfo=_zone(time))
 
 
 def _date(match: re.Match[str]) -> date:

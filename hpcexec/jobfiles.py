@@ -1,5 +1,6 @@
 """Atomic writes and the exit-code and started files' contents (their paths:
 :mod:`hpcexec.layout`). Imported by the runner, so it stays free of heavy imports."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 resources, payload or shell body), built from a call, a shell body or a job file, and the
 checks of the job options that go with it.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,12 +62,15 @@ def job_options(opts: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(opts["key"], str) or not KEY_RE.match(opts["key"]):
             raise ResourceError(
                 f"job option 'key' must be 1-128 letters, digits, '.', '_' or '-' starting with "
-                f"a letter or digit, not {opts['key']!r}")
+                f"a letter or digit, not {opts['key']!r}"
+            )
     if "array_limit" in opts and opts["array_limit"] is not None:
         limit = opts["array_limit"]
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ResourceError(f"job option 'array_limit' (most array elements running at "
-                                f"once) takes a whole number >= 1, not {limit!r}")
+            raise ResourceError(
+                f"job option 'array_limit' (most array elements running at "
+                f"once) takes a whole number >= 1, not {limit!r}"
+            )
     if "after" in opts:
         after = opts["after"]
         after = [after] if isinstance(after, JobFuture) else list(after or ())
@@ -77,8 +81,9 @@ def job_options(opts: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def extract_futures(calls: list[tuple[tuple, dict]]) -> tuple[list[tuple[tuple, dict]],
-                                                               list[JobFuture]]:
+def extract_futures(
+    calls: list[tuple[tuple, dict]],
+) -> tuple[list[tuple[tuple, dict]], list[JobFuture]]:
     """Replace JobFutures in arguments (also inside lists, tuples and dicts) by references
     the job resolves from their result files; return the futures as dependencies."""
     found: list[JobFuture] = []
@@ -101,7 +106,7 @@ def file_directives(text: str) -> tuple[str, ...]:
     """The scheduler directives (``#SBATCH``, ``#$``, ``#PBS``, ``#BSUB``, ...) in a job
     file's leading block of comments and blank lines, where schedulers read them."""
     out = []
-    for line in text.splitlines()[1 if text.startswith("#!") else 0:]:
+    for line in text.splitlines()[1 if text.startswith("#!") else 0 :]:
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
             break
@@ -140,17 +145,26 @@ class JobMaker:
         aux = self.opts.get("aux_scripts")
         if aux:  # the job may run them (a prologue or an epilogue runs outside the job)
             parts = (*parts, "aux:" + json.dumps(aux, sort_keys=True))
-        return pl.cache_key(*parts, self.res.canonical(), self.session.backend.name,
-                            self.session.host)
+        return pl.cache_key(
+            *parts, self.res.canonical(), self.session.backend.name, self.session.host
+        )
 
-    def payload(self, fn: Callable[..., Any], calls: list[tuple[tuple, dict]], kind: str,
-                refs: bool) -> tuple[bytes, bytes]:
+    def payload(
+        self, fn: Callable[..., Any], calls: list[tuple[tuple, dict]], kind: str, refs: bool
+    ) -> tuple[bytes, bytes]:
         """The payload file's bytes and the bytes its key is made of."""
-        return pl.dumps_payload(fn, calls, kind=kind, sys_path=self.session.sys_path,
-                                by_value=self.session.by_value(), refs=refs)
+        return pl.dumps_payload(
+            fn,
+            calls,
+            kind=kind,
+            sys_path=self.session.sys_path,
+            by_value=self.session.by_value(),
+            refs=refs,
+        )
 
-    def call(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
-             ) -> tuple[Job, list[JobFuture]]:
+    def call(
+        self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
+    ) -> tuple[Job, list[JobFuture]]:
         """The job of one call, and the futures in its arguments."""
         calls, deps = extract_futures([(args, kwargs)])
         file_bytes, body = self.payload(fn, calls, "call", bool(deps))
@@ -185,11 +199,26 @@ class JobMaker:
         jobdir = self.session.job_dir(key)
         body = f"{file_interpreter(text)} {shlex.quote(os.path.join(jobdir, copy))}"
         name = self.res.name or safe_name(Path(path).stem)
-        return Job("shell", key, name, self.res, 1, body=body, check=check,
-                   files={copy: data}, directives=file_directives(text))
+        return Job(
+            "shell",
+            key,
+            name,
+            self.res,
+            1,
+            body=body,
+            check=check,
+            files={copy: data},
+            directives=file_directives(text),
+        )
 
-    def chunks(self, fn: Callable[..., Any], calls: list[tuple[tuple, dict]], chunksize: int,
-               refs: bool, base: str) -> list[Job]:
+    def chunks(
+        self,
+        fn: Callable[..., Any],
+        calls: list[tuple[tuple, dict]],
+        chunksize: int,
+        refs: bool,
+        base: str,
+    ) -> list[Job]:
         """The jobs of a ``map``: ``chunksize`` calls each, with their futures."""
         jobs = []
         for start in range(0, len(calls), chunksize):
@@ -199,8 +228,10 @@ class JobMaker:
             key = self.key(kind, body)
             name = base if chunksize == 1 else f"{base}[{start}:{start + len(part)}]"
             job = Job(kind, key, name, self.res, len(part), file_bytes=file_bytes)
-            job.futures = [JobFuture(self.session.control, key, i if kind == "chunk" else None)
-                           for i in range(len(part))]
+            job.futures = [
+                JobFuture(self.session.control, key, i if kind == "chunk" else None)
+                for i in range(len(part))
+            ]
             jobs.append(job)
         if not jobs and not callable(fn):
             raise TypeError(f"{fn!r} is not callable")

@@ -8,6 +8,7 @@ scheduler driver, the runner, the executor's readers, the CLI) asks a :class:`Jo
 Paths are POSIX paths, here or on a remote host. Imported by the runner: standard library
 only.
 """
+
 from __future__ import annotations
 
 import errno
@@ -31,8 +32,21 @@ RECORD = "record.json"  # the job's record as submitted, sealed (see hpcexec.rec
 JOBID = "jobid"  # the scheduler's id, written by the client once it is known
 
 #: the files of a job directory that hpcexec writes itself
-JOB_FILES = frozenset({PAYLOAD, SCRIPT, RESULT, EXITCODE, STARTED, STDOUT, STDERR, USAGE,
-                       SUBMIT_SCRIPT, RECORD, JOBID})
+JOB_FILES = frozenset(
+    {
+        PAYLOAD,
+        SCRIPT,
+        RESULT,
+        EXITCODE,
+        STARTED,
+        STDOUT,
+        STDERR,
+        USAGE,
+        SUBMIT_SCRIPT,
+        RECORD,
+        JOBID,
+    }
+)
 
 
 def under(base: str, path: str) -> str:
@@ -40,8 +54,9 @@ def under(base: str, path: str) -> str:
     return posixpath.join(base, path)
 
 
-def place(resources: Mapping[str, Any], *, base: str, expand: Callable[[str], str],
-          local: bool) -> dict[str, str]:
+def place(
+    resources: Mapping[str, Any], *, base: str, expand: Callable[[str], str], local: bool
+) -> dict[str, str]:
     """The path resources of a job as it will run, to keep in its record: ``workdir``
     absolute (relative to ``base``: the current directory here, the remote directory on
     another host; default ``base`` itself), and ``stdout``/``stderr`` with a leading ``~``
@@ -69,8 +84,13 @@ class JobLayout:
     @classmethod
     def of(cls, jobdir: str, resources: Mapping[str, Any]) -> JobLayout:
         """The layout of a job from its record's (placed) resources."""
-        return cls(jobdir, resources.get("workdir") or jobdir, resources.get(STDOUT) or None,
-                   resources.get(STDERR) or None, bool(resources.get("join_output")))
+        return cls(
+            jobdir,
+            resources.get("workdir") or jobdir,
+            resources.get(STDOUT) or None,
+            resources.get(STDERR) or None,
+            bool(resources.get("join_output")),
+        )
 
     def file(self, name: str) -> str:
         """A file of the job directory."""

@@ -4,6 +4,7 @@ Pending local jobs are records; any client on this host that opens the cache adv
 them. The core accounting reads the store inside one write transaction, so two clients
 on one cache never start more than the cores allow.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,9 @@ def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
 class LocalQueue(Driver):
     """Starts, watches and stops local jobs of one host."""
 
-    def __init__(self, store: Store, transport: Transport, backend: LocalBackend,
-                 key_file: str) -> None:
+    def __init__(
+        self, store: Store, transport: Transport, backend: LocalBackend, key_file: str
+    ) -> None:
         self.store = store
         self.transport = transport
         self.backend = backend
@@ -117,10 +119,17 @@ class LocalQueue(Driver):
                 reason = f"{rec.reason}; {reason}"
             return dict(state=state, exit_code=None, signal=sig, reason=reason, finished=now)
         if status is not None and status > 0:  # os._exit, or a crash in C code
-            return dict(state=JobState.FAILED, exit_code=status, finished=now,
-                        reason=f"exited with code {status} before writing a result")
-        return dict(state=JobState.LOST, reason="the job's process is gone and wrote no exit code",
-                    finished=now)
+            return dict(
+                state=JobState.FAILED,
+                exit_code=status,
+                finished=now,
+                reason=f"exited with code {status} before writing a result",
+            )
+        return dict(
+            state=JobState.LOST,
+            reason="the job's process is gone and wrote no exit code",
+            finished=now,
+        )
 
     def _look(self, rec: JobRecord, now: float) -> _Seen | None:
         values = self._final_values(rec)
@@ -230,9 +239,13 @@ class LocalQueue(Driver):
     def _cancel_expired(self, tx: Txn, now: float) -> None:
         """Cancel the queued jobs whose deadline passed before they could start."""
         for rec in tx.past_deadline(self.backend.name, self.host, now):
-            tx.update(rec.key, state=JobState.CANCELLED, finished=now,
-                      reason=f"its deadline {rec.resources['deadline']} passed before it "
-                             "could start; it never ran")
+            tx.update(
+                rec.key,
+                state=JobState.CANCELLED,
+                finished=now,
+                reason=f"its deadline {rec.resources['deadline']} passed before it "
+                "could start; it never ran",
+            )
 
     def _deps_ready(self, tx: Txn, key: str) -> bool:
         rec = tx.get(key)
@@ -243,8 +256,12 @@ class LocalQueue(Driver):
         untrusted = self._untrusted(rec)
         if untrusted:
             log.error("job %s was not started: %s", rec.key, untrusted)
-            tx.update(rec.key, state=JobState.FAILED, finished=time.time(),
-                      reason=f"not started: {untrusted}")
+            tx.update(
+                rec.key,
+                state=JobState.FAILED,
+                finished=time.time(),
+                reason=f"not started: {untrusted}",
+            )
             return
         lay = JobLayout.of(rec.jobdir, rec.resources)
         first = started_as(self.transport, rec.jobdir)
@@ -252,8 +269,12 @@ class LocalQueue(Driver):
             # A client died between starting this job and recording it, or the record was
             # rebuilt from the job's directory: adopt, never rerun.
             log.warning("job %s was already started as %s; reattaching", rec.key, first)
-            tx.update(rec.key, state=JobState.RUNNING, job_id=first or None,
-                      started=rec.started or time.time())
+            tx.update(
+                rec.key,
+                state=JobState.RUNNING,
+                job_id=first or None,
+                started=rec.started or time.time(),
+            )
             return
         lay.check_start()
         res = rec.resources
@@ -262,19 +283,35 @@ class LocalQueue(Driver):
         pid = None
         # stdin is opened by the job script, so a job with one is not warm-started.
         if rec.kind != "shell" and res.get("python") and not res.get("stdin"):
-            pid = self.transport.spawn_warm(res["python"], {
-                "jobdir": rec.jobdir, "key": self.key_file, "cwd": lay.workdir,
-                "stdout": out, "stderr": err,
-                "env": {**os.environ, **self.backend.job_env(rec.name or "", lay.workdir,
-                                                             index), **res.get("env", {})}})
+            pid = self.transport.spawn_warm(
+                res["python"],
+                {
+                    "jobdir": rec.jobdir,
+                    "key": self.key_file,
+                    "cwd": lay.workdir,
+                    "stdout": out,
+                    "stderr": err,
+                    "env": {
+                        **os.environ,
+                        **self.backend.job_env(rec.name or "", lay.workdir, index),
+                        **res.get("env", {}),
+                    },
+                },
+            )
         if pid is None:
             pid = self.transport.spawn_detached(
-                self.backend.spawn_argv(lay.script), cwd=lay.workdir, stdout=out, stderr=err,
-                env={"HPCEXEC_ARRAY_INDEX": index})
+                self.backend.spawn_argv(lay.script),
+                cwd=lay.workdir,
+                stdout=out,
+                stderr=err,
+                env={"HPCEXEC_ARRAY_INDEX": index},
+            )
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None
         job_id = make_job_id(pid, st.start if st else 0)
-        note_job_ids(self.transport, {rec.jobdir: Submitted(job_id)})  # before its started file, maybe
+        note_job_ids(
+            self.transport, {rec.jobdir: Submitted(job_id)}
+        )  # before its started file, maybe
         tx.update(rec.key, state=JobState.RUNNING, job_id=job_id, started=time.time())
         if hasattr(os, "pidfd_open") and job_id not in self._pidfds:
             try:

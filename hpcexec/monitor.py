@@ -1,4 +1,5 @@
 """The monitor: one thread per executor that polls jobs and completes their futures."""
+
 from __future__ import annotations
 
 import logging
@@ -101,8 +102,12 @@ class Monitor:
                 failures = 0
             except Exception as e:  # one line each time; the traceback for debugging only
                 failures += 1
-                log.warning("polling jobs failed (attempt %d): %s: %s; retrying", failures,
-                            type(e).__name__, e)
+                log.warning(
+                    "polling jobs failed (attempt %d): %s: %s; retrying",
+                    failures,
+                    type(e).__name__,
+                    e,
+                )
                 log.debug("the failed poll's traceback", exc_info=True)
                 changed = False
             delay = self.interval if changed else min(delay * BACKOFF, self.cap)

@@ -5,6 +5,7 @@ Reads only: the result file (sealed with the cache key), the output files, the u
 and the scheduler's accounting. A file that cannot be reached (a dropped connection) raises
 :class:`Unreachable`, so the caller leaves the futures as they are and tries again.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -41,8 +42,9 @@ def layout(rec: JobRecord) -> JobLayout:
 class Outcomes:
     """Turns records and the files of their jobs into values, exceptions and infos."""
 
-    def __init__(self, transport: Transport, keyring: integrity.KeyRing, driver: Accounting,
-                 host: str) -> None:
+    def __init__(
+        self, transport: Transport, keyring: integrity.KeyRing, driver: Accounting, host: str
+    ) -> None:
         self.transport = transport
         self.keyring = keyring
         self.driver = driver
@@ -85,16 +87,28 @@ class Outcomes:
                 settled.append((f, None, e))
         return settled
 
-    def _value(self, rec: JobRecord, f: JobFuture, outcomes: list[bytes] | None,
-               outcome_error: Exception | None, where: str) -> Any:
+    def _value(
+        self,
+        rec: JobRecord,
+        f: JobFuture,
+        outcomes: list[bytes] | None,
+        outcome_error: Exception | None,
+        where: str,
+    ) -> Any:
         """``f``'s value from its job's outcomes (read from ``where``), or raise."""
         if rec.kind == "shell":
-            if rec.state is JobState.COMPLETED or (rec.state is JobState.FAILED
-                                                   and rec.exit_code is not None and not rec.signal):
-                result = ShellResult(rec.exit_code or 0, self.read_output(rec, "stdout"),
-                                     self.read_output(rec, "stderr"))
+            if rec.state is JobState.COMPLETED or (
+                rec.state is JobState.FAILED and rec.exit_code is not None and not rec.signal
+            ):
+                result = ShellResult(
+                    rec.exit_code or 0,
+                    self.read_output(rec, "stdout"),
+                    self.read_output(rec, "stderr"),
+                )
                 if result.returncode != 0 and f.check:
-                    raise self.failure(rec, f"shell job {rec.name} exited with code {rec.exit_code}")
+                    raise self.failure(
+                        rec, f"shell job {rec.name} exited with code {rec.exit_code}"
+                    )
                 return result
             raise self.failure(rec)
         if outcome_error is not None:
@@ -124,9 +138,16 @@ class Outcomes:
         except OSError:  # no tail to show: its stderr names a directory, say
             err = ""
         cls = OutOfMemory if (rec.reason or "").startswith("out of memory") else JobFailed
-        return cls(message, state=rec.state, exit_code=rec.exit_code, signal=rec.signal,
-                   reason=rec.reason, key=rec.key, job_id=rec.job_id,
-                   stderr_tail="\n".join(err.splitlines()[-20:]))
+        return cls(
+            message,
+            state=rec.state,
+            exit_code=rec.exit_code,
+            signal=rec.signal,
+            reason=rec.reason,
+            key=rec.key,
+            job_id=rec.job_id,
+            stderr_tail="\n".join(err.splitlines()[-20:]),
+        )
 
     def info(self, rec: JobRecord) -> JobInfo:
         """How job ``rec`` ran: its usage file, then the scheduler's accounting."""
@@ -147,8 +168,21 @@ class Outcomes:
         rss = usage["max_rss_kib"] / 1024 if "max_rss_kib" in usage else None
         if acct is not None and acct.max_rss is not None:
             rss = max(rss or 0.0, float(acct.max_rss))
-        aborted = rec.state in (JobState.CANCELLED, JobState.TIMEOUT, JobState.LOST) or bool(
-            rec.signal) or (rec.state is JobState.FAILED and rec.exit_code is None)
-        return JobInfo(rec.job_id, rec.state, rec.exit_code, rec.signal, aborted, rec.reason,
-                       wall, cpu, rss, (acct.nodelist if acct else None) or (
-                           self.host if rec.backend == "local" and rec.state.started else None))
+        aborted = (
+            rec.state in (JobState.CANCELLED, JobState.TIMEOUT, JobState.LOST)
+            or bool(rec.signal)
+            or (rec.state is JobState.FAILED and rec.exit_code is None)
+        )
+        return JobInfo(
+            rec.job_id,
+            rec.state,
+            rec.exit_code,
+            rec.signal,
+            aborted,
+            rec.reason,
+            wall,
+            cpu,
+            rss,
+            (acct.nodelist if acct else None)
+            or (self.host if rec.backend == "local" and rec.state.started else None),
+        )

@@ -1,4 +1,5 @@
 """Client-side serialisation: payloads in, outcomes out, and cache keys."""
+
 from __future__ import annotations
 
 import hashlib
@@ -88,9 +89,15 @@ def _dumps(obj: Any) -> tuple[bytes, list[types.CodeType]]:
         return f.getvalue(), pickler.by_value
 
 
-def dumps_payload(fn: Callable, calls: Sequence[Call], *, kind: str,
-                  sys_path: Sequence[str] = (), refs: bool = False,
-                  by_value: Sequence[str] = ()) -> tuple[bytes, bytes]:
+def dumps_payload(
+    fn: Callable,
+    calls: Sequence[Call],
+    *,
+    kind: str,
+    sys_path: Sequence[str] = (),
+    refs: bool = False,
+    by_value: Sequence[str] = (),
+) -> tuple[bytes, bytes]:
     """(file bytes, body bytes) of a payload: a plain header, then the cloudpickled work.
     The body bytes are what the cache key hashes. Functions and classes of the modules named
     in ``by_value`` travel by value (for a host that cannot import them); the header says
@@ -105,8 +112,9 @@ def dumps_payload(fn: Callable, calls: Sequence[Call], *, kind: str,
             _describe_unpicklable(fn, calls)
             + ". Pass picklable values (e.g. a path instead of an open file or lock)."
         ) from None
-    header = pickle.dumps({"sys_path": list(sys_path), **codelines.describe(codes)},
-                          protocol=pickle.HIGHEST_PROTOCOL)
+    header = pickle.dumps(
+        {"sys_path": list(sys_path), **codelines.describe(codes)}, protocol=pickle.HIGHEST_PROTOCOL
+    )
     return header + body, body
 
 
@@ -126,7 +134,9 @@ def load_outcomes(data: bytes, where: str) -> list[bytes]:
             raise TypeError("not a list")
         return items
     except Exception as e:
-        raise CacheError(f"the result file {where} is damaged ({e}); resubmit with force=True") from e
+        raise CacheError(
+            f"the result file {where} is damaged ({e}); resubmit with force=True"
+        ) from e
 
 
 def outcome_value(item: bytes, where: str) -> Any:
@@ -154,8 +164,9 @@ def _exception(blob: bytes | None, tb: str, type_name: str, message: str) -> Bas
     try:
         exc = pickle.loads(blob)
     except Exception as e:
-        return RemoteError(type_name, message, tb,
-                           f"it cannot be rebuilt here: {type(e).__name__}: {e}")
+        return RemoteError(
+            type_name, message, tb, f"it cannot be rebuilt here: {type(e).__name__}: {e}"
+        )
     if not isinstance(exc, BaseException):
         return RemoteError(type_name, message, tb, "it was not rebuilt as an exception")
     return exc

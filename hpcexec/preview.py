@@ -1,5 +1,6 @@
 """A job's script text (``job.sh``), and the preview of what submitting a job would give
 the scheduler (:meth:`Executor.job_script`), rendered as the submission does it."""
+
 from __future__ import annotations
 
 import shlex
@@ -22,16 +23,35 @@ def job_script(session: Session, j: Job, after: list[str]) -> str:
     directories of the jobs it depends on."""
     lay = job_layout(session, j)
     jobdir, workdir = lay.jobdir, lay.workdir
-    parts = session.backend.script_parts(j.res, name=j.name, jobdir=jobdir, workdir=workdir,
-                                         stdout=lay.stdout, stderr=lay.stderr)
+    parts = session.backend.script_parts(
+        j.res, name=j.name, jobdir=jobdir, workdir=workdir, stdout=lay.stdout, stderr=lay.stderr
+    )
     if j.kind == "shell":
         assert j.body is not None
-        return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=session.host,
-                      name=j.name, shell_body=j.body, after=after)
-    command = (f"{shlex.quote(session.python)} -m hpcexec.runner {shlex.quote(jobdir)} "
-               f"{shlex.quote(session.key_file)}")
-    return render(parts, j.res, jobdir=jobdir, workdir=workdir, submit_host=session.host,
-                  name=j.name, command=command, after=after)
+        return render(
+            parts,
+            j.res,
+            jobdir=jobdir,
+            workdir=workdir,
+            submit_host=session.host,
+            name=j.name,
+            shell_body=j.body,
+            after=after,
+        )
+    command = (
+        f"{shlex.quote(session.python)} -m hpcexec.runner {shlex.quote(jobdir)} "
+        f"{shlex.quote(session.key_file)}"
+    )
+    return render(
+        parts,
+        j.res,
+        jobdir=jobdir,
+        workdir=workdir,
+        submit_host=session.host,
+        name=j.name,
+        command=command,
+        after=after,
+    )
 
 
 def preview(session: Session, j: Job, after: list[JobFuture], hold: bool) -> str:
@@ -47,5 +67,12 @@ def preview(session: Session, j: Job, after: list[JobFuture], hold: bool) -> str
         if rec.job_id and rec.state is not JobState.COMPLETED:
             ids.add(rec.job_id)
     res = j.res.replace(**{**session.placed(j.res), "workdir": None})
-    return session.queue.preview(script, res, j.name, job_layout(session, j), hold=hold,
-                                 after=tuple(sorted(ids)), file_directives=j.directives)
+    return session.queue.preview(
+        script,
+        res,
+        j.name,
+        job_layout(session, j),
+        hold=hold,
+        after=tuple(sorted(ids)),
+        file_directives=j.directives,
+    )

@@ -1,4 +1,5 @@
 """Progress bars over futures, counting jobs per state."""
+
 from __future__ import annotations
 
 import collections
@@ -14,8 +15,9 @@ class _Bar:
     def __init__(self, fs: Sequence[Future], desc: str) -> None:
         self.fs = list(fs)
         self._lock = threading.Lock()
-        self._bar = tqdm(total=len(self.fs), desc=desc, unit="job", file=sys.stderr,
-                         dynamic_ncols=True)
+        self._bar = tqdm(
+            total=len(self.fs), desc=desc, unit="job", file=sys.stderr, dynamic_ncols=True
+        )
         self._closed = False
         self._stop = threading.Event()
         for f in self.fs:
@@ -32,7 +34,9 @@ class _Bar:
                 counts["failed" if f.exception() is not None else "done"] += 1
             else:
                 state = getattr(f, "seen_state", None)
-                counts[state.value if state is not None else ("running" if f.running() else "pending")] += 1
+                counts[
+                    state.value if state is not None else ("running" if f.running() else "pending")
+                ] += 1
         return " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
     def _done(self, f: Future) -> None:

@@ -1,4 +1,5 @@
 """One job record (JobRecord) and its row and JSON forms; the store keeps them."""
+
 from __future__ import annotations
 
 import json

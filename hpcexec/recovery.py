@@ -13,6 +13,7 @@ rebuilds a record the store lacks, or one it holds from an older backup:
 
 A record file that is missing, unreadable or not sealed by this cache's key is not used.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,9 +33,11 @@ from .transport.base import Transport
 log = logging.getLogger(__name__)
 
 # lines "TEXT<tab>JOBDIR": TEXT into JOBDIR/jobid, atomically
-_WRITE_IDS = ('tab=$(printf "\\t"); while IFS="$tab" read -r text dir; do '
-              'printf "%s\\n" "$text" > "$dir/.jobid.tmp" '
-              '&& mv -f "$dir/.jobid.tmp" "$dir/jobid"; done')
+_WRITE_IDS = (
+    'tab=$(printf "\\t"); while IFS="$tab" read -r text dir; do '
+    'printf "%s\\n" "$text" > "$dir/.jobid.tmp" '
+    '&& mv -f "$dir/.jobid.tmp" "$dir/jobid"; done'
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,12 @@ def note_job_ids(transport: Transport, ids: dict[str, Submitted]) -> None:
     except (OSError, TransportError) as e:
         ok, why = False, str(e)
     if not ok:
-        log.warning("could not keep the job ids of %d job(s) in their directories (%s); a "
-                    "lost cache could not tell they were submitted", len(ids), why)
+        log.warning(
+            "could not keep the job ids of %d job(s) in their directories (%s); a "
+            "lost cache could not tell they were submitted",
+            len(ids),
+            why,
+        )
 
 
 def started_as(transport: Transport, jobdir: str) -> str | None:
@@ -119,8 +126,13 @@ def _progress(rec: JobRecord) -> int:
     return 2 if rec.state.finished else 1 if rec.job_id else 0
 
 
-def rebuild(transport: Transport, keyring: integrity.KeyRing, jobdirs: dict[str, str],
-            backend: str, host: str) -> dict[str, JobRecord]:
+def rebuild(
+    transport: Transport,
+    keyring: integrity.KeyRing,
+    jobdirs: dict[str, str],
+    backend: str,
+    host: str,
+) -> dict[str, JobRecord]:
     """The records that the directories ``{key: jobdir}`` can rebuild, by key (files are
     read together: over SSH a few round trips for any number of keys)."""
     paths = {key: os.path.join(d, RECORD) for key, d in jobdirs.items()}
@@ -133,26 +145,48 @@ def rebuild(transport: Transport, keyring: integrity.KeyRing, jobdirs: dict[str,
             if rec is not None:
                 records[key] = rec
     names = (EXITCODE, STARTED, JOBID, EPILOGUE_LOG)
-    files = transport.read_files([os.path.join(r.jobdir, n) for r in records.values()
-                                  for n in names]) if records else {}
+    files = (
+        transport.read_files([os.path.join(r.jobdir, n) for r in records.values() for n in names])
+        if records
+        else {}
+    )
     for rec in records.values():
         found = {n: files.get(os.path.join(rec.jobdir, n)) for n in names}
         _judge(rec, {n: v.decode(errors="replace") for n, v in found.items() if v is not None})
     return records
 
 
-def _record(data: bytes, keyring: integrity.KeyRing, path: str, key: str, jobdir: str,
-            backend: str, host: str) -> JobRecord | None:
+def _record(
+    data: bytes,
+    keyring: integrity.KeyRing,
+    path: str,
+    key: str,
+    jobdir: str,
+    backend: str,
+    host: str,
+) -> JobRecord | None:
     try:
         plain, _ = integrity.unseal(data, keyring, path)
         rec = JobRecord.from_json(plain)
     except (IntegrityError, ValueError, TypeError, KeyError) as e:
-        log.warning("the record file %s cannot be used (%s); job %s is treated as never "
-                    "submitted", path, e, key)
+        log.warning(
+            "the record file %s cannot be used (%s); job %s is treated as never submitted",
+            path,
+            e,
+            key,
+        )
         return None
     if (rec.key, rec.backend, rec.host) != (key, backend, host):
-        log.warning("the record file %s is of job %s on %s/%s, not %s on %s/%s; not used",
-                    path, rec.key, rec.backend, rec.host, key, backend, host)
+        log.warning(
+            "the record file %s is of job %s on %s/%s, not %s on %s/%s; not used",
+            path,
+            rec.key,
+            rec.backend,
+            rec.host,
+            key,
+            backend,
+            host,
+        )
         return None
     rec.jobdir = jobdir  # where it was found, whatever the file says
     return rec

@@ -10,6 +10,7 @@ One lock guards the map. Each future is also counted in the process-wide
 :data:`hpcexec.interest.INTEREST` (which decides whether a job may be cancelled), so a
 registry is per client while the interest rule spans every client of the process.
 """
+
 from __future__ import annotations
 
 import threading
@@ -49,11 +50,13 @@ class Registry:
             futures = list(self._watch.get(key, ()))
             if rec is None:
                 return futures
-            return [f for f in futures if (after := self._after.get(f, ANY)) is not UNDECIDED
-                    and rec.rev > after]
+            return [
+                f
+                for f in futures
+                if (after := self._after.get(f, ANY)) is not UNDECIDED and rec.rev > after
+            ]
 
-    def watch(self, key: str, futures: Sequence[JobFuture],
-              after: int | None = ANY) -> None:
+    def watch(self, key: str, futures: Sequence[JobFuture], after: int | None = ANY) -> None:
         """Follow ``futures`` of job ``key`` (before any record of it is written or read,
         so no change slips past the monitor), taking the revisions above ``after``
         (:data:`UNDECIDED`: none until :meth:`decide`)."""

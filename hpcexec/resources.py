@@ -3,6 +3,7 @@
 Every backend renders these fields in its own dialect. Values are parsed and checked
 here, once, so that a bad value is refused before anything is written or submitted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,7 +80,9 @@ def parse_mem(value: Any) -> int:
     elif isinstance(value, str):
         m = _MEM_RE.match(value)
         if not m:
-            raise ValueError("use a number with an optional unit K, M, G, T or P (e.g. '4GB', '500M')")
+            raise ValueError(
+                "use a number with an optional unit K, M, G, T or P (e.g. '4GB', '500M')"
+            )
         mb = float(m["num"]) * _MEM_FACTOR[(m["unit"] or "").lower()]
     else:
         raise ValueError(f"a memory string or int of MiB, not {type(value).__name__}")
@@ -143,8 +146,18 @@ def _native(value: Any) -> tuple[str, ...]:
 
 def _flag(value: Any) -> bool | None:
     """True, or None for false (so that an unset flag and ``False`` are one cache key)."""
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "y", "on",
-                                                             "0", "false", "no", "n", "off"):
+    if isinstance(value, str) and value.strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "y",
+        "on",
+        "0",
+        "false",
+        "no",
+        "n",
+        "off",
+    ):
         value = value.strip().lower() in ("1", "true", "yes", "y", "on")
     if not isinstance(value, bool):
         raise ValueError(f"True or False, not {value!r}")
@@ -171,16 +184,20 @@ def _mail(value: Any) -> Mail:
         to, sep, events = value.partition(":")
         value = {"to": to, "on": events.split(",")} if sep else {"to": to}
     if not isinstance(value, Mapping):
-        raise ValueError("an address such as 'me@example.org', 'me@example.org:end,fail', "
-                         "or {'to': 'me@example.org', 'on': ['end', 'fail']}")
+        raise ValueError(
+            "an address such as 'me@example.org', 'me@example.org:end,fail', "
+            "or {'to': 'me@example.org', 'on': ['end', 'fail']}"
+        )
     extra = set(value) - {"to", "on"}
     if extra:
-        raise ValueError(f"unknown mail field(s) {', '.join(sorted(map(str, extra)))}: "
-                         "use 'to' and 'on'")
+        raise ValueError(
+            f"unknown mail field(s) {', '.join(sorted(map(str, extra)))}: use 'to' and 'on'"
+        )
     to = value.get("to")
     if not isinstance(to, str) or not _ADDRESS_RE.match(to.strip()):
-        raise ValueError(f"'to' must be one address such as 'me@example.org' or a user "
-                         f"name, not {to!r}")
+        raise ValueError(
+            f"'to' must be one address such as 'me@example.org' or a user name, not {to!r}"
+        )
     on = value.get("on", ("end",))
     words = [on] if isinstance(on, str) else on
     if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
@@ -188,8 +205,9 @@ def _mail(value: Any) -> Mail:
     wanted = {w.strip().lower() for w in words if w.strip()}
     bad = wanted - {*MAIL_EVENTS, "all"}
     if bad:
-        raise ValueError(f"unknown mail event(s) {', '.join(sorted(bad))}: use "
-                         f"{', '.join(MAIL_EVENTS)} or all")
+        raise ValueError(
+            f"unknown mail event(s) {', '.join(sorted(bad))}: use {', '.join(MAIL_EVENTS)} or all"
+        )
     if not wanted:
         raise ValueError("no mail events given: name at least one, or leave mail unset")
     if "all" in wanted:
@@ -219,16 +237,20 @@ def _instant(round_up: bool) -> Callable[[Any], str]:
             try:
                 when = parse_iso_datetime(text)
             except ValueError:
-                raise ValueError("use an ISO 8601 time such as '2030-01-31T18:00' or "
-                                 "'2030-01-31 18:00+01:00', or '+' and a delay such as "
-                                 "'+30' (minutes) or '+2:00:00'") from None
+                raise ValueError(
+                    "use an ISO 8601 time such as '2030-01-31T18:00' or "
+                    "'2030-01-31 18:00+01:00', or '+' and a delay such as "
+                    "'+30' (minutes) or '+2:00:00'"
+                ) from None
         else:
-            raise ValueError(f"a datetime, an ISO 8601 string or a timedelta, not "
-                             f"{type(value).__name__}")
+            raise ValueError(
+                f"a datetime, an ISO 8601 string or a timedelta, not {type(value).__name__}"
+            )
         when = when.astimezone(timezone.utc)  # a naive time is this machine's local time
         if when.microsecond:
-            when = when.replace(microsecond=0) + (timedelta(seconds=1) if round_up
-                                                  else timedelta(0))
+            when = when.replace(microsecond=0) + (
+                timedelta(seconds=1) if round_up else timedelta(0)
+            )
         return when.strftime(_INSTANT_FORMAT)
 
     return parse
@@ -261,35 +283,59 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
     for s in [
         ResourceSpec("name", "str", "job name shown by the scheduler", _text, "analysis"),
         ResourceSpec("queue", "str", "queue or partition", _word, "debug"),
-        ResourceSpec("time", "walltime", "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, "
-                     "timedelta, or int minutes", parse_time, "1:30:00"),
+        ResourceSpec(
+            "time",
+            "walltime",
+            "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, timedelta, or int minutes",
+            parse_time,
+            "1:30:00",
+        ),
         ResourceSpec("nodes", "int>=1", "number of nodes", _positive_int(1), 2),
         ResourceSpec("ppn", "int>=1", "processes (tasks) per node", _positive_int(1), 4),
         ResourceSpec("threads", "int>=1", "threads (cores) per process", _positive_int(1), 2),
-        ResourceSpec("mem", "memory", "memory per node: '4GB', '500M', '1.5G', or int MiB",
-                     parse_mem, "4GB"),
+        ResourceSpec(
+            "mem", "memory", "memory per node: '4GB', '500M', '1.5G', or int MiB", parse_mem, "4GB"
+        ),
         ResourceSpec("gpus", "int>=0", "GPUs per node", _positive_int(0), 1),
         ResourceSpec("account", "str", "account (project) to charge", _word, "proj42"),
         ResourceSpec("stdout", "path", "file for the job's standard output", _text, "out.txt"),
         ResourceSpec("stderr", "path", "file for the job's standard error", _text, "err.txt"),
-        ResourceSpec("env", "mapping", "environment variables set in the job", _env,
-                     {"OMP_NUM_THREADS": "4"}),
+        ResourceSpec(
+            "env", "mapping", "environment variables set in the job", _env, {"OMP_NUM_THREADS": "4"}
+        ),
         ResourceSpec("workdir", "path", "directory the job runs in", _text, "/scratch/run1"),
-        ResourceSpec("native", "list[str]", "raw scheduler directives passed through", _native,
-                     "--exclusive"),
-        ResourceSpec("mail", "mail", "mail about the job: 'ADDRESS' (when it ends), "
-                     "'ADDRESS:EVENT,...', or {'to': ADDRESS, 'on': [EVENT, ...]}; events "
-                     "begin, end, fail, all", _mail, {"to": "me@example.org",
-                                                      "on": ["begin", "end"]}),
-        ResourceSpec("begin", "time", "earliest start: datetime (naive: local time), ISO 8601 "
-                     "string, timedelta from now, or '+' and a walltime ('+30', '+2:00:00')",
-                     _instant(round_up=True), "2030-01-31T18:00:00"),
-        ResourceSpec("deadline", "time", "the job must not run after this time (a job not "
-                     "started by then never starts): same forms as begin",
-                     _instant(round_up=False), "2030-02-01T06:00:00"),
+        ResourceSpec(
+            "native", "list[str]", "raw scheduler directives passed through", _native, "--exclusive"
+        ),
+        ResourceSpec(
+            "mail",
+            "mail",
+            "mail about the job: 'ADDRESS' (when it ends), "
+            "'ADDRESS:EVENT,...', or {'to': ADDRESS, 'on': [EVENT, ...]}; events "
+            "begin, end, fail, all",
+            _mail,
+            {"to": "me@example.org", "on": ["begin", "end"]},
+        ),
+        ResourceSpec(
+            "begin",
+            "time",
+            "earliest start: datetime (naive: local time), ISO 8601 "
+            "string, timedelta from now, or '+' and a walltime ('+30', '+2:00:00')",
+            _instant(round_up=True),
+            "2030-01-31T18:00:00",
+        ),
+        ResourceSpec(
+            "deadline",
+            "time",
+            "the job must not run after this time (a job not "
+            "started by then never starts): same forms as begin",
+            _instant(round_up=False),
+            "2030-02-01T06:00:00",
+        ),
         ResourceSpec("stdin", "path", "file read as the job's standard input", _text, "in.txt"),
-        ResourceSpec("join_output", "bool", "standard error into the standard output file",
-                     _flag, True),
+        ResourceSpec(
+            "join_output", "bool", "standard error into the standard output file", _flag, True
+        ),
     ]
 }
 #: keys that say when and whom to tell, not what a job computes: not part of cache keys
@@ -348,8 +394,10 @@ class Resources:
                 raise ResourceError(f"bad value {value!r} for resource {key!r}: {e}") from None
         new = dataclasses.replace(self, **parsed)
         if new.begin and new.deadline and new.deadline <= new.begin:
-            raise ResourceError(f"deadline {new.deadline} is not after begin {new.begin}: the "
-                                "job could never run. Move the deadline later or begin earlier.")
+            raise ResourceError(
+                f"deadline {new.deadline} is not after begin {new.begin}: the "
+                "job could never run. Move the deadline later or begin earlier."
+            )
         return new
 
     @classmethod
@@ -404,7 +452,7 @@ class Resources:
         for k, v in self.to_dict().items():
             if k in ("env", "native", "join_output"):
                 continue
-            out[k] = (format_time(v) if k == "time" else v["to"] if k == "mail" else str(v))
+            out[k] = format_time(v) if k == "time" else v["to"] if k == "mail" else str(v)
         out.setdefault("threads", "1")
         out.setdefault("ppn", "1")
         out.setdefault("nodes", "1")
@@ -412,8 +460,18 @@ class Resources:
         return out
 
 
-JOB_OPTIONS = ("key", "force", "retry", "hold", "after", "array_limit", "reuse_slots", "prologue",
-               "epilogue", "aux_scripts")
+JOB_OPTIONS = (
+    "key",
+    "force",
+    "retry",
+    "hold",
+    "after",
+    "array_limit",
+    "reuse_slots",
+    "prologue",
+    "epilogue",
+    "aux_scripts",
+)
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -7,6 +7,7 @@ keeps whatever finished, and is recorded as the reason. A payload that cannot be
 the reason too, also on stderr. Kept light: cloudpickle is imported only when a payload or
 result needs it.
 """
+
 from __future__ import annotations
 
 import io
@@ -47,8 +48,11 @@ class FutureRef:
         except (OSError, IndexError, pickle.UnpicklingError, IntegrityError) as e:
             raise DependencyFailed(f"the result of job {self.key} cannot be read: {e}") from e
         if outcome[0] == ERR:
-            words = (f"{outcome[3]}: {outcome[4]}" if len(outcome) >= 5
-                     else f"{type(outcome[1]).__name__}: {outcome[1]}")  # an older runner's
+            words = (
+                f"{outcome[3]}: {outcome[4]}"
+                if len(outcome) >= 5
+                else f"{type(outcome[1]).__name__}: {outcome[1]}"
+            )  # an older runner's
             raise DependencyFailed(f"job {self.key}, whose result this job takes, raised {words}")
         return outcome[1]
 
@@ -120,8 +124,12 @@ def _out_of_memory(e: MemoryError) -> OutOfMemory:
     reason = f"out of memory: the job raised MemoryError {where}"
     from .states import JobState
 
-    return OutOfMemory(f"{reason}{': ' + str(e) if str(e) else ''}. Ask for more `mem`, or "
-                       "use less.", state=JobState.FAILED, exit_code=1, reason=reason)
+    return OutOfMemory(
+        f"{reason}{': ' + str(e) if str(e) else ''}. Ask for more `mem`, or use less.",
+        state=JobState.FAILED,
+        exit_code=1,
+        reason=reason,
+    )
 
 
 def _dumps(obj: Any) -> bytes:
@@ -180,8 +188,10 @@ def _trusted_keys(jobdir: Path, key_file: Path | None) -> KeyRing:
     job's directory are checked (:mod:`hpcexec.trust`)."""
     global _KEYS
     if key_file is None:
-        raise IntegrityError("the job's script names no key file (written by an older "
-                             "hpcexec); nothing was loaded. Resubmit the job (force=True).")
+        raise IntegrityError(
+            "the job's script names no key file (written by an older "
+            "hpcexec); nothing was loaded. Resubmit the job (force=True)."
+        )
     trust.check_job_dir(str(jobdir))
     _KEYS = KeyRing(job_key(key_file))
     return _KEYS
@@ -224,8 +234,10 @@ def run(jobdir: Path, key_file: Path | None = None) -> int:
             code = 1
         if key is not None:
             try:
-                write_atomic(jobdir / RESULT, seal(key, pickle.dumps(
-                    items, protocol=pickle.HIGHEST_PROTOCOL)))
+                write_atomic(
+                    jobdir / RESULT,
+                    seal(key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)),
+                )
             except OSError as e:  # a full disk or quota: the job fails and says why
                 code = 1
                 reason = f"the result could not be written to {jobdir / RESULT}: {e}"
@@ -240,15 +252,18 @@ def _write_usage(jobdir: Path, wall: float) -> None:
         import resource
 
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        text = (f"max_rss_kib {ru.ru_maxrss}\nuser_s {ru.ru_utime:.3f}\n"
-                f"sys_s {ru.ru_stime:.3f}\nwall_s {wall:.3f}\n")
+        text = (
+            f"max_rss_kib {ru.ru_maxrss}\nuser_s {ru.ru_utime:.3f}\n"
+            f"sys_s {ru.ru_stime:.3f}\nwall_s {wall:.3f}\n"
+        )
         write_atomic(jobdir / USAGE, text.encode())
     except (ImportError, OSError):  # no resource module (Windows) or a full disk: optional
         pass
 
 
-def run_task(jobdir: Path, key_file: Path | None,
-             prepare: Callable[[], None] = lambda: None) -> int:
+def run_task(
+    jobdir: Path, key_file: Path | None, prepare: Callable[[], None] = lambda: None
+) -> int:
     """Run the record in ``jobdir`` in this (forked) process as the runner does: SIGTERM
     handled, then ``prepare()`` (outputs, variables), then :func:`run`."""
     signal.signal(signal.SIGTERM, _on_signal)

@@ -1,4 +1,5 @@
 """Scheduler commands through the transport: rate-limited, counted, and the accounting asked."""
+
 from __future__ import annotations
 
 import threading
@@ -32,16 +33,18 @@ class SchedulerCommands:
     """Runs one backend's commands on one transport, each after the rate limit; ``calls``
     counts them by command name."""
 
-    def __init__(self, transport: Transport, backend: SchedulerBackend,
-                 calls_per_second: float) -> None:
+    def __init__(
+        self, transport: Transport, backend: SchedulerBackend, calls_per_second: float
+    ) -> None:
         self.transport = transport
         self.backend = backend
         self.limit = RateLimit(calls_per_second)
         self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
         self._max_array: int | None = None
 
-    def run(self, argv: list[str], input: str | None = None, *,
-            query: bool = False) -> CommandResult:
+    def run(
+        self, argv: list[str], input: str | None = None, *, query: bool = False
+    ) -> CommandResult:
         """Run a scheduler command; ``query``: it changes nothing, so it may be repeated
         after a dropped connection."""
         self.limit.wait()

@@ -6,6 +6,7 @@ submitted records up to date (:mod:`hpcexec.schedstatus`). Every scheduler comma
 through the transport and a rate limit (:mod:`hpcexec.schedcommands`); this module holds the
 control of single jobs (cancel, hold, release, suspend, resume).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,18 +34,33 @@ log = logging.getLogger(__name__)
 class SchedulerQueue(Driver):
     """Submits, watches and controls the jobs of one scheduler backend on one host."""
 
-    def __init__(self, store: Store, transport: Transport, backend: SchedulerBackend,
-                 cache_dir: str, *, window: float = 0.2, max_window: float = 2.0,
-                 calls_per_second: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        backend: SchedulerBackend,
+        cache_dir: str,
+        *,
+        window: float = 0.2,
+        max_window: float = 2.0,
+        calls_per_second: float = 10.0,
+    ) -> None:
         self.store = store
         self.transport = transport
         self.backend = backend
         self.host = transport.host
         self.commands = SchedulerCommands(transport, backend, calls_per_second)
         self.calls = self.commands.calls  # command name -> times run
-        self.submitter = Submitter(store, transport, backend, self.commands,
-                                   os.path.join(cache_dir, "arrays"), self.dependencies,
-                                   window=window, max_window=max_window)
+        self.submitter = Submitter(
+            store,
+            transport,
+            backend,
+            self.commands,
+            os.path.join(cache_dir, "arrays"),
+            self.dependencies,
+            window=window,
+            max_window=max_window,
+        )
         self.status = StatusPoll(store, transport, backend, self.commands)
 
     # -- one pass ----------------------------------------------------------------------------
@@ -73,7 +89,8 @@ class SchedulerQueue(Driver):
         if array_dir and rec.array_index is not None:
             # Claim it first, so no element of its array can start it from now on.
             if not self.transport.create_exclusive(
-                    os.path.join(array_dir, CLAIMS, str(rec.array_index)), b"cancelled"):
+                os.path.join(array_dir, CLAIMS, str(rec.array_index)), b"cancelled"
+            ):
                 return False  # an element has it: it is running
             self.commands.run(self.backend.cancel_argv([rec.job_id]))
         elif not self.commands.run(self.backend.cancel_argv([rec.job_id])).ok:
@@ -87,8 +104,17 @@ class SchedulerQueue(Driver):
         assert rec.job_id
         return self.commands.run(self.backend.cancel_argv([rec.job_id])).ok
 
-    def preview(self, script: str, res: Resources, name: str, lay: JobLayout, *,
-                hold: bool, after: tuple[str, ...], file_directives: Sequence[str]) -> str:
+    def preview(
+        self,
+        script: str,
+        res: Resources,
+        name: str,
+        lay: JobLayout,
+        *,
+        hold: bool,
+        after: tuple[str, ...],
+        file_directives: Sequence[str],
+    ) -> str:
         """The submission script of one job on its own: directives, then the job script."""
         spec = single_spec(res, name, lay.jobdir, lay.workdir, hold=hold, after=after)
         body = single_body(self.backend, script, lay.script)
@@ -107,7 +133,8 @@ class SchedulerQueue(Driver):
                 raise BackendError(
                     f"job {key} is an element of an array whose elements run each other's "
                     f"tasks, so holding its element would not stop it; cancel it instead, "
-                    f"or submit with reuse_slots=False to hold elements one by one")
+                    f"or submit with reuse_slots=False to hold elements one by one"
+                )
             if rec.job_id is None and not (rec.reason or "").startswith(SUBMITTING):
                 tx.update(key, state=JobState.HELD)  # it is submitted held when its turn comes
                 return True
@@ -141,8 +168,9 @@ class SchedulerQueue(Driver):
     def resume(self, key: str) -> bool:
         return self._signal(key, JobState.SUSPENDED, self.backend.resume_argv, JobState.RUNNING)
 
-    def _signal(self, key: str, want: JobState, argv_of: Callable[[list[str]], list[str]],
-                becomes: JobState) -> bool:
+    def _signal(
+        self, key: str, want: JobState, argv_of: Callable[[list[str]], list[str]], becomes: JobState
+    ) -> bool:
         rec = self.store.get(key)
         if rec is None or rec.state is not want or not rec.job_id:
             return False

@@ -1,4 +1,5 @@
 """Rendering a scheduler submission: one job's submit spec and the script handed over."""
+
 from __future__ import annotations
 
 import shlex
@@ -11,12 +12,20 @@ from .resources import Resources
 FILE_DIRECTIVES = "file_directives"  # record resources: directives of a submitted job file
 
 
-def single_spec(res: Resources, name: str, jobdir: str, workdir: str, *,
-                hold: bool = False, after: tuple[str, ...] = ()) -> SubmitSpec:
+def single_spec(
+    res: Resources,
+    name: str,
+    jobdir: str,
+    workdir: str,
+    *,
+    hold: bool = False,
+    after: tuple[str, ...] = (),
+) -> SubmitSpec:
     """The submission of one job on its own (not an array)."""
     lay = JobLayout(jobdir, workdir, res.stdout, res.stderr, res.join_output)
-    return SubmitSpec(lay.file(SUBMIT_SCRIPT), res, name, lay.stdout, lay.stderr, workdir,
-                      hold=hold, after=after)
+    return SubmitSpec(
+        lay.file(SUBMIT_SCRIPT), res, name, lay.stdout, lay.stderr, workdir, hold=hold, after=after
+    )
 
 
 def job_body(job_script: str) -> str:
@@ -36,8 +45,7 @@ def single_body(backend: SchedulerBackend, job_script: str, path: str) -> str:
     return body
 
 
-def submission_script(file_directives: Sequence[str], directives: Sequence[str],
-                      body: str) -> str:
+def submission_script(file_directives: Sequence[str], directives: Sequence[str], body: str) -> str:
     """What is given to the scheduler: a shebang, the directives of a submitted job file
     (``Executor.submit_file``), then hpcexec's, which come later and so win where both set
     one option (SLURM and Grid Engine take the last), then the body."""

@@ -1,5 +1,6 @@
 """The status poll: one status command per chunk of ids, then the exit-code files, the
 claims of shared arrays and the accounting of the jobs that ended or left the queue."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,13 @@ class StatusPoll:
     """Brings the submitted records of one backend on one host up to date, a pass at a
     time; remembers between passes how long each job has been missing."""
 
-    def __init__(self, store: Store, transport: Transport, backend: SchedulerBackend,
-                 commands: SchedulerCommands) -> None:
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        backend: SchedulerBackend,
+        commands: SchedulerCommands,
+    ) -> None:
         self.store = store
         self.transport = transport
         self.backend = backend
@@ -89,21 +95,29 @@ class StatusPoll:
         except SchedulerOutputError as e:
             # The command ran (a dropped connection is a TransportError, left to the
             # monitor): the jobs keep their last state until an answer can be read.
-            log.warning("cannot read %s's job status this time: %s; asking again at the "
-                        "next poll", self.backend.name, e)
+            log.warning(
+                "cannot read %s's job status this time: %s; asking again at the next poll",
+                self.backend.name,
+                e,
+            )
             return None
         return seen
 
-    def _compare(self, active: list[JobRecord], seen: dict[str, JobStatus],
-                 updates: dict[str, dict[str, Any]], now: float
-                 ) -> tuple[list[JobRecord], list[tuple[JobRecord, JobStatus]], list[str]]:
+    def _compare(
+        self,
+        active: list[JobRecord],
+        seen: dict[str, JobStatus],
+        updates: dict[str, dict[str, Any]],
+        now: float,
+    ) -> tuple[list[JobRecord], list[tuple[JobRecord, JobStatus]], list[str]]:
         """Note in ``updates`` what the status changed; return the jobs gone from the queue,
         those that ended without saying how, and the ids of those whose dependency failed."""
         gone: list[JobRecord] = []
         unexplained: list[tuple[JobRecord, JobStatus]] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
-        exits = self._exit_files([r for r in active if (st := seen.get(r.job_id or ""))
-                                  and st.state.finished])
+        exits = self._exit_files(
+            [r for r in active if (st := seen.get(r.job_id or "")) and st.state.finished]
+        )
         for rec in active:
             st = seen.get(rec.job_id or "")
             if st is None:
@@ -121,8 +135,11 @@ class StatusPoll:
                     updates[rec.key].update(self._final(rec, st, now, found))
             elif st.reason == "DependencyNeverSatisfied":
                 never.append(rec.job_id or "")
-                updates[rec.key].update(state=JobState.CANCELLED, finished=now,
-                                        reason=f"a dependency failed; {NEVER_RAN}")
+                updates[rec.key].update(
+                    state=JobState.CANCELLED,
+                    finished=now,
+                    reason=f"a dependency failed; {NEVER_RAN}",
+                )
             elif st.state is not rec.state:
                 updates[rec.key]["state"] = st.state
                 if st.state.started and not rec.started:
@@ -137,8 +154,9 @@ class StatusPoll:
             self._claims_seen[array_dir] = parse_claims(names)[1]
         return self._claims_seen[array_dir]
 
-    def _follow_claims(self, active: list[JobRecord],
-                       updates: dict[str, dict[str, Any]]) -> list[str]:
+    def _follow_claims(
+        self, active: list[JobRecord], updates: dict[str, dict[str, Any]]
+    ) -> list[str]:
         """Point records that another element of their array took at that element; returns
         the ids of their own elements that have not started (they need not)."""
         drop = []
@@ -166,28 +184,40 @@ class StatusPoll:
         by = self._claims(array_dir).get(rec.array_index)
         return by if by and by != rec.job_id else None
 
-    def _exit_files(self, recs: list[JobRecord]
-                    ) -> dict[str, tuple[int | None, str | None] | None]:
+    def _exit_files(self, recs: list[JobRecord]) -> dict[str, tuple[int | None, str | None] | None]:
         """Each record's exit-code file, parsed (None: it has none yet), all read together
         (over SSH: in two round trips, not two per job)."""
         paths = {r.key: JobLayout.of(r.jobdir, r.resources).exitcode for r in recs}
         got = self.transport.read_files(list(paths.values())) if paths else {}
-        return {key: None if got[p] is None else parse_exitcode(got[p].decode())
-                for key, p in paths.items()}
+        return {
+            key: None if got[p] is None else parse_exitcode(got[p].decode())
+            for key, p in paths.items()
+        }
 
-    def _final(self, rec: JobRecord, st: JobStatus, now: float,
-               found: tuple[int | None, str | None] | None) -> dict[str, Any]:
+    def _final(
+        self, rec: JobRecord, st: JobStatus, now: float, found: tuple[int | None, str | None] | None
+    ) -> dict[str, Any]:
         """A finished job's fields: the scheduler's state, the exit code from the job's own
         exit-code file (``found``: what it held, None if it has none) else from the scheduler."""
         code, reason = found if found else (st.exit_code, None)
         state = st.state
-        if (found and rec.resources.get("array_dir") and reason is None and code is not None
-                and 0 <= code < 128):
+        if (
+            found
+            and rec.resources.get("array_dir")
+            and reason is None
+            and code is not None
+            and 0 <= code < 128
+        ):
             # It ended by itself inside an element that ran others too: the element's end
             # (a later task's walltime kill, say) is not this record's.
-            return dict(state=JobState.COMPLETED if code == 0 else JobState.FAILED,
-                        exit_code=code, signal=None, reason=None, finished=now,
-                        started=rec.started or now)
+            return dict(
+                state=JobState.COMPLETED if code == 0 else JobState.FAILED,
+                exit_code=code,
+                signal=None,
+                reason=None,
+                finished=now,
+                started=rec.started or now,
+            )
         if state is JobState.COMPLETED and code not in (0, None):
             state = JobState.FAILED
         why = st.reason or reason
@@ -200,15 +230,22 @@ class StatusPoll:
             killed = self._memory_kill(rec)
             if killed:
                 state, why = JobState.FAILED, f"out of memory: {killed}"
-        return dict(state=state, exit_code=code, signal=sig, reason=why,
-                    finished=now, started=rec.started or now)
+        return dict(
+            state=state,
+            exit_code=code,
+            signal=sig,
+            reason=why,
+            finished=now,
+            started=rec.started or now,
+        )
 
     def _memory_kill(self, rec: JobRecord) -> str | None:
         """The scheduler's words in the stderr of a job it killed for its memory, if any (a
         job killed before its runner wrote an exit code; read once, as it ends)."""
         try:
             tail = self.transport.read_tail(
-                JobLayout.of(rec.jobdir, rec.resources).stderr_target, MEMORY_KILL_TAIL)
+                JobLayout.of(rec.jobdir, rec.resources).stderr_target, MEMORY_KILL_TAIL
+            )
         except (OSError, TransportError):
             return None
         return self.backend.memory_kill(tail)
@@ -226,8 +263,9 @@ class StatusPoll:
                 out[rec.key] = dict(job_id=by)
                 self._missing_since.pop(rec.key, None)
             elif found is not None and found[0] == 0:
-                out[rec.key] = dict(state=JobState.COMPLETED, exit_code=0, finished=now,
-                                    started=rec.started or now)
+                out[rec.key] = dict(
+                    state=JobState.COMPLETED, exit_code=0, finished=now, started=rec.started or now
+                )
             else:
                 ask.append(rec)
         acct: dict[str, JobStatus] = {}
@@ -244,18 +282,30 @@ class StatusPoll:
                 continue
             if found is not None and argv is None:  # no accounting: the file decides
                 code, reason = found
-                out[rec.key] = dict(state=JobState.FAILED, exit_code=code, reason=reason,
-                                    finished=now, started=rec.started or now)
+                out[rec.key] = dict(
+                    state=JobState.FAILED,
+                    exit_code=code,
+                    reason=reason,
+                    finished=now,
+                    started=rec.started or now,
+                )
                 continue
             first = self._missing_since.setdefault(rec.key, now)
             never_started = not rec.started and not self.transport.exists(
-                JobLayout.of(rec.jobdir, rec.resources).started)
+                JobLayout.of(rec.jobdir, rec.resources).started
+            )
             if never_started and now - first > NEVER_STARTED_AFTER:
                 # Deleted while pending (SGE keeps no accounting record of such jobs).
-                out[rec.key] = dict(state=JobState.CANCELLED, finished=now,
-                                    reason="left the queue without starting and is not in "
-                                           "accounting (deleted outside hpcexec?)")
+                out[rec.key] = dict(
+                    state=JobState.CANCELLED,
+                    finished=now,
+                    reason="left the queue without starting and is not in "
+                    "accounting (deleted outside hpcexec?)",
+                )
             elif now - first > LOST_AFTER:
-                out[rec.key] = dict(state=JobState.LOST, finished=now,
-                                    reason="left the queue and is not in accounting")
+                out[rec.key] = dict(
+                    state=JobState.LOST,
+                    finished=now,
+                    reason="left the queue and is not in accounting",
+                )
         return out

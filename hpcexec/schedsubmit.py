@@ -1,5 +1,6 @@
 """Submitting gathered records: grouped into arrays, each intent recorded first, and the
 intents a crash left recovered."""
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,18 @@ class Submitter:
     ``window`` seconds of each other (at most ``max_window``) go as one array per group of
     jobs with the same resources; ``dependencies`` is the driver's dependency rule."""
 
-    def __init__(self, store: Store, transport: Transport, backend: SchedulerBackend,
-                 commands: SchedulerCommands, arrays_dir: str,
-                 dependencies: Callable[[JobRecord], list[JobRecord] | None], *,
-                 window: float, max_window: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        backend: SchedulerBackend,
+        commands: SchedulerCommands,
+        arrays_dir: str,
+        dependencies: Callable[[JobRecord], list[JobRecord] | None],
+        *,
+        window: float,
+        max_window: float,
+    ) -> None:
         self.store = store
         self.transport = transport
         self.backend = backend
@@ -78,8 +87,9 @@ class Submitter:
                 continue
             if after == "wait":
                 continue
-            res = {k: v for k, v in rec.resources.items()
-                   if k not in ("name", "python", "array_dir")}
+            res = {
+                k: v for k, v in rec.resources.items() if k not in ("name", "python", "array_dir")
+            }
             key = (json.dumps(res, sort_keys=True), tuple(after), rec.state is JobState.HELD)
             groups[key].append(rec)
         for (_, after, hold), recs in groups.items():
@@ -108,8 +118,7 @@ class Submitter:
         names = {r.name for r in recs}
         name = names.pop() if len(names) == 1 else "hpcexec-batch"
         if len(recs) == 1:
-            spec = single_spec(res, name, first.jobdir, workdir, hold=hold,
-                                    after=tuple(after))
+            spec = single_spec(res, name, first.jobdir, workdir, hold=hold, after=tuple(after))
             # The job script itself, under the directives: what Executor.job_script shows,
             # and what the scheduler's own views of the job (scontrol, qstat -j) show.
             path = JobLayout.of(first.jobdir, first.resources).script
@@ -134,8 +143,15 @@ class Submitter:
         if job_id is not None:
             self._record_ids(recs, spec, job_id, shared_dir)
 
-    def _array(self, recs: list[JobRecord], res: Resources, name: str, workdir: str,
-               after: list[str], hold: bool) -> tuple[SubmitSpec, str, str | None]:
+    def _array(
+        self,
+        recs: list[JobRecord],
+        res: Resources,
+        name: str,
+        workdir: str,
+        after: list[str],
+        hold: bool,
+    ) -> tuple[SubmitSpec, str, str | None]:
         """An array of ``recs``, its files written in a new directory: its submission, the
         body under its directives, and that directory if its elements share records."""
         base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
@@ -145,22 +161,31 @@ class Submitter:
             lay = JobLayout.of(r.jobdir, r.resources)  # each element's output: its own job dir
             self.transport.symlink(lay.stdout, os.path.join(base, f"{i}.out"))
             self.transport.symlink(lay.stderr, os.path.join(base, f"{i}.err"))
-        self.transport.write_bytes(os.path.join(base, "jobdirs"),
-                                   "".join(r.jobdir + "\n" for r in recs).encode())
+        self.transport.write_bytes(
+            os.path.join(base, "jobdirs"), "".join(r.jobdir + "\n" for r in recs).encode()
+        )
         shared = self._shareable(recs, after, hold)
         if shared:
             self._write_share(base, recs, res, name)
-        spec = SubmitSpec(os.path.join(base, SUBMIT_SCRIPT), res, name,
-                          os.path.join(base, f"{pattern}.out"),
-                          os.path.join(base, f"{pattern}.err"), workdir,
-                          array_size=len(recs), hold=hold, after=tuple(after),
-                          array_limit=recs[0].resources.get("array_limit"))
+        spec = SubmitSpec(
+            os.path.join(base, SUBMIT_SCRIPT),
+            res,
+            name,
+            os.path.join(base, f"{pattern}.out"),
+            os.path.join(base, f"{pattern}.err"),
+            workdir,
+            array_size=len(recs),
+            hold=hold,
+            after=tuple(after),
+            array_limit=recs[0].resources.get("array_limit"),
+        )
         qbase = shlex.quote(base)
-        body = (f"mapfile -t _hx_dirs < {qbase}/jobdirs\n"
-                f"_hx_i={self.backend.array_index_expr}\n")
+        body = f"mapfile -t _hx_dirs < {qbase}/jobdirs\n_hx_i={self.backend.array_index_expr}\n"
         if shared:  # run only a record no other element has taken; then maybe more
-            body += (f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
-                     f"|| exit 0\nexport HPCEXEC_SHARE={qbase}\n")
+            body += (
+                f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
+                f"|| exit 0\nexport HPCEXEC_SHARE={qbase}\n"
+            )
         body += f'exec /bin/bash "${{_hx_dirs[$_hx_i]}}/{SCRIPT}"'
         return spec, body, base if shared else None
 
@@ -173,11 +198,14 @@ class Submitter:
         """Run the submit command: the job id; None if the scheduler refused (the records
         then failed). A TransportError passes: whether it was submitted is unknown."""
         try:
-            out = self.commands.run(self.backend.submit_argv(spec),
-                            input=script if self.backend.submit_stdin else None)
+            out = self.commands.run(
+                self.backend.submit_argv(spec), input=script if self.backend.submit_stdin else None
+            )
             if not out.ok:
-                raise SubmitError(f"{self.backend.name} refused the job: "
-                                  f"{(out.stderr or out.stdout).strip()[:500]}")
+                raise SubmitError(
+                    f"{self.backend.name} refused the job: "
+                    f"{(out.stderr or out.stdout).strip()[:500]}"
+                )
             return self.backend.parse_submit(out.stdout)
         except SubmitError as e:
             log.error("%s", e)
@@ -188,17 +216,25 @@ class Submitter:
             log.warning("submitting %s may have failed; checking before any retry", spec.script)
             raise
 
-    def _record_ids(self, recs: list[JobRecord], spec: SubmitSpec, job_id: str,
-                    shared_dir: str | None) -> None:
+    def _record_ids(
+        self, recs: list[JobRecord], spec: SubmitSpec, job_id: str, shared_dir: str | None
+    ) -> None:
         """Keep the submitted jobs' ids: beside each job, then in the records."""
-        ids = {r.jobdir: Submitted(job_id) if spec.array_size is None else
-               Submitted(self.backend.element_id(job_id, i), i, shared_dir)
-               for i, r in enumerate(recs)}
+        ids = {
+            r.jobdir: Submitted(job_id)
+            if spec.array_size is None
+            else Submitted(self.backend.element_id(job_id, i), i, shared_dir)
+            for i, r in enumerate(recs)
+        }
         note_job_ids(self.transport, ids)  # so a lost cache still knows they were submitted
         with self.store.write() as tx:
             for r in recs:
-                tx.update(r.key, job_id=ids[r.jobdir].job_id, reason=None,
-                          array_index=ids[r.jobdir].array_index)
+                tx.update(
+                    r.key,
+                    job_id=ids[r.jobdir].job_id,
+                    reason=None,
+                    array_index=ids[r.jobdir].array_index,
+                )
         log.info("submitted %d job(s) to %s as %s", len(recs), self.backend.name, job_id)
 
     def _shareable(self, recs: list[JobRecord], after: list[str], hold: bool) -> bool:
@@ -206,10 +242,14 @@ class Submitter:
         with one interpreter, not held (a released element must not run held ones), no
         dependencies (the job script's dependency check would be skipped), no ``stdin``
         (tasks forked in one element would share the file's read position)."""
-        return (not hold and not after and not recs[0].resources.get("stdin")
-                and all(r.kind in ("call", "chunk") for r in recs)
-                and len({r.resources.get("python") for r in recs}) == 1
-                and recs[0].resources.get("reuse_slots", True) is not False)
+        return (
+            not hold
+            and not after
+            and not recs[0].resources.get("stdin")
+            and all(r.kind in ("call", "chunk") for r in recs)
+            and len({r.resources.get("python") for r in recs}) == 1
+            and recs[0].resources.get("reuse_slots", True) is not False
+        )
 
     def _write_share(self, base: str, recs: list[JobRecord], res: Resources, name: str) -> None:
         self.transport.make_dir(os.path.join(base, CLAIMS))
@@ -232,13 +272,15 @@ class Submitter:
         if argv:
             out = self.commands.run(argv, query=True)
             if not out.ok:  # the command ran: the scheduler's answer, not the connection
-                raise SchedulerOutputError(f"cannot list queued jobs to recover submissions: "
-                                           f"{(out.stderr or out.stdout).strip()[:300]}")
+                raise SchedulerOutputError(
+                    f"cannot list queued jobs to recover submissions: "
+                    f"{(out.stderr or out.stdout).strip()[:300]}"
+                )
             queued = self.backend.parse_find(out.stdout)
         adopted: dict[str, Submitted] = {}
         with self.store.write() as tx:
             for r in recs:
-                script = (r.reason or "")[len(SUBMITTING):]
+                script = (r.reason or "")[len(SUBMITTING) :]
                 started = JobLayout.of(r.jobdir, r.resources).started
                 if script in queued:
                     job_id = queued[script]
@@ -249,12 +291,16 @@ class Submitter:
                         index = lines.index(r.jobdir) if r.jobdir in lines else None
                     if index is not None:
                         job_id = self.backend.element_id(job_id, index)
-                    log.warning("job %s was submitted before a crash as %s; adopting", r.key, job_id)
+                    log.warning(
+                        "job %s was submitted before a crash as %s; adopting", r.key, job_id
+                    )
                     tx.update(r.key, job_id=job_id, array_index=index, reason=None)
                     adopted[r.jobdir] = Submitted(job_id, index, r.resources.get("array_dir"))
                 elif self.transport.exists(started):
                     job_id = self.transport.read_bytes(started).decode().split("\n")[0].strip()
-                    log.warning("job %s was submitted before a crash as %s; adopting", r.key, job_id)
+                    log.warning(
+                        "job %s was submitted before a crash as %s; adopting", r.key, job_id
+                    )
                     tx.update(r.key, job_id=job_id or None, reason=None)
                 else:
                     tx.update(r.key, reason=None, submitted=time.time() - self.max_window)

@@ -1,5 +1,6 @@
 """Job scripts: a shebang, the backend's directives, the core ``HPCEXEC_*`` variables, then
 the body. Every user string that reaches the shell is quoted here."""
+
 from __future__ import annotations
 
 import os
@@ -96,8 +97,7 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def _core_exports(parts: ScriptParts, *, name: str, workdir: str,
-                  submit_host: str) -> list[str]:
+def _core_exports(parts: ScriptParts, *, name: str, workdir: str, submit_host: str) -> list[str]:
     """The lines setting ``CORE_VARS``."""
     q = shlex.quote
     return [
@@ -118,8 +118,10 @@ def _dependency_check(after: Sequence[str], jd: str) -> list[str]:
         f"for _hx_dep in {dirs}; do",
         f'  _hx_rc=; read -r _hx_rc < "$_hx_dep/{EXITCODE}" 2>/dev/null',
         '  if [ "$_hx_rc" != 0 ]; then',
-        (f"    printf '%s\\n%s\\n' 1 \"dependency ${{_hx_dep##*/}} did not complete "
-         f"(exit code ${{_hx_rc:-none}}); this job did not run\" {_into_exitcode(jd)}"),
+        (
+            f"    printf '%s\\n%s\\n' 1 \"dependency ${{_hx_dep##*/}} did not complete "
+            f'(exit code ${{_hx_rc:-none}}); this job did not run" {_into_exitcode(jd)}'
+        ),
         "    exit 1",
         "  fi",
         "done",
@@ -135,8 +137,10 @@ def _shell_run(body: str, jd: str) -> list[str]:
         body.rstrip("\n"),
         ")",
         "hpcexec_rc=$?",
-        (f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "${{hpcexec_sig:+terminated by SIG$hpcexec_sig}}" '
-         f"{_into_exitcode(jd)}"),
+        (
+            f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "${{hpcexec_sig:+terminated by SIG$hpcexec_sig}}" '
+            f"{_into_exitcode(jd)}"
+        ),
         'exit "$hpcexec_rc"',
     ]
 

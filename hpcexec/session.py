@@ -20,6 +20,7 @@ How a ``submit`` flows (one small object per stage)::
       v
     JobFuture.settle(value, exc) -> future.result()     future.py (asks control.py)
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -33,8 +34,14 @@ from pathlib import Path
 from types import MappingProxyType
 
 from . import integrity, trust
-from .backends import (Backend, LocalBackend, backend_names, scheduler_class, schedulers,
-                       unknown_backend)
+from .backends import (
+    Backend,
+    LocalBackend,
+    backend_names,
+    scheduler_class,
+    schedulers,
+    unknown_backend,
+)
 from .control import Controls
 from .driver import Driver
 from .environment import Environment
@@ -46,8 +53,14 @@ from .localqueue import LocalQueue
 from .monitor import Monitor
 from .outcomes import Outcomes
 from .registry import Registry
-from .remote import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, SSHOptions, check_python,
-                     is_local, open_ssh)
+from .remote import (
+    DEFAULT_REMOTE_DIR,
+    DEFAULT_REMOTE_PYTHON,
+    SSHOptions,
+    check_python,
+    is_local,
+    open_ssh,
+)
 from .resources import Resources
 from .schedqueue import SchedulerQueue
 from .store import Store
@@ -67,26 +80,40 @@ def detect_backend(which: Callable[[str], str | None]) -> str:
     return "local"
 
 
-def check_settings(backend: str, host: str | None, ssh: SSHOptions, poll_interval: float | None,
-                   coalesce: float, calls_per_second: float) -> None:
+def check_settings(
+    backend: str,
+    host: str | None,
+    ssh: SSHOptions,
+    poll_interval: float | None,
+    coalesce: float,
+    calls_per_second: float,
+) -> None:
     """Refuse settings that cannot work together, saying what to change."""
     if backend != "auto" and backend not in backend_names():
         raise unknown_backend(backend, " or 'auto'")
     if is_local(host) and ssh.given():
-        raise ResourceError(f"{', '.join(ssh.given())} apply to jobs on another host; "
-                            f"give host= too, or leave them out")
+        raise ResourceError(
+            f"{', '.join(ssh.given())} apply to jobs on another host; "
+            f"give host= too, or leave them out"
+        )
     if not is_local(host) and backend == "local":
-        raise BackendError(f"the local backend runs jobs on this machine; for jobs on "
-                           f"{host} use its scheduler's backend ('slurm', 'sge', ...) or "
-                           f"'auto'")
-    for knob, value, least in (("poll_interval", poll_interval, 0.0),
-                               ("coalesce", coalesce, -1.0),
-                               ("calls_per_second", calls_per_second, 0.0)):
+        raise BackendError(
+            f"the local backend runs jobs on this machine; for jobs on "
+            f"{host} use its scheduler's backend ('slurm', 'sge', ...) or "
+            f"'auto'"
+        )
+    for knob, value, least in (
+        ("poll_interval", poll_interval, 0.0),
+        ("coalesce", coalesce, -1.0),
+        ("calls_per_second", calls_per_second, 0.0),
+    ):
         if value is None and knob == "poll_interval":
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= least:
-            raise ResourceError(f"{knob} must be a {'non-negative' if least < 0 else 'positive'}"
-                                f" number, not {value!r}")
+            raise ResourceError(
+                f"{knob} must be a {'non-negative' if least < 0 else 'positive'}"
+                f" number, not {value!r}"
+            )
 
 
 class Session:
@@ -95,10 +122,17 @@ class Session:
     ``backend``, ``queue`` (the driver), ``host``, ``cache_dir``, ``jobs_dir``, ``python``,
     ``poll_interval``, :attr:`calls`, :meth:`futures`."""
 
-    def __init__(self, backend: str, cache_dir: str | os.PathLike, host: str | None,
-                 python: str | None, poll_interval: float | None,
-                 coalesce: float = 0.2, calls_per_second: float = 10.0,
-                 ssh: SSHOptions = SSHOptions()) -> None:
+    def __init__(
+        self,
+        backend: str,
+        cache_dir: str | os.PathLike,
+        host: str | None,
+        python: str | None,
+        poll_interval: float | None,
+        coalesce: float = 0.2,
+        calls_per_second: float = 10.0,
+        ssh: SSHOptions = SSHOptions(),
+    ) -> None:
         check_settings(backend, host, ssh, poll_interval, coalesce, calls_per_second)
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         try:
@@ -126,14 +160,22 @@ class Session:
         self.registry = Registry(os.path.realpath(self.store.path))
         self.outcomes = Outcomes(self.transport, self.keyring, self.queue, self.host)
         self.epilogues = Epilogues(self.store, self.transport, self.host, wake)
-        self.tracker = Tracker(self.store, self.queue, self.transport, self.registry,
-                               self.outcomes, self.epilogues)
-        self.control = Controls(self.store, self.queue, self.outcomes, str(self.jobs_dir),
-                                self.registry.where, wake)
+        self.tracker = Tracker(
+            self.store, self.queue, self.transport, self.registry, self.outcomes, self.epilogues
+        )
+        self.control = Controls(
+            self.store, self.queue, self.outcomes, str(self.jobs_dir), self.registry.where, wake
+        )
         self.monitor = Monitor(self.tracker, interval, max(self.backend.poll_max, interval))
 
-    def _set_up(self, backend: str, python: str | None, ssh: SSHOptions, coalesce: float,
-                calls_per_second: float) -> None:
+    def _set_up(
+        self,
+        backend: str,
+        python: str | None,
+        ssh: SSHOptions,
+        coalesce: float,
+        calls_per_second: float,
+    ) -> None:
         """Where job files live, the interpreter jobs run with, and the backend's driver."""
         which: Callable[[str], str | None] = self.transport.which
         if self.remote:
@@ -157,8 +199,13 @@ class Session:
             log.info("backend 'auto' chose %r", backend)
         self._open_driver(backend, which, coalesce, calls_per_second)
 
-    def _open_driver(self, backend: str, which: Callable[[str], str | None], coalesce: float,
-                     calls_per_second: float) -> None:
+    def _open_driver(
+        self,
+        backend: str,
+        which: Callable[[str], str | None],
+        coalesce: float,
+        calls_per_second: float,
+    ) -> None:
         self.backend: Backend
         self.queue: Driver
         if backend == "local":
@@ -167,15 +214,29 @@ class Session:
             return
         self.backend = scheduler_class(backend)()
         if not all(which(c) for c in self.backend.commands):
-            where = (f"on {self.transport.host}'s PATH for a non-interactive SSH login"
-                     if self.remote else "on PATH")
-            hint = ("set PATH in the remote shell's startup file" if self.remote
-                    else "run on the cluster's login node, or use host= (SSH)")
-            raise BackendError(f"backend {backend!r} needs {', '.join(self.backend.commands)} "
-                               f"{where} and they are not there: {hint}")
-        self.queue = SchedulerQueue(self.store, self.transport, self.backend, self.files_dir,
-                                    window=coalesce, max_window=max(2.0, 10 * coalesce),
-                                    calls_per_second=calls_per_second)
+            where = (
+                f"on {self.transport.host}'s PATH for a non-interactive SSH login"
+                if self.remote
+                else "on PATH"
+            )
+            hint = (
+                "set PATH in the remote shell's startup file"
+                if self.remote
+                else "run on the cluster's login node, or use host= (SSH)"
+            )
+            raise BackendError(
+                f"backend {backend!r} needs {', '.join(self.backend.commands)} "
+                f"{where} and they are not there: {hint}"
+            )
+        self.queue = SchedulerQueue(
+            self.store,
+            self.transport,
+            self.backend,
+            self.files_dir,
+            window=coalesce,
+            max_window=max(2.0, 10 * coalesce),
+            calls_per_second=calls_per_second,
+        )
 
     def _install_key(self) -> None:
         """This cache's key, and its copy where the jobs read it (``<files dir>/secrets/<id>``),
@@ -189,8 +250,13 @@ class Session:
         except FileNotFoundError:
             self.transport.make_dir(secrets_dir)  # private (0700)
         try:
-            trust.check(self.key_file, "the jobs' copy of the cache key",
-                        forbidden=trust.ANY_ACCESS, repair=True, files=self.transport)
+            trust.check(
+                self.key_file,
+                "the jobs' copy of the cache key",
+                forbidden=trust.ANY_ACCESS,
+                repair=True,
+                files=self.transport,
+            )
         except FileNotFoundError:
             self.transport.write_bytes(self.key_file, self.key)
             self.transport.chmod(self.key_file, 0o600)
@@ -235,8 +301,12 @@ class Session:
         """A job's path resources as it will run (see :func:`hpcexec.layout.place`): its
         ``workdir`` absolute, relative to the current directory here or the remote
         directory on another host."""
-        return place(res.to_dict(), base=self.files_dir if self.remote else os.getcwd(),
-                     expand=self.transport.expand_path, local=not self.remote)
+        return place(
+            res.to_dict(),
+            base=self.files_dir if self.remote else os.getcwd(),
+            expand=self.transport.expand_path,
+            local=not self.remote,
+        )
 
     def check_workdir(self, path: str) -> None:
         """Refuse a job whose workdir ``path`` (as :meth:`placed` makes it) on this machine
@@ -245,8 +315,9 @@ class Session:
             return
         if not os.path.isdir(path):
             why = "is not a directory" if os.path.exists(path) else "does not exist"
-            raise ResourceError(f"the workdir {path} {why}: create it, or give the directory "
-                                "the job should run in")
+            raise ResourceError(
+                f"the workdir {path} {why}: create it, or give the directory the job should run in"
+            )
 
     # -- lifetime ------------------------------------------------------------------------------
     def check_open(self) -> None:

@@ -15,6 +15,7 @@ task starts from a clean interpreter state, as it would in its own job. An eleme
 records from the tail of the array (their elements start last) and stops early enough to
 stay inside its time limit.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,13 +44,19 @@ def claim(array_dir: str | os.PathLike, index: int, by: str = "") -> bool:
     the element that will run it."""
     claims = os.path.join(array_dir, CLAIMS)
     try:
-        os.close(os.open(os.path.join(claims, str(index)), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                         0o644))
+        os.close(
+            os.open(os.path.join(claims, str(index)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        )
     except FileExistsError:
         return False
     if by:
-        os.close(os.open(os.path.join(claims, f"{index}@{quote(by, safe='')}"),
-                         os.O_WRONLY | os.O_CREAT, 0o644))
+        os.close(
+            os.open(
+                os.path.join(claims, f"{index}@{quote(by, safe='')}"),
+                os.O_WRONLY | os.O_CREAT,
+                0o644,
+            )
+        )
     return True
 
 
@@ -110,8 +117,14 @@ def serve(own: Path, array_dir: Path, key_file: Path, run_task: RunTask) -> int:
     return code
 
 
-def _run_child(jobdir: Path, index: int | None, spec: dict, key_file: Path, run_task: RunTask,
-               array_dir: Path | None = None) -> int:
+def _run_child(
+    jobdir: Path,
+    index: int | None,
+    spec: dict,
+    key_file: Path,
+    run_task: RunTask,
+    array_dir: Path | None = None,
+) -> int:
     """Fork a child that runs one record; wait for it and return its exit code. ``index``
     is None for the element's own record, whose files and variables are already set."""
     out = err = None
@@ -149,8 +162,15 @@ def _wait(pid: int) -> int:
         raise
 
 
-def _child(jobdir: Path, index: int | None, spec: dict, key_file: Path, out: str | None,
-           err: str | None, run_task: RunTask) -> None:
+def _child(
+    jobdir: Path,
+    index: int | None,
+    spec: dict,
+    key_file: Path,
+    out: str | None,
+    err: str | None,
+    run_task: RunTask,
+) -> None:
     def prepare() -> None:
         if index is not None:
             assert out is not None and err is not None

@@ -1,4 +1,5 @@
 """The one set of job states every backend maps its own codes onto."""
+
 from __future__ import annotations
 
 from enum import Enum

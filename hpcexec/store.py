@@ -6,6 +6,7 @@ bumps a store-wide revision number, so a monitor reads only what changed since i
 The record itself is :mod:`hpcexec.record`; the schema :mod:`hpcexec.store_schema`, the named
 queries and transactions :mod:`hpcexec.store_queries`, the file under it :mod:`hpcexec.store_file`.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,7 +24,17 @@ from .store_file import StoreFile
 from .store_queries import Queries, Txn
 from .store_schema import DB_NAME, read_records
 
-_MATCH_FIELDS = ("key", "name", "job_id", "host", "backend", "state", "comment", "tags", "user_state")
+_MATCH_FIELDS = (
+    "key",
+    "name",
+    "job_id",
+    "host",
+    "backend",
+    "state",
+    "comment",
+    "tags",
+    "user_state",
+)
 
 
 class Store(Queries):
@@ -94,8 +105,10 @@ class Store(Queries):
 
     def find(self, prefix_or_id: str) -> list[JobRecord]:
         """Records whose key starts with ``prefix_or_id`` or whose job id equals it."""
-        return self.query("key LIKE ? ESCAPE '\\' OR job_id = ?",
-                           (prefix_or_id.replace("%", r"\%").replace("_", r"\_") + "%", prefix_or_id))
+        return self.query(
+            "key LIKE ? ESCAPE '\\' OR job_id = ?",
+            (prefix_or_id.replace("%", r"\%").replace("_", r"\_") + "%", prefix_or_id),
+        )
 
     def select(
         self,
@@ -197,7 +210,6 @@ class Store(Queries):
             f"state IN ({','.join('?' * len(states))}) AND backend = ? AND host = ?",
             [*states, backend, host],
         )
-
 
 
 def _text(v: Any) -> str:

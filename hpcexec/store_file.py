@@ -1,4 +1,5 @@
 """The store file under a Store: per-thread connections, and following a file replaced or removed."""
+
 from __future__ import annotations
 
 import logging
@@ -125,8 +126,10 @@ class StoreFile:
             if gen != self._gen:
                 return
             if self._keeper is None:
-                raise CacheError(f"the job cache {self.path} was removed or replaced after "
-                                 f"this client closed it; open it again")
+                raise CacheError(
+                    f"the job cache {self.path} was removed or replaced after "
+                    f"this client closed it; open it again"
+                )
             keeper = self._keeper
             keeper.execute("BEGIN IMMEDIATE")
             try:
@@ -142,15 +145,20 @@ class StoreFile:
         recently modified one is kept. Every record taken gets a revision above any the
         old file gave out, so monitors following revisions see it."""
         if not self.cache_dir.is_dir():
-            raise CacheError(f"the cache directory {self.cache_dir} was removed while this "
-                             f"client used it, and the job files in it with it: end this "
-                             f"client and run again (finished results there are lost)")
+            raise CacheError(
+                f"the cache directory {self.cache_dir} was removed while this "
+                f"client used it, and the job files in it with it: end this "
+                f"client and run again (finished results there are lost)"
+            )
         gone = not self.path.exists()
         log.warning(
             "the job cache %s was removed or replaced while this client had it open; %s, "
             "with the %d record(s) this client knew (the newer of two records of one job "
-            "kept). Remove or restore a cache only when no client uses it.", self.path,
-            "it is made again" if gone else "the file now there is used", len(records))
+            "kept). Remove or restore a cache only when no client uses it.",
+            self.path,
+            "it is made again" if gone else "the file now there is used",
+            len(records),
+        )
         if gone:
             make_file(self.path)
         check_version(self.path)
@@ -158,8 +166,9 @@ class StoreFile:
         init_schema(conn, self.path)
         ident = self._identity()
         with transaction(conn):
-            conn.execute("UPDATE meta SET v = ? WHERE k = 'rev' AND CAST(v AS INTEGER) < ?",
-                         (str(rev), rev))
+            conn.execute(
+                "UPDATE meta SET v = ? WHERE k = 'rev' AND CAST(v AS INTEGER) < ?", (str(rev), rev)
+            )
             tx = Txn(conn)
             for rec in records:
                 cur = tx.get(rec.key)

@@ -1,4 +1,5 @@
 """The store's named queries and its write transaction (Txn), over one SQLite connection."""
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,17 @@ class Queries:
         rows = self._cursor(f"SELECT * FROM jobs WHERE {where}", tuple(params)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
-    def jobs_in(self, backend: str, host: str, states: Iterable[JobState], *,
-                submitted: bool | None = None) -> list[JobRecord]:
+    def jobs_in(
+        self, backend: str, host: str, states: Iterable[JobState], *, submitted: bool | None = None
+    ) -> list[JobRecord]:
         """The records of ``backend`` on ``host`` in ``states``, oldest first; ``submitted``:
         only those with a job id (True) or without one (False)."""
         cond, values = _states_in(states)
         extra = {None: "", True: " AND job_id IS NOT NULL", False: " AND job_id IS NULL"}
-        return self._records(f"backend = ? AND host = ? AND {cond}{extra[submitted]} "
-                             "ORDER BY submitted, rowid", [backend, host, *values])
+        return self._records(
+            f"backend = ? AND host = ? AND {cond}{extra[submitted]} ORDER BY submitted, rowid",
+            [backend, host, *values],
+        )
 
     def any_in(self, backend: str, host: str, states: Iterable[JobState]) -> bool:
         """Whether any record of ``backend`` on ``host`` is in ``states``."""
@@ -68,7 +72,9 @@ class Queries:
         rows = self._cursor(
             "SELECT key, cores, deps, json_extract(resources, '$.begin') FROM jobs "
             "WHERE backend = ? AND host = ? AND state = 'pending' "
-            "ORDER BY submitted, rowid LIMIT ?", [backend, host, limit]).fetchall()
+            "ORDER BY submitted, rowid LIMIT ?",
+            [backend, host, limit],
+        ).fetchall()
         return [Queued(key, cores, deps != "[]", begin) for key, cores, deps, begin in rows]
 
     def past_deadline(self, backend: str, host: str, now: float) -> list[JobRecord]:
@@ -76,7 +82,9 @@ class Queries:
         # Deadlines are canonical UTC text, so they compare as text.
         return self._records(
             "backend = ? AND host = ? AND state IN ('pending', 'held') "
-            "AND json_extract(resources, '$.deadline') <= ?", [backend, host, _utc(now)])
+            "AND json_extract(resources, '$.deadline') <= ?",
+            [backend, host, _utc(now)],
+        )
 
 
 class Txn(Queries):

@@ -1,4 +1,5 @@
 """The store file's schema, migrations and connection set-up (WAL), for :mod:`hpcexec.store`."""
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,10 @@ SCHEMA_VERSION = 2
 DB_NAME = "jobs.sqlite"
 #: columns each schema version added, so an older cache is brought up to date when opened
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: ("ALTER TABLE jobs ADD COLUMN epilogue TEXT",
-        "ALTER TABLE jobs ADD COLUMN epilogue_state TEXT"),
+    2: (
+        "ALTER TABLE jobs ADD COLUMN epilogue TEXT",
+        "ALTER TABLE jobs ADD COLUMN epilogue_state TEXT",
+    ),
 }
 
 _COLUMNS = """
@@ -61,19 +64,23 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     file that vanished is made again by the store alone, whole: see :func:`make_file`)."""
     target = path if create else f"{path.as_uri()}?mode=rw"
     try:
-        conn = sqlite3.connect(target, timeout=60.0, isolation_level=None,
-                               check_same_thread=False, uri=not create)
+        conn = sqlite3.connect(
+            target, timeout=60.0, isolation_level=None, check_same_thread=False, uri=not create
+        )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 60000")
         _set_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.OperationalError as e:
         if "locked" in str(e) or "busy" in str(e):
-            raise CacheError(f"the job cache {path} stayed locked for over a "
-                             "minute: is another process stuck holding it?") from e
+            raise CacheError(
+                f"the job cache {path} stayed locked for over a "
+                "minute: is another process stuck holding it?"
+            ) from e
         if not create and not path.exists():
-            raise Gone(f"the job cache {path} was removed while this client "
-                       f"opened it; run again") from e
+            raise Gone(
+                f"the job cache {path} was removed while this client opened it; run again"
+            ) from e
         raise corrupt(path, e) from e
     except sqlite3.DatabaseError as e:
         raise corrupt(path, e) from e
@@ -107,8 +114,10 @@ def check_version(path: Path) -> None:
         conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60.0)
         try:
             has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
-            row = has_meta and conn.execute(
-                "SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+            row = (
+                has_meta
+                and conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+            )
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
@@ -123,9 +132,11 @@ def _readable(version: str) -> bool:
 
 
 def _version_error(path: Path, found: str) -> CacheError:
-    return CacheError(f"the job cache {path} has schema version {found}, this hpcexec "
-                      f"reads version {SCHEMA_VERSION} and older ones: use the hpcexec "
-                      f"version that wrote it, or a new cache directory.")
+    return CacheError(
+        f"the job cache {path} has schema version {found}, this hpcexec "
+        f"reads version {SCHEMA_VERSION} and older ones: use the hpcexec "
+        f"version that wrote it, or a new cache directory."
+    )
 
 
 def init_schema(conn: sqlite3.Connection, path: Path) -> None:
@@ -139,7 +150,9 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute("CREATE INDEX jobs_state ON jobs (state, backend, host)")
                 conn.execute("CREATE INDEX jobs_rev ON jobs (rev)")
                 conn.execute("CREATE INDEX jobs_job_id ON jobs (job_id)")
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
                 conn.execute("INSERT INTO meta VALUES ('rev', '0')")
             elif not _readable(row[0]):
                 raise _version_error(path, row[0])
@@ -157,8 +170,7 @@ def _migrate(conn: sqlite3.Connection, path: Path, found: int) -> None:
         for statement in MIGRATIONS[version]:
             conn.execute(statement)
     conn.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),))
-    log.info("job cache %s brought from schema version %d to %d", path, found,
-             SCHEMA_VERSION)
+    log.info("job cache %s brought from schema version %d to %d", path, found, SCHEMA_VERSION)
 
 
 @contextmanager

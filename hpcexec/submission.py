@@ -6,6 +6,7 @@ transaction, so two clients submitting the same key never write into one job dir
 What one submission staged, placed and set aside is kept in its own :class:`Staging`, so
 the clean-up after it sees exactly its own directories.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,9 @@ class Submitter:
             # undecided until it is known whether the job runs again (see registry).
             registry.watch(j.key, j.futures, after=UNDECIDED)
         known = self.store.get_many(unique)
-        known.update(self.recover({k: known.get(k) for k in unique
-                                   if recovery.worth_a_look(known.get(k))}))
+        known.update(
+            self.recover({k: known.get(k) for k in unique if recovery.worth_a_look(known.get(k))})
+        )
         to_write = self._to_write(unique, known, opts)
         try:
             self._write(to_write, known, opts)
@@ -78,8 +80,9 @@ class Submitter:
         fresh.update(self.store.get_many(k for k in unique if k not in fresh))
         self.session.tracker.records_changed(fresh.values())
 
-    def _to_write(self, unique: dict[str, Job], known: dict[str, JobRecord],
-                  opts: dict[str, Any]) -> dict[str, Job]:
+    def _to_write(
+        self, unique: dict[str, Job], known: dict[str, JobRecord], opts: dict[str, Any]
+    ) -> dict[str, Job]:
         """The jobs that must run: no record, or one that asks to run again."""
         force, retry = opts.get("force", False), opts.get("retry", True)
         to_write: dict[str, Job] = {}
@@ -98,8 +101,9 @@ class Submitter:
     def _result_present(self, rec: JobRecord) -> bool:
         return rec.kind == "shell" or self.transport.exists(layout(rec).result)
 
-    def _write(self, to_write: dict[str, Job], known: dict[str, JobRecord],
-               opts: dict[str, Any]) -> None:
+    def _write(
+        self, to_write: dict[str, Job], known: dict[str, JobRecord], opts: dict[str, Any]
+    ) -> None:
         """Prologues, staged files, then the records and the renames in one transaction."""
         deps = sorted({f.key for f in opts.get("after", ())})
         after_dirs = sorted({f.jobdir for f in opts.get("after", ())})
@@ -111,8 +115,9 @@ class Submitter:
                 self.session.check_workdir(rec.resources["workdir"])
             logs = self._prologues(to_write, opts.get("prologue"))
             for key, j in to_write.items():
-                self._stage(j, records[key], logs.get(key), staging, after_dirs,
-                            opts.get("aux_scripts"))
+                self._stage(
+                    j, records[key], logs.get(key), staging, after_dirs, opts.get("aux_scripts")
+                )
             if to_write:
                 self._insert(records, known, staging)
         finally:
@@ -134,12 +139,14 @@ class Submitter:
             text = hooks.render(prologue, j.res, j.name, jobdir)
             if text not in ran:
                 result, error = hooks.run_logged(
-                    text, hooks.hook_env(key, j.name, jobdir, self.session.host))
+                    text, hooks.hook_env(key, j.name, jobdir, self.session.host)
+                )
                 if result is None or not result.ok:
                     raise PrologueFailed(
                         f"the prologue of job {j.name} ({key}) "
                         f"{hooks.hook_failure('', result, error).strip()}; nothing was "
-                        f"submitted. Fix the prologue (or what it needs) and submit again")
+                        f"submitted. Fix the prologue (or what it needs) and submit again"
+                    )
                 ran[text] = hooks.log_text(result)
             logs[key] = ran[text]
         return logs
@@ -151,8 +158,13 @@ class Submitter:
         if not records:
             return {}
         s = self.session
-        found = recovery.rebuild(self.transport, s.keyring,
-                                 {key: s.job_dir(key) for key in records}, s.backend.name, s.host)
+        found = recovery.rebuild(
+            self.transport,
+            s.keyring,
+            {key: s.job_dir(key) for key in records},
+            s.backend.name,
+            s.host,
+        )
         better = {k: r for k, r in found.items() if recovery.newer(r, records[k])}
         if not better:
             return {}
@@ -163,13 +175,15 @@ class Submitter:
                 if (cur.rev if cur else None) == (before.rev if before else None):
                     out[key] = tx.put(rec)  # else changed meanwhile: that record stands
         if out:
-            log.warning("%d job record(s) missing from the cache %s (or older there) were "
-                        "rebuilt from their job directories; finished results are reused",
-                        len(out), self.store.path)
+            log.warning(
+                "%d job record(s) missing from the cache %s (or older there) were "
+                "rebuilt from their job directories; finished results are reused",
+                len(out),
+                self.store.path,
+            )
         return out
 
-    def _new_record(self, j: Job, deps: list[str], opts: dict[str, Any],
-                    now: float) -> JobRecord:
+    def _new_record(self, j: Job, deps: list[str], opts: dict[str, Any], now: float) -> JobRecord:
         """The record of a job about to be submitted."""
         extra: dict[str, Any] = {}  # kept in the record only when not the default
         if opts.get("array_limit"):
@@ -182,15 +196,29 @@ class Submitter:
         jobdir = s.job_dir(j.key)
         epilogue = opts.get("epilogue")
         return JobRecord(
-            key=j.key, backend=s.backend.name, host=s.host, kind=j.kind, jobdir=jobdir,
+            key=j.key,
+            backend=s.backend.name,
+            host=s.host,
+            kind=j.kind,
+            jobdir=jobdir,
             state=JobState.HELD if opts.get("hold") else JobState.PENDING,
-            name=j.name, submitted=now, cores=j.res.cores,
+            name=j.name,
+            submitted=now,
+            cores=j.res.cores,
             resources={**j.res.to_dict(), **s.placed(j.res), "python": s.python, **extra},
             deps=deps,
-            epilogue=hooks.render(epilogue, j.res, j.name, jobdir) if epilogue else None)
+            epilogue=hooks.render(epilogue, j.res, j.name, jobdir) if epilogue else None,
+        )
 
-    def _stage(self, j: Job, rec: JobRecord, prologue_log: bytes | None, staging: Staging,
-               after: list[str], aux: dict[str, str] | None) -> None:
+    def _stage(
+        self,
+        j: Job,
+        rec: JobRecord,
+        prologue_log: bytes | None,
+        staging: Staging,
+        after: list[str],
+        aux: dict[str, str] | None,
+    ) -> None:
         """Write a job's payload, script, other files, record copy and prologue log into
         its staging directory (renamed into place by :meth:`_insert`)."""
         stage = posixpath.join(str(self.session.jobs_dir), f".new-{staging.tag}-{j.key}")
@@ -202,18 +230,25 @@ class Submitter:
         if j.kind != "shell":
             assert j.file_bytes is not None
             write(staged.payload, integrity.seal(self.session.key, j.file_bytes), atomic=False)
-        files = {**{name: hooks.render(text, j.res, j.name, jobdir).encode()
-                    for name, text in (aux or {}).items()}, **j.files}
+        files = {
+            **{
+                name: hooks.render(text, j.res, j.name, jobdir).encode()
+                for name, text in (aux or {}).items()
+            },
+            **j.files,
+        }
         for name, data in files.items():
             write(staged.file(name), data, atomic=False)
         write(staged.script, job_script(self.session, j, after).encode(), atomic=False)
-        write(posixpath.join(stage, RECORD), recovery.record_file(rec, self.session.key),
-              atomic=False)
+        write(
+            posixpath.join(stage, RECORD), recovery.record_file(rec, self.session.key), atomic=False
+        )
         if prologue_log is not None:
             write(os.path.join(stage, hooks.PROLOGUE_LOG), prologue_log, atomic=False)
 
-    def _insert(self, records: dict[str, JobRecord], known: dict[str, JobRecord],
-                staging: Staging) -> None:
+    def _insert(
+        self, records: dict[str, JobRecord], known: dict[str, JobRecord], staging: Staging
+    ) -> None:
         lost_race = 0
         with self.store.write() as tx:
             for key, new_rec in records.items():
@@ -225,8 +260,9 @@ class Submitter:
                 self._place(key, staging, replace=cur is not None or before is not None)
                 tx.put(new_rec)
         if lost_race:
-            log.info("%d job(s) were submitted by another client at the same time; attaching",
-                     lost_race)
+            log.info(
+                "%d job(s) were submitted by another client at the same time; attaching", lost_race
+            )
 
     def _place(self, key: str, staging: Staging, replace: bool) -> None:
         """Rename the staged directory of ``key`` into place, setting an earlier run's

@@ -5,6 +5,7 @@ a started job moves them to running, an ended one (its epilogue settled,
 :mod:`hpcexec.epilogues`) completes them with what :mod:`hpcexec.outcomes` makes of it. A job
 whose files cannot be reached yet is tried again at the next pass.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,15 @@ class Polled(Protocol):
 class Tracker:
     """The monitor's client (:class:`hpcexec.monitor.Watched`) for one session."""
 
-    def __init__(self, store: Store, driver: Polled, transport: Transport, registry: Registry,
-                 outcomes: Outcomes, epilogues: Epilogues) -> None:
+    def __init__(
+        self,
+        store: Store,
+        driver: Polled,
+        transport: Transport,
+        registry: Registry,
+        outcomes: Outcomes,
+        epilogues: Epilogues,
+    ) -> None:
         self.store = store
         self.driver = driver
         self.transport = transport

@@ -8,6 +8,7 @@ The checks run wherever the files are: here with :mod:`os`, on another host thro
 transport, which offers the same three calls as :class:`LocalFiles`. Imported by the runner:
 standard library only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,8 +64,14 @@ class LocalFiles:
 LOCAL = LocalFiles()
 
 
-def check(path: str | os.PathLike, what: str, *, forbidden: int = OTHERS_WRITE,
-          repair: bool = False, files: Files = LOCAL) -> None:
+def check(
+    path: str | os.PathLike,
+    what: str,
+    *,
+    forbidden: int = OTHERS_WRITE,
+    repair: bool = False,
+    files: Files = LOCAL,
+) -> None:
     """Raise :class:`UntrustedPath` unless ``path`` belongs to the user and allows none of the
     ``forbidden`` mode bits. ``repair``: hpcexec made it, so a mode that allows too much is
     taken back (with a warning) when the path is the user's own and not a link. ``what``
@@ -78,7 +85,8 @@ def check(path: str | os.PathLike, what: str, *, forbidden: int = OTHERS_WRITE,
         raise UntrustedPath(
             f"{what} {shown} belongs to another user (uid {st.uid}), who could change what "
             f"hpcexec runs or loads; it was not used. Use a path of your own, or give it to "
-            f"yourself (as root: `chown {uid} {q}`)" + (", or remove the link" if st.link else ""))
+            f"yourself (as root: `chown {uid} {q}`)" + (", or remove the link" if st.link else "")
+        )
     bad = stat.S_IMODE(st.mode) & forbidden
     if not bad:
         return
@@ -86,15 +94,23 @@ def check(path: str | os.PathLike, what: str, *, forbidden: int = OTHERS_WRITE,
     how = "read or written" if forbidden == ANY_ACCESS else "written"
     if repair and not st.link:
         files.chmod(path, stat.S_IMODE(st.mode) & ~forbidden)
-        log.warning("%s %s could be %s by other users (mode %s): hpcexec made it, so it ran "
-                    "`%s`%s", what, path, how, stat.filemode(st.mode), fix,
-                    "; if others may have read it, remove it to make a new key (results "
-                    "sealed with it can then no longer be read)" if forbidden == ANY_ACCESS
-                    else "")
+        log.warning(
+            "%s %s could be %s by other users (mode %s): hpcexec made it, so it ran `%s`%s",
+            what,
+            path,
+            how,
+            stat.filemode(st.mode),
+            fix,
+            "; if others may have read it, remove it to make a new key (results "
+            "sealed with it can then no longer be read)"
+            if forbidden == ANY_ACCESS
+            else "",
+        )
         return
     raise UntrustedPath(
         f"{what} {shown} can be {how} by other users (mode {stat.filemode(st.mode)}), who could "
-        f"change what hpcexec runs or loads; it was not used. Make it private with `{fix}`")
+        f"change what hpcexec runs or loads; it was not used. Make it private with `{fix}`"
+    )
 
 
 def check_cache(cache_dir: str | os.PathLike, store_name: str) -> None:

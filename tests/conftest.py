@@ -55,8 +55,13 @@ def sshd():
 def remote_options(sshd, tmp_path):
     """Executor options for jobs on the loopback sshd's host, with job files under a path
     with a space and quotes."""
-    return dict(host=DEST, ssh_key=str(KEY), known_hosts=str(KNOWN), python=sys.executable,
-                remote_dir=str(tmp_path / "remote 'job' files"))
+    return dict(
+        host=DEST,
+        ssh_key=str(KEY),
+        known_hosts=str(KNOWN),
+        python=sys.executable,
+        remote_dir=str(tmp_path / "remote 'job' files"),
+    )
 
 
 @pytest.fixture

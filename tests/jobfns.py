@@ -1,4 +1,5 @@
 """Functions the tests run as jobs. Kept in a light module: jobs import it by name."""
+
 from __future__ import annotations
 
 import os
@@ -72,9 +73,14 @@ def wait_for(path, value, timeout=120.0):
 def where(i):
     """Which process ran task ``i``, under which element, with which variables."""
     print(f"task {i} on stdout")
-    return {"i": i, "pid": os.getpid(), "parent": os.getppid(),
-            "index": os.environ.get("HPCEXEC_ARRAY_INDEX"),
-            "job_id": os.environ.get("HPCEXEC_JOB_ID"), "cwd": os.getcwd()}
+    return {
+        "i": i,
+        "pid": os.getpid(),
+        "parent": os.getppid(),
+        "index": os.environ.get("HPCEXEC_ARRAY_INDEX"),
+        "job_id": os.environ.get("HPCEXEC_JOB_ID"),
+        "cwd": os.getcwd(),
+    }
 
 
 def write_pid_then_sleep(path, seconds):

@@ -1,5 +1,6 @@
 """Helpers for tests on live daemons, importable by any test module (a module named
 ``conftest`` is not: pytest loads several)."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -19,8 +20,9 @@ CLUSTERS = Path(__file__).parent / "clusters"
 
 def _executor(backend: str, cache: Path, **kw):
     """An executor on a fresh cache that ends every job it started when the test ends."""
-    executor = hpcexec.Executor(backend, cache_dir=cache, poll_interval=0.02 if backend == "local"
-                                else 0.2, **kw)
+    executor = hpcexec.Executor(
+        backend, cache_dir=cache, poll_interval=0.02 if backend == "local" else 0.2, **kw
+    )
     yield executor
     for f in executor.session.futures():
         if not f.done():

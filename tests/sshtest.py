@@ -1,5 +1,6 @@
 """The loopback sshd that tests/clusters/sshd.sh starts, as tests see it: where its keys are,
 and how to count, drop and restart connections to it."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,10 @@ def ports(sshd_dir: Path = SSHD_DIR) -> tuple[int, int]:
     except (OSError, ValueError):
         saved = ()
     first, second = saved if len(saved) == 2 else DEFAULT_PORTS
-    return (int(os.environ.get("HPCEXEC_SSHD_PORT") or first),
-            int(os.environ.get("HPCEXEC_SSHD_PORT2") or second))
+    return (
+        int(os.environ.get("HPCEXEC_SSHD_PORT") or first),
+        int(os.environ.get("HPCEXEC_SSHD_PORT2") or second),
+    )
 
 
 PORT, PORT2 = ports()
@@ -58,8 +61,11 @@ def server_side_pids(client_port: int) -> list[int]:
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         f = line.split()
-        if (f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == PORT
-                and int(f[2].rsplit(":", 1)[1], 16) == client_port):
+        if (
+            f[3] == "01"
+            and int(f[1].rsplit(":", 1)[1], 16) == PORT
+            and int(f[2].rsplit(":", 1)[1], 16) == client_port
+        ):
             inodes.add(f"socket:[{f[9]}]")
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -102,7 +108,7 @@ def descendants(pids: list[int]) -> set[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        parent[int(entry)] = int(stat[stat.rfind(")") + 2:].split()[1])
+        parent[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
     found: set[int] = set()
     frontier = set(pids)
     while frontier:
@@ -120,8 +126,9 @@ def commands_under(pids: list[int]) -> set[int]:
         try:
             if Path(f"/proc/{pid}/comm").read_text().startswith("sshd"):
                 continue
-            idle_shell = (Path(f"/proc/{pid}/cmdline").read_bytes() == b"/bin/sh\0"
-                          and not descendants([pid]))
+            idle_shell = Path(
+                f"/proc/{pid}/cmdline"
+            ).read_bytes() == b"/bin/sh\0" and not descendants([pid])
         except OSError:
             continue
         if not idle_shell:

@@ -1,4 +1,5 @@
 """Jobs by key: Executor.attach, Executor.refresh and JobFuture.hold on the local backend."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -30,8 +31,15 @@ def test_attach_refuses_unknown_keys_and_other_backends(ex, cache):
     with pytest.raises(UnknownJob, match="no job record 'nope'.*hpcexec jobs"):
         ex.attach("nope")
     with ex.store.write() as tx:
-        tx.put(JobRecord(key="k1", backend="slurm", host="elsewhere", kind="shell",
-                         jobdir=str(cache / "jobs" / "k1")))
+        tx.put(
+            JobRecord(
+                key="k1",
+                backend="slurm",
+                host="elsewhere",
+                kind="shell",
+                jobdir=str(cache / "jobs" / "k1"),
+            )
+        )
     with pytest.raises(BackendError, match="backend 'slurm' on elsewhere.*backend='slurm'"):
         ex.attach("k1")
 

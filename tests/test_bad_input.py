@@ -1,5 +1,6 @@
 """The catalogue of bad input: for each case, the error's type, a message that names what is
 wrong, nothing submitted, and the store unchanged."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,14 @@ import pytest
 
 import hpcexec
 import jobfns
-from hpcexec.errors import (BackendError, CacheError, ConfigError, PayloadError, ResourceError,
-                            TransportError)
+from hpcexec.errors import (
+    BackendError,
+    CacheError,
+    ConfigError,
+    PayloadError,
+    ResourceError,
+    TransportError,
+)
 from hpcexec.store import Store
 from sshtest import DEST
 
@@ -71,12 +78,19 @@ CASES = {
     "after-not-future": Case(res(after=[1]), ResourceError, r"'after' takes JobFutures"),
     # callables and arguments
     "not-callable": Case(lambda ex: ex.submit(5), PayloadError, r"not callable"),
-    "unpicklable-arg": Case(lambda ex: ex.submit(jobfns.double, threading.Lock()),
-                            PayloadError, r"positional argument 0 \(lock\)"),
-    "unpicklable-kwarg": Case(lambda ex: ex.submit(jobfns.add, 1, b=threading.Lock()),
-                              PayloadError, r"keyword argument 'b'"),
-    "unpicklable-in-map": Case(lambda ex: ex.map(jobfns.double, [1, threading.Lock()]),
-                               PayloadError, r"cannot be pickled"),
+    "unpicklable-arg": Case(
+        lambda ex: ex.submit(jobfns.double, threading.Lock()),
+        PayloadError,
+        r"positional argument 0 \(lock\)",
+    ),
+    "unpicklable-kwarg": Case(
+        lambda ex: ex.submit(jobfns.add, 1, b=threading.Lock()),
+        PayloadError,
+        r"keyword argument 'b'",
+    ),
+    "unpicklable-in-map": Case(
+        lambda ex: ex.map(jobfns.double, [1, threading.Lock()]), PayloadError, r"cannot be pickled"
+    ),
     "shell-not-text": Case(lambda ex: ex.submit_shell(123), ResourceError, r"shell body"),
     "shell-empty": Case(lambda ex: ex.submit_shell(""), ResourceError, r"non-empty"),
     # backends and executor settings
@@ -89,8 +103,9 @@ CASES = {
     "host-not-text": Case(new("slurm", host=123), BackendError, r"host must be a string"),
     "host-with-local": Case(new("local", host=DEST), BackendError, r"local backend runs jobs"),
     "remote-dir-no-host": Case(new(remote_dir="/tmp/x"), ResourceError, r"remote_dir.*host="),
-    "ssh-key-missing": Case(new("slurm", host=DEST, ssh_key="/no/such/key"), TransportError,
-                            r"/no/such/key"),
+    "ssh-key-missing": Case(
+        new("slurm", host=DEST, ssh_key="/no/such/key"), TransportError, r"/no/such/key"
+    ),
     "ssh-destination": Case(new("slurm", host="root@:x"), TransportError, r"'root@:x'"),
     # profiles
     "profile-unknown": Case(new(profile="nosuch"), ConfigError, r"'nosuch'"),
@@ -123,6 +138,7 @@ def test_the_catalogue_has_at_least_forty_cases():
 
 
 # -- cache contents ----------------------------------------------------------------------------
+
 
 def corrupt_store(cache) -> bytes:
     cache.mkdir(mode=0o700)
@@ -166,9 +182,23 @@ def test_bad_cache_is_refused_and_kept(name, tmp_path):
 
 
 def test_bad_cli_option_is_one_line_and_a_non_zero_exit(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "hpcexec.cli", "--cache-dir", str(tmp_path / "c"),
-                        "submit", "--time", "soon", "--", "true"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpcexec.cli",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "submit",
+            "--time",
+            "soon",
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0
     assert "time" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c" / "jobs").exists() or not os.listdir(tmp_path / "c" / "jobs")

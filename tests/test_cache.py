@@ -1,4 +1,5 @@
 """Records as a cache: re-runs reuse results, explicit keys, force, retry, hold and after."""
+
 from __future__ import annotations
 
 import time
@@ -25,7 +26,9 @@ def test_rerun_returns_cached_results_without_submitting(cache, tmp_path):
         assert ex.submit_shell("echo cached-shell").result().stdout == "cached-shell\n"
     assert sorted(counter.read_text().split()) == ["0", "1", "2"]
     after = {r.key: r for r in hpcexec.Store(cache).select()}
-    assert {k: r.submitted for k, r in after.items()} == {k: r.submitted for k, r in records.items()}
+    assert {k: r.submitted for k, r in after.items()} == {
+        k: r.submitted for k, r in records.items()
+    }
 
 
 def test_same_work_in_one_map_runs_once(ex, tmp_path):

@@ -1,4 +1,5 @@
 """Profiles: TOML files, selection, precedence, and errors that name the file and line."""
+
 from __future__ import annotations
 
 import textwrap
@@ -63,8 +64,10 @@ def test_profile_values_and_their_sources(where, tmp_path):
     assert s["python"] == "~/venvs/sim/bin/python"  # a path on that host: not expanded here
     assert s["trust_on_first_use"] is True
     assert s.values["coalesce"] == config.Setting(0.2, "default")
-    assert {k: v.value for k, v in s.resources.items()} == {"queue": "debug",
-                                                            "native": ["--exclusive"]}
+    assert {k: v.value for k, v in s.resources.items()} == {
+        "queue": "debug",
+        "native": ["--exclusive"],
+    }
     assert s.resources["queue"].source.endswith("hpcexec.toml:18")  # the inline table's line
 
 
@@ -86,24 +89,31 @@ def test_environment_cache_dir_between_argument_and_profile(where, tmp_path):
     write(project / "hpcexec.toml", PROJECT.format(cache=tmp_path / "c"))
     env = {**env, "HPCEXEC_CACHE_DIR": "~/from-env"}
     s = config.resolve("small", cwd=project, environ=env)
-    assert s.values["cache_dir"] == config.Setting(str(Path.home() / "from-env"),
-                                                   "env HPCEXEC_CACHE_DIR")
+    assert s.values["cache_dir"] == config.Setting(
+        str(Path.home() / "from-env"), "env HPCEXEC_CACHE_DIR"
+    )
     s = config.resolve("small", {"cache_dir": "given"}, cwd=project, environ=env)
     assert s["cache_dir"] == "given"
 
 
 def test_project_file_wins_over_user_file_per_profile(where):
     project, user, env = where
-    write(user, """\
+    write(
+        user,
+        """\
         [profiles.a]
         backend = "sge"
         [profiles.b]
         backend = "lsf"
-        """)
-    write(project / "hpcexec.toml", """\
+        """,
+    )
+    write(
+        project / "hpcexec.toml",
+        """\
         [profiles.a]
         backend = "slurm"
-        """)
+        """,
+    )
     files = config.load(project, env)
     assert files.found == (project / "hpcexec.toml", user)
     assert files.profiles["a"].values == {"backend": "slurm"}
@@ -120,18 +130,27 @@ def test_user_file_under_home_without_xdg(tmp_path):
     assert files.found == (write_to,) and "x" in files.profiles
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ('[profiles.a]\nbackend = "slurm"\nqueue = "debug"\n', 3,
-     ["unknown key 'queue' in profile 'a'", "resources"]),
-    ('[profiles.a]\n[profiles.a.resources]\ntime = "1:00:00"\nmemory = "4GB"\n', 4,
-     ["unknown resource 'memory'", "mem"]),
-    ('[profiles.a]\nresources.mem = "lots"\n', 2, ["bad value 'lots' for resource 'mem'"]),
-    ('[profiles.a]\nbackend = "slurmm"\n', 2, ["must be one of local, slurm"]),
-    ('[profiles.a]\npoll_interval = -1\n', 2, ["positive number"]),
-    ('[profile.a]\nbackend = "slurm"\n', 1, ["unknown key 'profile'"]),
-    ('[profiles.a]\ntrust_on_first_use = "yes"\n', 2, ["true or false"]),
-    ('[profiles]\na = 3\n', 2, ["profile 'a' must be a table"]),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        (
+            '[profiles.a]\nbackend = "slurm"\nqueue = "debug"\n',
+            3,
+            ["unknown key 'queue' in profile 'a'", "resources"],
+        ),
+        (
+            '[profiles.a]\n[profiles.a.resources]\ntime = "1:00:00"\nmemory = "4GB"\n',
+            4,
+            ["unknown resource 'memory'", "mem"],
+        ),
+        ('[profiles.a]\nresources.mem = "lots"\n', 2, ["bad value 'lots' for resource 'mem'"]),
+        ('[profiles.a]\nbackend = "slurmm"\n', 2, ["must be one of local, slurm"]),
+        ("[profiles.a]\npoll_interval = -1\n", 2, ["positive number"]),
+        ('[profile.a]\nbackend = "slurm"\n', 1, ["unknown key 'profile'"]),
+        ('[profiles.a]\ntrust_on_first_use = "yes"\n', 2, ["true or false"]),
+        ("[profiles]\na = 3\n", 2, ["profile 'a' must be a table"]),
+    ],
+)
 def test_bad_files_name_file_line_and_fix(where, text, line, words):
     project, user, env = where
     path = write(project / "hpcexec.toml", text)
@@ -144,15 +163,17 @@ def test_bad_files_name_file_line_and_fix(where, text, line, words):
 
 def test_invalid_toml_and_unknown_profile(where):
     project, user, env = where
-    path = write(project / "hpcexec.toml", '[profiles.a]\nbackend = slurm\n')
+    path = write(project / "hpcexec.toml", "[profiles.a]\nbackend = slurm\n")
     with pytest.raises(ConfigError, match=rf"^{path}: not valid TOML: .*line 2"):
         config.load(project, env)
     write(project / "hpcexec.toml", '[profiles.a]\nbackend = "slurm"\n')
     with pytest.raises(ConfigError, match="no profile 'b' .*profiles there: a"):
         config.resolve("b", cwd=project, environ=env)
     (project / "hpcexec.toml").unlink()
-    with pytest.raises(ConfigError, match="no profile 'b' \\(from env HPCEXEC_PROFILE\\): no "
-                                          "configuration file found"):
+    with pytest.raises(
+        ConfigError,
+        match="no profile 'b' \\(from env HPCEXEC_PROFILE\\): no configuration file found",
+    ):
         config.resolve(cwd=project, environ={**env, "HPCEXEC_PROFILE": "b"})
 
 

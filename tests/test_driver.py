@@ -1,4 +1,5 @@
 """The driver interface: both queues implement it, and the rules they share are one."""
+
 from __future__ import annotations
 
 import inspect
@@ -21,8 +22,9 @@ from hpcexec.transport.local import LocalShell
 
 DRIVERS = {
     "local": lambda store, shell, tmp: LocalQueue(store, shell, LocalBackend(2), "/no/key"),
-    "slurm": lambda store, shell, tmp: SchedulerQueue(store, shell, SCHEDULERS["slurm"](),
-                                                      str(tmp)),
+    "slurm": lambda store, shell, tmp: SchedulerQueue(
+        store, shell, SCHEDULERS["slurm"](), str(tmp)
+    ),
 }
 
 
@@ -38,25 +40,47 @@ def test_both_queues_are_complete_drivers(driver):
     assert isinstance(driver, Driver)
     assert not inspect.isabstract(type(driver))
     # What the session and the monitor call is declared once, on Driver.
-    for name in ("poll", "wait_fds", "close", "accounting", "preview", "cancel",
-                 "terminate", "hold", "release", "suspend", "resume"):
+    for name in (
+        "poll",
+        "wait_fds",
+        "close",
+        "accounting",
+        "preview",
+        "cancel",
+        "terminate",
+        "hold",
+        "release",
+        "suspend",
+        "resume",
+    ):
         assert callable(getattr(driver, name)), name
         assert hasattr(Driver, name), name
     assert driver.wake_in is None  # nothing waits for a time yet
 
 
 def _rec(key: str, state: JobState, deps=(), job_id=None) -> JobRecord:
-    return JobRecord(key=key, backend="x", host="h", kind="shell", state=state,
-                     jobdir=f"/j/{key}", deps=list(deps), job_id=job_id)
+    return JobRecord(
+        key=key,
+        backend="x",
+        host="h",
+        kind="shell",
+        state=state,
+        jobdir=f"/j/{key}",
+        deps=list(deps),
+        job_id=job_id,
+    )
 
 
 def test_a_failed_or_missing_dependency_cancels_the_job_with_the_reason(driver):
     with driver.store.write() as tx:
-        for rec in (_rec("ok", JobState.COMPLETED), _rec("bad", JobState.FAILED),
-                    _rec("run", JobState.RUNNING, job_id="7"),
-                    _rec("a", JobState.PENDING, ["ok", "run"]),
-                    _rec("b", JobState.PENDING, ["ok", "bad", "run"]),
-                    _rec("c", JobState.PENDING, ["gone"])):
+        for rec in (
+            _rec("ok", JobState.COMPLETED),
+            _rec("bad", JobState.FAILED),
+            _rec("run", JobState.RUNNING, job_id="7"),
+            _rec("a", JobState.PENDING, ["ok", "run"]),
+            _rec("b", JobState.PENDING, ["ok", "bad", "run"]),
+            _rec("c", JobState.PENDING, ["gone"]),
+        ):
             tx.put(rec)
     get = driver.store.get
     assert [d.key for d in driver.dependencies(get("a"))] == ["run"]  # waits for one
@@ -64,9 +88,13 @@ def test_a_failed_or_missing_dependency_cancels_the_job_with_the_reason(driver):
     with driver.store.write() as tx:  # the same rule inside a transaction
         assert driver.dependencies(tx.get("c"), tx) is None
     assert (get("b").state, get("b").reason) == (
-        JobState.CANCELLED, f"dependency bad ended failed; {NEVER_RAN}")
+        JobState.CANCELLED,
+        f"dependency bad ended failed; {NEVER_RAN}",
+    )
     assert (get("c").state, get("c").reason) == (
-        JobState.CANCELLED, f"dependency gone is not in the cache; {NEVER_RAN}")
+        JobState.CANCELLED,
+        f"dependency gone is not in the cache; {NEVER_RAN}",
+    )
     assert get("a").state is JobState.PENDING and get("b").finished
 
 
@@ -74,7 +102,8 @@ def test_dependency_failed_says_why_or_none():
     assert dependency_failed("d", None) == f"dependency d is not in the cache; {NEVER_RAN}"
     for state in (JobState.CANCELLED, JobState.TIMEOUT, JobState.LOST):
         assert dependency_failed("d", _rec("d", state)) == (
-            f"dependency d ended {state.value}; {NEVER_RAN}")
+            f"dependency d ended {state.value}; {NEVER_RAN}"
+        )
     for state in (JobState.COMPLETED, JobState.PENDING, JobState.RUNNING, JobState.HELD):
         assert dependency_failed("d", _rec("d", state)) is None
 
@@ -141,21 +170,30 @@ def _slurm(tmp_path, answers, rec: JobRecord):
 
 
 def test_an_unreadable_status_is_logged_and_the_next_poll_reads_it(tmp_path, caplog):
-    store, _shell, queue = _slurm(tmp_path, {"squeue": [
-        (0, "slurm_load_jobs: garbled \x00\n"), (0, "12|RUNNING|None|vm|\n")]},
-        _rec("k", JobState.PENDING, job_id="12"))
+    store, _shell, queue = _slurm(
+        tmp_path,
+        {"squeue": [(0, "slurm_load_jobs: garbled \x00\n"), (0, "12|RUNNING|None|vm|\n")]},
+        _rec("k", JobState.PENDING, job_id="12"),
+    )
     caplog.set_level(logging.WARNING, logger="hpcexec.schedqueue")
     assert queue.poll() is False  # no exception: the monitor is not told the poll failed
     [line] = [r.getMessage() for r in caplog.records]
-    assert line.startswith("cannot read slurm's job status this time: squeue printed an "
-                           "unreadable line") and "\n" not in line
+    assert (
+        line.startswith(
+            "cannot read slurm's job status this time: squeue printed an unreadable line"
+        )
+        and "\n" not in line
+    )
     assert store.get("k").state is JobState.PENDING  # kept, not judged gone
     assert queue.poll() is True and store.get("k").state is JobState.RUNNING
 
 
 def test_a_dropped_connection_while_polling_is_left_to_the_monitor(tmp_path, caplog):
-    store, _shell, queue = _slurm(tmp_path, {"squeue": [TransportError("connection dropped")]},
-                                 _rec("k", JobState.PENDING, job_id="12"))
+    store, _shell, queue = _slurm(
+        tmp_path,
+        {"squeue": [TransportError("connection dropped")]},
+        _rec("k", JobState.PENDING, job_id="12"),
+    )
     caplog.set_level(logging.WARNING, logger="hpcexec.schedqueue")
     with pytest.raises(TransportError, match="connection dropped"):
         queue.poll()
@@ -163,12 +201,14 @@ def test_a_dropped_connection_while_polling_is_left_to_the_monitor(tmp_path, cap
     assert not [r for r in caplog.records if "cannot read" in r.getMessage()]
 
 
-@pytest.mark.parametrize("answer, error", [
-    ((1, "slurm_load_jobs error: Unable to contact slurm controller"), SchedulerOutputError),
-    (TransportError("connection dropped"), TransportError),
-])
-def test_a_submission_to_recover_waits_for_a_usable_list_of_queued_jobs(tmp_path, answer,
-                                                                         error):
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ((1, "slurm_load_jobs error: Unable to contact slurm controller"), SchedulerOutputError),
+        (TransportError("connection dropped"), TransportError),
+    ],
+)
+def test_a_submission_to_recover_waits_for_a_usable_list_of_queued_jobs(tmp_path, answer, error):
     rec = _rec("k", JobState.PENDING)
     rec.reason = SUBMITTING + "/arrays/x/submit.sh"
     store, shell, queue = _slurm(tmp_path, {"squeue": [answer]}, rec)

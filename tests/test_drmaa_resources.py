@@ -21,6 +21,7 @@ Flags of the schedulers that cannot be installed here, and the pages they come f
 - SGE (sge_submit(1), 8.1.9, installed here): -M, -m b|e|a, -a [[CC]YY]MMDDhhmm[.SS], -i,
   -j y; -dl only raises a deadline job's priority.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -42,13 +43,19 @@ from hpcexec.backends.torque import TorqueBackend
 from hpcexec.errors import ResourceError
 from hpcexec.resources import Mail, Resources, instant_epoch
 
-BACKENDS = {"slurm": SlurmBackend(), "sge": SgeBackend(), "pbspro": PbsProBackend(),
-            "torque": TorqueBackend(), "lsf": LsfBackend()}
+BACKENDS = {
+    "slurm": SlurmBackend(),
+    "sge": SgeBackend(),
+    "pbspro": PbsProBackend(),
+    "torque": TorqueBackend(),
+    "lsf": LsfBackend(),
+}
 
 
 @pytest.fixture
 def tz(monkeypatch):
     """Set this process's time zone (schedulers read times in the submitting machine's)."""
+
     def set_tz(name: str) -> None:
         monkeypatch.setenv("TZ", name)
         time.tzset()
@@ -65,8 +72,9 @@ def utc(tz):
 
 def spec(**values) -> SubmitSpec:
     res = Resources.create(**values)
-    return SubmitSpec("/c/jobs/k/submit.sh", res, "job", "/c/jobs/k/stdout", "/c/jobs/k/stderr",
-                      "/w")
+    return SubmitSpec(
+        "/c/jobs/k/submit.sh", res, "job", "/c/jobs/k/stdout", "/c/jobs/k/stderr", "/w"
+    )
 
 
 def lines(backend: str, **values) -> list[str]:
@@ -84,16 +92,19 @@ def dropped(backend: str, **values) -> list[str]:
 
 
 # -- reading the values ------------------------------------------------------------------------
-@pytest.mark.parametrize("value, mail", [
-    ("me@x.org", Mail("me@x.org", ("end",))),
-    ("alice", Mail("alice", ("end",))),
-    ("me@x.org:fail,begin", Mail("me@x.org", ("begin", "fail"))),
-    ("me@x.org:all", Mail("me@x.org", ("begin", "end", "fail"))),
-    ({"to": "me@x.org", "on": "fail"}, Mail("me@x.org", ("fail",))),
-    ({"to": "me@x.org", "on": ["END", "all"]}, Mail("me@x.org", ("begin", "end", "fail"))),
-    ({"to": "me@x.org"}, Mail("me@x.org", ("end",))),
-    (Mail("me@x.org", ("begin",)), Mail("me@x.org", ("begin",))),
-])
+@pytest.mark.parametrize(
+    "value, mail",
+    [
+        ("me@x.org", Mail("me@x.org", ("end",))),
+        ("alice", Mail("alice", ("end",))),
+        ("me@x.org:fail,begin", Mail("me@x.org", ("begin", "fail"))),
+        ("me@x.org:all", Mail("me@x.org", ("begin", "end", "fail"))),
+        ({"to": "me@x.org", "on": "fail"}, Mail("me@x.org", ("fail",))),
+        ({"to": "me@x.org", "on": ["END", "all"]}, Mail("me@x.org", ("begin", "end", "fail"))),
+        ({"to": "me@x.org"}, Mail("me@x.org", ("end",))),
+        (Mail("me@x.org", ("begin",)), Mail("me@x.org", ("begin",))),
+    ],
+)
 def test_mail_forms(value, mail):
     assert Resources.create(mail=value).mail == mail
 
@@ -153,8 +164,13 @@ def test_when_and_whom_to_tell_are_not_part_of_the_cache_key():
 
 
 def test_record_round_trip_through_json():
-    res = Resources.create(mail="me@x.org:begin", begin="2030-01-01T00:00Z",
-                           deadline="2030-01-02T00:00Z", stdin="in", join_output=True)
+    res = Resources.create(
+        mail="me@x.org:begin",
+        begin="2030-01-01T00:00Z",
+        deadline="2030-01-02T00:00Z",
+        stdin="in",
+        join_output=True,
+    )
     again = Resources.from_dict(json.loads(json.dumps(res.to_dict())))
     assert again == res
     assert res.to_dict()["mail"] == {"to": "me@x.org", "on": ["begin"]}
@@ -164,14 +180,18 @@ def test_record_round_trip_through_json():
 # -- rendering, every backend --------------------------------------------------------------------
 def test_mail_rendering(utc):
     m = {"to": "me@x.org", "on": ["begin", "end", "fail"]}
-    assert lines("slurm", mail=m) == ["#SBATCH --mail-user=me@x.org",
-                                      "#SBATCH --mail-type=BEGIN,END,FAIL"]
+    assert lines("slurm", mail=m) == [
+        "#SBATCH --mail-user=me@x.org",
+        "#SBATCH --mail-type=BEGIN,END,FAIL",
+    ]
     assert lines("sge", mail=m) == ["#$ -M me@x.org", "#$ -m bea"]
     assert lines("pbspro", mail=m) == ["#PBS -M me@x.org", "#PBS -m bea"]
     assert lines("torque", mail=m) == ["#PBS -M me@x.org", "#PBS -m bea"]
     assert lines("lsf", mail=m) == ['#BSUB -u "me@x.org"', "#BSUB -B", "#BSUB -N"]
-    assert lines("slurm", mail="me@x.org") == ["#SBATCH --mail-user=me@x.org",
-                                               "#SBATCH --mail-type=END"]
+    assert lines("slurm", mail="me@x.org") == [
+        "#SBATCH --mail-user=me@x.org",
+        "#SBATCH --mail-type=END",
+    ]
     assert lines("sge", mail="me@x.org:fail") == ["#$ -M me@x.org", "#$ -m a"]
 
 
@@ -237,15 +257,27 @@ def test_join_output_rendering():
 def test_join_output_in_the_script_of_backends_whose_jobs_write_their_own_output(name):
     # Torque and LSF jobs redirect their own output (see their module docs).
     def prologue(**values):
-        return BACKENDS[name].script_parts(Resources.create(**values), name="j", jobdir="/j",
-                                           stdout="/o", stderr="/e", workdir="/w").prologue
+        return (
+            BACKENDS[name]
+            .script_parts(
+                Resources.create(**values),
+                name="j",
+                jobdir="/j",
+                stdout="/o",
+                stderr="/e",
+                workdir="/w",
+            )
+            .prologue
+        )
+
     assert "exec >/o 2>/e" in prologue()
     assert "exec >/o 2>&1" in prologue(join_output=True)
 
 
 def test_new_keys_come_after_the_old_and_before_native(utc):
-    got = BACKENDS["slurm"].directives(spec(time=10, mail="a@b.c", begin="2030-01-01T00:00Z",
-                                            stdin="in", native="--exclusive"))
+    got = BACKENDS["slurm"].directives(
+        spec(time=10, mail="a@b.c", begin="2030-01-01T00:00Z", stdin="in", native="--exclusive")
+    )
     assert got[-1] == "#SBATCH --exclusive"
     assert got.index("#SBATCH --time=00:10:00") < got.index("#SBATCH --mail-user=a@b.c")
 
@@ -254,16 +286,25 @@ def test_new_keys_come_after_the_old_and_before_native(utc):
 def test_local_refuses_mail_and_says_why():
     with pytest.raises(BackendError, match="the local backend .*'mail'.*no scheduler"):
         LocalBackend(4).check(Resources.create(mail="me@x.org"))
-    LocalBackend(4).check(Resources.create(begin="+1", deadline="+2", stdin="x",
-                                           join_output=True))
+    LocalBackend(4).check(Resources.create(begin="+1", deadline="+2", stdin="x", join_output=True))
 
 
 def test_local_job_script_reads_stdin_relative_to_workdir():
-    parts = LocalBackend(4).script_parts(Resources.create(stdin="in put"), name="n",
-                                         jobdir="/j", stdout="/o", stderr="/e", workdir="/w")
+    parts = LocalBackend(4).script_parts(
+        Resources.create(stdin="in put"),
+        name="n",
+        jobdir="/j",
+        stdout="/o",
+        stderr="/e",
+        workdir="/w",
+    )
     assert "exec < '/w/in put' ||" in parts.prologue
-    assert "exec <" not in LocalBackend(4).script_parts(
-        Resources(), name="n", jobdir="/j", stdout="/o", stderr="/e", workdir="/w").prologue
+    assert (
+        "exec <"
+        not in LocalBackend(4)
+        .script_parts(Resources(), name="n", jobdir="/j", stdout="/o", stderr="/e", workdir="/w")
+        .prologue
+    )
 
 
 # -- the local backend, for real ---------------------------------------------------------------

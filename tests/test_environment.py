@@ -4,6 +4,7 @@ The virtual environments here are real ones, made with ``python -m venv --symlin
 base interpreter, so that every venv's ``python`` resolves to the same binary, as it does for
 users; each client runs as a process of its own in its venv.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -34,10 +35,16 @@ def make_venv(where: Path, *, marker: str | None = None) -> tuple[str, Path]:
     """A venv at ``where`` whose python is a symlink to the base interpreter, with this
     process's packages after its own (a .pth) and ``envmarker.NAME == marker``. Returns its
     python and its site-packages."""
-    subprocess.run([BASE_PYTHON, "-m", "venv", "--symlinks", "--without-pip", str(where)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [BASE_PYTHON, "-m", "venv", "--symlinks", "--without-pip", str(where)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     site = where / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
-    (site / "zz_outer.pth").write_text(f"{HPCEXEC_PARENT}\nimport site; site.addsitedir({SITE!r})\n")
+    (site / "zz_outer.pth").write_text(
+        f"{HPCEXEC_PARENT}\nimport site; site.addsitedir({SITE!r})\n"
+    )
     if marker is not None:
         (site / "envmarker.py").write_text(f"NAME = {marker!r}\n")
     python = str(where / "bin" / "python")
@@ -46,9 +53,15 @@ def make_venv(where: Path, *, marker: str | None = None) -> tuple[str, Path]:
 
 
 def run_client(python: str, script: Path, *args: str, cwd: Path) -> str:
-    p = subprocess.run([python, str(script), *args], check=False, cwd=cwd, capture_output=True, text=True,
-                       timeout=300, env={k: v for k, v in os.environ.items()
-                                         if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
+    p = subprocess.run(
+        [python, str(script), *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+    )
     assert p.returncode == 0, p.stderr
     return p.stdout
 
@@ -73,8 +86,7 @@ def _import_from(monkeypatch, directory: Path, name: str):
     return mod
 
 
-def test_a_venv_under_the_project_holds_installed_packages_not_the_users_own(tmp_path,
-                                                                            monkeypatch):
+def test_a_venv_under_the_project_holds_installed_packages_not_the_users_own(tmp_path, monkeypatch):
     project = tmp_path / "project"
     site = project / ".venv" / "lib" / "python3" / "site-packages"
     (site / "env_vendored").mkdir(parents=True)
@@ -109,13 +121,22 @@ def test_a_module_known_by_two_names_travels_by_value_once(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "env_alias", mod)  # as an extension module can be
     names = Environment.describe(remote=True).own_modules()
     assert [n for n in names if sys.modules[n] is mod] == ["env_aliased"]
-    _, body = pl.dumps_payload(mod.triple, [((2,), {})], kind="call",
-                               by_value=["env_alias", "env_aliased"])
+    _, body = pl.dumps_payload(
+        mod.triple, [((2,), {})], kind="call", by_value=["env_alias", "env_aliased"]
+    )
     assert "env_aliased" not in cloudpickle.list_registry_pickle_by_value()
-    code = ("import pickle, sys; p = pickle.loads(sys.stdin.buffer.read()); "
-            "print(p['fn'](*p['calls'][0][0]))")
-    out = subprocess.run([sys.executable, "-c", code], input=body, capture_output=True,
-                         cwd="/", check=True, timeout=60)
+    code = (
+        "import pickle, sys; p = pickle.loads(sys.stdin.buffer.read()); "
+        "print(p['fn'](*p['calls'][0][0]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=body,
+        capture_output=True,
+        cwd="/",
+        check=True,
+        timeout=60,
+    )
     assert out.stdout.strip() == b"6", "by value: loaded where the module is not importable"
 
 
@@ -148,8 +169,9 @@ def test_payloads_pickled_at_once_keep_their_modules_by_value(tmp_path, monkeypa
             other_done.wait(1.0)  # the other submit runs meanwhile, unless it must wait
             return (int, (2,))
 
-    pl.dumps_payload(mod.triple, [((StartsAnotherSubmit(),), {})], kind="call",
-                     by_value=["env_shared"])
+    pl.dumps_payload(
+        mod.triple, [((StartsAnotherSubmit(),), {})], kind="call", by_value=["env_shared"]
+    )
     assert other_done.wait(30) and not failed
     assert "env_shared" not in cloudpickle.list_registry_pickle_by_value()
 
@@ -172,8 +194,9 @@ with hpcexec.Executor(cache_dir=sys.argv[1], poll_interval=0.02) as ex:
 
 def stop_server(python: str) -> bool:
     code = "import sys; from hpcexec import forkserver; print(forkserver.stop(sys.executable))"
-    p = subprocess.run([python, "-c", code], check=False, capture_output=True, text=True,
-                       timeout=60, cwd="/")
+    p = subprocess.run(
+        [python, "-c", code], check=False, capture_output=True, text=True, timeout=60, cwd="/"
+    )
     return p.stdout.strip() == "True"
 
 
@@ -184,8 +207,11 @@ def test_jobs_run_in_the_venv_of_their_client_while_another_venvs_server_runs(tm
     envs = {name: make_venv(tmp_path / f"venv{name}", marker=name)[0] for name in "AB"}
     try:
         for name in "AB":  # A's fork server is still running when B submits
-            got = json.loads(run_client(envs[name], script, str(tmp_path / f"cache{name}"),
-                                        cwd=tmp_path / "work"))
+            got = json.loads(
+                run_client(
+                    envs[name], script, str(tmp_path / f"cache{name}"), cwd=tmp_path / "work"
+                )
+            )
             assert "hpcexec.forkserver" in got["parent"], "warm-started from a fork server"
             assert got["prefix"] == str(tmp_path / f"venv{name}")
             assert got["marker"] == name
@@ -196,6 +222,7 @@ def test_jobs_run_in_the_venv_of_their_client_while_another_venvs_server_runs(tm
 
 def _where() -> list[str]:
     """Where a job runs: prefix, envmarker.NAME, its parent's command line."""
+
     def where() -> list[str]:  # local: it travels by value, into any venv
         import envmarker  # the job's venv's own module
 
@@ -209,8 +236,9 @@ def test_python_given_runs_jobs_in_its_own_venv(tmp_path):
     envs = {name: make_venv(tmp_path / f"venv{name}", marker=name)[0] for name in "AB"}
     try:
         for name in "AB":  # A's fork server is still running when B's jobs start
-            with hpcexec.Executor(cache_dir=tmp_path / f"cache{name}", poll_interval=0.02,
-                                  python=envs[name]) as ex:
+            with hpcexec.Executor(
+                cache_dir=tmp_path / f"cache{name}", poll_interval=0.02, python=envs[name]
+            ) as ex:
                 prefix, marker, parent = ex.submit(_where()).result(timeout=120)
             assert "hpcexec.forkserver" in parent, "warm-started from a fork server"
             assert (prefix, marker) == (str(tmp_path / f"venv{name}"), name)
@@ -223,8 +251,9 @@ def test_python_given_as_a_command_is_found_on_path(tmp_path, monkeypatch):
     make_venv(tmp_path / "venv", marker="C")
     monkeypatch.setenv("PATH", f"{tmp_path / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
     try:
-        with hpcexec.Executor(cache_dir=tmp_path / "cache", poll_interval=0.02,
-                              python="python") as ex:
+        with hpcexec.Executor(
+            cache_dir=tmp_path / "cache", poll_interval=0.02, python="python"
+        ) as ex:
             prefix, marker, parent = ex.submit(_where()).result(timeout=120)
         assert "hpcexec.forkserver" in parent, "warm-started from a fork server"
         assert (prefix, marker) == (str(tmp_path / "venv"), "C")
@@ -258,8 +287,9 @@ def copy_client_packages(site: Path) -> None:
             if path.startswith(site):
                 tops.add(path[len(site):].split("/")[0])
         print("\\n".join(sorted(tops)))""")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     for top in out.split():
         source = Path(SITE) / top
         if source.is_dir():
@@ -270,8 +300,9 @@ def copy_client_packages(site: Path) -> None:
 
 @pytest.mark.ssh
 @pytest.mark.slurm
-def test_callables_over_ssh_from_a_project_with_its_venv_inside(slurm_cluster, remote_options,
-                                                                 tmp_path):
+def test_callables_over_ssh_from_a_project_with_its_venv_inside(
+    slurm_cluster, remote_options, tmp_path
+):
     project = tmp_path / "project"
     python, site = make_venv(project / ".venv")
     copy_client_packages(site)
@@ -281,8 +312,18 @@ def test_callables_over_ssh_from_a_project_with_its_venv_inside(slurm_cluster, r
     elsewhere.mkdir()
     # The venv lies under the working directory, then only under the script's directory.
     for n, cwd in enumerate((project, elsewhere)):
-        got = json.loads(run_client(
-            python, script, DEST, str(KEY), str(KNOWN), remote_options["python"],
-            f"{remote_options['remote_dir']} {n}", str(tmp_path / f"cache{n}"), cwd=cwd))
+        got = json.loads(
+            run_client(
+                python,
+                script,
+                DEST,
+                str(KEY),
+                str(KNOWN),
+                remote_options["python"],
+                f"{remote_options['remote_dir']} {n}",
+                str(tmp_path / f"cache{n}"),
+                cwd=cwd,
+            )
+        )
         assert all(p.startswith(str(project / ".venv") + "/") for p in got["loaded_from"])
         assert got["sum"] == 6

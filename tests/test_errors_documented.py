@@ -1,4 +1,5 @@
 """Every error class hpcexec raises is in the README's table of errors, with what to do."""
+
 from __future__ import annotations
 
 import inspect
@@ -14,8 +15,11 @@ def test_every_error_class_has_a_row_in_the_readme():
     text = README.read_text()
     section = text.split("### Errors", 1)[1].split("\n### ", 1)[0]
     rows = dict(re.findall(r"^\| `(\w+)`[^|]*\|([^\n]+)$", section, re.M))
-    ours = {name for name, cls in inspect.getmembers(errors, inspect.isclass)
-            if issubclass(cls, errors.HpcexecError) and cls is not errors.HpcexecError}
+    ours = {
+        name
+        for name, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.HpcexecError) and cls is not errors.HpcexecError
+    }
     assert ours <= set(rows), f"not documented: {sorted(ours - set(rows))}"
     assert set(rows) <= ours, f"documented but gone: {sorted(set(rows) - ours)}"
     for name, rest in rows.items():
@@ -26,8 +30,15 @@ def test_every_error_class_has_a_row_in_the_readme():
 def test_errors_are_one_hierarchy():
     import hpcexec
 
-    for name in ("ResourceError", "PayloadError", "BackendError", "SubmitError",
-                 "TransportError", "CacheError", "JobFailed"):
+    for name in (
+        "ResourceError",
+        "PayloadError",
+        "BackendError",
+        "SubmitError",
+        "TransportError",
+        "CacheError",
+        "JobFailed",
+    ):
         assert issubclass(getattr(hpcexec, name), hpcexec.HpcexecError), name
     assert issubclass(errors.OutOfMemory, errors.JobFailed)
     assert issubclass(errors.OutOfMemory, MemoryError)

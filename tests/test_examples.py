@@ -1,5 +1,6 @@
 """Every example in examples/ runs as written: here on the local backend, on the live SLURM,
 and through the loopback sshd."""
+
 from __future__ import annotations
 
 import os
@@ -14,17 +15,29 @@ from sshtest import DEST, KEY, KNOWN
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 #: where each example is run by a test below (a new example needs a line here)
-COVERED = {"quickstart.py": "local", "sweep_slurm.py": "slurm", "shell_pipeline.py": "both",
-           "remote_ssh.py": "ssh", "resume_after_crash.py": "local",
-           "joblib_sklearn.py": "local", "dask_cluster.py": "local"}
+COVERED = {
+    "quickstart.py": "local",
+    "sweep_slurm.py": "slurm",
+    "shell_pipeline.py": "both",
+    "remote_ssh.py": "ssh",
+    "resume_after_crash.py": "local",
+    "joblib_sklearn.py": "local",
+    "dask_cluster.py": "local",
+}
 
 
 def run(example: str, *args: str, cwd: Path, timeout: float = 300) -> str:
     """Run an example as a user would (its own working directory, no profile)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPCEXEC_")}
     env["XDG_CONFIG_HOME"] = str(cwd / "xdg")
-    p = subprocess.run([sys.executable, str(EXAMPLES / example), *args], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, str(EXAMPLES / example), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert p.returncode == 0, f"{example} {' '.join(args)} exited {p.returncode}:\n{p.stderr}"
     return p.stdout
 
@@ -84,8 +97,9 @@ def test_dask_cluster(tmp_path):
 @pytest.mark.slurm
 def test_sweep_and_pipeline_on_slurm(slurm_cluster, tmp_path):
     out = run("sweep_slurm.py", "--limit", "4", cwd=tmp_path)
-    m = re.search(r"lowest energy at alpha=0.2, mode=3; 12 points in .* slurm job\(s\) (\d+)$",
-                  out.strip())
+    m = re.search(
+        r"lowest energy at alpha=0.2, mode=3; 12 points in .* slurm job\(s\) (\d+)$", out.strip()
+    )
     assert m, out
     script = next((tmp_path / ".hpcexec" / "arrays").glob("*/submit.sh")).read_text()
     assert "#SBATCH --array=0-11%4" in script
@@ -97,9 +111,21 @@ def test_sweep_and_pipeline_on_slurm(slurm_cluster, tmp_path):
 @pytest.mark.slurm
 @pytest.mark.ssh
 def test_remote_ssh(slurm_cluster, sshd, tmp_path):
-    out = run("remote_ssh.py", DEST, "--backend", "slurm", "--ssh-key", str(KEY),
-              "--known-hosts", str(KNOWN), "--python", sys.executable,
-              "--remote-dir", str(tmp_path / "remote dir"), cwd=tmp_path)
+    out = run(
+        "remote_ssh.py",
+        DEST,
+        "--backend",
+        "slurm",
+        "--ssh-key",
+        str(KEY),
+        "--known-hosts",
+        str(KNOWN),
+        "--python",
+        sys.executable,
+        "--remote-dir",
+        str(tmp_path / "remote dir"),
+        cwd=tmp_path,
+    )
     assert len(re.findall(rf"ran as job \d+\S* +on \S+ .* in {tmp_path / 'remote dir'}", out)) == 4
     assert re.search(r"^shell job \d+ on ", out, re.M)
     assert f"name the host '{DEST}'" in out

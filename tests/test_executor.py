@@ -1,4 +1,5 @@
 """The concurrent.futures semantics of Executor and JobFuture, on the local backend."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -74,7 +75,7 @@ def test_an_exception_that_cannot_be_rebuilt_arrives_as_a_stand_in(ex):
     assert isinstance(err, hpcexec.RemoteError) and isinstance(err, RuntimeError)
     assert err.type_name.endswith("fail.<locals>.Picky") and err.message == "1 then 2"
     assert isinstance(err.__cause__, hpcexec.RemoteTraceback)
-    assert 'raise Picky(1, b=2)' in err.__cause__.tb
+    assert "raise Picky(1, b=2)" in err.__cause__.tb
 
 
 SCRIPT = """\
@@ -99,12 +100,20 @@ if __name__ == "__main__":
 def test_traceback_of_a_function_of_the_main_script_shows_its_lines(tmp_path):
     script = tmp_path / "workflow.py"
     script.write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "cache")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f'File "{script}", line 9, in explode\n    return inner(x + 1)\n' in proc.stdout
-    assert (f'File "{script}", line 8, in inner\n    raise ValueError(f"exploded at {{y}}")\n'
-            in proc.stdout)
+    assert (
+        f'File "{script}", line 8, in inner\n    raise ValueError(f"exploded at {{y}}")\n'
+        in proc.stdout
+    )
     assert "ValueError: exploded at 2" in proc.stdout
 
 
@@ -124,7 +133,8 @@ def test_submit_shell_gives_output_and_exit_code(ex):
 def test_shell_job_sees_core_variables_and_placeholders(ex):
     f = ex.options(name="vars", threads=2, env={"GREETING": "hi there"}).submit_shell(
         'echo "$HPCEXEC_JOB_ID|$HPCEXEC_JOB_NAME|$HPCEXEC_WORKDIR|$HPCEXEC_SUBMIT_HOST|'
-        '$HPCEXEC_NODELIST|$GREETING|{threads}|{cores}"')
+        '$HPCEXEC_NODELIST|$GREETING|{threads}|{cores}"'
+    )
     out = f.result(timeout=30).stdout.strip().split("|")
     assert out[0] == f.job_id
     assert out[1] == "vars"
@@ -404,6 +414,7 @@ def test_cache_dir_with_a_tilde_is_the_home_directory(tmp_path, monkeypatch):
 
 # -- one job, several futures: a job is cancelled only when no live future still wants it --
 
+
 @pytest.fixture
 def gate(ex, tmp_path):
     """Every core of the local backend held by one job until the test opens the gate (touches
@@ -535,8 +546,9 @@ def test_futures_sharing_a_job_cancelled_at_once_from_threads_cancel_it(ex, gate
     assert not counter.exists()
 
 
-def test_a_local_workdir_that_does_not_exist_or_is_no_directory_is_refused(ex, tmp_path,
-                                                                            monkeypatch):
+def test_a_local_workdir_that_does_not_exist_or_is_no_directory_is_refused(
+    ex, tmp_path, monkeypatch
+):
     missing, a_file = tmp_path / "missing", tmp_path / "a-file"
     a_file.write_text("")
     with pytest.raises(ResourceError, match=f"workdir {missing} does not exist: create it"):

@@ -1,4 +1,5 @@
 """Warm starts of local Python jobs: the same job as from its script, only faster."""
+
 from __future__ import annotations
 
 import os
@@ -16,15 +17,27 @@ import hpcexec
 import jobfns
 from hpcexec import JobFailed, forkserver
 
-PROBE = ("HPCEXEC_JOB_ID", "HPCEXEC_JOB_NAME", "HPCEXEC_WORKDIR", "HPCEXEC_SUBMIT_HOST",
-         "HPCEXEC_NODELIST", "HPCEXEC_ARRAY_INDEX", "PROBE_VALUE")
+PROBE = (
+    "HPCEXEC_JOB_ID",
+    "HPCEXEC_JOB_NAME",
+    "HPCEXEC_WORKDIR",
+    "HPCEXEC_SUBMIT_HOST",
+    "HPCEXEC_NODELIST",
+    "HPCEXEC_ARRAY_INDEX",
+    "PROBE_VALUE",
+)
 
 
 def probe():
     print("to stdout")
     print("to stderr", file=sys.stderr)
-    return {"env": {k: os.environ.get(k) for k in PROBE}, "cwd": os.getcwd(),
-            "path0": sys.path[0], "pid": os.getpid(), "sid": os.getsid(0)}
+    return {
+        "env": {k: os.environ.get(k) for k in PROBE},
+        "cwd": os.getcwd(),
+        "path0": sys.path[0],
+        "pid": os.getpid(),
+        "sid": os.getsid(0),
+    }
 
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "script"])
@@ -35,9 +48,14 @@ def test_warm_and_script_starts_give_the_job_the_same_world(ex, tmp_path, warm):
     f = ex.options(name="probe", workdir=str(workdir), env={"PROBE_VALUE": "a b'c"}).submit(probe)
     got = f.result(timeout=30)
     assert got["env"] == {
-        "HPCEXEC_JOB_ID": f.job_id, "HPCEXEC_JOB_NAME": "probe", "HPCEXEC_WORKDIR": str(workdir),
-        "HPCEXEC_SUBMIT_HOST": ex.session.host, "HPCEXEC_NODELIST": ex.session.host,
-        "HPCEXEC_ARRAY_INDEX": "", "PROBE_VALUE": "a b'c"}
+        "HPCEXEC_JOB_ID": f.job_id,
+        "HPCEXEC_JOB_NAME": "probe",
+        "HPCEXEC_WORKDIR": str(workdir),
+        "HPCEXEC_SUBMIT_HOST": ex.session.host,
+        "HPCEXEC_NODELIST": ex.session.host,
+        "HPCEXEC_ARRAY_INDEX": "",
+        "PROBE_VALUE": "a b'c",
+    }
     assert got["cwd"] == str(workdir) and got["path0"] == str(workdir)
     assert got["sid"] == got["pid"], "a job leads its own session"
     assert int(f.job_id.split(":")[0]) == got["pid"]
@@ -78,14 +96,23 @@ def test_server_answers_only_its_own_user(tmp_path):
     if os.getuid() != 0:
         pytest.skip("needs root to connect as another user")
     name = forkserver.server_name(sys.executable)
-    forkserver.spawn(sys.executable, {"jobdir": str(tmp_path), "cwd": str(tmp_path),
-                                      "stdout": os.devnull, "stderr": os.devnull,
-                                      "env": {}})  # make sure it runs
+    forkserver.spawn(
+        sys.executable,
+        {
+            "jobdir": str(tmp_path),
+            "cwd": str(tmp_path),
+            "stdout": os.devnull,
+            "stderr": os.devnull,
+            "env": {},
+        },
+    )  # make sure it runs
     # Everything is imported before dropping to 'nobody', who cannot read this interpreter's files.
-    code = ("import os, socket; os.setgid(65534); os.setuid(65534)\n"
-            "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
-            f"s.connect('\\0' + {name!r})\n"
-            "print(s.recv(65536).decode())")  # refused before any request is read
+    code = (
+        "import os, socket; os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        f"s.connect('\\0' + {name!r})\n"
+        "print(s.recv(65536).decode())"
+    )  # refused before any request is read
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert "own user only" in out.stdout, out.stderr
 
@@ -106,9 +133,17 @@ def test_a_server_that_went_idle_under_a_connecting_client_is_replaced(tmp_path)
             time.sleep(0.02)
     going.listen(1)
     threading.Timer(0.5, going.close).start()  # never accepts: the client waits in the backlog
-    pid = forkserver.spawn(sys.executable, {
-        "jobdir": str(tmp_path), "key": os.devnull, "cwd": str(tmp_path),
-        "stdout": os.devnull, "stderr": os.devnull, "env": {}})
+    pid = forkserver.spawn(
+        sys.executable,
+        {
+            "jobdir": str(tmp_path),
+            "key": os.devnull,
+            "cwd": str(tmp_path),
+            "stdout": os.devnull,
+            "stderr": os.devnull,
+            "env": {},
+        },
+    )
     assert pid > 0
 
 

@@ -1,5 +1,6 @@
 """Sealed payloads and results, the cache key and a private cache directory: a planted or
 altered pickle is refused, never loaded, by the job and by the client."""
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,7 @@ def test_runner_refuses_a_planted_payload_and_loads_nothing(tmp_path):
     install_key(jobdir)
     marker = tmp_path / "loaded"
     (jobdir / PAYLOAD).write_bytes(pickle.dumps({"sys_path": []}) + pickle.dumps(Planted(marker)))
-    r = subprocess.run(runner_argv(jobdir),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(runner_argv(jobdir), capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "not a sealed hpcexec file" in r.stderr
     assert not marker.exists()
     code, reason = parse_exitcode((jobdir / EXITCODE).read_text())
@@ -72,8 +72,7 @@ def test_runner_refuses_an_altered_payload(tmp_path):
     sealed = bytearray((jobdir / PAYLOAD).read_bytes())
     sealed[-3] ^= 0xFF
     (jobdir / PAYLOAD).write_bytes(bytes(sealed))
-    r = subprocess.run(runner_argv(jobdir),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(runner_argv(jobdir), capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "fails its integrity check" in r.stderr
 
 

@@ -1,6 +1,7 @@
 """hpcexec.isotime reads the ISO 8601 forms of Python 3.11's ``datetime.fromisoformat`` on
 every supported Python (3.10's reads only what ``isoformat`` writes), and ``begin`` and
 ``deadline`` accept them all."""
+
 from __future__ import annotations
 
 import sys
@@ -32,8 +33,10 @@ FORMS_NEW_IN_311 = [
     ("2030-W05", datetime(2030, 1, 28)),  # the week's Monday
     ("2030-W05-1800", datetime(2030, 1, 28, 18, 0)),  # week, '-' as separator, then HHMM
     ("2030-01-31x18:00", datetime(2030, 1, 31, 18, 0)),  # any one separator but a digit
-    ("2030-01-31T18:00:00-05:30:15.5",
-     datetime(2030, 1, 31, 18, tzinfo=timezone(-timedelta(hours=5, minutes=30, seconds=15.5)))),
+    (
+        "2030-01-31T18:00:00-05:30:15.5",
+        datetime(2030, 1, 31, 18, tzinfo=timezone(-timedelta(hours=5, minutes=30, seconds=15.5))),
+    ),
     ("2030-01-31T18:00-00", datetime(2030, 1, 31, 18, 0, tzinfo=UTC)),
 ]
 
@@ -97,8 +100,18 @@ def test_a_refused_begin_says_which_forms_are_read():
 
 
 # Texts built from the documented pieces, to check against the standard library's reader.
-_DATES = st.sampled_from(["2030-01-31", "20300131", "2030-W05", "2030W05", "2030-W05-4",
-                          "2030W054", "2026-W53-7", "2028-02-29"])
+_DATES = st.sampled_from(
+    [
+        "2030-01-31",
+        "20300131",
+        "2030-W05",
+        "2030W05",
+        "2030-W05-4",
+        "2030W054",
+        "2026-W53-7",
+        "2028-02-29",
+    ]
+)
 _SEPARATORS = st.sampled_from(["T", " ", "t", "_", "-", "é"])
 _DIGITS2 = st.integers(0, 23).map("{:02d}".format)
 _MS = st.integers(0, 59).map("{:02d}".format)

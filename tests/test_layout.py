@@ -1,4 +1,5 @@
 """Every path of a job (hpcexec.layout)."""
+
 from __future__ import annotations
 
 import errno
@@ -12,21 +13,34 @@ def test_outputs_are_resolved_against_the_workdir_else_kept_in_the_job_directory
     lay = JobLayout.of("/c/jobs/k", {"workdir": "/w", "stdout": "o.txt", "stderr": "/abs/e"})
     assert (lay.stdout, lay.stderr, lay.stderr_target) == ("/w/o.txt", "/abs/e", "/abs/e")
     assert (lay.result, lay.exitcode, lay.script) == (
-        "/c/jobs/k/result.pkl", "/c/jobs/k/exitcode", "/c/jobs/k/job.sh")
+        "/c/jobs/k/result.pkl",
+        "/c/jobs/k/exitcode",
+        "/c/jobs/k/job.sh",
+    )
     plain = JobLayout.of("/c/jobs/k", {})
     assert (plain.workdir, plain.stdout, plain.stderr) == (
-        "/c/jobs/k", "/c/jobs/k/stdout", "/c/jobs/k/stderr")
+        "/c/jobs/k",
+        "/c/jobs/k/stdout",
+        "/c/jobs/k/stderr",
+    )
     joined = JobLayout.of("/j", {"workdir": "/w", "stdout": "o", "join_output": True})
     assert (joined.stderr, joined.stderr_target, joined.output("stderr", joined=True)) == (
-        "/j/stderr", "/w/o", "/w/o")
+        "/j/stderr",
+        "/w/o",
+        "/w/o",
+    )
 
 
 def test_place_makes_the_workdir_absolute_and_expands_home_where_the_job_runs():
     def home(p):
         return "/home/u" + p[1:] if p.startswith("~") else p
 
-    got = place({"workdir": "run/./a", "stdout": "~/o", "stderr": "e"}, base="/here",
-                expand=home, local=True)
+    got = place(
+        {"workdir": "run/./a", "stdout": "~/o", "stderr": "e"},
+        base="/here",
+        expand=home,
+        local=True,
+    )
     assert got == {"workdir": "/here/run/a", "stdout": "/home/u/o", "stderr": "e"}
     assert place({}, base="/here", expand=home, local=True) == {"workdir": "/here"}
     remote = place({"workdir": "~/w"}, base="/r/.hpcexec", expand=home, local=False)

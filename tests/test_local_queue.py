@@ -1,4 +1,5 @@
 """The local backend's core-aware queue."""
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,10 @@ def _overlap(a, b):
 def test_jobs_using_every_core_run_one_at_a_time(ex, tmp_path):
     cores = ex.session.backend.total_cores
     log = tmp_path / "intervals"
-    fs = [ex.options(threads=cores).submit(jobfns.record_interval, str(log), 0.3 + i / 1000)
-          for i in range(3)]
+    fs = [
+        ex.options(threads=cores).submit(jobfns.record_interval, str(log), 0.3 + i / 1000)
+        for i in range(3)
+    ]
     assert all(f.result(timeout=60) >= 0.3 for f in fs)
     spans = _intervals(log)
     assert len(spans) == 3
@@ -96,7 +99,8 @@ def test_job_terminated_while_being_looked_at_ends_cancelled(ex, tmp_path):
 
 @pytest.mark.parametrize("warm", ["1", "0"], ids=["warm", "script"])
 def test_relative_outputs_are_written_in_the_workdir_where_they_are_read(
-        cache, tmp_path, monkeypatch, warm):
+    cache, tmp_path, monkeypatch, warm
+):
     monkeypatch.setenv("HPCEXEC_FORKSERVER", warm)
     client_dir, work = tmp_path / "client", tmp_path / "W"
     client_dir.mkdir()
@@ -104,9 +108,11 @@ def test_relative_outputs_are_written_in_the_workdir_where_they_are_read(
     monkeypatch.chdir(client_dir)  # the client's directory is no job's workdir
     with Executor("local", cache_dir=cache, poll_interval=0.02) as ex:
         sh = ex.options(workdir=str(work), stdout="sh.out", stderr="sh.err").submit_shell(
-            "echo shell says; echo shell warns >&2")
+            "echo shell says; echo shell warns >&2"
+        )
         py = ex.options(workdir=str(work), stdout="py.out", stderr="py.err").submit(
-            jobfns.print_both, "python says", "python warns")
+            jobfns.print_both, "python says", "python warns"
+        )
         result = sh.result(timeout=60)
         assert py.result(timeout=60) is True
     assert (result.stdout, result.stderr) == ("shell says\n", "shell warns\n")
@@ -131,10 +137,12 @@ def _bad_start(case, work):
 
 
 @pytest.mark.parametrize("kind", ["shell", "python-script", "python-warm"])
-@pytest.mark.parametrize("case", ["missing workdir", "workdir is a file", "missing stdout dir",
-                                  "stderr is a directory"])
-def test_a_job_that_cannot_start_fails_alone_within_a_poll(cache, tmp_path, monkeypatch,
-                                                          kind, case):
+@pytest.mark.parametrize(
+    "case", ["missing workdir", "workdir is a file", "missing stdout dir", "stderr is a directory"]
+)
+def test_a_job_that_cannot_start_fails_alone_within_a_poll(
+    cache, tmp_path, monkeypatch, kind, case
+):
     monkeypatch.setenv("HPCEXEC_FORKSERVER", "1" if kind == "python-warm" else "0")
     work = tmp_path / "W"
     work.mkdir()
@@ -166,8 +174,16 @@ def test_the_fork_servers_child_that_cannot_start_records_why(cache, tmp_path):
     jobdir = tmp_path / "job"
     jobdir.mkdir()
     out = str(tmp_path / "out")
-    pid = forkserver.spawn(sys.executable, {"jobdir": str(jobdir), "cwd": str(tmp_path / "gone"),
-                                            "stdout": out, "stderr": out, "env": {}})
+    pid = forkserver.spawn(
+        sys.executable,
+        {
+            "jobdir": str(jobdir),
+            "cwd": str(tmp_path / "gone"),
+            "stdout": out,
+            "stderr": out,
+            "env": {},
+        },
+    )
     deadline = time.monotonic() + 30
     while not (jobdir / EXITCODE).exists():
         assert time.monotonic() < deadline, f"no exit-code file from {pid}"
@@ -191,6 +207,7 @@ def test_a_failing_poll_logs_one_line_per_attempt(ex, caplog):
             f.result(timeout=30)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in warnings)
-    assert all("polling jobs failed" in r.getMessage() and "not-a-pid" in r.getMessage()
-               for r in warnings), [r.getMessage() for r in warnings]
+    assert all(
+        "polling jobs failed" in r.getMessage() and "not-a-pid" in r.getMessage() for r in warnings
+    ), [r.getMessage() for r in warnings]
     assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)

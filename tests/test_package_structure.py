@@ -1,5 +1,6 @@
 """The package's modules import each other without cycles, lazy (in-function) and
 type-checking imports included: each layer only asks the ones below it."""
+
 from __future__ import annotations
 
 import ast
@@ -36,8 +37,9 @@ def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             names = [a.name for a in node.names]
         else:
             continue
-        found.update(n for n in names if n in known and n != name
-                     and known[n].name != "__init__.py")
+        found.update(
+            n for n in names if n in known and n != name and known[n].name != "__init__.py"
+        )
     return found
 
 

@@ -1,6 +1,7 @@
 """Nothing finished is lost when the store is lost: each job directory carries what a
 lookup by key needs to rebuild its record, and a store file removed or replaced under a
 running client is noticed and written again."""
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ def runs(counter: Path) -> list[str]:
 
 def run_map(cache: Path, counter: Path, n: int = N, seconds: float = 0.0) -> list[int]:
     with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
-        return list(ex.map(jobfns.count_run, [str(counter)] * n, range(n), [seconds] * n,
-                           chunksize=1))
+        return list(
+            ex.map(jobfns.count_run, [str(counter)] * n, range(n), [seconds] * n, chunksize=1)
+        )
 
 
 def test_lost_store_reruns_no_finished_job(cache, tmp_path):
@@ -48,8 +50,7 @@ def test_lost_store_reruns_no_finished_job(cache, tmp_path):
     store = hpcexec.Store(cache)
     records = store.select()
     assert len(records) == N
-    assert all(r.state is JobState.COMPLETED and r.job_id and r.exit_code == 0
-               for r in records)
+    assert all(r.state is JobState.COMPLETED and r.job_id and r.exit_code == 0 for r in records)
     store.close()
 
 
@@ -77,8 +78,10 @@ def test_restored_old_backup_reruns_no_finished_job(cache, tmp_path):
 
 def test_store_removed_under_a_running_map(cache, tmp_path, caplog):
     counter = tmp_path / "runs"
-    with (caplog.at_level(logging.WARNING, logger="hpcexec.store"),
-          hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex):
+    with (
+        caplog.at_level(logging.WARNING, logger="hpcexec.store"),
+        hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex,
+    ):
         fs = ex.map(jobfns.count_run, [str(counter)] * N, range(N), [0.2] * N, chunksize=1)
         first = [next(fs) for _ in range(3)]
         remove_store(cache)
@@ -165,8 +168,9 @@ def test_local_job_started_but_not_yet_saying_so_is_not_started_twice(cache, tmp
             time.sleep(0.05)
         os._exit(0)
     """
-    subprocess.run([sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent,
-                   check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent, check=True, timeout=120
+    )
     (cache / "jobs" / "early" / "started").unlink()  # as if it had not got that far
     remove_store(cache)
     with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
@@ -179,8 +183,9 @@ def test_job_id_files_of_an_array_in_one_command(tmp_path):
     dirs = [tmp_path / "a 'b' c" / f"job {i}" for i in range(3)]
     for d in dirs:
         d.mkdir(parents=True)
-    what = {str(d): Submitted(f"77_{i}", i, str(tmp_path / "arrays/x y")) for i, d in
-            enumerate(dirs)}
+    what = {
+        str(d): Submitted(f"77_{i}", i, str(tmp_path / "arrays/x y")) for i, d in enumerate(dirs)
+    }
     note_job_ids(LocalShell(), what)
     for d in dirs:
         assert Submitted.parse((d / "jobid").read_text()) == what[str(d)]

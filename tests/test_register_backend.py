@@ -3,6 +3,7 @@
 The backend written here ("site") is a dialect of its own as far as hpcexec can tell: its
 commands are ``sitesub``, ``sitestat``, ``sitekill`` ... (small wrappers around the fake LSF in
 tests/fakesched/), so nothing built in drives them."""
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,13 @@ from hpcexec.config import resolve
 from livecluster import _executor
 
 FAKE = Path(__file__).parent / "fakesched"
-RENAMED = {"bsub": "sitesub", "bjobs": "sitestat", "bkill": "sitekill", "bstop": "sitestop",
-           "bresume": "siteresume"}
+RENAMED = {
+    "bsub": "sitesub",
+    "bjobs": "sitestat",
+    "bkill": "sitekill",
+    "bstop": "sitestop",
+    "bresume": "siteresume",
+}
 TOOLS = ["bash", "sh", "env", "mv", "cat", "sleep", "rm", "mkdir", "true", "false"]
 
 SITE_MODULE = '''
@@ -99,7 +105,8 @@ def site_path(tmp_path, monkeypatch):
     for real, renamed in RENAMED.items():
         (bin_dir / renamed).write_text(
             f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(FAKE)!r})\n"
-            f"from _fakesched import main\nsys.exit(main({real!r}, sys.argv[1:]))\n")
+            f"from _fakesched import main\nsys.exit(main({real!r}, sys.argv[1:]))\n"
+        )
         (bin_dir / renamed).chmod(0o755)
     for tool in TOOLS:
         (bin_dir / tool).symlink_to(shutil.which(tool))
@@ -119,20 +126,37 @@ class _Incomplete(SchedulerBackend):
         pass
 
 
-@pytest.mark.parametrize("cls, name, message", [
-    (_Incomplete, "incomplete", r"lacks methods cancel_argv, .*parse_status, parse_submit, "
-                                r"script_parts, status_argv, submit_argv; class attribute "
-                                r"commands .*array_index_expr.*class attributes prefix and "
-                                r"rules .* or a directives\(\) method of its own"),
-    (type("Renamed", (SlurmBackend,), {}), "renamed", r"has name 'slurm' but is registered "
-                                                      r"as 'renamed'.*name = 'renamed'"),
-    (type("Local", (SlurmBackend,), {"name": "local"}), "local", r"not local or auto"),
-    (type("Slurm2", (SlurmBackend,), {}), "slurm", r"built in and cannot be replaced"),
-    (object, "thing", r"derived from hpcexec.backends.base.SchedulerBackend"),
-    (type("NeedsArgs", (SlurmBackend,), {"name": "needsargs",
-                                         "__init__": lambda self, x: None}),
-     "needsargs", r"cannot be built with no arguments"),
-])
+@pytest.mark.parametrize(
+    "cls, name, message",
+    [
+        (
+            _Incomplete,
+            "incomplete",
+            r"lacks methods cancel_argv, .*parse_status, parse_submit, "
+            r"script_parts, status_argv, submit_argv; class attribute "
+            r"commands .*array_index_expr.*class attributes prefix and "
+            r"rules .* or a directives\(\) method of its own",
+        ),
+        (
+            type("Renamed", (SlurmBackend,), {}),
+            "renamed",
+            r"has name 'slurm' but is registered "
+            r"as 'renamed'.*name = 'renamed'",
+        ),
+        (type("Local", (SlurmBackend,), {"name": "local"}), "local", r"not local or auto"),
+        (type("Slurm2", (SlurmBackend,), {}), "slurm", r"built in and cannot be replaced"),
+        (object, "thing", r"derived from hpcexec.backends.base.SchedulerBackend"),
+        (
+            type(
+                "NeedsArgs",
+                (SlurmBackend,),
+                {"name": "needsargs", "__init__": lambda self, x: None},
+            ),
+            "needsargs",
+            r"cannot be built with no arguments",
+        ),
+    ],
+)
 def test_registration_names_what_is_missing(cls, name, message):
     with pytest.raises(BackendError, match=message):
         register_backend(name, cls)
@@ -163,8 +187,9 @@ def test_registered_backend_runs_jobs_and_is_chosen_by_auto(plugin_dir, site_pat
         assert ex.session.backend.name == "site"  # its commands are on PATH, no built-in's are
         f = ex.submit(jobfns.double, 21)
         assert f.result(timeout=60) == 42
-        assert ex.submit_shell("echo via site; exit 3", check=False).result(timeout=60) == \
-            hpcexec.ShellResult(3, "via site\n", "")
+        assert ex.submit_shell("echo via site; exit 3", check=False).result(
+            timeout=60
+        ) == hpcexec.ShellResult(3, "via site\n", "")
         assert list(ex.map(jobfns.double, range(4), timeout=60)) == [0, 2, 4, 6]
         assert ex.session.calls["sitesub"] == 3 and "bsub" not in ex.session.calls
         held = ex.options(hold=True).submit(jobfns.double, 5)
@@ -203,10 +228,10 @@ def test_entry_point_is_found_once_and_works_in_profiles(plugin_dir, site_path, 
         assert ex.submit(jobfns.add, 1, 2).result(timeout=60) == 3
 
 
-def test_broken_plugin_warns_and_leaves_the_rest_working(plugin_dir, tmp_path, caplog,
-                                                         monkeypatch):
+def test_broken_plugin_warns_and_leaves_the_rest_working(plugin_dir, tmp_path, caplog, monkeypatch):
     (plugin_dir / "site_hpcexec-1.0.dist-info" / "entry_points.txt").write_text(
-        "[hpcexec.backends]\nsite = site_hpcexec:SiteBackend\nbroken = site_hpcexec:Nothing\n")
+        "[hpcexec.backends]\nsite = site_hpcexec:SiteBackend\nbroken = site_hpcexec:Nothing\n"
+    )
     with caplog.at_level(logging.WARNING, logger="hpcexec.backends"):
         with hpcexec.Executor(cache_dir=tmp_path / "cache", poll_interval=0.02) as ex:
             assert ex.submit(jobfns.double, 2).result(timeout=30) == 4  # local: unaffected
@@ -225,8 +250,11 @@ def test_cli_knows_a_backend_from_an_entry_point(plugin_dir, site_path, tmp_path
 
     work = tmp_path / "work"
     work.mkdir()
-    cli = Cli(work, tmp_path / "xdg", PYTHONPATH=os.pathsep.join(
-        [str(plugin_dir), os.environ.get("PYTHONPATH", "")]))
+    cli = Cli(
+        work,
+        tmp_path / "xdg",
+        PYTHONPATH=os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")]),
+    )
     found = cli.json("backends")
     assert found["auto"] == "site"
     assert [b["available"] for b in found["backends"] if b["backend"] == "site"] == [True]
@@ -236,4 +264,3 @@ def test_cli_knows_a_backend_from_an_entry_point(plugin_dir, site_path, tmp_path
     line = cli("--backend", "nosuch", "jobs", ok=False).err
     assert "unknown backend 'nosuch'" in line and "site" in line
     cli("wait", cli.json("jobs")[0]["key"])
-

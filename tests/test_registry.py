@@ -1,4 +1,5 @@
 """Which records may move a future along: only those of its own submission."""
+
 from __future__ import annotations
 
 from hpcexec.future import JobFuture
@@ -12,8 +13,9 @@ class _Control:
 
 
 def record(rev: int, state: JobState) -> JobRecord:
-    return JobRecord(key="k", backend="local", host="h", kind="call", jobdir="/j", state=state,
-                     rev=rev)
+    return JobRecord(
+        key="k", backend="local", host="h", kind="call", jobdir="/j", state=state, rev=rev
+    )
 
 
 def test_a_job_run_again_is_not_ended_by_its_earlier_runs_ending():

@@ -1,4 +1,5 @@
 """Unit tests for hpcexec.resources: parsing, validation and the Resources record."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ from hpcexec.resources import (
 
 
 # -- parse_time ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "value, seconds",
@@ -52,9 +54,32 @@ def test_parse_time_accepted_formats(value, seconds):
 @pytest.mark.parametrize(
     "value",
     [
-        "", "   ", "1:2:3:4", "-5", "abc", "1-", "-1-2", "1:", ":30", "1-2:3:4:5", "1.5",
-        "10m", "1 h", 0, -3, "0", "00:00", "0-00:00:00",
-        True, False, 1.5, 2.0, None, [1], timedelta(0), timedelta(seconds=-5),
+        "",
+        "   ",
+        "1:2:3:4",
+        "-5",
+        "abc",
+        "1-",
+        "-1-2",
+        "1:",
+        ":30",
+        "1-2:3:4:5",
+        "1.5",
+        "10m",
+        "1 h",
+        0,
+        -3,
+        "0",
+        "00:00",
+        "0-00:00:00",
+        True,
+        False,
+        1.5,
+        2.0,
+        None,
+        [1],
+        timedelta(0),
+        timedelta(seconds=-5),
     ],
 )
 def test_parse_time_refuses_bad_values(value):
@@ -81,6 +106,7 @@ def test_format_time_round_trips_through_parse_time():
 
 
 # -- parse_mem -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "value, mib",
@@ -114,8 +140,26 @@ def test_parse_mem_accepted_formats(value, mib):
 
 @pytest.mark.parametrize(
     "value",
-    ["", "abc", "G", "4X", "4GG", "-5G", "4 G B", "1.5.2G", "0", "0G", "0.0M",
-     0, -1, True, False, 1.5, None, [4]],
+    [
+        "",
+        "abc",
+        "G",
+        "4X",
+        "4GG",
+        "-5G",
+        "4 G B",
+        "1.5.2G",
+        "0",
+        "0G",
+        "0.0M",
+        0,
+        -1,
+        True,
+        False,
+        1.5,
+        None,
+        [4],
+    ],
 )
 def test_parse_mem_refuses_bad_values(value):
     with pytest.raises(ValueError):
@@ -124,11 +168,23 @@ def test_parse_mem_refuses_bad_values(value):
 
 # -- Resources.create ------------------------------------------------------------------
 
+
 def test_create_parses_every_key():
     res = Resources.create(
-        name="my job", queue="short", time="1:00:00", nodes=1, ppn="2", threads=4, mem="2G",
-        gpus=0, account="proj-1", stdout="/tmp/out.txt", stderr="err.txt",
-        env={"B": 2, "A": "x y"}, workdir="/scratch/w", native="--exclusive",
+        name="my job",
+        queue="short",
+        time="1:00:00",
+        nodes=1,
+        ppn="2",
+        threads=4,
+        mem="2G",
+        gpus=0,
+        account="proj-1",
+        stdout="/tmp/out.txt",
+        stderr="err.txt",
+        env={"B": 2, "A": "x y"},
+        workdir="/scratch/w",
+        native="--exclusive",
     )
     assert res.name == "my job"
     assert res.queue == "short"
@@ -253,8 +309,9 @@ def test_unknown_key_lists_valid_keys():
         assert key in message
 
 
-@pytest.mark.parametrize("typo, meant", [("mem_gb", "mem"), ("thread", "threads"), ("queu", "queue"),
-                                         ("gpu", "gpus")])
+@pytest.mark.parametrize(
+    "typo, meant", [("mem_gb", "mem"), ("thread", "threads"), ("queu", "queue"), ("gpu", "gpus")]
+)
 def test_unknown_key_suggests_the_closest(typo, meant):
     with pytest.raises(ResourceError, match=rf"Did you mean '{meant}'\?"):
         Resources.create(**{typo: 1})
@@ -267,6 +324,7 @@ def test_unknown_key_without_a_close_match_has_no_hint():
 
 
 # -- replace ---------------------------------------------------------------------------
+
 
 def test_replace_returns_a_new_checked_copy():
     base = Resources.create(time=10, threads=2, env={"A": "1"})
@@ -310,10 +368,17 @@ def test_resources_are_frozen():
 
 # -- cores, canonical, placeholders ----------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "values, cores",
-    [({}, 1), ({"threads": 4}, 4), ({"ppn": 3}, 3), ({"threads": 4, "ppn": 3}, 12),
-     ({"nodes": 5}, 1), ({"nodes": 2, "threads": 2}, 2)],
+    [
+        ({}, 1),
+        ({"threads": 4}, 4),
+        ({"ppn": 3}, 3),
+        ({"threads": 4, "ppn": 3}, 12),
+        ({"nodes": 5}, 1),
+        ({"nodes": 2, "threads": 2}, 2),
+    ],
 )
 def test_cores(values, cores):
     assert Resources.create(**values).cores == cores
@@ -324,9 +389,7 @@ def test_canonical_is_stable_json_without_name():
     b = Resources.create(threads=2, env={"A": "1", "B": "2"}, time=60, name="second")
     c = Resources.create(time=60, threads=2, env={"A": "1", "B": "2"})
     assert a.canonical() == b.canonical() == c.canonical()
-    assert a.canonical() == (
-        '{"env":{"A":"1","B":"2"},"threads":2,"time":3600}'
-    )
+    assert a.canonical() == ('{"env":{"A":"1","B":"2"},"threads":2,"time":3600}')
     assert json.loads(a.canonical()) == {"env": {"A": "1", "B": "2"}, "threads": 2, "time": 3600}
 
 
@@ -348,8 +411,17 @@ def test_placeholders_defaults():
 
 
 def test_placeholders_values():
-    res = Resources.create(name="job", time="1-00:00:30", threads=4, ppn=2, mem="1.5G", queue="q",
-                           env={"A": "1"}, native=["--x"], workdir="/w")
+    res = Resources.create(
+        name="job",
+        time="1-00:00:30",
+        threads=4,
+        ppn=2,
+        mem="1.5G",
+        queue="q",
+        env={"A": "1"},
+        native=["--x"],
+        workdir="/w",
+    )
     ph = res.placeholders()
     assert ph == {
         "name": "job",
@@ -367,13 +439,33 @@ def test_placeholders_values():
 
 # -- split_options ---------------------------------------------------------------------
 
+
 def test_split_options_separates_resources_and_job_options():
-    res, opts = split_options({"threads": 2, "key": "k", "force": True, "mem": "1G",
-                               "retry": 2, "hold": False, "after": ["x"]})
+    res, opts = split_options(
+        {
+            "threads": 2,
+            "key": "k",
+            "force": True,
+            "mem": "1G",
+            "retry": 2,
+            "hold": False,
+            "after": ["x"],
+        }
+    )
     assert res == {"threads": 2, "mem": "1G"}
     assert opts == {"key": "k", "force": True, "retry": 2, "hold": False, "after": ["x"]}
-    assert set(JOB_OPTIONS) == {"key", "force", "retry", "hold", "after", "array_limit",
-                                "reuse_slots", "prologue", "epilogue", "aux_scripts"}
+    assert set(JOB_OPTIONS) == {
+        "key",
+        "force",
+        "retry",
+        "hold",
+        "after",
+        "array_limit",
+        "reuse_slots",
+        "prologue",
+        "epilogue",
+        "aux_scripts",
+    }
 
 
 def test_split_options_empty():

@@ -1,4 +1,5 @@
 """Tests of the in-job runner: `python -m hpcexec.runner JOBDIR KEYFILE` in a real subprocess."""
+
 from __future__ import annotations
 
 import os
@@ -67,6 +68,7 @@ def leftovers(jobdir: Path) -> list[str]:
 
 
 # -- success and errors ----------------------------------------------------------------
+
 
 def test_successful_call(tmp_path):
     def add(a, b, *, scale=1):
@@ -151,17 +153,20 @@ def test_chunk_all_ok(tmp_path):
 
 # -- import paths ----------------------------------------------------------------------
 
+
 @pytest.fixture
 def private_module(tmp_path, monkeypatch):
     """A module importable here only through an added path, as a user's script dir is."""
     moddir = tmp_path / "userlib"
     moddir.mkdir()
     name = f"hpcexec_test_usermod_{os.getpid()}"
-    (moddir / f"{name}.py").write_text(textwrap.dedent("""
+    (moddir / f"{name}.py").write_text(
+        textwrap.dedent("""
         import sys
         def triple(x):
             return (3 * x, __name__, sys.path.index(__file__.rsplit("/", 1)[0]))
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(moddir))
     module = __import__(name)
     yield moddir, module
@@ -222,8 +227,7 @@ def test_payload_whose_key_is_gone_is_reported(tmp_path):
 
 
 def test_usage_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "hpcexec.runner"], capture_output=True,
-                          timeout=30)
+    proc = subprocess.run([sys.executable, "-m", "hpcexec.runner"], capture_output=True, timeout=30)
     assert proc.returncode == 2
     assert b"usage: python -m hpcexec.runner JOBDIR" in proc.stderr
 
@@ -240,16 +244,20 @@ def test_a_job_taking_the_value_of_a_failed_job_says_what_it_raised(tmp_path):
     run_runner(jobs / "a")
     b = jobs / "b"
     b.mkdir()
-    data, _ = dumps_payload(pow, [((FutureRef(str(jobs / "a"), 0, "keya"), 2), {})],
-                            kind="call", refs=True)
+    data, _ = dumps_payload(
+        pow, [((FutureRef(str(jobs / "a"), 0, "keya"), 2), {})], kind="call", refs=True
+    )
     (b / PAYLOAD).write_bytes(seal(TEST_KEY, data))
     assert run_runner(b).returncode == 1
-    with pytest.raises(DependencyFailed, match="job keya, whose result this job takes, raised "
-                                               "builtins.ValueError: no value"):
+    with pytest.raises(
+        DependencyFailed,
+        match="job keya, whose result this job takes, raised builtins.ValueError: no value",
+    ):
         outcome_value(outcomes(b)[0], "r")
 
 
 # -- results that plain pickle cannot write --------------------------------------------
+
 
 def test_result_needing_cloudpickle(tmp_path):
     def make_multiplier(k):
@@ -265,6 +273,7 @@ def test_result_needing_cloudpickle(tmp_path):
 def test_unpicklable_result_becomes_a_type_error(tmp_path):
     def make_lock():
         import threading
+
         return threading.Lock()
 
     write_payload(tmp_path, make_lock, [((), {})])
@@ -280,6 +289,7 @@ def test_unpicklable_result_becomes_a_type_error(tmp_path):
 def test_unpicklable_result_exits_nonzero(tmp_path):
     def make_lock():
         import threading
+
         return threading.Lock()
 
     write_payload(tmp_path, make_lock, [((), {})])
@@ -377,12 +387,13 @@ def test_the_source_lines_shipped_are_capped(tmp_path, user_module):
     with pytest.raises(ZeroDivisionError) as info:
         outcome_value(outcomes(jobdir)[0], "r")
     assert f'File "{module.__file__}", line 3, in compute\n    return 10 / x\n' in (
-        info.value.__cause__.tb)  # read from the file, which the job's host has here
+        info.value.__cause__.tb
+    )  # read from the file, which the job's host has here
 
 
-def test_code_imported_in_the_job_shows_its_lines_beside_code_sent_by_value(tmp_path,
-                                                                            user_module):
-    module = user_module(textwrap.dedent("""\
+def test_code_imported_in_the_job_shows_its_lines_beside_code_sent_by_value(tmp_path, user_module):
+    module = user_module(
+        textwrap.dedent("""\
         def make(k):
             def scaled(x):
                 return check(x) * k
@@ -391,7 +402,8 @@ def test_code_imported_in_the_job_shows_its_lines_beside_code_sent_by_value(tmp_
 
         def check(x):
             return 10 / x
-    """))
+    """)
+    )
     jobdir = tmp_path / "job"
     path = Path(module.__file__)
     write_payload(jobdir, module.make(2), [((0,), {})], sys_path=[str(path.parent)])
@@ -410,13 +422,16 @@ def test_the_payload_body_stays_cloudpickles_bytes():  # the cache key hashes it
         return x + offset
 
     _, body = dumps_payload(shift, [((1,), {})], kind="call")
-    assert body == cloudpickle.dumps({"kind": "call", "fn": shift, "calls": [((1,), {})],
-                                      "refs": False}, protocol=pickle.HIGHEST_PROTOCOL)
+    assert body == cloudpickle.dumps(
+        {"kind": "call", "fn": shift, "calls": [((1,), {})], "refs": False},
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
 
 
 def _raiser(kind: str):
     """A function raising an exception whose ``__init__`` cannot take its own ``args`` back
     (local, so both travel by value)."""
+
     def two_arguments():
         class TwoArgs(Exception):
             def __init__(self, a, b):
@@ -435,10 +450,13 @@ def _raiser(kind: str):
     return {"two": two_arguments, "keyword": keyword_only}[kind]
 
 
-@pytest.mark.parametrize("kind, name, message", [
-    ("two", "two_arguments.<locals>.TwoArgs", "first and second"),
-    ("keyword", "keyword_only.<locals>.KeywordOnly", "code 7"),
-])
+@pytest.mark.parametrize(
+    "kind, name, message",
+    [
+        ("two", "two_arguments.<locals>.TwoArgs", "first and second"),
+        ("keyword", "keyword_only.<locals>.KeywordOnly", "code 7"),
+    ],
+)
 def test_exception_that_cannot_be_rebuilt_gets_a_stand_in(tmp_path, kind, name, message):
     fn = _raiser(kind)
     write_payload(tmp_path, fn, [((), {})])
@@ -463,8 +481,11 @@ def test_damaged_result_file(tmp_path):
 
 # -- SIGTERM ---------------------------------------------------------------------------
 
+
 def _start_and_term(jobdir: Path, marker: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(runner_argv(jobdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=jobdir)
+    proc = subprocess.Popen(
+        runner_argv(jobdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=jobdir
+    )
     try:
         deadline = time.monotonic() + 20
         while not marker.exists():
@@ -486,6 +507,7 @@ def test_sigterm_during_a_call(tmp_path):
 
     def slow(path):
         import time
+
         open(path, "w").close()
         time.sleep(30)
         return "finished"
@@ -509,6 +531,7 @@ def test_sigterm_during_a_chunk_keeps_finished_elements(tmp_path):
 
     def work(i, path):
         import time
+
         if i == 2:
             open(path, "w").close()
             time.sleep(30)

@@ -1,5 +1,6 @@
 """Unit tests for hpcexec.script: placeholder filling, script rendering, and running the
 rendered script for real with bash (quoting is only proven by a shell)."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,7 @@ NASTY = [
     "`touch PWNED`",
     "a; touch PWNED",
     "a && touch PWNED #",
-    "it's \"quoted\"",
+    'it\'s "quoted"',
     "'; touch PWNED; '",
     '"; touch PWNED; "',
     "$HOME ${HOME} $$ $1 \\ !x *",
@@ -38,24 +39,40 @@ NASTY = [
 
 
 def local_parts(res: Resources = Resources(), **kw) -> ScriptParts:
-    return LocalBackend(4).script_parts(res, name="x", jobdir="/j", stdout="o", stderr="e",
-                                        workdir="/w")
+    return LocalBackend(4).script_parts(
+        res, name="x", jobdir="/j", stdout="o", stderr="e", workdir="/w"
+    )
 
 
 def pwned(root: Path) -> list[Path]:
     return [p for p in Path(root).rglob("*") if "PWNED" in p.name and p.is_file()]
 
 
-def run_job(root: Path, *, res: Resources = Resources(), name: str = "job",
-            shell_body: str | None = None, command: str | None = None,
-            jobdir: Path | None = None, workdir: Path | None = None,
-            submit_host: str = "login1") -> tuple[subprocess.CompletedProcess, Path, Path]:
+def run_job(
+    root: Path,
+    *,
+    res: Resources = Resources(),
+    name: str = "job",
+    shell_body: str | None = None,
+    command: str | None = None,
+    jobdir: Path | None = None,
+    workdir: Path | None = None,
+    submit_host: str = "login1",
+) -> tuple[subprocess.CompletedProcess, Path, Path]:
     jobdir = jobdir or root / "job"
     workdir = workdir or root / "work"
     jobdir.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    text = render(local_parts(res), res, jobdir=str(jobdir), workdir=str(workdir),
-                  submit_host=submit_host, name=name, command=command, shell_body=shell_body)
+    text = render(
+        local_parts(res),
+        res,
+        jobdir=str(jobdir),
+        workdir=str(workdir),
+        submit_host=submit_host,
+        name=name,
+        command=command,
+        shell_body=shell_body,
+    )
     script = jobdir / "job.sh"
     script.write_text(text, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPCEXEC_")}
@@ -65,9 +82,12 @@ def run_job(root: Path, *, res: Resources = Resources(), name: str = "job",
 
 # -- fill_placeholders -----------------------------------------------------------------
 
+
 def test_fill_replaces_known_keys():
-    assert fill_placeholders("run -n {cores} -t {threads}", {"cores": "8", "threads": "2"}) == \
-        "run -n 8 -t 2"
+    assert (
+        fill_placeholders("run -n {cores} -t {threads}", {"cores": "8", "threads": "2"})
+        == "run -n 8 -t 2"
+    )
 
 
 def test_fill_replaces_every_occurrence():
@@ -136,8 +156,15 @@ PARTS = ScriptParts(
 
 
 def render_shell(body="echo hi", res=Resources(), name="job"):
-    return render(PARTS, res, jobdir="/jobs/a b", workdir="/work dir", submit_host="login1",
-                  name=name, shell_body=body)
+    return render(
+        PARTS,
+        res,
+        jobdir="/jobs/a b",
+        workdir="/work dir",
+        submit_host="login1",
+        name=name,
+        shell_body=body,
+    )
 
 
 def test_render_layout_order():
@@ -155,8 +182,9 @@ def test_render_layout_order():
 
 def test_render_without_prologue_has_no_blank_line():
     parts = ScriptParts(directives=[], job_id_expr="1", nodelist_expr="n", array_index_expr="")
-    lines = render(parts, Resources(), jobdir="/j", workdir="/w", submit_host="h", name="n",
-                   command="true").splitlines()
+    lines = render(
+        parts, Resources(), jobdir="/j", workdir="/w", submit_host="h", name="n", command="true"
+    ).splitlines()
     assert lines[0] == "#!/bin/bash"
     assert lines[1] == "# written by hpcexec"
     assert lines[2] == "export HPCEXEC_JOB_ID=1"
@@ -164,8 +192,15 @@ def test_render_without_prologue_has_no_blank_line():
 
 
 def test_render_quotes_core_values():
-    text = render(PARTS, Resources(), jobdir="/jobs/a b", workdir="/work dir",
-                  submit_host="host;rm", name="my $(job)", shell_body="true")
+    text = render(
+        PARTS,
+        Resources(),
+        jobdir="/jobs/a b",
+        workdir="/work dir",
+        submit_host="host;rm",
+        name="my $(job)",
+        shell_body="true",
+    )
     lines = text.splitlines()
     assert "export HPCEXEC_JOB_NAME='my $(job)'" in lines
     assert "export HPCEXEC_WORKDIR='/work dir'" in lines
@@ -184,8 +219,15 @@ def test_render_user_env_quoted_after_core_vars():
 
 
 def test_render_command_uses_exec():
-    text = render(PARTS, Resources(), jobdir="/j", workdir="/w", submit_host="h", name="n",
-                  command="/usr/bin/python3 -m hpcexec.runner /j")
+    text = render(
+        PARTS,
+        Resources(),
+        jobdir="/j",
+        workdir="/w",
+        submit_host="h",
+        name="n",
+        command="/usr/bin/python3 -m hpcexec.runner /j",
+    )
     lines = text.splitlines()
     assert text.endswith("\n")
     assert lines[-1] == "exec /usr/bin/python3 -m hpcexec.runner /j"
@@ -194,14 +236,17 @@ def test_render_command_uses_exec():
 
 
 def test_render_shell_body_subshell_and_exit_code_file():
-    text = render_shell(body="echo {cores}\necho {name}\n\n", name="a b",
-                        res=Resources.create(threads=3))
+    text = render_shell(
+        body="echo {cores}\necho {name}\n\n", name="a b", res=Resources.create(threads=3)
+    )
     lines = text.splitlines()
     start = lines.index("(")
     assert lines[start - 1] == "trap 'hpcexec_sig=TERM' TERM"
     assert lines[start + 1 : start + 4] == ["echo 3", "echo 'a b'", ")"]
     assert lines[start + 4] == "hpcexec_rc=$?"
-    assert "/.exitcode.tmp && mv -f '/jobs/a b'/.exitcode.tmp '/jobs/a b'/exitcode" in lines[start + 5]
+    assert (
+        "/.exitcode.tmp && mv -f '/jobs/a b'/.exitcode.tmp '/jobs/a b'/exitcode" in lines[start + 5]
+    )
     assert lines[start + 6] == 'exit "$hpcexec_rc"'
     assert lines[-1] == 'exit "$hpcexec_rc"'
     assert "exec " not in text
@@ -215,21 +260,28 @@ def test_render_body_name_placeholder_uses_name_argument():
 
 # -- running rendered scripts with bash ------------------------------------------------
 
+
 def test_shell_job_runs_and_records_exit_code(tmp_path):
     res = Resources.create(threads=2, ppn=3, time="1:00:00", env={"GREETING": "hello world"})
-    body = "\n".join([
-        'echo "$GREETING"',
-        'echo "$HPCEXEC_JOB_NAME"',
-        'echo "$HPCEXEC_WORKDIR"',
-        "pwd -P",
-        'echo "$HPCEXEC_SUBMIT_HOST"',
-        "echo {cores} {threads} {ppn} {nodes} {time}",
-        "echo to-stderr >&2",
-    ])
+    body = "\n".join(
+        [
+            'echo "$GREETING"',
+            'echo "$HPCEXEC_JOB_NAME"',
+            'echo "$HPCEXEC_WORKDIR"',
+            "pwd -P",
+            'echo "$HPCEXEC_SUBMIT_HOST"',
+            "echo {cores} {threads} {ppn} {nodes} {time}",
+            "echo to-stderr >&2",
+        ]
+    )
     proc, jobdir, workdir = run_job(tmp_path, res=res, name="my job", shell_body=body)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode().splitlines() == [
-        "hello world", "my job", str(workdir), str(workdir.resolve()), "login1",
+        "hello world",
+        "my job",
+        str(workdir),
+        str(workdir.resolve()),
+        "login1",
         "6 2 3 1 01:00:00",
     ]
     assert proc.stderr.decode() == "to-stderr\n"
@@ -243,8 +295,10 @@ def test_shell_job_runs_and_records_exit_code(tmp_path):
     assert started[0].split(":")[0].isdigit()
 
 
-@pytest.mark.parametrize("body, code", [("exit 3", 3), ("false", 1), ("echo x; exit 42", 42),
-                                        ("true", 0), ("(exit 7)", 7)])
+@pytest.mark.parametrize(
+    "body, code",
+    [("exit 3", 3), ("false", 1), ("echo x; exit 42", 42), ("true", 0), ("(exit 7)", 7)],
+)
 def test_shell_job_exit_code_file(tmp_path, body, code):
     proc, jobdir, _ = run_job(tmp_path, shell_body=body)
     assert proc.returncode == code
@@ -274,8 +328,15 @@ def test_job_id_is_pid_and_start_time_of_the_script(tmp_path):
 def test_missing_workdir_exits_1_before_the_body(tmp_path):
     jobdir = tmp_path / "job"
     jobdir.mkdir()
-    text = render(local_parts(), Resources(), jobdir=str(jobdir), workdir=str(tmp_path / "nope"),
-                  submit_host="h", name="n", shell_body="touch ran")
+    text = render(
+        local_parts(),
+        Resources(),
+        jobdir=str(jobdir),
+        workdir=str(tmp_path / "nope"),
+        submit_host="h",
+        name="n",
+        shell_body="touch ran",
+    )
     (jobdir / "job.sh").write_text(text)
     proc = subprocess.run([BASH, str(jobdir / "job.sh")], cwd=tmp_path, capture_output=True)
     assert proc.returncode == 1
@@ -284,8 +345,10 @@ def test_missing_workdir_exits_1_before_the_body(tmp_path):
 
 
 def test_command_job_is_execed(tmp_path):
-    code = ("import os, sys; print(os.environ['HPCEXEC_JOB_NAME']); print(os.getcwd()); "
-            "print(os.environ['HPCEXEC_JOB_ID']); print(os.getpid()); sys.exit(5)")
+    code = (
+        "import os, sys; print(os.environ['HPCEXEC_JOB_NAME']); print(os.getcwd()); "
+        "print(os.environ['HPCEXEC_JOB_ID']); print(os.getpid()); sys.exit(5)"
+    )
     command = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
     proc, jobdir, workdir = run_job(tmp_path, name="py job", command=command)
     assert proc.returncode == 5
@@ -301,15 +364,24 @@ def test_metacharacters_never_execute(tmp_path, evil):
     res = Resources.create(env={"EVIL": evil})
     workdir = tmp_path / f"w {evil.replace('/', '_')}"
     jobdir = tmp_path / f"j {evil.replace('/', '_')}"
-    body = "\n".join([
-        'printf "%s\\n" "$HPCEXEC_JOB_NAME"',
-        'printf "%s\\n" "$EVIL"',
-        'printf "%s\\n" "$HPCEXEC_WORKDIR"',
-        'printf "%s\\n" "$HPCEXEC_SUBMIT_HOST"',
-        "printf '%s\\n' {name}",
-    ])
-    proc, jobdir, workdir = run_job(tmp_path, res=res, name=evil, shell_body=body,
-                                    workdir=workdir, jobdir=jobdir, submit_host=evil)
+    body = "\n".join(
+        [
+            'printf "%s\\n" "$HPCEXEC_JOB_NAME"',
+            'printf "%s\\n" "$EVIL"',
+            'printf "%s\\n" "$HPCEXEC_WORKDIR"',
+            'printf "%s\\n" "$HPCEXEC_SUBMIT_HOST"',
+            "printf '%s\\n' {name}",
+        ]
+    )
+    proc, jobdir, workdir = run_job(
+        tmp_path,
+        res=res,
+        name=evil,
+        shell_body=body,
+        workdir=workdir,
+        jobdir=jobdir,
+        submit_host=evil,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode().splitlines() == [evil, evil, str(workdir), evil, evil]
     assert (jobdir / EXITCODE).read_text() == "0\n\n"
@@ -320,11 +392,23 @@ def test_sigterm_to_shell_job_is_recorded(tmp_path):
     jobdir, workdir = tmp_path / "job", tmp_path / "work"
     jobdir.mkdir()
     workdir.mkdir()
-    text = render(local_parts(), Resources(), jobdir=str(jobdir), workdir=str(workdir),
-                  submit_host="h", name="n", shell_body="touch ready\nsleep 30\necho after")
+    text = render(
+        local_parts(),
+        Resources(),
+        jobdir=str(jobdir),
+        workdir=str(workdir),
+        submit_host="h",
+        name="n",
+        shell_body="touch ready\nsleep 30\necho after",
+    )
     (jobdir / "job.sh").write_text(text)
-    proc = subprocess.Popen([BASH, str(jobdir / "job.sh")], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [BASH, str(jobdir / "job.sh")],
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 10
         while not (workdir / "ready").exists():
@@ -344,14 +428,44 @@ def test_sigterm_to_shell_job_is_recorded(tmp_path):
 
 # -- property: any text arrives verbatim and never runs --------------------------------
 
-_FRAGMENTS = st.sampled_from(["$(touch PWNED)", "`touch PWNED`", ";", "'", '"', "\\", "$", "${X}",
-                              "{name}", "!", "*", "&&", "|", ">", "<", "#", " ", "~", "%s", "\t"])
+_FRAGMENTS = st.sampled_from(
+    [
+        "$(touch PWNED)",
+        "`touch PWNED`",
+        ";",
+        "'",
+        '"',
+        "\\",
+        "$",
+        "${X}",
+        "{name}",
+        "!",
+        "*",
+        "&&",
+        "|",
+        ">",
+        "<",
+        "#",
+        " ",
+        "~",
+        "%s",
+        "\t",
+    ]
+)
 _NAME_CHARS = st.characters(blacklist_categories=("Cs", "Cc"))
 _ENV_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")
-names = st.lists(st.one_of(_FRAGMENTS.filter(lambda f: f != "\t"), st.text(_NAME_CHARS, max_size=8)),
-                 min_size=1, max_size=8).map("".join).filter(bool)
-env_values = st.lists(st.one_of(_FRAGMENTS, st.just("\n"), st.text(_ENV_CHARS, max_size=8)),
-                      max_size=8).map("".join)
+names = (
+    st.lists(
+        st.one_of(_FRAGMENTS.filter(lambda f: f != "\t"), st.text(_NAME_CHARS, max_size=8)),
+        min_size=1,
+        max_size=8,
+    )
+    .map("".join)
+    .filter(bool)
+)
+env_values = st.lists(
+    st.one_of(_FRAGMENTS, st.just("\n"), st.text(_ENV_CHARS, max_size=8)), max_size=8
+).map("".join)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -360,11 +474,13 @@ def test_any_text_round_trips_and_never_executes(name, value):
     res = Resources.create(name=name, env={"USER_VALUE": value})  # both pass validation
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        body = "\n".join([
-            'printf "%s" "$HPCEXEC_JOB_NAME" > "$HPCEXEC_WORKDIR/name.out"',
-            'printf "%s" "$USER_VALUE" > "$HPCEXEC_WORKDIR/value.out"',
-            'printf "%s" {name} > "$HPCEXEC_WORKDIR/placeholder.out"',
-        ])
+        body = "\n".join(
+            [
+                'printf "%s" "$HPCEXEC_JOB_NAME" > "$HPCEXEC_WORKDIR/name.out"',
+                'printf "%s" "$USER_VALUE" > "$HPCEXEC_WORKDIR/value.out"',
+                'printf "%s" {name} > "$HPCEXEC_WORKDIR/placeholder.out"',
+            ]
+        )
         proc, jobdir, workdir = run_job(root, res=res, name=name, shell_body=body)
         assert proc.returncode == 0, proc.stderr
         assert (workdir / "name.out").read_bytes().decode("utf-8") == name
@@ -382,12 +498,23 @@ def test_dependency_guard_stops_a_job_whose_dependency_failed(tmp_path):
     bad_dep.mkdir()
     (ok_dep / EXITCODE).write_text("0\n\n")
     (bad_dep / EXITCODE).write_text("3\n\n")
-    for after, expect_run in (([str(ok_dep)], True), ([str(ok_dep), str(bad_dep)], False),
-                              ([str(tmp_path / "missing")], False)):
+    for after, expect_run in (
+        ([str(ok_dep)], True),
+        ([str(ok_dep), str(bad_dep)], False),
+        ([str(tmp_path / "missing")], False),
+    ):
         jobdir = tmp_path / f"job{len(after)}{expect_run}"
         jobdir.mkdir()
-        text = render(local_parts(), Resources(), jobdir=str(jobdir), workdir=str(tmp_path),
-                      submit_host="h", name="n", shell_body=f"touch {jobdir}/ran", after=after)
+        text = render(
+            local_parts(),
+            Resources(),
+            jobdir=str(jobdir),
+            workdir=str(tmp_path),
+            submit_host="h",
+            name="n",
+            shell_body=f"touch {jobdir}/ran",
+            after=after,
+        )
         proc = subprocess.run(["bash", "-c", text], capture_output=True)
         assert (jobdir / "ran").exists() is expect_run
         code, reason = parse_exitcode((jobdir / EXITCODE).read_text())

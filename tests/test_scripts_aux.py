@@ -1,5 +1,6 @@
 """Prologue, epilogue and auxiliary scripts, and job_script (render without submitting), on
 the local backend; the live schedulers' share is in tests/backends/test_live_scripts.py."""
+
 from __future__ import annotations
 
 import logging
@@ -26,16 +27,20 @@ HERE = Path(__file__).parent
 def test_prologue_aux_scripts_and_epilogue_around_one_job(ex, tmp_path):
     log = tmp_path / "log"
     f = ex.options(
-        name="around", threads=1,
+        name="around",
+        threads=1,
         prologue=f"echo prologue {{name}} {{threads}} $HPCEXEC_JOB_KEY >> {log}",
         aux_scripts={"helper.sh": "echo helper {name} {cores}"},
         epilogue=f"echo epilogue $HPCEXEC_JOB_STATE $HPCEXEC_EXIT_CODE {{name}} >> {log}; "
-                 f"cat $HPCEXEC_JOB_DIR/stdout >> {log}",
+        f"cat $HPCEXEC_JOB_DIR/stdout >> {log}",
     ).submit_shell("bash {jobdir}/helper.sh")
     assert f.result(timeout=30) == ShellResult(0, "helper around 1\n", "")
     # The epilogue ran before the future completed, after the job ended.
-    assert log.read_text().splitlines() == [f"prologue around 1 {f.key}",
-                                            "epilogue completed 0 around", "helper around 1"]
+    assert log.read_text().splitlines() == [
+        f"prologue around 1 {f.key}",
+        "epilogue completed 0 around",
+        "helper around 1",
+    ]
     jobdir = f.record.path
     assert (jobdir / "helper.sh").read_text() == "echo helper around 1"
     assert (jobdir / "prologue.log").read_text().startswith("exit code 0\n")
@@ -44,8 +49,7 @@ def test_prologue_aux_scripts_and_epilogue_around_one_job(ex, tmp_path):
     assert "{name}" not in f.record.epilogue and "around" in f.record.epilogue
 
 
-def test_epilogue_runs_for_a_failed_job_and_its_own_failure_is_only_recorded(ex, tmp_path,
-                                                                             caplog):
+def test_epilogue_runs_for_a_failed_job_and_its_own_failure_is_only_recorded(ex, tmp_path, caplog):
     mark = tmp_path / "ran"
     f = ex.options(epilogue=f"echo $HPCEXEC_JOB_STATE > {mark}").submit_shell("exit 3")
     with pytest.raises(JobFailed):
@@ -60,8 +64,11 @@ def test_epilogue_runs_for_a_failed_job_and_its_own_failure_is_only_recorded(ex,
 
 
 def test_failing_prologue_submits_nothing(ex, tmp_path):
-    with pytest.raises(PrologueFailed, match=r"prologue of job shell .* exited with code 4: no "
-                                          r"inputs; nothing was submitted"):
+    with pytest.raises(
+        PrologueFailed,
+        match=r"prologue of job shell .* exited with code 4: no "
+        r"inputs; nothing was submitted",
+    ):
         ex.options(prologue="echo no inputs >&2; exit 4").submit_shell("echo never")
     assert ex.store.select() == []
     assert [p for p in (ex.cache_dir / "jobs").iterdir()] == []
@@ -81,14 +88,17 @@ def test_keys_change_only_with_aux_scripts(ex):
     assert g.record.epilogue is None
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(prologue=""), "prologue' takes shell text"),
-    (dict(epilogue=3), "epilogue' takes shell text"),
-    (dict(aux_scripts=["a.sh"]), "takes a mapping"),
-    (dict(aux_scripts={"../a.sh": "x"}), "plain file name"),
-    (dict(aux_scripts={"job.sh": "x"}), "other than hpcexec's own"),
-    (dict(aux_scripts={"a.sh": b"x"}), "must be text"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(prologue=""), "prologue' takes shell text"),
+        (dict(epilogue=3), "epilogue' takes shell text"),
+        (dict(aux_scripts=["a.sh"]), "takes a mapping"),
+        (dict(aux_scripts={"../a.sh": "x"}), "plain file name"),
+        (dict(aux_scripts={"job.sh": "x"}), "other than hpcexec's own"),
+        (dict(aux_scripts={"a.sh": b"x"}), "must be text"),
+    ],
+)
 def test_bad_script_options_are_refused(ex, bad, message):
     with pytest.raises(ResourceError, match=message):
         ex.options(**bad)
@@ -126,10 +136,23 @@ with open(out, "w") as f:
 def _client(tmp_path: Path, *extra: str) -> subprocess.Popen:
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"),
-                             str(tmp_path / "gate"), str(tmp_path / "counter"),
-                             str(tmp_path / "out"), *extra], env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "cache"),
+            str(tmp_path / "gate"),
+            str(tmp_path / "counter"),
+            str(tmp_path / "out"),
+            *extra,
+        ],
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 def _until(check, timeout=60.0):
@@ -161,8 +184,9 @@ def test_epilogue_runs_exactly_once_across_a_crash_and_reruns(tmp_path):
 def test_epilogue_cut_short_by_a_crash_is_not_run_again(tmp_path, caplog):
     (tmp_path / "gate").touch()
     pid_file = tmp_path / "in-epilogue"
-    proc = _client(tmp_path, f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; "
-                             f"exec sleep 600")
+    proc = _client(
+        tmp_path, f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 600"
+    )
     _until(pid_file.exists)
     proc.send_signal(signal.SIGKILL)  # the client dies inside the epilogue
     proc.wait()
@@ -185,17 +209,23 @@ def test_a_schema_1_cache_is_migrated_and_keeps_its_records(tmp_path):
     for column in ("epilogue", "epilogue_state"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
     conn.execute("UPDATE meta SET v = '1' WHERE k = 'schema_version'")
-    conn.execute("INSERT INTO jobs (key, backend, host, kind, state, modified, jobdir) "
-                 "VALUES ('old', 'local', 'h', 'call', 'completed', 1.0, '/x')")
+    conn.execute(
+        "INSERT INTO jobs (key, backend, host, kind, state, modified, jobdir) "
+        "VALUES ('old', 'local', 'h', 'call', 'completed', 1.0, '/x')"
+    )
     conn.commit()
     conn.close()
     store = Store(tmp_path)
     rec = store.get("old")
     assert rec is not None and rec.epilogue is None and rec.epilogue_state is None
-    assert store._conn().execute("SELECT v FROM meta WHERE k = 'schema_version'"
-                                 ).fetchone()[0] == str(SCHEMA_VERSION)
+    assert store._conn().execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()[
+        0
+    ] == str(SCHEMA_VERSION)
     with store.write() as tx:
-        tx.put(JobRecord(key="new", backend="local", host="h", kind="shell", jobdir="/y",
-                         epilogue="true"))
+        tx.put(
+            JobRecord(
+                key="new", backend="local", host="h", kind="shell", jobdir="/y", epilogue="true"
+            )
+        )
     assert store.get("new").epilogue == "true"
     store.close()

@@ -1,5 +1,6 @@
 """Slot reuse inside an array element (hpcexec.slots), run as the runner runs in a job:
 `python -m hpcexec.runner JOBDIR KEYFILE` with HPCEXEC_SHARE naming the array directory."""
+
 from __future__ import annotations
 
 import json
@@ -25,20 +26,26 @@ def make_array(tmp_path: Path, fn, args: list, time_limit=None) -> tuple[Path, l
         d = tmp_path / f"job{i}"
         write_payload(d, fn, [((a,), {})], sys_path=[str(Path(jobfns.__file__).parent)])
         dirs.append(d)
-    spec = {"jobdirs": [str(d) for d in dirs], "names": [f"n{i}" for i in range(len(dirs))],
-            "outputs": [[str(d / "stdout"), str(d / "stderr")] for d in dirs],
-            "time_limit": time_limit, "index_base": 0}
+    spec = {
+        "jobdirs": [str(d) for d in dirs],
+        "names": [f"n{i}" for i in range(len(dirs))],
+        "outputs": [[str(d / "stdout"), str(d / "stderr")] for d in dirs],
+        "time_limit": time_limit,
+        "index_base": 0,
+    }
     (base / SHARE).write_text(json.dumps(spec))
     return base, dirs
 
 
-def start_element(base: Path, own: Path, index: int, new_session: bool = False
-                  ) -> subprocess.Popen:
+def start_element(base: Path, own: Path, index: int, new_session: bool = False) -> subprocess.Popen:
     assert claim(base, index)  # as the element's dispatcher does
-    env = {**os.environ, "HPCEXEC_SHARE": str(base), "HPCEXEC_JOB_ID": f"E_{index}",
-           "HPCEXEC_ARRAY_INDEX": str(index)}
-    return subprocess.Popen(runner_argv(own), env=env,
-                            cwd=own, start_new_session=new_session)
+    env = {
+        **os.environ,
+        "HPCEXEC_SHARE": str(base),
+        "HPCEXEC_JOB_ID": f"E_{index}",
+        "HPCEXEC_ARRAY_INDEX": str(index),
+    }
+    return subprocess.Popen(runner_argv(own), env=env, cwd=own, start_new_session=new_session)
 
 
 def value(d: Path):

@@ -1,4 +1,5 @@
 """Unit tests for hpcexec.store: persistent job records in SQLite."""
+
 from __future__ import annotations
 
 import shutil
@@ -51,6 +52,7 @@ def keys(records) -> list[str]:
 
 
 # -- records ---------------------------------------------------------------------------
+
 
 def test_new_store_creates_database(tmp_path):
     s = Store(tmp_path)
@@ -160,6 +162,7 @@ def test_update_refuses_unknown_fields(store):
 
 # -- revisions -------------------------------------------------------------------------
 
+
 def test_revision_increases_once_per_changing_transaction(store):
     assert store.revision() == 0
     put(store, rec("a"))
@@ -233,16 +236,18 @@ def test_changed_since(store):
 
 # -- select ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def populated(store):
-    put(store,
+    put(
+        store,
         rec("k1", state=JobState.PENDING, name="alpha", submitted=1.0, tags=["sweep", "x"]),
         rec("k2", state=JobState.RUNNING, name="beta", submitted=2.0, comment="looks good"),
         rec("k3", state=JobState.COMPLETED, name="gamma", submitted=3.0, backend="slurm"),
-        rec("k4", state=JobState.FAILED, name="delta", submitted=4.0, host="other",
-            tags=["retry"]),
+        rec("k4", state=JobState.FAILED, name="delta", submitted=4.0, host="other", tags=["retry"]),
         rec("k5", state=JobState.HELD, name="epsilon", submitted=5.0),
-        rec("k6", state=JobState.TIMEOUT, name="zeta", submitted=6.0, user_state="analysed"))
+        rec("k6", state=JobState.TIMEOUT, name="zeta", submitted=6.0, user_state="analysed"),
+    )
     return store
 
 
@@ -250,15 +255,18 @@ def test_select_all_in_submission_order(populated):
     assert keys(populated.select()) == ["k1", "k2", "k3", "k4", "k5", "k6"]
 
 
-@pytest.mark.parametrize("state, expected", [
-    (JobState.RUNNING, ["k2"]),
-    ("running", ["k2"]),
-    (["failed", JobState.COMPLETED], ["k3", "k4"]),
-    ("active", ["k1", "k2", "k5"]),
-    ("finished", ["k3", "k4", "k6"]),
-    (["active", "timeout"], ["k1", "k2", "k5", "k6"]),
-    ("lost", []),
-])
+@pytest.mark.parametrize(
+    "state, expected",
+    [
+        (JobState.RUNNING, ["k2"]),
+        ("running", ["k2"]),
+        (["failed", JobState.COMPLETED], ["k3", "k4"]),
+        ("active", ["k1", "k2", "k5"]),
+        ("finished", ["k3", "k4", "k6"]),
+        (["active", "timeout"], ["k1", "k2", "k5", "k6"]),
+        ("lost", []),
+    ],
+)
 def test_select_by_state(populated, state, expected):
     assert keys(populated.select(state)) == expected
 
@@ -274,17 +282,20 @@ def test_select_by_backend_and_host(populated):
     assert keys(populated.select("finished", backend="local", host="here")) == ["k6"]
 
 
-@pytest.mark.parametrize("match, expected", [
-    ("^alpha$", ["k1"]),  # name
-    ("good", ["k2"]),  # comment
-    ("sweep", ["k1"]),  # tags
-    ("retry", ["k4"]),
-    ("analysed", ["k6"]),  # user_state
-    ("^k[34]$", ["k3", "k4"]),  # key
-    ("ta$", ["k2", "k4", "k6"]),  # beta, delta, zeta
-    ("timeout", ["k6"]),  # state
-    ("nothing-like-this", []),
-])
+@pytest.mark.parametrize(
+    "match, expected",
+    [
+        ("^alpha$", ["k1"]),  # name
+        ("good", ["k2"]),  # comment
+        ("sweep", ["k1"]),  # tags
+        ("retry", ["k4"]),
+        ("analysed", ["k6"]),  # user_state
+        ("^k[34]$", ["k3", "k4"]),  # key
+        ("ta$", ["k2", "k4", "k6"]),  # beta, delta, zeta
+        ("timeout", ["k6"]),  # state
+        ("nothing-like-this", []),
+    ],
+)
 def test_select_by_regex(populated, match, expected):
     assert keys(populated.select(match=match)) == expected
 
@@ -320,13 +331,15 @@ RUNNING = (JobState.RUNNING, JobState.SUSPENDED)
 
 
 def test_jobs_in_by_backend_host_states_and_submission(store):
-    put(store,
+    put(
+        store,
         rec("b", state=JobState.PENDING, submitted=2.0, job_id="12"),
         rec("a", state=JobState.HELD, submitted=1.0),
         rec("c", state=JobState.PENDING, submitted=3.0, host="other"),
         rec("d", state=JobState.PENDING, submitted=0.5, backend="slurm"),
         rec("e", state=JobState.RUNNING, submitted=0.1, cores=3),
-        rec("f", state=JobState.SUSPENDED, submitted=0.2, cores=2))
+        rec("f", state=JobState.SUSPENDED, submitted=0.2, cores=2),
+    )
     assert keys(store.jobs_in("local", "here", QUEUED)) == ["a", "b"]  # oldest first
     assert keys(store.jobs_in("local", "here", QUEUED, submitted=False)) == ["a"]
     assert keys(store.jobs_in("local", "here", QUEUED, submitted=True)) == ["b"]
@@ -340,25 +353,32 @@ def test_jobs_in_by_backend_host_states_and_submission(store):
 
 
 def test_queue_head_gives_light_columns_of_pending_jobs_in_order(store):
-    put(store,
+    put(
+        store,
         rec("x", state=JobState.PENDING, submitted=2.0, cores=4, deps=["y"]),
-        rec("y", state=JobState.PENDING, submitted=1.0,
-            resources={"begin": "2030-01-01T00:00:00Z"}),
-        rec("z", state=JobState.HELD, submitted=0.5))
+        rec(
+            "y", state=JobState.PENDING, submitted=1.0, resources={"begin": "2030-01-01T00:00:00Z"}
+        ),
+        rec("z", state=JobState.HELD, submitted=0.5),
+    )
     with store.write() as tx:
         head = tx.queue_head("local", "here")
         assert [(q.key, q.cores, q.has_deps, q.begin) for q in head] == [
-            ("y", 1, False, "2030-01-01T00:00:00Z"), ("x", 4, True, None)]
+            ("y", 1, False, "2030-01-01T00:00:00Z"),
+            ("x", 4, True, None),
+        ]
         assert [q.key for q in tx.queue_head("local", "here", limit=1)] == ["y"]
 
 
 def test_past_deadline_finds_queued_jobs_whose_deadline_passed(store):
     at = "2030-01-01T00:00:00Z"
-    put(store,
+    put(
+        store,
         rec("p", state=JobState.PENDING, resources={"deadline": at}),
         rec("h", state=JobState.HELD, resources={"deadline": at}),
         rec("r", state=JobState.RUNNING, resources={"deadline": at}),
-        rec("n", state=JobState.PENDING))
+        rec("n", state=JobState.PENDING),
+    )
     deadline = 1893456000.0  # 2030-01-01T00:00:00Z
     assert store.past_deadline("local", "here", deadline - 1) == []
     assert sorted(keys(store.past_deadline("local", "here", deadline))) == ["h", "p"]
@@ -368,6 +388,7 @@ def test_past_deadline_finds_queued_jobs_whose_deadline_passed(store):
 
 
 # -- annotate, delete, find ------------------------------------------------------------
+
 
 def test_annotate(store):
     put(store, rec("k", modified=1.0), touch=False)
@@ -396,8 +417,15 @@ def test_delete(store):
 
 
 def test_find_by_prefix_and_job_id(store):
-    put(store, rec("abc111"), rec("abc222", job_id="999"), rec("abd333"), rec("x_y"),
-        rec("xzy"), rec("99x", job_id="12:34"))
+    put(
+        store,
+        rec("abc111"),
+        rec("abc222", job_id="999"),
+        rec("abd333"),
+        rec("x_y"),
+        rec("xzy"),
+        rec("99x", job_id="12:34"),
+    )
     assert sorted(keys(store.find("abc"))) == ["abc111", "abc222"]
     assert keys(store.find("abc1")) == ["abc111"]
     assert sorted(keys(store.find("ab"))) == ["abc111", "abc222", "abd333"]
@@ -410,22 +438,34 @@ def test_find_by_prefix_and_job_id(store):
 
 # -- merge -----------------------------------------------------------------------------
 
+
 def test_merge_newest_wins_both_ways(tmp_path):
     mine = new_store(tmp_path / "mine")
     theirs = new_store(tmp_path / "theirs")
     try:
-        put(mine,
+        put(
+            mine,
             rec("both_theirs_newer", name="mine-old", modified=100.0),
             rec("both_mine_newer", name="mine-new", modified=300.0),
             rec("same_time", name="mine-same", modified=200.0),
-            rec("only_mine", name="m", modified=50.0), touch=False)
-        put(theirs,
-            rec("both_theirs_newer", name="theirs-new", modified=200.0, host="h2",
-                state=JobState.COMPLETED, tags=["t"]),
+            rec("only_mine", name="m", modified=50.0),
+            touch=False,
+        )
+        put(
+            theirs,
+            rec(
+                "both_theirs_newer",
+                name="theirs-new",
+                modified=200.0,
+                host="h2",
+                state=JobState.COMPLETED,
+                tags=["t"],
+            ),
             rec("both_mine_newer", name="theirs-old", modified=150.0, host="h2"),
             rec("same_time", name="theirs-same", modified=200.0, host="h2"),
             rec("only_theirs", name="t", modified=10.0, host="h2", resources={"threads": 2}),
-            touch=False)
+            touch=False,
+        )
         theirs.close()
         rev_before = mine.revision()
         taken, kept = mine.merge(tmp_path / "theirs", host="remote")
@@ -496,6 +536,7 @@ def test_missing_cache_directory_is_not_reported_as_corrupt(tmp_path):
 
 # -- damaged caches --------------------------------------------------------------------
 
+
 def test_schema_version_mismatch(tmp_path):
     Store(tmp_path).close()
     conn = sqlite3.connect(tmp_path / DB_NAME)
@@ -550,9 +591,14 @@ def test_two_processes_write_concurrently(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     Store(cache).close()
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(cache), tag],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for tag in ("p1", "p2")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(cache), tag],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for tag in ("p1", "p2")
+    ]
     results = [p.communicate(timeout=60) for p in procs]
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err.decode()
@@ -584,6 +630,7 @@ def test_store_waits_for_a_client_initialising_a_new_cache(tmp_path):
 
 
 # -- a store file removed or replaced under an open store -------------------------------
+
 
 def _remove_db(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
@@ -625,8 +672,11 @@ def test_store_replaced_by_an_older_copy_keeps_the_newest_records(tmp_path, stor
     fresh = Store(store.path.parent)
     try:
         got = {r.key: (r.state, r.comment) for r in fresh.query()}
-        assert got == {"a": (JobState.COMPLETED, None), "b": (JobState.PENDING, "seen"),
-                       "d": (JobState.PENDING, None)}
+        assert got == {
+            "a": (JobState.COMPLETED, None),
+            "b": (JobState.PENDING, "seen"),
+            "d": (JobState.PENDING, None),
+        }
     finally:
         fresh.close()
 

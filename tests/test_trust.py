@@ -1,6 +1,7 @@
 """What hpcexec trusts (hpcexec.trust): the cache, ``jobs/``, ``secrets/``, the keys, the store
 and each job directory belong to the user and cannot be written by others. The other user is
 played by uid 65534 (``setpriv``), so the end-to-end tests need root."""
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,19 @@ class Planted:
 
 def as_nobody(script: str) -> None:
     """Run a shell script as the other user (uid/gid 65534, no groups)."""
-    subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                    "sh", "-ec", script], check=True, timeout=60)
+    subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "sh",
+            "-ec",
+            script,
+        ],
+        check=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -54,6 +66,7 @@ def base():
 
 
 # -- the check itself --------------------------------------------------------------------------
+
 
 def test_a_private_directory_and_file_pass(tmp_path):
     d = tmp_path / "d"
@@ -87,7 +100,9 @@ def test_a_symlink_is_checked_at_its_target(tmp_path):
     scratch.chmod(0o777)
     link = tmp_path / "jobs"
     link.symlink_to(scratch)
-    with pytest.raises(UntrustedPath, match=rf"{link} \(a link to {scratch}\).*`chmod go-w {scratch}`"):
+    with pytest.raises(
+        UntrustedPath, match=rf"{link} \(a link to {scratch}\).*`chmod go-w {scratch}`"
+    ):
         trust.check(str(link), "the jobs directory", repair=True)  # a link is never repaired
     assert stat.S_IMODE(scratch.stat().st_mode) == 0o777
 
@@ -97,8 +112,11 @@ def test_a_path_of_another_user_is_refused_with_the_chown(tmp_path):
     d = tmp_path / "theirs"
     d.mkdir(mode=0o700)
     os.chown(d, NOBODY, NOBODY)
-    with pytest.raises(UntrustedPath, match=rf"belongs to another user \(uid {NOBODY}\).*"
-                                            rf"`chown {os.getuid()} {d}`"):
+    with pytest.raises(
+        UntrustedPath,
+        match=rf"belongs to another user \(uid {NOBODY}\).*"
+        rf"`chown {os.getuid()} {d}`",
+    ):
         trust.check(str(d), "the test directory", repair=True)  # never repaired either
     link = tmp_path / "link"
     link.symlink_to(d)
@@ -123,6 +141,7 @@ def test_a_missing_path_is_a_file_not_found(tmp_path):
 
 # -- the attacks of issue 12, end to end on the local backend -----------------------------------
 
+
 @needs_root
 def test_a_swapped_held_job_directory_is_not_run(base, tmp_path):
     cache = base / "cache"
@@ -131,9 +150,11 @@ def test_a_swapped_held_job_directory_is_not_run(base, tmp_path):
         f = ex.options(hold=True).submit_shell("echo mine")
         jobdir = f.record.path
         (cache / "jobs").chmod(0o777)  # a careless chmod after the cache was opened
-        as_nobody(f"mv {jobdir} {jobdir}.old && mkdir {jobdir} && "
-                  f"printf '#!/bin/sh\\nid -u > {jobdir}/ran\\n' > {jobdir}/job.sh && "
-                  f"chmod 755 {jobdir} {jobdir}/job.sh")
+        as_nobody(
+            f"mv {jobdir} {jobdir}.old && mkdir {jobdir} && "
+            f"printf '#!/bin/sh\\nid -u > {jobdir}/ran\\n' > {jobdir}/job.sh && "
+            f"chmod 755 {jobdir} {jobdir}/job.sh"
+        )
         assert f.release()
         time.sleep(2)
         assert not (jobdir / "ran").exists(), "the other user's job.sh ran as the cache owner"
@@ -151,8 +172,11 @@ def test_a_jobs_directory_linked_to_a_world_writable_one_is_refused(base):
     scratch.mkdir()
     scratch.chmod(0o1777)
     (cache / "jobs").symlink_to(scratch)
-    with pytest.raises(UntrustedPath, match=rf"jobs directory {cache / 'jobs'} \(a link to "
-                                            rf"{scratch}\).*chmod go-w {scratch}"):
+    with pytest.raises(
+        UntrustedPath,
+        match=rf"jobs directory {cache / 'jobs'} \(a link to "
+        rf"{scratch}\).*chmod go-w {scratch}",
+    ):
         hpcexec.Executor(cache_dir=cache)
     os.chown(scratch, NOBODY, NOBODY)
     scratch.chmod(0o700)
@@ -194,8 +218,12 @@ def test_the_runner_trusts_only_the_key_it_is_given(tmp_path):
     marker = tmp_path / "loaded"
     data, _ = dumps_payload(os.system, [((f"touch {marker}",), {})], kind="call", sys_path=())
     (jobdir / PAYLOAD).write_bytes(seal(theirs, data))
-    r = subprocess.run([sys.executable, "-m", "hpcexec.runner", str(jobdir),
-                        str(secrets / key_id(ours))], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "hpcexec.runner", str(jobdir), str(secrets / key_id(ours))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and f"sealed with key {key_id(theirs)}" in r.stderr
     assert not marker.exists()
 
@@ -210,8 +238,12 @@ def test_the_runner_refuses_a_key_file_others_can_read(tmp_path):
     (secrets / key_id(key)).chmod(0o644)
     data, _ = dumps_payload(jobfns.double, [((1,), {})], kind="call", sys_path=())
     (jobdir / PAYLOAD).write_bytes(seal(key, data))
-    r = subprocess.run([sys.executable, "-m", "hpcexec.runner", str(jobdir),
-                        str(secrets / key_id(key))], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "hpcexec.runner", str(jobdir), str(secrets / key_id(key))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and "chmod 600" in r.stderr
     assert not (jobdir / RESULT).exists()
 
@@ -226,8 +258,12 @@ def test_a_key_file_under_another_keys_name_is_refused_by_the_runner(tmp_path):
     (secrets / key_id(key)).chmod(0o600)
     data, _ = dumps_payload(jobfns.double, [((1,), {})], kind="call", sys_path=())
     (jobdir / PAYLOAD).write_bytes(seal(other, data))
-    r = subprocess.run([sys.executable, "-m", "hpcexec.runner", str(jobdir),
-                        str(secrets / key_id(key))], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "hpcexec.runner", str(jobdir), str(secrets / key_id(key))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and "is not the key its name says" in r.stderr
 
 
@@ -249,18 +285,23 @@ def test_a_cache_key_and_store_others_could_touch_are_repaired(cache, caplog):
 def test_a_store_of_another_user_is_refused_with_the_chown(cache):
     hpcexec.Executor(cache_dir=cache).shutdown()
     os.chown(cache / "jobs.sqlite", NOBODY, NOBODY)
-    with pytest.raises(UntrustedPath, match=rf"job store {cache / 'jobs.sqlite'} belongs to "
-                                            rf"another user.*chown {os.getuid()}"):
+    with pytest.raises(
+        UntrustedPath,
+        match=rf"job store {cache / 'jobs.sqlite'} belongs to "
+        rf"another user.*chown {os.getuid()}",
+    ):
         hpcexec.Executor(cache_dir=cache)
 
 
 # -- the files directory on another host, over the loopback sshd ---------------------------------
 
+
 @pytest.mark.ssh
 @pytest.mark.slurm
 @needs_root
-def test_a_remote_files_directory_is_checked_over_ssh(slurm_cluster, remote_options, cache,
-                                                       tmp_path):
+def test_a_remote_files_directory_is_checked_over_ssh(
+    slurm_cluster, remote_options, cache, tmp_path
+):
     files = Path(remote_options["remote_dir"])
     files.mkdir(mode=0o700)
     scratch = tmp_path / "scratch"
@@ -276,8 +317,9 @@ def test_a_remote_files_directory_is_checked_over_ssh(slurm_cluster, remote_opti
         hpcexec.Executor(cache_dir=cache, backend="slurm", **remote_options)
     shutil.rmtree(files / SECRETS)
     (files / "jobs").chmod(0o777)  # made by the first try; hpcexec's own: repaired
-    with hpcexec.Executor(cache_dir=cache, backend="slurm", time="0:10:00", poll_interval=0.2,
-                          **remote_options) as ex:
+    with hpcexec.Executor(
+        cache_dir=cache, backend="slurm", time="0:10:00", poll_interval=0.2, **remote_options
+    ) as ex:
         assert ex.submit(jobfns.double, 4).result(timeout=120) == 8
     assert stat.S_IMODE((files / "jobs").stat().st_mode) == 0o755
     key = next((files / SECRETS).iterdir())

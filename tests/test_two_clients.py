@@ -1,4 +1,5 @@
 """Two processes on one cache: nothing lost, nothing run twice, cores shared."""
+
 from __future__ import annotations
 
 import os
@@ -30,21 +31,33 @@ with hpcexec.Executor(cache_dir=cache, poll_interval=0.02) as ex:
 
 
 def _spawn(tmp_path, code, *args):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=env, cwd=tmp_path,
-                            stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_processes_submitting_different_work_lose_nothing(tmp_path):
     cache, counter = tmp_path / "cache", tmp_path / "counter"
     n = 40
-    procs = [_spawn(tmp_path, CLIENT, cache, counter, first, n, tmp_path / f"out{first}")
-             for first in (0, 1000)]
+    procs = [
+        _spawn(tmp_path, CLIENT, cache, counter, first, n, tmp_path / f"out{first}")
+        for first in (0, 1000)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
     assert len(hpcexec.Store(cache).select(state="completed")) == 2 * n
-    assert sorted(map(int, counter.read_text().split())) == list(range(n)) + list(range(1000, 1000 + n))
+    assert sorted(map(int, counter.read_text().split())) == list(range(n)) + list(
+        range(1000, 1000 + n)
+    )
     assert (tmp_path / "out0").read_text().split() == [str(i * 10) for i in range(n)]
 
 

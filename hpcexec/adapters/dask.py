@@ -16,6 +16,7 @@ which run (pending ones go first when it scales down); a worker job that ends wh
 cluster still wants it (walltime, cancelled from outside) is replaced; and workers get a
 lifetime from the walltime, so they retire gracefully before the scheduler kills them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,9 @@ try:
     from distributed.deploy.spec import SpecCluster
     from distributed.utils import Log
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("hpcexec.adapters.dask needs dask and distributed: "
-                      "pip install 'hpcexec[dask]'") from e
+    raise ImportError(
+        "hpcexec.adapters.dask needs dask and distributed: pip install 'hpcexec[dask]'"
+    ) from e
 
 import hpcexec
 from hpcexec.adapters.dask_job import HPCJob
@@ -58,6 +60,7 @@ def _weakly(method: Callable[[HPCJob], None]) -> Callable[[HPCJob], None]:
         bound = ref()
         if bound is not None:
             bound(job)
+
     return call
 
 
@@ -83,39 +86,73 @@ class HPCCluster(SpecCluster):
     ``maximum_jobs`` too. ``get_logs()`` includes every worker job's stdout and stderr.
     """
 
-    def __init__(self, backend: str | None = None, *,
-                 executor: hpcexec.Executor | None = None, cache_dir: str | None = None,
-                 poll_interval: float | None = None,
-                 n_workers: int = 0, cores: int | None = None, memory: str | int | None = None,
-                 processes: int | None = None, walltime: Any = None, queue: str | None = None,
-                 account: str | None = None, job_cpu: int | None = None,
-                 job_mem: str | int | None = None,
-                 job_extra_directives: list[str] | None = None,
-                 job_script_prologue: list[str] | None = None,
-                 worker_extra_args: list[str] | None = None, interface: str | None = None,
-                 protocol: str | None = None, death_timeout: float | None = None,
-                 local_directory: str | None = None, log_directory: str | None = None,
-                 nanny: bool = True, python: str | None = None, job_name: str | None = None,
-                 worker_command: str | None = None, lifetime_margin: float | None = None,
-                 config_name: str | None = None, name: str | None = None,
-                 scheduler_options: dict[str, Any] | None = None,
-                 silence_logs: str | bool = "error", asynchronous: bool = False,
-                 loop: Any = None, **resources: Any) -> None:
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        executor: hpcexec.Executor | None = None,
+        cache_dir: str | None = None,
+        poll_interval: float | None = None,
+        n_workers: int = 0,
+        cores: int | None = None,
+        memory: str | int | None = None,
+        processes: int | None = None,
+        walltime: Any = None,
+        queue: str | None = None,
+        account: str | None = None,
+        job_cpu: int | None = None,
+        job_mem: str | int | None = None,
+        job_extra_directives: list[str] | None = None,
+        job_script_prologue: list[str] | None = None,
+        worker_extra_args: list[str] | None = None,
+        interface: str | None = None,
+        protocol: str | None = None,
+        death_timeout: float | None = None,
+        local_directory: str | None = None,
+        log_directory: str | None = None,
+        nanny: bool = True,
+        python: str | None = None,
+        job_name: str | None = None,
+        worker_command: str | None = None,
+        lifetime_margin: float | None = None,
+        config_name: str | None = None,
+        name: str | None = None,
+        scheduler_options: dict[str, Any] | None = None,
+        silence_logs: str | bool = "error",
+        asynchronous: bool = False,
+        loop: Any = None,
+        **resources: Any,
+    ) -> None:
         owned = executor is None
         if executor is None:
             executor = hpcexec.Executor(backend, cache_dir=cache_dir, poll_interval=poll_interval)
         try:
             spec, meta = from_jobqueue_keywords(
-                config_name or CONFIG_NAMES.get(backend or "local", backend), resources,
+                config_name or CONFIG_NAMES.get(backend or "local", backend),
+                resources,
                 cores=cores,
-                memory=memory, processes=processes, walltime=walltime, queue=queue,
-                account=account, job_cpu=job_cpu, job_mem=job_mem,
+                memory=memory,
+                processes=processes,
+                walltime=walltime,
+                queue=queue,
+                account=account,
+                job_cpu=job_cpu,
+                job_mem=job_mem,
                 job_extra_directives=job_extra_directives,
-                job_script_prologue=job_script_prologue, worker_extra_args=worker_extra_args,
-                interface=interface, protocol=protocol, death_timeout=death_timeout,
-                local_directory=local_directory, log_directory=log_directory, nanny=nanny,
-                python=python, job_name=job_name, worker_command=worker_command,
-                lifetime_margin=lifetime_margin, scheduler_options=scheduler_options)
+                job_script_prologue=job_script_prologue,
+                worker_extra_args=worker_extra_args,
+                interface=interface,
+                protocol=protocol,
+                death_timeout=death_timeout,
+                local_directory=local_directory,
+                log_directory=log_directory,
+                nanny=nanny,
+                python=python,
+                job_name=job_name,
+                worker_command=worker_command,
+                lifetime_margin=lifetime_margin,
+                scheduler_options=scheduler_options,
+            )
             self.executor = executor.options(**spec.resources)  # checks every resource now
         except BaseException:
             if owned:
@@ -124,25 +161,40 @@ class HPCCluster(SpecCluster):
         self.spec = dataclasses.replace(spec, walltime=self.executor.resources.time)
         self.job_name = meta["job_name"]
         self._owned_executor = owned
-        self._backend_name = (backend or "the profile's backend") if owned else \
-            "the executor's backend"
+        self._backend_name = (
+            (backend or "the profile's backend") if owned else "the executor's backend"
+        )
         self._history: list[HPCJob] = []
         self._quick_failures = 0
-        scheduler = scheduler_spec(self.executor, protocol, self.spec.interface,
-                                   meta["scheduler_options"])
-        super().__init__(scheduler=scheduler,
-                         worker=self._worker_spec(meta["log_directory"]), loop=loop,
-                         silence_logs=silence_logs, asynchronous=asynchronous, name=name)
+        scheduler = scheduler_spec(
+            self.executor, protocol, self.spec.interface, meta["scheduler_options"]
+        )
+        super().__init__(
+            scheduler=scheduler,
+            worker=self._worker_spec(meta["log_directory"]),
+            loop=loop,
+            silence_logs=silence_logs,
+            asynchronous=asynchronous,
+            name=name,
+        )
         if n_workers:
             self.scale(n_workers)
 
     def _worker_spec(self, log_directory: str | None) -> dict[str, Any]:
         """SpecCluster's worker: one job, running ``spec.processes`` workers."""
-        worker: dict[str, Any] = {"cls": HPCJob, "options": {
-            "executor": self.executor, "spec": self.spec, "job_name": self.job_name,
-            "log_directory": log_directory,
-            "on_end": _weakly(self._worker_job_ended), "history": self._history,
-            "cores": self.spec.cores, "memory": self.spec.memory}}
+        worker: dict[str, Any] = {
+            "cls": HPCJob,
+            "options": {
+                "executor": self.executor,
+                "spec": self.spec,
+                "job_name": self.job_name,
+                "log_directory": log_directory,
+                "on_end": _weakly(self._worker_job_ended),
+                "history": self._history,
+                "cores": self.spec.cores,
+                "memory": self.spec.memory,
+            },
+        }
         if self.spec.processes > 1:
             worker["group"] = [f"-{i}" for i in range(self.spec.processes)]
         return worker
@@ -151,22 +203,34 @@ class HPCCluster(SpecCluster):
     def _new_worker_name(self, worker_number: int) -> str:
         return f"{self._name}-{worker_number}"
 
-    def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None,
-              cores: int | None = None):
+    def scale(
+        self,
+        n: int | None = None,
+        jobs: int = 0,
+        memory: str | None = None,
+        cores: int | None = None,
+    ):
         """Scale to ``n`` workers (or ``jobs`` jobs, or enough for ``memory``/``cores``).
         Scaling down drops worker jobs still pending in the queue first."""
         if n is not None:
             jobs = math.ceil(n / self.spec.processes)
         if len(self.worker_spec) > jobs:
-            pending = [name for name, job in list(self.workers.items())
-                       if name in self.worker_spec and job.state in (JobState.PENDING,
-                                                                     JobState.HELD)]
+            pending = [
+                name
+                for name, job in list(self.workers.items())
+                if name in self.worker_spec and job.state in (JobState.PENDING, JobState.HELD)
+            ]
             while len(self.worker_spec) > jobs and pending:
                 del self.worker_spec[pending.pop()]
         return super().scale(jobs, memory=memory, cores=cores)
 
-    def adapt(self, *args: Any, minimum_jobs: int | None = None,
-              maximum_jobs: int | None = None, **kwargs: Any):
+    def adapt(
+        self,
+        *args: Any,
+        minimum_jobs: int | None = None,
+        maximum_jobs: int | None = None,
+        **kwargs: Any,
+    ):
         """:meth:`SpecCluster.adapt`, also by jobs (``minimum_jobs``, ``maximum_jobs``)."""
         if minimum_jobs is not None:
             kwargs["minimum"] = minimum_jobs * self.spec.processes
@@ -194,19 +258,24 @@ class HPCCluster(SpecCluster):
         naming the resources it renders as the scheduler's directives at submission."""
         address = getattr(self.scheduler, "address", None) or "tcp://SCHEDULER:8786"
         resources = " ".join(f"{k}={v}" for k, v in sorted(self.spec.resources.items()))
-        return (f"# hpcexec job ({self._backend_name}) with resources: {resources}\n"
-                f"{self.spec.body(address, 'NAME')}\n")
+        return (
+            f"# hpcexec job ({self._backend_name}) with resources: {resources}\n"
+            f"{self.spec.body(address, 'NAME')}\n"
+        )
 
     # -- logs ----------------------------------------------------------------------------
-    def get_logs(self, cluster: bool = True, scheduler: bool = True, workers: bool = True,
-                 jobs: bool = True):
+    def get_logs(
+        self, cluster: bool = True, scheduler: bool = True, workers: bool = True, jobs: bool = True
+    ):
         """The cluster's, scheduler's and workers' logs, and with ``jobs`` the stdout and
         stderr of every worker job this cluster submitted."""
-        return self.sync(self._get_logs, cluster=cluster, scheduler=scheduler,
-                         workers=workers, jobs=jobs)
+        return self.sync(
+            self._get_logs, cluster=cluster, scheduler=scheduler, workers=workers, jobs=jobs
+        )
 
-    async def _get_logs(self, cluster: bool = True, scheduler: bool = True,
-                        workers: bool = True, jobs: bool = True):
+    async def _get_logs(
+        self, cluster: bool = True, scheduler: bool = True, workers: bool = True, jobs: bool = True
+    ):
         logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=workers)
         if jobs:
             for job in list(self._history):
@@ -230,8 +299,13 @@ class HPCCluster(SpecCluster):
         rec = job.future.record
         if not self._should_replace(job, rec):
             return
-        log.warning("worker %s: job %s ended %s%s; submitting another", job.name, rec.job_id,
-                    rec.state.value, f" ({rec.reason})" if rec.reason else "")
+        log.warning(
+            "worker %s: job %s ended %s%s; submitting another",
+            job.name,
+            rec.job_id,
+            rec.state.value,
+            f" ({rec.reason})" if rec.reason else "",
+        )
         if current is job:
             # A new name (taken while the old one is still in the spec, so the counter moves
             # on), so the replacement never meets the old worker at the scheduler.
@@ -241,12 +315,17 @@ class HPCCluster(SpecCluster):
 
     def _should_replace(self, job: HPCJob, rec: Any) -> bool:
         quick = rec.state in (JobState.FAILED, JobState.LOST) and (
-            not rec.started or (rec.finished or time.time()) - rec.started < QUICK)
+            not rec.started or (rec.finished or time.time()) - rec.started < QUICK
+        )
         self._quick_failures = self._quick_failures + 1 if quick else 0
         if self._quick_failures >= MAX_QUICK_FAILURES:
-            log.error("worker %s: %d worker jobs in a row failed soon after starting; not "
-                      "replacing them (scale again to retry). Last job's output:\n%s",
-                      job.name, self._quick_failures, job.output()[-2000:])
+            log.error(
+                "worker %s: %d worker jobs in a row failed soon after starting; not "
+                "replacing them (scale again to retry). Last job's output:\n%s",
+                job.name,
+                self._quick_failures,
+                job.output()[-2000:],
+            )
             return False
         return True
 

@@ -1,4 +1,5 @@
 """One Dask worker as an hpcexec job: SpecCluster's ProcessInterface over a JobFuture."""
+
 from __future__ import annotations
 
 import asyncio
@@ -49,12 +50,20 @@ class HPCJob(ProcessInterface):
     it is submitted.
     """
 
-    def __init__(self, scheduler: str | None = None, name: str | None = None, *,
-                 executor: hpcexec.Executor, spec: WorkerJobSpec, job_name: str = "dask-worker",
-                 log_directory: str | None = None,
-                 on_end: Callable[[HPCJob], None] | None = None,
-                 history: list[HPCJob] | None = None, cores: int | None = None,
-                 memory: int | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        name: str | None = None,
+        *,
+        executor: hpcexec.Executor,
+        spec: WorkerJobSpec,
+        job_name: str = "dask-worker",
+        log_directory: str | None = None,
+        on_end: Callable[[HPCJob], None] | None = None,
+        history: list[HPCJob] | None = None,
+        cores: int | None = None,
+        memory: int | None = None,
+    ) -> None:
         super().__init__(scheduler=scheduler, name=name)
         self.scheduler_address = scheduler
         self.name = name

@@ -1,4 +1,5 @@
 """dask-jobqueue's keywords and ``jobqueue.*`` config read into a :class:`WorkerJobSpec`."""
+
 from __future__ import annotations
 
 import logging
@@ -18,18 +19,28 @@ log = logging.getLogger(__name__)
 
 # dask-jobqueue's configuration section for each backend (``jobqueue.<name>.*`` in dask's
 # config), read for keywords not given, as dask-jobqueue does.
-CONFIG_NAMES = {"slurm": "slurm", "sge": "sge", "pbspro": "pbs", "torque": "pbs",
-                "lsf": "lsf", "local": "local"}
-RENAMED = {"project": "account", "job_extra": "job_extra_directives",
-           "env_extra": "job_script_prologue", "extra": "worker_extra_args"}
+CONFIG_NAMES = {
+    "slurm": "slurm",
+    "sge": "sge",
+    "pbspro": "pbs",
+    "torque": "pbs",
+    "lsf": "lsf",
+    "local": "local",
+}
+RENAMED = {
+    "project": "account",
+    "job_extra": "job_extra_directives",
+    "env_extra": "job_script_prologue",
+    "extra": "worker_extra_args",
+}
 REFUSED = {
     "security": "TLS between scheduler and workers is not supported by HPCCluster yet; "
-                "drop security= (or use dask-jobqueue for TLS)",
+    "drop security= (or use dask-jobqueue for TLS)",
     "shebang": "hpcexec writes the job script, shell line included; drop shebang=",
     "job_directives_skip": "hpcexec renders the directives from the resources; leave a "
-                           "resource unset rather than skipping its directive",
+    "resource unset rather than skipping its directive",
     "header_skip": "hpcexec renders the directives from the resources; leave a "
-                   "resource unset rather than skipping its directive",
+    "resource unset rather than skipping its directive",
     "shared_temp_directory": "only used for TLS files, which HPCCluster does not support",
     "dashboard_address": "pass it in scheduler_options={'dashboard_address': ...}",
     "host": "pass it in scheduler_options={'host': ...}",
@@ -49,8 +60,9 @@ def _config(config_name: str, key: str, default: Any = None) -> Any:
     return dask.config.get(f"jobqueue.{config_name}.{key}", default)
 
 
-def from_jobqueue_keywords(config_name: str, resources: dict[str, Any],
-                           **kw: Any) -> tuple[WorkerJobSpec, dict[str, Any]]:
+def from_jobqueue_keywords(
+    config_name: str, resources: dict[str, Any], **kw: Any
+) -> tuple[WorkerJobSpec, dict[str, Any]]:
     """Read dask-jobqueue's keywords (and, for those not given, its ``jobqueue.<config_name>``
     section of dask's config) into a worker job spec; also the job name, log directory and
     scheduler options. ``resources`` are hpcexec resources, and may hold jobqueue's old or
@@ -78,22 +90,36 @@ def from_jobqueue_keywords(config_name: str, resources: dict[str, Any],
     if processes < 1 or cores < processes:
         raise ResourceError(f"processes={processes} must be between 1 and cores={cores}")
     job_resources = {
-        "threads": given("job_cpu") or cores, "mem": _mib(given("job_mem") or memory),
-        "time": given("walltime"), "queue": given("queue"), "account": given("account"),
-        "native": list(given("job_extra_directives", [])), **resources}
+        "threads": given("job_cpu") or cores,
+        "mem": _mib(given("job_mem") or memory),
+        "time": given("walltime"),
+        "queue": given("queue"),
+        "account": given("account"),
+        "native": list(given("job_extra_directives", [])),
+        **resources,
+    }
     spec = WorkerJobSpec(
-        cores=cores, memory=parse_bytes(memory) if memory else None, processes=processes,
-        nanny=kw.get("nanny", True), death_timeout=given("death_timeout", 60),
-        local_directory=given("local_directory"), interface=given("interface"),
-        protocol=kw.get("protocol"), worker_extra_args=tuple(given("worker_extra_args", [])),
+        cores=cores,
+        memory=parse_bytes(memory) if memory else None,
+        processes=processes,
+        nanny=kw.get("nanny", True),
+        death_timeout=given("death_timeout", 60),
+        local_directory=given("local_directory"),
+        interface=given("interface"),
+        protocol=kw.get("protocol"),
+        worker_extra_args=tuple(given("worker_extra_args", [])),
         job_script_prologue=tuple(given("job_script_prologue", [])),
         python=given("python", sys.executable),
         worker_command=given("worker_command", "distributed.cli.dask_worker"),
-        lifetime_margin=kw.get("lifetime_margin"), python_path=client_import_dirs(),
-        resources={k: v for k, v in job_resources.items() if v not in (None, [])})
-    meta = {"job_name": given("job_name") or _config(config_name, "name") or "dask-worker",
-            "log_directory": given("log_directory"),
-            "scheduler_options": given("scheduler_options", {})}
+        lifetime_margin=kw.get("lifetime_margin"),
+        python_path=client_import_dirs(),
+        resources={k: v for k, v in job_resources.items() if v not in (None, [])},
+    )
+    meta = {
+        "job_name": given("job_name") or _config(config_name, "name") or "dask-worker",
+        "log_directory": given("log_directory"),
+        "scheduler_options": given("scheduler_options", {}),
+    }
     return spec, meta
 
 

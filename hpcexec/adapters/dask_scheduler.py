@@ -1,4 +1,5 @@
 """SpecCluster's scheduler for HPCCluster: dask's, told by a plugin when a worker leaves."""
+
 from __future__ import annotations
 
 import logging
@@ -16,12 +17,19 @@ log = logging.getLogger(__name__)
 REFRESH_AFTER_LEAVING = (0.2, 0.8, 1.0, 2.0, 4.0)  # pauses between looks at the jobs
 
 
-def scheduler_spec(executor: hpcexec.Executor, protocol: str | None, interface: str | None,
-                   scheduler_options: dict[str, Any]) -> dict[str, Any]:
+def scheduler_spec(
+    executor: hpcexec.Executor,
+    protocol: str | None,
+    interface: str | None,
+    scheduler_options: dict[str, Any],
+) -> dict[str, Any]:
     """SpecCluster's scheduler: dask's, told by a plugin when a worker leaves."""
-    options = {"dashboard_address": ":8787", "protocol": protocol,
-               **({"interface": interface} if interface else {}),
-               **scheduler_options}
+    options = {
+        "dashboard_address": ":8787",
+        "protocol": protocol,
+        **({"interface": interface} if interface else {}),
+        **scheduler_options,
+    }
     options["plugins"] = [*options.get("plugins", ()), _WorkerLeft(executor)]
     return {"cls": Scheduler, "options": options}
 
@@ -49,4 +57,3 @@ class _WorkerLeft(SchedulerPlugin):
             except Exception:  # a closed executor, a failing command: the poll comes later
                 log.debug("refresh after a worker left failed", exc_info=True)
                 return
-

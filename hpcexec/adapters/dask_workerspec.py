@@ -1,4 +1,5 @@
 """What one Dask worker job runs: the dask-worker command line and the job's shell body."""
+
 from __future__ import annotations
 
 import shlex
@@ -50,8 +51,16 @@ class WorkerJobSpec:
         return self.walltime - margin, margin / 4
 
     def command(self, scheduler: str, name: str) -> str:
-        args = [self.python, "-m", self.worker_command, scheduler, "--name", name,
-                "--nthreads", str(self.threads_per_process)]
+        args = [
+            self.python,
+            "-m",
+            self.worker_command,
+            scheduler,
+            "--name",
+            name,
+            "--nthreads",
+            str(self.threads_per_process),
+        ]
         if self.memory:
             args += ["--memory-limit", format_bytes(self.memory / self.processes).replace(" ", "")]
         if self.worker_command == "distributed.cli.dask_worker":
@@ -80,7 +89,6 @@ class WorkerJobSpec:
             path = shlex.quote(":".join(self.python_path))
             lines.insert(0, f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}")
         return "\n".join([*lines, self.command(scheduler, name)])
-
 
 
 __all__ = ["WorkerJobSpec", "default_lifetime_margin"]

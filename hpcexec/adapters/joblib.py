@@ -13,6 +13,7 @@ A job carries several of joblib's batches when they are short: the first batch o
 ``Parallel`` call runs alone as a probe, its measured run time sizes the jobs that follow
 (``batch_seconds`` of work each), so job start-up is paid rarely.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -35,8 +36,9 @@ try:
         register_parallel_backend,
     )
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("hpcexec.adapters.joblib needs joblib >= 1.5: "
-                      "pip install 'hpcexec[joblib]'") from e
+    raise ImportError(
+        "hpcexec.adapters.joblib needs joblib >= 1.5: pip install 'hpcexec[joblib]'"
+    ) from e
 
 import hpcexec
 from hpcexec.adapters.joblib_nested import inside_job_backend, nested_backend
@@ -50,8 +52,14 @@ NAME = "hpcexec"
 DEFAULT_MAX_JOBS = 64  # jobs in flight for n_jobs=-1 on a scheduler
 LOCAL_BATCH_SECONDS = 0.5
 SCHEDULER_BATCH_SECONDS = 5.0
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 
 def _executor_args() -> set[str]:
@@ -63,8 +71,10 @@ def _executor_args() -> set[str]:
 def _check_joblib_version() -> None:
     parts = re.findall(r"\d+", joblib.__version__)[:2]
     if tuple(int(p) for p in parts) < (1, 5):
-        raise ImportError(f"hpcexec.adapters.joblib needs joblib >= 1.5, found "
-                          f"{joblib.__version__}: pip install -U 'joblib>=1.5'")
+        raise ImportError(
+            f"hpcexec.adapters.joblib needs joblib >= 1.5, found "
+            f"{joblib.__version__}: pip install -U 'joblib>=1.5'"
+        )
 
 
 _check_joblib_version()
@@ -142,16 +152,24 @@ class HpcexecBackend(ParallelBackendBase):
     uses_threads = False
     default_n_jobs = -1
 
-    def __init__(self, executor: hpcexec.Executor | None = None, *, scheduler: str | None = None,
-                 batch_seconds: float | None = None, max_jobs: int = DEFAULT_MAX_JOBS,
-                 cache: bool = False, probe_patience: float = 30.0,
-                 nesting_level: int | None = None, inner_max_num_threads: int | None = None,
-                 **resources: Any) -> None:
-        super().__init__(nesting_level=nesting_level,
-                         inner_max_num_threads=inner_max_num_threads)
+    def __init__(
+        self,
+        executor: hpcexec.Executor | None = None,
+        *,
+        scheduler: str | None = None,
+        batch_seconds: float | None = None,
+        max_jobs: int = DEFAULT_MAX_JOBS,
+        cache: bool = False,
+        probe_patience: float = 30.0,
+        nesting_level: int | None = None,
+        inner_max_num_threads: int | None = None,
+        **resources: Any,
+    ) -> None:
+        super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
         for knob, value in (("batch_seconds", batch_seconds), ("probe_patience", probe_patience)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or value <= 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
                 raise ResourceError(f"{knob} takes a positive number of seconds, not {value!r}")
         if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1:
             raise ResourceError(f"max_jobs takes a whole number >= 1, not {max_jobs!r}")
@@ -164,28 +182,35 @@ class HpcexecBackend(ParallelBackendBase):
             executor = hpcexec.Executor(scheduler, **resources)  # None: the profile's, or local
             self._finalizer = weakref.finalize(self, executor.shutdown, wait=False)
         else:
-            wrong = [k for k in resources if k in _executor_args()] + (["scheduler"] if scheduler
-                                                                       else [])
+            wrong = [k for k in resources if k in _executor_args()] + (
+                ["scheduler"] if scheduler else []
+            )
             if wrong:
                 raise ResourceError(
                     f"{', '.join(wrong)} configure a new Executor; with executor= given, pass "
-                    "only resources and job options (or build the Executor with them)")
+                    "only resources and job options (or build the Executor with them)"
+                )
             if resources:
                 executor = executor.options(**resources)
         self.executor: hpcexec.Executor | None = executor  # None only inside a job
         self.batch_seconds = batch_seconds
         self.max_jobs = max_jobs
         self._slots = local_slots(executor) if executor is not None else None
-        self._pool = JobPool(executor, run_batches, cache=cache, patience=probe_patience) \
-            if executor is not None else None
+        self._pool = (
+            JobPool(executor, run_batches, cache=cache, patience=probe_patience)
+            if executor is not None
+            else None
+        )
         self.parallel = None
         self._n_jobs = 1
 
     @property
     def _jobs(self) -> JobPool:
         if self._pool is None:
-            raise RuntimeError("inside a job, Parallel calls on the hpcexec backend run in the "
-                               "job (configure falls back to threads); no jobs are submitted")
+            raise RuntimeError(
+                "inside a job, Parallel calls on the hpcexec backend run in the "
+                "job (configure falls back to threads); no jobs are submitted"
+            )
         return self._pool
 
     # -- sizing -----------------------------------------------------------------------
@@ -221,8 +246,14 @@ class HpcexecBackend(ParallelBackendBase):
         start-up here; batches are sized from the run time measured inside the jobs."""
 
     # -- a call ----------------------------------------------------------------------------
-    def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: str | None = None,
-                  require: str | None = None, **backend_kwargs: Any) -> int:
+    def configure(
+        self,
+        n_jobs: int = 1,
+        parallel: Any = None,
+        prefer: str | None = None,
+        require: str | None = None,
+        **backend_kwargs: Any,
+    ) -> int:
         if self.in_job:
             log.debug("inside job %s: this Parallel call runs in the job", current_job())
             raise FallbackToBackend(inside_job_backend(self.nesting_level))
@@ -236,8 +267,10 @@ class HpcexecBackend(ParallelBackendBase):
         pool.refill = self._pull_batch
         pool.start_call(self._n_jobs, self.target_seconds)
         if self.inner_max_num_threads is not None:
-            env = {**self.executor.resources.env_dict,
-                   **{v: str(self.inner_max_num_threads) for v in THREAD_VARS}}
+            env = {
+                **self.executor.resources.env_dict,
+                **{v: str(self.inner_max_num_threads) for v in THREAD_VARS},
+            }
             pool.executor = self.executor.options(env=env)
         else:
             pool.executor = self.executor
@@ -250,8 +283,11 @@ class HpcexecBackend(ParallelBackendBase):
         """Have joblib dispatch one more batch of this call, as its own completion
         callbacks do; False when the call has nothing left to dispatch."""
         p = self.parallel
-        if p is None or getattr(p, "_aborting", True) or \
-                getattr(p, "_original_iterator", None) is None:
+        if (
+            p is None
+            or getattr(p, "_aborting", True)
+            or getattr(p, "_original_iterator", None) is None
+        ):
             return False
         p.dispatch_next()
         return True

@@ -1,4 +1,5 @@
 """What joblib runs a Parallel call on inside a job: threads up to the job's CPUs, or sequential."""
+
 from __future__ import annotations
 
 from joblib.parallel import (

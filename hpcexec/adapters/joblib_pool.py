@@ -1,4 +1,5 @@
 """Packs joblib's batches into hpcexec jobs: probe, sizing from measured run time, abort."""
+
 from __future__ import annotations
 
 import logging
@@ -70,8 +71,14 @@ class JobPool:
     Each job runs ``job_fn(calls)`` with its batches' calls, which returns a :class:`JobRun`.
     """
 
-    def __init__(self, executor: hpcexec.Executor, job_fn: Callable[[list[Any]], JobRun], *,
-                 cache: bool, patience: float) -> None:
+    def __init__(
+        self,
+        executor: hpcexec.Executor,
+        job_fn: Callable[[list[Any]], JobRun],
+        *,
+        cache: bool,
+        patience: float,
+    ) -> None:
         self.executor = executor
         self.job_fn = job_fn
         self.cache = cache
@@ -105,8 +112,9 @@ class JobPool:
             self._reset_estimate()
             self._stopping = False
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="hpcexec-joblib",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="hpcexec-joblib", daemon=True
+                )
                 self._thread.start()
 
     def add(self, batch: Any, callback: Callable[[Outcome], None]) -> Batch:
@@ -179,8 +187,10 @@ class JobPool:
             report = future.result()
             per_batch = report.batches
             if len(per_batch) != len(batches):
-                raise RuntimeError(f"job {future.key} returned {len(per_batch)} batch results "
-                                   f"for {len(batches)} batches")
+                raise RuntimeError(
+                    f"job {future.key} returned {len(per_batch)} batch results "
+                    f"for {len(batches)} batches"
+                )
         except BaseException as e:  # the job's own exception, or JobFailed, or cancelled
             outcomes = [Outcome(error=e)] * len(batches)
         else:
@@ -188,8 +198,11 @@ class JobPool:
                 if batches[0].generation == self._generation:
                     self._task_seconds += sum(s for s, _ in per_batch)
                     self._task_count += sum(b.size for b in batches)
-                self._startup = report.startup if self._startup is None else \
-                    (self._startup + report.startup) / 2
+                self._startup = (
+                    report.startup
+                    if self._startup is None
+                    else (self._startup + report.startup) / 2
+                )
             outcomes = [Outcome(value=r) for _, r in per_batch]
         with self._cond:
             if future is self._probe:
@@ -238,8 +251,11 @@ class JobPool:
         per_task = self._task_estimate(now)
         if per_task is not None:
             return self.tasks_for(per_task)
-        if self._probe is not None and not self._probe.running() and \
-                now - self._probe_sent > self.patience:
+        if (
+            self._probe is not None
+            and not self._probe.running()
+            and now - self._probe_sent > self.patience
+        ):
             return math.ceil(sum(b.size for b in self._pending) / free)
         return None
 
@@ -304,6 +320,11 @@ class JobPool:
             if probe:
                 self._probe, self._probe_sent = future, time.monotonic()
                 self._probe_running_since = None
-        log.debug("job %s carries %d batch(es), %d task(s)%s", future.key, len(group),
-                  sum(b.size for b in group), " (probe)" if probe else "")
+        log.debug(
+            "job %s carries %d batch(es), %d task(s)%s",
+            future.key,
+            len(group),
+            sum(b.size for b in group),
+            " (probe)" if probe else "",
+        )
         future.add_done_callback(self._on_done)

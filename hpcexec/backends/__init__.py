@@ -4,6 +4,7 @@
 the built-in ones, then those added by :func:`register_backend` or by an installed package's
 ``hpcexec.backends`` entry point (loaded once, when a backend name is first looked up).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -27,8 +28,12 @@ ENTRY_POINT_GROUP = "hpcexec.backends"
 RESERVED = ("local", "auto")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 #: class attributes a scheduler backend must give (besides the abstract methods)
-REQUIRED_ATTRIBUTES: dict[str, type] = {"name": str, "commands": tuple,
-                                        "array_index_pattern": str, "array_index_expr": str}
+REQUIRED_ATTRIBUTES: dict[str, type] = {
+    "name": str,
+    "commands": tuple,
+    "array_index_pattern": str,
+    "array_index_expr": str,
+}
 
 SCHEDULERS: dict[str, type[SchedulerBackend]] = {
     "slurm": SlurmBackend,
@@ -58,13 +63,16 @@ def _missing(cls: type) -> list[str]:
     if isinstance(commands, tuple) and not all(isinstance(c, str) and c for c in commands):
         problems.append("class attribute commands holding command names (strings)")
     if cls.directives is SchedulerBackend.directives and not (cls.prefix and cls.rules):
-        problems.append("class attributes prefix and rules (a directive prefix such as "
-                        "'#SBATCH' and a tuple of Rule), or a directives() method of its own")
+        problems.append(
+            "class attributes prefix and rules (a directive prefix such as "
+            "'#SBATCH' and a tuple of Rule), or a directives() method of its own"
+        )
     return problems
 
 
-def register_backend(name: str, backend_class: type[SchedulerBackend], *,
-                     replace: bool = False) -> None:
+def register_backend(
+    name: str, backend_class: type[SchedulerBackend], *, replace: bool = False
+) -> None:
     """Make a scheduler dialect available as ``backend=name`` everywhere a backend is named
     (:class:`~hpcexec.Executor`, profiles, ``hpcexec --backend``, ``backend="auto"``, which
     tries it after the built-in ones by its ``commands``).
@@ -76,37 +84,51 @@ def register_backend(name: str, backend_class: type[SchedulerBackend], *,
     taken (``replace=True`` replaces a registered one; built-in backends cannot be replaced).
     """
     if not isinstance(name, str) or not _NAME_RE.match(name) or name in RESERVED:
-        raise BackendError(f"a backend name is 1-64 lower-case letters, digits, '_' or '-' "
-                           f"starting with a letter, and not {' or '.join(RESERVED)}; "
-                           f"not {name!r}")
+        raise BackendError(
+            f"a backend name is 1-64 lower-case letters, digits, '_' or '-' "
+            f"starting with a letter, and not {' or '.join(RESERVED)}; "
+            f"not {name!r}"
+        )
     if not (inspect.isclass(backend_class) and issubclass(backend_class, SchedulerBackend)):
-        raise BackendError(f"backend {name!r} must be a class derived from "
-                           f"hpcexec.backends.base.SchedulerBackend, not {backend_class!r}")
+        raise BackendError(
+            f"backend {name!r} must be a class derived from "
+            f"hpcexec.backends.base.SchedulerBackend, not {backend_class!r}"
+        )
     problems = _missing(backend_class)
     if problems:
-        raise BackendError(f"backend class {backend_class.__module__}."
-                           f"{backend_class.__qualname__} registered as {name!r} lacks "
-                           f"{'; '.join(problems)}: add them (see hpcexec.backends.base)")
+        raise BackendError(
+            f"backend class {backend_class.__module__}."
+            f"{backend_class.__qualname__} registered as {name!r} lacks "
+            f"{'; '.join(problems)}: add them (see hpcexec.backends.base)"
+        )
     if backend_class.name != name:
-        raise BackendError(f"backend class {backend_class.__qualname__} has name "
-                           f"{backend_class.name!r} but is registered as {name!r}: set its "
-                           f"class attribute name = {name!r} (job records carry it)")
+        raise BackendError(
+            f"backend class {backend_class.__qualname__} has name "
+            f"{backend_class.name!r} but is registered as {name!r}: set its "
+            f"class attribute name = {name!r} (job records carry it)"
+        )
     try:
         backend_class()
     except Exception as e:
-        raise BackendError(f"backend class {backend_class.__qualname__} cannot be built with "
-                           f"no arguments ({type(e).__name__}: {e}); hpcexec builds it as "
-                           f"{backend_class.__qualname__}()") from e
+        raise BackendError(
+            f"backend class {backend_class.__qualname__} cannot be built with "
+            f"no arguments ({type(e).__name__}: {e}); hpcexec builds it as "
+            f"{backend_class.__qualname__}()"
+        ) from e
     with _lock:
         current = SCHEDULERS.get(name)
         if current is not None and current is not backend_class:
             if name in BUILTIN:
-                raise BackendError(f"backend {name!r} is built in and cannot be replaced; "
-                                   f"register yours under another name")
+                raise BackendError(
+                    f"backend {name!r} is built in and cannot be replaced; "
+                    f"register yours under another name"
+                )
             if not replace:
-                raise BackendError(f"backend {name!r} is already registered (by "
-                                   f"{current.__module__}.{current.__qualname__}); pass "
-                                   f"replace=True to replace it")
+                raise BackendError(
+                    f"backend {name!r} is already registered (by "
+                    f"{current.__module__}.{current.__qualname__}); pass "
+                    f"replace=True to replace it"
+                )
         SCHEDULERS[name] = backend_class
         _broken.pop(name, None)
     log.debug("backend %r registered: %s", name, backend_class.__qualname__)
@@ -149,9 +171,11 @@ def load_entry_points() -> None:
                 cls = ep.load()
                 register_backend(ep.name, cls)
             except Exception as e:
-                why = (f"the package {_dist_name(ep)} declares backend {ep.name!r} "
-                       f"({ep.value}) in entry-point group {ENTRY_POINT_GROUP!r}, but it "
-                       f"cannot be used: {type(e).__name__}: {e}")
+                why = (
+                    f"the package {_dist_name(ep)} declares backend {ep.name!r} "
+                    f"({ep.value}) in entry-point group {ENTRY_POINT_GROUP!r}, but it "
+                    f"cannot be used: {type(e).__name__}: {e}"
+                )
                 _broken[ep.name] = why
                 log.warning("%s", why)
 
@@ -179,12 +203,26 @@ def unknown_backend(name: str, extra: str = "") -> BackendError:
     """The error for a backend name nobody provides (with the failed plugin, if one was)."""
     if name in _broken:
         return BackendError(_broken[name])
-    return BackendError(f"unknown backend {name!r} (a package adds one through the "
-                        f"{ENTRY_POINT_GROUP!r} entry-point group, a script through "
-                        f"hpcexec.register_backend); available: {', '.join(backend_names())}"
-                        f"{extra}")
+    return BackendError(
+        f"unknown backend {name!r} (a package adds one through the "
+        f"{ENTRY_POINT_GROUP!r} entry-point group, a script through "
+        f"hpcexec.register_backend); available: {', '.join(backend_names())}"
+        f"{extra}"
+    )
 
 
-__all__ = ["Backend", "JobStatus", "LocalBackend", "SCHEDULERS", "SchedulerBackend",
-           "SlurmBackend", "SubmitSpec", "backend_names", "load_entry_points",
-           "register_backend", "scheduler_class", "schedulers", "unregister_backend"]
+__all__ = [
+    "Backend",
+    "JobStatus",
+    "LocalBackend",
+    "SCHEDULERS",
+    "SchedulerBackend",
+    "SlurmBackend",
+    "SubmitSpec",
+    "backend_names",
+    "load_entry_points",
+    "register_backend",
+    "scheduler_class",
+    "schedulers",
+    "unregister_backend",
+]

@@ -1,4 +1,5 @@
 """What every backend provides. Backends are pure: no I/O, only text in and text out."""
+
 from __future__ import annotations
 
 import abc
@@ -31,12 +32,14 @@ class Backend(abc.ABC):
         """Refuse the first key of :attr:`refused` that ``res`` sets."""
         for key, instead in self.refused.items():
             if getattr(res, key):
-                raise BackendError(f"the {self.name} backend cannot express the resource "
-                                   f"{key!r}: {instead}")
+                raise BackendError(
+                    f"the {self.name} backend cannot express the resource {key!r}: {instead}"
+                )
 
     @abc.abstractmethod
-    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
-                     stderr: str, workdir: str) -> ScriptParts:
+    def script_parts(
+        self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str
+    ) -> ScriptParts:
         """Directives and the expressions that set the core ``HPCEXEC_*`` variables.
         ``stdout``/``stderr``: the job's output files (:class:`hpcexec.layout.JobLayout`)."""
 
@@ -96,19 +99,23 @@ def option(key: str, fmt: Callable[[Any], str]) -> Rule:
 def error_option(fmt: Callable[[str], str]) -> Rule:
     """The standard error file's option, left out when ``join_output`` sends standard error
     to the standard output file."""
-    return Rule(("stderr", "join_output"),
-                lambda b, spec: [] if spec.res.join_output else [fmt(spec.stderr)])
+    return Rule(
+        ("stderr", "join_output"),
+        lambda b, spec: [] if spec.res.join_output else [fmt(spec.stderr)],
+    )
 
 
 def stdin_option(fmt: Callable[[str], str]) -> Rule:
     """The ``stdin`` option, given the input path made absolute against the workdir."""
-    return Rule(("stdin",), lambda b, spec: [fmt(under(spec.workdir, v))]
-                if (v := spec.res.stdin) else [])
+    return Rule(
+        ("stdin",), lambda b, spec: [fmt(under(spec.workdir, v))] if (v := spec.res.stdin) else []
+    )
 
 
 def mail_options(user: str, events: str, names: Mapping[str, str], sep: str = "") -> Rule:
     """``mail`` as a recipient option and an events option: ``user + address`` and
     ``events`` followed by each event's name in ``names``, joined by ``sep``."""
+
     def render(b: Any, spec: SubmitSpec) -> list[str]:
         m = spec.res.mail
         return [user + m.to, events + sep.join(names[e] for e in m.on)] if m else []
@@ -167,8 +174,11 @@ class SchedulerBackend(Backend):
         return self.render_rules(self.rules, spec)
 
     def render_rules(self, rules: tuple[Rule, ...], spec: SubmitSpec) -> list[str]:
-        return [o if o.startswith("#") else f"{self.prefix} {o}"
-                for r in rules for o in r.render(self, spec)]
+        return [
+            o if o.startswith("#") else f"{self.prefix} {o}"
+            for r in rules
+            for o in r.render(self, spec)
+        ]
 
     def rules_for(self, key: str) -> tuple[Rule, ...]:
         """The rules that read ``key``."""

@@ -2,6 +2,7 @@
 
 Pure functions only; :mod:`hpcexec.localqueue` does the I/O with them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,10 @@ def stdin_line(path: str, jobdir: str) -> str:
     job ends failed with the reason in its exit-code file."""
     q = shlex.quote
     why = q(f"cannot read the stdin file {path}; the job did not run")
-    return (f"exec < {q(path)} || {{ printf '%s\\n%s\\n' 1 {why} > {q(jobdir)}/.{EXITCODE}.tmp "
-            f"&& mv -f {q(jobdir)}/.{EXITCODE}.tmp {q(jobdir)}/{EXITCODE}; exit 1; }}")
+    return (
+        f"exec < {q(path)} || {{ printf '%s\\n%s\\n' 1 {why} > {q(jobdir)}/.{EXITCODE}.tmp "
+        f"&& mv -f {q(jobdir)}/.{EXITCODE}.tmp {q(jobdir)}/{EXITCODE}; exit 1; }}"
+    )
 
 
 class LocalBackend(Backend):
@@ -72,8 +75,8 @@ class LocalBackend(Backend):
     poll_max = 1.0
     refused = {
         "mail": "there is no scheduler to send mail on this machine; leave mail unset on the "
-                "local backend (a shell body can send its own, e.g. '... && mail -s done ADDRESS "
-                "< /dev/null'), or use a scheduler backend",
+        "local backend (a shell body can send its own, e.g. '... && mail -s done ADDRESS "
+        "< /dev/null'), or use a scheduler backend",
     }
     #: keys the local queue itself applies (with ``stdin`` in the job script), as
     #: ``hpcexec resources`` describes them
@@ -89,7 +92,7 @@ class LocalBackend(Backend):
         "workdir": "the job's working directory",
         "begin": "the local queue starts the job no earlier",
         "deadline": "not started by then: cancelled; still running then: stopped as at the "
-                    "walltime, ending timeout",
+        "walltime, ending timeout",
         "join_output": "standard error is opened on the standard output file",
     }
 
@@ -115,8 +118,9 @@ class LocalBackend(Backend):
         between backends unchanged, and logged)."""
         return [k for k in ("queue", "account", "gpus", "native", "mem") if getattr(res, k)]
 
-    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
-                     stderr: str, workdir: str) -> ScriptParts:
+    def script_parts(
+        self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str
+    ) -> ScriptParts:
         prologue = "read -ra _hpcexec_stat < /proc/$$/stat 2>/dev/null"
         if res.stdin:
             prologue += "\n" + stdin_line(under(workdir, res.stdin), jobdir)

@@ -20,6 +20,7 @@ reserved as slots (``ppn x threads`` per host, ``-n`` = nodes x that), not with 
 site-dependent ``affinity[]``; memory is reserved per host (``rusage[mem=]``, LSF's default
 ``RESOURCE_RESERVE_PER_TASK=N``) and limited with ``-M`` to the job's total.
 """
+
 from __future__ import annotations
 
 import json
@@ -126,9 +127,11 @@ def record_status(rec: dict) -> JobStatus | None:
     state = STATES.get(str(rec.get("STAT", "")))
     if state is None:
         return None
-    extra = dict(nodelist=_hosts(str(rec.get("EXEC_HOST") or "")),
-                 elapsed=_seconds(str(rec.get("RUN_TIME") or "")),
-                 max_rss=_mib(str(rec.get("MAX_MEM") or "")))
+    extra = dict(
+        nodelist=_hosts(str(rec.get("EXEC_HOST") or "")),
+        elapsed=_seconds(str(rec.get("RUN_TIME") or "")),
+        max_rss=_mib(str(rec.get("MAX_MEM") or "")),
+    )
     text = str(rec.get("EXIT_CODE") or "").strip()
     code = int(text) if re.match(r"^-?\d+$", text) else None
     if state is JobState.COMPLETED:
@@ -216,8 +219,10 @@ def _mail(b: object, spec: SubmitSpec) -> list[str]:
 RULES: tuple[Rule, ...] = (
     _name_array,
     Rule((), lambda b, spec: [f"-o {_dq(_report(spec) + '.out')}"]),
-    Rule(("join_output",), lambda b, spec: [] if spec.res.join_output
-         else [f"-e {_dq(_report(spec) + '.err')}"]),
+    Rule(
+        ("join_output",),
+        lambda b, spec: [] if spec.res.join_output else [f"-e {_dq(_report(spec) + '.err')}"],
+    ),
     option("queue", lambda v: f"-q {v}"),
     option("account", lambda v: f"-P {v}"),
     _walltime,
@@ -225,8 +230,12 @@ RULES: tuple[Rule, ...] = (
     _mem,
     option("gpus", lambda v: f'-gpu "num={v}"'),
     hold_option("-H"),
-    Rule(("after",), lambda b, spec: ["-w " + _dq(" && ".join(f"done({j})" for j in spec.after))]
-         if spec.after else []),
+    Rule(
+        ("after",),
+        lambda b, spec: (
+            ["-w " + _dq(" && ".join(f"done({j})" for j in spec.after))] if spec.after else []
+        ),
+    ),
     _mail,
     option("begin", lambda v: f"-b {_when(v, round_up=True)}"),
     option("deadline", lambda v: f"-t {_when(v, round_up=False)}"),
@@ -249,23 +258,28 @@ class LsfBackend(SchedulerBackend):
     def check(self, res: Resources) -> None:
         for raw in res.native:
             if raw.startswith("#") and not raw.startswith("#BSUB "):
-                raise BackendError(f"native directive {raw!r} is not an LSF directive: give "
-                                   "'#BSUB ...' lines or bare options such as '-x'")
+                raise BackendError(
+                    f"native directive {raw!r} is not an LSF directive: give "
+                    "'#BSUB ...' lines or bare options such as '-x'"
+                )
 
-    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
-                     stderr: str, workdir: str) -> ScriptParts:
+    def script_parts(
+        self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str
+    ) -> ScriptParts:
         return ScriptParts(
             directives=[],  # given per submission by directives()
-            prologue="\n".join([
-                # LSF's -o file starts with its report: the job writes its own output
-                own_output(stdout, stdout if res.join_output else stderr, workdir),
-                'if [ "${LSB_JOBINDEX:-0}" != 0 ]; then '
-                '_hx_id="${LSB_JOBID}[${LSB_JOBINDEX}]"; _hx_ix=$((LSB_JOBINDEX - 1)); '
-                'else _hx_id="${LSB_JOBID:-}"; _hx_ix=; fi',
-                '_hx_nodes=; read -ra _hx_h <<< "${LSB_MCPU_HOSTS:-}"; '
-                'for ((_hx_i = 0; _hx_i < ${#_hx_h[@]}; _hx_i += 2)); do '
-                '_hx_nodes="${_hx_nodes:+$_hx_nodes,}${_hx_h[_hx_i]}"; done',
-            ]),
+            prologue="\n".join(
+                [
+                    # LSF's -o file starts with its report: the job writes its own output
+                    own_output(stdout, stdout if res.join_output else stderr, workdir),
+                    'if [ "${LSB_JOBINDEX:-0}" != 0 ]; then '
+                    '_hx_id="${LSB_JOBID}[${LSB_JOBINDEX}]"; _hx_ix=$((LSB_JOBINDEX - 1)); '
+                    'else _hx_id="${LSB_JOBID:-}"; _hx_ix=; fi',
+                    '_hx_nodes=; read -ra _hx_h <<< "${LSB_MCPU_HOSTS:-}"; '
+                    "for ((_hx_i = 0; _hx_i < ${#_hx_h[@]}; _hx_i += 2)); do "
+                    '_hx_nodes="${_hx_nodes:+$_hx_nodes,}${_hx_h[_hx_i]}"; done',
+                ]
+            ),
             job_id_expr='"$_hx_id"',
             nodelist_expr='"$_hx_nodes"',
             array_index_expr='"$_hx_ix"',
@@ -297,7 +311,9 @@ class LsfBackend(SchedulerBackend):
         try:
             records = json.loads(out, strict=False).get("RECORDS", [])
         except (ValueError, AttributeError):
-            raise SchedulerOutputError(f"bjobs printed unreadable JSON: {out.strip()[:200]!r}") from None
+            raise SchedulerOutputError(
+                f"bjobs printed unreadable JSON: {out.strip()[:200]!r}"
+            ) from None
         found: dict[str, JobStatus] = {}
         for rec in records:
             if not isinstance(rec, dict) or "ERROR" in rec or not rec.get("JOBID"):

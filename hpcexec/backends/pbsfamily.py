@@ -1,6 +1,7 @@
 """What PBS Pro and Torque share: job names and ids, the POSIX ``qsub`` rules both follow, the
 job control commands, and reading a finished job's exit status. Pure functions only; the
 two backends import from here, never from each other."""
+
 from __future__ import annotations
 
 import re
@@ -63,16 +64,20 @@ def aliases(job_id: str) -> list[str]:
 def check_native(res: Resources, prefix: str, scheduler: str) -> None:
     for raw in res.native:
         if raw.startswith("#") and not raw.startswith(prefix + " "):
-            raise BackendError(f"native directive {raw!r} is not a {scheduler} directive: give "
-                               f"'{prefix} ...' lines or bare options such as '-l place=excl'")
+            raise BackendError(
+                f"native directive {raw!r} is not a {scheduler} directive: give "
+                f"'{prefix} ...' lines or bare options such as '-l place=excl'"
+            )
 
 
 def nodefile_prologue() -> str:
     """Shell lines putting the distinct hosts of ``$PBS_NODEFILE`` into ``_hx_nodes``."""
-    return ('_hx_nodes=; if [ -r "${PBS_NODEFILE:-}" ]; then while read -r _hx_n; do '
-            'case ",$_hx_nodes," in *",$_hx_n,"*) ;; '
-            '*) [ -n "$_hx_n" ] && _hx_nodes="${_hx_nodes:+$_hx_nodes,}$_hx_n";; esac; '
-            'done < "$PBS_NODEFILE"; fi')
+    return (
+        '_hx_nodes=; if [ -r "${PBS_NODEFILE:-}" ]; then while read -r _hx_n; do '
+        'case ",$_hx_nodes," in *",$_hx_n,"*) ;; '
+        '*) [ -n "$_hx_n" ] && _hx_nodes="${_hx_nodes:+$_hx_nodes,}$_hx_n";; esac; '
+        'done < "$PBS_NODEFILE"; fi'
+    )
 
 
 def hosts(exec_host: str | None) -> str | None:
@@ -102,34 +107,60 @@ def mib(text: object) -> int | None:
     m = re.match(r"^(\d+)(b|kb|mb|gb|tb|w|kw|mw|gw)?$", str(text or "").strip().lower())
     if not m:
         return None
-    factor = {None: 1 / 1024**2, "b": 1 / 1024**2, "kb": 1 / 1024, "mb": 1, "gb": 1024,
-              "tb": 1024**2, "w": 8 / 1024**2, "kw": 8 / 1024, "mw": 8, "gw": 8 * 1024}[m[2]]
+    factor = {
+        None: 1 / 1024**2,
+        "b": 1 / 1024**2,
+        "kb": 1 / 1024,
+        "mb": 1,
+        "gb": 1024,
+        "tb": 1024**2,
+        "w": 8 / 1024**2,
+        "kw": 8 / 1024,
+        "mw": 8,
+        "gw": 8 * 1024,
+    }[m[2]]
     return max(1, round(int(m[1]) * factor))
 
 
-def finished_status(code: int | None, *, scheduler: str, comment: str | None = None,
-                    codes: dict[int, tuple[JobState, str]],
-                    **extra: object) -> JobStatus:
+def finished_status(
+    code: int | None,
+    *,
+    scheduler: str,
+    comment: str | None = None,
+    codes: dict[int, tuple[JobState, str]],
+    **extra: object,
+) -> JobStatus:
     """A finished PBS job (F/X, or Torque's C) from its exit status; ``codes``: the
     scheduler's own negative exit statuses."""
     if code is None:
-        return JobStatus(JobState.CANCELLED,
-                         reason=comment or "ended without an exit status (deleted before it ran)",
-                         **extra)  # type: ignore[arg-type]
+        return JobStatus(
+            JobState.CANCELLED,
+            reason=comment or "ended without an exit status (deleted before it ran)",
+            **extra,
+        )  # type: ignore[arg-type]
     if code in codes:
         state, why = codes[code]
         return JobStatus(state, exit_code=code, reason=why, **extra)  # type: ignore[arg-type]
     signal = code - 256 if code >= 256 else None  # killed by the scheduler (qdel, a limit)
     if comment and "exceeded resource walltime" in comment:
-        return JobStatus(JobState.TIMEOUT, exit_code=code, signal=signal,
-                         reason="walltime exceeded", **extra)  # type: ignore[arg-type]
+        return JobStatus(
+            JobState.TIMEOUT, exit_code=code, signal=signal, reason="walltime exceeded", **extra
+        )  # type: ignore[arg-type]
     if code < 0:
-        return JobStatus(JobState.FAILED, exit_code=code,
-                         reason=f"{scheduler} could not run the job (exit status {code})",
-                         **extra)  # type: ignore[arg-type]
+        return JobStatus(
+            JobState.FAILED,
+            exit_code=code,
+            reason=f"{scheduler} could not run the job (exit status {code})",
+            **extra,
+        )  # type: ignore[arg-type]
     if signal is not None:
-        return JobStatus(JobState.FAILED, exit_code=code, signal=signal,
-                         reason=f"killed by signal {signal}", **extra)  # type: ignore[arg-type]
+        return JobStatus(
+            JobState.FAILED,
+            exit_code=code,
+            signal=signal,
+            reason=f"killed by signal {signal}",
+            **extra,
+        )  # type: ignore[arg-type]
     state = JobState.COMPLETED if code == 0 else JobState.FAILED
     return JobStatus(state, exit_code=code, **extra)  # type: ignore[arg-type]
 
@@ -155,9 +186,9 @@ PBS_HOLD = hold_option("-h")
 #: keys neither PBS Pro nor Torque can express
 PBS_REFUSED = {
     "deadline": "PBS has no start deadline; leave deadline unset and bound the run with "
-                "time, or use backend='slurm'",
+    "time, or use backend='slurm'",
     "stdin": "PBS qsub has no input file option; read the file in the job instead (e.g. "
-             "'exec < FILE' at the top of a shell body, or open(FILE) in a function)",
+    "'exec < FILE' at the top of a shell body, or open(FILE) in a function)",
 }
 
 

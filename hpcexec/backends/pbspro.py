@@ -17,6 +17,7 @@ What PBS Pro cannot express, and what is done instead:
   :meth:`PbsProBackend.directives` refuses it;
 * ``%limit`` on ``-J`` needs PBS Pro 2020.1 / OpenPBS 20 or later.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,7 +103,6 @@ def pbs_select(res: Resources, *, gpus_key: str) -> str | None:
     return ":".join(chunk)
 
 
-
 @rule("nodes", "ppn", "threads", "mem", "gpus")
 def _select(b: object, spec: SubmitSpec) -> list[str]:
     res = spec.res
@@ -120,8 +120,9 @@ def _array(b: object, spec: SubmitSpec) -> list[str]:
     if spec.array_size is None:
         return []
     if spec.array_size < 2:
-        raise BackendError("PBS Pro arrays need at least two elements (-J 0-1); "
-                           "submit a single job instead")
+        raise BackendError(
+            "PBS Pro arrays need at least two elements (-J 0-1); submit a single job instead"
+        )
     return [f"-J {array_range(spec)}"]
 
 
@@ -168,8 +169,9 @@ class PbsProBackend(PbsControl, SchedulerBackend):
         self.check_refused(res)
         check_native(res, "#PBS", "PBS Pro")
 
-    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
-                     stderr: str, workdir: str) -> ScriptParts:
+    def script_parts(
+        self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str
+    ) -> ScriptParts:
         return ScriptParts(
             directives=[],  # given per submission by directives()
             prologue=nodefile_prologue(),
@@ -200,13 +202,21 @@ class PbsProBackend(PbsControl, SchedulerBackend):
         if state is None:
             return None
         used = job.get("resources_used") if isinstance(job.get("resources_used"), dict) else {}
-        extra = dict(nodelist=hosts(job.get("exec_host")), elapsed=seconds(used.get("walltime")),
-                     max_rss=mib(used.get("mem")))
+        extra = dict(
+            nodelist=hosts(job.get("exec_host")),
+            elapsed=seconds(used.get("walltime")),
+            max_rss=mib(used.get("mem")),
+        )
         comment = job.get("comment")
         if state is JobState.COMPLETED:
             code = job.get("Exit_status")
-            return finished_status(code if isinstance(code, int) else None, scheduler="PBS",
-                                   comment=comment, codes=EXIT_CODES, **extra)
+            return finished_status(
+                code if isinstance(code, int) else None,
+                scheduler="PBS",
+                comment=comment,
+                codes=EXIT_CODES,
+                **extra,
+            )
         if state is JobState.LOST:
             return JobStatus(state, reason="moved to another PBS server", **extra)
         return JobStatus(state, reason=comment or None, **extra)  # type: ignore[arg-type]
@@ -238,10 +248,12 @@ def _jobs(out: str) -> dict[str, dict]:
     for m, nxt in zip(keys, keys[1:] + [None]):
         block = out[m.end() : nxt.start() if nxt else len(out)]
         job: dict = {}
-        for key, pattern in (("job_state", r'"job_state"\s*:\s*"(\w)"'),
-                             ("Exit_status", r'"Exit_status"\s*:\s*(-?\d+)'),
-                             ("exec_host", r'"exec_host"\s*:\s*"([^"]*)"'),
-                             ("comment", r'"comment"\s*:\s*"([^"]*)"')):
+        for key, pattern in (
+            ("job_state", r'"job_state"\s*:\s*"(\w)"'),
+            ("Exit_status", r'"Exit_status"\s*:\s*(-?\d+)'),
+            ("exec_host", r'"exec_host"\s*:\s*"([^"]*)"'),
+            ("comment", r'"comment"\s*:\s*"([^"]*)"'),
+        ):
             v = re.search(pattern, block)
             if v:
                 job[key] = int(v[1]) if key == "Exit_status" else v[1]

@@ -51,6 +51,7 @@ Choices, and the Grid Engine facts behind them (checked on SGE 8.1.9, see
 - ``ru_maxrss`` is printed in KiB as if it were bytes (a 200 MiB job shows ``213.137KB``):
   ``max_rss`` reads it that way, and falls back to ``maxvmem``.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,16 @@ from ..resources import Resources, format_time, local_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (
-    JobStatus, Rule, SchedulerBackend, SubmitSpec, error_option, hold_option, mail_options,
-    option, rule, stdin_option,
+    JobStatus,
+    Rule,
+    SchedulerBackend,
+    SubmitSpec,
+    error_option,
+    hold_option,
+    mail_options,
+    option,
+    rule,
+    stdin_option,
 )
 
 #: job numbers asked of accounting in one call (each ``qacct`` reads the whole accounting file)
@@ -72,8 +81,9 @@ ACCT_IDS_PER_CALL = 20
 #: names SGE refuses as object names
 KEYWORDS = ("NONE", "ALL", "TEMPLATE")
 #: the reason given for a job in error state (Eqw)
-ERROR_STATE_REASON = ("error state: SGE cannot start the job (qstat -j ID shows why; "
-                      "qmod -cj ID clears the state)")
+ERROR_STATE_REASON = (
+    "error state: SGE cannot start the job (qstat -j ID shows why; qmod -cj ID clears the state)"
+)
 TIMEOUT_REASON = "walltime exceeded (h_rt)"
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.+-]")
@@ -98,7 +108,8 @@ def _path(path: str) -> str:
     if "'" in path or '"' in path or any(ord(c) < 32 for c in path):
         raise BackendError(
             f"SGE cannot take the path {path!r}: it drops quote characters from the paths in "
-            "job script directives. Use a cache_dir, workdir, stdout and stderr without quotes.")
+            "job script directives. Use a cache_dir, workdir, stdout and stderr without quotes."
+        )
     return f'"{path}"' if any(c.isspace() for c in path) else path
 
 
@@ -254,8 +265,8 @@ class SgeBackend(SchedulerBackend):
     rules = RULES
     refused = {
         "deadline": "SGE's -dl only raises the priority of a deadline job (for users the "
-                    "administrator allows), it does not stop the job from running later; leave "
-                    "deadline unset and bound the run with time, or use backend='slurm'",
+        "administrator allows), it does not stop the job from running later; leave "
+        "deadline unset and bound the run with time, or use backend='slurm'",
     }
 
     def check(self, res: Resources) -> None:
@@ -263,34 +274,40 @@ class SgeBackend(SchedulerBackend):
         if res.gpus:
             raise BackendError(
                 "SGE has no standard GPU resource: leave gpus unset and request your site's "
-                "GPU complex with native, e.g. native='-l gpu=1' (qconf -sc lists them)")
+                "GPU complex with native, e.g. native='-l gpu=1' (qconf -sc lists them)"
+            )
         pe = _pe(res.native)
         if (res.nodes or 1) * res.cores > 1 and pe is None:
             raise BackendError(
                 "SGE gives a job more than one core only through a parallel environment: add "
                 "native='-pe NAME' (hpcexec appends nodes x ppn x threads slots; qconf -spl "
-                "lists the parallel environments), or drop nodes, ppn and threads")
+                "lists the parallel environments), or drop nodes, ppn and threads"
+            )
         if pe is not None and len(pe[1]) < 2:
-            raise BackendError(f"native {res.native[pe[0]]!r} names no parallel environment: "
-                               "use '-pe NAME' or '-pe NAME SLOTS'")
+            raise BackendError(
+                f"native {res.native[pe[0]]!r} names no parallel environment: "
+                "use '-pe NAME' or '-pe NAME SLOTS'"
+            )
         for path in (res.stdout, res.stderr, res.workdir, res.stdin):
             if path:
                 _path(path)
 
-    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
-                     stderr: str, workdir: str) -> ScriptParts:
+    def script_parts(
+        self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str
+    ) -> ScriptParts:
         for path in (jobdir, stdout, stderr, workdir):
             _path(path)  # refused now, at submit(), rather than when the monitor submits
         return ScriptParts(
             directives=[],  # given per submission by directives(), see SchedulerQueue
             prologue=(
                 "_hx_id=${JOB_ID:-}; _hx_index=\n"
-                'case ${SGE_TASK_ID:-undefined} in undefined) ;; '
-                '*) _hx_id=$JOB_ID.$SGE_TASK_ID; _hx_index=$((SGE_TASK_ID-1)) ;; esac\n'
+                "case ${SGE_TASK_ID:-undefined} in undefined) ;; "
+                "*) _hx_id=$JOB_ID.$SGE_TASK_ID; _hx_index=$((SGE_TASK_ID-1)) ;; esac\n"
                 'if [ -n "${PE_HOSTFILE:-}" ] && [ -r "$PE_HOSTFILE" ]; then\n'
-                "  _hx_nodes=$(awk '{ printf \"%s%s\", (NR > 1 ? \",\" : \"\"), $1 }' "
+                '  _hx_nodes=$(awk \'{ printf "%s%s", (NR > 1 ? "," : ""), $1 }\' '
                 '"$PE_HOSTFILE")\n'
-                "else _hx_nodes=${HOSTNAME:-}; fi"),
+                "else _hx_nodes=${HOSTNAME:-}; fi"
+            ),
             job_id_expr='"$_hx_id"',
             nodelist_expr='"$_hx_nodes"',
             array_index_expr='"$_hx_index"',
@@ -322,12 +339,16 @@ class SgeBackend(SchedulerBackend):
         try:
             root = ET.fromstring(out)
         except ET.ParseError as e:
-            raise SchedulerOutputError(f"qstat printed no XML ({e}): {out.strip()[:200]!r}") from None
+            raise SchedulerOutputError(
+                f"qstat printed no XML ({e}): {out.strip()[:200]!r}"
+            ) from None
         found: dict[str, JobStatus] = {}
         for job in root.iter("job_list"):
             number = (job.findtext("JB_job_number") or "").strip()
-            got = _qstat_state((job.findtext("state") or "").strip(),
-                               (job.findtext("predecessor_jobs") or "").strip() or None)
+            got = _qstat_state(
+                (job.findtext("state") or "").strip(),
+                (job.findtext("predecessor_jobs") or "").strip() or None,
+            )
             if not number or got is None:
                 continue
             state, reason = got
@@ -343,8 +364,9 @@ class SgeBackend(SchedulerBackend):
         return found
 
     def accounting_argv(self, job_ids: list[str]) -> list[str] | None:
-        numbers = sorted({j.split(".")[0] for j in job_ids if j.split(".")[0].isdigit()},
-                         key=int)[:ACCT_IDS_PER_CALL]
+        numbers = sorted({j.split(".")[0] for j in job_ids if j.split(".")[0].isdigit()}, key=int)[
+            :ACCT_IDS_PER_CALL
+        ]
         if not numbers:
             return None
         if len(numbers) == 1:
@@ -450,5 +472,12 @@ def _accounted(rec: dict[str, str]) -> JobStatus:
         state = JobState.FAILED
         reason = f"SGE could not run the job (failed {failed_text.strip()})"
         exit_code = None
-    return JobStatus(state, exit_code=exit_code, signal=signal, reason=reason,
-                     nodelist=host, elapsed=elapsed, max_rss=max_rss)
+    return JobStatus(
+        state,
+        exit_code=exit_code,
+        signal=signal,
+        reason=reason,
+        nodelist=host,
+        elapsed=elapsed,
+        max_rss=max_rss,
+    )

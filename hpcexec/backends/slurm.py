@@ -1,4 +1,5 @@
 """SLURM: ``sbatch``, ``squeue``, ``sacct``, ``scancel``, ``scontrol``. Pure functions only."""
+
 from __future__ import annotations
 
 import re
@@ -9,8 +10,17 @@ from ..resources import MAIL_EVENTS, Resources, local_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (
-    NATIVE, JobStatus, Rule, SchedulerBackend, SubmitSpec, array_range, error_option,
-    hold_option, mail_options, option, stdin_option,
+    NATIVE,
+    JobStatus,
+    Rule,
+    SchedulerBackend,
+    SubmitSpec,
+    array_range,
+    error_option,
+    hold_option,
+    mail_options,
+    option,
+    stdin_option,
 )
 
 #: SLURM state names (squeue %T, sacct State) onto the common states
@@ -54,8 +64,11 @@ NEVER_REASON = "DependencyNeverSatisfied"
 
 # slurmstepd's words when it kills a job for its memory: by the accounting poll
 # (JobAcctGatherParams=OverMemoryKill) or by the cgroup's out-of-memory killer.
-_MEMORY_KILL = re.compile(r"^slurmstepd[^:]*: error: (?:\*+ )?(.*(?:exceeded (?:job |step )?memory "
-                          r"limit|oom[-_]kill event).*?)\s*$", re.M | re.I)
+_MEMORY_KILL = re.compile(
+    r"^slurmstepd[^:]*: error: (?:\*+ )?(.*(?:exceeded (?:job |step )?memory "
+    r"limit|oom[-_]kill event).*?)\s*$",
+    re.M | re.I,
+)
 _SUBMITTED = re.compile(r"^(?:Submitted batch job )?(\d+)(?:;\S+)?\s*$", re.M)
 #: squeue's fields, each ended by "|" and never cut short. exit_code is slurmctld's wait status
 #: of the batch script, set with the final state: accounting records a job's end later than
@@ -129,8 +142,10 @@ RULES: tuple[Rule, ...] = (
     option("gpus", lambda v: f"--gpus-per-node={v}"),
     Rule(("array",), lambda b, spec: [f"--array={r}"] if (r := array_range(spec)) else []),
     hold_option("--hold"),
-    Rule(("after",), lambda b, spec: ["--dependency=afterok:" + ":".join(spec.after)]
-         if spec.after else []),
+    Rule(
+        ("after",),
+        lambda b, spec: ["--dependency=afterok:" + ":".join(spec.after)] if spec.after else [],
+    ),
     mail_options("--mail-user=", "--mail-type=", {e: e.upper() for e in MAIL_EVENTS}, ","),
     option("begin", lambda v: f"--begin={_when(v)}"),
     option("deadline", lambda v: f"--deadline={_when(v)}"),
@@ -153,11 +168,12 @@ class SlurmBackend(SchedulerBackend):
     def check(self, res: Resources) -> None:
         pass  # SLURM expresses every key of the common model
 
-    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
-                     stderr: str, workdir: str) -> ScriptParts:
+    def script_parts(
+        self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str
+    ) -> ScriptParts:
         return ScriptParts(
             directives=[],  # given per submission by directives(), see SchedulerQueue
-            prologue='_hx_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
+            prologue="_hx_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}",
             job_id_expr='"${_hx_id:-${SLURM_JOB_ID:-}}"',
             nodelist_expr='"${SLURM_JOB_NODELIST:-}"',
             array_index_expr='"${SLURM_ARRAY_TASK_ID:-}"',
@@ -185,21 +201,33 @@ class SlurmBackend(SchedulerBackend):
         return ",".join(sorted({j.split("_")[0] for j in job_ids}, key=int))
 
     def status_argv(self, job_ids: list[str]) -> list[str]:
-        return ["squeue", "-h", "-r", "-t", "all", "-O", STATUS_FIELDS, "-j",
-                self._query_ids(job_ids)]
+        return [
+            "squeue",
+            "-h",
+            "-r",
+            "-t",
+            "all",
+            "-O",
+            STATUS_FIELDS,
+            "-j",
+            self._query_ids(job_ids),
+        ]
 
     def parse_status(self, out: str, err: str, returncode: int) -> dict[str, JobStatus]:
         if returncode != 0:
             if "Invalid job id" in err or "Invalid job id" in out:
                 return {}  # every id asked about has left the queue
-            raise SchedulerOutputError(f"squeue failed ({returncode}): {(err or out).strip()[:300]}")
+            raise SchedulerOutputError(
+                f"squeue failed ({returncode}): {(err or out).strip()[:300]}"
+            )
         found: dict[str, JobStatus] = {}
         for line in out.splitlines():
             parts = line.strip().split("|")
             if len(parts) < 3:
                 if line.strip():  # squeue -h prints job lines only
-                    raise SchedulerOutputError(f"squeue printed an unreadable line: "
-                                               f"{line.strip()[:200]!r}")
+                    raise SchedulerOutputError(
+                        f"squeue printed an unreadable line: {line.strip()[:200]!r}"
+                    )
                 continue
             job_id, name, reason = parts[0], parts[1], parts[2]
             state = STATES.get(name.split()[0])
@@ -212,14 +240,25 @@ class SlurmBackend(SchedulerBackend):
             if state.finished:
                 why = REASONS.get(name, None)
                 code, sig = _wait_status(parts[4] if len(parts) > 4 else "")
-            found[job_id] = JobStatus(state, exit_code=code, signal=sig, reason=why,
-                                      nodelist=parts[3] if len(parts) > 3 and parts[3] else None)
+            found[job_id] = JobStatus(
+                state,
+                exit_code=code,
+                signal=sig,
+                reason=why,
+                nodelist=parts[3] if len(parts) > 3 and parts[3] else None,
+            )
         return found
 
     def accounting_argv(self, job_ids: list[str]) -> list[str] | None:
-        return ["sacct", "-P", "-n", "-o",
-                "JobIDRaw,JobID,State,ExitCode,Elapsed,MaxRSS,NodeList",
-                "-j", self._query_ids(job_ids)]
+        return [
+            "sacct",
+            "-P",
+            "-n",
+            "-o",
+            "JobIDRaw,JobID,State,ExitCode,Elapsed,MaxRSS,NodeList",
+            "-j",
+            self._query_ids(job_ids),
+        ]
 
     def parse_accounting(self, out: str) -> dict[str, JobStatus]:
         jobs: dict[str, dict] = {}
@@ -242,10 +281,14 @@ class SlurmBackend(SchedulerBackend):
             if state is None:
                 continue
             code, _, sig = exit_text.partition(":")
-            rec.update(state=state, exit_code=int(code) if code.isdigit() else None,
-                       signal=int(sig) if sig.isdigit() and int(sig) else None,
-                       reason=REASONS.get(name), elapsed=_seconds(elapsed),
-                       nodelist=nodes or None)
+            rec.update(
+                state=state,
+                exit_code=int(code) if code.isdigit() else None,
+                signal=int(sig) if sig.isdigit() and int(sig) else None,
+                reason=REASONS.get(name),
+                elapsed=_seconds(elapsed),
+                nodelist=nodes or None,
+            )
         return {j: JobStatus(**v) for j, v in jobs.items() if "state" in v}
 
     def cancel_argv(self, job_ids: list[str]) -> list[str]:

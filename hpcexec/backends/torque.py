@@ -18,6 +18,7 @@ beside the submission script.
 What Torque cannot express: threads per process (asked for as ``ppn x threads`` cores per
 node); memory is per job, so ``mem`` (per node here) is asked for as ``mem x nodes``.
 """
+
 from __future__ import annotations
 
 import os
@@ -94,20 +95,30 @@ def _nodes(b: object, spec: SubmitSpec) -> list[str]:
 #: only its messages: the job script writes the job's output (see the module doc), and
 #: ``join_output`` is also applied there.
 RULES: tuple[Rule, ...] = (
-    Rule(("name",), lambda b, spec: [f"-N {job_name(spec.name)}",
-                                     f"-o {pbs_path(_own(spec) + '.out')}"]),
-    Rule(("join_output",), lambda b, spec: [] if spec.res.join_output
-         else [f"-e {pbs_path(_own(spec) + '.err')}"]),
+    Rule(
+        ("name",),
+        lambda b, spec: [f"-N {job_name(spec.name)}", f"-o {pbs_path(_own(spec) + '.out')}"],
+    ),
+    Rule(
+        ("join_output",),
+        lambda b, spec: [] if spec.res.join_output else [f"-e {pbs_path(_own(spec) + '.err')}"],
+    ),
     option("queue", lambda v: f"-q {v}"),
     option("account", lambda v: f"-A {v}"),
     _nodes,
-    Rule(("mem", "nodes"), lambda b, spec: [f"-l mem={spec.res.mem * (spec.res.nodes or 1)}mb"]
-         if spec.res.mem else []),
+    Rule(
+        ("mem", "nodes"),
+        lambda b, spec: (
+            [f"-l mem={spec.res.mem * (spec.res.nodes or 1)}mb"] if spec.res.mem else []
+        ),
+    ),
     option("time", lambda v: f"-l walltime={format_time(v)}"),
     Rule(("array",), lambda b, spec: [f"-t {r}"] if (r := array_range(spec)) else []),
     PBS_HOLD,
-    Rule(("after",), lambda b, spec: ["-W depend=afterok:" + ":".join(spec.after)]
-         if spec.after else []),
+    Rule(
+        ("after",),
+        lambda b, spec: ["-W depend=afterok:" + ":".join(spec.after)] if spec.after else [],
+    ),
     *PBS_DRMAA_RULES,
     NATIVE,
 )
@@ -127,8 +138,9 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         self.check_refused(res)
         check_native(res, "#PBS", "Torque")
 
-    def script_parts(self, res: Resources, *, name: str, jobdir: str, stdout: str,
-                     stderr: str, workdir: str) -> ScriptParts:
+    def script_parts(
+        self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str
+    ) -> ScriptParts:
         err = stdout if res.join_output else stderr
         return ScriptParts(
             directives=[],  # given per submission by directives()
@@ -164,9 +176,11 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         state = STATES.get((job.findtext("job_state") or "").strip())
         if state is None:
             return None
-        extra = dict(nodelist=hosts(job.findtext("exec_host")),
-                     elapsed=seconds(job.findtext("resources_used/walltime")),
-                     max_rss=mib(job.findtext("resources_used/mem")))
+        extra = dict(
+            nodelist=hosts(job.findtext("exec_host")),
+            elapsed=seconds(job.findtext("resources_used/walltime")),
+            max_rss=mib(job.findtext("resources_used/mem")),
+        )
         if state is JobState.COMPLETED:
             text = (job.findtext("exit_status") or "").strip()
             code = int(text) if re.match(r"^-?\d+$", text) else None

@@ -4,6 +4,7 @@ It works on the same Store and Executor the library uses, so it sees the jobs a 
 script submitted and the script sees the jobs it submitted. Errors are one line on stderr
 with a non-zero exit status; ``--debug`` shows the traceback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,10 +47,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     _logging(args.debug)
     ctx = None
     try:
-        labels = {"cache_dir": "--cache-dir", "backend": "--backend", "host": "--host",
-                  "profile": "--profile"}
-        settings = resolve(args.profile, {"cache_dir": args.cache_dir, "backend": args.backend,
-                                          "host": args.host}, labels=labels)
+        labels = {
+            "cache_dir": "--cache-dir",
+            "backend": "--backend",
+            "host": "--host",
+            "profile": "--profile",
+        }
+        settings = resolve(
+            args.profile,
+            {"cache_dir": args.cache_dir, "backend": args.backend, "host": args.host},
+            labels=labels,
+        )
         ctx = Context(settings, Output(args.json))
         return COMMANDS[args.cmd](args, ctx)
     except KeyboardInterrupt:
@@ -66,8 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line, the traceback with --debug
         if args.debug:
             traceback.print_exc()
-        sys.stderr.write(f"hpcexec: internal error: {type(e).__name__}: {one_line(e)} "
-                         f"(--debug shows the traceback; please report it)\n")
+        sys.stderr.write(
+            f"hpcexec: internal error: {type(e).__name__}: {one_line(e)} "
+            f"(--debug shows the traceback; please report it)\n"
+        )
         return 1
     finally:
         if ctx is not None:

@@ -1,4 +1,5 @@
 """``python -m hpcexec.cli``: the ``hpcexec`` command."""
+
 from . import main
 
 raise SystemExit(main())

@@ -1,5 +1,6 @@
 """The subcommands. Each takes the parsed arguments and a :class:`Context`, prints through
 ``ctx.out`` and returns the exit status."""
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ _UNITS = {"": 86400, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def shell_body(words: list[str]) -> str:
     """One word is a shell body as written; several are quoted into one command."""
     if not words:
-        raise UsageError("submit needs a command after --, e.g. "
-                         "`hpcexec submit --time 1:00:00 -- ./run.sh input.dat`")
+        raise UsageError(
+            "submit needs a command after --, e.g. "
+            "`hpcexec submit --time 1:00:00 -- ./run.sh input.dat`"
+        )
     return words[0] if len(words) == 1 else shlex.join(words)
 
 
@@ -71,8 +74,9 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     if args.file and args.command:
         raise UsageError("give either --file PATH or a command after --, not both")
     body = None if args.file else shell_body(args.command)
-    wanted: dict[str, Any] = {k: getattr(args, k) for k in SUBMIT_RESOURCES
-                              if getattr(args, k) is not None}
+    wanted: dict[str, Any] = {
+        k: getattr(args, k) for k in SUBMIT_RESOURCES if getattr(args, k) is not None
+    }
     if args.env:
         wanted["env"] = parse_env(args.env)
     for flag in ("force", "hold"):
@@ -100,11 +104,15 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
         raise SubmitError(f"the job was not submitted: {rec.reason or 'no reason given'}")
     ctx.out.jobs([rec], full_key=True)
     if (rec.submitted or t0) < t0:  # the record was there before this command
-        note(f"this command ran before: the job is in the cache ({rec.state.value}); "
-             f"--force runs it again")
+        note(
+            f"this command ran before: the job is in the cache ({rec.state.value}); "
+            f"--force runs it again"
+        )
     elif rec.state is JobState.PENDING and rec.backend == "local" and not rec.job_id:
-        note("queued until cores are free; it starts while a client of this cache runs "
-             f"(e.g. `hpcexec wait {short_key(rec.key)}`)")
+        note(
+            "queued until cores are free; it starts while a client of this cache runs "
+            f"(e.g. `hpcexec wait {short_key(rec.key)}`)"
+        )
     return 0
 
 
@@ -122,8 +130,10 @@ def _wait_for_id(ctx: Context, key: str) -> JobRecord:
         if rec.backend == "local" and (rec.state is JobState.HELD or waited > LOCAL_START_WAIT):
             return rec
         if waited > SUBMIT_WAIT:
-            note(f"no job id from {rec.backend} after {SUBMIT_WAIT:.0f} s; "
-                 f"`hpcexec show {short_key(key)}` tells what happened")
+            note(
+                f"no job id from {rec.backend} after {SUBMIT_WAIT:.0f} s; "
+                f"`hpcexec show {short_key(key)}` tells what happened"
+            )
             return rec
         time.sleep(0.05)
 
@@ -135,8 +145,13 @@ def parse_states(values: list[str] | None) -> list[str] | None:
     return [s.strip() for v in values for s in v.split(",") if s.strip()]
 
 
-def _select(ctx: Context, states: list[str] | None, match: str | None,
-            backend: str | None = None, host: str | None = None) -> list[JobRecord]:
+def _select(
+    ctx: Context,
+    states: list[str] | None,
+    match: str | None,
+    backend: str | None = None,
+    host: str | None = None,
+) -> list[JobRecord]:
     store = ctx.store()
     if store is None:
         return []
@@ -175,27 +190,48 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     lay = JobLayout.of(rec.jobdir, rec.resources)
     data["stdout_path"], data["stderr_path"] = lay.stdout, lay.stderr
     data["info"] = None if info is None else {**vars(info), "state": info.state.value}
-    res = " ".join(f"{k}={v}" for k, v in rec.resources.items()
-                   if k not in ("workdir", "python", "array_dir"))
+    res = " ".join(
+        f"{k}={v}" for k, v in rec.resources.items() if k not in ("workdir", "python", "array_dir")
+    )
     rows: list[tuple[str, Any]] = [
-        ("key", rec.key), ("name", rec.name), ("state", state_text(rec)),
-        ("reason", rec.reason), ("backend", rec.backend), ("host", rec.host),
-        ("job id", rec.job_id), ("kind", rec.kind),
-        ("submitted", when(rec.submitted)), ("started", when(rec.started)),
+        ("key", rec.key),
+        ("name", rec.name),
+        ("state", state_text(rec)),
+        ("reason", rec.reason),
+        ("backend", rec.backend),
+        ("host", rec.host),
+        ("job id", rec.job_id),
+        ("kind", rec.kind),
+        ("submitted", when(rec.submitted)),
+        ("started", when(rec.started)),
         ("finished", when(rec.finished)),
     ]
     if info is not None:
-        rows += [("wallclock", _secs(info.wallclock)), ("cpu time", _secs(info.cpu_seconds)),
-                 ("max rss", f"{info.max_rss_mb:.1f} MB" if info.max_rss_mb else None),
-                 ("nodes", info.nodelist)]
+        rows += [
+            ("wallclock", _secs(info.wallclock)),
+            ("cpu time", _secs(info.cpu_seconds)),
+            ("max rss", f"{info.max_rss_mb:.1f} MB" if info.max_rss_mb else None),
+            ("nodes", info.nodelist),
+        ]
     if rec.epilogue:
         rows.append(("epilogue", rec.epilogue_state or "not run yet"))
-    rows += [("resources", res or None), ("workdir", rec.resources.get("workdir")),
-             ("after", ", ".join(short_key(d) for d in rec.deps) or None),
-             ("job dir", rec.jobdir), ("stdout", data["stdout_path"]),
-             ("stderr", data["stderr_path"])]
-    rows += [(k, v) for k, v in (("comment", rec.comment), ("user state", rec.user_state),
-                                 ("tags", ", ".join(rec.tags))) if v]
+    rows += [
+        ("resources", res or None),
+        ("workdir", rec.resources.get("workdir")),
+        ("after", ", ".join(short_key(d) for d in rec.deps) or None),
+        ("job dir", rec.jobdir),
+        ("stdout", data["stdout_path"]),
+        ("stderr", data["stderr_path"]),
+    ]
+    rows += [
+        (k, v)
+        for k, v in (
+            ("comment", rec.comment),
+            ("user state", rec.user_state),
+            ("tags", ", ".join(rec.tags)),
+        )
+        if v
+    ]
     ctx.out.emit(data, pairs(rows))
     return 0
 
@@ -224,7 +260,7 @@ def cmd_logs(args: argparse.Namespace, ctx: Context) -> int:
         text = read()
         if not text.startswith(shown):  # rewritten (a new run): show it all again
             shown = ""
-        sys.stdout.write(text[len(shown):])
+        sys.stdout.write(text[len(shown) :])
         sys.stdout.flush()
         shown = text
         if done:
@@ -243,13 +279,14 @@ def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
     final = [latest.get(r.key, r) for r in records]
     ctx.out.jobs(final)
     if not_done:
-        note(f"{len(not_done)} of {len(records)} job(s) still unfinished after "
-             f"{args.timeout} s")
+        note(f"{len(not_done)} of {len(records)} job(s) still unfinished after {args.timeout} s")
         return EXIT_TIMEOUT
     bad = [r for r in final if r.state is not JobState.COMPLETED]
     if bad:
-        note(f"{len(bad)} of {len(records)} job(s) did not complete: "
-             f"`hpcexec show KEY` and `hpcexec logs --stderr KEY` tell why")
+        note(
+            f"{len(bad)} of {len(records)} job(s) did not complete: "
+            f"`hpcexec show KEY` and `hpcexec logs --stderr KEY` tell why"
+        )
         return EXIT_NOT_COMPLETED
     return 0
 
@@ -272,8 +309,10 @@ def cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
     latest = store.get_many(r.key for r in records)
     ctx.out.jobs([latest.get(r.key, r) for r in records])
     if failed:
-        raise BackendError(f"could not cancel {', '.join(short_key(r.key) for r in failed)}: "
-                           f"run with --debug to see the scheduler's answer")
+        raise BackendError(
+            f"could not cancel {', '.join(short_key(r.key) for r in failed)}: "
+            f"run with --debug to see the scheduler's answer"
+        )
     return 0
 
 
@@ -289,11 +328,11 @@ def _hold_or_release(args: argparse.Namespace, ctx: Context, hold: bool) -> int:
     latest = store.get_many(r.key for r in records)
     ctx.out.jobs([latest.get(r.key, r) for r in records])
     if refused:
-        what = ", ".join(f"{short_key(k)} ({latest[k].state.value if k in latest else 'gone'})"
-                         for k in refused)
+        what = ", ".join(
+            f"{short_key(k)} ({latest[k].state.value if k in latest else 'gone'})" for k in refused
+        )
         if hold:
-            raise BackendError(f"cannot hold {what}: only a job that has not started can be "
-                               f"held")
+            raise BackendError(f"cannot hold {what}: only a job that has not started can be held")
         raise BackendError(f"cannot release {what}: only a held job can be released")
     return 0
 
@@ -311,22 +350,27 @@ def parse_duration(text: str) -> float:
     """Seconds from ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is days)."""
     m = _DURATION_RE.match(text)
     if not m:
-        raise UsageError(f"--older-than takes a number and a unit s, m, h, d or w "
-                         f"(e.g. 7d or 12h), not {text!r}")
+        raise UsageError(
+            f"--older-than takes a number and a unit s, m, h, d or w (e.g. 7d or 12h), not {text!r}"
+        )
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def cmd_clean(args: argparse.Namespace, ctx: Context) -> int:
     states = parse_states(args.state)
     if not args.finished and not states:
-        raise UsageError("clean removes finished jobs: give --finished, or --state with "
-                         "finished states (completed, failed, cancelled, timeout, lost)")
+        raise UsageError(
+            "clean removes finished jobs: give --finished, or --state with "
+            "finished states (completed, failed, cancelled, timeout, lost)"
+        )
     states = states or ["finished"]
     records = _select(ctx, states, args.match)
     active = [r for r in records if not r.state.finished]
     if active:
-        raise UsageError(f"clean removes finished jobs only; {len(active)} selected job(s) "
-                         f"are {active[0].state.value}: `hpcexec cancel` them first")
+        raise UsageError(
+            f"clean removes finished jobs only; {len(active)} selected job(s) "
+            f"are {active[0].state.value}: `hpcexec cancel` them first"
+        )
     if args.older_than:
         limit = time.time() - parse_duration(args.older_than)
         records = [r for r in records if (r.finished or r.modified) < limit]
@@ -346,27 +390,39 @@ def cmd_clean(args: argparse.Namespace, ctx: Context) -> int:
     verb = "would remove" if args.dry_run else "removed"
     text = f"{verb} {len(records)} finished job(s)"
     if files_elsewhere:
-        text += (f"; the files of {len(files_elsewhere)} on other hosts stay there "
-                 f"(under their remote_dir)")
+        text += (
+            f"; the files of {len(files_elsewhere)} on other hosts stay there "
+            f"(under their remote_dir)"
+        )
     if kept:
         text += f"; kept {len(kept)} that unfinished jobs depend on"
-    ctx.out.emit({"removed": [r.key for r in records], "dry_run": args.dry_run,
-                  "kept": [r.key for r in kept],
-                  "files_on_other_hosts": [r.key for r in files_elsewhere]}, text)
+    ctx.out.emit(
+        {
+            "removed": [r.key for r in records],
+            "dry_run": args.dry_run,
+            "kept": [r.key for r in kept],
+            "files_on_other_hosts": [r.key for r in files_elsewhere],
+        },
+        text,
+    )
     return 0
 
 
 def cmd_merge(args: argparse.Namespace, ctx: Context) -> int:
     host = ctx.settings["host"]
     if not host:
-        raise UsageError("merge needs --host H: the host the other cache's jobs ran on "
-                         "(e.g. `hpcexec merge other/.hpcexec --host cluster-a`)")
+        raise UsageError(
+            "merge needs --host H: the host the other cache's jobs ran on "
+            "(e.g. `hpcexec merge other/.hpcexec --host cluster-a`)"
+        )
     store = ctx.store(create=True)
     assert store is not None
     taken, kept = store.merge(args.path, host)
-    ctx.out.emit({"source": str(args.path), "host": host, "taken": taken, "kept": kept},
-                 f"merged {taken} record(s) from {args.path} as jobs on {host}; kept {kept} "
-                 f"of ours that were as new or newer")
+    ctx.out.emit(
+        {"source": str(args.path), "host": host, "taken": taken, "kept": kept},
+        f"merged {taken} record(s) from {args.path} as jobs on {host}; kept {kept} "
+        f"of ours that were as new or newer",
+    )
     return 0
 
 
@@ -376,8 +432,10 @@ def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
     host = s["host"]
     transport = None
     if host:
-        transport = open_ssh(host, SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"],
-                                              s["trust_on_first_use"]))
+        transport = open_ssh(
+            host,
+            SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"], s["trust_on_first_use"]),
+        )
         which: Callable[[str], str | None] = transport.which
     else:
         which = shutil.which
@@ -387,17 +445,27 @@ def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
         if transport is not None:
             transport.close()
     auto = detect_backend(found.get)
-    rows, data = [["local", "-", "yes (always)"]], [{"backend": "local", "commands": {},
-                                                     "available": True}]
+    rows, data = (
+        [["local", "-", "yes (always)"]],
+        [{"backend": "local", "commands": {}, "available": True}],
+    )
     for name, cls in schedulers().items():
         cmds = {c: found[c] for c in cls.commands}
         missing = [c for c, p in cmds.items() if not p]
-        rows.append([name, " ".join(cls.commands),
-                     "yes" if not missing else f"no ({', '.join(missing)} not on PATH)"])
+        rows.append(
+            [
+                name,
+                " ".join(cls.commands),
+                "yes" if not missing else f"no ({', '.join(missing)} not on PATH)",
+            ]
+        )
         data.append({"backend": name, "commands": cmds, "available": not missing})
     where = host or ctx.here
-    text = (f"on {where}:\n" + table(["BACKEND", "COMMANDS", "FOUND"], rows)
-            + f"\n\nbackend 'auto' would use: {auto}")
+    text = (
+        f"on {where}:\n"
+        + table(["BACKEND", "COMMANDS", "FOUND"], rows)
+        + f"\n\nbackend 'auto' would use: {auto}"
+    )
     ctx.out.emit({"host": where, "backends": data, "auto": auto}, text)
     return 0
 
@@ -407,20 +475,30 @@ def cmd_config(args: argparse.Namespace, ctx: Context) -> int:
     files = s.files
     rows = [[k, _show(v.value), v.source] for k, v in s.values.items()]
     rows += [[f"resources.{k}", _show(v.value), v.source] for k, v in s.resources.items()]
-    head = [("profile", f"{s.profile} (from {s.profile_source})" if s.profile else
-             "none (--profile, HPCEXEC_PROFILE or default_profile select one)")]
+    head = [
+        (
+            "profile",
+            f"{s.profile} (from {s.profile_source})"
+            if s.profile
+            else "none (--profile, HPCEXEC_PROFILE or default_profile select one)",
+        )
+    ]
     for path in files.searched:
         head.append(("file", f"{path}" + ("" if path in files.found else " (not found)")))
     for name, prof in sorted(files.profiles.items()):
         head.append(("profile " + name, f"{prof.description or ''} ({prof.path})".strip()))
     text = pairs(head) + "\n\n" + table(["SETTING", "VALUE", "FROM"], rows)
-    data = {"profile": s.profile, "profile_from": s.profile_source,
-            "files": [{"path": str(p), "found": p in files.found} for p in files.searched],
-            "profiles": {n: {"path": str(p.path), "description": p.description}
-                         for n, p in sorted(files.profiles.items())},
-            "settings": {k: {"value": v.value, "from": v.source} for k, v in s.values.items()},
-            "resources": {k: {"value": v.value, "from": v.source}
-                          for k, v in s.resources.items()}}
+    data = {
+        "profile": s.profile,
+        "profile_from": s.profile_source,
+        "files": [{"path": str(p), "found": p in files.found} for p in files.searched],
+        "profiles": {
+            n: {"path": str(p.path), "description": p.description}
+            for n, p in sorted(files.profiles.items())
+        },
+        "settings": {k: {"value": v.value, "from": v.source} for k, v in s.values.items()},
+        "resources": {k: {"value": v.value, "from": v.source} for k, v in s.resources.items()},
+    }
     ctx.out.emit(data, text)
     return 0
 
@@ -430,8 +508,17 @@ def _show(value: Any) -> str:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Context], int]] = {
-    "submit": cmd_submit, "jobs": cmd_jobs, "show": cmd_show, "logs": cmd_logs,
-    "wait": cmd_wait, "cancel": cmd_cancel, "hold": cmd_hold, "release": cmd_release,
-    "clean": cmd_clean, "merge": cmd_merge, "backends": cmd_backends, "config": cmd_config,
+    "submit": cmd_submit,
+    "jobs": cmd_jobs,
+    "show": cmd_show,
+    "logs": cmd_logs,
+    "wait": cmd_wait,
+    "cancel": cmd_cancel,
+    "hold": cmd_hold,
+    "release": cmd_release,
+    "clean": cmd_clean,
+    "merge": cmd_merge,
+    "backends": cmd_backends,
+    "config": cmd_config,
     "resources": cmd_resources,
 }

@@ -1,5 +1,6 @@
 """What every command works on: the effective settings, the job store, the records a KEY
 names, and executors for the backends and hosts those records belong to."""
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,10 @@ class Context:
         return self._store
 
     def no_cache(self) -> UnknownJob:
-        return UnknownJob(f"no job cache at {self.cache_dir}: give --cache-dir, set "
-                          f"HPCEXEC_CACHE_DIR, or run where the workflow ran")
+        return UnknownJob(
+            f"no job cache at {self.cache_dir}: give --cache-dir, set "
+            f"HPCEXEC_CACHE_DIR, or run where the workflow ran"
+        )
 
     # -- keys ----------------------------------------------------------------------------
     def find(self, key: str) -> JobRecord:
@@ -67,14 +70,17 @@ class Context:
         if exact:
             return exact[0]
         if not found:
-            raise UnknownJob(f"no job {key!r} in {store.path} (a KEY is a record key, a "
-                             f"unique prefix of one, or a scheduler job id): `hpcexec jobs` "
-                             f"lists them")
+            raise UnknownJob(
+                f"no job {key!r} in {store.path} (a KEY is a record key, a "
+                f"unique prefix of one, or a scheduler job id): `hpcexec jobs` "
+                f"lists them"
+            )
         if len(found) > 1:
             some = ", ".join(short_key(r.key) for r in found[:5])
             more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-            raise UnknownJob(f"{key!r} names {len(found)} jobs ({some}{more}): give more of "
-                             f"the key")
+            raise UnknownJob(
+                f"{key!r} names {len(found)} jobs ({some}{more}): give more of the key"
+            )
         return found[0]
 
     def records(self, keys: Iterable[str]) -> list[JobRecord]:
@@ -104,9 +110,13 @@ class Context:
             if host != self.here:
                 options = {"host": host, **self._host_options(host)}
             self._executors[backend, host] = Executor(
-                backend, cache_dir=self.cache_dir, profile="",
-                poll_interval=s["poll_interval"], calls_per_second=s["calls_per_second"],
-                **options)
+                backend,
+                cache_dir=self.cache_dir,
+                profile="",
+                poll_interval=s["poll_interval"],
+                calls_per_second=s["calls_per_second"],
+                **options,
+            )
         return self._executors[backend, host]
 
     def attach(self, rec: JobRecord) -> JobFuture:
@@ -147,8 +157,10 @@ class Context:
             except HpcexecError as e:
                 note(f"{backend} jobs on {host} are shown as last seen: {one_line(e)}")
         if skipped and not self.out.as_json:
-            note(f"jobs on {', '.join(skipped)} are shown as last seen; give --host (or a "
-                 f"profile) naming one to ask it")
+            note(
+                f"jobs on {', '.join(skipped)} are shown as last seen; give --host (or a "
+                f"profile) naming one to ask it"
+            )
 
     def close(self) -> None:
         """Let go of executors: jobs outlive the command; followed futures are dropped."""

@@ -1,4 +1,5 @@
 """How the command line prints: aligned tables for people, JSON for programs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,9 +52,15 @@ def state_text(rec: JobRecord) -> str:
 
 def job_row(rec: JobRecord, *, full_key: bool = False, now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
-    return [rec.key if full_key else short_key(rec.key), rec.name or "-", rec.host,
-            rec.backend, rec.job_id or "-", state_text(rec),
-            age(now - rec.submitted if rec.submitted else None)]
+    return [
+        rec.key if full_key else short_key(rec.key),
+        rec.name or "-",
+        rec.host,
+        rec.backend,
+        rec.job_id or "-",
+        state_text(rec),
+        age(now - rec.submitted if rec.submitted else None),
+    ]
 
 
 def record_dict(rec: JobRecord) -> dict[str, Any]:
@@ -97,11 +104,15 @@ class Output:
             self.stream.write(text.rstrip("\n") + "\n")
         self.stream.flush()
 
-    def jobs(self, records: Sequence[JobRecord], *, full_key: bool = False,
-             empty: str = "no jobs") -> None:
+    def jobs(
+        self, records: Sequence[JobRecord], *, full_key: bool = False, empty: str = "no jobs"
+    ) -> None:
         now = time.time()
-        text = (table(JOB_COLUMNS, [job_row(r, full_key=full_key, now=now) for r in records])
-                if records else empty)
+        text = (
+            table(JOB_COLUMNS, [job_row(r, full_key=full_key, now=now) for r in records])
+            if records
+            else empty
+        )
         self.emit([record_dict(r) for r in records], text)
 
 

@@ -1,5 +1,6 @@
 """The command line's grammar: global options (accepted before or after the subcommand)
 and one subparser per command."""
+
 from __future__ import annotations
 
 import argparse
@@ -38,22 +39,33 @@ SUBMIT_RESOURCES: dict[str, dict[str, Any]] = {
     "account": dict(help="account (project) to charge"),
     "gpus": dict(help="GPUs per node"),
     "name": dict(help="job name"),
-    "native": dict(action="append", metavar="DIRECTIVE",
-                   help="a raw scheduler directive (repeatable), e.g. --native=--exclusive"),
-    "env": dict(action="append", metavar="NAME=VALUE",
-                help="an environment variable for the job (repeatable)"),
+    "native": dict(
+        action="append",
+        metavar="DIRECTIVE",
+        help="a raw scheduler directive (repeatable), e.g. --native=--exclusive",
+    ),
+    "env": dict(
+        action="append",
+        metavar="NAME=VALUE",
+        help="an environment variable for the job (repeatable)",
+    ),
     "workdir": dict(help="directory the job runs in (default: this one)"),
     "stdout": dict(help="file for the job's standard output"),
     "stderr": dict(help="file for the job's standard error"),
-    "join_output": dict(action="store_true", default=None,
-                        help="standard error into the standard output file"),
+    "join_output": dict(
+        action="store_true", default=None, help="standard error into the standard output file"
+    ),
     "stdin": dict(metavar="PATH", help="file the job reads as standard input"),
-    "mail": dict(metavar="ADDRESS[:EVENTS]",
-                 help="mail ADDRESS when the job ends, or on EVENTS: begin,end,fail,all"),
-    "begin": dict(metavar="WHEN",
-                  help="start no earlier than WHEN: ISO time, or +MM / +HH:MM:SS from now"),
-    "deadline": dict(metavar="WHEN",
-                     help="a job not started (running, locally) by WHEN ends; same forms"),
+    "mail": dict(
+        metavar="ADDRESS[:EVENTS]",
+        help="mail ADDRESS when the job ends, or on EVENTS: begin,end,fail,all",
+    ),
+    "begin": dict(
+        metavar="WHEN", help="start no earlier than WHEN: ISO time, or +MM / +HH:MM:SS from now"
+    ),
+    "deadline": dict(
+        metavar="WHEN", help="a job not started (running, locally) by WHEN ends; same forms"
+    ),
 }
 
 
@@ -70,26 +82,46 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     the subcommand without the subparser's defaults overwriting the first."""
     d = {"default": argparse.SUPPRESS} if suppress else {}
     g = parser.add_argument_group("global options")
-    g.add_argument("--cache-dir", metavar="DIR", **d,
-                   help="the job cache (default: $HPCEXEC_CACHE_DIR, the profile's, .hpcexec)")
-    g.add_argument("--profile", metavar="NAME", **d,
-                   help="a profile from hpcexec.toml or ~/.config/hpcexec/config.toml "
-                        "(default: $HPCEXEC_PROFILE, the files' default_profile)")
-    g.add_argument("--backend", metavar="NAME", **d,
-                   help="local, slurm, sge, pbspro, torque, lsf, one a package registers, or "
-                        "auto (for jobs: a filter)")
-    g.add_argument("--host", metavar="HOST", **d,
-                   help="jobs on this host over SSH (for jobs: a filter; for merge: the "
-                        "host the merged jobs ran on)")
+    g.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        **d,
+        help="the job cache (default: $HPCEXEC_CACHE_DIR, the profile's, .hpcexec)",
+    )
+    g.add_argument(
+        "--profile",
+        metavar="NAME",
+        **d,
+        help="a profile from hpcexec.toml or ~/.config/hpcexec/config.toml "
+        "(default: $HPCEXEC_PROFILE, the files' default_profile)",
+    )
+    g.add_argument(
+        "--backend",
+        metavar="NAME",
+        **d,
+        help="local, slurm, sge, pbspro, torque, lsf, one a package registers, or "
+        "auto (for jobs: a filter)",
+    )
+    g.add_argument(
+        "--host",
+        metavar="HOST",
+        **d,
+        help="jobs on this host over SSH (for jobs: a filter; for merge: the "
+        "host the merged jobs ran on)",
+    )
     g.add_argument("--json", action="store_true", **d, help="print JSON")
-    g.add_argument("--debug", action="store_true", **d,
-                   help="log what happens, and show tracebacks")
+    g.add_argument(
+        "--debug", action="store_true", **d, help="log what happens, and show tracebacks"
+    )
 
 
 def build_parser() -> Parser:
-    top = Parser(prog="hpcexec", description="Submit, follow and control hpcexec jobs and "
-                 "their cache.", epilog=EXAMPLES,
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = Parser(
+        prog="hpcexec",
+        description="Submit, follow and control hpcexec jobs and their cache.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--version", action="version", version=f"hpcexec {__version__}")
     _global_options(top, suppress=False)
     sub = top.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=Parser)
@@ -114,38 +146,69 @@ def _add_submit(sub: Any) -> None:
     for key, kw in SUBMIT_RESOURCES.items():
         r.add_argument("--" + key.replace("_", "-"), **kw)
     o = p.add_argument_group("job options")
-    o.add_argument("--key", help="name the record yourself (default: a hash of the command "
-                                 "and resources)")
+    o.add_argument(
+        "--key", help="name the record yourself (default: a hash of the command and resources)"
+    )
     o.add_argument("--force", action="store_true", help="run it even if the cache has it")
     o.add_argument("--hold", action="store_true", help="submit it held (`hpcexec release`)")
-    o.add_argument("--file", metavar="PATH",
-                   help="submit this job script (its #SBATCH/#$/#PBS/#BSUB lines are kept; "
-                        "options given here win) instead of a COMMAND")
-    o.add_argument("--prologue", metavar="SHELL",
-                   help="shell text run here before submitting; if it fails, nothing is "
-                        "submitted")
-    o.add_argument("--epilogue", metavar="SHELL",
-                   help="shell text run here once, when a client following the job sees it "
-                        "end (e.g. `hpcexec wait`)")
-    o.add_argument("--aux-script", action="append", metavar="NAME=PATH",
-                   help="write the file PATH beside the job script as NAME (repeatable; "
-                        "{placeholders} filled; the body finds it as {jobdir}/NAME)")
-    o.add_argument("--dry-run", action="store_true",
-                   help="print the script that would be submitted; write and submit nothing")
-    p.add_argument("command", nargs="*", metavar="-- COMMAND",
-                   help="the shell command; one word is a shell body as written")
+    o.add_argument(
+        "--file",
+        metavar="PATH",
+        help="submit this job script (its #SBATCH/#$/#PBS/#BSUB lines are kept; "
+        "options given here win) instead of a COMMAND",
+    )
+    o.add_argument(
+        "--prologue",
+        metavar="SHELL",
+        help="shell text run here before submitting; if it fails, nothing is submitted",
+    )
+    o.add_argument(
+        "--epilogue",
+        metavar="SHELL",
+        help="shell text run here once, when a client following the job sees it "
+        "end (e.g. `hpcexec wait`)",
+    )
+    o.add_argument(
+        "--aux-script",
+        action="append",
+        metavar="NAME=PATH",
+        help="write the file PATH beside the job script as NAME (repeatable; "
+        "{placeholders} filled; the body finds it as {jobdir}/NAME)",
+    )
+    o.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the script that would be submitted; write and submit nothing",
+    )
+    p.add_argument(
+        "command",
+        nargs="*",
+        metavar="-- COMMAND",
+        help="the shell command; one word is a shell body as written",
+    )
 
 
 def _add_following(sub: Any) -> None:
     """The commands that look at jobs: jobs, show, logs, wait."""
     p = _command(sub, "jobs", "list jobs: key, name, host, backend, id, state, age")
-    p.add_argument("--state", action="append", metavar="STATE",
-                   help="pending, held, running, suspended, completed, failed, cancelled, "
-                        "timeout, lost, active or finished (repeatable, or comma-separated)")
-    p.add_argument("--match", metavar="REGEX", help="a regular expression searched in key, "
-                   "name, job id, host, backend, state, comment, tags")
-    p.add_argument("--no-refresh", action="store_true",
-                   help="show the records as stored, without asking the scheduler")
+    p.add_argument(
+        "--state",
+        action="append",
+        metavar="STATE",
+        help="pending, held, running, suspended, completed, failed, cancelled, "
+        "timeout, lost, active or finished (repeatable, or comma-separated)",
+    )
+    p.add_argument(
+        "--match",
+        metavar="REGEX",
+        help="a regular expression searched in key, "
+        "name, job id, host, backend, state, comment, tags",
+    )
+    p.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="show the records as stored, without asking the scheduler",
+    )
 
     p = _command(sub, "show", "everything about one job: record, usage, accounting, files")
     p.add_argument("key", metavar="KEY")
@@ -153,8 +216,12 @@ def _add_following(sub: Any) -> None:
     p = _command(sub, "logs", "print a job's output")
     p.add_argument("key", metavar="KEY")
     p.add_argument("--stderr", action="store_true", help="standard error instead of output")
-    p.add_argument("--follow", "-f", action="store_true",
-                   help="keep printing as the output grows, until the job ends")
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing as the output grows, until the job ends",
+    )
 
     p = _command(sub, "wait", "wait until jobs end; exit 0 if all completed")
     p.add_argument("keys", nargs="+", metavar="KEY")
@@ -179,11 +246,18 @@ def _add_cache_commands(sub: Any) -> None:
     """The commands about the cache and the setup: clean, merge, backends, config."""
     p = _command(sub, "clean", "remove finished jobs' records and files from the cache")
     p.add_argument("--finished", action="store_true", help="every finished job")
-    p.add_argument("--state", action="append", metavar="STATE",
-                   help="only these finished states (repeatable, or comma-separated)")
+    p.add_argument(
+        "--state",
+        action="append",
+        metavar="STATE",
+        help="only these finished states (repeatable, or comma-separated)",
+    )
     p.add_argument("--match", metavar="REGEX", help="only jobs matching this")
-    p.add_argument("--older-than", metavar="AGE", help="only jobs that ended longer ago "
-                                                       "than this: 30m, 12h, 7d, 2w")
+    p.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="only jobs that ended longer ago than this: 30m, 12h, 7d, 2w",
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
 
     p = _command(sub, "merge", "bring in the records of another cache (with --host)")
@@ -200,7 +274,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     head, tail = argv, []
     if "--" in argv:
         i = argv.index("--")
-        head, tail = argv[:i], argv[i + 1:]
+        head, tail = argv[:i], argv[i + 1 :]
     args = parser.parse_args(head)
     if args.cmd == "submit":
         args.command = [*args.command, *tail]

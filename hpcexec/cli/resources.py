@@ -6,6 +6,7 @@ Nothing here is written by hand per backend: the keys, types, forms and examples
 produces for the example (its ``check``, its ``directives`` from its rule table, and its job
 script), compared with a job that leaves the key unset. So the help cannot drift from the code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,17 +65,31 @@ def backends(name: str | None = None) -> dict[str, Backend]:
 def example_spec(res: Resources) -> SubmitSpec:
     """A single job's submission with ``res``, as the scheduler driver builds one."""
     lay = JobLayout(JOBDIR, res.workdir or WORKDIR, res.stdout, res.stderr, res.join_output)
-    return SubmitSpec(lay.file(SUBMIT_SCRIPT), res, res.name or "job", lay.stdout, lay.stderr,
-                      lay.workdir)
+    return SubmitSpec(
+        lay.file(SUBMIT_SCRIPT), res, res.name or "job", lay.stdout, lay.stderr, lay.workdir
+    )
 
 
 def job_script(backend: Backend, res: Resources) -> list[str]:
     """The lines of the job script ``backend`` writes for a shell job with ``res``."""
     spec = example_spec(res)
-    parts = backend.script_parts(res, name=spec.name, jobdir=JOBDIR, stdout=spec.stdout,
-                                 stderr=spec.stderr, workdir=spec.workdir)
-    return render(parts, res, jobdir=JOBDIR, workdir=spec.workdir, submit_host="login1",
-                  name=spec.name, shell_body="./run.sh").splitlines()
+    parts = backend.script_parts(
+        res,
+        name=spec.name,
+        jobdir=JOBDIR,
+        stdout=spec.stdout,
+        stderr=spec.stderr,
+        workdir=spec.workdir,
+    )
+    return render(
+        parts,
+        res,
+        jobdir=JOBDIR,
+        workdir=spec.workdir,
+        submit_host="login1",
+        name=spec.name,
+        shell_body="./run.sh",
+    ).splitlines()
 
 
 def _added(lines: list[str], base: list[str]) -> tuple[str, ...]:
@@ -94,8 +109,9 @@ def render_key(backend: Backend, key: str, value: Any) -> Rendering:
     if isinstance(backend, SchedulerBackend):
         lines = backend.directives(example_spec(res))
         base = backend.directives(example_spec(Resources()))
-        return Rendering(name, directives=_added(lines, base), drops=_added(base, lines),
-                         script=script)
+        return Rendering(
+            name, directives=_added(lines, base), drops=_added(base, lines), script=script
+        )
     note = None
     if isinstance(backend, LocalBackend):
         if key in backend.ignored(res):
@@ -108,18 +124,37 @@ def render_key(backend: Backend, key: str, value: Any) -> Rendering:
 def rows(backend: str | None = None) -> list[Row]:
     """Every key of the resource table with each backend's (or the one named) rendering."""
     chosen = backends(backend)
-    return [Row(spec.key, spec.kind, spec.doc, spec.example,
-                tuple(render_key(b, spec.key, spec.example) for b in chosen.values()))
-            for spec in RESOURCE_TABLE.values()]
+    return [
+        Row(
+            spec.key,
+            spec.kind,
+            spec.doc,
+            spec.example,
+            tuple(render_key(b, spec.key, spec.example) for b in chosen.values()),
+        )
+        for spec in RESOURCE_TABLE.values()
+    ]
 
 
 def as_data(found: list[Row]) -> list[dict[str, Any]]:
     """JSON-friendly rows: key, type, accepts, example, and per backend its rendering."""
-    return [{"key": r.key, "type": r.kind, "accepts": r.accepts, "example": r.example,
-             "backends": {x.backend: {k: list(v) if isinstance(v, tuple) else v
-                                      for k, v in asdict(x).items() if k != "backend"}
-                          for x in r.renderings}}
-            for r in found]
+    return [
+        {
+            "key": r.key,
+            "type": r.kind,
+            "accepts": r.accepts,
+            "example": r.example,
+            "backends": {
+                x.backend: {
+                    k: list(v) if isinstance(v, tuple) else v
+                    for k, v in asdict(x).items()
+                    if k != "backend"
+                }
+                for x in r.renderings
+            },
+        }
+        for r in found
+    ]
 
 
 def rendering_lines(x: Rendering) -> list[str]:
@@ -146,8 +181,7 @@ def as_text(found: list[Row]) -> str:
     return "\n\n".join(blocks)
 
 
-def print_resources(stream: TextIO, *, backend: str | None = None,
-                    as_json: bool = False) -> None:
+def print_resources(stream: TextIO, *, backend: str | None = None, as_json: bool = False) -> None:
     """Write the help to ``stream``, as text or JSON."""
     import json
 
@@ -166,14 +200,18 @@ def cmd_resources(args: argparse.Namespace, ctx: Any = None) -> int:
     if ctx is not None:
         ctx.out.emit(as_data(found), as_text(found))
     else:
-        print_resources(sys.stdout, backend=getattr(args, "backend", None),
-                        as_json=bool(getattr(args, "json", False)))
+        print_resources(
+            sys.stdout,
+            backend=getattr(args, "backend", None),
+            as_json=bool(getattr(args, "json", False)),
+        )
     return 0
 
 
-def register(subparsers: Any,
-             common: Callable[[argparse.ArgumentParser], None] | None = None,
-             ) -> argparse.ArgumentParser:
+def register(
+    subparsers: Any,
+    common: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
     """Add the ``resources`` command to an argparse subparsers object; its function is in
     the parser's defaults as ``func``. ``common`` adds the command line's global options to
     the new parser (then its ``--json`` and ``--backend`` serve). ``--json`` and ``--backend``
@@ -181,9 +219,10 @@ def register(subparsers: Any,
     p = subparsers.add_parser("resources", help=HELP, description=HELP)
     if common is not None:
         common(p)
-    for flags, kw in ((("--backend",), dict(metavar="NAME",
-                                             help="show only this backend's rendering")),
-                      (("--json",), dict(action="store_true", help="print JSON"))):
+    for flags, kw in (
+        (("--backend",), dict(metavar="NAME", help="show only this backend's rendering")),
+        (("--json",), dict(action="store_true", help="print JSON")),
+    ):
         try:
             p.add_argument(*flags, default=argparse.SUPPRESS, **kw)
         except argparse.ArgumentError:

@@ -1,4 +1,5 @@
 """The interface every transport implements (local subprocess, SSH)."""
+
 from __future__ import annotations
 
 import abc
@@ -31,8 +32,14 @@ class Transport(abc.ABC):
         """The path of a command on PATH, or None."""
 
     @abc.abstractmethod
-    def run(self, argv: Sequence[str], *, input: str | None = None,
-            timeout: float | None = 60.0, idempotent: bool = False) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float | None = 60.0,
+        idempotent: bool = False,
+    ) -> CommandResult:
         """Run a command to completion and capture its output. ``idempotent``: it may be
         run again if the connection to its host drops while it runs (a status query, not a
         submission)."""
@@ -42,8 +49,15 @@ class Transport(abc.ABC):
         return os.path.expanduser(path)
 
     @abc.abstractmethod
-    def spawn_detached(self, argv: Sequence[str], *, cwd: str, stdout: str, stderr: str,
-                       env: Mapping[str, str] | None = None) -> int:
+    def spawn_detached(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        stdout: str,
+        stderr: str,
+        env: Mapping[str, str] | None = None,
+    ) -> int:
         """Start a process in its own session that outlives the client; return its pid."""
 
     def spawn_warm(self, python: str, request: dict) -> int | None:

@@ -1,4 +1,5 @@
 """Commands and files on this machine."""
+
 from __future__ import annotations
 
 import logging
@@ -32,30 +33,63 @@ class LocalShell(Transport):
         self._children: dict[int, subprocess.Popen] = {}
         self._exit_status: dict[int, int] = {}
         # Warm starts need Linux's abstract sockets and peer credentials.
-        self.warm_start = (sys.platform.startswith("linux")
-                           and os.environ.get("HPCEXEC_FORKSERVER", "1") != "0")
+        self.warm_start = (
+            sys.platform.startswith("linux") and os.environ.get("HPCEXEC_FORKSERVER", "1") != "0"
+        )
         self._lock = threading.Lock()
 
-    def run(self, argv: Sequence[str], *, input: str | None = None,
-            timeout: float | None = 60.0, idempotent: bool = False) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float | None = 60.0,
+        idempotent: bool = False,
+    ) -> CommandResult:
         log.debug("run %s", argv)
         try:
-            p = subprocess.run(list(argv), input=input, capture_output=True, text=True,
-                               timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+            p = subprocess.run(
+                list(argv),
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
         except FileNotFoundError as e:
-            raise TransportError(f"command not found: {argv[0]} (is it installed and on PATH?)") from e
+            raise TransportError(
+                f"command not found: {argv[0]} (is it installed and on PATH?)"
+            ) from e
         except subprocess.TimeoutExpired as e:
             raise TransportError(f"command timed out after {timeout} s: {' '.join(argv)}") from e
         return CommandResult(tuple(argv), p.returncode, p.stdout, p.stderr)
 
-    def spawn_detached(self, argv: Sequence[str], *, cwd: str, stdout: str, stderr: str,
-                       env: Mapping[str, str] | None = None) -> int:
+    def spawn_detached(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        stdout: str,
+        stderr: str,
+        env: Mapping[str, str] | None = None,
+    ) -> int:
         self._reap()
         full_env = {**os.environ, **(env or {})}
         try:
-            with open(stdout, "ab") as out, open(stderr, "ab") if stderr != stdout else nullcontext(out) as err:
-                p = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=err, env=full_env, start_new_session=True, close_fds=True)
+            with (
+                open(stdout, "ab") as out,
+                open(stderr, "ab") if stderr != stdout else nullcontext(out) as err,
+            ):
+                p = subprocess.Popen(
+                    list(argv),
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=full_env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
         except OSError as e:
             raise TransportError(f"could not start {argv[0]} in {cwd}: {e}") from e
         with self._lock:
@@ -178,4 +212,3 @@ class LocalShell(Transport):
             return len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
-

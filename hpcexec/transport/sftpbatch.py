@@ -7,14 +7,25 @@ together and the answers are matched by request number (as paramiko's own prefet
 two round trips for any number of files of up to 32 KiB, one more for bigger ones; the
 handles are closed without waiting for the answers.
 """
+
 from __future__ import annotations
 
 import errno
 from typing import Iterable
 
 import paramiko
-from paramiko.sftp import (CMD_ATTRS, CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_HANDLE, CMD_OPEN,
-                           CMD_READ, CMD_STATUS, SFTP_FLAG_READ, int64)
+from paramiko.sftp import (
+    CMD_ATTRS,
+    CMD_CLOSE,
+    CMD_DATA,
+    CMD_FSTAT,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_READ,
+    CMD_STATUS,
+    SFTP_FLAG_READ,
+    int64,
+)
 from paramiko.sftp_attr import SFTPAttributes
 
 CHUNK = 32768  # the largest read every SFTP server answers in full
@@ -91,8 +102,10 @@ def read_files(sftp: paramiko.SFTPClient, paths: list[str]) -> dict[str, bytes |
         # The rest of the bigger files, WAVE chunks at a time.
         wanted = [(p, off) for p in handles for off in range(len(out[p] or b""), sizes[p], CHUNK)]
         for start in range(0, len(wanted), WAVE):
-            rest = {(p, off): batch.send(CMD_READ, handles[p], int64(off), CHUNK)
-                    for p, off in wanted[start:start + WAVE]}
+            rest = {
+                (p, off): batch.send(CMD_READ, handles[p], int64(off), CHUNK)
+                for p, off in wanted[start : start + WAVE]
+            }
             batch.wait(rest.values())
             for (p, off), num in rest.items():
                 msg = batch.take(num, CMD_DATA)

@@ -17,6 +17,7 @@ The parts: :mod:`.sshconnect` logs in, :mod:`.sshlink` keeps the connection,
 :mod:`.sshcommands` runs command lines, :mod:`.sshfiles` moves files, :mod:`.sshprocess`
 writes the lines that start programs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,23 +55,37 @@ class SSHTransport(Transport):
     ``connections_opened`` counts the SSH connections opened to ``host``.
     """
 
-    def __init__(self, host: str, *, ssh_key: str | os.PathLike | None = None,
-                 known_hosts: str | os.PathLike | None = None, trust_on_first_use: bool = False,
-                 ssh_config: str | os.PathLike | None = None,
-                 connect_timeout: float | None = None, keepalive: int | None = None,
-                 persistent_shell: bool = True) -> None:
+    def __init__(
+        self,
+        host: str,
+        *,
+        ssh_key: str | os.PathLike | None = None,
+        known_hosts: str | os.PathLike | None = None,
+        trust_on_first_use: bool = False,
+        ssh_config: str | os.PathLike | None = None,
+        connect_timeout: float | None = None,
+        keepalive: int | None = None,
+        persistent_shell: bool = True,
+    ) -> None:
         self.host = host
-        endpoint = resolve(host, load_config(ssh_config),
-                           ssh_key=None if ssh_key is None else os.fspath(ssh_key))
+        endpoint = resolve(
+            host, load_config(ssh_config), ssh_key=None if ssh_key is None else os.fspath(ssh_key)
+        )
         saved = None if known_hosts is None else os.fspath(known_hosts)
         if saved is not None and not os.path.isfile(os.path.expanduser(saved)):
-            log.warning("known_hosts=%r does not exist%s", saved,
-                        "; new host keys will be saved there" if trust_on_first_use else "")
-        login = Login(host, endpoint, saved, trust_on_first_use,
-                      float(connect_timeout or endpoint.connect_timeout
-                            or DEFAULT_CONNECT_TIMEOUT),
-                      int(keepalive if keepalive is not None
-                          else endpoint.keepalive or DEFAULT_KEEPALIVE))
+            log.warning(
+                "known_hosts=%r does not exist%s",
+                saved,
+                "; new host keys will be saved there" if trust_on_first_use else "",
+            )
+        login = Login(
+            host,
+            endpoint,
+            saved,
+            trust_on_first_use,
+            float(connect_timeout or endpoint.connect_timeout or DEFAULT_CONNECT_TIMEOUT),
+            int(keepalive if keepalive is not None else endpoint.keepalive or DEFAULT_KEEPALIVE),
+        )
         self._link = Link(login)
         self._commands = Commands(self._link, persistent_shell=persistent_shell)
         self._files = SFTPFiles(self._link)
@@ -130,10 +145,18 @@ class SSHTransport(Transport):
 
     # -- commands ---------------------------------------------------------------------
 
-    def _execute(self, command: str, *, input: str | None = None, timeout: float | None = 60.0,
-                 idempotent: bool, label: str | None = None) -> tuple[int, str, str]:
-        return self._commands.execute(command, input=input, timeout=timeout,
-                                      idempotent=idempotent, label=label)
+    def _execute(
+        self,
+        command: str,
+        *,
+        input: str | None = None,
+        timeout: float | None = 60.0,
+        idempotent: bool,
+        label: str | None = None,
+    ) -> tuple[int, str, str]:
+        return self._commands.execute(
+            command, input=input, timeout=timeout, idempotent=idempotent, label=label
+        )
 
     def _argv(self, argv: Sequence[str]) -> list[str]:
         argv = [os.fspath(a) for a in argv]
@@ -142,19 +165,32 @@ class SSHTransport(Transport):
         argv[0] = self.expand_path(argv[0])
         return argv
 
-    def run(self, argv: Sequence[str], *, input: str | None = None,
-            timeout: float | None = 60.0, idempotent: bool = False) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float | None = 60.0,
+        idempotent: bool = False,
+    ) -> CommandResult:
         """Run ``argv`` in the remote login shell (quoted with :func:`shlex.join`).
         ``idempotent=True`` allows running it again when the connection drops while it runs;
         otherwise that raises :class:`TransportError`. A leading ``~`` in ``argv[0]`` is the
         remote home."""
         args = self._argv(argv)
         command = shlex.join(args)
-        status, out, err = self._execute(sshprocess.guard(args) + command, input=input,
-                                         timeout=timeout, idempotent=idempotent, label=command)
+        status, out, err = self._execute(
+            sshprocess.guard(args) + command,
+            input=input,
+            timeout=timeout,
+            idempotent=idempotent,
+            label=command,
+        )
         if sshprocess.not_found(status, err):
-            raise TransportError(f"command not found on {self.host}: {args[0]} (is it installed "
-                                 "there and on the PATH of a non-interactive SSH login?)")
+            raise TransportError(
+                f"command not found on {self.host}: {args[0]} (is it installed "
+                "there and on the PATH of a non-interactive SSH login?)"
+            )
         return CommandResult(tuple(args), status, out, err)
 
     def which(self, command: str) -> str | None:
@@ -162,19 +198,30 @@ class SSHTransport(Transport):
         path = out.strip().splitlines()[0] if status == 0 and out.strip() else ""
         return path or None
 
-    def spawn_detached(self, argv: Sequence[str], *, cwd: str, stdout: str, stderr: str,
-                       env: Mapping[str, str] | None = None) -> int:
+    def spawn_detached(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        stdout: str,
+        stderr: str,
+        env: Mapping[str, str] | None = None,
+    ) -> int:
         args = self._argv(argv)
         out, err = self.expand_path(stdout), self.expand_path(stderr)
         assign = sshprocess.env_assignments(env)
-        start = sshprocess.start_detached(args, cwd=self.expand_path(cwd), stdout=out,
-                                          stderr=err, assign=assign)
-        status, text, errors = self._execute(start, idempotent=False,
-                                             label=f"start {shlex.join(args)}")
+        start = sshprocess.start_detached(
+            args, cwd=self.expand_path(cwd), stdout=out, stderr=err, assign=assign
+        )
+        status, text, errors = self._execute(
+            start, idempotent=False, label=f"start {shlex.join(args)}"
+        )
         if status != 0 or not text.strip().isdigit():
-            raise TransportError(f"could not start {args[0]} in {cwd} on {self.host}: "
-                                 f"{sshprocess.readable(errors).strip()}"
-                                 f" (exit status {status})")
+            raise TransportError(
+                f"could not start {args[0]} in {cwd} on {self.host}: "
+                f"{sshprocess.readable(errors).strip()}"
+                f" (exit status {status})"
+            )
         return int(text.strip())
 
     def signal_group(self, pid: int, signum: int) -> bool:
@@ -183,17 +230,19 @@ class SSHTransport(Transport):
             return True
         if "No such process" in err:
             return False
-        raise TransportError(f"could not signal process group {pid} on {self.host}: "
-                             f"{err.strip()}")
+        raise TransportError(f"could not signal process group {pid} on {self.host}: {err.strip()}")
 
     def cpu_count(self) -> int:
-        status, out, err = self._execute("nproc 2>/dev/null || getconf _NPROCESSORS_ONLN",
-                                         idempotent=True)
+        status, out, err = self._execute(
+            "nproc 2>/dev/null || getconf _NPROCESSORS_ONLN", idempotent=True
+        )
         try:
             return int(out.strip())
         except ValueError:
-            raise TransportError(f"cannot count the CPUs of {self.host}: nproc printed "
-                                 f"{out.strip()!r} {err.strip()!r}") from None
+            raise TransportError(
+                f"cannot count the CPUs of {self.host}: nproc printed "
+                f"{out.strip()!r} {err.strip()!r}"
+            ) from None
 
     def remove_tree(self, path: str) -> None:
         p = self.expand_path(path)
@@ -207,8 +256,9 @@ class SSHTransport(Transport):
         if self._uid is None:
             status, out, err = self._execute("id -u", idempotent=True)
             if status != 0 or not out.strip().isdigit():
-                raise TransportError(f"`id -u` failed on {self.host} (exit status {status}): "
-                                     f"{(err or out).strip()}")
+                raise TransportError(
+                    f"`id -u` failed on {self.host} (exit status {status}): {(err or out).strip()}"
+                )
             self._uid = int(out.strip())
         return self._uid
 

@@ -1,5 +1,6 @@
 """Shell command lines on the remote host: through a kept shell (or an exec channel each),
 run once more after a drop only where that is safe."""
+
 from __future__ import annotations
 
 import logging
@@ -43,9 +44,15 @@ class Commands:
         self._idle_shells: list[RemoteShell] = []
         self._shell_lock = threading.Lock()
 
-    def execute(self, command: str, *, input: str | None = None,
-                timeout: float | None = 60.0, idempotent: bool,
-                label: str | None = None) -> tuple[int, str, str]:
+    def execute(
+        self,
+        command: str,
+        *,
+        input: str | None = None,
+        timeout: float | None = 60.0,
+        idempotent: bool,
+        label: str | None = None,
+    ) -> tuple[int, str, str]:
         """Run a shell command line; (exit status, stdout, stderr). ``label`` names it in
         messages; ``idempotent`` allows running it again after a drop."""
         label = label or command
@@ -58,12 +65,14 @@ class Commands:
                 except (_CommandTimeout, ShellTimeout):
                     raise TransportError(
                         f"command timed out after {timeout} s on {self.host}: {label} (the "
-                        "remote process may still be running)") from None
+                        "remote process may still be running)"
+                    ) from None
                 except _Dropped as e:
                     if not idempotent or attempt == 2:
                         raise TransportError(
                             f"{e} while running {label!r}; it may or may not have run there, "
-                            "so it is not run again (check its effect before retrying)") from e
+                            "so it is not run again (check its effect before retrying)"
+                        ) from e
                     log.warning("%s while running %r; running it again", e, label)
         raise AssertionError("unreachable")
 
@@ -74,8 +83,9 @@ class Commands:
         for shell in shells:
             shell.close()
 
-    def _run_once(self, command: str, input: str | None, timeout: float | None,
-                  label: str) -> tuple[int, bytes, bytes]:
+    def _run_once(
+        self, command: str, input: str | None, timeout: float | None, label: str
+    ) -> tuple[int, bytes, bytes]:
         shell = self._take_shell()
         if shell is not None:
             try:
@@ -109,8 +119,12 @@ class Commands:
         with self._shell_lock:
             while self._idle_shells:
                 shell = self._idle_shells.pop()
-                if not shell.broken and not shell.chan.closed \
-                        and shell.owner is self.link.current and shell.owner.alive():
+                if (
+                    not shell.broken
+                    and not shell.chan.closed
+                    and shell.owner is self.link.current
+                    and shell.owner.alive()
+                ):
                     return shell
                 shell.close()
         for attempt in (1, 2):
@@ -121,22 +135,29 @@ class Commands:
                 raise TransportError(
                     f"the login shell on {self.host} did not start within "
                     f"{SHELL_START_TIMEOUT:g} s: do its start-up files (~/.bashrc, ~/.profile) "
-                    "wait for something?") from None
+                    "wait for something?"
+                ) from None
             except (ShellEnded, paramiko.SSHException, OSError, EOFError) as e:
                 if conn.alive():
-                    log.warning("%s does not keep a shell open (%s): each command opens a "
-                                "session of its own", self.host, e)
+                    log.warning(
+                        "%s does not keep a shell open (%s): each command opens a "
+                        "session of its own",
+                        self.host,
+                        e,
+                    )
                     self.persistent_shell = False
                     return None
                 self.link.discard(conn)
                 if attempt == 2:
-                    raise TransportError(f"cannot start a shell on {self.host}: the connection "
-                                         f"dropped ({e})") from e
+                    raise TransportError(
+                        f"cannot start a shell on {self.host}: the connection dropped ({e})"
+                    ) from e
         raise AssertionError("unreachable")
 
 
-def _collect(conn: Connection, chan: paramiko.Channel, input: str | None,
-             timeout: float | None) -> tuple[int, bytes, bytes]:
+def _collect(
+    conn: Connection, chan: paramiko.Channel, input: str | None, timeout: float | None
+) -> tuple[int, bytes, bytes]:
     """Feed ``input`` to an exec channel, then read its output until its exit status."""
     deadline = None if timeout is None else time.monotonic() + timeout
 

@@ -3,6 +3,7 @@
 Used by :mod:`hpcexec.transport.sshconnect` (logging in); kept apart so that the transport
 modules only move commands and files.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -25,22 +26,24 @@ USER_KNOWN_HOSTS = ("~/.ssh/known_hosts",)
 GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 MAX_JUMPS = 8
 
-_DESTINATION = re.compile(r"^(?:(?P<user>[^@]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\[\]]+))"
-                          r"(?::(?P<port>\d+))?$")
+_DESTINATION = re.compile(
+    r"^(?:(?P<user>[^@]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\[\]]+))"
+    r"(?::(?P<port>\d+))?$"
+)
 
 
 @dataclass(frozen=True)
 class Endpoint:
     """One SSH server to log in to, as ``~/.ssh/config`` resolves it."""
 
-    alias: str                          # the name looked up in the config
-    hostname: str                       # where to connect (HostName)
+    alias: str  # the name looked up in the config
+    hostname: str  # where to connect (HostName)
     port: int
     user: str
     identity_files: tuple[str, ...] = ()
     identities_only: bool = False
     proxy_command: str | None = None
-    jumps: tuple[Endpoint, ...] = ()    # ProxyJump hops, first hop first
+    jumps: tuple[Endpoint, ...] = ()  # ProxyJump hops, first hop first
     known_hosts_files: tuple[str, ...] = USER_KNOWN_HOSTS
     connect_timeout: float | None = None
     keepalive: int | None = None
@@ -58,11 +61,13 @@ def parse_destination(text: str) -> tuple[str | None, str, int | None]:
     """``user@host:port`` (user and port optional, ``[v6]`` in brackets) -> its parts."""
     text = text.strip()
     if text.startswith("ssh://"):
-        text = text[len("ssh://"):].rstrip("/")
+        text = text[len("ssh://") :].rstrip("/")
     m = _DESTINATION.match(text)
     if not m:
-        raise TransportError(f"cannot read SSH destination {text!r}: give an alias from "
-                             "~/.ssh/config or user@host[:port]")
+        raise TransportError(
+            f"cannot read SSH destination {text!r}: give an alias from "
+            "~/.ssh/config or user@host[:port]"
+        )
     port = int(m["port"]) if m["port"] else None
     if port is not None and not 0 < port < 65536:
         raise TransportError(f"SSH destination {text!r} has an invalid port {port}")
@@ -79,12 +84,14 @@ def load_config(path: str | os.PathLike | None) -> paramiko.SSHConfig:
     try:
         return paramiko.SSHConfig.from_path(str(p))
     except (OSError, paramiko.ConfigParseError, ValueError) as e:
-        raise TransportError(f"cannot read the ssh config {p}: {e}; fix the file or pass "
-                             "ssh_config= another one") from e
+        raise TransportError(
+            f"cannot read the ssh config {p}: {e}; fix the file or pass ssh_config= another one"
+        ) from e
 
 
-def resolve(destination: str, config: paramiko.SSHConfig, *, ssh_key: str | None = None,
-            _depth: int = 0) -> Endpoint:
+def resolve(
+    destination: str, config: paramiko.SSHConfig, *, ssh_key: str | None = None, _depth: int = 0
+) -> Endpoint:
     """Resolve an alias or ``user@host[:port]`` with the config: HostName, User, Port,
     IdentityFile, IdentitiesOnly, ProxyJump, ProxyCommand, UserKnownHostsFile,
     ConnectTimeout, ServerAliveInterval. Explicit user and port win over the config."""
@@ -131,16 +138,18 @@ class _HostOptions:
         try:
             return int(value) if value else None
         except ValueError:
-            log.warning("ignoring %s=%r for %s in the ssh config: not a number", key, value,
-                        self.name)
+            log.warning(
+                "ignoring %s=%r for %s in the ssh config: not a number", key, value, self.name
+            )
             return None
 
     def port(self) -> int:
         try:
             return int(self.raw.get("port", 22))
         except ValueError as e:
-            raise TransportError(f"the ssh config gives {self.name!r} a bad Port: "
-                                 f"{self.raw.get('port')!r}") from e
+            raise TransportError(
+                f"the ssh config gives {self.name!r} a bad Port: {self.raw.get('port')!r}"
+            ) from e
 
 
 def _identities(opts: _HostOptions, ssh_key: str | None) -> tuple[str, ...]:
@@ -148,22 +157,29 @@ def _identities(opts: _HostOptions, ssh_key: str | None) -> tuple[str, ...]:
     if ssh_key is not None:
         key = os.path.expanduser(str(ssh_key))
         if not os.path.isfile(key):
-            raise TransportError(f"ssh_key={str(ssh_key)!r} does not exist (give the path of a "
-                                 "private key file)")
+            raise TransportError(
+                f"ssh_key={str(ssh_key)!r} does not exist (give the path of a private key file)"
+            )
         return (key,)
     # OpenSSH skips configured identity files that do not exist.
-    return tuple(os.path.expanduser(f) for f in opts.raw.get("identityfile", [])
-                 if os.path.isfile(os.path.expanduser(f)))
+    return tuple(
+        os.path.expanduser(f)
+        for f in opts.raw.get("identityfile", [])
+        if os.path.isfile(os.path.expanduser(f))
+    )
 
 
-def _jumps(name: str, jump_spec: str | None, config: paramiko.SSHConfig,
-           depth: int) -> tuple[Endpoint, ...]:
+def _jumps(
+    name: str, jump_spec: str | None, config: paramiko.SSHConfig, depth: int
+) -> tuple[Endpoint, ...]:
     """The hosts of a ProxyJump list, each preceded by its own jumps, in connection order."""
     if not jump_spec:
         return ()
     if depth >= MAX_JUMPS:
-        raise TransportError(f"ProxyJump for {name!r} nests more than {MAX_JUMPS} deep; "
-                             "is there a loop in the ssh config?")
+        raise TransportError(
+            f"ProxyJump for {name!r} nests more than {MAX_JUMPS} deep; "
+            "is there a loop in the ssh config?"
+        )
     hops: list[Endpoint] = []
     for hop in jump_spec.split(","):
         ep = resolve(hop.strip(), config, _depth=depth + 1)
@@ -183,8 +199,9 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     save_to: str = ""
     trust_on_first_use: bool = False
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         if not self.trust_on_first_use:
             raise HostKeyError(
                 f"the host key of {self.endpoint.known_hosts_name} ({key.get_name()} "
@@ -192,7 +209,8 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
                 f"Check that fingerprint with the host's administrators, then add the key:\n"
                 f"    {_keyscan(self.endpoint)} >> {_tilde(self.save_to)}\n"
                 "(ssh-keyscan ... | ssh-keygen -lf - prints its fingerprints), or pass "
-                "trust_on_first_use=True to accept and save it on this first connection.")
+                "trust_on_first_use=True to accept and save it on this first connection."
+            )
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         path = Path(self.save_to)
         try:
@@ -203,8 +221,13 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         except OSError as e:
             raise HostKeyError(f"cannot save the host key of {hostname} to {path}: {e}") from e
         client.get_host_keys().add(hostname, key.get_name(), key)
-        log.warning("trusting the host key of %s on first use (%s %s); saved to %s",
-                    hostname, key.get_name(), key.fingerprint, path)
+        log.warning(
+            "trusting the host key of %s on first use (%s %s); saved to %s",
+            hostname,
+            key.get_name(),
+            key.fingerprint,
+            path,
+        )
 
 
 def known_hosts(endpoint: Endpoint, extra: str | os.PathLike | None) -> tuple[list[str], str]:
@@ -217,8 +240,9 @@ def known_hosts(endpoint: Endpoint, extra: str | os.PathLike | None) -> tuple[li
     return files, save_to
 
 
-def changed_key_error(endpoint: Endpoint, files: list[str], got: paramiko.PKey,
-                      expected: paramiko.PKey) -> HostKeyError:
+def changed_key_error(
+    endpoint: Endpoint, files: list[str], got: paramiko.PKey, expected: paramiko.PKey
+) -> HostKeyError:
     """The refusal of a host key that differs from the known one."""
     name = endpoint.known_hosts_name
     holders = [f for f in files if _holds(f, name)] or files
@@ -230,7 +254,8 @@ def changed_key_error(endpoint: Endpoint, files: list[str], got: paramiko.PKey,
         "reinstalled; hpcexec will not log in (trust_on_first_use never accepts a changed key). "
         "If the administrators confirm the new key, replace the old one:\n"
         f"    ssh-keygen -R {shlex.quote(name)} -f {_tilde(where)}\n"
-        f"    {_keyscan(endpoint)} >> {_tilde(where)}")
+        f"    {_keyscan(endpoint)} >> {_tilde(where)}"
+    )
 
 
 def _holds(path: str, name: str) -> bool:
@@ -247,7 +272,7 @@ def _keyscan(endpoint: Endpoint) -> str:
 
 def _tilde(path: str) -> str:
     home = os.path.expanduser("~")
-    return "~" + path[len(home):] if path.startswith(home + os.sep) else shlex.quote(path)
+    return "~" + path[len(home) :] if path.startswith(home + os.sep) else shlex.quote(path)
 
 
 def _names(files: list[str]) -> str:

@@ -1,4 +1,5 @@
 """Logging in to an SSH destination, through its jump hosts, with its host keys checked."""
+
 from __future__ import annotations
 
 import logging
@@ -89,8 +90,10 @@ class Login:
                     try:
                         sock = paramiko.ProxyCommand(ep.proxy_command)
                     except (OSError, ValueError, paramiko.SSHException) as e:
-                        raise TransportError(f"cannot start the ProxyCommand for {ep.alias!r} "
-                                             f"({ep.proxy_command}): {e}") from e
+                        raise TransportError(
+                            f"cannot start the ProxyCommand for {ep.alias!r} "
+                            f"({ep.proxy_command}): {e}"
+                        ) from e
                 client = self._login(ep, sock, via=chain[i - 1] if i else None)
                 opened.append(client)
                 client.get_transport().set_keepalive(self.keepalive)
@@ -101,22 +104,24 @@ class Login:
             for c in reversed(opened):
                 c.close()
             raise
-        log.info("connected to %s (%s) in %.2f s", self.host, self.endpoint,
-                 time.monotonic() - t0)
+        log.info("connected to %s (%s) in %.2f s", self.host, self.endpoint, time.monotonic() - t0)
         return Connection(opened[-1], opened[:-1])
 
-    def _forward(self, client: paramiko.SSHClient, ep: Endpoint,
-                 nxt: Endpoint) -> paramiko.Channel:
+    def _forward(self, client: paramiko.SSHClient, ep: Endpoint, nxt: Endpoint) -> paramiko.Channel:
         """A channel from jump host ``ep`` to the next hop ``nxt``."""
         try:
             return client.get_transport().open_channel(
-                "direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0),
-                timeout=self.connect_timeout)
+                "direct-tcpip",
+                (nxt.hostname, nxt.port),
+                ("127.0.0.1", 0),
+                timeout=self.connect_timeout,
+            )
         except (paramiko.SSHException, OSError) as e:
             raise TransportError(
                 f"jump host {ep} could not open a connection to "
                 f"{nxt.hostname}:{nxt.port} for {self.host!r}: {e} (is the address "
-                "right, and TCP forwarding allowed on the jump host?)") from e
+                "right, and TCP forwarding allowed on the jump host?)"
+            ) from e
 
     def _login(self, ep: Endpoint, sock: object, via: Endpoint | None) -> paramiko.SSHClient:
         files, save_to = known_hosts(ep, self.known_hosts)
@@ -127,15 +132,24 @@ class Login:
         except (OSError, paramiko.SSHException) as e:
             raise TransportError(f"cannot read the known-hosts file: {e}") from e
         client.set_missing_host_key_policy(
-            HostKeyPolicy(ep, files, save_to, self.trust_on_first_use))
+            HostKeyPolicy(ep, files, save_to, self.trust_on_first_use)
+        )
         how = f"{ep} (for {self.host!r}" + (f", through {via})" if via else ")")
         ct = self.connect_timeout
         try:
             client.connect(
-                ep.hostname, ep.port, username=ep.user,
+                ep.hostname,
+                ep.port,
+                username=ep.user,
                 key_filename=list(ep.identity_files) or None,
-                allow_agent=not ep.identities_only, look_for_keys=not ep.identity_files,
-                timeout=ct, banner_timeout=ct, auth_timeout=ct, channel_timeout=ct, sock=sock)
+                allow_agent=not ep.identities_only,
+                look_for_keys=not ep.identity_files,
+                timeout=ct,
+                banner_timeout=ct,
+                auth_timeout=ct,
+                channel_timeout=ct,
+                sock=sock,
+            )
         except HostKeyError:
             client.close()
             raise
@@ -145,28 +159,35 @@ class Login:
         except (paramiko.SSHException, OSError, EOFError) as e:
             t = client.get_transport()
             refused = isinstance(e, paramiko.AuthenticationException) or (
-                t is not None and t.is_active() and not t.is_authenticated())
+                t is not None and t.is_active() and not t.is_authenticated()
+            )
             client.close()
             if refused:  # the server answered, but took none of our keys
                 raise TransportError(_auth_failure(ep, how, e)) from None
             raise TransportError(
                 f"cannot connect to {how}: {e or type(e).__name__}. Is the host up, sshd "
-                f"listening on port {ep.port}, and the name right? ({ct:g} s timeout)") from e
+                f"listening on port {ep.port}, and the name right? ({ct:g} s timeout)"
+            ) from e
         return client
 
 
 def _auth_failure(ep: Endpoint, how: str, e: Exception) -> str:
     locked = [f for f in ep.identity_files if _encrypted(f)]
-    tried = (", ".join(ep.identity_files) if ep.identity_files
-             else "~/.ssh/id_rsa, id_ecdsa, id_ed25519")
-    text = (f"SSH login to {how} failed ({type(e).__name__}): tried {tried}"
-            f"{'' if ep.identities_only else ' and the ssh-agent keys'}. Pass ssh_key=, add "
-            f"an IdentityFile line for {ep.alias} to ~/.ssh/config, or load the key into "
-            "ssh-agent (ssh-add KEY); check that its public half is in the remote "
-            "~/.ssh/authorized_keys.")
+    tried = (
+        ", ".join(ep.identity_files) if ep.identity_files else "~/.ssh/id_rsa, id_ecdsa, id_ed25519"
+    )
+    text = (
+        f"SSH login to {how} failed ({type(e).__name__}): tried {tried}"
+        f"{'' if ep.identities_only else ' and the ssh-agent keys'}. Pass ssh_key=, add "
+        f"an IdentityFile line for {ep.alias} to ~/.ssh/config, or load the key into "
+        "ssh-agent (ssh-add KEY); check that its public half is in the remote "
+        "~/.ssh/authorized_keys."
+    )
     if locked:
-        text += (f" {', '.join(locked)} is protected by a passphrase: hpcexec never asks "
-                 "for passphrases, load it with `ssh-add " + shlex.quote(locked[0]) + "`.")
+        text += (
+            f" {', '.join(locked)} is protected by a passphrase: hpcexec never asks "
+            "for passphrases, load it with `ssh-add " + shlex.quote(locked[0]) + "`."
+        )
     return text
 
 

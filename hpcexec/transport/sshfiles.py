@@ -1,5 +1,6 @@
 """Files on the remote host through the connection's SFTP session: each operation, its
 errors mapped to local ones, and repeated after a drop only where that is safe."""
+
 from __future__ import annotations
 
 import errno
@@ -42,19 +43,23 @@ class SFTPFiles:
         if path.startswith("~/"):
             return posixpath.join(self.home(), path[2:])
         if path.startswith("~"):
-            raise TransportError(f"cannot expand {path!r}: only ~ and ~/... (the remote home) "
-                                 "are understood; give the full path")
+            raise TransportError(
+                f"cannot expand {path!r}: only ~ and ~/... (the remote home) "
+                "are understood; give the full path"
+            )
         return path
 
     def home(self) -> str:
         """The remote home directory (asked once)."""
         if self._home is None:
-            self._home = self._call("find the home directory", ".",
-                                    lambda s: s.normalize("."), idempotent=True)
+            self._home = self._call(
+                "find the home directory", ".", lambda s: s.normalize("."), idempotent=True
+            )
         return self._home
 
-    def _call(self, what: str, path: str, op: Callable[[paramiko.SFTPClient], T], *,
-              idempotent: bool) -> T:
+    def _call(
+        self, what: str, path: str, op: Callable[[paramiko.SFTPClient], T], *, idempotent: bool
+    ) -> T:
         """Run ``op`` on the SFTP session; after a drop, run it again on a new connection
         when ``idempotent``, else raise TransportError."""
         for attempt in (1, 2):
@@ -64,8 +69,10 @@ class SFTPFiles:
                     sftp = conn.sftp_session()
                 except (paramiko.SSHException, OSError, EOFError) as e:
                     if conn.alive():
-                        raise TransportError(f"cannot start SFTP on {self.host}: {e} (is the "
-                                             "sftp Subsystem enabled in its sshd_config?)") from e
+                        raise TransportError(
+                            f"cannot start SFTP on {self.host}: {e} (is the "
+                            "sftp Subsystem enabled in its sshd_config?)"
+                        ) from e
                     self.link.discard(conn)
                     if attempt == 2:
                         raise TransportError(f"cannot start SFTP on {self.host}: {e}") from e
@@ -75,8 +82,9 @@ class SFTPFiles:
                 except Exception as e:
                     if isinstance(e, TimeoutError):
                         conn.drop_sftp()
-                        raise TransportError(f"{what} {path} on {self.host}: no answer within "
-                                             f"{SFTP_TIMEOUT:g} s") from e
+                        raise TransportError(
+                            f"{what} {path} on {self.host}: no answer within {SFTP_TIMEOUT:g} s"
+                        ) from e
                     if conn.sftp_alive():
                         mapped = self._remote_error(e, what, path)
                         if mapped is e:
@@ -88,15 +96,23 @@ class SFTPFiles:
                     if not idempotent or attempt == 2:
                         raise TransportError(
                             f"the SSH connection to {self.host} dropped during {what} {path}; it "
-                            "may or may not have happened there") from e
-                    log.warning("the SSH connection to %s dropped during %s %s (%s); connecting "
-                                "again and repeating it", self.host, what, path, e)
+                            "may or may not have happened there"
+                        ) from e
+                    log.warning(
+                        "the SSH connection to %s dropped during %s %s (%s); connecting "
+                        "again and repeating it",
+                        self.host,
+                        what,
+                        path,
+                        e,
+                    )
         raise AssertionError("unreachable")
 
     def _remote_error(self, e: Exception, what: str, path: str) -> Exception:
         if isinstance(e, OSError) and e.errno is not None:
-            return OSError(e.errno, f"{e.strerror or os.strerror(e.errno)} ({what} on "
-                           f"{self.host})", path)
+            return OSError(
+                e.errno, f"{e.strerror or os.strerror(e.errno)} ({what} on {self.host})", path
+            )
         if isinstance(e, (OSError, paramiko.SSHException, EOFError)):
             return TransportError(f"{what} {path} on {self.host} failed: {e}")
         return e
@@ -113,10 +129,14 @@ class SFTPFiles:
         if not paths:
             return {}
         full = {path: self.expand_path(path) for path in paths}
-        got = self._call("read", next(iter(full.values())) if len(full) == 1 else
-                         f"{len(full)} files such as {next(iter(full.values()))}",
-                         lambda sftp: read_files(sftp, list(dict.fromkeys(full.values()))),
-                         idempotent=True)
+        got = self._call(
+            "read",
+            next(iter(full.values()))
+            if len(full) == 1
+            else f"{len(full)} files such as {next(iter(full.values()))}",
+            lambda sftp: read_files(sftp, list(dict.fromkeys(full.values()))),
+            idempotent=True,
+        )
         return {path: got[p] for path, p in full.items()}
 
     def read_tail(self, path: str, max_bytes: int) -> str:
@@ -230,8 +250,9 @@ class SFTPFiles:
             if link:
                 target, attrs = sftp.normalize(p), sftp.stat(p)  # realpath(3) on the server
             if attrs.st_uid is None or attrs.st_mode is None:
-                raise TransportError(f"the SFTP server of {self.host} gives no owner or mode "
-                                     f"for {p}")
+                raise TransportError(
+                    f"the SFTP server of {self.host} gives no owner or mode for {p}"
+                )
             return PathStat(attrs.st_uid, attrs.st_mode, link, target)
 
         return self._call("stat", p, op, idempotent=True)
@@ -242,8 +263,7 @@ class SFTPFiles:
 
     def rename(self, src: str, dst: str) -> None:
         s, d = self.expand_path(src), self.expand_path(dst)
-        self._call("rename", f"{s} to {d}", lambda sftp: sftp.posix_rename(s, d),
-                   idempotent=False)
+        self._call("rename", f"{s} to {d}", lambda sftp: sftp.posix_rename(s, d), idempotent=False)
 
     def symlink(self, target: str, link: str) -> None:
         t, l = self.expand_path(target), self.expand_path(link)
@@ -267,8 +287,7 @@ def _make_dirs(sftp: paramiko.SFTPClient, d: str) -> None:
         if attrs is None:
             raise
         if not _is_dir(attrs):
-            raise FileExistsError(errno.EEXIST, "exists and is not a directory",
-                                  d) from None
+            raise FileExistsError(errno.EEXIST, "exists and is not a directory", d) from None
         return
     try:
         sftp.mkdir(d, 0o700)

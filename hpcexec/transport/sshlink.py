@@ -1,4 +1,5 @@
 """The one SSH connection a transport keeps: opened lazily, and again after it drops."""
+
 from __future__ import annotations
 
 import logging
@@ -57,9 +58,11 @@ class Link:
                 return conn, conn.transport.open_session(timeout=self.login.connect_timeout)
             except (paramiko.SSHException, OSError, EOFError) as e:
                 if conn.alive():
-                    raise TransportError(f"{host} refused a new SSH session: {e} (too many "
-                                         "sessions at once? see MaxSessions in its "
-                                         "sshd_config)") from e
+                    raise TransportError(
+                        f"{host} refused a new SSH session: {e} (too many "
+                        "sessions at once? see MaxSessions in its "
+                        "sshd_config)"
+                    ) from e
                 self.discard(conn)
                 if attempt == 2:
                     raise TransportError(f"cannot open an SSH session on {host}: {e}") from e

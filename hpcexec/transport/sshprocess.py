@@ -1,5 +1,6 @@
 """The shell lines that start a remote program: a missing one recognisable, a detached one
 in a session of its own."""
+
 from __future__ import annotations
 
 import re
@@ -50,11 +51,16 @@ def start_detached(argv: list[str], *, cwd: str, stdout: str, stderr: str, assig
     """A script that starts ``argv`` (prefixed by the assignments ``assign``) in ``cwd`` in a
     session of its own, its output appended to ``stdout`` and ``stderr`` (full paths), and
     prints its pid once it leads the session."""
-    redirect = (f">>{shlex.quote(stdout)} 2>&1" if stderr == stdout
-                else f">>{shlex.quote(stdout)} 2>>{shlex.quote(stderr)}")
+    redirect = (
+        f">>{shlex.quote(stdout)} 2>&1"
+        if stderr == stdout
+        else f">>{shlex.quote(stdout)} 2>>{shlex.quote(stderr)}"
+    )
     # setsid in a non-interactive shell's background job execs in place (the job is no
     # group leader), so $! becomes the session and process group leader itself. Answer
     # once it has, so that the group can be signalled at once.
-    return (f"cd {shlex.quote(cwd)} || exit 1\n{guard(argv)}"
-            f"{assign}setsid {shlex.join(argv)} </dev/null {redirect} &\n"
-            f"{_WAIT_FOR_SESSION}\necho $pid")
+    return (
+        f"cd {shlex.quote(cwd)} || exit 1\n{guard(argv)}"
+        f"{assign}setsid {shlex.join(argv)} </dev/null {redirect} &\n"
+        f"{_WAIT_FOR_SESSION}\necho $pid"
+    )

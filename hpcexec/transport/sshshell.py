@@ -7,6 +7,7 @@ time, each in a subshell (so ``cd``, ``exit`` and variables do not leak into the
 its standard input from ``/dev/null`` or a here-document, and its end marked on standard
 output (with the exit status) and standard error by a token no output can contain.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,7 @@ def frame(command: str, input: str | None, token: str) -> str:
     else:
         data = base64.encodebytes(input.encode()).decode()
         head, tail = "{ base64 -d | (\n", f"\n); }} <<'{token}in'\n{data}{token}in"
-    return (f"{head}{command}{tail}\n"
-            f"printf '\\n{token} %d\\n' \"$?\"\nprintf '\\n{token}\\n' >&2\n")
+    return f"{head}{command}{tail}\nprintf '\\n{token} %d\\n' \"$?\"\nprintf '\\n{token}\\n' >&2\n"
 
 
 class RemoteShell:
@@ -72,8 +72,9 @@ class RemoteShell:
         except Exception:  # closing what is already broken
             pass
 
-    def run(self, command: str, input: str | None, timeout: float | None
-            ) -> tuple[int, bytes, bytes]:
+    def run(
+        self, command: str, input: str | None, timeout: float | None
+    ) -> tuple[int, bytes, bytes]:
         """(exit status, stdout, stderr) of ``command``. On any exception the shell is closed."""
         token = "hx" + uuid.uuid4().hex
         try:

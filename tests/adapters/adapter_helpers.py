@@ -1,5 +1,6 @@
 """Helpers for the adapter tests (a module of its own: a module named conftest is ambiguous
 once several directories have one)."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Functions the adapter tests run inside jobs (importable there by module name)."""
+
 from __future__ import annotations
 
 import os

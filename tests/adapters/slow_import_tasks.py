@@ -1,4 +1,5 @@
 """Tasks in a module that takes a second to import, as a big library on a shared disk can."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """HPCCluster on the local executor and on the live SLURM."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,9 @@ def worker_records(ex):
 
 def most_at_once(records) -> int:
     """The most of these jobs that were running at the same moment."""
-    edges = sorted(e for r in records if r.started
-                   for e in ((r.started, 1), (r.finished or float("inf"), -1)))
+    edges = sorted(
+        e for r in records if r.started for e in ((r.started, 1), (r.finished or float("inf"), -1))
+    )
     running = most = 0
     for _, step in edges:
         running += step
@@ -56,8 +58,11 @@ def test_scale_map_and_an_array_reduction(anyex):
         cluster.scale(2)
         client.wait_for_workers(2, timeout=TIMEOUT)
         assert len(worker_records(anyex)) == 2  # the workers are job records
-        wait_until(lambda: sorted(cluster.running_jobs) == sorted(cluster.workers), 60,
-                   "both worker jobs seen running in their records")
+        wait_until(
+            lambda: sorted(cluster.running_jobs) == sorted(cluster.workers),
+            60,
+            "both worker jobs seen running in their records",
+        )
         assert cluster.pending_jobs == []
         assert client.gather(client.map(tasks.square, range(20))) == [i * i for i in range(20)]
         assert da.arange(10_000, chunks=500).sum().compute() == sum(range(10_000))
@@ -68,38 +73,50 @@ def test_scale_map_and_an_array_reduction(anyex):
         logs = cluster.get_logs()
         job_logs = [text for name, text in logs.items() if name.startswith("job ")]
         assert len(job_logs) == 2 and all("Start worker" in text for text in job_logs)
-    wait_until(lambda: all(r.state.finished for r in worker_records(anyex)), 60,
-               "the worker jobs ended after close")
+    wait_until(
+        lambda: all(r.state.finished for r in worker_records(anyex)),
+        60,
+        "the worker jobs ended after close",
+    )
 
 
 def test_adapt_up_and_down(anyex):
     with make_cluster(anyex) as cluster, Client(cluster) as client:
-        cluster.adapt(minimum=0, maximum=2, interval="200ms", wait_count=3,
-                      target_duration="1s")
+        cluster.adapt(minimum=0, maximum=2, interval="200ms", wait_count=3, target_duration="1s")
         assert worker_records(anyex) == []
         futures = client.map(tasks.sleepy, range(8), seconds=0.5)
         assert client.gather(futures) == list(range(8))
         assert worker_records(anyex)  # scaled up from none
         assert most_at_once(worker_records(anyex)) <= 2  # never beyond the maximum
         del futures
-        wait_until(lambda: not cluster.workers and not cluster.worker_spec, 60,
-                   "the cluster scaled back down to no workers")
-        wait_until(lambda: all(r.state.finished for r in worker_records(anyex)), 60,
-                   "the idle worker jobs ended")
+        wait_until(
+            lambda: not cluster.workers and not cluster.worker_spec,
+            60,
+            "the cluster scaled back down to no workers",
+        )
+        wait_until(
+            lambda: all(r.state.finished for r in worker_records(anyex)),
+            60,
+            "the idle worker jobs ended",
+        )
 
 
 def test_a_worker_job_ended_from_outside_is_replaced(anyex):
     with make_cluster(anyex) as cluster, Client(cluster) as client:
         cluster.scale(1)
         client.wait_for_workers(1, timeout=TIMEOUT)
-        (name, job), = cluster.workers.items()
+        ((name, job),) = cluster.workers.items()
         old_key = job.future.key
         end_from_outside(job)
         wait_until(lambda: job.future.done(), 60, "the ended job seen in its record")
         assert job.state in (JobState.CANCELLED, JobState.FAILED)
-        new = wait_until(lambda: [r for r in worker_records(anyex)
-                                  if r.key != old_key and r.state is JobState.RUNNING], 90,
-                         "a replacement worker job running")
+        new = wait_until(
+            lambda: [
+                r for r in worker_records(anyex) if r.key != old_key and r.state is JobState.RUNNING
+            ],
+            90,
+            "a replacement worker job running",
+        )
         assert len(new) == 1
         assert name not in cluster.worker_spec and len(cluster.worker_spec) == 1
         client.wait_for_workers(1, timeout=TIMEOUT)
@@ -112,8 +129,11 @@ def test_scaling_down_drops_pending_jobs_first(ex):
         pytest.skip("needs a job left pending by the local queue: written for 2 cores")
     with make_cluster(ex) as cluster, Client(cluster):
         cluster.scale(3)
-        wait_until(lambda: cluster.pending_jobs and cluster.running_jobs, 60,
-                   "a worker job running and one pending in the local queue")
+        wait_until(
+            lambda: cluster.pending_jobs and cluster.running_jobs,
+            60,
+            "a worker job running and one pending in the local queue",
+        )
         pending, running = cluster.pending_jobs, cluster.running_jobs
         cluster.scale(len(cluster.worker_spec) - 1)
         wait_until(lambda: pending[-1] not in cluster.workers, 30, "a pending job dropped")
@@ -126,9 +146,13 @@ def test_scaling_down_drops_pending_jobs_first(ex):
 def test_worker_jobs_failing_at_start_are_not_replaced_forever(ex):
     with make_cluster(ex, python="/nonexistent/python") as cluster:
         cluster.scale(1)
-        wait_until(lambda: len([r for r in worker_records(ex) if r.state.finished]) >= 3, 60,
-                   "three failed worker jobs")
+        wait_until(
+            lambda: len([r for r in worker_records(ex) if r.state.finished]) >= 3,
+            60,
+            "three failed worker jobs",
+        )
         import time
+
         time.sleep(1.5)
         assert len(worker_records(ex)) == 3
         assert all(r.state is JobState.FAILED for r in worker_records(ex))
@@ -146,21 +170,41 @@ def test_asynchronous_use(ex):
 
 
 def test_dask_jobqueue_keywords_map_onto_the_job(ex):
-    with make_cluster(ex, cores=2, processes=2, memory="2GB", walltime="01:00:00",
-                      queue="debug", account="proj", job_extra_directives=["--exclusive"],
-                      job_script_prologue=["module load python"],
-                      worker_extra_args=["--resources", "GPU=1"],
-                      env={"A": "1"}) as cluster:
+    with make_cluster(
+        ex,
+        cores=2,
+        processes=2,
+        memory="2GB",
+        walltime="01:00:00",
+        queue="debug",
+        account="proj",
+        job_extra_directives=["--exclusive"],
+        job_script_prologue=["module load python"],
+        worker_extra_args=["--resources", "GPU=1"],
+        env={"A": "1"},
+    ) as cluster:
         res = cluster.executor.resources
-        assert (res.threads, res.mem, res.time, res.queue, res.account) == \
-            (2, 1908, 3600, "debug", "proj")
+        assert (res.threads, res.mem, res.time, res.queue, res.account) == (
+            2,
+            1908,
+            3600,
+            "debug",
+            "proj",
+        )
         assert res.native == ("--exclusive",) and res.env_dict == {"A": "1"}
         lines = cluster.job_script().splitlines()
         command = lines[-1]
         assert lines[-2] == "module load python"
-        for part in ("--nworkers 2", "--nthreads 1", "--memory-limit 0.93GiB",
-                     "--lifetime 3240s", "--lifetime-stagger 90s", "--resources GPU=1",
-                     "--death-timeout 60", "--no-nanny"):
+        for part in (
+            "--nworkers 2",
+            "--nthreads 1",
+            "--memory-limit 0.93GiB",
+            "--lifetime 3240s",
+            "--lifetime-stagger 90s",
+            "--resources GPU=1",
+            "--death-timeout 60",
+            "--no-nanny",
+        ):
             assert part in command
         assert cluster.new_spec["group"] == ["-0", "-1"]
 
@@ -181,8 +225,11 @@ def test_old_names_and_refused_keywords(ex, caplog):
 def test_dask_jobqueue_config_fills_keywords_not_given(ex):
     import dask
 
-    settings = {"jobqueue.local.walltime": "00:20:00", "jobqueue.local.name": "from-config",
-                "jobqueue.local.job-script-prologue": ["echo configured"]}
+    settings = {
+        "jobqueue.local.walltime": "00:20:00",
+        "jobqueue.local.name": "from-config",
+        "jobqueue.local.job-script-prologue": ["echo configured"],
+    }
     with dask.config.set(settings), make_cluster(ex, walltime=None) as cluster:
         assert cluster.executor.resources.time == 1200
         assert cluster.job_name == "from-config"
@@ -221,8 +268,13 @@ def test_a_worker_job_calls_on_end_in_its_loop_when_it_ends(ex):
             assert asyncio.get_running_loop() is loop  # the loop that started the job
             ended.set_result(job)
 
-        job = HPCJob("tcp://127.0.0.1:1", "w-0", executor=ex, on_end=on_end,
-                     spec=WorkerJobSpec(python="/nonexistent/python"))
+        job = HPCJob(
+            "tcp://127.0.0.1:1",
+            "w-0",
+            executor=ex,
+            on_end=on_end,
+            spec=WorkerJobSpec(python="/nonexistent/python"),
+        )
         await job.start()
         assert await asyncio.wait_for(ended, 60) is job
         return job

@@ -1,4 +1,5 @@
 """The joblib backend on the local executor and on the live SLURM."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -54,14 +55,18 @@ def test_abort_cancels_the_other_jobs(anyex):
         with pytest.raises(tasks.TaskError):
             Parallel(batch_size=1)(delayed(tasks.fail_on)(i, 1, 60) for i in range(6))
     assert time.monotonic() - start < 40
-    wait_until(lambda: all(r.state.finished for r in jobs_of(anyex)), 60,
-               "every job ended after the abort")
+    wait_until(
+        lambda: all(r.state.finished for r in jobs_of(anyex)), 60, "every job ended after the abort"
+    )
     records = jobs_of(anyex)
     assert len(records) >= 2
     ended = sorted(r.state.value for r in records)
     assert ended.count("failed") + ended.count("completed") <= 1, ended
-    assert all(r.state is JobState.CANCELLED for r in records
-               if r.state not in (JobState.FAILED, JobState.COMPLETED)), ended
+    assert all(
+        r.state is JobState.CANCELLED
+        for r in records
+        if r.state not in (JobState.FAILED, JobState.COMPLETED)
+    ), ended
     assert ended.count("cancelled") >= 1, ended
 
 
@@ -71,7 +76,8 @@ def test_generator_return(anyex):
         assert not isinstance(gen, list)
         assert list(gen) == [i * i for i in range(30)]
         unordered = Parallel(return_as="generator_unordered")(
-            delayed(tasks.square)(i) for i in range(30))
+            delayed(tasks.square)(i) for i in range(30)
+        )
         assert sorted(unordered) == sorted(i * i for i in range(30))
 
 
@@ -108,8 +114,9 @@ def test_an_hpcexec_parallel_inside_a_job_runs_in_the_job(ex, cache):
 
 def test_parallel_config_hpcexec_inside_a_joblib_job_runs_in_the_job(ex, cache):
     with parallel_config(backend="hpcexec", executor=whole_machine(ex, cache), n_jobs=2):
-        out = Parallel(batch_size=1, timeout=90)(delayed(tasks.nested_hpcexec)(x, True)
-                                                 for x in range(2))
+        out = Parallel(batch_size=1, timeout=90)(
+            delayed(tasks.nested_hpcexec)(x, True) for x in range(2)
+        )
     assert [values for values, _, _ in out] == [[0, 1, 4], [1, 4, 9]]
     assert all(pids == {job_pid} for _, pids, job_pid in out)
     assert {r.name for r in jobs_of(ex)} == {"joblib-nested_hpcexec"}
@@ -126,10 +133,10 @@ def test_gridsearch_gives_the_default_backends_best_params(anyex):
     with parallel_config(backend="hpcexec", executor=anyex, n_jobs=4):
         ours = GridSearchCV(SVC(), grid, cv=3).fit(X, y)
     assert ours.best_params_ == reference.best_params_
-    assert list(ours.cv_results_["mean_test_score"]) == \
-        list(reference.cv_results_["mean_test_score"])
-    assert len(jobs_of(anyex)) >= 1 and all(r.name.startswith("joblib-")
-                                            for r in jobs_of(anyex))
+    assert list(ours.cv_results_["mean_test_score"]) == list(
+        reference.cv_results_["mean_test_score"]
+    )
+    assert len(jobs_of(anyex)) >= 1 and all(r.name.startswith("joblib-") for r in jobs_of(anyex))
 
 
 def test_a_job_that_dies_fails_the_call(ex):
@@ -165,6 +172,7 @@ def test_n_jobs_minus_one_means_every_local_slot(ex):
     backend = HpcexecBackend(ex)
     slots = local_slots(ex)
     import os
+
     assert slots == len(os.sched_getaffinity(0)) or slots == os.cpu_count()
     assert backend.effective_n_jobs(-1) == slots
     assert backend.effective_n_jobs(-2) == max(slots - 1, 1)
@@ -187,6 +195,7 @@ def test_executor_keyword_arguments_make_an_executor(tmp_path):
         out = Parallel()(delayed(tasks.env)("HPCEXEC_JOB_ID") for _ in range(3))
     assert all(out)
     import hpcexec
+
     assert hpcexec.Store(cache).select()
 
 

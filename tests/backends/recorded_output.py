@@ -1,5 +1,6 @@
 """Reading recorded command output. A ``.txt`` file opens with ``# `` lines naming where its
 text comes from; JSON and XML files keep that header in a sibling ``.source`` file."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Each scheduler's backend module stands alone: what several share lives in a shared module
 (base, pbsfamily), so no backend imports another backend sideways."""
+
 from __future__ import annotations
 
 import ast
@@ -18,15 +19,15 @@ def _imported(path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.level == 1:
             found.add((node.module or "").split(".")[0])
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                "hpcexec.backends."):
+            "hpcexec.backends."
+        ):
             found.add(node.module.split(".")[2])
     return found
 
 
 def test_no_backend_imports_another_backend():
     assert {"slurm", "sge", "pbspro", "torque", "lsf", "local"} <= BACKENDS
-    sideways = {name: _imported(PACKAGE / f"{name}.py") & (BACKENDS - {name})
-                for name in BACKENDS}
+    sideways = {name: _imported(PACKAGE / f"{name}.py") & (BACKENDS - {name}) for name in BACKENDS}
     assert not any(sideways.values()), sideways
 
 

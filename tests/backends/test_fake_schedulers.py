@@ -6,6 +6,7 @@ commands and to the few system tools job scripts use, because /usr/bin has the r
 and Grid Engine commands on these machines (whose qsub/qstat would shadow the fakes and
 whose sbatch would win backend="auto").
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -78,22 +79,36 @@ def _until(check, timeout=20.0):
 def test_call_then_map_as_one_array(fex, flavor):
     f = fex.submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_NODELIST", "HPCEXEC_ARRAY_INDEX")
     got = f.result(timeout=30)
-    assert got == {"HPCEXEC_JOB_ID": f.job_id, "HPCEXEC_NODELIST": "fakenode01",
-                   "HPCEXEC_ARRAY_INDEX": ""}
+    assert got == {
+        "HPCEXEC_JOB_ID": f.job_id,
+        "HPCEXEC_NODELIST": "fakenode01",
+        "HPCEXEC_ARRAY_INDEX": "",
+    }
     assert f.state is JobState.COMPLETED and f.record.backend == flavor
     calls = fex.session.calls
     before = calls[SUBMIT[flavor]]
-    out = list(fex.map(jobfns.env, ["HPCEXEC_ARRAY_INDEX"] * 5, ["HPCEXEC_JOB_ID"] * 5,
-                       [f"UNSET{i}" for i in range(5)], timeout=60))
+    out = list(
+        fex.map(
+            jobfns.env,
+            ["HPCEXEC_ARRAY_INDEX"] * 5,
+            ["HPCEXEC_JOB_ID"] * 5,
+            [f"UNSET{i}" for i in range(5)],
+            timeout=60,
+        )
+    )
     assert calls[SUBMIT[flavor]] == before + 1  # five jobs, one array submission
     assert [o["HPCEXEC_ARRAY_INDEX"] for o in out] == [str(i) for i in range(5)]
-    elements = sorted((r for r in fex.store.select() if r.array_index is not None),
-                      key=lambda r: r.array_index)
+    elements = sorted(
+        (r for r in fex.store.select() if r.array_index is not None), key=lambda r: r.array_index
+    )
     assert [r.array_index for r in elements] == list(range(5))
     assert [o["HPCEXEC_JOB_ID"] for o in out] == [r.job_id for r in elements]
     first = elements[0].job_id
-    expected = {"pbspro": "[0].pbs-fake01.example.org", "torque": "[0].torque-fake01",
-                "lsf": "[1]"}[flavor]  # LSF counts array elements from 1
+    expected = {
+        "pbspro": "[0].pbs-fake01.example.org",
+        "torque": "[0].torque-fake01",
+        "lsf": "[1]",
+    }[flavor]  # LSF counts array elements from 1
     assert first.endswith(expected)
 
 
@@ -105,7 +120,8 @@ def test_shell_output_and_nonzero_exit(fex, flavor):
     # Shell jobs submitted together become one array: each element's output is its own.
     fs = [fex.submit_shell(f'echo "element {i}"; echo "e{i}" >&2') for i in range(3)]
     assert [(f.result(timeout=30).stdout, f.result().stderr) for f in fs] == [
-        (f"element {i}\n", f"e{i}\n") for i in range(3)]
+        (f"element {i}\n", f"e{i}\n") for i in range(3)
+    ]
     assert any(f.record.array_index is not None for f in fs)
     with pytest.raises(JobFailed) as info:
         fex.submit_shell("echo bad >&2; exit 3").result(timeout=30)
@@ -124,8 +140,10 @@ def test_cancel_a_held_job_and_release_another(fex, flavor):
     # The scheduler itself now reports it deleted, which the backend reads as cancelled.
     backend = fex.session.backend
     r = subprocess.run(backend.status_argv([held.job_id]), capture_output=True, text=True)
-    assert backend.parse_status(r.stdout, r.stderr, r.returncode)[held.job_id].state \
+    assert (
+        backend.parse_status(r.stdout, r.stderr, r.returncode)[held.job_id].state
         is JobState.CANCELLED
+    )
     time.sleep(0.3)
     assert kept.state is JobState.HELD and not kept.done()
     assert kept.release() is True
@@ -159,14 +177,15 @@ def test_refused_submission_fails_the_future(fex, flavor):
 STATUS = {"pbspro": "qstat", "torque": "qstat", "lsf": "bjobs"}
 
 
-def test_unreadable_status_is_logged_once_a_poll_and_polling_goes_on(fex, flavor, tmp_path,
-                                                                      caplog):
+def test_unreadable_status_is_logged_once_a_poll_and_polling_goes_on(fex, flavor, tmp_path, caplog):
     # The status command runs but prints garbage while the flag file exists.
     flag = tmp_path / "garble"
     wrapper = tmp_path / "bin" / STATUS[flavor]
     wrapper.unlink()
-    wrapper.write_text(f'#!/bin/bash\nif [ -e {flag} ]; then echo "<<garbled {{"; exit 0; fi\n'
-                       f'exec {FAKE / STATUS[flavor]} "$@"\n')
+    wrapper.write_text(
+        f'#!/bin/bash\nif [ -e {flag} ]; then echo "<<garbled {{"; exit 0; fi\n'
+        f'exec {FAKE / STATUS[flavor]} "$@"\n'
+    )
     wrapper.chmod(0o755)
     caplog.set_level(logging.WARNING)
     flag.touch()

@@ -1,5 +1,6 @@
 """Behaviour every scheduler backend shares, run against each live daemon that
 tests/clusters/ starts. Scheduler-specific checks stay in test_<scheduler>_live.py."""
+
 from __future__ import annotations
 
 import os
@@ -17,27 +18,51 @@ from hpcexec.layout import PAYLOAD
 from livecluster import running
 
 LIVE = {
-    "slurm": dict(fixture="sex", submit="sbatch", status="squeue",
-                  bad_queue="nosuchpartition", refusal="Invalid partition"),
-    "sge": dict(fixture="gex", submit="qsub", status="qstat",
-                bad_queue="nosuchqueue", refusal="unknown queue"),
+    "slurm": dict(
+        fixture="sex",
+        submit="sbatch",
+        status="squeue",
+        bad_queue="nosuchpartition",
+        refusal="Invalid partition",
+    ),
+    "sge": dict(
+        fixture="gex",
+        submit="qsub",
+        status="qstat",
+        bad_queue="nosuchqueue",
+        refusal="unknown queue",
+    ),
     # the same SLURM, driven from "another machine" through the loopback sshd
-    "slurm-ssh": dict(fixture="rex", submit="sbatch", status="squeue",
-                      bad_queue="nosuchpartition", refusal="Invalid partition",
-                      backend="slurm", marks=("slurm", "ssh")),
+    "slurm-ssh": dict(
+        fixture="rex",
+        submit="sbatch",
+        status="squeue",
+        bad_queue="nosuchpartition",
+        refusal="Invalid partition",
+        backend="slurm",
+        marks=("slurm", "ssh"),
+    ),
 }
 
 
-@pytest.fixture(params=[pytest.param(name, marks=[getattr(pytest.mark, m)
-                                                  for m in LIVE[name].get("marks", (name,))])
-                        for name in LIVE])
+@pytest.fixture(
+    params=[
+        pytest.param(
+            name, marks=[getattr(pytest.mark, m) for m in LIVE[name].get("marks", (name,))]
+        )
+        for name in LIVE
+    ]
+)
 def live(request):
     """(executor, facts) for each live scheduler; facts["connect"] are the options that
     reach it (host and SSH options for the remote one)."""
     spec = LIVE[request.param]
     connect = request.getfixturevalue("remote_options") if spec["fixture"] == "rex" else {}
-    return request.getfixturevalue(spec["fixture"]), {"backend": request.param, **spec,
-                                                      "connect": connect}
+    return request.getfixturevalue(spec["fixture"]), {
+        "backend": request.param,
+        **spec,
+        "connect": connect,
+    }
 
 
 def test_separate_submits_are_coalesced(live):
@@ -102,8 +127,9 @@ def test_refused_submission_fails_the_future_with_the_message(live):
 def test_rerun_reuses_finished_results_without_submitting(live, cache):
     ex, spec = live
     assert ex.submit(jobfns.double, 21).result(timeout=120) == 42
-    with hpcexec.Executor(spec["backend"], cache_dir=cache, poll_interval=0.2,
-                          **spec["connect"]) as again:
+    with hpcexec.Executor(
+        spec["backend"], cache_dir=cache, poll_interval=0.2, **spec["connect"]
+    ) as again:
         f = again.options(time="0:10:00").submit(jobfns.double, 21)
         assert f.done() and f.result() == 42
         assert again.session.calls[spec["submit"]] == 0
@@ -119,6 +145,7 @@ def test_suspend_and_resume(live):
 
 
 # -- elements of an array run each other's tasks (reuse_slots) --------------------------------
+
 
 def test_elements_reuse_their_slots_for_tasks_not_started(live):
     ex, _ = live
@@ -191,8 +218,13 @@ def test_lost_store_rebuilds_records_with_their_job_ids(live, cache, tmp_path):
         print(f.job_id, flush=True)
         os._exit(0)  # dies, leaving its job held in the queue
     """
-    out = subprocess.run([sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", client],
+        cwd=Path(jobfns.__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     held_id = out.stdout.strip()
     assert held_id, out.stderr
     for suffix in ("", "-wal", "-shm"):
@@ -200,8 +232,7 @@ def test_lost_store_rebuilds_records_with_their_job_ids(live, cache, tmp_path):
     with hpcexec.Executor(spec["backend"], **opts) as again:
         f = again.options(key="lost-done").submit(jobfns.count_run, str(counter), 1)
         assert f.done() and f.result() == 10 and f.job_id == done_id
-        held = again.options(key="lost-held", hold=True).submit(jobfns.count_run,
-                                                                str(counter), 2)
+        held = again.options(key="lost-held", hold=True).submit(jobfns.count_run, str(counter), 2)
         assert held.job_id == held_id and held.state is JobState.HELD
         assert held.release()
         assert held.result(timeout=120) == 20 and held.job_id == held_id
@@ -225,13 +256,16 @@ def test_lost_store_array_whose_elements_run_each_others_tasks(live, cache, tmp_
             time.sleep(0.1)
         os._exit(0)  # dies, leaving its array in the queue
     """
-    subprocess.run([sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent,
-                   check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", client], cwd=Path(jobfns.__file__).parent, check=True, timeout=120
+    )
     for suffix in ("", "-wal", "-shm"):
         (cache / f"jobs.sqlite{suffix}").unlink(missing_ok=True)
     with hpcexec.Executor(spec["backend"], **opts) as again:
-        fs = [again.options(array_limit=2).submit(jobfns.count_run, str(counter), i, s)
-              for i, s in enumerate(seconds)]
+        fs = [
+            again.options(array_limit=2).submit(jobfns.count_run, str(counter), i, s)
+            for i, s in enumerate(seconds)
+        ]
         assert [f.record.array_index for f in fs] == [0, 1, 2, 3]
         assert [f.result(timeout=180) for f in fs] == [0, 10, 20, 30]
         assert all(f.state is JobState.COMPLETED for f in fs)

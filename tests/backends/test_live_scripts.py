@@ -1,5 +1,6 @@
 """Prologue, epilogue, auxiliary scripts, job_script and submit_file on each live scheduler
 (SLURM, Grid Engine, SLURM over SSH: the ``live`` fixture of test_live_common)."""
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,12 @@ def test_scripts_around_a_job_and_job_script_is_what_was_submitted(live, tmp_pat
     ex, spec = live
     log = tmp_path / "log"  # on this machine: prologue and epilogue run here, even over SSH
     body = "bash {jobdir}/helper.sh"
-    opts = dict(name="around", prologue=f"echo prologue {{name}} >> {log}",
-                epilogue=f"echo epilogue $HPCEXEC_JOB_STATE $HPCEXEC_JOB_ID >> {log}",
-                aux_scripts={"helper.sh": "echo helper {name} on $HPCEXEC_NODELIST"})
+    opts = dict(
+        name="around",
+        prologue=f"echo prologue {{name}} >> {log}",
+        epilogue=f"echo epilogue $HPCEXEC_JOB_STATE $HPCEXEC_JOB_ID >> {log}",
+        aux_scripts={"helper.sh": "echo helper {name} on $HPCEXEC_NODELIST"},
+    )
     shown = ex.job_script(body, **opts)
     assert ex.store.select() == []  # nothing written, nothing submitted
     f = ex.options(**opts).submit_shell(body)
@@ -34,9 +38,11 @@ def test_scripts_around_a_job_and_job_script_is_what_was_submitted(live, tmp_pat
 def test_submit_file_keeps_its_directives_and_resources_win(live, tmp_path):
     ex, spec = live
     path = tmp_path / "mine.sh"
-    path.write_text("#!/bin/bash\n#SBATCH --job-name=fromfile\n#SBATCH --comment=kept\n"
-                    "#$ -N fromfile\n#$ -ac kept=yes\n"
-                    "echo name=${SLURM_JOB_NAME:-$JOB_NAME}\nexit 4\n")
+    path.write_text(
+        "#!/bin/bash\n#SBATCH --job-name=fromfile\n#SBATCH --comment=kept\n"
+        "#$ -N fromfile\n#$ -ac kept=yes\n"
+        "echo name=${SLURM_JOB_NAME:-$JOB_NAME}\nexit 4\n"
+    )
     f = ex.submit_file(path, name="given", check=False)
     assert f.result(timeout=180) == ShellResult(4, "name=given\n", "")
     submitted = _read(ex, os.path.join(f.record.jobdir, "submit.sh"))

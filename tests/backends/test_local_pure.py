@@ -1,4 +1,5 @@
 """Unit tests for the pure parts of hpcexec.backends.local."""
+
 from __future__ import annotations
 
 import os
@@ -28,6 +29,7 @@ def uptime_ticks() -> float:
 
 
 # -- parse_proc_stat -------------------------------------------------------------------
+
 
 def test_parse_proc_stat_of_this_process():
     with open("/proc/self/stat") as f:
@@ -64,25 +66,50 @@ def test_parse_proc_stat_of_a_sleeping_child_started_later():
 def crafted(comm: str, state: str = "S", start: int = 987654) -> str:
     # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
     # utime stime cutime cstime priority nice num_threads itrealvalue starttime ...
-    after = [state, "1", "4321", "4321", "0", "-1", "4194560", "100", "0", "0", "0",
-             "5", "6", "0", "0", "20", "0", "1", "0", str(start),
-             "12345678", "345", "18446744073709551615"] + ["0"] * 29
+    after = [
+        state,
+        "1",
+        "4321",
+        "4321",
+        "0",
+        "-1",
+        "4194560",
+        "100",
+        "0",
+        "0",
+        "0",
+        "5",
+        "6",
+        "0",
+        "0",
+        "20",
+        "0",
+        "1",
+        "0",
+        str(start),
+        "12345678",
+        "345",
+        "18446744073709551615",
+    ] + ["0"] * 29
     return f"4321 ({comm}) " + " ".join(after) + "\n"
 
 
-@pytest.mark.parametrize("comm", ["bash", "my prog", "a) b (c", "x) S 1 2 3 4 5 6 7 8 9 10", ")",
-                                  "((()))", " ", ""])
+@pytest.mark.parametrize(
+    "comm", ["bash", "my prog", "a) b (c", "x) S 1 2 3 4 5 6 7 8 9 10", ")", "((()))", " ", ""]
+)
 def test_parse_proc_stat_crafted_command_names(comm):
     assert parse_proc_stat(crafted(comm, "Z", 1234567)) == ProcStat(state="Z", start=1234567)
 
 
-@pytest.mark.parametrize("text", ["", "garbage", "123 (name", "123 (name) S 1 2 3",
-                                  crafted("x").split(")")[0]])
+@pytest.mark.parametrize(
+    "text", ["", "garbage", "123 (name", "123 (name) S 1 2 3", crafted("x").split(")")[0]]
+)
 def test_parse_proc_stat_refuses_incomplete_text(text):
     assert parse_proc_stat(text) is None
 
 
 # -- job ids ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("pid, start", [(1, 0), (4321, 987654), (4194304, 2**40)])
 def test_job_id_round_trip(pid, start):
@@ -104,6 +131,7 @@ def test_split_job_id_refuses_garbage():
 
 
 # -- plan_starts -----------------------------------------------------------------------
+
 
 def test_plan_starts_fifo():
     pending = [("a", 1), ("b", 1), ("c", 1), ("d", 1)]
@@ -134,6 +162,7 @@ def test_plan_starts_nothing_pending_and_generators():
 
 
 # -- LocalBackend.check ----------------------------------------------------------------
+
 
 def test_check_accepts_what_fits():
     backend = LocalBackend(4)

@@ -1,5 +1,6 @@
 """LSF's parse and render functions against recorded real output
 (tests/fixtures/lsf/, each file naming its source)."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,7 @@ def test_submit_output():
 
 
 def test_elements_are_one_based():
-    assert [lsf.element_id("764254593", i) for i in (0, 4)] == ["764254593[1]",
-                                                              "764254593[5]"]
+    assert [lsf.element_id("764254593", i) for i in (0, 4)] == ["764254593[1]", "764254593[5]"]
     assert lsf.array_index_base == 1 and lsf.array_index_pattern == "%I"
     argv = lsf.status_argv(["12[2]", "12[1]", "9", "100[3]"])
     assert argv[:5] == ["bjobs", "-a", "-o", argv[3], "-json"] and argv[5:] == ["9", "12", "100"]
@@ -60,12 +60,20 @@ def test_pending_killed_and_held_records():
 def test_done_and_exit_by_job_id():
     got = lsf.parse_status(fixture("bjobs_json_done_exit.json"), "", 0)
     assert {j: s.state for j, s in got.items()} == {
-        "487641": JobState.FAILED, "487642": JobState.FAILED, "488155": JobState.FAILED,
-        "491861": JobState.COMPLETED, "491864": JobState.COMPLETED, "491867": JobState.COMPLETED}
+        "487641": JobState.FAILED,
+        "487642": JobState.FAILED,
+        "488155": JobState.FAILED,
+        "491861": JobState.COMPLETED,
+        "491864": JobState.COMPLETED,
+        "491867": JobState.COMPLETED,
+    }
     assert got["491861"].exit_code == 0  # DONE leaves EXIT_CODE empty: it means 0
     detailed = lsf.parse_status(fixture("bjobs_json_done_detailed.json"), "", 0)["22005"]
-    assert (detailed.state, detailed.exit_code, detailed.nodelist) == (JobState.COMPLETED, 0,
-                                                                       "tbi-cn019")
+    assert (detailed.state, detailed.exit_code, detailed.nodelist) == (
+        JobState.COMPLETED,
+        0,
+        "tbi-cn019",
+    )
     assert detailed.elapsed == 1 and detailed.max_rss == 5325  # "5.2 Gbytes"
 
 
@@ -81,16 +89,41 @@ def _record(**fields) -> dict:
     return {**records("bjobs_json_exit_killed.json")[0], **fields}
 
 
-@pytest.mark.parametrize("fields, state, code, reason", [
-    (dict(EXIT_CODE="3", EXIT_REASON=""), JobState.FAILED, 3, None),
-    (dict(EXIT_CODE="140", EXIT_REASON="TERM_RUNLIMIT: job killed after reaching LSF run time "
-          "limit"), JobState.TIMEOUT, 140, "walltime exceeded"),
-    (dict(EXIT_CODE="", EXIT_REASON="TERM_MEMLIMIT: job killed after reaching LSF memory "
-          "usage limit"), JobState.FAILED, None, "out of memory"),
-    (dict(STAT="PEND", EXIT_REASON="", PEND_REASON="Dependency condition invalid or never "
-          "satisfied;"), JobState.PENDING, None, "DependencyNeverSatisfied"),
-    (dict(STAT="USUSP"), JobState.SUSPENDED, None, None),
-])
+@pytest.mark.parametrize(
+    "fields, state, code, reason",
+    [
+        (dict(EXIT_CODE="3", EXIT_REASON=""), JobState.FAILED, 3, None),
+        (
+            dict(
+                EXIT_CODE="140",
+                EXIT_REASON="TERM_RUNLIMIT: job killed after reaching LSF run time limit",
+            ),
+            JobState.TIMEOUT,
+            140,
+            "walltime exceeded",
+        ),
+        (
+            dict(
+                EXIT_CODE="",
+                EXIT_REASON="TERM_MEMLIMIT: job killed after reaching LSF memory usage limit",
+            ),
+            JobState.FAILED,
+            None,
+            "out of memory",
+        ),
+        (
+            dict(
+                STAT="PEND",
+                EXIT_REASON="",
+                PEND_REASON="Dependency condition invalid or never satisfied;",
+            ),
+            JobState.PENDING,
+            None,
+            "DependencyNeverSatisfied",
+        ),
+        (dict(STAT="USUSP"), JobState.SUSPENDED, None, None),
+    ],
+)
 def test_exit_reasons_and_pending_reasons(fields, state, code, reason):
     st = record_status(_record(**fields))
     assert (st.state, st.exit_code, st.reason) == (state, code, reason)
@@ -109,7 +142,8 @@ def test_unknown_ids_and_failures():
     found = json.loads(fixture("bjobs_json_done_detailed.json"))
     found["RECORDS"].append({"ERROR": "Job <864220165> is not found"})
     assert set(lsf.parse_status(json.dumps(found), fixture("bjobs_not_found.txt"), 255)) == {
-        "22005"}
+        "22005"
+    }
     with pytest.raises(SchedulerOutputError, match="LSF is down"):
         lsf.parse_status("", "LSF is down. Please wait ...", 255)
     with pytest.raises(SchedulerOutputError):
@@ -117,23 +151,56 @@ def test_unknown_ids_and_failures():
 
 
 def test_directives_render_the_resource_model():
-    res = Resources.create(queue="normal", account="proj", time="1:30:30", nodes=2, ppn=4,
-                           threads=2, mem="2GB", gpus=1, native=["-x", "#BSUB -app big"])
-    spec = SubmitSpec("/arr/submit.sh", res, "my job", "/arr/%I.out", "/arr/%I.err", "/w",
-                      array_size=5, array_limit=2, hold=True, after=("5", "6[2]"))
+    res = Resources.create(
+        queue="normal",
+        account="proj",
+        time="1:30:30",
+        nodes=2,
+        ppn=4,
+        threads=2,
+        mem="2GB",
+        gpus=1,
+        native=["-x", "#BSUB -app big"],
+    )
+    spec = SubmitSpec(
+        "/arr/submit.sh",
+        res,
+        "my job",
+        "/arr/%I.out",
+        "/arr/%I.err",
+        "/w",
+        array_size=5,
+        array_limit=2,
+        hold=True,
+        after=("5", "6[2]"),
+    )
     assert lsf.directives(spec) == [
-        '#BSUB -J "my_job[1-5]%2"', '#BSUB -o "/arr/lsf.%J.%I.out"',
-        '#BSUB -e "/arr/lsf.%J.%I.err"', "#BSUB -q normal", "#BSUB -P proj",
+        '#BSUB -J "my_job[1-5]%2"',
+        '#BSUB -o "/arr/lsf.%J.%I.out"',
+        '#BSUB -e "/arr/lsf.%J.%I.err"',
+        "#BSUB -q normal",
+        "#BSUB -P proj",
         "#BSUB -W 1:31",  # whole minutes, rounded up
-        "#BSUB -n 16", '#BSUB -R "span[ptile=8]"', '#BSUB -R "rusage[mem=2048MB]"',
-        "#BSUB -M 4096MB", '#BSUB -gpu "num=1"', "#BSUB -H",
-        '#BSUB -w "done(5) && done(6[2])"', "#BSUB -x", "#BSUB -app big",
+        "#BSUB -n 16",
+        '#BSUB -R "span[ptile=8]"',
+        '#BSUB -R "rusage[mem=2048MB]"',
+        "#BSUB -M 4096MB",
+        '#BSUB -gpu "num=1"',
+        "#BSUB -H",
+        '#BSUB -w "done(5) && done(6[2])"',
+        "#BSUB -x",
+        "#BSUB -app big",
     ]
-    single = SubmitSpec("/j/submit.sh", Resources.create(threads=4), "x", "/j/stdout",
-                        "/j/stderr", "/w")
-    assert lsf.directives(single) == ['#BSUB -J "x"', '#BSUB -o "/j/lsf.%J.out"',
-                                      '#BSUB -e "/j/lsf.%J.err"', "#BSUB -n 4",
-                                      '#BSUB -R "span[hosts=1]"']
+    single = SubmitSpec(
+        "/j/submit.sh", Resources.create(threads=4), "x", "/j/stdout", "/j/stderr", "/w"
+    )
+    assert lsf.directives(single) == [
+        '#BSUB -J "x"',
+        '#BSUB -o "/j/lsf.%J.out"',
+        '#BSUB -e "/j/lsf.%J.err"',
+        "#BSUB -n 4",
+        '#BSUB -R "span[hosts=1]"',
+    ]
     lsf.check(Resources.create(native=["#BSUB -x"]))
     with pytest.raises(BackendError, match="not an LSF directive"):
         lsf.check(Resources.create(native=["#PBS -l place=excl"]))
@@ -141,14 +208,29 @@ def test_directives_render_the_resource_model():
 
 @pytest.mark.parametrize("index, job_id, element", [("3", "7[3]", "2"), ("0", "7", "")])
 def test_job_script_converts_the_one_based_index(tmp_path, index, job_id, element):
-    parts = lsf.script_parts(Resources(), name="x", jobdir=str(tmp_path), stdout="out",
-                             stderr="out", workdir=str(tmp_path))
-    script = render(parts, Resources(), jobdir=str(tmp_path), workdir=str(tmp_path),
-                    submit_host="h", name="x",
-                    shell_body='echo "$HPCEXEC_JOB_ID|$HPCEXEC_ARRAY_INDEX|$HPCEXEC_NODELIST"'
-                               "; echo oops >&2")
-    env = {"PATH": "/usr/bin:/bin", "LSB_JOBID": "7", "LSB_JOBINDEX": index,
-           "LSB_MCPU_HOSTS": "hostA 4 hostB 4"}
+    parts = lsf.script_parts(
+        Resources(),
+        name="x",
+        jobdir=str(tmp_path),
+        stdout="out",
+        stderr="out",
+        workdir=str(tmp_path),
+    )
+    script = render(
+        parts,
+        Resources(),
+        jobdir=str(tmp_path),
+        workdir=str(tmp_path),
+        submit_host="h",
+        name="x",
+        shell_body='echo "$HPCEXEC_JOB_ID|$HPCEXEC_ARRAY_INDEX|$HPCEXEC_NODELIST"; echo oops >&2',
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LSB_JOBID": "7",
+        "LSB_JOBINDEX": index,
+        "LSB_MCPU_HOSTS": "hostA 4 hostB 4",
+    }
     out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout == ""  # not into LSF's -o file (its report)
     assert (tmp_path / "out").read_text() == f"{job_id}|{element}|hostA,hostB\noops\n"

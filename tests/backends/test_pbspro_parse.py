@@ -1,5 +1,6 @@
 """PBS Pro's parse and render functions against recorded real output
 (tests/fixtures/pbspro/, each file naming its source)."""
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,19 @@ def test_submit_output():
 
 def test_element_ids_and_whole_array_queries():
     array = pbs.parse_submit(fixture("qsub_array_submit.txt"))
-    assert [pbs.element_id(array, i) for i in (0, 899)] == ["506493[0].isrv5",
-                                                          "506493[899].isrv5"]
+    assert [pbs.element_id(array, i) for i in (0, 899)] == ["506493[0].isrv5", "506493[899].isrv5"]
     assert pbs.element_id("24[]", 3) == "24[3]"
     # The subjob ids qstat -a printed belong to the array id it printed for the parent.
-    subjobs = [line.split()[0] for line in fixture("qstat_a_array_subjobs.txt").splitlines()
-               if line.startswith("12345[")]
-    parent = [line.split()[0] for line in fixture("qstat_a_array_parent.txt").splitlines()
-              if line.startswith("12345[")]
+    subjobs = [
+        line.split()[0]
+        for line in fixture("qstat_a_array_subjobs.txt").splitlines()
+        if line.startswith("12345[")
+    ]
+    parent = [
+        line.split()[0]
+        for line in fixture("qstat_a_array_parent.txt").splitlines()
+        if line.startswith("12345[")
+    ]
     assert subjobs[0] == "12345[1].dm2" and {array_of(j) for j in subjobs} == set(parent)
     argv = pbs.status_argv(["12[3].srv", "9.srv", "12[4].srv", "100[0].srv"])
     assert argv == ["qstat", "-x", "-f", "-F", "json", "-t", "9.srv", "12[].srv", "100[].srv"]
@@ -84,17 +90,27 @@ def _finished(**fields) -> str:
     return json.dumps(data)
 
 
-@pytest.mark.parametrize("fields, state, code, signal", [
-    (dict(Exit_status=0), JobState.COMPLETED, 0, None),
-    (dict(Exit_status=3), JobState.FAILED, 3, None),
-    (dict(Exit_status=271), JobState.FAILED, 271, 15),  # killed by PBS with SIGTERM
-    (dict(Exit_status=-29), JobState.TIMEOUT, -29, None),  # JOB_EXEC_KILL_WALLTIME
-    (dict(Exit_status=-27), JobState.FAILED, -27, None),  # JOB_EXEC_KILL_MEM
-    (dict(Exit_status=-1), JobState.FAILED, -1, None),  # JOB_EXEC_FAIL1
-    (dict(Exit_status=271, comment="Job run at x on (n:ncpus=1) and exceeded resource "
-          "walltime"), JobState.TIMEOUT, 271, 15),
-    (dict(comment="Job deleted"), JobState.CANCELLED, None, None),  # never ran: no status
-])
+@pytest.mark.parametrize(
+    "fields, state, code, signal",
+    [
+        (dict(Exit_status=0), JobState.COMPLETED, 0, None),
+        (dict(Exit_status=3), JobState.FAILED, 3, None),
+        (dict(Exit_status=271), JobState.FAILED, 271, 15),  # killed by PBS with SIGTERM
+        (dict(Exit_status=-29), JobState.TIMEOUT, -29, None),  # JOB_EXEC_KILL_WALLTIME
+        (dict(Exit_status=-27), JobState.FAILED, -27, None),  # JOB_EXEC_KILL_MEM
+        (dict(Exit_status=-1), JobState.FAILED, -1, None),  # JOB_EXEC_FAIL1
+        (
+            dict(
+                Exit_status=271,
+                comment="Job run at x on (n:ncpus=1) and exceeded resource walltime",
+            ),
+            JobState.TIMEOUT,
+            271,
+            15,
+        ),
+        (dict(comment="Job deleted"), JobState.CANCELLED, None, None),  # never ran: no status
+    ],
+)
 def test_finished_states_from_exit_status(fields, state, code, signal):
     st = pbs.parse_status(_finished(**fields), "", 0)[HELD]
     assert (st.state, st.exit_code, st.signal) == (state, code, signal)
@@ -126,24 +142,53 @@ def test_unknown_ids_are_not_present_and_failures_raise():
 
 
 def test_directives_render_the_resource_model():
-    res = Resources.create(queue="workq", account="proj", time="1-02:03:04", nodes=2, ppn=4,
-                           threads=8, mem="4GB", gpus=1, native=["-l place=excl",
-                                                                 "#PBS -m abe"])
-    spec = SubmitSpec("/a/submit.sh", res, "my job", "/a/^array_index^.out",
-                      "/a/^array_index^.err", "/w", array_size=10, array_limit=3, hold=True,
-                      after=("5.srv", "7[2].srv", "7[3].srv"))
+    res = Resources.create(
+        queue="workq",
+        account="proj",
+        time="1-02:03:04",
+        nodes=2,
+        ppn=4,
+        threads=8,
+        mem="4GB",
+        gpus=1,
+        native=["-l place=excl", "#PBS -m abe"],
+    )
+    spec = SubmitSpec(
+        "/a/submit.sh",
+        res,
+        "my job",
+        "/a/^array_index^.out",
+        "/a/^array_index^.err",
+        "/w",
+        array_size=10,
+        array_limit=3,
+        hold=True,
+        after=("5.srv", "7[2].srv", "7[3].srv"),
+    )
     assert pbs.directives(spec) == [
-        "#PBS -N my_job", "#PBS -o /a/^array_index^.out", "#PBS -e /a/^array_index^.err",
-        "#PBS -q workq", "#PBS -A proj",
+        "#PBS -N my_job",
+        "#PBS -o /a/^array_index^.out",
+        "#PBS -e /a/^array_index^.err",
+        "#PBS -q workq",
+        "#PBS -A proj",
         "#PBS -l select=2:ncpus=32:mpiprocs=4:ompthreads=8:mem=4096mb:ngpus=1",
-        "#PBS -l place=scatter", "#PBS -l walltime=26:03:04", "#PBS -J 0-9%3", "#PBS -h",
+        "#PBS -l place=scatter",
+        "#PBS -l walltime=26:03:04",
+        "#PBS -J 0-9%3",
+        "#PBS -h",
         "#PBS -W depend=afterok:5.srv:7[].srv",  # PBS cannot depend on one array element
-        "#PBS -l place=excl", "#PBS -m abe",
+        "#PBS -l place=excl",
+        "#PBS -m abe",
     ]
-    plain = SubmitSpec("/a b/submit.sh", Resources.create(mem=500), "x", "/a b/out",
-                       "/a b/err", "/w")
-    assert pbs.directives(plain) == ['#PBS -N x', '#PBS -o "/a b/out"', '#PBS -e "/a b/err"',
-                                     "#PBS -l select=1:mem=500mb"]
+    plain = SubmitSpec(
+        "/a b/submit.sh", Resources.create(mem=500), "x", "/a b/out", "/a b/err", "/w"
+    )
+    assert pbs.directives(plain) == [
+        "#PBS -N x",
+        '#PBS -o "/a b/out"',
+        '#PBS -e "/a b/err"',
+        "#PBS -l select=1:mem=500mb",
+    ]
     with pytest.raises(BackendError, match="at least two"):
         pbs.directives(SubmitSpec("/s", Resources(), "x", "/o", "/e", "/w", array_size=1))
     assert pbs.submit_argv(plain) == ["qsub", "/a b/submit.sh"]
@@ -158,13 +203,29 @@ def test_check_refuses_other_schedulers_directives():
 def test_job_script_reads_the_pbs_variables(tmp_path):
     nodes = tmp_path / "nodefile"
     nodes.write_text("n1\nn1\nn2\n")
-    parts = pbs.script_parts(Resources(), name="x", jobdir=str(tmp_path), stdout="out",
-                             stderr="err", workdir=str(tmp_path))
-    script = render(parts, Resources(), jobdir=str(tmp_path), workdir=str(tmp_path),
-                    submit_host="h", name="x",
-                    shell_body='echo "$HPCEXEC_JOB_ID|$HPCEXEC_ARRAY_INDEX|$HPCEXEC_NODELIST"')
-    env = {"PATH": "/usr/bin:/bin", "PBS_JOBID": "12[3].srv", "PBS_ARRAY_INDEX": "3",
-           "PBS_NODEFILE": str(nodes)}
+    parts = pbs.script_parts(
+        Resources(),
+        name="x",
+        jobdir=str(tmp_path),
+        stdout="out",
+        stderr="err",
+        workdir=str(tmp_path),
+    )
+    script = render(
+        parts,
+        Resources(),
+        jobdir=str(tmp_path),
+        workdir=str(tmp_path),
+        submit_host="h",
+        name="x",
+        shell_body='echo "$HPCEXEC_JOB_ID|$HPCEXEC_ARRAY_INDEX|$HPCEXEC_NODELIST"',
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PBS_JOBID": "12[3].srv",
+        "PBS_ARRAY_INDEX": "3",
+        "PBS_NODEFILE": str(nodes),
+    }
     out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
     assert out.stdout == "12[3].srv|3|n1,n2\n"
 

@@ -1,4 +1,5 @@
 """The Grid Engine backend against the live SGE 8.1.9 that tests/clusters/sge.sh starts."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -11,8 +12,6 @@ import jobfns
 from hpcexec import JobFailed, JobState
 
 pytestmark = pytest.mark.sge
-
-
 
 
 def _submitted(f, timeout=30):
@@ -33,8 +32,9 @@ def _qstat_state(job_id: str) -> str | None:
 
 
 def test_callable_runs_as_an_sge_job(gex):
-    f = gex.submit(jobfns.env, "JOB_ID", "HPCEXEC_JOB_ID", "HPCEXEC_NODELIST",
-                   "HPCEXEC_ARRAY_INDEX")
+    f = gex.submit(
+        jobfns.env, "JOB_ID", "HPCEXEC_JOB_ID", "HPCEXEC_NODELIST", "HPCEXEC_ARRAY_INDEX"
+    )
     got = f.result(timeout=120)
     assert f.job_id.isdigit()
     assert got["JOB_ID"] == got["HPCEXEC_JOB_ID"] == f.job_id
@@ -45,8 +45,10 @@ def test_callable_runs_as_an_sge_job(gex):
 def test_array_elements_see_their_own_ids(gex):
     n = 5
     own = gex.options(reuse_slots=False)  # each task in its own element
-    fs = [own.submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_ARRAY_INDEX", "SGE_TASK_ID", f"X{i}")
-          for i in range(n)]
+    fs = [
+        own.submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_ARRAY_INDEX", "SGE_TASK_ID", f"X{i}")
+        for i in range(n)
+    ]
     got = [f.result(timeout=120) for f in fs]
     assert gex.session.calls["qsub"] == 1
     for f, g in zip(fs, got):
@@ -60,14 +62,13 @@ def test_array_shell_output_lands_in_each_jobs_files(gex):
     fs = [gex.submit_shell(f"echo out{i}; echo err{i} >&2") for i in range(4)]
     results = [f.result(timeout=120) for f in fs]
     assert gex.session.calls["qsub"] == 1
-    assert [(r.stdout, r.stderr) for r in results] == [(f"out{i}\n", f"err{i}\n")
-                                                       for i in range(4)]
+    assert [(r.stdout, r.stderr) for r in results] == [(f"out{i}\n", f"err{i}\n") for i in range(4)]
 
 
 def test_memory_request_is_h_vmem_and_a_python_job_runs_under_it(gex):
     f = gex.options(mem="1G").submit(jobfns.double, 4)
     assert f.result(timeout=120) == 8
-    script = (f.record.jobdir + "/submit.sh")
+    script = f.record.jobdir + "/submit.sh"
     assert "#$ -l h_vmem=1024M" in open(script).read()
 
 
@@ -127,8 +128,11 @@ def test_walltime_kill_of_a_taken_task_fails_that_task_only(gex):
     # walltime in it. Task 0 had ended by itself, so it keeps its own error; task 1 gets its
     # own element afterwards.
     one = gex.options(time="0:08", array_limit=1)
-    fs = [one.submit(jobfns.fail, "own error"), one.submit(jobfns.sleep_then, 0, 1),
-          one.submit(jobfns.sleep_then, 100, 2)]
+    fs = [
+        one.submit(jobfns.fail, "own error"),
+        one.submit(jobfns.sleep_then, 0, 1),
+        one.submit(jobfns.sleep_then, 100, 2),
+    ]
     with pytest.raises(JobFailed) as info:
         fs[2].result(timeout=120)
     assert info.value.state is JobState.TIMEOUT

@@ -1,4 +1,5 @@
 """The SLURM backend against the live SLURM that tests/clusters/slurm.sh starts."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -11,8 +12,6 @@ import jobfns
 from hpcexec import JobFailed, JobState
 
 pytestmark = pytest.mark.slurm
-
-
 
 
 def test_callable_runs_as_a_slurm_job(sex):
@@ -44,7 +43,9 @@ def test_hold_and_release(sex):
         time.sleep(0.1)
     time.sleep(1.0)
     assert f.state is JobState.HELD
-    out = subprocess.run(["squeue", "-h", "-o", "%r", "-j", f.job_id], capture_output=True, text=True)
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%r", "-j", f.job_id], capture_output=True, text=True
+    )
     assert "JobHeldUser" in out.stdout
     assert f.release() is True
     assert f.result(timeout=120) == 16
@@ -82,7 +83,7 @@ def test_future_argument_becomes_an_afterok_dependency(sex):
     a = sex.submit(jobfns.sleep_then, 2, 20)
     b = sex.submit(jobfns.add, a, b=1)
     assert b.result(timeout=120) == 21
-    script = (b.record.path.parent.parent / "jobs" / b.key / "job.sh")
+    script = b.record.path.parent.parent / "jobs" / b.key / "job.sh"
     assert b.record.deps == [a.key] and script.exists()
 
 

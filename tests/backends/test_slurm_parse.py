@@ -1,5 +1,6 @@
 """SLURM's parse and render functions against output recorded from the live SLURM 22.05
 (tests/clusters/recorded/, each file naming the command that produced it)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -86,8 +87,15 @@ def test_squeue_format_pending_running_held():
 
 def test_squeue_asks_for_the_exit_status():
     argv = slurm.status_argv(["7"])
-    assert argv[:7] == ["squeue", "-h", "-r", "-t", "all", "-O",
-                        "JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:|"]
+    assert argv[:7] == [
+        "squeue",
+        "-h",
+        "-r",
+        "-t",
+        "all",
+        "-O",
+        "JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:|",
+    ]
 
 
 def test_squeue_unknown_ids_and_failure():
@@ -126,18 +134,48 @@ def test_query_ids_ask_for_whole_arrays():
 
 
 def test_directives_render_the_resource_model():
-    res = Resources.create(queue="debug", account="proj", time="1-02:03:04", nodes=2, ppn=4,
-                           threads=8, mem="4GB", gpus=1, native=["--exclusive", "#SBATCH --x=1"])
-    spec = SubmitSpec("/s.sh", res, "my job", "/o/out", "/o/err", "/work dir", array_size=10,
-                      array_limit=3, hold=True, after=("5", "6"))
+    res = Resources.create(
+        queue="debug",
+        account="proj",
+        time="1-02:03:04",
+        nodes=2,
+        ppn=4,
+        threads=8,
+        mem="4GB",
+        gpus=1,
+        native=["--exclusive", "#SBATCH --x=1"],
+    )
+    spec = SubmitSpec(
+        "/s.sh",
+        res,
+        "my job",
+        "/o/out",
+        "/o/err",
+        "/work dir",
+        array_size=10,
+        array_limit=3,
+        hold=True,
+        after=("5", "6"),
+    )
     lines = slurm.directives(spec)
     assert lines == [
-        "#SBATCH --job-name='my job'", "#SBATCH --output=/o/out", "#SBATCH --error=/o/err",
-        "#SBATCH --chdir='/work dir'", "#SBATCH --partition=debug", "#SBATCH --account=proj",
-        "#SBATCH --time=1-02:03:04", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
-        "#SBATCH --cpus-per-task=8", "#SBATCH --mem=4096M", "#SBATCH --gpus-per-node=1",
-        "#SBATCH --array=0-9%3", "#SBATCH --hold", "#SBATCH --dependency=afterok:5:6",
-        "#SBATCH --exclusive", "#SBATCH --x=1",
+        "#SBATCH --job-name='my job'",
+        "#SBATCH --output=/o/out",
+        "#SBATCH --error=/o/err",
+        "#SBATCH --chdir='/work dir'",
+        "#SBATCH --partition=debug",
+        "#SBATCH --account=proj",
+        "#SBATCH --time=1-02:03:04",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=4096M",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --array=0-9%3",
+        "#SBATCH --hold",
+        "#SBATCH --dependency=afterok:5:6",
+        "#SBATCH --exclusive",
+        "#SBATCH --x=1",
     ]
 
 
@@ -150,7 +188,9 @@ def test_memory_kill_is_read_from_slurmstepds_words():
     said = SlurmBackend().memory_kill(recorded("slurm_stderr_over_memory_kill.txt"))
     assert said == "StepId=26055.batch exceeded memory limit (646111232 > 209715200), being killed"
     # The form the task/cgroup plugin uses (not installed here: no cgroups in the test SLURM).
-    cgroup = ("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=7.batch. Some of your "
-              "processes may have been killed by the cgroup out-of-memory handler.\n")
+    cgroup = (
+        "slurmstepd: error: Detected 1 oom-kill event(s) in StepId=7.batch. Some of your "
+        "processes may have been killed by the cgroup out-of-memory handler.\n"
+    )
     assert SlurmBackend().memory_kill(cgroup).startswith("Detected 1 oom-kill event(s)")
     assert SlurmBackend().memory_kill("my code: exceeded memory limit\nKilled\n") is None

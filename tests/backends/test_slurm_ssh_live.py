@@ -1,5 +1,6 @@
 """Jobs on another host: the Executor drives the live SLURM through the loopback sshd.
 What every scheduler shares runs through SSH too, in test_live_common.py ("slurm-ssh")."""
+
 from __future__ import annotations
 
 import sys
@@ -39,9 +40,15 @@ def test_records_remember_the_host_and_shell_jobs_run_in_the_remote_dir(rex, rem
 def test_ssh_config_alias(slurm_cluster, sshd, home, cache, tmp_path):
     (home / ".ssh" / "config").write_text(
         f"Host testcluster\n  HostName 127.0.0.1\n  Port {PORT}\n  User root\n"
-        f"  IdentityFile {KEY}\n  UserKnownHostsFile {KNOWN}\n")
-    for ex in _executor("slurm", cache, host="testcluster", python=sys.executable,
-                        remote_dir=str(tmp_path / "remote")):
+        f"  IdentityFile {KEY}\n  UserKnownHostsFile {KNOWN}\n"
+    )
+    for ex in _executor(
+        "slurm",
+        cache,
+        host="testcluster",
+        python=sys.executable,
+        remote_dir=str(tmp_path / "remote"),
+    ):
         f = ex.submit(jobfns.add, 2, 3)
         assert f.result(timeout=120) == 5
         assert f.record.host == "testcluster"
@@ -49,14 +56,18 @@ def test_ssh_config_alias(slurm_cluster, sshd, home, cache, tmp_path):
 
 def test_unknown_host_key_is_refused_and_nothing_is_written(slurm_cluster, sshd, cache):
     with pytest.raises(HostKeyError, match="ssh-keyscan") as info:
-        hpcexec.Executor("slurm", cache_dir=cache, host=f"root@127.0.0.1:{PORT2}",
-                         ssh_key=str(KEY), known_hosts=str(MISMATCH))
+        hpcexec.Executor(
+            "slurm",
+            cache_dir=cache,
+            host=f"root@127.0.0.1:{PORT2}",
+            ssh_key=str(KEY),
+            known_hosts=str(MISMATCH),
+        )
     assert str(PORT2) in str(info.value)
     assert not any(cache.glob("jobs/*"))
 
 
-def test_a_remote_python_without_hpcexec_says_what_to_install(slurm_cluster, remote_options,
-                                                               cache):
+def test_a_remote_python_without_hpcexec_says_what_to_install(slurm_cluster, remote_options, cache):
     # Debian's own Python: neither hpcexec nor cloudpickle is installed for it.
     opts = {**remote_options, "python": "/usr/bin/python3"}
     with pytest.raises(BackendError, match=r"lacks hpcexec and cloudpickle") as info:
@@ -127,8 +138,9 @@ def test_a_rerun_reattaches_to_running_jobs(rex, remote_options, cache):
     f = rex.submit(jobfns.sleep_then, 4, "late")
     while not f.job_id:
         time.sleep(0.1)
-    with hpcexec.Executor("slurm", cache_dir=cache, poll_interval=0.2, time="0:10:00",
-                          **remote_options) as again:
+    with hpcexec.Executor(
+        "slurm", cache_dir=cache, poll_interval=0.2, time="0:10:00", **remote_options
+    ) as again:
         g = again.submit(jobfns.sleep_then, 4, "late")
         assert g.key == f.key and g.job_id == f.job_id
         assert g.result(timeout=120) == "late"

@@ -1,4 +1,5 @@
 """Running the installed ``hpcexec`` command as a user would, in a subprocess."""
+
 from __future__ import annotations
 
 import json
@@ -27,19 +28,29 @@ class Cli:
     """``hpcexec`` in one working directory, with no configuration but its own."""
 
     def __init__(self, cwd: Path, xdg: Path, **env: str) -> None:
-        assert HPCEXEC.exists(), (f"no {HPCEXEC}: `pip install -e .` installs the hpcexec "
-                                  f"command (see pyproject.toml [project.scripts])")
+        assert HPCEXEC.exists(), (
+            f"no {HPCEXEC}: `pip install -e .` installs the hpcexec "
+            f"command (see pyproject.toml [project.scripts])"
+        )
         self.cwd = cwd
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("HPCEXEC_PROFILE", "HPCEXEC_CACHE_DIR")}
+        self.env = {
+            k: v for k, v in os.environ.items() if k not in ("HPCEXEC_PROFILE", "HPCEXEC_CACHE_DIR")
+        }
         self.env.update(XDG_CONFIG_HOME=str(xdg), **env)
 
-    def __call__(self, *args: str, ok: bool | None = True, timeout: float = 180,
-                 **env: str) -> Result:
+    def __call__(
+        self, *args: str, ok: bool | None = True, timeout: float = 180, **env: str
+    ) -> Result:
         """Run ``hpcexec ARGS``; ``ok``: the exit status must be 0 (True), non-zero
         (False), or anything (None)."""
-        p = subprocess.run([str(HPCEXEC), *args], cwd=self.cwd, env={**self.env, **env},
-                           capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(
+            [str(HPCEXEC), *args],
+            cwd=self.cwd,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         r = Result(p.returncode, p.stdout, p.stderr)
         if ok is True:
             assert r.code == 0, f"hpcexec {' '.join(args)} exited {r.code}: {r.err}{r.out}"

@@ -1,4 +1,5 @@
 """The hpcexec command on the local backend, run as a user runs it."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,17 @@ CORES = str(len(os.sched_getaffinity(0)))  # what the local backend counts
 
 
 def test_submit_then_jobs_show_logs_wait(cli):
-    job = cli.json("submit", "--name", "greet", "--time", "5", "--env", "WHO=world", "--",
-                   'echo "hello $WHO from $HPCEXEC_JOB_NAME"; echo warned >&2')[0]
+    job = cli.json(
+        "submit",
+        "--name",
+        "greet",
+        "--time",
+        "5",
+        "--env",
+        "WHO=world",
+        "--",
+        'echo "hello $WHO from $HPCEXEC_JOB_NAME"; echo warned >&2',
+    )[0]
     assert job["name"] == "greet" and job["backend"] == "local"
     assert job["job_id"] and job["state"] in ("running", "completed")
     assert job["resources"]["time"] == 300 and job["resources"]["env"] == {"WHO": "world"}
@@ -35,8 +45,14 @@ def test_submit_then_jobs_show_logs_wait(cli):
     assert "state      completed" in text and f"job id     {job['job_id']}" in text
     table = cli("jobs").out.splitlines()
     assert table[0].split() == ["KEY", "NAME", "HOST", "BACKEND", "ID", "STATE", "AGE"]
-    assert table[1].split()[:6] == [key[:12], "greet", os.uname().nodename, "local",
-                                    job["job_id"], "completed"]
+    assert table[1].split()[:6] == [
+        key[:12],
+        "greet",
+        os.uname().nodename,
+        "local",
+        job["job_id"],
+        "completed",
+    ]
 
 
 def test_submit_again_answers_from_the_cache_and_force_runs_it(cli):
@@ -204,8 +220,20 @@ def test_backends_says_what_is_here_and_what_auto_picks(cli):
 
 def test_help_and_version(cli):
     out = cli("--help").out
-    for command in ("submit", "jobs", "show", "logs", "wait", "cancel", "hold", "release",
-                    "clean", "merge", "backends", "config"):
+    for command in (
+        "submit",
+        "jobs",
+        "show",
+        "logs",
+        "wait",
+        "cancel",
+        "hold",
+        "release",
+        "clean",
+        "merge",
+        "backends",
+        "config",
+    ):
         assert f"    {command} " in out
     assert cli("--version").out.startswith("hpcexec ")
     assert "--older-than" in cli("clean", "--help").out
@@ -214,8 +242,17 @@ def test_help_and_version(cli):
 
 def test_outputs_relative_to_the_workdir_are_written_and_read_there(cli):
     (cli.cwd / "W").mkdir()
-    job = cli.json("submit", "--workdir", "W", "--stdout", "out.txt", "--stderr", "err.txt",
-                   "--", "echo to out; echo to err >&2")[0]
+    job = cli.json(
+        "submit",
+        "--workdir",
+        "W",
+        "--stdout",
+        "out.txt",
+        "--stderr",
+        "err.txt",
+        "--",
+        "echo to out; echo to err >&2",
+    )[0]
     cli("wait", job["key"])
     work = cli.cwd / "W"
     assert (work / "out.txt").read_text() == "to out\n"

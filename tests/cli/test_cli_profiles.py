@@ -1,4 +1,5 @@
 """Profiles from the command line: selection, precedence, `hpcexec config`, bad files."""
+
 from __future__ import annotations
 
 import textwrap
@@ -30,8 +31,10 @@ def test_config_shows_each_value_and_where_it_came_from(cli):
     assert data["profile_from"] == "env HPCEXEC_PROFILE"
     assert data["settings"]["cache_dir"] == {"value": "elsewhere", "from": "--cache-dir"}
     data = cli.json("--profile", "fast", "config", HPCEXEC_CACHE_DIR="/tmp/from-env")
-    assert data["settings"]["cache_dir"] == {"value": "/tmp/from-env",
-                                             "from": "env HPCEXEC_CACHE_DIR"}
+    assert data["settings"]["cache_dir"] == {
+        "value": "/tmp/from-env",
+        "from": "env HPCEXEC_CACHE_DIR",
+    }
     text = cli("--profile", "fast", "config").out
     assert ["resources.mem", "1GB", f"{toml}:6"] in [row.split() for row in text.splitlines()]
     assert cli.json("config")["profile"] is None
@@ -61,11 +64,13 @@ def test_user_profiles_and_default_profile(cli, tmp_path):
 
 def test_bad_profiles_are_errors_naming_file_and_line(cli):
     toml = cli.cwd / "hpcexec.toml"
-    toml.write_text(textwrap.dedent("""\
+    toml.write_text(
+        textwrap.dedent("""\
         [profiles.a]
         backend = "slurm"
         partition = "debug"
-        """))
+        """)
+    )
     line = cli.error("jobs")
     assert line.startswith(f"hpcexec: error: {toml}:3: unknown key 'partition' in profile")
     toml.write_text('[profiles.a]\n[profiles.a.resources]\nmem = "much"\n')

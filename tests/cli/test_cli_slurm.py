@@ -1,4 +1,5 @@
 """The hpcexec command against the live SLURM, here and through the loopback sshd."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,16 +12,19 @@ from sshtest import DEST, KEY, KNOWN
 
 
 def squeue_reason(job_id: str) -> str:
-    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True
+    ).stdout
     return out.strip()
 
 
 @pytest.fixture
 def slurm(slurm_cluster, cli):
     """hpcexec with --backend slurm."""
+
     def run(*args, **kw):
         return cli("--backend", "slurm", *args, **kw)
+
     run.json = lambda *a, **kw: cli.json("--backend", "slurm", *a, **kw)
     run.error = lambda *a, **kw: cli.error("--backend", "slurm", *a, **kw)
     return run
@@ -28,8 +32,17 @@ def slurm(slurm_cluster, cli):
 
 @pytest.mark.slurm
 def test_slurm_submit_wait_logs_show(slurm):
-    job = slurm.json("submit", "--time", "0:05:00", "--mem", "100M", "--name", "cli-slurm",
-                     "--", 'echo "job $SLURM_JOB_ID on $HPCEXEC_NODELIST"')[0]
+    job = slurm.json(
+        "submit",
+        "--time",
+        "0:05:00",
+        "--mem",
+        "100M",
+        "--name",
+        "cli-slurm",
+        "--",
+        'echo "job $SLURM_JOB_ID on $HPCEXEC_NODELIST"',
+    )[0]
     assert job["backend"] == "slurm" and job["job_id"].isdigit()
     script = (Path(job["jobdir"]) / "submit.sh").read_text()
     assert "#SBATCH --time=00:05:00" in script and "#SBATCH --job-name=cli-slurm" in script
@@ -56,8 +69,9 @@ def test_slurm_refusal_and_failure(slurm):
 
 @pytest.mark.slurm
 def test_slurm_hold_release_cancel_by_key(slurm):
-    job = slurm.json("submit", "--time", "0:05:00", "--native=--begin=now+1hour", "--",
-                     "echo later")[0]
+    job = slurm.json(
+        "submit", "--time", "0:05:00", "--native=--begin=now+1hour", "--", "echo later"
+    )[0]
     assert job["state"] == "pending" and job["job_id"]
     assert slurm.json("hold", job["key"])[0]["state"] == "held"
     assert "JobHeld" in squeue_reason(job["job_id"])

@@ -1,5 +1,6 @@
 """``hpcexec resources`` (hpcexec/cli/resources.py), called directly: its rows must be the
 resource table and each backend's own rendering, for every key and every backend."""
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,9 @@ def test_rules_name_every_key_they_read(name, key):
     backend: SchedulerBackend = SCHEDULERS[name]()
     res = Resources.create(**{key: RESOURCE_TABLE[key].example})
     others = tuple(r for r in backend.rules if key not in r.keys)
-    assert (backend.render_rules(others, help_.example_spec(res))
-            == backend.render_rules(others, help_.example_spec(Resources())))
+    assert backend.render_rules(others, help_.example_spec(res)) == backend.render_rules(
+        others, help_.example_spec(Resources())
+    )
 
 
 def test_every_new_key_is_rendered_applied_or_refused_on_every_backend():
@@ -97,9 +99,15 @@ def test_json_is_the_rows():
     data = json.loads(out.getvalue())
     assert [d["key"] for d in data] == KEYS
     time_row = next(d for d in data if d["key"] == "time")
-    assert time_row["backends"] == {"slurm": {"refused": None, "directives":
-                                              ["#SBATCH --time=01:30:00"], "drops": [],
-                                              "script": [], "note": None}}
+    assert time_row["backends"] == {
+        "slurm": {
+            "refused": None,
+            "directives": ["#SBATCH --time=01:30:00"],
+            "drops": [],
+            "script": [],
+            "note": None,
+        }
+    }
     assert json.loads(json.dumps(help_.as_data(help_.rows())))  # all of it is JSON
 
 
@@ -144,7 +152,7 @@ def test_command_writes_through_the_cli_output_when_given_one():
         out = Out()
 
     assert help_.cmd_resources(argparse.Namespace(backend="lsf"), Ctx()) == 0
-    (data, text), = got
+    ((data, text),) = got
     assert data == help_.as_data(help_.rows("lsf"))
     assert text == help_.as_text(help_.rows("lsf"))
 

@@ -12,6 +12,7 @@ print output shaped like the recorded fixtures in ``tests/fixtures/`` (PBS Pro
 ``qstat -f -F json``, Torque ``qstat -x`` XML, LSF ``bjobs -o ... -json``), including the
 unknown-id error lines. ``qdel``/``bkill`` signal the element's process group.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -100,13 +101,15 @@ def directive_args(script: str, prefix: str) -> list[str]:
     args: list[str] = []
     for line in script.splitlines()[1:]:
         if line.startswith(prefix + " "):
-            args += shlex.split(line[len(prefix) + 1:])
+            args += shlex.split(line[len(prefix) + 1 :])
         elif line.strip() and not line.startswith("#"):
             break
     return args
 
 
-PBS_VALUED = set("-a -A -c -C -d -D -e -j -J -k -l -m -M -N -o -p -P -q -r -S -t -u -v -W -w".split())
+PBS_VALUED = set(
+    "-a -A -c -C -d -D -e -j -J -k -l -m -M -N -o -p -P -q -r -S -t -u -v -W -w".split()
+)
 LSF_VALUED = set("-J -o -oo -e -eo -q -P -W -n -R -M -gpu -w -cwd -G -g -u -m -b -E -Ep".split())
 
 
@@ -137,9 +140,17 @@ def next_seq(d: Path) -> int:
 
 def submit(flavor: str, script_text: str, script_path: str, opts: dict[str, list[str]]) -> dict:
     last = {k: v[-1] for k, v in opts.items()}
-    job: dict = {"flavor": flavor, "script": script_path, "cwd": os.getcwd(),
-                 "submitted": time.time(), "env": dict(os.environ), "deps": [], "limit": None,
-                 "array": None, "kill": {}}
+    job: dict = {
+        "flavor": flavor,
+        "script": script_path,
+        "cwd": os.getcwd(),
+        "submitted": time.time(),
+        "env": dict(os.environ),
+        "deps": [],
+        "limit": None,
+        "array": None,
+        "kill": {},
+    }
     if flavor == "lsf":
         spec = last.get("-J", os.path.basename(script_path))
         m = re.match(r"^(.*?)\[([^\]]+)\](%\d+)?$", spec)
@@ -165,7 +176,7 @@ def submit(flavor: str, script_text: str, script_path: str, opts: dict[str, list
             job["array"], job["limit"] = parse_range(rng)
         for w in opts.get("-W", []):
             if w.startswith("depend="):
-                for cond in w[len("depend="):].split(","):
+                for cond in w[len("depend=") :].split(","):
                     kind, *ids = cond.split(":")
                     job["deps"] += [parse_dep_id(i) for i in ids]
     job["resources"] = opts.get("-l", [])
@@ -179,10 +190,14 @@ def submit(flavor: str, script_text: str, script_path: str, opts: dict[str, list
             path.write_text(script_text)
             job["script"] = str(path)
         save(d, job)
-    pid = subprocess.Popen([sys.executable, os.path.abspath(__file__), "supervise",
-                            str(job["seq"])], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True, close_fds=True).pid
+    pid = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "supervise", str(job["seq"])],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    ).pid
     with locked() as d:
         cur = load(d, job["seq"])
         cur["supervisor"] = pid
@@ -261,14 +276,26 @@ def job_env(job: dict, idx: str) -> dict[str, str]:
     nodefile = d / "spool" / f"{seq}.{idx}.nodes"
     nodefile.write_text(f"{HOST}\n{HOST}\n")
     if flavor == "lsf":
-        env.update(LSB_JOBID=str(seq), LSB_JOBINDEX=idx or "0", LSB_HOSTS=f"{HOST} {HOST}",
-                   LSB_MCPU_HOSTS=f"{HOST} 2", LSB_QUEUE=job["queue"], LS_SUBCWD=job["cwd"],
-                   LSB_JOBNAME=job["name"] + (f"[{idx}]" if idx else ""))
+        env.update(
+            LSB_JOBID=str(seq),
+            LSB_JOBINDEX=idx or "0",
+            LSB_HOSTS=f"{HOST} {HOST}",
+            LSB_MCPU_HOSTS=f"{HOST} 2",
+            LSB_QUEUE=job["queue"],
+            LS_SUBCWD=job["cwd"],
+            LSB_JOBNAME=job["name"] + (f"[{idx}]" if idx else ""),
+        )
         return env
     server = SERVERS[flavor]
-    env.update(PBS_JOBNAME=job["name"], PBS_O_WORKDIR=job["cwd"], PBS_NODEFILE=str(nodefile),
-               PBS_QUEUE=job["queue"], PBS_ENVIRONMENT="PBS_BATCH", PBS_O_HOST=HOST,
-               PBS_SERVER=server)
+    env.update(
+        PBS_JOBNAME=job["name"],
+        PBS_O_WORKDIR=job["cwd"],
+        PBS_NODEFILE=str(nodefile),
+        PBS_QUEUE=job["queue"],
+        PBS_ENVIRONMENT="PBS_BATCH",
+        PBS_O_HOST=HOST,
+        PBS_SERVER=server,
+    )
     env["PBS_JOBID"] = f"{seq}[{idx}].{server}" if idx else f"{seq}.{server}"
     if idx and flavor == "pbspro":
         env.update(PBS_ARRAY_INDEX=idx, PBS_ARRAY_ID=f"{seq}[].{server}")
@@ -306,10 +333,12 @@ def deliver(job: dict, idx: str, el: dict) -> None:
         if job["flavor"] == "lsf" and stream == "out" and dest:
             status = "Done" if el.get("exit") == 0 else "Exited"
             name = job["name"] + (f"[{idx}]" if idx else "")
-            data = (f"Sender: LSF System <lsfadmin@{HOST}>\nSubject: Job {job['seq']}"
-                    f"{f'[{idx}]' if idx else ''}: <{name}> in cluster <fake> {status}\n\n"
-                    f"Job <{name}> was submitted from host <{HOST}> by user <{user()}>.\n"
-                    f"{'-' * 60}\n\nThe output (if any) follows:\n\n").encode() + data
+            data = (
+                f"Sender: LSF System <lsfadmin@{HOST}>\nSubject: Job {job['seq']}"
+                f"{f'[{idx}]' if idx else ''}: <{name}> in cluster <fake> {status}\n\n"
+                f"Job <{name}> was submitted from host <{HOST}> by user <{user()}>.\n"
+                f"{'-' * 60}\n\nThe output (if any) follows:\n\n"
+            ).encode() + data
         if not dest:
             continue
         mode = "wb" if job["flavor"] != "lsf" or job.get(f"over_{stream}") else "ab"
@@ -360,8 +389,11 @@ def supervise(seq: int) -> int:
                         if job["flavor"] == "lsf":
                             el["never"] = True  # LSF leaves it pending for ever
                         else:  # PBS deletes a job whose dependency failed
-                            el.update(state="deleted", end=time.time(),
-                                      reason=f"dependency on job {job['deps'][0][0]} failed")
+                            el.update(
+                                state="deleted",
+                                end=time.time(),
+                                reason=f"dependency on job {job['deps'][0][0]} failed",
+                            )
             elif "wait" not in deps:
                 running = sum(1 for el in els.values() if el["state"] == "running")
                 for idx, el in els.items():
@@ -383,9 +415,16 @@ def start(job: dict, idx: str) -> subprocess.Popen:
     out = open(d / "spool" / f"{job['seq']}.{idx}.out", "wb")
     err = open(d / "spool" / f"{job['seq']}.{idx}.err", "wb")
     with out, err:
-        return subprocess.Popen(["/bin/bash", job["script"]], cwd=cwd, env=job_env(job, idx),
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True, close_fds=True)
+        return subprocess.Popen(
+            ["/bin/bash", job["script"]],
+            cwd=cwd,
+            env=job_env(job, idx),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+        )
 
 
 def _killpg(pid: int, sig: int) -> None:
@@ -425,9 +464,14 @@ def control(flavor: str, action: str, ids: list[str]) -> int:
                         job["kill"][idx] = time.time()
                         _killpg(el["pid"], signal.SIGTERM)
                     elif el["state"] in ("queued", "held"):
-                        el.update(state="deleted", end=time.time(), killed=True,
-                                  reason="TERM_OWNER: job killed by owner" if flavor == "lsf"
-                                  else f"Job deleted by {user()}")
+                        el.update(
+                            state="deleted",
+                            end=time.time(),
+                            killed=True,
+                            reason="TERM_OWNER: job killed by owner"
+                            if flavor == "lsf"
+                            else f"Job deleted by {user()}",
+                        )
                 elif action == "hold" and el["state"] == "queued":
                     el["state"] = "held"
                 elif action == "release" and el["state"] == "held":
@@ -460,8 +504,11 @@ def _finished(flavor: str, text: str) -> int:
 def pbs_letter(job: dict, el: dict, subjob: bool) -> str:
     s = el["state"]
     if s in FINAL:
-        return "X" if subjob and job["flavor"] == "pbspro" else (
-            "F" if job["flavor"] == "pbspro" else "C")
+        return (
+            "X"
+            if subjob and job["flavor"] == "pbspro"
+            else ("F" if job["flavor"] == "pbspro" else "C")
+        )
     return {"queued": "Q", "held": "H", "running": "R"}[s]
 
 
@@ -475,12 +522,20 @@ def pbspro_record(job: dict, idx: str | None) -> tuple[str, dict]:
     server, seq = SERVERS["pbspro"], job["seq"]
     els = job["elements"]
     parent = idx is None and job["array"] is not None
-    job_id = f"{seq}[].{server}" if parent else (f"{seq}[{idx}].{server}" if idx else f"{seq}.{server}")
+    job_id = (
+        f"{seq}[].{server}" if parent else (f"{seq}[{idx}].{server}" if idx else f"{seq}.{server}")
+    )
     if parent:
         states = [el["state"] for el in els.values()]
-        letter = "F" if all(s in FINAL for s in states) else (
-            "B" if any(s != "queued" and s != "held" for s in states) else
-            ("H" if all(s == "held" for s in states) else "Q"))
+        letter = (
+            "F"
+            if all(s in FINAL for s in states)
+            else (
+                "B"
+                if any(s != "queued" and s != "held" for s in states)
+                else ("H" if all(s == "held" for s in states) else "Q")
+            )
+        )
         el = {"state": "done" if letter == "F" else "queued"}
     else:
         el = els[idx or ""]
@@ -505,9 +560,14 @@ def pbspro_record(job: dict, idx: str | None) -> tuple[str, dict]:
         "Rerunable": "True",
         "Resource_List": {"ncpus": 1, "nodect": 1, "place": "pack", "select": "1:ncpus=1"},
         "substate": {"Q": 10, "H": 20, "R": 42, "B": 41, "F": 92, "X": 92}[letter],
-        "Variable_List": {"PBS_O_HOME": os.environ.get("HOME", "/"), "PBS_O_LOGNAME": user(),
-                          "PBS_O_WORKDIR": job["cwd"], "PBS_O_SYSTEM": "Linux",
-                          "PBS_O_QUEUE": job["queue"], "PBS_O_HOST": HOST},
+        "Variable_List": {
+            "PBS_O_HOME": os.environ.get("HOME", "/"),
+            "PBS_O_LOGNAME": user(),
+            "PBS_O_WORKDIR": job["cwd"],
+            "PBS_O_SYSTEM": "Linux",
+            "PBS_O_QUEUE": job["queue"],
+            "PBS_O_HOST": HOST,
+        },
         "etime": stamp(job["submitted"]),
         "Submit_arguments": job["script"],
         "project": "_pbs_project_default",
@@ -518,14 +578,21 @@ def pbspro_record(job: dict, idx: str | None) -> tuple[str, dict]:
     if el.get("start"):
         rec["exec_host"], rec["exec_vnode"] = f"{HOST}/0", f"({HOST}:ncpus=1)"
         rec["comment"] = f"Job run at {stamp(el['start'])} on ({HOST}:ncpus=1)"
-        rec["resources_used"] = {"cpupercent": 0, "cput": "00:00:00", "mem": "2888kb",
-                                 "ncpus": 1, "vmem": "13988kb", "walltime": _hms(el)}
+        rec["resources_used"] = {
+            "cpupercent": 0,
+            "cput": "00:00:00",
+            "mem": "2888kb",
+            "ncpus": 1,
+            "vmem": "13988kb",
+            "walltime": _hms(el),
+        }
     if letter in ("F", "X") and not parent:
         code = pbs_exit(el)
         if code is not None:
             rec["Exit_status"] = code
             rec["comment"] = rec.get("comment", "Job run") + (
-                " and terminated" if el.get("killed") else " and finished")
+                " and terminated" if el.get("killed") else " and finished"
+            )
         else:
             rec["comment"] = el.get("reason") or "Job deleted before it ran"
         rec["history_timestamp"] = int(el.get("end") or time.time())
@@ -536,7 +603,9 @@ def pbspro_record(job: dict, idx: str | None) -> tuple[str, dict]:
         rec["array_indices_submitted"] = f"{min(job['array'])}-{max(job['array'])}"
         done = sum(1 for e in els.values() if e["state"] in FINAL)
         run = sum(1 for e in els.values() if e["state"] == "running")
-        rec["array_state_count"] = f"Queued:{len(els) - done - run} Running:{run} Exiting:0 Expired:{done} "
+        rec["array_state_count"] = (
+            f"Queued:{len(els) - done - run} Running:{run} Exiting:0 Expired:{done} "
+        )
     return job_id, rec
 
 
@@ -549,34 +618,70 @@ def torque_record(job: dict, idx: str | None) -> str:
     server, seq = SERVERS["torque"], job["seq"]
     els = job["elements"]
     parent = idx is None and job["array"] is not None
-    job_id = f"{seq}[].{server}" if parent else (f"{seq}[{idx}].{server}" if idx else f"{seq}.{server}")
-    el = {"state": "done" if all(e["state"] in FINAL for e in els.values()) else "queued"} \
-        if parent else els[idx or ""]
+    job_id = (
+        f"{seq}[].{server}" if parent else (f"{seq}[{idx}].{server}" if idx else f"{seq}.{server}")
+    )
+    el = (
+        {"state": "done" if all(e["state"] in FINAL for e in els.values()) else "queued"}
+        if parent
+        else els[idx or ""]
+    )
     letter = pbs_letter(job, el, False)
-    parts = [("Job_Id", job_id), ("Job_Name", job["name"] + (f"-{idx}" if idx else "")),
-             ("Job_Owner", f"{user()}@{HOST}")]
+    parts = [
+        ("Job_Id", job_id),
+        ("Job_Name", job["name"] + (f"-{idx}" if idx else "")),
+        ("Job_Owner", f"{user()}@{HOST}"),
+    ]
     if el.get("start"):
-        parts.append(("resources_used", [("cput", "00:00:00"), ("energy_used", "0"),
-                                         ("mem", "2888kb"), ("vmem", "13988kb"),
-                                         ("walltime", _hms(el))]))
-    parts += [("job_state", letter), ("queue", job["queue"]), ("server", server),
-              ("Checkpoint", "u"), ("ctime", str(int(job["submitted"]))),
-              ("Error_Path", f"{HOST}:{job['err'] or ''}" + (f"-{idx}" if idx else ""))]
+        parts.append(
+            (
+                "resources_used",
+                [
+                    ("cput", "00:00:00"),
+                    ("energy_used", "0"),
+                    ("mem", "2888kb"),
+                    ("vmem", "13988kb"),
+                    ("walltime", _hms(el)),
+                ],
+            )
+        )
+    parts += [
+        ("job_state", letter),
+        ("queue", job["queue"]),
+        ("server", server),
+        ("Checkpoint", "u"),
+        ("ctime", str(int(job["submitted"]))),
+        ("Error_Path", f"{HOST}:{job['err'] or ''}" + (f"-{idx}" if idx else "")),
+    ]
     if el.get("start"):
         parts.append(("exec_host", f"{HOST}/0"))
-    parts += [("Hold_Types", "u" if letter == "H" else "n"), ("Join_Path", "n"),
-              ("Keep_Files", "n"), ("Mail_Points", "a"), ("mtime", str(int(time.time()))),
-              ("Output_Path", f"{HOST}:{job['out'] or ''}" + (f"-{idx}" if idx else "")),
-              ("Priority", "0"), ("qtime", str(int(job["submitted"]))), ("Rerunable", "True"),
-              ("Resource_List", [("nodect", "1"), ("nodes", "1:ppn=1")])]
+    parts += [
+        ("Hold_Types", "u" if letter == "H" else "n"),
+        ("Join_Path", "n"),
+        ("Keep_Files", "n"),
+        ("Mail_Points", "a"),
+        ("mtime", str(int(time.time()))),
+        ("Output_Path", f"{HOST}:{job['out'] or ''}" + (f"-{idx}" if idx else "")),
+        ("Priority", "0"),
+        ("qtime", str(int(job["submitted"]))),
+        ("Rerunable", "True"),
+        ("Resource_List", [("nodect", "1"), ("nodes", "1:ppn=1")]),
+    ]
     if el.get("pid"):
         parts.append(("session_id", str(el["pid"])))
     variables = f"PBS_ARRAYID={idx}," if idx else ""
-    variables += (f"PBS_O_QUEUE={job['queue']},PBS_O_HOME={os.environ.get('HOME', '/')},"
-                  f"PBS_O_LOGNAME={user()},PBS_O_WORKDIR={job['cwd']},PBS_O_HOST={HOST},"
-                  f"PBS_O_SERVER={server}")
-    parts += [("Variable_List", variables), ("euser", user()), ("egroup", user()),
-              ("queue_type", "E"), ("etime", str(int(job["submitted"])))]
+    variables += (
+        f"PBS_O_QUEUE={job['queue']},PBS_O_HOME={os.environ.get('HOME', '/')},"
+        f"PBS_O_LOGNAME={user()},PBS_O_WORKDIR={job['cwd']},PBS_O_HOST={HOST},"
+        f"PBS_O_SERVER={server}"
+    )
+    parts += [
+        ("Variable_List", variables),
+        ("euser", user()),
+        ("egroup", user()),
+        ("queue_type", "E"),
+        ("etime", str(int(job["submitted"]))),
+    ]
     code = pbs_exit(el) if letter == "C" and not parent else None
     if code is not None:
         parts.append(("exit_status", str(code)))
@@ -610,20 +715,29 @@ def lsf_record(job: dict, idx: str, fields: list[str]) -> dict:
         stat = "DONE" if s == "done" and el.get("exit") == 0 else "EXIT"
     pend = ""
     if stat == "PEND":
-        pend = ("Dependency condition invalid or never satisfied;" if el.get("never")
-                else "New job is waiting for scheduling;")
+        pend = (
+            "Dependency condition invalid or never satisfied;"
+            if el.get("never")
+            else "New job is waiting for scheduling;"
+        )
     elif stat == "PSUSP":
         pend = "The job was suspended by the user while pending;"
     code = el.get("exit")
     values = {
-        "JOBID": str(job["seq"]), "JOBINDEX": idx or "0", "STAT": stat, "USER": user(),
-        "QUEUE": job["queue"], "JOB_NAME": job["name"] + (f"[{idx}]" if idx else ""),
+        "JOBID": str(job["seq"]),
+        "JOBINDEX": idx or "0",
+        "STAT": stat,
+        "USER": user(),
+        "QUEUE": job["queue"],
+        "JOB_NAME": job["name"] + (f"[{idx}]" if idx else ""),
         "EXIT_CODE": "" if code in (None, 0) else str(code),
         "EXIT_REASON": el.get("reason", "") if stat == "EXIT" else "",
-        "PEND_REASON": pend, "FROM_HOST": HOST,
+        "PEND_REASON": pend,
+        "FROM_HOST": HOST,
         "EXEC_HOST": HOST if el.get("start") else "",
         "RUN_TIME": f"{int((el.get('end') or time.time()) - el['start'])} second(s)"
-        if el.get("start") else "0 second(s)",
+        if el.get("start")
+        else "0 second(s)",
         "MAX_MEM": "2 Mbytes" if el.get("start") else "",
         "SUBMIT_TIME": time.strftime("%b %d %H:%M", time.localtime(job["submitted"])),
     }
@@ -636,18 +750,27 @@ def cmd_qstat(flavor: str, args: list[str]) -> int:
     ids = [a for a in args if not a.startswith("-") and a != "json"]
     rc, found = 0, []
     with locked() as d:
-        jobs = [(t, *find(d, t)) for t in ids] if ids else [
-            (str(j["seq"]), j, list(j["elements"])) for j in all_jobs(d)]
+        jobs = (
+            [(t, *find(d, t)) for t in ids]
+            if ids
+            else [(str(j["seq"]), j, list(j["elements"])) for j in all_jobs(d)]
+        )
     for text, job, idxs in jobs:
         if job is None:
             err = "Unknown Job Id Error" if flavor == "torque" else "Unknown Job Id"
             print(f"qstat: {err} {text}", file=sys.stderr)
             rc = 153
             continue
-        if flavor == "pbspro" and not history and all(
-                job["elements"][i]["state"] in FINAL for i in idxs):
-            print(f"qstat: {text} Job has finished, use -x or -H to obtain historical job "
-                  "information", file=sys.stderr)
+        if (
+            flavor == "pbspro"
+            and not history
+            and all(job["elements"][i]["state"] in FINAL for i in idxs)
+        ):
+            print(
+                f"qstat: {text} Job has finished, use -x or -H to obtain historical job "
+                "information",
+                file=sys.stderr,
+            )
             rc = 35
             continue
         element = re.match(r"^\d+\[\d+\]", text.strip())
@@ -660,8 +783,12 @@ def cmd_qstat(flavor: str, args: list[str]) -> int:
         else:
             found += [(job, i) for i in idxs]
     if flavor == "pbspro" and found:
-        out = {"timestamp": int(time.time()), "pbs_version": "2022.1.7.20241004133957",
-               "pbs_server": SERVERS["pbspro"], "Jobs": {}}
+        out = {
+            "timestamp": int(time.time()),
+            "pbs_version": "2022.1.7.20241004133957",
+            "pbs_server": SERVERS["pbspro"],
+            "Jobs": {},
+        }
         for job, idx in found:
             job_id, rec = pbspro_record(job, idx)
             out["Jobs"][job_id] = rec

@@ -1,5 +1,6 @@
 """Faults survived: a client killed mid-workflow (calls and a chunked map), jobs killed from outside, result files
 damaged under the cache, a disk that fills while a result is written."""
+
 from __future__ import annotations
 
 import os
@@ -38,10 +39,23 @@ with open(out, "w") as f:
 def _workflow(tmp_path: Path, backend: str, n: int) -> subprocess.Popen:
     script = tmp_path / "workflow.py"
     script.write_text(WORKFLOW)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(script), backend, str(tmp_path / "counter"),
-                             str(tmp_path / "out"), str(n), str(tmp_path / "cache")],
-                            env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            backend,
+            str(tmp_path / "counter"),
+            str(tmp_path / "out"),
+            str(n),
+            str(tmp_path / "cache"),
+        ],
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
@@ -145,8 +159,9 @@ def small_disk(tmp_path):
         pytest.skip("needs root to mount a small tmpfs")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], check=True
+    )
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 

@@ -1,5 +1,6 @@
 """A job that exhausts its memory limit: the future raises JobFailed, state failed, with a
 reason that says so, and no other job is harmed."""
+
 from __future__ import annotations
 
 import pytest

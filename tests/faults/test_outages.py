@@ -1,5 +1,6 @@
 """Daemons gone for a minute while futures are pending, jobs cancelled from outside, and two
 processes filling one cache: nothing fails that should not, nothing hangs, nothing is lost."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ def test_slurmctld_down_for_a_minute(sex):
         time.sleep(OUTAGE)  # every poll fails meanwhile; no future may fail for it
         assert not any(f.done() and f.exception() for f in fs)
     finally:
-        subprocess.run(["bash", str(CLUSTERS / "slurm.sh"), "start"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["bash", str(CLUSTERS / "slurm.sh"), "start"], check=True, capture_output=True
+        )
     assert [f.result(timeout=300) for f in fs] == list(range(6))
 
 
@@ -59,14 +61,17 @@ def test_sshd_down_for_a_minute_under_a_remote_executor(rex):
         time.sleep(OUTAGE)
         assert not any(f.done() and f.exception() for f in fs)
     finally:
-        subprocess.run(["bash", str(CLUSTERS / "sshd.sh"), "start"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["bash", str(CLUSTERS / "sshd.sh"), "start"], check=True, capture_output=True
+        )
     assert [f.result(timeout=300) for f in fs] == list(range(4))
     assert rex.session.transport.connections_opened >= 2
 
 
-@pytest.mark.parametrize("scheduler", [pytest.param("slurm", marks=pytest.mark.slurm),
-                                       pytest.param("sge", marks=pytest.mark.sge)])
+@pytest.mark.parametrize(
+    "scheduler",
+    [pytest.param("slurm", marks=pytest.mark.slurm), pytest.param("sge", marks=pytest.mark.sge)],
+)
 def test_cancelled_from_outside_fails_within_two_polls(scheduler, request):
     ex = request.getfixturevalue({"slurm": "sex", "sge": "gex"}[scheduler])
     status = {"slurm": "squeue", "sge": "qstat"}[scheduler]
@@ -94,10 +99,20 @@ with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
 
 def test_two_processes_submitting_500_jobs_each_into_one_cache(tmp_path):
     cache, counter, n = tmp_path / "cache", tmp_path / "counter", 500
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, "-c", CLIENT, str(cache), str(counter),
-                               str(first), str(n)], env=env, cwd=tmp_path,
-                              stderr=subprocess.PIPE, text=True) for first in (0, 100000)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT, str(cache), str(counter), str(first), str(n)],
+            env=env,
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for first in (0, 100000)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err

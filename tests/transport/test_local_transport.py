@@ -1,4 +1,5 @@
 """The local transport's file primitives that the drivers rely on."""
+
 from __future__ import annotations
 
 import threading

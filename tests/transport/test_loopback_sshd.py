@@ -4,6 +4,7 @@ port is forced by a variable that is taken, fails naming the variable.
 
 Each test starts its own pair of servers in its own state directory (HPCEXEC_SSHD_DIR) and
 stops only those; the shared servers of the other tests are left alone."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,14 @@ SCRIPT = CLUSTERS / "sshd.sh"
 
 
 def sshd_sh(command: str, state: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True, check=False,
-                          env={**os.environ, "HPCEXEC_SSHD_DIR": str(state), **env}, timeout=300)
+    return subprocess.run(
+        ["bash", str(SCRIPT), command],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HPCEXEC_SSHD_DIR": str(state), **env},
+        timeout=300,
+    )
 
 
 def hold(port: int = 0) -> socket.socket | None:
@@ -65,8 +72,9 @@ def taken():
 
 
 def logs_in(state: Path, port: int, known_hosts: Path) -> bool:
-    with SSHTransport(f"root@127.0.0.1:{port}", ssh_key=state / "client_key",
-                      known_hosts=known_hosts) as t:
+    with SSHTransport(
+        f"root@127.0.0.1:{port}", ssh_key=state / "client_key", known_hosts=known_hosts
+    ) as t:
         return t.run(["echo", "ok"]).stdout == "ok\n"
 
 

@@ -4,6 +4,7 @@ The remote is this machine as root, so every effect is checked on the local file
 too. ``HOME`` is a fresh directory in every test (no default keys, no ~/.ssh/known_hosts, no
 agent) unless the test puts them there.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,8 +27,19 @@ import paramiko
 import pytest
 
 from livecluster import _live
-from sshtest import (DEST, KEY, KNOWN, MISMATCH, PORT, PORT2, SSHD_DIR, drop_connection,
-                     established, gone, restart_sshd)
+from sshtest import (
+    DEST,
+    KEY,
+    KNOWN,
+    MISMATCH,
+    PORT,
+    PORT2,
+    SSHD_DIR,
+    drop_connection,
+    established,
+    gone,
+    restart_sshd,
+)
 from hpcexec.errors import HostKeyError, TransportError
 from hpcexec.transport import sshconfig
 from hpcexec.transport.ssh import SSHTransport
@@ -71,8 +83,11 @@ def remote():
 
 
 def known_hosts_lines(port: int) -> str:
-    return "".join(line + "\n" for line in KNOWN.read_text().splitlines()
-                   if line.startswith(f"[127.0.0.1]:{port} "))
+    return "".join(
+        line + "\n"
+        for line in KNOWN.read_text().splitlines()
+        if line.startswith(f"[127.0.0.1]:{port} ")
+    )
 
 
 def host_key(port: int) -> str:
@@ -85,6 +100,7 @@ def fingerprint(port: int) -> str:
 
 
 # -- commands ---------------------------------------------------------------------------
+
 
 def test_run_captures_output_exit_status_and_stdin(ssh):
     r = ssh.run(["sh", "-c", "echo out; echo err >&2; cat; exit 3"], input="fed in\n")
@@ -184,6 +200,7 @@ def test_cpu_count_is_the_remote_nproc(ssh):
 
 # -- files ------------------------------------------------------------------------------
 
+
 def test_stat_path_user_id_and_chmod_for_the_trust_checks(ssh, remote):
     rdir, ldir = remote
     ssh.make_dir(f"{rdir}/d")
@@ -210,11 +227,11 @@ def test_file_methods_with_tilde_spaces_and_quotes(ssh, remote):
     assert stat.S_IMODE((ldir / "sub 1").stat().st_mode) == 0o700
     ssh.make_dir(rdir)  # exists already: fine
 
-    name = f"{rdir}/it's \"a\" file"
+    name = f'{rdir}/it\'s "a" file'
     ssh.write_bytes(name, b"first")
     ssh.write_bytes(name, b"second version")  # atomic: replaces it
-    assert (ldir / "it's \"a\" file").read_bytes() == b"second version"
-    assert sorted(ssh.list_dir(rdir)) == ["it's \"a\" file", "sub 1"]  # no temporary left over
+    assert (ldir / 'it\'s "a" file').read_bytes() == b"second version"
+    assert sorted(ssh.list_dir(rdir)) == ['it\'s "a" file', "sub 1"]  # no temporary left over
     assert ssh.read_bytes(name) == b"second version"
     assert ssh.read_tail(name, 7) == "version"
     assert ssh.read_tail(name, 1000) == "second version"
@@ -232,14 +249,14 @@ def test_file_methods_with_tilde_spaces_and_quotes(ssh, remote):
     assert (ldir / "claim").read_bytes() == b"mine"
 
     ssh.rename(name, f"{rdir}/renamed 'x'")
-    assert not (ldir / "it's \"a\" file").exists()
+    assert not (ldir / 'it\'s "a" file').exists()
     assert (ldir / "renamed 'x'").read_bytes() == b"second version"
     ssh.rename(f"{rdir}/plain", f"{rdir}/blob")  # POSIX rename replaces the target
     assert (ldir / "blob").read_bytes() == b"not atomic"
 
-    ssh.symlink(f"{rdir}/renamed 'x'", f"{rdir}/link \"l\"")
-    assert os.readlink(ldir / "link \"l\"") == str(ldir / "renamed 'x'")
-    assert ssh.read_bytes(f"{rdir}/link \"l\"") == b"second version"
+    ssh.symlink(f"{rdir}/renamed 'x'", f'{rdir}/link "l"')
+    assert os.readlink(ldir / 'link "l"') == str(ldir / "renamed 'x'")
+    assert ssh.read_bytes(f'{rdir}/link "l"') == b"second version"
 
     r = ssh.run(["cat", str(ldir / "renamed 'x'")])  # and the same path through a command
     assert r.stdout == "second version"
@@ -316,7 +333,7 @@ def test_create_exclusive_lets_exactly_one_client_win(sshd, remote):
 
 
 def test_process_stat(ssh):
-    assert ssh.process_stat(2 ** 22 + 12345) is None
+    assert ssh.process_stat(2**22 + 12345) is None
     assert ssh.process_stat(os.getpid()).startswith(f"{os.getpid()} (python")
 
 
@@ -325,8 +342,13 @@ def test_spawn_detached_outlives_the_call_and_takes_signals(ssh, remote):
     ssh.make_dir(rdir)
     script = 'pwd; printf "%s\\n" "$HPC_X"; echo to-err >&2; exec sleep 60'
     t0 = time.monotonic()
-    pid = ssh.spawn_detached(["sh", "-c", script], cwd=rdir, stdout=f"{rdir}/out 'o'",
-                             stderr=f"{rdir}/err \"e\"", env={"HPC_X": "a b'c\"d $HOME"})
+    pid = ssh.spawn_detached(
+        ["sh", "-c", script],
+        cwd=rdir,
+        stdout=f"{rdir}/out 'o'",
+        stderr=f'{rdir}/err "e"',
+        env={"HPC_X": "a b'c\"d $HOME"},
+    )
     assert time.monotonic() - t0 < 5
     assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # its own session and group
     fields = ssh.process_stat(pid).rsplit(") ", 1)[1].split()
@@ -336,21 +358,22 @@ def test_spawn_detached_outlives_the_call_and_takes_signals(ssh, remote):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert (ldir / "out 'o'").read_text() == f"{ldir}\na b'c\"d $HOME\n"
-    assert (ldir / "err \"e\"").read_text() == "to-err\n"
+    assert (ldir / 'err "e"').read_text() == "to-err\n"
 
     assert ssh.signal_group(pid, signal.SIGTERM) is True
     deadline = time.monotonic() + 10
     while not gone(pid):
         assert time.monotonic() < deadline, "SIGTERM to the group did not end it"
         time.sleep(0.05)
-    assert ssh.signal_group(2 ** 22 + 12345, signal.SIGTERM) is False
+    assert ssh.signal_group(2**22 + 12345, signal.SIGTERM) is False
 
 
 def test_spawn_detached_one_file_for_both_streams_and_missing_program(ssh, remote):
     rdir, ldir = remote
     ssh.make_dir(rdir)
-    pid = ssh.spawn_detached(["sh", "-c", "echo o; echo e >&2"], cwd=rdir,
-                             stdout=f"{rdir}/both", stderr=f"{rdir}/both")
+    pid = ssh.spawn_detached(
+        ["sh", "-c", "echo o; echo e >&2"], cwd=rdir, stdout=f"{rdir}/both", stderr=f"{rdir}/both"
+    )
     deadline = time.monotonic() + 10
     while sorted((ldir / "both").read_text().split()) != ["e", "o"]:
         assert time.monotonic() < deadline
@@ -369,6 +392,7 @@ def test_spawn_detached_one_file_for_both_streams_and_missing_program(ssh, remot
 
 
 # -- one connection ---------------------------------------------------------------------
+
 
 def test_one_tcp_connection_for_many_calls(ssh, remote):
     rdir, _ = remote
@@ -393,6 +417,7 @@ def test_one_tcp_connection_for_many_calls(ssh, remote):
 
 
 # -- host keys --------------------------------------------------------------------------
+
 
 def test_unknown_host_key_is_refused_with_the_way_to_add_it(sshd, tmp_path):
     only_first = tmp_path / "known_hosts"
@@ -432,8 +457,9 @@ def test_known_hosts_in_home_is_read(sshd, home):
 def test_trust_on_first_use_saves_an_unknown_key(sshd, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text(known_hosts_lines(PORT))
-    with SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=kh,
-                      trust_on_first_use=True) as t:
+    with SSHTransport(
+        f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=kh, trust_on_first_use=True
+    ) as t:
         assert t.run(["true"]).ok
     assert kh.read_text() == known_hosts_lines(PORT) + f"[127.0.0.1]:{PORT2} {host_key(PORT2)}\n"
     with SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=kh) as again:
@@ -451,8 +477,9 @@ def test_trust_on_first_use_saves_to_home_known_hosts(sshd, home):
 def test_trust_on_first_use_still_refuses_a_changed_key(sshd, tmp_path):
     kh = tmp_path / "known_hosts"
     shutil.copy(MISMATCH, kh)
-    t = SSHTransport(f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=kh,
-                     trust_on_first_use=True)
+    t = SSHTransport(
+        f"root@127.0.0.1:{PORT2}", ssh_key=KEY, known_hosts=kh, trust_on_first_use=True
+    )
     with pytest.raises(HostKeyError, match="CHANGED"):
         t.run(["true"])
     assert kh.read_text() == MISMATCH.read_text()
@@ -460,13 +487,16 @@ def test_trust_on_first_use_still_refuses_a_changed_key(sshd, tmp_path):
 
 # -- ssh config, keys, jumps -------------------------------------------------------------
 
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
 
 
 def test_ssh_config_alias(sshd, tmp_path):
-    cfg = write_config(tmp_path / "config", f"""
+    cfg = write_config(
+        tmp_path / "config",
+        f"""
 Host testcluster
     HostName 127.0.0.1
     Port {PORT}
@@ -474,17 +504,26 @@ Host testcluster
     IdentityFile {KEY}
     IdentitiesOnly yes
     ServerAliveInterval 7
-""")
+""",
+    )
     with SSHTransport("testcluster", ssh_config=cfg, known_hosts=KNOWN) as t:
         assert t.host == "testcluster"
-        assert (t.endpoint.hostname, t.endpoint.port, t.endpoint.user) == ("127.0.0.1", PORT, "root")
+        assert (t.endpoint.hostname, t.endpoint.port, t.endpoint.user) == (
+            "127.0.0.1",
+            PORT,
+            "root",
+        )
         assert t.keepalive == 7
         assert t.run(["id", "-un"]).stdout == "root\n"
         assert t._conn.transport.sock.getpeername() == ("127.0.0.1", PORT)
     # Without the config the alias leads nowhere.
     with pytest.raises(TransportError, match="cannot connect to .*testcluster"):
-        SSHTransport("testcluster", ssh_config=write_config(tmp_path / "empty", ""),
-                     known_hosts=KNOWN, connect_timeout=5).run(["true"])
+        SSHTransport(
+            "testcluster",
+            ssh_config=write_config(tmp_path / "empty", ""),
+            known_hosts=KNOWN,
+            connect_timeout=5,
+        ).run(["true"])
     with pytest.raises(TransportError, match="does not exist"):
         SSHTransport("testcluster", ssh_config=tmp_path / "absent")
 
@@ -521,8 +560,9 @@ def test_agent_key_is_used(sshd, tmp_path, monkeypatch):
 
 def test_passphrase_protected_key_says_to_use_the_agent(sshd, tmp_path):
     key = tmp_path / "locked key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "sekrit-phrase", "-f", str(key)],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "sekrit-phrase", "-f", str(key)], check=True
+    )
     with pytest.raises(TransportError) as e:
         SSHTransport(DEST, ssh_key=key, known_hosts=KNOWN).run(["true"])
     assert "passphrase" in str(e.value) and "ssh-add" in str(e.value)
@@ -532,7 +572,9 @@ def test_passphrase_protected_key_says_to_use_the_agent(sshd, tmp_path):
 
 
 def test_proxyjump_runs_through_the_jump_host(sshd, tmp_path):
-    cfg = write_config(tmp_path / "config", f"""
+    cfg = write_config(
+        tmp_path / "config",
+        f"""
 Host jump
     HostName 127.0.0.1
     Port {PORT}
@@ -544,7 +586,8 @@ Host behind
     User root
     IdentityFile {KEY}
     ProxyJump jump
-""")
+""",
+    )
     before = established(PORT), established(PORT2)
     with SSHTransport("behind", ssh_config=cfg, known_hosts=KNOWN) as t:
         assert [ep.alias for ep in t.endpoint.jumps] == ["jump"]
@@ -561,16 +604,21 @@ Host behind
 
 
 def test_proxycommand(sshd, tmp_path):
-    jump = (f"ssh -F /dev/null -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
-            f"-o UserKnownHostsFile={KNOWN} -p {PORT} root@127.0.0.1 -W %h:%p")
-    cfg = write_config(tmp_path / "config", f"""
+    jump = (
+        f"ssh -F /dev/null -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
+        f"-o UserKnownHostsFile={KNOWN} -p {PORT} root@127.0.0.1 -W %h:%p"
+    )
+    cfg = write_config(
+        tmp_path / "config",
+        f"""
 Host viacmd
     HostName 127.0.0.1
     Port {PORT2}
     User root
     IdentityFile {KEY}
     ProxyCommand {jump}
-""")
+""",
+    )
     before = established(PORT2)
     with SSHTransport("viacmd", ssh_config=cfg, known_hosts=KNOWN) as t:
         assert t.run(["echo", "piped"]).stdout == "piped\n"
@@ -585,6 +633,7 @@ def test_unreachable_port_and_bad_destination(sshd):
 
 
 # -- dropped connections ----------------------------------------------------------------
+
 
 def test_reconnects_after_sshd_restart(ssh, remote):
     rdir, _ = remote
@@ -615,7 +664,7 @@ def test_command_is_not_run_twice_when_the_connection_drops(ssh, remote):
     rdir, ldir = remote
     ssh.make_dir(rdir)
     marker = ldir / "ran"
-    script = f'echo ran >> {shlex.quote(str(marker))}; sleep 2; echo finished'
+    script = f"echo ran >> {shlex.quote(str(marker))}; sleep 2; echo finished"
     th = kill_when(marker, ssh)
     with pytest.raises(TransportError, match="may or may not have run there"):
         ssh.run(["sh", "-c", script])
@@ -629,7 +678,7 @@ def test_idempotent_command_runs_again_after_a_drop(ssh, remote):
     rdir, ldir = remote
     ssh.make_dir(rdir)
     marker = ldir / "ran"
-    script = f'echo ran >> {shlex.quote(str(marker))}; sleep 2; echo finished'
+    script = f"echo ran >> {shlex.quote(str(marker))}; sleep 2; echo finished"
     th = kill_when(marker, ssh)
     r = ssh.run(["sh", "-c", script], idempotent=True)
     th.join()
