@@ -1,8 +1,12 @@
 """The core-aware queue of the local backend.
 
 Pending local jobs are records; any client on this host that opens the cache advances
-them. The core accounting reads the store inside one write transaction, so two clients
-on one cache never start more than the cores allow.
+them. Jobs are started under the cache's start lock, which every starter and every change of a
+queued record (cancel, hold, release) takes: the core accounting and the choice read the store
+in one write transaction, the chosen jobs are started outside it (so submissions are not kept
+waiting on process starts), and a second one records them. Two clients on one cache so never
+start more than the cores allow, and a client that dies mid-start leaves queued records whose
+job directories say what was started (adopted, never run twice).
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import TransportError, UntrustedPath
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
+from .record import JobRecord
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import instant_epoch
 from .states import JobState
-from .record import JobRecord
 from .store import Store
 from .store_queries import Txn
 from .transport.base import Transport
@@ -36,6 +40,7 @@ DEADLINE_REASON = "deadline reached"
 STOPPED_REASONS = (TIMEOUT_REASON, DEADLINE_REASON)  # stopped by the queue: ends timeout
 ZOMBIE_GRACE = 5.0
 RUNNING_STATES = (JobState.RUNNING, JobState.SUSPENDED)
+START_LOCK = "localqueue"  # the cache's lock held while jobs are started or queued ones change
 
 
 @dataclass
@@ -161,21 +166,7 @@ class LocalQueue(Driver):
         expired = bool(self.store.past_deadline(self.backend.name, self.host, now))
         if not seen and not expired and not (has_pending and used < self.backend.total_cores):
             return False
-        started = 0
-        with self.store.write() as tx:
-            if expired:
-                self._cancel_expired(tx, now)
-            for s in seen:
-                cur = tx.get(s.key)
-                if cur is None or cur.state not in RUNNING_STATES:
-                    continue
-                values = s.values
-                if s.state.finished and cur.reason != s.basis:
-                    # terminate() (or the walltime) marked it after the look: judge it again.
-                    values = self._final_values(cur) or values
-                tx.update(s.key, **values)
-            if has_pending:
-                started = self._start_pending(tx)
+        started = self._advance(now, seen, expired, has_pending)
         return bool(ended or started or seen)
 
     def _track(self, job_ids: set[str]) -> None:
@@ -206,11 +197,41 @@ class LocalQueue(Driver):
         """File descriptors that become readable when a running local job ends."""
         return list(self._pidfds.values())
 
-    def _start_pending(self, tx: Txn) -> int:
+    def _advance(self, now: float, seen: list[_Seen], expired: bool, pending: bool) -> int:
+        """Record what the looks saw, cancel the queued jobs past their deadline, then start
+        what fits (the locks: see the module's docstring). How many were chosen to start."""
+        with self.store.exclusive(START_LOCK):
+            with self.store.write() as tx:
+                self._record_seen(tx, seen)
+                if expired:
+                    self._cancel_expired(tx, now)
+                chosen = self._choose(tx) if pending else []
+            # Outside the write transaction: each start waits on a process, or the fork server.
+            started = [(rec, self._start(rec)) for rec in chosen]
+            if started:
+                with self.store.write() as tx:
+                    for rec, values in started:
+                        self._record_start(tx, rec, values)
+        return len(chosen)
+
+    def _record_seen(self, tx: Txn, seen: list[_Seen]) -> None:
+        for s in seen:
+            cur = tx.get(s.key)
+            if cur is None or cur.state not in RUNNING_STATES:
+                continue
+            values = s.values
+            if s.state.finished and cur.reason != s.basis:
+                # terminate() (or the walltime) marked it after the look: judge it again.
+                values = self._final_values(cur) or values
+            tx.update(s.key, **values)
+
+    def _choose(self, tx: Txn) -> list[JobRecord]:
+        """The queued jobs to start now: eligible (begin time, dependencies) and fitting the
+        cores the running ones leave."""
         used = tx.cores_in(self.backend.name, self.host, RUNNING_STATES)
         free = self.backend.total_cores - used
         if free <= 0:
-            return 0
+            return []
         now = time.time()
         self._next_begin = None
         eligible = []
@@ -220,21 +241,35 @@ class LocalQueue(Driver):
                 self._next_begin = min(at, self._next_begin or at)
             elif not q.has_deps or self._deps_ready(tx, q.key):
                 eligible.append((q.key, q.cores))
-        chosen = plan_starts(eligible, free)
-        for key in chosen:
+        chosen = []
+        for key in plan_starts(eligible, free):
             rec = tx.get(key)
             assert rec is not None
-            try:
-                self._start(tx, rec)
-            except (OSError, TransportError) as e:  # this job cannot start; the others can
-                self._not_started(tx, rec, e)
-        return len(chosen)
+            chosen.append(rec)
+        return chosen
 
-    def _not_started(self, tx: Txn, rec: JobRecord, e: OSError | TransportError) -> None:
+    def _record_start(self, tx: Txn, rec: JobRecord, values: dict[str, Any]) -> None:
+        """Keep what starting ``rec`` gave, unless its record changed meanwhile to another
+        job's (queued records change under the start lock only: merged or resubmitted, then).
+        A record rebuilt from the job's directory meanwhile names this very job: kept too."""
+        cur = tx.get(rec.key)
+        same_job = cur is not None and cur.job_id is not None and cur.job_id == values.get("job_id")
+        if cur is None or (cur.state is not JobState.PENDING and not same_job):
+            log.warning(
+                "job %s (%s) changed while it was started (%s); its record is left as it is: %s",
+                rec.name,
+                rec.key,
+                "removed" if cur is None else cur.state.value,
+                values,
+            )
+            return
+        tx.update(rec.key, **values)
+
+    def _not_started(self, rec: JobRecord, e: OSError | TransportError) -> dict[str, Any]:
         cause = e if isinstance(e, OSError) else e.__cause__
         reason = cannot_start(cause) if isinstance(cause, OSError) else f"cannot start: {e}"
         log.warning("job %s (%s) %s", rec.name, rec.key, reason)
-        tx.update(rec.key, state=JobState.FAILED, finished=time.time(), reason=reason)
+        return dict(state=JobState.FAILED, finished=time.time(), reason=reason)
 
     def _cancel_expired(self, tx: Txn, now: float) -> None:
         """Cancel the queued jobs whose deadline passed before they could start."""
@@ -252,30 +287,33 @@ class LocalQueue(Driver):
         assert rec is not None
         return self.dependencies(rec, tx) == []
 
-    def _start(self, tx: Txn, rec: JobRecord) -> None:
+    def _start(self, rec: JobRecord) -> dict[str, Any]:
+        """Start one chosen job; the record's new fields (running, or failed and why)."""
         untrusted = self._untrusted(rec)
         if untrusted:
             log.error("job %s was not started: %s", rec.key, untrusted)
-            tx.update(
-                rec.key,
-                state=JobState.FAILED,
-                finished=time.time(),
-                reason=f"not started: {untrusted}",
+            return dict(
+                state=JobState.FAILED, finished=time.time(), reason=f"not started: {untrusted}"
             )
-            return
-        lay = JobLayout.of(rec.jobdir, rec.resources)
         first = started_as(self.transport, rec.jobdir)
         if first is not None:
             # A client died between starting this job and recording it, or the record was
             # rebuilt from the job's directory: adopt, never rerun.
             log.warning("job %s was already started as %s; reattaching", rec.key, first)
-            tx.update(
-                rec.key,
-                state=JobState.RUNNING,
-                job_id=first or None,
-                started=rec.started or time.time(),
+            return dict(
+                state=JobState.RUNNING, job_id=first or None, started=rec.started or time.time()
             )
-            return
+        try:
+            job_id = self._spawn(rec)
+        except (OSError, TransportError) as e:  # this job cannot start; the others can
+            return self._not_started(rec, e)
+        log.debug("started local job %s as %s", rec.key, job_id)
+        return dict(state=JobState.RUNNING, job_id=job_id, started=time.time())
+
+    def _spawn(self, rec: JobRecord) -> str:
+        """Start the job's process (warm through the fork server where it can); its job id,
+        kept in the job's directory too before the record has it."""
+        lay = JobLayout.of(rec.jobdir, rec.resources)
         lay.check_start()
         res = rec.resources
         out, err = lay.stdout, lay.stderr_target
@@ -309,16 +347,17 @@ class LocalQueue(Driver):
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None
         job_id = make_job_id(pid, st.start if st else 0)
-        note_job_ids(
-            self.transport, {rec.jobdir: Submitted(job_id)}
-        )  # before its started file, maybe
-        tx.update(rec.key, state=JobState.RUNNING, job_id=job_id, started=time.time())
+        note_job_ids(self.transport, {rec.jobdir: Submitted(job_id)})  # before the record has it
+        return self._watch(pid, job_id)
+
+    def _watch(self, pid: int, job_id: str) -> str:
+        """Keep a pidfd of a job just started (its end wakes the monitor); its job id."""
         if hasattr(os, "pidfd_open") and job_id not in self._pidfds:
             try:
                 self._pidfds[job_id] = os.pidfd_open(pid)
             except OSError:
                 pass
-        log.debug("started local job %s as %s", rec.key, job_id)
+        return job_id
 
     def _untrusted(self, rec: JobRecord) -> str | None:
         """Why a job's directory or script must not be run (another user's, or writable by
@@ -334,7 +373,7 @@ class LocalQueue(Driver):
     # -- control ------------------------------------------------------------------------------
     def cancel(self, key: str) -> bool:
         """Cancel a job that has not started. False if it runs or has ended."""
-        with self.store.write() as tx:
+        with self.store.exclusive(START_LOCK), self.store.write() as tx:
             rec = tx.get(key)
             if rec is None or rec.state not in QUEUED:
                 return False
@@ -365,7 +404,7 @@ class LocalQueue(Driver):
 
     def hold(self, key: str) -> bool:
         """Keep a queued job from starting until :meth:`release`. False if it has started."""
-        with self.store.write() as tx:
+        with self.store.exclusive(START_LOCK), self.store.write() as tx:
             rec = tx.get(key)
             if rec is None or rec.state not in QUEUED:
                 return False
@@ -374,7 +413,7 @@ class LocalQueue(Driver):
             return True
 
     def release(self, key: str) -> bool:
-        with self.store.write() as tx:
+        with self.store.exclusive(START_LOCK), self.store.write() as tx:
             rec = tx.get(key)
             if rec is None or rec.state is not JobState.HELD:
                 return False

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import trust
+from .cachelock import CacheLock
 from .errors import CacheError
 from .record import FIELD_NAMES, JobRecord
 from .states import ACTIVE_STATES, JobState
@@ -49,6 +50,7 @@ class Store(Queries):
             raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
         trust.check_cache(self.cache_dir, DB_NAME)
         self._file = StoreFile(self.path)
+        self._locks: dict[str, CacheLock] = {}
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection, opened anew when the file it was on was replaced."""
@@ -64,6 +66,13 @@ class Store(Queries):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """Hold the cache's lock ``name`` (the file ``name.lock`` beside the store) for a
+        ``with`` block: one holder at a time among this client's threads and every process on
+        the cache (see :mod:`hpcexec.cachelock`). Independent of :meth:`write`."""
+        lock = self._locks.setdefault(name, CacheLock(self.cache_dir / f"{name}.lock"))
+        return lock.held()
 
     def check_file(self) -> None:
         """Notice a store file removed or replaced since it was opened (as a write does)."""

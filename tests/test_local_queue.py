@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 
 import pytest
@@ -164,6 +165,53 @@ def test_a_job_that_cannot_start_fails_alone_within_a_poll(
         assert ex.submit(jobfns.double, 21).result(timeout=60) == 42
     finally:
         bad.terminate()  # still pending where the queue could not fail it
+        ex.shutdown()
+
+
+def _slow_starts(ex, monkeypatch, seconds):
+    """Make every warm start of ``ex`` take ``seconds`` longer; an event set once one began."""
+    transport = ex.session.transport
+    real, began = transport.spawn_warm, threading.Event()
+
+    def slow(python, request):
+        began.set()
+        time.sleep(seconds)
+        return real(python, request)
+
+    monkeypatch.setattr(transport, "spawn_warm", slow)
+    return began
+
+
+def test_a_slow_start_keeps_no_submission_waiting(cache, monkeypatch):
+    """Jobs are started outside the store's write transaction: a submission (a write) made
+    while a process starts goes through at once, and both jobs run."""
+    ex = Executor("local", cache_dir=cache, poll_interval=0.02)
+    try:
+        began = _slow_starts(ex, monkeypatch, 2.0)
+        first = ex.submit(jobfns.double, 1)
+        assert began.wait(30), "the job never began to start"
+        t0 = time.monotonic()
+        second = ex.submit(jobfns.double, 2)
+        waited = time.monotonic() - t0
+        assert waited < 1.0, f"the submission waited {waited:.2f} s for a start"
+        assert (first.result(timeout=60), second.result(timeout=60)) == (2, 4)
+    finally:
+        ex.shutdown()
+
+
+@pytest.mark.parametrize("control", ["cancel", "hold"])
+def test_a_job_being_started_is_no_longer_queued_for_cancel_or_hold(cache, monkeypatch, control):
+    """cancel() and hold() of a job the queue is starting wait for the start (the start lock),
+    then find it started: it is neither cancelled nor held while it runs."""
+    ex = Executor("local", cache_dir=cache, poll_interval=0.02)
+    try:
+        began = _slow_starts(ex, monkeypatch, 1.0)
+        f = ex.submit(jobfns.double, 21)
+        assert began.wait(30), "the job never began to start"
+        assert getattr(f, control)() is False
+        assert ex.store.get(f.key).state in (JobState.RUNNING, JobState.COMPLETED)
+        assert f.result(timeout=60) == 42
+    finally:
         ex.shutdown()
 
 
