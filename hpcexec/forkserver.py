@@ -5,7 +5,7 @@ short job pays that many times over. The fork server is an interpreter that has 
 once and forks one child per job. Each child is a job exactly as if its script had run:
 its own process in its own session (it outlives the client and the server), stdout and
 stderr to the job's files, the job's working directory and environment, the ``HPCEXEC_*``
-variables, then the runner.
+variables, its job id and started files (:mod:`hpcexec.recovery`), then the runner.
 
 The server listens on an abstract Unix socket (Linux), answers only its own user (peer
 credentials), records a child killed by a signal in the job's exit-code file the way a
@@ -247,7 +247,7 @@ def _child(listener: socket.socket, req: dict) -> None:
         start = stat[stat.rfind(")") + 2 :].split()[19]
         job_id = f"{os.getpid()}:{start}"
         os.environ["HPCEXEC_JOB_ID"] = job_id
-        write_started(req["jobdir"], job_id)
+        write_started(req["jobdir"], job_id, with_job_id=True)  # the client leaves it to us
         sys.path[0] = req["cwd"]  # as `python -m` run in the job's directory would have it
         args = [req["jobdir"], req["key"]]
         sys.argv = [sys.executable, "-m", "hpcexec.runner", *args]

@@ -10,16 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from .layout import STARTED
+from .layout import JOBID, STARTED
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path`` and rename it into place."""
+def write_atomic(
+    path: str | os.PathLike, data: bytes, *, also: str | os.PathLike | None = None
+) -> None:
+    """Write ``data`` to a temporary name beside ``path`` and rename it into place.
+    ``also``: a second name of the same file (a hard link), in place before ``path`` is."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
+        if also is not None:
+            _link(tmp, Path(also))
         os.replace(tmp, path)
     except BaseException:
         try:  # a full disk, say: leave no half-written file behind
@@ -27,6 +32,16 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` becomes another name of ``src``, replacing what had that name atomically."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        os.link(src, tmp)
+        os.replace(tmp, dst)
 
 
 def parse_exitcode(text: str) -> tuple[int | None, str | None]:
@@ -42,11 +57,18 @@ def parse_exitcode(text: str) -> tuple[int | None, str | None]:
     return code, reason
 
 
-def write_started(jobdir: str | os.PathLike, job_id: str) -> None:
-    """The started file: the job's id and the host it runs on."""
+def write_started(jobdir: str | os.PathLike, job_id: str, *, with_job_id: bool = False) -> None:
+    """The started file: the job's id and the host it runs on. ``with_job_id``: the job id
+    file too, in place before the started file (the same file: its first line is the id),
+    for a job whose starter leaves that file to it (:mod:`hpcexec.recovery`)."""
     import socket
 
-    write_atomic(Path(jobdir) / STARTED, f"{job_id}\n{socket.gethostname()}\n".encode())
+    jobdir = Path(jobdir)
+    write_atomic(
+        jobdir / STARTED,
+        f"{job_id}\n{socket.gethostname()}\n".encode(),
+        also=jobdir / JOBID if with_job_id else None,
+    )
 
 
 def signal_of(code: int | None) -> int | None:

@@ -29,7 +29,7 @@ STDERR = "stderr"
 USAGE = "usage"  # "name value" lines the runner writes: max_rss_kib, user_s, sys_s, wall_s
 SUBMIT_SCRIPT = "submit.sh"  # what a scheduler is given, in the job (or array) directory
 RECORD = "record.json"  # the job's record as submitted, sealed (see hpcexec.recovery)
-JOBID = "jobid"  # the scheduler's id, written by the client once it is known
+JOBID = "jobid"  # the job's id, written by the client once known (or by a warm-started job)
 
 #: the files of a job directory that hpcexec writes itself
 JOB_FILES = frozenset(

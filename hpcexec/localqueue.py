@@ -336,6 +336,7 @@ class LocalQueue(Driver):
                     },
                 },
             )
+        warm = pid is not None
         if pid is None:
             pid = self.transport.spawn_detached(
                 self.backend.spawn_argv(lay.script),
@@ -347,7 +348,8 @@ class LocalQueue(Driver):
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None
         job_id = make_job_id(pid, st.start if st else 0)
-        note_job_ids(self.transport, {rec.jobdir: Submitted(job_id)})  # before the record has it
+        if not warm:  # before the record has it; a fork server's child writes its own
+            note_job_ids(self.transport, {rec.jobdir: Submitted(job_id)})
         return self._watch(pid, job_id)
 
     def _watch(self, pid: int, job_id: str) -> str:

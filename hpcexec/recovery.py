@@ -2,8 +2,9 @@
 
 Each job directory carries its record as submitted (``record.json``, sealed with the cache's
 key like the payload), and the client adds the job id (``jobid``) once it knows it (the
-scheduler's answer to the submission; a local job's process, as it starts it); the job
-itself writes ``started`` (its id and host) and ``exitcode``. From these a lookup by key
+scheduler's answer to the submission; a local job's process, as it starts it, unless the fork
+server's child wrote it first, with its started file); the job itself writes ``started``
+(its id and host) and ``exitcode``. From these a lookup by key
 rebuilds a record the store lacks, or one it holds from an older backup:
 
 - an exit-code file: the job ended, completed when its code is 0, else failed;

@@ -17,6 +17,7 @@ import hpcexec
 import jobfns
 from hpcexec import JobState
 from hpcexec.errors import TransportError
+from hpcexec.jobfiles import write_started
 from hpcexec.recovery import Submitted, note_job_ids, started_as
 from hpcexec.store_schema import DB_NAME
 from hpcexec.transport.local import LocalShell
@@ -192,6 +193,18 @@ def test_job_id_files_of_an_array_in_one_command(tmp_path):
         assert started_as(LocalShell(), str(d)) == what[str(d)].job_id
     assert Submitted.parse("123\n") == Submitted("123")
     assert started_as(LocalShell(), str(tmp_path)) is None
+
+
+def test_a_job_writes_its_job_id_file_with_its_started_file(tmp_path):
+    """A fork server's child writes the job id file itself (its client leaves it to it): the
+    same id, in place before the started file, and still there once that is gone."""
+    (tmp_path / "jobid").write_text("999:1\n")  # an earlier one, replaced
+    write_started(tmp_path, "123:456", with_job_id=True)
+    assert started_as(LocalShell(), str(tmp_path)) == "123:456"
+    (tmp_path / "started").unlink()
+    assert started_as(LocalShell(), str(tmp_path)) == "123:456"
+    assert Submitted.parse((tmp_path / "jobid").read_text()) == Submitted("123:456")
+    assert [p.name for p in tmp_path.iterdir()] == ["jobid"], "a temporary file was left"
 
 
 class _Unreachable(LocalShell):
