@@ -42,11 +42,14 @@ BACKENDS = ("local", *SCHEDULERS)  # the built-in ones; backend_names() adds reg
 
 
 def _result_or_cancel(f: JobFuture, timeout: float | None) -> Any:
-    """``f``'s result; cancelled when that fails (a timeout), as the stdlib's ``map`` does."""
+    """``f``'s result; cancelled when that fails (a timeout), as the stdlib's ``map`` does
+    (only then: a future that gave its result is done, and a cancel() per element of a
+    large map costs two lock round trips each)."""
     try:
         return f.result(timeout)
-    finally:
+    except BaseException:
         f.cancel()
+        raise
 
 
 class Executor(concurrent.futures.Executor):
