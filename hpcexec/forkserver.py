@@ -23,7 +23,6 @@ import struct
 import sys
 import time
 
-from . import environment
 from .jobfiles import killed_by, write_atomic, write_started
 from .layout import JobLayout, cannot_start
 
@@ -36,6 +35,8 @@ def server_name(python: str) -> str:
     """The server for jobs run with ``python``: one per user, environment (the interpreter as
     given, its prefixes and import path) and copy of hpcexec; see :mod:`hpcexec.environment`.
     Raises OSError when ``python`` cannot be described."""
+    from . import environment  # the client's concern: the server starts without it
+
     return f"hpcexec-forkserver-{environment.interpreter(python).identity()[:20]}"
 
 
@@ -89,6 +90,8 @@ def spawn(python: str, request: dict) -> int:
         reply = _request(name, request)
     except _NO_SERVER:
         import subprocess
+
+        from . import environment
 
         server = subprocess.Popen(
             [python, "-m", "hpcexec.forkserver", name],
