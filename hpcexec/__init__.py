@@ -41,6 +41,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .backends import register_backend
     from .errors import (
         BackendError,
         CacheError,
@@ -60,12 +61,11 @@ if TYPE_CHECKING:
         UnknownJob,
         UntrustedPath,
     )
-    from .backends import register_backend
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult
+    from .record import JobRecord
     from .resources import Resources
     from .states import JobState
-    from .record import JobRecord
     from .store import Store
 
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .backends import SCHEDULERS, backend_names
 from .errors import ConfigError, ResourceError

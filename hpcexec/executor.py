@@ -283,7 +283,7 @@ class Executor(concurrent.futures.Executor):
             end_time = timeout + time.monotonic()
         if self._opts.get("key"):
             raise ResourceError("job option 'key' names one job; map makes many: drop key=")
-        calls, deps = extract_futures([(args, {}) for args in zip(*iterables)])
+        calls, deps = extract_futures([(args, {}) for args in zip(*iterables, strict=False)])
         if chunksize is None:
             chunksize = self.default_chunksize(len(calls))
         if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:

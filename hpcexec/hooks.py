@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import re
 import shlex
-import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .backends.local import parse_proc_stat
 from .errors import ResourceError, TransportError
@@ -141,7 +142,7 @@ def is_running(db: os.PathLike | str, key: str) -> bool:
 def claim() -> str:
     """The epilogue state a client writes before it runs an epilogue: who and since when."""
     pid = os.getpid()
-    return f"running: {socket.gethostname()} {pid}:{_start_ticks(pid) or 0} {time.time():.0f}"
+    return f"running: {platform.node()} {pid}:{_start_ticks(pid) or 0} {time.time():.0f}"
 
 
 @dataclass(frozen=True)
@@ -161,12 +162,12 @@ class Claim:
             return None
 
     def mine(self) -> bool:
-        return self.host == socket.gethostname() and self.pid == os.getpid()
+        return self.host == platform.node() and self.pid == os.getpid()
 
     def dead(self) -> bool:
         """Its client has surely ended: gone from this host, or (on another host, where
         it cannot be looked at) it has held the claim longer than an epilogue may run."""
-        if self.host != socket.gethostname():
+        if self.host != platform.node():
             return time.time() - self.since > TIMEOUT + 60
         return _start_ticks(self.pid) != self.start
 

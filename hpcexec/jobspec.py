@@ -58,12 +58,12 @@ def job_options(opts: dict[str, Any]) -> dict[str, Any]:
     for flag in ("force", "retry", "hold", "reuse_slots"):
         if flag in opts and not isinstance(opts[flag], bool):
             raise ResourceError(f"job option {flag!r} takes True or False, not {opts[flag]!r}")
-    if "key" in opts and opts["key"] is not None:
-        if not isinstance(opts["key"], str) or not KEY_RE.match(opts["key"]):
-            raise ResourceError(
-                f"job option 'key' must be 1-128 letters, digits, '.', '_' or '-' starting with "
-                f"a letter or digit, not {opts['key']!r}"
-            )
+    key = opts.get("key")
+    if key is not None and (not isinstance(key, str) or not KEY_RE.match(key)):
+        raise ResourceError(
+            f"job option 'key' must be 1-128 letters, digits, '.', '_' or '-' starting with "
+            f"a letter or digit, not {opts['key']!r}"
+        )
     if "array_limit" in opts and opts["array_limit"] is not None:
         limit = opts["array_limit"]
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

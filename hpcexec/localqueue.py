@@ -20,10 +20,10 @@ from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import TransportError, UntrustedPath
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
+from .record import JobRecord
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import instant_epoch
 from .states import JobState
-from .record import JobRecord
 from .store import Store
 from .store_queries import Txn
 from .transport.base import Transport

@@ -83,7 +83,7 @@ class Outcomes:
                 settled.append((f, self._value(rec, f, outcomes, outcome_error, where), None))
             except Unreachable:
                 raise  # the job's files could not be read: nothing changes, try again later
-            except BaseException as e:  # the job's own exception, re-raised here
+            except BaseException as e:  # the job's own exception, re-raised here  # noqa: BLE001
                 settled.append((f, None, e))
         return settled
 

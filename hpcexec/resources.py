@@ -10,9 +10,10 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ResourceError
 from .isotime import parse_iso_datetime
@@ -61,7 +62,7 @@ def parse_time(value: Any) -> int:
         raise ValueError(f"a walltime string, int minutes or timedelta, not {type(value).__name__}")
     if seconds <= 0:
         raise ValueError("a walltime must be longer than zero")
-    return int(math.ceil(seconds))
+    return math.ceil(seconds)
 
 
 def format_time(seconds: int) -> str:
@@ -88,7 +89,7 @@ def parse_mem(value: Any) -> int:
         raise ValueError(f"a memory string or int of MiB, not {type(value).__name__}")
     if mb <= 0:
         raise ValueError("memory must be more than zero")
-    return int(math.ceil(mb))
+    return math.ceil(mb)
 
 
 def _positive_int(minimum: int) -> Callable[[Any], int]:
@@ -100,7 +101,7 @@ def _positive_int(minimum: int) -> Callable[[Any], int]:
                 raise ValueError(f"a whole number >= {minimum}, not {value!r}")
         if value < minimum:
             raise ValueError(f"a whole number >= {minimum}, not {value}")
-        return value
+        return int(value)
 
     return parse
 
@@ -114,10 +115,10 @@ def _text(value: Any) -> str:
 
 
 def _word(value: Any) -> str:
-    value = _text(value)
-    if not _WORD_RE.match(value):
+    word = _text(value)
+    if not _WORD_RE.match(word):
         raise ValueError("letters, digits and . _ - @ + : / = only")
-    return value
+    return word
 
 
 def _env(value: Any) -> tuple[tuple[str, str], ...]:
@@ -181,8 +182,8 @@ def _mail(value: Any) -> Mail:
     if isinstance(value, Mail):
         value = value.to_dict()
     if isinstance(value, str):
-        to, sep, events = value.partition(":")
-        value = {"to": to, "on": events.split(",")} if sep else {"to": to}
+        address, sep, events = value.partition(":")
+        value = {"to": address, "on": events.split(",")} if sep else {"to": address}
     if not isinstance(value, Mapping):
         raise ValueError(
             "an address such as 'me@example.org', 'me@example.org:end,fail', "

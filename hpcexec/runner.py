@@ -17,8 +17,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import codelines, trust
 from .errors import IntegrityError, OutOfMemory
@@ -92,7 +93,7 @@ def _run_one(fn: Any, args: tuple, kwargs: dict, refs: bool) -> tuple:
         raise
     except MemoryError as e:
         return (ERR, _out_of_memory(e), traceback.format_exc())
-    except BaseException as e:  # the job reports every exception, KeyboardInterrupt included
+    except BaseException as e:  # the job reports every exception, KeyboardInterrupt included  # noqa: BLE001
         return (ERR, e, traceback.format_exc())
 
 
@@ -135,7 +136,7 @@ def _out_of_memory(e: MemoryError) -> OutOfMemory:
 def _dumps(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
+    except Exception:  # pickle fails in many ways; cloudpickle tries next  # noqa: BLE001
         import cloudpickle
 
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -144,7 +145,7 @@ def _dumps(obj: Any) -> bytes:
 def _text(exc: BaseException) -> str:
     try:
         return str(exc)
-    except Exception as e:  # a broken __str__ must not lose the outcome
+    except Exception as e:  # a broken __str__ must not lose the outcome  # noqa: BLE001
         return f"<str() of it raised {type(e).__name__}>"
 
 
@@ -154,7 +155,7 @@ def _error_record(exc: BaseException, tb: str) -> tuple:
     name and message: ``(ERR, bytes | None, traceback, "module.QualName", message)``."""
     try:
         blob: bytes | None = _dumps(exc)
-    except Exception:
+    except Exception:  # an exception that cannot be pickled is sent as text  # noqa: BLE001
         blob = None
     return (ERR, blob, tb, f"{type(exc).__module__}.{type(exc).__qualname__}", _text(exc))
 
@@ -165,7 +166,7 @@ def _dump_outcome(outcome: tuple) -> tuple[bytes, bool]:
     if outcome[0] == OK:
         try:
             return _dumps(outcome), False
-        except Exception as e:
+        except Exception as e:  # a return value that cannot be pickled is the job's error  # noqa: BLE001
             err = TypeError(f"the job's return value cannot be pickled: {e}")
             outcome = (ERR, err, traceback.format_exc())
     return _dumps(_error_record(outcome[1], outcome[2])), True
@@ -213,7 +214,7 @@ def run(jobdir: Path, key_file: Path | None = None) -> int:
             kind, fn, calls, refs = _load(data)
         except Terminated:
             raise
-        except BaseException as e:  # the work never started; a result only where a key is
+        except BaseException as e:  # the work never started; a result only where a key is  # noqa: BLE001
             code, note = 1, f"cannot load the payload {path}: {type(e).__name__}: {_text(e)}"
             print(f"hpcexec: {note}", file=sys.stderr)
             outcomes = [(ERR, e, traceback.format_exc())]

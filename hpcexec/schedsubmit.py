@@ -116,7 +116,7 @@ class Submitter:
         res = Resources.from_dict({k: v for k, v in first.resources.items() if k != "workdir"})
         workdir = JobLayout.of(first.jobdir, first.resources).workdir
         names = {r.name for r in recs}
-        name = names.pop() if len(names) == 1 else "hpcexec-batch"
+        name = (names.pop() if len(names) == 1 else None) or "hpcexec-batch"
         if len(recs) == 1:
             spec = single_spec(res, name, first.jobdir, workdir, hold=hold, after=tuple(after))
             # The job script itself, under the directives: what Executor.job_script shows,

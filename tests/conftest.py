@@ -3,7 +3,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-
 from livecluster import _executor, _live, heal_stale_pyenv_lock
 from sshtest import DEST, KEY, KNOWN
 

@@ -8,13 +8,15 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+import jobfns
 import pytest
+from sshtest import DEST
 
 import hpcexec
-import jobfns
 from hpcexec.errors import (
     BackendError,
     CacheError,
@@ -24,7 +26,6 @@ from hpcexec.errors import (
     TransportError,
 )
 from hpcexec.store import Store
-from sshtest import DEST
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import os
 import sys
 import time
 
+import jobfns
 import pytest
 
-import jobfns
 from hpcexec import BackendError, Executor, JobFailed, JobState
 from hpcexec.layout import EXITCODE
 

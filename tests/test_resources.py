@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -17,7 +18,6 @@ from hpcexec.resources import (
     parse_time,
     split_options,
 )
-
 
 # -- parse_time ------------------------------------------------------------------------
 
@@ -362,7 +362,7 @@ def test_replace_env_replaces_the_whole_mapping():
 
 def test_resources_are_frozen():
     res = Resources.create(threads=2)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         res.threads = 3  # type: ignore[misc]
 
 

@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import jobfns
 import pytest
 
-import jobfns
 from hpcexec import JobFailed, PrologueFailed, ResourceError, ShellResult
 from hpcexec.layout import SCRIPT
 from hpcexec.record import JobRecord

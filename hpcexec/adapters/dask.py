@@ -128,7 +128,7 @@ class HPCCluster(SpecCluster):
             executor = hpcexec.Executor(backend, cache_dir=cache_dir, poll_interval=poll_interval)
         try:
             spec, meta = from_jobqueue_keywords(
-                config_name or CONFIG_NAMES.get(backend or "local", backend),
+                config_name or CONFIG_NAMES.get(backend or "local", backend or "local"),
                 resources,
                 cores=cores,
                 memory=memory,
@@ -203,13 +203,13 @@ class HPCCluster(SpecCluster):
     def _new_worker_name(self, worker_number: int) -> str:
         return f"{self._name}-{worker_number}"
 
-    def scale(
+    def scale(  # type: ignore[override]  # dask-jobqueue's signature: jobs comes second
         self,
         n: int | None = None,
         jobs: int = 0,
         memory: str | None = None,
         cores: int | None = None,
-    ):
+    ) -> Any:
         """Scale to ``n`` workers (or ``jobs`` jobs, or enough for ``memory``/``cores``).
         Scaling down drops worker jobs still pending in the queue first."""
         if n is not None:
@@ -296,6 +296,8 @@ class HPCCluster(SpecCluster):
         current = self.workers.get(job.name)
         if current is not None and current is not job:
             return  # a newer job already serves this worker
+        if job.future is None:
+            return  # never submitted: nothing ended
         rec = job.future.record
         if not self._should_replace(job, rec):
             return

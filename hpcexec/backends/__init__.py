@@ -62,7 +62,8 @@ def _missing(cls: type) -> list[str]:
     commands = getattr(cls, "commands", None)
     if isinstance(commands, tuple) and not all(isinstance(c, str) and c for c in commands):
         problems.append("class attribute commands holding command names (strings)")
-    if cls.directives is SchedulerBackend.directives and not (cls.prefix and cls.rules):
+    own_directives = getattr(cls, "directives", None) is not SchedulerBackend.directives
+    if not own_directives and not (getattr(cls, "prefix", None) and getattr(cls, "rules", None)):
         problems.append(
             "class attributes prefix and rules (a directive prefix such as "
             "'#SBATCH' and a tuple of Rule), or a directives() method of its own"
@@ -144,7 +145,7 @@ def unregister_backend(name: str) -> None:
 
 def _dist_name(ep: Any) -> str:
     dist = getattr(ep, "dist", None)
-    return getattr(dist, "name", None) or getattr(ep, "value", "?")
+    return str(getattr(dist, "name", None) or getattr(ep, "value", "?"))
 
 
 def load_entry_points() -> None:
@@ -161,7 +162,7 @@ def load_entry_points() -> None:
 
         try:
             found = list(entry_points(group=ENTRY_POINT_GROUP))
-        except Exception as e:  # a broken installed distribution's metadata
+        except Exception as e:  # a broken installed distribution's metadata  # noqa: BLE001
             log.warning("cannot read the %s entry points: %s", ENTRY_POINT_GROUP, e)
             return
         for ep in found:
@@ -170,7 +171,7 @@ def load_entry_points() -> None:
             try:
                 cls = ep.load()
                 register_backend(ep.name, cls)
-            except Exception as e:
+            except Exception as e:  # a third-party plugin fails in any way: say which  # noqa: BLE001
                 why = (
                     f"the package {_dist_name(ep)} declares backend {ep.name!r} "
                     f"({ep.value}) in entry-point group {ENTRY_POINT_GROUP!r}, but it "
@@ -212,10 +213,10 @@ def unknown_backend(name: str, extra: str = "") -> BackendError:
 
 
 __all__ = [
+    "SCHEDULERS",
     "Backend",
     "JobStatus",
     "LocalBackend",
-    "SCHEDULERS",
     "SchedulerBackend",
     "SlurmBackend",
     "SubmitSpec",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import abc
 import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, TypedDict
 
 from ..errors import BackendError
 from ..layout import under
@@ -55,6 +56,15 @@ class JobStatus:
     nodelist: str | None = None
     elapsed: float | None = None  # seconds
     max_rss: int | None = None  # MiB
+
+
+class Usage(TypedDict):
+    """What a job used, as a scheduler's status reports it (keyword arguments of
+    :class:`JobStatus`)."""
+
+    nodelist: str | None
+    elapsed: float | None
+    max_rss: int | None
 
 
 @dataclass(frozen=True)

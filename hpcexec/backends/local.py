@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, Sequence
+from typing import ClassVar
 
 from ..errors import BackendError
 from ..layout import EXITCODE, under
@@ -73,7 +74,7 @@ class LocalBackend(Backend):
     name = "local"
     poll_min = 0.02
     poll_max = 1.0
-    refused = {
+    refused: ClassVar[dict[str, str]] = {
         "mail": "there is no scheduler to send mail on this machine; leave mail unset on the "
         "local backend (a shell body can send its own, e.g. '... && mail -s done ADDRESS "
         "< /dev/null'), or use a scheduler backend",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from typing import Any
 
 from ..errors import SchedulerOutputError, SubmitError
 from ..resources import MAIL_EVENTS, Resources, local_time
@@ -238,7 +239,7 @@ class SlurmBackend(SchedulerBackend):
                 state = JobState.HELD
             code = sig = None
             if state.finished:
-                why = REASONS.get(name, None)
+                why = REASONS.get(name)
                 code, sig = _wait_status(parts[4] if len(parts) > 4 else "")
             found[job_id] = JobStatus(
                 state,
@@ -261,7 +262,7 @@ class SlurmBackend(SchedulerBackend):
         ]
 
     def parse_accounting(self, out: str) -> dict[str, JobStatus]:
-        jobs: dict[str, dict] = {}
+        jobs: dict[str, dict[str, Any]] = {}
         for line in out.splitlines():
             parts = line.strip().split("|")
             if len(parts) < 7:

@@ -35,6 +35,7 @@ from .base import (
     Rule,
     SchedulerBackend,
     SubmitSpec,
+    Usage,
     array_range,
     option,
     own_output,
@@ -176,7 +177,7 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         state = STATES.get((job.findtext("job_state") or "").strip())
         if state is None:
             return None
-        extra = dict(
+        extra = Usage(
             nodelist=hosts(job.findtext("exec_host")),
             elapsed=seconds(job.findtext("resources_used/walltime")),
             max_rss=mib(job.findtext("resources_used/mem")),
@@ -184,8 +185,8 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         if state is JobState.COMPLETED:
             text = (job.findtext("exit_status") or "").strip()
             code = int(text) if re.match(r"^-?\d+$", text) else None
-            return finished_status(code, scheduler="Torque", codes=EXIT_CODES, **extra)
-        return JobStatus(state, reason=(job.findtext("comment") or None), **extra)  # type: ignore[arg-type]
+            return finished_status(code, scheduler="Torque", codes=EXIT_CODES, usage=extra)
+        return JobStatus(state, reason=(job.findtext("comment") or None), **extra)
 
     def max_array_argv(self) -> list[str] | None:
         return ["qmgr", "-c", "list server"]

@@ -10,20 +10,22 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import BackendError, HpcexecError, SubmitError
-from ..executor import detect_backend, wait as wait_futures
 from ..backends import backend_names, schedulers, unknown_backend
-from ..remote import SSHOptions, open_ssh
+from ..errors import BackendError, HpcexecError, SubmitError
+from ..executor import detect_backend
+from ..executor import wait as wait_futures
 from ..layout import JobLayout
-from ..states import JobState
 from ..record import JobRecord
+from ..remote import SSHOptions, open_ssh
+from ..states import JobState
 from .context import Context, UsageError, one_line
+from .output import note, pairs, record_dict, short_key, state_text, table, when
 from .parser import SUBMIT_RESOURCES
 from .resources import cmd_resources
-from .output import note, pairs, record_dict, short_key, state_text, table, when
 
 SUBMIT_WAIT = 60.0  # seconds submit waits for the scheduler's job id
 LOCAL_START_WAIT = 2.0  # seconds submit waits for a local job to start
@@ -90,11 +92,11 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     ex = ctx.executor()
     view = ex.options(**wanted)
     if args.dry_run:
-        script = view.file_script(args.file) if args.file else view.job_script(body)
+        script = view.file_script(args.file) if body is None else view.job_script(body)
         ctx.out.emit({"script": script}, script)
         return 0
     t0 = time.time()
-    if args.file:
+    if body is None:
         future = view.submit_file(args.file, check=False)
     else:
         future = view.submit_shell(body, check=False)

@@ -4,10 +4,11 @@ names, and executors for the backends and hosts those records belong to."""
 from __future__ import annotations
 
 import logging
-import socket
+import platform
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..config import Settings
 from ..errors import HpcexecError, UnknownJob
@@ -15,7 +16,6 @@ from ..executor import Executor
 from ..future import JobFuture
 from ..record import JobRecord
 from ..store import Store
-from ..store_schema import DB_NAME
 from .output import Output, note, short_key
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class Context:
     _executors: dict[tuple[str, str], Executor] = field(default_factory=dict)
     _submitters: list[Executor] = field(default_factory=list)
     _followed: dict[int, list[JobFuture]] = field(default_factory=dict)  # id(executor) ->
-    here: str = field(default_factory=socket.gethostname)
+    here: str = field(default_factory=platform.node)
 
     @property
     def cache_dir(self) -> Path:
@@ -48,7 +48,7 @@ class Context:
     def store(self, *, create: bool = False) -> Store | None:
         """The job store, or None when there is no cache yet (and ``create`` is False)."""
         if self._store is None:
-            if not create and not (self.cache_dir / DB_NAME).exists():
+            if not create and not Store.exists_in(self.cache_dir):
                 return None
             self._store = Store(self.cache_dir)
         return self._store

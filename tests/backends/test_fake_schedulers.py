@@ -17,13 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import jobfns
 import pytest
+from test_driver import exit_128_plus_n_reads_as_signal_n, failed_dependency_cancels_its_dependents
 
 import hpcexec
-import jobfns
 from hpcexec import JobFailed, JobState
 from hpcexec.backends import SCHEDULERS
-from test_driver import exit_128_plus_n_reads_as_signal_n, failed_dependency_cancels_its_dependents
 
 FAKE = Path(__file__).parent.parent / "fakesched"
 COMMANDS = {
