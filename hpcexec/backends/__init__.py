@@ -90,6 +90,28 @@ def register_backend(
             f"starting with a letter, and not {' or '.join(RESERVED)}; "
             f"not {name!r}"
         )
+    _check_class(name, backend_class)
+    with _lock:
+        current = SCHEDULERS.get(name)
+        if current is not None and current is not backend_class:
+            if name in BUILTIN:
+                raise BackendError(
+                    f"backend {name!r} is built in and cannot be replaced; "
+                    f"register yours under another name"
+                )
+            if not replace:
+                raise BackendError(
+                    f"backend {name!r} is already registered (by "
+                    f"{current.__module__}.{current.__qualname__}); pass "
+                    f"replace=True to replace it"
+                )
+        SCHEDULERS[name] = backend_class
+        _broken.pop(name, None)
+    log.debug("backend %r registered: %s", name, backend_class.__qualname__)
+
+
+def _check_class(name: str, backend_class: Any) -> None:
+    """Refuse a class :func:`register_backend` cannot use, saying what to change."""
     if not (inspect.isclass(backend_class) and issubclass(backend_class, SchedulerBackend)):
         raise BackendError(
             f"backend {name!r} must be a class derived from "
@@ -116,23 +138,6 @@ def register_backend(
             f"no arguments ({type(e).__name__}: {e}); hpcexec builds it as "
             f"{backend_class.__qualname__}()"
         ) from e
-    with _lock:
-        current = SCHEDULERS.get(name)
-        if current is not None and current is not backend_class:
-            if name in BUILTIN:
-                raise BackendError(
-                    f"backend {name!r} is built in and cannot be replaced; "
-                    f"register yours under another name"
-                )
-            if not replace:
-                raise BackendError(
-                    f"backend {name!r} is already registered (by "
-                    f"{current.__module__}.{current.__qualname__}); pass "
-                    f"replace=True to replace it"
-                )
-        SCHEDULERS[name] = backend_class
-        _broken.pop(name, None)
-    log.debug("backend %r registered: %s", name, backend_class.__qualname__)
 
 
 def unregister_backend(name: str) -> None:
