@@ -1,7 +1,7 @@
 """The Executor: ``concurrent.futures`` over batch jobs backed by persistent records.
 
-The public API only; each stage of the work has its own module (see :mod:`hpcexec.session`
-for the diagram of a ``submit`` from here to the runner and back): :mod:`~hpcexec.jobspec`
+The public API only; each stage of the work has its own module (``docs/architecture.md``
+draws a ``submit`` from here to the runner and back): :mod:`~hpcexec.jobspec`
 builds jobs, :mod:`~hpcexec.submission` submits them, :mod:`~hpcexec.preview` renders what
 would be submitted, and the :class:`~hpcexec.session.Session` every view shares owns the
 store, transport, driver and monitor.

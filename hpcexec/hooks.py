@@ -1,4 +1,5 @@
-"""Prologue, epilogue and auxiliary scripts (as in clusterjob).
+"""Prologue, epilogue and auxiliary scripts (as in clusterjob): their checks, rendering and
+running, and the claim that runs an epilogue once.
 
 - ``prologue=``: shell text run on the submitting machine before a job is submitted (to
   copy inputs up, say); if it fails, nothing is submitted.

@@ -1,24 +1,8 @@
 """One client's session: the store, transport, backend, driver and monitor it owns, and
 their lifetime. Every view of an Executor (:meth:`Executor.options`) shares one.
 
-How a ``submit`` flows (one small object per stage)::
-
-    Executor.submit(fn, *args)                          executor.py (the public API)
-      |  jobspec.call_job: payload, cache key, Job      jobspec.py
-      v
-    Submitter.submit(jobs, opts)                        submission.py
-      |  registry.watch(futures)                        registry.py (+ interest.INTEREST)
-      |  store lookup / recovery; prologues; stage files; insert records
-      v
-    driver (a driver.Driver)  .poll()                   localqueue.py / schedqueue.py
-      |  starts the job: job.sh -> python -m hpcexec.runner <jobdir>   runner.py
-      |  the record changes (running, completed, ...)   store.py
-      v
-    Monitor thread -> Tracker.records_changed(records)  monitor.py, tracker.py
-      |  epilogues.settled(rec)                         epilogues.py
-      |  outcomes.settle(rec, futures): value or exception   outcomes.py
-      v
-    JobFuture.settle(value, exc) -> future.result()     future.py (asks control.py)
+The path of one ``submit`` through the session's objects, from the Executor to the runner
+and back, is drawn once, in ``docs/architecture.md`` (its section "One ``submit``").
 """
 
 from __future__ import annotations

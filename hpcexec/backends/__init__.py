@@ -1,4 +1,5 @@
-"""Scheduler dialects. Each backend is pure: it renders and parses, it never runs anything.
+"""The backends by name: the built-in scheduler dialects and those registered. Each backend
+is pure: it renders and parses, it never runs anything.
 
 ``SCHEDULERS`` maps a backend name to its class, in the order ``backend="auto"`` tries them:
 the built-in ones, then those added by :func:`register_backend` or by an installed package's

@@ -1,5 +1,5 @@
-"""IBM Spectrum LSF: ``bsub < script``, ``bjobs -o ... -json``, ``bkill``, ``bstop``,
-``bresume``. Pure functions only.
+"""The IBM Spectrum LSF dialect: ``bsub < script``, ``bjobs -o ... -json``, ``bkill``,
+``bstop``, ``bresume``, rendered and parsed. Pure functions only.
 
 Job ids are numbers; an array element is ``<id>[<i>]`` where LSF's index ``i`` is 1-based
 (``-J "name[1-n]"``, ``LSB_JOBINDEX``, ``%I``). hpcexec's element index is 0-based, so

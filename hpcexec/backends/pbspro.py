@@ -1,4 +1,5 @@
-"""PBS Professional / OpenPBS: ``qsub``, ``qstat -x -f -F json``, ``qdel``, ``qhold``, ``qrls``.
+"""The PBS Professional / OpenPBS dialect: ``qsub``, ``qstat -x -f -F json``, ``qdel``,
+``qhold``, ``qrls``, rendered and parsed.
 
 Pure functions only. Job ids are ``<seq>.<server>`` (or a bare ``<seq>`` where the server
 hides its suffix); an array is ``<seq>[].<server>`` and its elements ``<seq>[<i>].<server>``,

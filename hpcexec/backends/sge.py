@@ -1,5 +1,5 @@
-"""Grid Engine (SGE 8, Son of Grid Engine, OGS): ``qsub``, ``qstat``, ``qacct``, ``qdel``,
-``qhold``, ``qrls``, ``qconf``. Pure functions only.
+"""The Grid Engine dialect (SGE 8, Son of Grid Engine, OGS): ``qsub``, ``qstat``, ``qacct``,
+``qdel``, ``qhold``, ``qrls``, ``qconf``, rendered and parsed. Pure functions only.
 
 Choices, and the Grid Engine facts behind them (checked on SGE 8.1.9, see
 ``tests/clusters/recorded/sge_*.txt``):

@@ -1,4 +1,5 @@
-"""SLURM: ``sbatch``, ``squeue``, ``sacct``, ``scancel``, ``scontrol``. Pure functions only."""
+"""The SLURM dialect: directives and argv for ``sbatch``, ``squeue``, ``sacct``, ``scancel``,
+``scontrol``, and their output parsed. Pure functions only."""
 
 from __future__ import annotations
 

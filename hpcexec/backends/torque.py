@@ -1,5 +1,5 @@
-"""Torque (PBS lineage, Adaptive Computing): ``qsub``, ``qstat -x -t`` (XML), ``qdel``,
-``qhold``, ``qrls``. Pure functions only.
+"""The Torque dialect (PBS lineage, Adaptive Computing): ``qsub``, ``qstat -x -t`` (XML),
+``qdel``, ``qhold``, ``qrls``, rendered and parsed. Pure functions only.
 
 Ids look like PBS Pro's: ``<seq>.<server>``, arrays ``<seq>[].<server>`` with elements
 ``<seq>[<i>].<server>`` (``-t 0-<n-1>``, so ``PBS_ARRAYID`` is the element index). On Torque

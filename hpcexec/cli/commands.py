@@ -1,5 +1,5 @@
-"""The subcommands. Each takes the parsed arguments and a :class:`Context`, prints through
-``ctx.out`` and returns the exit status."""
+"""The ``hpcexec`` subcommands, one function each: it takes the parsed arguments and a
+:class:`Context`, prints through ``ctx.out`` and returns the exit status."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Commands and files on this machine."""
+"""The local transport: commands and files on this machine."""
 
 from __future__ import annotations
 

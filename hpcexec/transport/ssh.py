@@ -1,4 +1,4 @@
-"""Commands and files on another host, over one SSH connection (paramiko).
+"""The SSH transport: commands and files on another host, over one SSH connection (paramiko).
 
 Commands run in a POSIX shell kept open on a channel of that connection (see
 :mod:`.sshshell`; a server that will not keep one gets an ``exec`` channel per command), and

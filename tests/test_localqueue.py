@@ -1,4 +1,4 @@
-"""The local backend's core-aware queue."""
+"""The local backend's core-aware queue (hpcexec.localqueue)."""
 
 from __future__ import annotations
 
