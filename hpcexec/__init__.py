@@ -15,6 +15,7 @@ _EXPORTS = {
     "JobFuture": "future",
     "ShellResult": "future",
     "JobState": "states",
+    "JobOptions": "options",
     "Resources": "resources",
     "Store": "store",
     "JobRecord": "record",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from .backends import register_backend
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult
+    from .options import JobOptions
     from .resources import Resources
     from .states import JobState
     from .record import JobRecord
