@@ -16,6 +16,7 @@ _EXPORTS = {
     "ShellResult": "future",
     "JobState": "states",
     "JobOptions": "options",
+    "ExecutorSettings": "settings",
     "Resources": "resources",
     "Store": "store",
     "JobRecord": "record",
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from .future import JobFuture, ShellResult
     from .options import JobOptions
     from .resources import Resources
+    from .settings import ExecutorSettings
     from .states import JobState
     from .record import JobRecord
     from .store import Store

@@ -24,9 +24,9 @@ from .future import JobFuture, ShellResult
 from .jobspec import JobMaker, extract_futures, file_directives, file_interpreter, safe_name
 from .options import KEY_RE, JobOptions
 from .preview import preview
-from .remote import SSHOptions
 from .resources import Resources, split_options
 from .session import Session, detect_backend
+from .settings import NAMES as SETTINGS
 from .store import Store
 from .submission import Submitter
 
@@ -96,36 +96,14 @@ class Executor(concurrent.futures.Executor):
         profile: str | None = None,
         **resources: Any,
     ) -> None:
+        # The parameters named as ExecutorSettings' fields (a test keeps the two equal);
         # None means "not given": the profile's value, else the default (hpcexec.config).
-        s = resolve_settings(
-            profile,
-            dict(
-                backend=backend,
-                cache_dir=cache_dir,
-                host=host,
-                python=python,
-                remote_dir=remote_dir,
-                ssh_key=ssh_key,
-                known_hosts=known_hosts,
-                trust_on_first_use=trust_on_first_use,
-                poll_interval=poll_interval,
-                coalesce=coalesce,
-                calls_per_second=calls_per_second,
-            ),
-        )
+        given = locals()
+        s = resolve_settings(profile, {name: given[name] for name in SETTINGS})
         res, opts = split_options({**{k: v.value for k, v in s.resources.items()}, **resources})
         self._res = Resources.create(**res)
         self._opts = JobOptions(**opts)
-        self._session = Session(
-            s["backend"],
-            s["cache_dir"],
-            s["host"],
-            s["python"],
-            s["poll_interval"],
-            s["coalesce"],
-            s["calls_per_second"],
-            SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"], s["trust_on_first_use"]),
-        )
+        self._session = Session(s.effective())
         self._submitter = Submitter(self._session)
         self._session.backend.check(self._res)
 
