@@ -15,6 +15,8 @@ _EXPORTS = {
     "JobFuture": "future",
     "ShellResult": "future",
     "JobState": "states",
+    "JobOptions": "options",
+    "ExecutorSettings": "settings",
     "Resources": "resources",
     "Store": "store",
     "JobRecord": "record",
@@ -63,8 +65,10 @@ if TYPE_CHECKING:
     )
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult
+    from .options import JobOptions
     from .record import JobRecord
     from .resources import Resources
+    from .settings import ExecutorSettings
     from .states import JobState
     from .store import Store
 

@@ -1,5 +1,8 @@
 """Configuration profiles: named sets of Executor settings in TOML files.
 
+The settings a profile may hold, and their defaults, are the fields of
+:class:`~hpcexec.settings.ExecutorSettings`.
+
 Two files are read, and a profile in the first replaces one of the same name in the second:
 
 - ``hpcexec.toml`` in the working directory (the project's profiles);
@@ -39,6 +42,7 @@ from typing import Any
 from .backends import SCHEDULERS, backend_names
 from .errors import ConfigError, ResourceError
 from .resources import RESOURCE_TABLE, Resources
+from .settings import DEFAULTS, NAMES, ExecutorSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,20 +54,6 @@ ENV_PROFILE = "HPCEXEC_PROFILE"
 ENV_CACHE_DIR = "HPCEXEC_CACHE_DIR"
 BACKEND_NAMES = ("local", *SCHEDULERS, "auto")  # built-in; registered ones are accepted too
 
-#: Executor settings a profile may hold, with their built-in defaults.
-DEFAULTS: dict[str, Any] = {
-    "backend": "local",
-    "host": None,
-    "python": None,
-    "remote_dir": None,
-    "cache_dir": ".hpcexec",
-    "ssh_key": None,
-    "known_hosts": None,
-    "trust_on_first_use": False,
-    "poll_interval": None,
-    "coalesce": 0.2,
-    "calls_per_second": 10.0,
-}
 _PROFILE_EXTRA = ("description", "resources")
 _TOP_KEYS = ("profiles", "default_profile")
 
@@ -115,6 +105,10 @@ class Settings:
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name].value
+
+    def effective(self) -> ExecutorSettings:
+        """The effective settings' values, without their sources."""
+        return ExecutorSettings(**{k: s.value for k, s in self.values.items()})
 
     def kwargs(self) -> dict[str, Any]:
         """The settings as Executor keyword arguments (``profile=""`` keeps them as they
@@ -238,8 +232,8 @@ def _read_profile(
             if not isinstance(value, str):
                 raise fail(keys, "description takes a string")
             continue
-        if key not in DEFAULTS:
-            valid = ", ".join([*DEFAULTS, *_PROFILE_EXTRA])
+        if key not in NAMES:
+            valid = ", ".join([*NAMES, *_PROFILE_EXTRA])
             raise fail(keys, f"unknown key {key!r} in profile {name!r}; valid keys: {valid}")
         problem = _check(key, value)
         if problem:
@@ -338,9 +332,9 @@ def resolve(
     the environment, else the selected profile, else the default. ``labels`` names where
     explicit values came from (default ``"argument"``; the command line gives its option)."""
     explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
-    unknown = set(explicit) - set(DEFAULTS)
+    unknown = set(explicit) - set(NAMES)
     if unknown:
-        raise ConfigError(f"unknown settings {sorted(unknown)}; valid: {', '.join(DEFAULTS)}")
+        raise ConfigError(f"unknown settings {sorted(unknown)}; valid: {', '.join(NAMES)}")
     labels = labels or {}
     files = load(cwd, environ)
     name, name_source = _select(profile, files, environ, labels.get("profile", "argument"))

@@ -47,6 +47,10 @@ JOB_FILES = frozenset(
         JOBID,
     }
 )
+PROLOGUE_LOG = "prologue.log"  # what the prologue printed (hpcexec.hooks)
+EPILOGUE_LOG = "epilogue.log"
+#: the names in a job directory that files of the user's (auxiliary scripts) may not take
+RESERVED = JOB_FILES | {PROLOGUE_LOG, EPILOGUE_LOG}
 
 
 def under(base: str, path: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ResourceError
 from .isotime import parse_iso_datetime
+from .options import NAMES as JOB_OPTIONS  # the fields of JobOptions
 
 _TIME_RE = re.compile(
     r"""^(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?   # D-HH[:MM[:SS]]
@@ -459,20 +460,6 @@ class Resources:
         out.setdefault("nodes", "1")
         out["cores"] = str(self.cores)
         return out
-
-
-JOB_OPTIONS = (
-    "key",
-    "force",
-    "retry",
-    "hold",
-    "after",
-    "array_limit",
-    "reuse_slots",
-    "prologue",
-    "epilogue",
-    "aux_scripts",
-)
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

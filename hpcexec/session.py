@@ -47,6 +47,7 @@ from .remote import (
 )
 from .resources import Resources
 from .schedqueue import SchedulerQueue
+from .settings import ExecutorSettings
 from .store import Store
 from .tracker import Tracker
 from .transport.base import Transport
@@ -102,40 +103,33 @@ def check_settings(
 
 class Session:
     """Store, transport, backend, driver (``queue``) and monitor of one client, and the
-    futures it follows. Read-only for users and tests: ``store``, ``transport``,
-    ``backend``, ``queue`` (the driver), ``host``, ``cache_dir``, ``jobs_dir``, ``python``,
-    ``poll_interval``, :attr:`calls`, :meth:`futures`."""
+    futures it follows, opened with an executor's effective settings. Read-only for users and
+    tests: ``settings``, ``store``, ``transport``, ``backend``, ``queue`` (the driver),
+    ``host``, ``cache_dir``, ``jobs_dir``, ``python``, ``poll_interval``, :attr:`calls`,
+    :meth:`futures`."""
 
-    def __init__(
-        self,
-        backend: str,
-        cache_dir: str | os.PathLike,
-        host: str | None,
-        python: str | None,
-        poll_interval: float | None,
-        coalesce: float = 0.2,
-        calls_per_second: float = 10.0,
-        ssh: SSHOptions = SSHOptions(),
-    ) -> None:
-        check_settings(backend, host, ssh, poll_interval, coalesce, calls_per_second)
-        self.cache_dir = Path(cache_dir).expanduser().absolute()
+    def __init__(self, settings: ExecutorSettings) -> None:
+        s, ssh = settings, SSHOptions.of(settings)
+        check_settings(s.backend, s.host, ssh, s.poll_interval, s.coalesce, s.calls_per_second)
+        self.settings = settings
+        self.cache_dir = Path(s.cache_dir).expanduser().absolute()
         try:
             self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
         self.store = Store(self.cache_dir)
-        self.remote = not is_local(host)
+        self.remote = not is_local(s.host)
         self._own_cache: tuple[int, list[str]] = (-1, [])
-        self.transport: Transport = open_ssh(host, ssh) if self.remote else LocalShell()  # type: ignore[arg-type]
+        self.transport: Transport = open_ssh(s.host, ssh) if self.remote else LocalShell()  # type: ignore[arg-type]
         try:
-            self._set_up(backend, python, ssh, coalesce, calls_per_second)
+            self._set_up(s.backend, s.python, ssh, s.coalesce, s.calls_per_second)
         except BaseException:
             self.transport.close()
             raise
         self.host = self.transport.host
         self._lock = threading.Lock()
         self.closed = False
-        self._connect(poll_interval)
+        self._connect(s.poll_interval)
 
     def _connect(self, poll_interval: float | None) -> None:
         """The objects that follow this session's jobs and futures."""

@@ -434,10 +434,7 @@ def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
     host = s["host"]
     transport = None
     if host:
-        transport = open_ssh(
-            host,
-            SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"], s["trust_on_first_use"]),
-        )
+        transport = open_ssh(host, SSHOptions.of(s.effective()))
         which: Callable[[str], str | None] = transport.which
     else:
         which = shutil.which

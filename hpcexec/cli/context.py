@@ -15,13 +15,11 @@ from ..errors import HpcexecError, UnknownJob
 from ..executor import Executor
 from ..future import JobFuture
 from ..record import JobRecord
+from ..settings import REACH
 from ..store import Store
 from .output import Output, note, short_key
 
 log = logging.getLogger(__name__)
-
-#: settings that say how to reach a host, taken over from a profile naming that host
-_HOST_SETTINGS = ("python", "remote_dir", "ssh_key", "known_hosts", "trust_on_first_use")
 
 
 class UsageError(HpcexecError):
@@ -133,10 +131,10 @@ class Context:
         """How to reach ``host``: the selected settings if they name it, else the first
         profile that does, else nothing (``~/.ssh/config`` and the defaults)."""
         if self.settings["host"] == host:
-            return {k: self.settings[k] for k in _HOST_SETTINGS}
+            return {k: self.settings[k] for k in REACH}
         for prof in self.settings.files.profiles.values():
             if prof.values.get("host") == host:
-                return {k: v for k, v in prof.values.items() if k in _HOST_SETTINGS}
+                return {k: v for k, v in prof.values.items() if k in REACH}
         return {}
 
     def reachable(self, host: str) -> bool:
