@@ -43,6 +43,22 @@ class Context:
     def cache_dir(self) -> Path:
         return Path(self.settings["cache_dir"]).absolute()
 
+    def select(
+        self,
+        states: list[str] | None,
+        match: str | None,
+        backend: str | None = None,
+        host: str | None = None,
+    ) -> list[JobRecord]:
+        """The records in these states whose key or name matches; none without a cache."""
+        store = self.store()
+        if store is None:
+            return []
+        try:
+            return store.select(states, match, backend=backend, host=host)
+        except ValueError as e:  # an unknown state or a bad regular expression
+            raise UsageError(str(e)) from None
+
     def store(self, *, create: bool = False) -> Store | None:
         """The job store, or None when there is no cache yet (and ``create`` is False)."""
         if self._store is None:
@@ -172,6 +188,12 @@ class Context:
         self._submitters.clear()
         if self._store is not None:
             self._store.close()
+
+
+def parse_states(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [s.strip() for v in values for s in v.split(",") if s.strip()]
 
 
 def one_line(e: BaseException) -> str:
