@@ -42,7 +42,7 @@ from typing import Any
 from .backends import SCHEDULERS, backend_names
 from .errors import ConfigError, ResourceError
 from .resources import RESOURCE_TABLE, Resources
-from .settings import DEFAULTS, NAMES, ExecutorSettings
+from .settings import DEFAULTS, NAMES, NUMBERS, ExecutorSettings, number_wanted
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -262,14 +262,10 @@ def _check(key: str, value: Any) -> str | None:
     elif key == "trust_on_first_use":
         if not isinstance(value, bool):
             return f"takes true or false, not {value!r}"
-    elif key in ("poll_interval", "coalesce", "calls_per_second"):
-        least_ok = key == "coalesce"
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or (value < 0 if least_ok else value <= 0)
-        ):
-            return f"takes a {'non-negative' if least_ok else 'positive'} number, not {value!r}"
+    elif key in NUMBERS:
+        wanted = number_wanted(key, value)
+        if wanted:
+            return f"takes {wanted}, not {value!r}"
     elif not isinstance(value, str) or not value:
         return f"takes a non-empty string, not {value!r}"
     return None

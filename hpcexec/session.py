@@ -47,7 +47,7 @@ from .remote import (
 )
 from .resources import Resources
 from .schedqueue import SchedulerQueue
-from .settings import ExecutorSettings
+from .settings import ExecutorSettings, number_wanted
 from .store import Store
 from .tracker import Tracker
 from .transport.base import Transport
@@ -87,18 +87,13 @@ def check_settings(
             f"{host} use its scheduler's backend ('slurm', 'sge', ...) or "
             f"'auto'"
         )
-    for knob, value, least in (
-        ("poll_interval", poll_interval, 0.0),
-        ("coalesce", coalesce, -1.0),
-        ("calls_per_second", calls_per_second, 0.0),
-    ):
+    values = {"poll_interval": poll_interval, "coalesce": coalesce}
+    for knob, value in {**values, "calls_per_second": calls_per_second}.items():
         if value is None and knob == "poll_interval":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= least:
-            raise ResourceError(
-                f"{knob} must be a {'non-negative' if least < 0 else 'positive'}"
-                f" number, not {value!r}"
-            )
+            continue  # the backend's own
+        wanted = number_wanted(knob, value)
+        if wanted:
+            raise ResourceError(f"{knob} must be {wanted}, not {value!r}")
 
 
 class Session:

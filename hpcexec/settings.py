@@ -69,3 +69,21 @@ NAMES: tuple[str, ...] = tuple(_FIELDS)
 REACH: tuple[str, ...] = tuple(n for n, f in _FIELDS.items() if f.metadata["reach"])
 #: each setting's built-in default
 DEFAULTS: Mapping[str, Any] = MappingProxyType({n: f.default for n, f in _FIELDS.items()})
+#: the numeric settings, and whether zero is allowed (coalescing may be off; polling may not)
+NUMBERS: Mapping[str, bool] = MappingProxyType(
+    {"poll_interval": False, "coalesce": True, "calls_per_second": False}
+)
+
+
+def number_wanted(name: str, value: Any) -> str | None:
+    """For a value of the numeric setting ``name`` that is not allowed, what is wanted
+    (``"a positive number"``, ``"a non-negative number"``); None for an allowed one. The one
+    rule that the profile check and the Executor's check both apply."""
+    zero_ok = NUMBERS[name]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (value < 0 if zero_ok else value <= 0)
+    ):
+        return "a non-negative number" if zero_ok else "a positive number"
+    return None

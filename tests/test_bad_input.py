@@ -99,6 +99,9 @@ CASES = {
     "backend-missing": Case(new("pbspro"), BackendError, r"'pbspro' needs qsub"),
     "poll-zero": Case(new(poll_interval=0), ResourceError, r"poll_interval"),
     "coalesce-text": Case(new(coalesce="x"), ResourceError, r"coalesce"),
+    "coalesce-negative": Case(
+        new(coalesce=-0.5), ResourceError, r"coalesce must be a non-negative number"
+    ),
     "calls-negative": Case(new(calls_per_second=-1), ResourceError, r"calls_per_second"),
     # hosts and SSH
     "host-not-text": Case(new("slurm", host=123), BackendError, r"host must be a string"),
