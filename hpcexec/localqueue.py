@@ -277,6 +277,24 @@ class LocalQueue(Driver):
             )
             return
         lay.check_start()
+        pid = self._spawn(rec, lay)
+        text = self.transport.process_stat(pid)
+        st = parse_proc_stat(text) if text else None
+        job_id = make_job_id(pid, st.start if st else 0)
+        note_job_ids(
+            self.transport, {rec.jobdir: Submitted(job_id)}
+        )  # before its started file, maybe
+        tx.update(rec.key, state=JobState.RUNNING, job_id=job_id, started=time.time())
+        if hasattr(os, "pidfd_open") and job_id not in self._pidfds:
+            try:
+                self._pidfds[job_id] = os.pidfd_open(pid)
+            except OSError:
+                pass
+        log.debug("started local job %s as %s", rec.key, job_id)
+
+    def _spawn(self, rec: JobRecord, lay: JobLayout) -> int:
+        """Start the job's process: warm from the fork server where it can, else its script;
+        its pid."""
         res = rec.resources
         out, err = lay.stdout, lay.stderr_target
         index = "" if rec.array_index is None else str(rec.array_index)
@@ -306,19 +324,7 @@ class LocalQueue(Driver):
                 stderr=err,
                 env={"HPCEXEC_ARRAY_INDEX": index},
             )
-        text = self.transport.process_stat(pid)
-        st = parse_proc_stat(text) if text else None
-        job_id = make_job_id(pid, st.start if st else 0)
-        note_job_ids(
-            self.transport, {rec.jobdir: Submitted(job_id)}
-        )  # before its started file, maybe
-        tx.update(rec.key, state=JobState.RUNNING, job_id=job_id, started=time.time())
-        if hasattr(os, "pidfd_open") and job_id not in self._pidfds:
-            try:
-                self._pidfds[job_id] = os.pidfd_open(pid)
-            except OSError:
-                pass
-        log.debug("started local job %s as %s", rec.key, job_id)
+        return pid
 
     def _untrusted(self, rec: JobRecord) -> str | None:
         """Why a job's directory or script must not be run (another user's, or writable by
