@@ -173,7 +173,7 @@ node_pids() {
     local -A verdict=()
     self=$(readlink /proc/self/ns/uts)
     while read -r pid ns; do
-        [ -n "$ns" ] && [ "$ns" != "$self" ] || continue
+        if [ -z "$ns" ] || [ "$ns" = "$self" ]; then continue; fi
         if [ -z "${verdict[$ns]:-}" ]; then
             seen=$(nsenter -t "$pid" -u -m sh -c 'hostname; head -n1 /etc/hosts' 2>/dev/null) || continue
             if [ "$seen" = "$node"$'\n'"$HOSTS_MARK" ]; then verdict[$ns]=1; else verdict[$ns]=0; fi
@@ -228,8 +228,10 @@ choose_ports() {
     local saved i p holder
     if [ -n "${HPCEXEC_SLURM_MULTI_PORTS:-}" ]; then
         read -r -a PORTS <<<"$HPCEXEC_SLURM_MULTI_PORTS"
-        [[ "${PORTS[*]}" =~ ^[0-9]+( [0-9]+){3}$ ]] && (($(printf '%s\n' "${PORTS[@]}" | sort -u | wc -l) == 4)) ||
+        if ! [[ "${PORTS[*]}" =~ ^[0-9]+( [0-9]+){3}$ ]] ||
+            (($(printf '%s\n' "${PORTS[@]}" | sort -u | wc -l) != 4)); then
             die "HPCEXEC_SLURM_MULTI_PORTS='$HPCEXEC_SLURM_MULTI_PORTS' must be four different ports: slurmctld, n1, n2, n3"
+        fi
         for p in "${PORTS[@]}"; do
             if port_taken "$p"; then
                 holder=$(ss -Hltnp "sport = :$p" | head -n1)
@@ -442,8 +444,9 @@ cmd_crash_node() {
 cmd_start_node() {
     need_root
     check_node_name "$1"
-    ctld_pid >/dev/null && ctld_ok && munged_pid >/dev/null ||
+    if ! { ctld_pid >/dev/null && ctld_ok && munged_pid >/dev/null; }; then
         die "the cluster is not running: start it with $0 start"
+    fi
     read -r -a PORTS < <(saved_ports)
     start_slurmd "$1"
     wait_nodes_usable "$1"
