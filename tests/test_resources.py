@@ -232,6 +232,7 @@ BAD_VALUES = [
     ("threads", 0),
     ("threads", 2.5),
     ("threads", False),
+    ("mpi", "pmi x"),
     ("mem", "lots"),
     ("mem", 0),
     ("mem", "-1G"),
