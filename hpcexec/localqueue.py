@@ -22,7 +22,7 @@ from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
 from .record import JobRecord
 from .recovery import Submitted, note_job_ids, started_as
-from .resources import instant_epoch
+from .resources import instant_epoch, task_count
 from .states import JobState
 from .store import Store
 from .store_queries import Txn
@@ -281,8 +281,14 @@ class LocalQueue(Driver):
         out, err = lay.stdout, lay.stderr_target
         index = "" if rec.array_index is None else str(rec.array_index)
         pid = None
-        # stdin is opened by the job script, so a job with one is not warm-started.
-        if rec.kind != "shell" and res.get("python") and not res.get("stdin"):
+        # stdin is opened by the job script, so a job with one is not warm-started, nor a
+        # multi-task job, whose script starts its tasks' launcher.
+        if (
+            rec.kind != "shell"
+            and res.get("python")
+            and not res.get("stdin")
+            and task_count(res) == 1
+        ):
             pid = self.transport.spawn_warm(
                 res["python"],
                 {
