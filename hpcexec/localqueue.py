@@ -48,6 +48,18 @@ class _Seen:
     basis: str | None = None  # the record's reason when it was looked at
 
 
+def _warm(rec: JobRecord) -> bool:
+    """Whether the fork server starts the job: a Python job, not one with stdin (its job
+    script opens it) nor a multi-task job (its job script starts the tasks' launcher)."""
+    res = rec.resources
+    return (
+        rec.kind != "shell"
+        and bool(res.get("python"))
+        and not res.get("stdin")
+        and task_count(res) == 1
+    )
+
+
 def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
     """When a running job must be stopped, and why: its walltime or its deadline."""
     ends = []
@@ -281,14 +293,7 @@ class LocalQueue(Driver):
         out, err = lay.stdout, lay.stderr_target
         index = "" if rec.array_index is None else str(rec.array_index)
         pid = None
-        # stdin is opened by the job script, so a job with one is not warm-started, nor a
-        # multi-task job, whose script starts its tasks' launcher.
-        if (
-            rec.kind != "shell"
-            and res.get("python")
-            and not res.get("stdin")
-            and task_count(res) == 1
-        ):
+        if _warm(rec):
             pid = self.transport.spawn_warm(
                 res["python"],
                 {
