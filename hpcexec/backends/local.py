@@ -101,6 +101,10 @@ class LocalBackend(Backend):
         self.total_cores = total_cores
         self.hostname = hostname
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """hpcexec's own launcher (:mod:`hpcexec.launch`): ``ppn`` processes here."""
+        return [python, "-m", "hpcexec.launch", str(res.ntasks), "--"]
+
     def check(self, res: Resources) -> None:
         self.check_refused(res)
         if (res.nodes or 1) > 1:
