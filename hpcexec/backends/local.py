@@ -121,7 +121,7 @@ class LocalBackend(Backend):
     def ignored(self, res: Resources) -> list[str]:
         """Resources that mean nothing without a scheduler (accepted so a workflow moves
         between backends unchanged, and logged)."""
-        return [k for k in ("queue", "account", "gpus", "native", "mem") if getattr(res, k)]
+        return [k for k in ("queue", "account", "gpus", "native", "mem", "mpi") if getattr(res, k)]
 
     def script_parts(
         self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str
