@@ -38,6 +38,8 @@ _EXPORTS = {
     "RemoteTraceback": "errors",
     "RemoteError": "errors",
     "register_backend": "backends",
+    "task": "taskenv",
+    "Task": "taskenv",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from .settings import ExecutorSettings
     from .states import JobState
     from .store import Store
+    from .taskenv import Task, task
 
 
 def __getattr__(name: str) -> Any:

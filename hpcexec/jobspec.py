@@ -104,6 +104,8 @@ class JobMaker:
         after = sorted(f.key for f in self.opts.after)
         if after:  # the same work after other jobs is other work (futures in arguments are
             parts = (*parts, "after:" + ",".join(after))  # in the payload already)
+        if self.res.ntasks > 1:  # a callable then runs in each task: other work
+            parts = (*parts, f"tasks:{self.res.ntasks}")
         aux = self.opts.aux_scripts
         if aux:  # the job may run them (a prologue or an epilogue runs outside the job)
             parts = (*parts, "aux:" + json.dumps(aux, sort_keys=True))

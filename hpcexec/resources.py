@@ -296,6 +296,14 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
         ResourceSpec("ppn", "int>=1", "processes (tasks) per node", _positive_int(1), 4),
         ResourceSpec("threads", "int>=1", "threads (cores) per process", _positive_int(1), 2),
         ResourceSpec(
+            "mpi",
+            "str",
+            "MPI flavour of the task launcher of a multi-task callable: SLURM's srun --mpi=VALUE "
+            "(default: the site's MpiDefault)",
+            _word,
+            "pmix",
+        ),
+        ResourceSpec(
             "mem", "memory", "memory per node: '4GB', '500M', '1.5G', or int MiB", parse_mem, "4GB"
         ),
         ResourceSpec("gpus", "int>=0", "GPUs per node", _positive_int(0), 1),
@@ -362,6 +370,7 @@ class Resources:
     nodes: int | None = None
     ppn: int | None = None
     threads: int | None = None
+    mpi: str | None = None
     mem: int | None = None  # MiB
     gpus: int | None = None
     account: str | None = None
@@ -421,6 +430,11 @@ class Resources:
         return (self.threads or 1) * (self.ppn or 1)
 
     @property
+    def ntasks(self) -> int:
+        """Tasks of the job: nodes x processes per node (a callable runs once in each)."""
+        return task_count(self.to_dict())
+
+    @property
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
 
@@ -459,7 +473,13 @@ class Resources:
         out.setdefault("ppn", "1")
         out.setdefault("nodes", "1")
         out["cores"] = str(self.cores)
+        out["ntasks"] = str(self.ntasks)
         return out
+
+
+def task_count(resources: Mapping[str, Any]) -> int:
+    """The number of tasks of a job from its (record's) resources: nodes x ppn."""
+    return int(resources.get("nodes") or 1) * int(resources.get("ppn") or 1)
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

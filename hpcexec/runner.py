@@ -25,7 +25,7 @@ from . import codelines, trust
 from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, job_key, seal, unseal
 from .jobfiles import write_atomic
-from .layout import EXITCODE, PAYLOAD, RESULT, USAGE
+from .layout import EXITCODE, PAYLOAD, RESULT, USAGE, task_result
 
 OK, ERR = "ok", "err"
 _KEYS = KeyRing()  # the one key this job trusts, once run() has checked its key file
@@ -198,9 +198,11 @@ def _trusted_keys(jobdir: Path, key_file: Path | None) -> KeyRing:
     return _KEYS
 
 
-def run(jobdir: Path, key_file: Path | None = None) -> int:
+def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> int:
     """Run the payload in ``jobdir``, trusting only the key in ``key_file``; returns the exit
-    code for the process."""
+    code for the process. ``rank``: this task's rank in a multi-task job, which writes its
+    own outcome file and leaves the exit-code file to the job script; None for a job of
+    one task."""
     t0 = time.time()
     code, reason = 0, None
     note = None  # why a job that was not stopped failed (a result is still written if it can be)
@@ -229,23 +231,30 @@ def run(jobdir: Path, key_file: Path | None = None) -> int:
     except Terminated as t:
         code, reason = 128 + t.signum, str(t)
     if outcomes and (kind == "chunk" or reason is None):
-        dumped = [_dump_outcome(o) for o in outcomes]
-        items = [d for d, _ in dumped]
-        if code == 0 and any(is_err for _, is_err in dumped):
-            code = 1
-        if key is not None:
-            try:
-                write_atomic(
-                    jobdir / RESULT,
-                    seal(key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)),
-                )
-            except OSError as e:  # a full disk or quota: the job fails and says why
-                code = 1
-                reason = f"the result could not be written to {jobdir / RESULT}: {e}"
-                print(f"hpcexec: {reason}", file=sys.stderr)
-    _write_usage(jobdir, time.time() - t0)
-    write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
+        code, reason = _write_result(jobdir / task_result(rank or 0), key, outcomes, code, reason)
+    if not rank:
+        _write_usage(jobdir, time.time() - t0)
+    if rank is None:
+        write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
     return code
+
+
+def _write_result(
+    path: Path, key: bytes | None, outcomes: list[tuple], code: int, reason: str | None
+) -> tuple[int, str | None]:
+    """Write the outcomes, sealed with ``key``, to ``path``; the exit code and reason then."""
+    dumped = [_dump_outcome(o) for o in outcomes]
+    items = [d for d, _ in dumped]
+    if code == 0 and any(is_err for _, is_err in dumped):
+        code = 1
+    if key is not None:
+        try:
+            write_atomic(path, seal(key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)))
+        except OSError as e:  # a full disk or quota: the job fails and says why
+            code = 1
+            reason = f"the result could not be written to {path}: {e}"
+            print(f"hpcexec: {reason}", file=sys.stderr)
+    return code, reason
 
 
 def _write_usage(jobdir: Path, wall: float) -> None:
@@ -272,20 +281,40 @@ def run_task(
     return run(jobdir, key_file)
 
 
+def _as_task(facts: list[str]) -> int:
+    """Export a multi-task job's ``facts`` (tasks, nodes, processes per node, first node,
+    port: what the job script passes after ``--tasks``) and this task's conventional
+    variables; returns this task's rank."""
+    from . import taskenv
+
+    names = (taskenv.NTASKS, taskenv.NODES, taskenv.PPN, taskenv.MASTER_ADDR, taskenv.MASTER_PORT)
+    os.environ.update(zip(names, facts, strict=True))
+    t = taskenv.task()
+    taskenv.export(t, os.environ)
+    return t.rank
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    rank = None
+    if len(argv) == 8 and argv[2] == "--tasks":  # one task of a multi-task job
+        rank, argv = _as_task(argv[3:]), argv[:2]
     if len(argv) not in (1, 2):
-        print("usage: python -m hpcexec.runner JOBDIR KEYFILE", file=sys.stderr)
+        print(
+            "usage: python -m hpcexec.runner JOBDIR KEYFILE "
+            "[--tasks NTASKS NODES PPN MASTER_ADDR MASTER_PORT]",
+            file=sys.stderr,
+        )
         return 2
     key_file = Path(argv[1]) if len(argv) == 2 else None
     share = os.environ.pop("HPCEXEC_SHARE", None)
-    if share and key_file is not None:  # an array element that may run others of its array
+    if share and key_file is not None and rank is None:  # an array element may run others
         from .slots import serve
 
         return serve(Path(argv[0]), Path(share), key_file, run_task)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        return run(Path(argv[0]), key_file)
+        return run(Path(argv[0]), key_file, rank)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -232,6 +232,7 @@ BAD_VALUES = [
     ("threads", 0),
     ("threads", 2.5),
     ("threads", False),
+    ("mpi", "pmi x"),
     ("mem", "lots"),
     ("mem", 0),
     ("mem", "-1G"),
@@ -407,7 +408,13 @@ def test_to_dict_only_set_fields():
 
 
 def test_placeholders_defaults():
-    assert Resources().placeholders() == {"threads": "1", "ppn": "1", "nodes": "1", "cores": "1"}
+    assert Resources().placeholders() == {
+        "threads": "1",
+        "ppn": "1",
+        "nodes": "1",
+        "cores": "1",
+        "ntasks": "1",
+    }
 
 
 def test_placeholders_values():
@@ -433,6 +440,7 @@ def test_placeholders_values():
         "queue": "q",
         "workdir": "/w",
         "cores": "8",
+        "ntasks": "2",
     }
     assert all(isinstance(v, str) for v in ph.values())
 

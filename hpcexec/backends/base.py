@@ -25,6 +25,16 @@ class Backend(abc.ABC):
     #: resource keys this backend cannot express: key -> what to do instead
     refused: ClassVar[dict[str, str]] = {}
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """The argv prefix that runs a command once in each task of a job asking for
+        ``res`` (``res.ntasks`` = nodes x ppn), under the scheduler's launcher; ``python``:
+        the job's interpreter. Pure: the job script runs it."""
+        raise BackendError(
+            f"the {self.name} backend has no task launcher, so a callable cannot run in "
+            f"{res.ntasks} tasks there; ask for one task (drop nodes/ppn) and start the "
+            "tasks yourself with submit_shell"
+        )
+
     @abc.abstractmethod
     def check(self, res: Resources) -> None:
         """Raise :class:`~hpcexec.errors.BackendError` if ``res`` cannot be expressed."""

@@ -257,6 +257,19 @@ class LsfBackend(SchedulerBackend):
     prefix = "#BSUB"
     rules = RULES
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``blaunch``, LSF's own: with no host named it runs one task per slot of the
+        job, nodes x ppn slots; with ``threads`` the slots count threads too, so that is
+        refused."""
+        if (res.threads or 1) > 1:
+            raise BackendError(
+                "LSF's blaunch starts one task per slot, and hpcexec reserves threads as "
+                f"slots: a callable with threads={res.threads} would run in "
+                f"{res.ntasks * (res.threads or 1)} tasks, not {res.ntasks}. Drop threads "
+                "(set OMP_NUM_THREADS through env), or use submit_shell with your own launcher"
+            )
+        return ["blaunch"]
+
     def check(self, res: Resources) -> None:
         for raw in res.native:
             if raw.startswith("#") and not raw.startswith("#BSUB "):

@@ -168,6 +168,11 @@ class PbsProBackend(PbsControl, SchedulerBackend):
     rules = RULES
     refused = PBS_REFUSED
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``mpiexec`` (the MPI's, which reads the job's hosts through PBS's TM
+        interface; Torque documents OSC's ``mpiexec``), with the tasks' number."""
+        return ["mpiexec", "-n", str(res.ntasks)]
+
     def check(self, res: Resources) -> None:
         self.check_refused(res)
         check_native(res, "#PBS", "PBS Pro")

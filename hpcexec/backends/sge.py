@@ -269,6 +269,11 @@ class SgeBackend(SchedulerBackend):
         "deadline unset and bound the run with time, or use backend='slurm'",
     }
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``mpirun`` with the tasks' number (the parallel environment's ``$NSLOTS`` counts
+        ``threads`` too): Open MPI and Intel MPI read the hosts from Grid Engine."""
+        return ["mpirun", "-np", str(res.ntasks)]
+
     def check(self, res: Resources) -> None:
         self.check_refused(res)
         if res.gpus:

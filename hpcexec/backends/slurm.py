@@ -167,6 +167,17 @@ class SlurmBackend(SchedulerBackend):
     prefix = "#SBATCH"
     rules = RULES
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``srun``, which kills every task when one fails (``--kill-on-bad-exit``), with
+        ``--mpi=`` where the ``mpi`` resource asks (else the site's ``MpiDefault``) and the
+        cores of each task (srun does not take ``--cpus-per-task`` from the job)."""
+        argv = ["srun", "--kill-on-bad-exit=1", f"--ntasks={res.ntasks}"]
+        if res.mpi:
+            argv.append(f"--mpi={res.mpi}")
+        if res.threads:
+            argv.append(f"--cpus-per-task={res.threads}")
+        return argv
+
     def check(self, res: Resources) -> None:
         pass  # SLURM expresses every key of the common model
 
