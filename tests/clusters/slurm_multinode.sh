@@ -178,7 +178,7 @@ node_pids() {
             seen=$(nsenter -t "$pid" -u -m sh -c 'hostname; head -n1 /etc/hosts' 2>/dev/null) || continue
             if [ "$seen" = "$node"$'\n'"$HOSTS_MARK" ]; then verdict[$ns]=1; else verdict[$ns]=0; fi
         fi
-        if ((verdict[$ns])) && ! grep -q '^State:[[:space:]]*[ZX]' "/proc/$pid/status" 2>/dev/null; then
+        if [ "${verdict[$ns]}" = 1 ] && ! grep -q '^State:[[:space:]]*[ZX]' "/proc/$pid/status" 2>/dev/null; then
             echo "$pid"
         fi
     done < <(find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/uts' -printf '%h %l\n' 2>/dev/null |
