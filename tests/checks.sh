@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The rules CI checks before the tests (.ci/run): lint (ruff check), formatting (ruff format
 # --check), types (mypy, configured in pyproject.toml) and the layering (import-linter's
-# contracts in pyproject.toml). Installs hpcexec with its dev extras first, as tests/run.sh does.
+# contracts in pyproject.toml). Installs hpcexec with its lint extra (the checkers and the dev
+# extra) first.
 # Runs every check and fails if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# editable_mode=compat: see tests/run.sh
+# editable_mode=compat: see tests/run.sh; the lint extra holds the checkers and the dev extra
 "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    --config-settings editable_mode=compat -e '.[dev]' || exit 1
+    --config-settings editable_mode=compat -e '.[lint]' || exit 1
 status=0
 check() {
     local name=$1
