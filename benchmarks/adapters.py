@@ -28,10 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import hpcexec
-import hpcexec.adapters.joblib  # noqa: F401 - registers the "hpcexec" joblib backend
+import hpcexec.adapters.joblib
 from hpcexec.adapters.dask import HPCCluster
 
 SETTINGS = {

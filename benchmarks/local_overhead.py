@@ -37,8 +37,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import hpcexec
 import hpcexec.executor  # import the lazy parts now, so the first timing does not pay for it
@@ -110,7 +111,9 @@ def check_values(got: list[Any], n: int) -> None:
     want = [double(i) for i in range(n)]
     if got != want:
         bad = (
-            next(i for i, (a, b) in enumerate(zip(got, want)) if a != b) if len(got) == n else None
+            next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+            if len(got) == n
+            else None
         )
         raise AssertionError(f"wrong results: {len(got)} values, first mismatch at {bad}")
 
@@ -237,7 +240,7 @@ def attempt(row: Row, what: str, fn: Callable[[], Any]) -> Any:
     """Run one measurement; on failure mark the row ERROR and return None."""
     try:
         return fn()
-    except Exception as e:
+    except Exception as e:  # a failed sample is reported, the run goes on  # noqa: BLE001
         row.status = "ERROR"
         row.notes.append(f"{what}: {type(e).__name__}: {e}")
         print(
@@ -286,7 +289,7 @@ def run_all(reps: int, quick: bool, scratch: Scratch) -> list[Row]:
     # 3.
     for i in range(ROUND_TRIPS):
         progress(f"round trip {i + 1}/{ROUND_TRIPS}")
-        got = attempt(r_rt, "round trip", lambda: hpcexec_round_trip(scratch, i))
+        got = attempt(r_rt, "round trip", lambda i=i: hpcexec_round_trip(scratch, i))
         if got is not None:
             r_rt.hpcexec_samples.append(got[0])
             shutdowns[r_rt.name].append(got[1])
@@ -381,7 +384,10 @@ def print_table(rows: list[Row], reps: int, quick: bool) -> None:
         ref = "-" if r.reference_name == "-" else f"{fmt_s(r.reference_s)} ({r.reference_name})"
         body.append((r.name, fmt_s(r.hpcexec_s), ref, fmt_ratio(r.ratio), r.target, r.status))
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
     print()
     print(
         f"Medians of {reps} run(s){' (--quick; submitit run once)' if quick else ''}; "

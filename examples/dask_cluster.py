@@ -33,7 +33,7 @@ def main() -> None:
     ) as cluster:
         print(cluster.job_script())
         cluster.adapt(minimum=0, maximum=2)  # workers come when there is work
-        with Client(cluster) as client:
+        with Client(cluster):
             x = da.random.random((4000, 4000), chunks=(1000, 1000))
             print(f"mean of 16M random numbers: {float(x.mean().compute()):.3f}")
             print("worker jobs:", cluster.job_states())

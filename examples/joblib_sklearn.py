@@ -20,7 +20,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVC
 
 import hpcexec
-import hpcexec.adapters.joblib  # noqa: F401 - registers the "hpcexec" backend
+import hpcexec.adapters.joblib
 
 
 def main() -> None:

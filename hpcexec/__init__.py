@@ -15,6 +15,8 @@ _EXPORTS = {
     "JobFuture": "future",
     "ShellResult": "future",
     "JobState": "states",
+    "JobOptions": "options",
+    "ExecutorSettings": "settings",
     "Resources": "resources",
     "Store": "store",
     "JobRecord": "record",
@@ -36,11 +38,14 @@ _EXPORTS = {
     "RemoteTraceback": "errors",
     "RemoteError": "errors",
     "register_backend": "backends",
+    "task": "taskenv",
+    "Task": "taskenv",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .backends import register_backend
     from .errors import (
         BackendError,
         CacheError,
@@ -60,13 +65,15 @@ if TYPE_CHECKING:
         UnknownJob,
         UntrustedPath,
     )
-    from .backends import register_backend
     from .executor import Executor, wait
     from .future import JobFuture, ShellResult
-    from .resources import Resources
-    from .states import JobState
+    from .options import JobOptions
     from .record import JobRecord
+    from .resources import Resources
+    from .settings import ExecutorSettings
+    from .states import JobState
     from .store import Store
+    from .taskenv import Task, task
 
 
 def __getattr__(name: str) -> Any:

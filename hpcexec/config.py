@@ -1,5 +1,8 @@
 """Configuration profiles: named sets of Executor settings in TOML files.
 
+The settings a profile may hold, and their defaults, are the fields of
+:class:`~hpcexec.settings.ExecutorSettings`.
+
 Two files are read, and a profile in the first replaces one of the same name in the second:
 
 - ``hpcexec.toml`` in the working directory (the project's profiles);
@@ -31,13 +34,15 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .backends import SCHEDULERS, backend_names
 from .errors import ConfigError, ResourceError
 from .resources import RESOURCE_TABLE, Resources
+from .settings import DEFAULTS, NAMES, NUMBERS, ExecutorSettings, number_wanted
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,20 +54,6 @@ ENV_PROFILE = "HPCEXEC_PROFILE"
 ENV_CACHE_DIR = "HPCEXEC_CACHE_DIR"
 BACKEND_NAMES = ("local", *SCHEDULERS, "auto")  # built-in; registered ones are accepted too
 
-#: Executor settings a profile may hold, with their built-in defaults.
-DEFAULTS: dict[str, Any] = {
-    "backend": "local",
-    "host": None,
-    "python": None,
-    "remote_dir": None,
-    "cache_dir": ".hpcexec",
-    "ssh_key": None,
-    "known_hosts": None,
-    "trust_on_first_use": False,
-    "poll_interval": None,
-    "coalesce": 0.2,
-    "calls_per_second": 10.0,
-}
 _PROFILE_EXTRA = ("description", "resources")
 _TOP_KEYS = ("profiles", "default_profile")
 
@@ -114,6 +105,10 @@ class Settings:
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name].value
+
+    def effective(self) -> ExecutorSettings:
+        """The effective settings' values, without their sources."""
+        return ExecutorSettings(**{k: s.value for k, s in self.values.items()})
 
     def kwargs(self) -> dict[str, Any]:
         """The settings as Executor keyword arguments (``profile=""`` keeps them as they
@@ -237,8 +232,8 @@ def _read_profile(
             if not isinstance(value, str):
                 raise fail(keys, "description takes a string")
             continue
-        if key not in DEFAULTS:
-            valid = ", ".join([*DEFAULTS, *_PROFILE_EXTRA])
+        if key not in NAMES:
+            valid = ", ".join([*NAMES, *_PROFILE_EXTRA])
             raise fail(keys, f"unknown key {key!r} in profile {name!r}; valid keys: {valid}")
         problem = _check(key, value)
         if problem:
@@ -267,14 +262,10 @@ def _check(key: str, value: Any) -> str | None:
     elif key == "trust_on_first_use":
         if not isinstance(value, bool):
             return f"takes true or false, not {value!r}"
-    elif key in ("poll_interval", "coalesce", "calls_per_second"):
-        least_ok = key == "coalesce"
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or (value < 0 if least_ok else value <= 0)
-        ):
-            return f"takes a {'non-negative' if least_ok else 'positive'} number, not {value!r}"
+    elif key in NUMBERS:
+        wanted = number_wanted(key, value)
+        if wanted:
+            return f"takes {wanted}, not {value!r}"
     elif not isinstance(value, str) or not value:
         return f"takes a non-empty string, not {value!r}"
     return None
@@ -337,9 +328,9 @@ def resolve(
     the environment, else the selected profile, else the default. ``labels`` names where
     explicit values came from (default ``"argument"``; the command line gives its option)."""
     explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
-    unknown = set(explicit) - set(DEFAULTS)
+    unknown = set(explicit) - set(NAMES)
     if unknown:
-        raise ConfigError(f"unknown settings {sorted(unknown)}; valid: {', '.join(DEFAULTS)}")
+        raise ConfigError(f"unknown settings {sorted(unknown)}; valid: {', '.join(NAMES)}")
     labels = labels or {}
     files = load(cwd, environ)
     name, name_source = _select(profile, files, environ, labels.get("profile", "argument"))

@@ -90,7 +90,7 @@ class Driver(abc.ABC):
         them); none by default."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most drivers hold nothing
         """Release what the driver holds (the monitor stopped)."""
 
     def accounting(self, rec: JobRecord) -> JobStatus | None:

@@ -25,20 +25,22 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # The directory that holds the hpcexec package: the copy that jobs and servers import.
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PACKAGE_DIR = os.path.join(PACKAGE_PARENT, "hpcexec")
 _INSTALL_DIRS = ("site-packages", "dist-packages")
+#: runs ``argv`` with environment ``env`` on this machine and returns what it printed;
+#: raises OSError saying why it could not
+Ask = Callable[[list[str], dict[str, str]], str]
 # sys.path[0] is the script's directory, unless -P (sys.flags.safe_path, Python 3.11 on) left it out
-_PROBE = (
+PROBE = (
     "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, "
     "sys.path[0 if getattr(sys.flags, 'safe_path', False) else 1:]]))"
 )
-_PROBE_TIMEOUT = 30.0
 
 
 def launch_env() -> dict[str, str]:
@@ -108,48 +110,33 @@ def runs_here(python: str) -> bool:
         return False
 
 
-def interpreter(python: str) -> Interpreter:
+def interpreter(python: str, ask: Ask) -> Interpreter:
     """The description of the local interpreter ``python``: this process's own from
-    :mod:`sys` (as it was at the first call), another one by asking it once per process.
-    Raises OSError when it cannot be asked (no such file, not a Python, a failing start)."""
+    :mod:`sys` (as it was at the first call), another one by running :data:`PROBE` in it
+    once per process through ``ask`` (the fork server's client runs it: this module runs
+    no process). Raises OSError when it cannot be asked (no such file, not a Python, a
+    failing start)."""
     if os.sep not in python:  # a command name, as a job script would find it
         python = shutil.which(python) or python
     if runs_here(python):
         return _running(os.path.abspath(python))
-    return _asked(os.path.abspath(python), os.environ.get("PYTHONPATH", ""))
+    return _asked(os.path.abspath(python), os.environ.get("PYTHONPATH", ""), ask)
 
 
 @functools.cache
 def _running(python: str) -> Interpreter:
-    path = sys.path[0 if getattr(sys.flags, "safe_path", False) else 1 :]  # see _PROBE
+    path = sys.path[0 if getattr(sys.flags, "safe_path", False) else 1 :]  # see PROBE
     return Interpreter(python, sys.prefix, sys.base_prefix, sys.exec_prefix, tuple(path))
 
 
 @functools.cache
-def _asked(python: str, pythonpath: str) -> Interpreter:
+def _asked(python: str, pythonpath: str, ask: Ask) -> Interpreter:
     # pythonpath is part of the key: the answer depends on it (launch_env passes it on).
+    out = ask([python, "-c", PROBE], launch_env())
     try:
-        p = subprocess.run(
-            [python, "-c", _PROBE],
-            check=False,
-            capture_output=True,
-            text=True,
-            cwd="/",
-            env=launch_env(),
-            stdin=subprocess.DEVNULL,
-            timeout=_PROBE_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        raise OSError(f"{python} did not answer within {_PROBE_TIMEOUT:.0f} s") from None
-    try:
-        if p.returncode != 0:
-            raise ValueError(f"exit status {p.returncode}")
-        prefix, base_prefix, exec_prefix, path = json.loads(p.stdout)
+        prefix, base_prefix, exec_prefix, path = json.loads(out)
     except ValueError:
-        why = p.stderr.strip().splitlines()
-        raise OSError(
-            why[-1] if why else f"{python} is not a Python interpreter (exit status {p.returncode})"
-        ) from None
+        raise OSError(f"{python} is not a Python interpreter (it printed {out[:80]!r})") from None
     return Interpreter(python, prefix, base_prefix, exec_prefix, tuple(path))
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from . import hooks
 from .errors import TransportError
+from .layout import EPILOGUE_LOG
 from .record import JobRecord
 from .store import Store
 from .transport.base import Transport
@@ -101,7 +102,7 @@ class Epilogues:
                 "HPCEXEC_EXIT_CODE": "" if rec.exit_code is None else str(rec.exit_code),
             }
             result, error = hooks.run_logged(rec.epilogue or "", env)
-            where = os.path.join(rec.jobdir, hooks.EPILOGUE_LOG)
+            where = os.path.join(rec.jobdir, EPILOGUE_LOG)
             try:
                 self.transport.write_bytes(where, hooks.log_text(result, error))
             except (TransportError, OSError) as e:

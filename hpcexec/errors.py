@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .states import JobState
@@ -129,8 +129,10 @@ class OutOfMemory(JobFailed, MemoryError):
     ``except`` catches it. Ask for more ``mem``, or use less."""
 
 
-def _rebuild_job_failed(text: str, fields: dict, cls: type = JobFailed) -> JobFailed:
-    err = BaseException.__new__(cls, text)
+def _rebuild_job_failed(
+    text: str, fields: dict[str, Any], cls: type[JobFailed] = JobFailed
+) -> JobFailed:
+    err: JobFailed = BaseException.__new__(cls, text)
     BaseException.__init__(err, text)
     err.__dict__.update(fields)
     return err

@@ -1,7 +1,7 @@
 """The Executor: ``concurrent.futures`` over batch jobs backed by persistent records.
 
-The public API only; each stage of the work has its own module (see :mod:`hpcexec.session`
-for the diagram of a ``submit`` from here to the runner and back): :mod:`~hpcexec.jobspec`
+The public API only; each stage of the work has its own module (``docs/architecture.md``
+draws a ``submit`` from here to the runner and back): :mod:`~hpcexec.jobspec`
 builds jobs, :mod:`~hpcexec.submission` submits them, :mod:`~hpcexec.preview` renders what
 would be submitted, and the :class:`~hpcexec.session.Session` every view shares owns the
 store, transport, driver and monitor.
@@ -21,20 +21,12 @@ from .backends import SCHEDULERS, LocalBackend
 from .config import resolve as resolve_settings
 from .errors import BackendError, HpcexecError, ResourceError, UnknownJob
 from .future import JobFuture, ShellResult
-from .jobspec import (
-    KEY_RE,
-    JobMaker,
-    extract_futures,
-    file_directives,
-    file_interpreter,
-    job_options,
-    safe_name,
-    split_job_options,
-)
+from .jobspec import JobMaker, extract_futures, file_directives, file_interpreter, safe_name
+from .options import KEY_RE, JobOptions
 from .preview import preview
-from .remote import SSHOptions
-from .resources import Resources
+from .resources import Resources, split_options
 from .session import Session, detect_backend
+from .settings import NAMES as SETTINGS
 from .store import Store
 from .submission import Submitter
 
@@ -107,36 +99,14 @@ class Executor(concurrent.futures.Executor):
         profile: str | None = None,
         **resources: Any,
     ) -> None:
+        # The parameters named as ExecutorSettings' fields (a test keeps the two equal);
         # None means "not given": the profile's value, else the default (hpcexec.config).
-        s = resolve_settings(
-            profile,
-            dict(
-                backend=backend,
-                cache_dir=cache_dir,
-                host=host,
-                python=python,
-                remote_dir=remote_dir,
-                ssh_key=ssh_key,
-                known_hosts=known_hosts,
-                trust_on_first_use=trust_on_first_use,
-                poll_interval=poll_interval,
-                coalesce=coalesce,
-                calls_per_second=calls_per_second,
-            ),
-        )
-        res, opts = split_job_options({**{k: v.value for k, v in s.resources.items()}, **resources})
+        given = locals()
+        s = resolve_settings(profile, {name: given[name] for name in SETTINGS})
+        res, opts = split_options({**{k: v.value for k, v in s.resources.items()}, **resources})
         self._res = Resources.create(**res)
-        self._opts = job_options(opts)
-        self._session = Session(
-            s["backend"],
-            s["cache_dir"],
-            s["host"],
-            s["python"],
-            s["poll_interval"],
-            s["coalesce"],
-            s["calls_per_second"],
-            SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"], s["trust_on_first_use"]),
-        )
+        self._opts = JobOptions(**opts)
+        self._session = Session(s.effective())
         self._submitter = Submitter(self._session)
         self._session.backend.check(self._res)
 
@@ -151,13 +121,15 @@ class Executor(concurrent.futures.Executor):
         fresh forked process each, saving a slot and a Python start-up per task; False gives
         every task its own element), ``prologue`` and ``epilogue`` (shell text run on this
         machine before the job is submitted and once after it ended) and ``aux_scripts``
-        (``{"name.sh": text}`` written beside the job script); see :mod:`hpcexec.hooks`."""
-        res, opts = split_job_options(resources_and_options)
+        (``{"name.sh": text}`` written beside the job script); see :mod:`hpcexec.hooks`.
+        The options are the fields of :class:`~hpcexec.options.JobOptions`: those named here
+        replace the view's (``after`` too), the others stay."""
+        res, opts = split_options(resources_and_options)
         view = object.__new__(Executor)
         view._session = self._session
         view._submitter = self._submitter
         view._res = self._res.replace(**res)
-        view._opts = job_options({**self._opts, **opts})
+        view._opts = self._opts.replace(**opts)
         view._session.backend.check(view._res)
         return view
 
@@ -181,6 +153,11 @@ class Executor(concurrent.futures.Executor):
         return self._session
 
     @property
+    def job_options(self) -> JobOptions:
+        """This view's job options (see :meth:`options`)."""
+        return self._opts
+
+    @property
     def _jobs(self) -> JobMaker:
         return JobMaker(self._session, self._res, self._opts)
 
@@ -190,13 +167,8 @@ class Executor(concurrent.futures.Executor):
         self._session.check_open()
         job, deps = self._jobs.call(fn, args, kwargs)
         job.futures = [JobFuture(self._session.control, job.key)]
-        self._submitter.submit([job], self._with_deps(deps))
+        self._submitter.submit([job], self._opts.after_also(deps))
         return job.futures[0]
-
-    def _with_deps(self, deps: list[JobFuture]) -> dict[str, Any]:
-        if not deps:
-            return self._opts
-        return {**self._opts, "after": [*self._opts.get("after", ()), *deps]}
 
     def submit_shell(self, body: str, *, check: bool = True) -> JobFuture:
         """Run a shell body as a job. The future's result is a :class:`ShellResult`; a
@@ -239,7 +211,7 @@ class Executor(concurrent.futures.Executor):
         body under the array's directives. Pass keyword arguments of a callable with
         :func:`functools.partial`."""
         view = self.options(**resources) if resources else self
-        after = list(view._opts.get("after", ()))
+        after = list(view._opts.after)
         if isinstance(fn_or_body, str):
             if args:
                 raise ResourceError("a shell body takes no arguments: put them in the body")
@@ -247,18 +219,14 @@ class Executor(concurrent.futures.Executor):
         else:
             job, deps = view._jobs.call(fn_or_body, args, {})
             after += deps
-        return preview(view._session, job, after, bool(view._opts.get("hold")))
+        return preview(view._session, job, after, view._opts.hold)
 
     def file_script(self, path: str | os.PathLike, **resources: Any) -> str:
         """What :meth:`submit_file` would give the scheduler for ``path`` (see
         :meth:`job_script`), writing and submitting nothing."""
         view = self.options(**resources) if resources else self
-        return preview(
-            view._session,
-            view._jobs.file(path, True),
-            list(view._opts.get("after", ())),
-            bool(view._opts.get("hold")),
-        )
+        job = view._jobs.file(path, True)
+        return preview(view._session, job, list(view._opts.after), view._opts.hold)
 
     def default_chunksize(self, n: int) -> int:
         """Calls per job for a ``map`` of ``n`` calls when ``chunksize`` is not given: on the
@@ -284,16 +252,16 @@ class Executor(concurrent.futures.Executor):
         self._session.check_open()
         if timeout is not None:
             end_time = timeout + time.monotonic()
-        if self._opts.get("key"):
+        if self._opts.key:
             raise ResourceError("job option 'key' names one job; map makes many: drop key=")
-        calls, deps = extract_futures([(args, {}) for args in zip(*iterables)])
+        calls, deps = extract_futures([(args, {}) for args in zip(*iterables, strict=False)])
         if chunksize is None:
             chunksize = self.default_chunksize(len(calls))
         if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         base = self._res.name or safe_name(getattr(fn, "__name__", "map"))
         jobs = self._jobs.chunks(fn, calls, chunksize, bool(deps), base)
-        self._submitter.submit(jobs, self._with_deps(deps))
+        self._submitter.submit(jobs, self._opts.after_also(deps))
         fs = [f for j in jobs for f in j.futures]
         bar = None
         if progress:

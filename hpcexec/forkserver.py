@@ -28,6 +28,7 @@ from .layout import JobLayout, cannot_start
 
 IDLE = float(os.environ.get("HPCEXEC_FORKSERVER_IDLE", "120"))
 _CONNECT_TIMEOUT = 5.0
+_ASK_TIMEOUT = 30.0  # seconds an interpreter may take to describe itself
 _MAX_REQUEST = 4 << 20  # bytes; a request is a job's paths and environment
 
 
@@ -37,7 +38,35 @@ def server_name(python: str) -> str:
     Raises OSError when ``python`` cannot be described."""
     from . import environment  # the client's concern: the server starts without it
 
-    return f"hpcexec-forkserver-{environment.interpreter(python).identity()[:20]}"
+    return f"hpcexec-forkserver-{environment.interpreter(python, ask).identity()[:20]}"
+
+
+def ask(argv: list[str], env: dict[str, str]) -> str:
+    """What ``argv`` prints when run here with ``env`` (how :mod:`hpcexec.environment`
+    asks an interpreter about itself); OSError with its last line of stderr if it fails."""
+    import subprocess  # the server itself never needs it
+
+    try:
+        p = subprocess.run(
+            argv,
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=_ASK_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise OSError(f"{argv[0]} did not answer within {_ASK_TIMEOUT:.0f} s") from None
+    if p.returncode != 0:
+        why = p.stderr.strip().splitlines()
+        raise OSError(
+            why[-1]
+            if why
+            else f"{argv[0]} is not a Python interpreter (exit status {p.returncode})"
+        )
+    return p.stdout
 
 
 def _address(name: str) -> str:
@@ -103,6 +132,8 @@ def spawn(python: str, request: dict) -> int:
             start_new_session=True,
             close_fds=True,
         )
+        stderr = server.stderr
+        assert stderr is not None  # stderr=PIPE
         deadline = time.monotonic() + _CONNECT_TIMEOUT
         while True:
             try:
@@ -110,7 +141,7 @@ def spawn(python: str, request: dict) -> int:
                 break
             except _NO_SERVER:
                 if server.poll() is not None and server.returncode != 0:
-                    why = server.stderr.read().decode(errors="replace").strip().splitlines()
+                    why = stderr.read().decode(errors="replace").strip().splitlines()
                     raise OSError(
                         f"the fork server for {python} failed to start: "
                         f"{why[-1] if why else server.returncode}"
@@ -118,7 +149,7 @@ def spawn(python: str, request: dict) -> int:
                 if time.monotonic() > deadline:
                     raise OSError(f"the fork server for {python} did not start") from None
                 time.sleep(0.01)
-        server.stderr.close()
+        stderr.close()
     if "pid" not in reply:
         raise OSError(f"the fork server refused: {reply.get('error')}")
     return int(reply["pid"])
@@ -170,13 +201,12 @@ class _Server:
                     )
                 except OSError:
                     pass
-            if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
-                if not os.path.exists(exit_file):
-                    sig = info.si_status
-                    try:
-                        write_atomic(exit_file, f"{128 + sig}\n{killed_by(sig)}\n".encode())
-                    except OSError:
-                        pass
+            if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) and not os.path.exists(exit_file):
+                sig = info.si_status
+                try:
+                    write_atomic(exit_file, f"{128 + sig}\n{killed_by(sig)}\n".encode())
+                except OSError:
+                    pass
             os.waitpid(pid, 0)
             del self.children[pid]
 
@@ -185,7 +215,7 @@ class _Server:
         while True:
             try:
                 conn, _ = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 self.reap()
                 if not self.children and time.monotonic() - self.last > IDLE:
                     return
@@ -197,7 +227,7 @@ class _Server:
                     if reply.get("stopping"):
                         conn.sendall(json.dumps(reply).encode())
                         return
-                except Exception as e:  # answer, never die on a bad request
+                except Exception as e:  # answer, never die on a bad request  # noqa: BLE001
                     reply = {"error": f"{type(e).__name__}: {e}"}
                 try:
                     conn.sendall(json.dumps(reply).encode())

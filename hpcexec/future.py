@@ -71,6 +71,7 @@ class JobFuture(concurrent.futures.Future):
         self._index = index  # position inside a chunk job, None for a whole job
         self._check = check
         self._seen_state = JobState.PENDING  # last state the monitor saw, for progress
+        self._ranks: list[Any] | None = None  # every task's value, for a multi-task job
 
     def __repr__(self) -> str:
         return (
@@ -104,9 +105,14 @@ class JobFuture(concurrent.futures.Future):
         if state.started and self._state == concurrent.futures._base.PENDING:
             self.set_running_or_notify_cancel()
 
-    def settle(self, result: Any = None, exc: BaseException | None = None) -> None:
-        """Complete the future with ``result`` or ``exc``; a no-op when it was cancelled or
-        completed meanwhile (by a racing pass)."""
+    def settle(
+        self, result: Any = None, exc: BaseException | None = None, *, ranks: list | None = None
+    ) -> None:
+        """Complete the future with ``result`` or ``exc`` (``ranks``: every task's value, for
+        a multi-task job); a no-op when it was cancelled or completed meanwhile (by a racing
+        pass)."""
+        if ranks is not None and not self.done():
+            self._ranks = list(ranks)
         try:
             if (
                 self._state == concurrent.futures._base.PENDING
@@ -119,6 +125,14 @@ class JobFuture(concurrent.futures.Future):
                 self.set_result(result)
         except concurrent.futures.InvalidStateError:
             pass
+
+    def results(self, timeout: float | None = None) -> list[Any]:
+        """Every task's value, in rank order, once every task ended: a callable of a job of
+        ``nodes x ppn`` tasks runs in each (:func:`hpcexec.task` says which); ``[result()]``
+        for a job of one task. Raises as :meth:`result` does: the lowest failing rank's
+        exception, its rank in ``task_rank``."""
+        value = self.result(timeout)
+        return [value] if self._ranks is None else list(self._ranks)
 
     @property
     def record(self) -> JobRecord:

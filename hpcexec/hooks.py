@@ -1,4 +1,5 @@
-"""Prologue, epilogue and auxiliary scripts (as in clusterjob).
+"""Prologue, epilogue and auxiliary scripts (as in clusterjob): their checks, rendering and
+running, and the claim that runs an epilogue once.
 
 - ``prologue=``: shell text run on the submitting machine before a job is submitted (to
   copy inputs up, say); if it fails, nothing is submitted.
@@ -11,23 +12,23 @@
 
 All three are rendered with the body's ``{placeholders}`` (the resources, ``{name}``) and
 ``{jobdir}``, the job's directory (where the job script and the auxiliary scripts are).
+Their values are checked with the other job options (:mod:`hpcexec.options`); the names of
+their logs are the layout's (:data:`~hpcexec.layout.PROLOGUE_LOG`, ``EPILOGUE_LOG``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
+import platform
 import shlex
-import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from .backends.local import parse_proc_stat
-from .errors import ResourceError, TransportError
-from .layout import JOB_FILES
+from .errors import TransportError
 from .resources import Resources
 from .script import fill_placeholders, placeholder_values
 from .transport.base import CommandResult
@@ -35,45 +36,8 @@ from .transport.local import LocalShell
 
 log = logging.getLogger(__name__)
 
-#: the job options this module handles (the executor takes them before split_options)
-OPTIONS = ("prologue", "epilogue", "aux_scripts")
-PROLOGUE_LOG = "prologue.log"
-EPILOGUE_LOG = "epilogue.log"
 TIMEOUT = 3600.0  # seconds a prologue or an epilogue may run
-RESERVED = JOB_FILES | {PROLOGUE_LOG, EPILOGUE_LOG}
-_AUX_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
 FINAL = ("done", "failed", "interrupted")  # epilogue states after which futures complete
-
-
-def check_options(opts: dict[str, Any]) -> None:
-    """Refuse bad values of :data:`OPTIONS`; ``aux_scripts`` becomes a sorted dict."""
-    for hook in ("prologue", "epilogue"):
-        text = opts.get(hook)
-        if text is None:
-            continue
-        if not isinstance(text, str) or not text.strip() or "\0" in text:
-            raise ResourceError(
-                f"job option {hook!r} takes shell text (a non-empty string "
-                f"without NUL bytes), not {text!r}"
-            )
-    aux = opts.get("aux_scripts")
-    if aux is None:
-        return
-    if not isinstance(aux, Mapping):
-        raise ResourceError(
-            f"job option 'aux_scripts' takes a mapping of file names to "
-            f"script text, e.g. {{'fetch.sh': 'rsync ...'}}, not {aux!r}"
-        )
-    for name, text in aux.items():
-        if not isinstance(name, str) or not _AUX_NAME_RE.match(name) or name in RESERVED:
-            raise ResourceError(
-                f"auxiliary script name {name!r} must be a plain file name (letters, digits, "
-                f"'_', '.', '+', '-'; no directories) other than hpcexec's own "
-                f"({', '.join(sorted(RESERVED))})"
-            )
-        if not isinstance(text, str) or "\0" in text:
-            raise ResourceError(f"auxiliary script {name!r} must be text without NUL bytes")
-    opts["aux_scripts"] = dict(sorted(aux.items())) or None
 
 
 def render(text: str, res: Resources, name: str, jobdir: str) -> str:
@@ -141,7 +105,7 @@ def is_running(db: os.PathLike | str, key: str) -> bool:
 def claim() -> str:
     """The epilogue state a client writes before it runs an epilogue: who and since when."""
     pid = os.getpid()
-    return f"running: {socket.gethostname()} {pid}:{_start_ticks(pid) or 0} {time.time():.0f}"
+    return f"running: {platform.node()} {pid}:{_start_ticks(pid) or 0} {time.time():.0f}"
 
 
 @dataclass(frozen=True)
@@ -161,12 +125,12 @@ class Claim:
             return None
 
     def mine(self) -> bool:
-        return self.host == socket.gethostname() and self.pid == os.getpid()
+        return self.host == platform.node() and self.pid == os.getpid()
 
     def dead(self) -> bool:
         """Its client has surely ended: gone from this host, or (on another host, where
         it cannot be looked at) it has held the claim longer than an epilogue may run."""
-        if self.host != socket.gethostname():
+        if self.host != platform.node():
             return time.time() - self.since > TIMEOUT + 60
         return _start_ticks(self.pid) != self.start
 

@@ -39,7 +39,7 @@ def seal(key: bytes, data: bytes) -> bytes:
     return MAGIC + key_id(key).encode() + hmac.new(key, data, hashlib.sha256).digest() + data
 
 
-def unseal(sealed: bytes, key_for: "KeyRing", where: str) -> tuple[bytes, bytes]:
+def unseal(sealed: bytes, key_for: KeyRing, where: str) -> tuple[bytes, bytes]:
     """The data of a sealed file and the key it is sealed with, after checking its MAC;
     IntegrityError if it is not sealed by a key this side holds, or was altered."""
     head = len(MAGIC) + ID_LEN + MAC_LEN
@@ -118,7 +118,7 @@ def client_key(cache_dir: str | os.PathLike) -> bytes:
         raise IntegrityError(
             f"the cache key {path} is damaged; remove it (results sealed "
             f"with it can then no longer be read) and run again"
-        )
+        ) from None
     key = secrets.token_bytes(32)
     with os.fdopen(fd, "wb") as f:
         f.write(key)

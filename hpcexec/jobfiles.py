@@ -61,12 +61,12 @@ def write_started(jobdir: str | os.PathLike, job_id: str, *, with_job_id: bool =
     """The started file: the job's id and the host it runs on. ``with_job_id``: the job id
     file too, in place before the started file (the same file: its first line is the id),
     for a job whose starter leaves that file to it (:mod:`hpcexec.recovery`)."""
-    import socket
+    import platform
 
     jobdir = Path(jobdir)
     write_atomic(
         jobdir / STARTED,
-        f"{job_id}\n{socket.gethostname()}\n".encode(),
+        f"{job_id}\n{platform.node()}\n".encode(),
         also=jobdir / JOBID if with_job_id else None,
     )
 
@@ -106,7 +106,7 @@ def exit_forked(body: Callable[[], int]) -> NoReturn:
         code = body()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-    except BaseException:
+    except BaseException:  # the body's every failure is reported, never lost  # noqa: BLE001
         traceback.print_exc()
     finally:
         try:

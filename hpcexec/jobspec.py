@@ -1,6 +1,6 @@
 """What one job about to be submitted is: its :class:`Job` (kind, cache key, name,
-resources, payload or shell body), built from a call, a shell body or a job file, and the
-checks of the job options that go with it.
+resources, payload or shell body), built from a call, a shell body or a job file with an
+executor view's job options (:class:`~hpcexec.options.JobOptions`).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import hooks
 from . import payload as pl
 from .errors import ResourceError
 from .future import JobFuture
-from .resources import Resources, split_options
+from .layout import RESERVED
+from .options import JobOptions
+from .resources import Resources
 from .runner import FutureRef
 from .session import Session
 
-KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DIRECTIVE_RE = re.compile(r"^#(\$|[A-Z]{2,})\s")
 
 
@@ -41,44 +41,6 @@ class Job:
     futures: list[JobFuture] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # more files beside the script
     directives: tuple[str, ...] = ()  # of a submitted job file, before hpcexec's own
-
-
-def split_job_options(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Resources and job options; the script options (:data:`hooks.OPTIONS`) are taken
-    here, before :func:`split_options` sees them."""
-    values = dict(values)
-    mine = {k: values.pop(k) for k in hooks.OPTIONS if k in values}
-    res, opts = split_options(values)
-    return res, {**opts, **mine}
-
-
-def job_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """``opts`` checked (a :class:`ResourceError` says what is wrong), ``after`` as a list."""
-    hooks.check_options(opts)
-    for flag in ("force", "retry", "hold", "reuse_slots"):
-        if flag in opts and not isinstance(opts[flag], bool):
-            raise ResourceError(f"job option {flag!r} takes True or False, not {opts[flag]!r}")
-    if "key" in opts and opts["key"] is not None:
-        if not isinstance(opts["key"], str) or not KEY_RE.match(opts["key"]):
-            raise ResourceError(
-                f"job option 'key' must be 1-128 letters, digits, '.', '_' or '-' starting with "
-                f"a letter or digit, not {opts['key']!r}"
-            )
-    if "array_limit" in opts and opts["array_limit"] is not None:
-        limit = opts["array_limit"]
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ResourceError(
-                f"job option 'array_limit' (most array elements running at "
-                f"once) takes a whole number >= 1, not {limit!r}"
-            )
-    if "after" in opts:
-        after = opts["after"]
-        after = [after] if isinstance(after, JobFuture) else list(after or ())
-        for f in after:
-            if not isinstance(f, JobFuture):
-                raise ResourceError(f"job option 'after' takes JobFutures, not {type(f).__name__}")
-        opts["after"] = after
-    return opts
 
 
 def extract_futures(
@@ -132,17 +94,19 @@ def safe_name(text: str) -> str:
 class JobMaker:
     """Builds the jobs of one executor view: its session, resources and job options."""
 
-    def __init__(self, session: Session, res: Resources, opts: dict[str, Any]) -> None:
+    def __init__(self, session: Session, res: Resources, opts: JobOptions) -> None:
         self.session = session
         self.res = res
         self.opts = opts
 
     def key(self, *parts: str | bytes) -> str:
         """The cache key of work ``parts`` (see DESIGN.md, "Cache keys")."""
-        after = sorted(f.key for f in self.opts.get("after", ()))
+        after = sorted(f.key for f in self.opts.after)
         if after:  # the same work after other jobs is other work (futures in arguments are
             parts = (*parts, "after:" + ",".join(after))  # in the payload already)
-        aux = self.opts.get("aux_scripts")
+        if self.res.ntasks > 1:  # a callable then runs in each task: other work
+            parts = (*parts, f"tasks:{self.res.ntasks}")
+        aux = self.opts.aux_scripts
         if aux:  # the job may run them (a prologue or an epilogue runs outside the job)
             parts = (*parts, "aux:" + json.dumps(aux, sort_keys=True))
         return pl.cache_key(
@@ -168,7 +132,7 @@ class JobMaker:
         """The job of one call, and the futures in its arguments."""
         calls, deps = extract_futures([(args, kwargs)])
         file_bytes, body = self.payload(fn, calls, "call", bool(deps))
-        key = self.opts.get("key") or self.key("call", body)
+        key = self.opts.key or self.key("call", body)
         name = self.res.name or safe_name(getattr(fn, "__name__", "call"))
         return Job("call", key, name, self.res, 1, file_bytes=file_bytes), deps
 
@@ -178,7 +142,7 @@ class JobMaker:
             raise ResourceError("submit_shell needs a non-empty shell body string")
         if "\0" in body:
             raise ResourceError("the shell body contains a NUL byte")
-        key = self.opts.get("key") or self.key("shell", body)
+        key = self.opts.key or self.key("shell", body)
         return Job("shell", key, self.res.name or "shell", self.res, 1, body=body, check=check)
 
     def file(self, path: str | os.PathLike, check: bool) -> Job:
@@ -194,8 +158,8 @@ class JobMaker:
         if "\0" in text or not text.strip():
             raise ResourceError(f"the job file {path} is empty or holds NUL bytes")
         copy = Path(path).name
-        copy = copy if copy not in hooks.RESERVED and not copy.startswith(".") else f"user_{copy}"
-        key = self.opts.get("key") or self.key("file", data)
+        copy = copy if copy not in RESERVED and not copy.startswith(".") else f"user_{copy}"
+        key = self.opts.key or self.key("file", data)
         jobdir = self.session.job_dir(key)
         body = f"{file_interpreter(text)} {shlex.quote(os.path.join(jobdir, copy))}"
         name = self.res.name or safe_name(Path(path).stem)

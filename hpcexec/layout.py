@@ -30,6 +30,15 @@ USAGE = "usage"  # "name value" lines the runner writes: max_rss_kib, user_s, sy
 SUBMIT_SCRIPT = "submit.sh"  # what a scheduler is given, in the job (or array) directory
 RECORD = "record.json"  # the job's record as submitted, sealed (see hpcexec.recovery)
 JOBID = "jobid"  # the job's id, written by the client once known (or by a warm-started job)
+TASK_RESULT = "result.{rank}"  # the outcome of task ``rank`` > 0 of a multi-task job
+
+
+def task_result(rank: int) -> str:
+    """The name of the outcome file of task ``rank`` of a job: rank 0's is :data:`RESULT`,
+    the job's value (so dependants, the cache and recovery read a multi-task job as any
+    other), each other rank's ``result.<rank>``."""
+    return RESULT if rank == 0 else TASK_RESULT.format(rank=rank)
+
 
 #: the files of a job directory that hpcexec writes itself
 JOB_FILES = frozenset(
@@ -47,6 +56,10 @@ JOB_FILES = frozenset(
         JOBID,
     }
 )
+PROLOGUE_LOG = "prologue.log"  # what the prologue printed (hpcexec.hooks)
+EPILOGUE_LOG = "epilogue.log"
+#: the names in a job directory that files of the user's (auxiliary scripts) may not take
+RESERVED = JOB_FILES | {PROLOGUE_LOG, EPILOGUE_LOG}
 
 
 def under(base: str, path: str) -> str:
@@ -107,6 +120,10 @@ class JobLayout:
     @property
     def result(self) -> str:
         return self.file(RESULT)
+
+    def task_result(self, rank: int) -> str:
+        """The outcome file of task ``rank`` (:func:`task_result`)."""
+        return self.file(task_result(rank))
 
     @property
     def exitcode(self) -> str:

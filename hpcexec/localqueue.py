@@ -26,7 +26,7 @@ from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
 from .record import JobRecord
 from .recovery import Submitted, note_job_ids, started_as
-from .resources import instant_epoch
+from .resources import instant_epoch, task_count
 from .states import JobState
 from .store import Store
 from .store_queries import Txn
@@ -51,6 +51,18 @@ class _Seen:
     state: JobState
     values: dict[str, Any]
     basis: str | None = None  # the record's reason when it was looked at
+
+
+def _warm(rec: JobRecord) -> bool:
+    """Whether the fork server starts the job: a Python job, not one with stdin (its job
+    script opens it) nor a multi-task job (its job script starts the tasks' launcher)."""
+    res = rec.resources
+    return (
+        rec.kind != "shell"
+        and bool(res.get("python"))
+        and not res.get("stdin")
+        and task_count(res) == 1
+    )
 
 
 def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
@@ -319,8 +331,7 @@ class LocalQueue(Driver):
         out, err = lay.stdout, lay.stderr_target
         index = "" if rec.array_index is None else str(rec.array_index)
         pid = None
-        # stdin is opened by the job script, so a job with one is not warm-started.
-        if rec.kind != "shell" and res.get("python") and not res.get("stdin"):
+        if _warm(rec):
             pid = self.transport.spawn_warm(
                 res["python"],
                 {

@@ -16,12 +16,14 @@ from .errors import CacheError, JobFailed, OutOfMemory, TransportError
 from .future import JobFuture, JobInfo, ShellResult
 from .layout import JobLayout
 from .record import JobRecord
+from .resources import task_count
 from .states import JobState
 from .transport.base import Transport
 
 STDERR_TAIL_BYTES = 2000
 
-Settled = tuple[JobFuture, Any, "BaseException | None"]  # a future, its value, its exception
+#: a future, its value, its exception, and every task's value (None: a job of one task)
+Settled = tuple[JobFuture, Any, "BaseException | None", "list[Any] | None"]
 
 
 class Unreachable(TransportError):
@@ -32,6 +34,19 @@ class Accounting(Protocol):
     """The driver's accounting query (what :meth:`Outcomes.info` asks of it)."""
 
     def accounting(self, rec: JobRecord) -> Any: ...
+
+
+def _in_task(exc: BaseException, rank: int, ntasks: int) -> BaseException:
+    """``exc``, raised in task ``rank`` of ``ntasks``, saying so (``task_rank``, a note)."""
+    if ntasks > 1:
+        try:
+            exc.task_rank = rank  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type that takes no attributes
+            pass
+        note = getattr(exc, "add_note", None)  # Python 3.11 and later
+        if note is not None:
+            note(f"raised in task {rank} of {ntasks} (rank {rank})")
+    return exc
 
 
 def layout(rec: JobRecord) -> JobLayout:
@@ -59,32 +74,46 @@ class Outcomes:
         except TransportError as e:
             raise Unreachable(str(e)) from e
 
+    def _read(self, rec: JobRecord, rank: int) -> tuple[list[bytes] | None, Exception | None]:
+        """The outcomes task ``rank`` of job ``rec`` left (None: no file), or the error
+        reading them; raises :class:`Unreachable` when the file cannot be reached."""
+        where = layout(rec).task_result(rank)
+        try:
+            data, _ = integrity.unseal(self.transport.read_bytes(where), self.keyring, where)
+            return pl.load_outcomes(data, where), None
+        except FileNotFoundError:
+            return None, None
+        except CacheError as e:
+            return None, e
+        except TransportError as e:
+            raise Unreachable(str(e)) from e
+
     def settle(self, rec: JobRecord, futures: list[JobFuture]) -> list[Settled]:
-        """The value or exception of each future of finished job ``rec`` that is not done.
-        Raises :class:`Unreachable` (and decides nothing) when the files cannot be read."""
-        outcomes: list[bytes] | None = None
-        outcome_error: Exception | None = None
-        where = layout(rec).result
-        if rec.kind in ("call", "chunk"):  # read first: a TransportError leaves all as it was
-            try:
-                data, _ = integrity.unseal(self.transport.read_bytes(where), self.keyring, where)
-                outcomes = pl.load_outcomes(data, where)
-            except FileNotFoundError:
-                outcomes = None
-            except CacheError as e:
-                outcome_error = e
-            except TransportError as e:
-                raise Unreachable(str(e)) from e
+        """The value or exception of each future of finished job ``rec`` that is not done,
+        with every task's value where the job ran in several (:func:`task_count`). Raises
+        :class:`Unreachable` (and decides nothing) when the files cannot be read."""
+        ntasks = task_count(rec.resources) if rec.kind in ("call", "chunk") else 1
+        # read first: a TransportError leaves all as it was
+        read = [self._read(rec, r) for r in range(ntasks)] if rec.kind != "shell" else []
         settled: list[Settled] = []
         for f in futures:
             if f.done():
                 continue
-            try:
-                settled.append((f, self._value(rec, f, outcomes, outcome_error, where), None))
-            except Unreachable:
-                raise  # the job's files could not be read: nothing changes, try again later
-            except BaseException as e:  # the job's own exception, re-raised here
-                settled.append((f, None, e))
+            values: list[Any] = []
+            failed: list[tuple[int, BaseException, bool]] = []  # rank, exception, its own
+            for rank, (outcomes, error) in enumerate(read or [(None, None)]):
+                where = layout(rec).task_result(rank)
+                try:
+                    values.append(self._value(rec, f, outcomes, error, where))
+                except Unreachable:
+                    raise  # the job's files could not be read: nothing changes, try later
+                except BaseException as e:  # the job's own exception, re-raised here  # noqa: BLE001
+                    failed.append((rank, e, outcomes is not None))
+            if not failed:
+                settled.append((f, values[0], None, values if ntasks > 1 else None))
+            else:  # the lowest rank that raised, else the lowest that left nothing
+                rank, exc, _ = min(failed, key=lambda x: (not x[2], x[0]))
+                settled.append((f, None, _in_task(exc, rank, ntasks), None))
         return settled
 
     def _value(

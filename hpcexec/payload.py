@@ -8,8 +8,9 @@ import pickle
 import sys
 import threading
 import types
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import cloudpickle
 
@@ -22,18 +23,18 @@ Call = tuple[tuple, dict]
 def _describe_unpicklable(fn: Callable, calls: Sequence[Call]) -> str:
     try:
         cloudpickle.dumps(fn)
-    except Exception as e:
+    except Exception as e:  # finding which part cannot be pickled  # noqa: BLE001
         return f"the callable {getattr(fn, '__qualname__', fn)!r} cannot be pickled ({e})"
     for args, kwargs in calls:
         for i, a in enumerate(args):
             try:
                 cloudpickle.dumps(a)
-            except Exception as e:
+            except Exception as e:  # finding which part cannot be pickled  # noqa: BLE001
                 return f"positional argument {i} ({type(a).__name__}) cannot be pickled ({e})"
         for k, v in kwargs.items():
             try:
                 cloudpickle.dumps(v)
-            except Exception as e:
+            except Exception as e:  # finding which part cannot be pickled  # noqa: BLE001
                 return f"keyword argument {k!r} ({type(v).__name__}) cannot be pickled ({e})"
     return "the job cannot be pickled"
 
@@ -107,7 +108,7 @@ def dumps_payload(
     try:
         with _by_value(by_value):
             body, codes = _dumps({"kind": kind, "fn": fn, "calls": list(calls), "refs": refs})
-    except Exception:
+    except Exception:  # any pickling failure becomes a PayloadError  # noqa: BLE001
         raise PayloadError(
             _describe_unpicklable(fn, calls)
             + ". Pass picklable values (e.g. a path instead of an open file or lock)."
@@ -163,7 +164,7 @@ def _exception(blob: bytes | None, tb: str, type_name: str, message: str) -> Bas
         return RemoteError(type_name, message, tb, "it could not be pickled in the job")
     try:
         exc = pickle.loads(blob)
-    except Exception as e:
+    except Exception as e:  # an exception that cannot be rebuilt here  # noqa: BLE001
         return RemoteError(
             type_name, message, tb, f"it cannot be rebuilt here: {type(e).__name__}: {e}"
         )

@@ -8,7 +8,7 @@ import shlex
 from .future import JobFuture
 from .jobspec import Job
 from .layout import JobLayout
-from .script import render
+from .script import TaskLaunch, render
 from .session import Session
 from .states import JobState
 
@@ -51,6 +51,21 @@ def job_script(session: Session, j: Job, after: list[str]) -> str:
         name=j.name,
         command=command,
         after=after,
+        tasks=task_launch(session, j),
+    )
+
+
+def task_launch(session: Session, j: Job) -> TaskLaunch | None:
+    """How a callable's job runs it once per task (None: a job of one task runs it once)."""
+    res = j.res
+    if res.ntasks <= 1:
+        return None
+    return TaskLaunch(
+        tuple(session.backend.task_launcher(res, session.python)),
+        session.python,
+        res.ntasks,
+        res.nodes or 1,
+        res.ppn or 1,
     )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import collections
 import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Sequence
 
 from tqdm.auto import tqdm
 

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 from . import integrity
 from .errors import IntegrityError, TransportError
-from .hooks import EPILOGUE_LOG
 from .jobfiles import parse_exitcode, signal_of
-from .layout import EXITCODE, JOBID, RECORD, STARTED
+from .layout import EPILOGUE_LOG, EXITCODE, JOBID, RECORD, STARTED
 from .record import JobRecord
 from .states import JobState
 from .transport.base import Transport

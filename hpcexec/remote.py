@@ -7,14 +7,18 @@ import json
 import logging
 import shlex
 import sys
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import cloudpickle
 
 from . import __version__
 from .errors import BackendError, TransportError
 from .transport.base import Transport
+
+if TYPE_CHECKING:
+    from .settings import ExecutorSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,11 @@ class SSHOptions:
     ssh_key: str | None = None
     known_hosts: str | None = None
     trust_on_first_use: bool = False
+
+    @classmethod
+    def of(cls, settings: ExecutorSettings) -> SSHOptions:
+        """The SSH options among an executor's settings (its fields of the same names)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
     def given(self) -> list[str]:
         return [k for k, v in vars(self).items() if v not in (None, False)]

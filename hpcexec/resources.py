@@ -10,12 +10,14 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ResourceError
 from .isotime import parse_iso_datetime
+from .options import NAMES as JOB_OPTIONS  # the fields of JobOptions
 
 _TIME_RE = re.compile(
     r"""^(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?   # D-HH[:MM[:SS]]
@@ -61,7 +63,7 @@ def parse_time(value: Any) -> int:
         raise ValueError(f"a walltime string, int minutes or timedelta, not {type(value).__name__}")
     if seconds <= 0:
         raise ValueError("a walltime must be longer than zero")
-    return int(math.ceil(seconds))
+    return math.ceil(seconds)
 
 
 def format_time(seconds: int) -> str:
@@ -88,7 +90,7 @@ def parse_mem(value: Any) -> int:
         raise ValueError(f"a memory string or int of MiB, not {type(value).__name__}")
     if mb <= 0:
         raise ValueError("memory must be more than zero")
-    return int(math.ceil(mb))
+    return math.ceil(mb)
 
 
 def _positive_int(minimum: int) -> Callable[[Any], int]:
@@ -100,7 +102,7 @@ def _positive_int(minimum: int) -> Callable[[Any], int]:
                 raise ValueError(f"a whole number >= {minimum}, not {value!r}")
         if value < minimum:
             raise ValueError(f"a whole number >= {minimum}, not {value}")
-        return value
+        return int(value)
 
     return parse
 
@@ -114,10 +116,10 @@ def _text(value: Any) -> str:
 
 
 def _word(value: Any) -> str:
-    value = _text(value)
-    if not _WORD_RE.match(value):
+    word = _text(value)
+    if not _WORD_RE.match(word):
         raise ValueError("letters, digits and . _ - @ + : / = only")
-    return value
+    return word
 
 
 def _env(value: Any) -> tuple[tuple[str, str], ...]:
@@ -181,8 +183,8 @@ def _mail(value: Any) -> Mail:
     if isinstance(value, Mail):
         value = value.to_dict()
     if isinstance(value, str):
-        to, sep, events = value.partition(":")
-        value = {"to": to, "on": events.split(",")} if sep else {"to": to}
+        address, sep, events = value.partition(":")
+        value = {"to": address, "on": events.split(",")} if sep else {"to": address}
     if not isinstance(value, Mapping):
         raise ValueError(
             "an address such as 'me@example.org', 'me@example.org:end,fail', "
@@ -294,6 +296,14 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
         ResourceSpec("ppn", "int>=1", "processes (tasks) per node", _positive_int(1), 4),
         ResourceSpec("threads", "int>=1", "threads (cores) per process", _positive_int(1), 2),
         ResourceSpec(
+            "mpi",
+            "str",
+            "MPI flavour of the task launcher of a multi-task callable: SLURM's srun --mpi=VALUE "
+            "(default: the site's MpiDefault)",
+            _word,
+            "pmix",
+        ),
+        ResourceSpec(
             "mem", "memory", "memory per node: '4GB', '500M', '1.5G', or int MiB", parse_mem, "4GB"
         ),
         ResourceSpec("gpus", "int>=0", "GPUs per node", _positive_int(0), 1),
@@ -360,6 +370,7 @@ class Resources:
     nodes: int | None = None
     ppn: int | None = None
     threads: int | None = None
+    mpi: str | None = None
     mem: int | None = None  # MiB
     gpus: int | None = None
     account: str | None = None
@@ -419,6 +430,11 @@ class Resources:
         return (self.threads or 1) * (self.ppn or 1)
 
     @property
+    def ntasks(self) -> int:
+        """Tasks of the job: nodes x processes per node (a callable runs once in each)."""
+        return task_count(self.to_dict())
+
+    @property
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
 
@@ -457,21 +473,13 @@ class Resources:
         out.setdefault("ppn", "1")
         out.setdefault("nodes", "1")
         out["cores"] = str(self.cores)
+        out["ntasks"] = str(self.ntasks)
         return out
 
 
-JOB_OPTIONS = (
-    "key",
-    "force",
-    "retry",
-    "hold",
-    "after",
-    "array_limit",
-    "reuse_slots",
-    "prologue",
-    "epilogue",
-    "aux_scripts",
-)
+def task_count(resources: Mapping[str, Any]) -> int:
+    """The number of tasks of a job from its (record's) resources: nodes x ppn."""
+    return int(resources.get("nodes") or 1) * int(resources.get("ppn") or 1)
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -17,14 +17,15 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import codelines, trust
 from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, job_key, seal, unseal
 from .jobfiles import write_atomic
-from .layout import EXITCODE, PAYLOAD, RESULT, USAGE
+from .layout import EXITCODE, PAYLOAD, RESULT, USAGE, task_result
 
 OK, ERR = "ok", "err"
 _KEYS = KeyRing()  # the one key this job trusts, once run() has checked its key file
@@ -92,7 +93,7 @@ def _run_one(fn: Any, args: tuple, kwargs: dict, refs: bool) -> tuple:
         raise
     except MemoryError as e:
         return (ERR, _out_of_memory(e), traceback.format_exc())
-    except BaseException as e:  # the job reports every exception, KeyboardInterrupt included
+    except BaseException as e:  # the job reports every exception, KeyboardInterrupt included  # noqa: BLE001
         return (ERR, e, traceback.format_exc())
 
 
@@ -135,7 +136,7 @@ def _out_of_memory(e: MemoryError) -> OutOfMemory:
 def _dumps(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
+    except Exception:  # pickle fails in many ways; cloudpickle tries next  # noqa: BLE001
         import cloudpickle
 
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -144,7 +145,7 @@ def _dumps(obj: Any) -> bytes:
 def _text(exc: BaseException) -> str:
     try:
         return str(exc)
-    except Exception as e:  # a broken __str__ must not lose the outcome
+    except Exception as e:  # a broken __str__ must not lose the outcome  # noqa: BLE001
         return f"<str() of it raised {type(e).__name__}>"
 
 
@@ -154,7 +155,7 @@ def _error_record(exc: BaseException, tb: str) -> tuple:
     name and message: ``(ERR, bytes | None, traceback, "module.QualName", message)``."""
     try:
         blob: bytes | None = _dumps(exc)
-    except Exception:
+    except Exception:  # an exception that cannot be pickled is sent as text  # noqa: BLE001
         blob = None
     return (ERR, blob, tb, f"{type(exc).__module__}.{type(exc).__qualname__}", _text(exc))
 
@@ -165,7 +166,7 @@ def _dump_outcome(outcome: tuple) -> tuple[bytes, bool]:
     if outcome[0] == OK:
         try:
             return _dumps(outcome), False
-        except Exception as e:
+        except Exception as e:  # a return value that cannot be pickled is the job's error  # noqa: BLE001
             err = TypeError(f"the job's return value cannot be pickled: {e}")
             outcome = (ERR, err, traceback.format_exc())
     return _dumps(_error_record(outcome[1], outcome[2])), True
@@ -197,9 +198,11 @@ def _trusted_keys(jobdir: Path, key_file: Path | None) -> KeyRing:
     return _KEYS
 
 
-def run(jobdir: Path, key_file: Path | None = None) -> int:
+def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> int:
     """Run the payload in ``jobdir``, trusting only the key in ``key_file``; returns the exit
-    code for the process."""
+    code for the process. ``rank``: this task's rank in a multi-task job, which writes its
+    own outcome file and leaves the exit-code file to the job script; None for a job of
+    one task."""
     t0 = time.time()
     code, reason = 0, None
     note = None  # why a job that was not stopped failed (a result is still written if it can be)
@@ -213,7 +216,7 @@ def run(jobdir: Path, key_file: Path | None = None) -> int:
             kind, fn, calls, refs = _load(data)
         except Terminated:
             raise
-        except BaseException as e:  # the work never started; a result only where a key is
+        except BaseException as e:  # the work never started; a result only where a key is  # noqa: BLE001
             code, note = 1, f"cannot load the payload {path}: {type(e).__name__}: {_text(e)}"
             print(f"hpcexec: {note}", file=sys.stderr)
             outcomes = [(ERR, e, traceback.format_exc())]
@@ -228,23 +231,30 @@ def run(jobdir: Path, key_file: Path | None = None) -> int:
     except Terminated as t:
         code, reason = 128 + t.signum, str(t)
     if outcomes and (kind == "chunk" or reason is None):
-        dumped = [_dump_outcome(o) for o in outcomes]
-        items = [d for d, _ in dumped]
-        if code == 0 and any(is_err for _, is_err in dumped):
-            code = 1
-        if key is not None:
-            try:
-                write_atomic(
-                    jobdir / RESULT,
-                    seal(key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)),
-                )
-            except OSError as e:  # a full disk or quota: the job fails and says why
-                code = 1
-                reason = f"the result could not be written to {jobdir / RESULT}: {e}"
-                print(f"hpcexec: {reason}", file=sys.stderr)
-    _write_usage(jobdir, time.time() - t0)
-    write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
+        code, reason = _write_result(jobdir / task_result(rank or 0), key, outcomes, code, reason)
+    if not rank:
+        _write_usage(jobdir, time.time() - t0)
+    if rank is None:
+        write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
     return code
+
+
+def _write_result(
+    path: Path, key: bytes | None, outcomes: list[tuple], code: int, reason: str | None
+) -> tuple[int, str | None]:
+    """Write the outcomes, sealed with ``key``, to ``path``; the exit code and reason then."""
+    dumped = [_dump_outcome(o) for o in outcomes]
+    items = [d for d, _ in dumped]
+    if code == 0 and any(is_err for _, is_err in dumped):
+        code = 1
+    if key is not None:
+        try:
+            write_atomic(path, seal(key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)))
+        except OSError as e:  # a full disk or quota: the job fails and says why
+            code = 1
+            reason = f"the result could not be written to {path}: {e}"
+            print(f"hpcexec: {reason}", file=sys.stderr)
+    return code, reason
 
 
 def _write_usage(jobdir: Path, wall: float) -> None:
@@ -271,20 +281,40 @@ def run_task(
     return run(jobdir, key_file)
 
 
+def _as_task(facts: list[str]) -> int:
+    """Export a multi-task job's ``facts`` (tasks, nodes, processes per node, first node,
+    port: what the job script passes after ``--tasks``) and this task's conventional
+    variables; returns this task's rank."""
+    from . import taskenv
+
+    names = (taskenv.NTASKS, taskenv.NODES, taskenv.PPN, taskenv.MASTER_ADDR, taskenv.MASTER_PORT)
+    os.environ.update(zip(names, facts, strict=True))
+    t = taskenv.task()
+    taskenv.export(t, os.environ)
+    return t.rank
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    rank = None
+    if len(argv) == 8 and argv[2] == "--tasks":  # one task of a multi-task job
+        rank, argv = _as_task(argv[3:]), argv[:2]
     if len(argv) not in (1, 2):
-        print("usage: python -m hpcexec.runner JOBDIR KEYFILE", file=sys.stderr)
+        print(
+            "usage: python -m hpcexec.runner JOBDIR KEYFILE "
+            "[--tasks NTASKS NODES PPN MASTER_ADDR MASTER_PORT]",
+            file=sys.stderr,
+        )
         return 2
     key_file = Path(argv[1]) if len(argv) == 2 else None
     share = os.environ.pop("HPCEXEC_SHARE", None)
-    if share and key_file is not None:  # an array element that may run others of its array
+    if share and key_file is not None and rank is None:  # an array element may run others
         from .slots import serve
 
         return serve(Path(argv[0]), Path(share), key_file, run_task)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        return run(Path(argv[0]), key_file)
+        return run(Path(argv[0]), key_file, rank)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -22,7 +22,7 @@ def single_spec(
     after: tuple[str, ...] = (),
 ) -> SubmitSpec:
     """The submission of one job on its own (not an array)."""
-    lay = JobLayout(jobdir, workdir, res.stdout, res.stderr, res.join_output)
+    lay = JobLayout(jobdir, workdir, res.stdout, res.stderr, bool(res.join_output))
     return SubmitSpec(
         lay.file(SUBMIT_SCRIPT), res, name, lay.stdout, lay.stderr, workdir, hold=hold, after=after
     )

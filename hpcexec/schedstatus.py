@@ -190,7 +190,7 @@ class StatusPoll:
         paths = {r.key: JobLayout.of(r.jobdir, r.resources).exitcode for r in recs}
         got = self.transport.read_files(list(paths.values())) if paths else {}
         return {
-            key: None if got[p] is None else parse_exitcode(got[p].decode())
+            key: None if (data := got[p]) is None else parse_exitcode(data.decode())
             for key, p in paths.items()
         }
 

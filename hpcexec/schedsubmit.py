@@ -18,7 +18,7 @@ from .errors import BackendError, SchedulerOutputError, SubmitError, TransportEr
 from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
 from .record import JobRecord
 from .recovery import Submitted, note_job_ids
-from .resources import Resources
+from .resources import Resources, task_count
 from .schedcommands import SchedulerCommands
 from .schedscript import FILE_DIRECTIVES, single_body, single_spec, submission_script
 from .slots import CLAIMS, SHARE
@@ -90,9 +90,11 @@ class Submitter:
             res = {
                 k: v for k, v in rec.resources.items() if k not in ("name", "python", "array_dir")
             }
-            key = (json.dumps(res, sort_keys=True), tuple(after), rec.state is JobState.HELD)
+            # a multi-task job is its own submission, never an array element or a slot
+            alone = rec.key if task_count(res) > 1 else ""
+            key = (json.dumps(res, sort_keys=True), tuple(after), rec.state is JobState.HELD, alone)
             groups[key].append(rec)
-        for (_, after, hold), recs in groups.items():
+        for (_, after, hold, _), recs in groups.items():
             size = self.commands.max_array()
             for i in range(0, len(recs), size):
                 self._submit_group(recs[i : i + size], list(after), hold)
@@ -116,7 +118,7 @@ class Submitter:
         res = Resources.from_dict({k: v for k, v in first.resources.items() if k != "workdir"})
         workdir = JobLayout.of(first.jobdir, first.resources).workdir
         names = {r.name for r in recs}
-        name = names.pop() if len(names) == 1 else "hpcexec-batch"
+        name = (names.pop() if len(names) == 1 else None) or "hpcexec-batch"
         if len(recs) == 1:
             spec = single_spec(res, name, first.jobdir, workdir, hold=hold, after=tuple(after))
             # The job script itself, under the directives: what Executor.job_script shows,

@@ -61,6 +61,28 @@ class ScriptParts:
     prologue: str = ""  # backend lines run before the core variables are set
 
 
+@dataclass(frozen=True)
+class TaskLaunch:
+    """How the script of a multi-task callable starts its tasks: the backend's launcher
+    (an argv prefix such as ``srun --kill-on-bad-exit=1``), the job's shape, and the
+    interpreter that picks the job's free port (:mod:`hpcexec.launch`)."""
+
+    launcher: tuple[str, ...]
+    python: str
+    ntasks: int
+    nodes: int
+    ppn: int
+
+    def lines(self, command: str) -> tuple[str, str]:
+        """The line choosing the port, and the launcher's line running ``command`` (the
+        runner's, quoted) once per task with the job's facts: the first node is this
+        host, where every scheduler runs the job script."""
+        port = f"_hx_port=$({shlex.quote(self.python)} -m hpcexec.launch port) || _hx_port=29500"
+        facts = f'--tasks {self.ntasks} {self.nodes} {self.ppn} "${{HOSTNAME:-localhost}}"'
+        run = " ".join(shlex.quote(w) for w in self.launcher)
+        return port, f'{run} {command} {facts} "$_hx_port"'
+
+
 def render(
     parts: ScriptParts,
     res: Resources,
@@ -72,12 +94,14 @@ def render(
     command: str | None = None,
     shell_body: str | None = None,
     after: Sequence[str] = (),
+    tasks: TaskLaunch | None = None,
 ) -> str:
     """The whole job script. Exactly one of ``command`` (an argv line already quoted, run with
     ``exec``) and ``shell_body`` (user shell text, run in a subshell whose exit code is
     recorded) is given. ``after`` lists the job directories of jobs that must have completed:
     the script checks their exit-code files first, for schedulers whose dependencies wait
-    only for the end of a job, not its success."""
+    only for the end of a job, not its success. ``tasks``: ``command`` is run once per task
+    by the launcher, and the script writes the exit-code file after it."""
     lines = ["#!/bin/bash", *parts.directives, "# written by hpcexec"]
     if parts.prologue:
         lines.append(parts.prologue)
@@ -88,7 +112,10 @@ def render(
     if after:
         lines += _dependency_check(after, jd)
     lines.append(f"cd {shlex.quote(workdir)} || exit 1")
-    if command is not None:
+    if command is not None and tasks is not None:
+        port, run = tasks.lines(command)
+        lines += [port, *_shell_run(run, jd, "a task failed: the launcher exited with code")]
+    elif command is not None:
         lines.append(f"exec {command}")
     else:
         assert shell_body is not None
@@ -128,19 +155,21 @@ def _dependency_check(after: Sequence[str], jd: str) -> list[str]:
     ]
 
 
-def _shell_run(body: str, jd: str) -> list[str]:
+def _shell_run(body: str, jd: str, failed: str = "") -> list[str]:
     """Lines running a shell body in a subshell and recording its exit code, and the signal
-    that ended it, in the job directory ``jd`` (quoted)."""
+    that ended it, in the job directory ``jd`` (quoted); ``failed``: the reason recorded for
+    a non-zero exit code, followed by the code (none given: no reason)."""
+    why = "${hpcexec_sig:+terminated by SIG$hpcexec_sig}"
+    lines = ["trap 'hpcexec_sig=TERM' TERM", "(", body.rstrip("\n"), ")", "hpcexec_rc=$?"]
+    if failed:
+        lines.append(
+            f'hpcexec_why="{why}"; [ -n "$hpcexec_why" ] || [ "$hpcexec_rc" = 0 ] || '
+            f'hpcexec_why="{failed} $hpcexec_rc"'
+        )
+        why = "$hpcexec_why"
     return [
-        "trap 'hpcexec_sig=TERM' TERM",
-        "(",
-        body.rstrip("\n"),
-        ")",
-        "hpcexec_rc=$?",
-        (
-            f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "${{hpcexec_sig:+terminated by SIG$hpcexec_sig}}" '
-            f"{_into_exitcode(jd)}"
-        ),
+        *lines,
+        f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "{why}" {_into_exitcode(jd)}',
         'exit "$hpcexec_rc"',
     ]
 

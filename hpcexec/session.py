@@ -1,24 +1,8 @@
 """One client's session: the store, transport, backend, driver and monitor it owns, and
 their lifetime. Every view of an Executor (:meth:`Executor.options`) shares one.
 
-How a ``submit`` flows (one small object per stage)::
-
-    Executor.submit(fn, *args)                          executor.py (the public API)
-      |  jobspec.call_job: payload, cache key, Job      jobspec.py
-      v
-    Submitter.submit(jobs, opts)                        submission.py
-      |  registry.watch(futures)                        registry.py (+ interest.INTEREST)
-      |  store lookup / recovery; prologues; stage files; insert records
-      v
-    driver (a driver.Driver)  .poll()                   localqueue.py / schedqueue.py
-      |  starts the job: job.sh -> python -m hpcexec.runner <jobdir>   runner.py
-      |  the record changes (running, completed, ...)   store.py
-      v
-    Monitor thread -> Tracker.records_changed(records)  monitor.py, tracker.py
-      |  epilogues.settled(rec)                         epilogues.py
-      |  outcomes.settle(rec, futures): value or exception   outcomes.py
-      v
-    JobFuture.settle(value, exc) -> future.result()     future.py (asks control.py)
+The path of one ``submit`` through the session's objects, from the Executor to the runner
+and back, is drawn once, in ``docs/architecture.md`` (its section "One ``submit``").
 """
 
 from __future__ import annotations
@@ -63,6 +47,7 @@ from .remote import (
 )
 from .resources import Resources
 from .schedqueue import SchedulerQueue
+from .settings import ExecutorSettings, number_wanted
 from .store import Store
 from .tracker import Tracker
 from .transport.base import Transport
@@ -102,56 +87,44 @@ def check_settings(
             f"{host} use its scheduler's backend ('slurm', 'sge', ...) or "
             f"'auto'"
         )
-    for knob, value, least in (
-        ("poll_interval", poll_interval, 0.0),
-        ("coalesce", coalesce, -1.0),
-        ("calls_per_second", calls_per_second, 0.0),
-    ):
+    values = {"poll_interval": poll_interval, "coalesce": coalesce}
+    for knob, value in {**values, "calls_per_second": calls_per_second}.items():
         if value is None and knob == "poll_interval":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= least:
-            raise ResourceError(
-                f"{knob} must be a {'non-negative' if least < 0 else 'positive'}"
-                f" number, not {value!r}"
-            )
+            continue  # the backend's own
+        wanted = number_wanted(knob, value)
+        if wanted:
+            raise ResourceError(f"{knob} must be {wanted}, not {value!r}")
 
 
 class Session:
     """Store, transport, backend, driver (``queue``) and monitor of one client, and the
-    futures it follows. Read-only for users and tests: ``store``, ``transport``,
-    ``backend``, ``queue`` (the driver), ``host``, ``cache_dir``, ``jobs_dir``, ``python``,
-    ``poll_interval``, :attr:`calls`, :meth:`futures`."""
+    futures it follows, opened with an executor's effective settings. Read-only for users and
+    tests: ``settings``, ``store``, ``transport``, ``backend``, ``queue`` (the driver),
+    ``host``, ``cache_dir``, ``jobs_dir``, ``python``, ``poll_interval``, :attr:`calls`,
+    :meth:`futures`."""
 
-    def __init__(
-        self,
-        backend: str,
-        cache_dir: str | os.PathLike,
-        host: str | None,
-        python: str | None,
-        poll_interval: float | None,
-        coalesce: float = 0.2,
-        calls_per_second: float = 10.0,
-        ssh: SSHOptions = SSHOptions(),
-    ) -> None:
-        check_settings(backend, host, ssh, poll_interval, coalesce, calls_per_second)
-        self.cache_dir = Path(cache_dir).expanduser().absolute()
+    def __init__(self, settings: ExecutorSettings) -> None:
+        s, ssh = settings, SSHOptions.of(settings)
+        check_settings(s.backend, s.host, ssh, s.poll_interval, s.coalesce, s.calls_per_second)
+        self.settings = settings
+        self.cache_dir = Path(s.cache_dir).expanduser().absolute()
         try:
             self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise CacheError(f"cannot create the cache directory {self.cache_dir}: {e}") from e
         self.store = Store(self.cache_dir)
-        self.remote = not is_local(host)
+        self.remote = not is_local(s.host)
         self._own_cache: tuple[int, list[str]] = (-1, [])
-        self.transport: Transport = open_ssh(host, ssh) if self.remote else LocalShell()  # type: ignore[arg-type]
+        self.transport: Transport = open_ssh(s.host, ssh) if self.remote else LocalShell()  # type: ignore[arg-type]
         try:
-            self._set_up(backend, python, ssh, coalesce, calls_per_second)
+            self._set_up(s.backend, s.python, ssh, s.coalesce, s.calls_per_second)
         except BaseException:
             self.transport.close()
             raise
         self.host = self.transport.host
         self._lock = threading.Lock()
         self.closed = False
-        self._connect(poll_interval)
+        self._connect(s.poll_interval)
 
     def _connect(self, poll_interval: float | None) -> None:
         """The objects that follow this session's jobs and futures."""

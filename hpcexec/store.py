@@ -41,6 +41,11 @@ _MATCH_FIELDS = (
 class Store(Queries):
     """The job records of one cache directory. Safe to share between threads and processes."""
 
+    @staticmethod
+    def exists_in(cache_dir: str | Path) -> bool:
+        """Whether ``cache_dir`` holds a store (opening one there would create it)."""
+        return (Path(cache_dir) / DB_NAME).exists()
+
     def __init__(self, cache_dir: str | Path) -> None:
         self.cache_dir = Path(cache_dir)
         self.path = self.cache_dir / DB_NAME

@@ -48,7 +48,7 @@ class StoreFile:
     # -- connections -------------------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
         """This thread's connection, opened anew when the file it was on was replaced."""
-        conn = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and self._local.gen != self._gen:
             self._drop(conn)
             conn = None

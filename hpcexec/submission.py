@@ -20,7 +20,8 @@ from typing import Any
 from . import hooks, integrity, recovery
 from .errors import PrologueFailed
 from .jobspec import Job
-from .layout import RECORD, JobLayout
+from .layout import PROLOGUE_LOG, RECORD, JobLayout
+from .options import JobOptions
 from .outcomes import layout
 from .preview import job_script
 from .record import JobRecord
@@ -51,7 +52,7 @@ class Submitter:
         self.store = session.store
         self.transport = session.transport
 
-    def submit(self, jobs: list[Job], opts: dict[str, Any]) -> None:
+    def submit(self, jobs: list[Job], opts: JobOptions) -> None:
         """Look the jobs up in the cache; submit those that must run; attach futures."""
         registry = self.session.registry
         unique: dict[str, Job] = {}
@@ -81,10 +82,10 @@ class Submitter:
         self.session.tracker.records_changed(fresh.values())
 
     def _to_write(
-        self, unique: dict[str, Job], known: dict[str, JobRecord], opts: dict[str, Any]
+        self, unique: dict[str, Job], known: dict[str, JobRecord], opts: JobOptions
     ) -> dict[str, Job]:
         """The jobs that must run: no record, or one that asks to run again."""
-        force, retry = opts.get("force", False), opts.get("retry", True)
+        force, retry = opts.force, opts.retry
         to_write: dict[str, Job] = {}
         for key, j in unique.items():
             rec = known.get(key)
@@ -102,22 +103,20 @@ class Submitter:
         return rec.kind == "shell" or self.transport.exists(layout(rec).result)
 
     def _write(
-        self, to_write: dict[str, Job], known: dict[str, JobRecord], opts: dict[str, Any]
+        self, to_write: dict[str, Job], known: dict[str, JobRecord], opts: JobOptions
     ) -> None:
         """Prologues, staged files, then the records and the renames in one transaction."""
-        deps = sorted({f.key for f in opts.get("after", ())})
-        after_dirs = sorted({f.jobdir for f in opts.get("after", ())})
+        deps = sorted({f.key for f in opts.after})
+        after_dirs = sorted({f.jobdir for f in opts.after})
         staging = Staging()
         try:
             now = time.time()
             records = {key: self._new_record(j, deps, opts, now) for key, j in to_write.items()}
             for rec in records.values():
                 self.session.check_workdir(rec.resources["workdir"])
-            logs = self._prologues(to_write, opts.get("prologue"))
+            logs = self._prologues(to_write, opts.prologue)
             for key, j in to_write.items():
-                self._stage(
-                    j, records[key], logs.get(key), staging, after_dirs, opts.get("aux_scripts")
-                )
+                self._stage(j, records[key], logs.get(key), staging, after_dirs, opts.aux_scripts)
             if to_write:
                 self._insert(records, known, staging)
         finally:
@@ -183,25 +182,25 @@ class Submitter:
             )
         return out
 
-    def _new_record(self, j: Job, deps: list[str], opts: dict[str, Any], now: float) -> JobRecord:
+    def _new_record(self, j: Job, deps: list[str], opts: JobOptions, now: float) -> JobRecord:
         """The record of a job about to be submitted."""
         extra: dict[str, Any] = {}  # kept in the record only when not the default
-        if opts.get("array_limit"):
-            extra["array_limit"] = opts["array_limit"]
-        if opts.get("reuse_slots") is False:
+        if opts.array_limit:
+            extra["array_limit"] = opts.array_limit
+        if not opts.reuse_slots:
             extra["reuse_slots"] = False
         if j.directives:
             extra[FILE_DIRECTIVES] = list(j.directives)
         s = self.session
         jobdir = s.job_dir(j.key)
-        epilogue = opts.get("epilogue")
+        epilogue = opts.epilogue
         return JobRecord(
             key=j.key,
             backend=s.backend.name,
             host=s.host,
             kind=j.kind,
             jobdir=jobdir,
-            state=JobState.HELD if opts.get("hold") else JobState.PENDING,
+            state=JobState.HELD if opts.hold else JobState.PENDING,
             name=j.name,
             submitted=now,
             cores=j.res.cores,
@@ -244,7 +243,7 @@ class Submitter:
             posixpath.join(stage, RECORD), recovery.record_file(rec, self.session.key), atomic=False
         )
         if prologue_log is not None:
-            write(os.path.join(stage, hooks.PROLOGUE_LOG), prologue_log, atomic=False)
+            write(os.path.join(stage, PROLOGUE_LOG), prologue_log, atomic=False)
 
     def _insert(
         self, records: dict[str, JobRecord], known: dict[str, JobRecord], staging: Staging

@@ -104,5 +104,5 @@ class Tracker:
             return
         settled = self.outcomes.settle(rec, futures)
         self.registry.drop(rec.key, futures)
-        for f, value, exc in settled:
-            f.settle(value, exc)
+        for f, value, exc, ranks in settled:
+            f.settle(value, exc, ranks=ranks)

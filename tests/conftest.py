@@ -3,8 +3,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-
 from livecluster import _executor, _live, heal_stale_pyenv_lock
+from multinode import client_env
 from sshtest import DEST, KEY, KNOWN
 
 
@@ -44,6 +44,16 @@ def sex(slurm_cluster, cache):
 def gex(sge_cluster, cache):
     """A Grid Engine executor, polling fast."""
     yield from _executor("sge", cache, time="0:10:00")
+
+
+@pytest.fixture(scope="session")
+def slurm_multinode():
+    """The client environment of the three-node SLURM of tests/clusters/slurm_multinode.sh
+    (``os.environ`` plus its ``SLURM_CONF`` and OpenMPI's loopback settings): pass it as
+    ``env=`` to SLURM commands. Skips (fails under CI) when that cluster does not take a
+    3-node job."""
+    _live("slurm_multinode")
+    return client_env()
 
 
 @pytest.fixture(scope="session")

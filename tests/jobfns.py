@@ -124,3 +124,29 @@ def print_both(out, err):
     print(out, flush=True)
     print(err, file=sys.stderr, flush=True)
     return True
+
+
+def task_rank():
+    import hpcexec
+
+    return hpcexec.task().rank
+
+
+def task_and_env():
+    """This task as hpcexec.task() says, and the conventional variables."""
+    import dataclasses
+
+    import hpcexec
+
+    names = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    return dataclasses.asdict(hpcexec.task()), {n: os.environ.get(n) for n in names}
+
+
+def rank_fails(bad_rank, seconds):
+    """Rank ``bad_rank`` raises at once; the others sleep ``seconds`` then return."""
+    import hpcexec
+
+    if hpcexec.task().rank == bad_rank:
+        raise ValueError(f"rank {bad_rank} failed")
+    time.sleep(seconds)
+    return "slept"

@@ -27,7 +27,7 @@ def _executor(backend: str, cache: Path, **kw):
     for f in executor.session.futures():
         if not f.done():
             f.terminate()
-    done, not_done = concurrent.futures.wait(executor.session.futures(), timeout=60)
+    _done, not_done = concurrent.futures.wait(executor.session.futures(), timeout=60)
     executor.shutdown(wait=not not_done)
     assert not not_done, f"futures still pending after the test: {not_done}"
 

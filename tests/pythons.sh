@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The tests that need no scheduler, SGE or sshd, on every Python version hpcexec claims (the
-# "Programming Language :: Python :: 3.N" classifiers in pyproject.toml) other than the one
-# given as $1 (the full run's), each in a fresh virtual environment under .ci/venvs/.
+# The tests that need no scheduler, SGE, sshd or three-node SLURM, on every Python version
+# hpcexec claims (the "Programming Language :: Python :: 3.N" classifiers in pyproject.toml)
+# other than the one given as $1 (the full run's), each in a fresh virtual environment under
+# .ci/venvs/.
 # Further arguments go to pytest. HPCEXEC_TEST_PYTHONS="3.10 3.13" picks the versions
 # ("" for none). A version found nowhere is reported, and does not fail the run.
 # Looks for python3.N on PATH, then in pyenv's versions ($PYENV_ROOT, default ~/.pyenv).
@@ -37,7 +38,7 @@ run_version() {
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         --root-user-action=ignore --config-settings editable_mode=compat -e '.[dev]' || return 1
     "$venv/bin/python" -m pytest -q -x -p no:cacheprovider \
-        -m "not slurm and not sge and not ssh" "$@"
+        -m "not slurm and not sge and not ssh and not slurm_multinode" "$@"
 }
 
 summary=()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import concurrent.futures
 
 import pytest
+from jobfns import add, fail
 
 import hpcexec
 from hpcexec.errors import BackendError, JobFailed, UnknownJob
-from hpcexec.states import JobState
 from hpcexec.record import JobRecord
-
-from jobfns import add, fail
+from hpcexec.states import JobState
 
 
 def test_attach_follows_a_record_another_executor_made(ex, cache):
@@ -28,7 +27,7 @@ def test_attach_follows_a_record_another_executor_made(ex, cache):
 
 
 def test_attach_refuses_unknown_keys_and_other_backends(ex, cache):
-    with pytest.raises(UnknownJob, match="no job record 'nope'.*hpcexec jobs"):
+    with pytest.raises(UnknownJob, match=r"no job record 'nope'.*hpcexec jobs"):
         ex.attach("nope")
     with ex.store.write() as tx:
         tx.put(
@@ -40,7 +39,7 @@ def test_attach_refuses_unknown_keys_and_other_backends(ex, cache):
                 jobdir=str(cache / "jobs" / "k1"),
             )
         )
-    with pytest.raises(BackendError, match="backend 'slurm' on elsewhere.*backend='slurm'"):
+    with pytest.raises(BackendError, match=r"backend 'slurm' on elsewhere.*backend='slurm'"):
         ex.attach("k1")
 
 

@@ -8,13 +8,15 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+import jobfns
 import pytest
+from sshtest import DEST
 
 import hpcexec
-import jobfns
 from hpcexec.errors import (
     BackendError,
     CacheError,
@@ -24,7 +26,6 @@ from hpcexec.errors import (
     TransportError,
 )
 from hpcexec.store import Store
-from sshtest import DEST
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,9 @@ CASES = {
     "backend-missing": Case(new("pbspro"), BackendError, r"'pbspro' needs qsub"),
     "poll-zero": Case(new(poll_interval=0), ResourceError, r"poll_interval"),
     "coalesce-text": Case(new(coalesce="x"), ResourceError, r"coalesce"),
+    "coalesce-negative": Case(
+        new(coalesce=-0.5), ResourceError, r"coalesce must be a non-negative number"
+    ),
     "calls-negative": Case(new(calls_per_second=-1), ResourceError, r"calls_per_second"),
     # hosts and SSH
     "host-not-text": Case(new("slurm", host=123), BackendError, r"host must be a string"),

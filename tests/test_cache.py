@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
+import jobfns
 import pytest
 
 import hpcexec
-import jobfns
 from hpcexec import JobFailed, JobState, ResourceError
 
 

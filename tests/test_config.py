@@ -54,7 +54,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_profile_values_and_their_sources(where, tmp_path):
-    project, user, env = where
+    project, _user, env = where
     write(project / "hpcexec.toml", PROJECT.format(cache=tmp_path / "c"))
     s = config.resolve("cluster-a", {"host": "other"}, cwd=project, environ=env)
     assert s.profile == "cluster-a" and s.profile_source == "argument"
@@ -72,7 +72,7 @@ def test_profile_values_and_their_sources(where, tmp_path):
 
 
 def test_selection_order(where, tmp_path, monkeypatch):
-    project, user, env = where
+    project, _user, env = where
     write(project / "hpcexec.toml", PROJECT.format(cache=tmp_path / "c"))
     s = config.resolve(cwd=project, environ=env)
     assert s.profile == "small" and s.profile_source.endswith("hpcexec.toml:1")
@@ -85,7 +85,7 @@ def test_selection_order(where, tmp_path, monkeypatch):
 
 
 def test_environment_cache_dir_between_argument_and_profile(where, tmp_path):
-    project, user, env = where
+    project, _user, env = where
     write(project / "hpcexec.toml", PROJECT.format(cache=tmp_path / "c"))
     env = {**env, "HPCEXEC_CACHE_DIR": "~/from-env"}
     s = config.resolve("small", cwd=project, environ=env)
@@ -152,7 +152,7 @@ def test_user_file_under_home_without_xdg(tmp_path):
     ],
 )
 def test_bad_files_name_file_line_and_fix(where, text, line, words):
-    project, user, env = where
+    project, _user, env = where
     path = write(project / "hpcexec.toml", text)
     with pytest.raises(ConfigError) as e:
         config.load(project, env)
@@ -162,12 +162,12 @@ def test_bad_files_name_file_line_and_fix(where, text, line, words):
 
 
 def test_invalid_toml_and_unknown_profile(where):
-    project, user, env = where
+    project, _user, env = where
     path = write(project / "hpcexec.toml", "[profiles.a]\nbackend = slurm\n")
     with pytest.raises(ConfigError, match=rf"^{path}: not valid TOML: .*line 2"):
         config.load(project, env)
     write(project / "hpcexec.toml", '[profiles.a]\nbackend = "slurm"\n')
-    with pytest.raises(ConfigError, match="no profile 'b' .*profiles there: a"):
+    with pytest.raises(ConfigError, match=r"no profile 'b' .*profiles there: a"):
         config.resolve("b", cwd=project, environ=env)
     (project / "hpcexec.toml").unlink()
     with pytest.raises(
@@ -178,7 +178,7 @@ def test_invalid_toml_and_unknown_profile(where):
 
 
 def test_executor_takes_its_profile(where, tmp_path):
-    project, user, env = where
+    project, _user, _env = where
     write(project / "hpcexec.toml", PROJECT.format(cache=tmp_path / "c"))
     with hpcexec.Executor(profile="small") as ex:
         assert ex.cache_dir == tmp_path / "c"
@@ -194,7 +194,7 @@ def test_executor_takes_its_profile(where, tmp_path):
 
 
 def test_executor_refuses_a_bad_profile(where):
-    project, user, env = where
+    project, _user, _env = where
     write(project / "hpcexec.toml", '[profiles.a]\nbackend = "slurm"\nqueue = "x"\n')
-    with pytest.raises(ConfigError, match="hpcexec.toml:3: unknown key 'queue'"):
+    with pytest.raises(ConfigError, match=r"hpcexec.toml:3: unknown key 'queue'"):
         hpcexec.Executor(profile="a")

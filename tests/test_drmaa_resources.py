@@ -29,9 +29,9 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
+import jobfns
 import pytest
 
-import jobfns
 from hpcexec import BackendError, JobFailed, JobState
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.local import LocalBackend
@@ -110,7 +110,7 @@ def test_mail_forms(value, mail):
 
 
 def test_mail_errors_say_what_is_accepted():
-    with pytest.raises(ResourceError, match="unknown mail event.*sometimes.*begin, end, fail"):
+    with pytest.raises(ResourceError, match=r"unknown mail event.*sometimes.*begin, end, fail"):
         Resources.create(mail="me@x.org:sometimes")
     with pytest.raises(ResourceError, match="use 'to' and 'on'"):
         Resources.create(mail={"to": "me@x.org", "when": "end"})
@@ -284,7 +284,7 @@ def test_new_keys_come_after_the_old_and_before_native(utc):
 
 # -- the local backend, pure -------------------------------------------------------------------
 def test_local_refuses_mail_and_says_why():
-    with pytest.raises(BackendError, match="the local backend .*'mail'.*no scheduler"):
+    with pytest.raises(BackendError, match=r"the local backend .*'mail'.*no scheduler"):
         LocalBackend(4).check(Resources.create(mail="me@x.org"))
     LocalBackend(4).check(Resources.create(begin="+1", deadline="+2", stdin="x", join_output=True))
 

@@ -68,14 +68,14 @@ def run_client(python: str, script: Path, *args: str, cwd: Path) -> str:
 
 def test_an_interpreter_is_the_path_it_is_given_with_what_it_says_of_itself(tmp_path):
     python, _ = make_venv(tmp_path / "venv")
-    venv = environment.interpreter(python)
-    base = environment.interpreter(BASE_PYTHON)
+    venv = environment.interpreter(python, forkserver.ask)
+    base = environment.interpreter(BASE_PYTHON, forkserver.ask)
     assert os.path.realpath(python) == os.path.realpath(BASE_PYTHON)
     assert (venv.python, venv.prefix) == (python, str(tmp_path / "venv"))
     assert base.prefix == venv.base_prefix == sys.base_prefix
     assert venv.identity() != base.identity()
-    assert environment.interpreter(python) is venv, "asked once"
-    here = environment.interpreter(sys.executable)
+    assert environment.interpreter(python, forkserver.ask) is venv, "asked once"
+    here = environment.interpreter(sys.executable, forkserver.ask)
     assert (here.prefix, here.base_prefix) == (sys.prefix, sys.base_prefix)
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sshtest import DEST, KEY, KNOWN
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

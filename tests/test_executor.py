@@ -10,10 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+import jobfns
 import pytest
 
 import hpcexec
-import jobfns
 from hpcexec import JobFailed, JobState, PayloadError, ResourceError, ShellResult
 from hpcexec.layout import PAYLOAD
 
@@ -39,7 +39,7 @@ def test_lambdas_and_closures_travel_by_value(ex):
 
 def test_unpicklable_argument_fails_at_submit_and_writes_nothing(ex):
     lock = threading.Lock()
-    with pytest.raises(PayloadError, match="positional argument 0 .*lock"):
+    with pytest.raises(PayloadError, match=r"positional argument 0 .*lock"):
         ex.submit(jobfns.add, lock, 1)
     with pytest.raises(PayloadError, match="keyword argument 'b'"):
         ex.submit(jobfns.add, 1, b=lock)
@@ -536,7 +536,7 @@ def test_futures_sharing_a_job_cancelled_at_once_from_threads_cancel_it(ex, gate
         return f.cancel()
 
     threads = [cf.ThreadPoolExecutor(1) for _ in fs]
-    answers = [t.submit(cancel, f) for t, f in zip(threads, fs)]
+    answers = [t.submit(cancel, f) for t, f in zip(threads, fs, strict=True)]
     assert [a.result(timeout=30) for a in answers] == [True] * len(fs)
     for t in threads:
         t.shutdown()

@@ -10,11 +10,12 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
+import jobfns
 import pytest
 
 import hpcexec
-import jobfns
 from hpcexec import JobFailed, forkserver
 
 PROBE = (
@@ -82,9 +83,9 @@ def test_jobs_outlive_the_fork_server(ex):
     while not f.running() and time.monotonic() < deadline:
         time.sleep(0.02)
     job_pid = int(f.job_id.split(":")[0])
-    stat = open(f"/proc/{job_pid}/stat").read()
+    stat = Path(f"/proc/{job_pid}/stat").read_text()
     server = int(stat[stat.rfind(")") + 2 :].split()[1])  # the job's parent
-    cmdline = open(f"/proc/{server}/cmdline").read()
+    cmdline = Path(f"/proc/{server}/cmdline").read_text()
     assert forkserver.server_name(sys.executable) in cmdline, "started by a fork server"
     os.kill(server, signal.SIGKILL)
     assert f.result(timeout=30) == "survived"

@@ -8,15 +8,15 @@ import pickle
 import stat
 import subprocess
 
+import jobfns
 import pytest
+from test_runner import TEST_KEY, install_key, runner_argv, write_payload
 
 import hpcexec
-import jobfns
 from hpcexec.errors import CacheError, IntegrityError
 from hpcexec.integrity import SECRET, SECRETS, KeyRing, client_key, key_id, seal, unseal
 from hpcexec.jobfiles import parse_exitcode
 from hpcexec.layout import EXITCODE, PAYLOAD, RESULT
-from test_runner import TEST_KEY, install_key, runner_argv, write_payload
 
 
 class Planted:

@@ -1,14 +1,18 @@
-"""The package's modules import each other without cycles, lazy (in-function) and
-type-checking imports included: each layer only asks the ones below it."""
+"""The package's shape: its modules import each other without cycles, lazy (in-function) and
+type-checking imports included, so each layer only asks the ones below it; and every module
+has a docstring and a row in docs/architecture.md's module table."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import hpcexec
 
 ROOT = Path(hpcexec.__file__).parent
+REPO = Path(__file__).resolve().parents[1]
+ARCHITECTURE = REPO / "docs" / "architecture.md"
 
 
 def _modules() -> dict[str, Path]:
@@ -78,3 +82,26 @@ def test_no_import_cycle_in_the_package():
     known = _modules()
     graph = {name: _imports(name, path, known) for name, path in known.items()}
     assert _cycles(graph) == []
+
+
+def _module_table() -> set[str]:
+    """The module paths in the first column of docs/architecture.md's "Modules" section."""
+    text = ARCHITECTURE.read_text()
+    section = text.split("\n## Modules\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(hpcexec/[\w/]+\.py)` \|", section, re.M))
+
+
+def test_every_module_is_in_the_architecture_module_table():
+    package = {str(p.relative_to(REPO).as_posix()) for p in (REPO / "hpcexec").rglob("*.py")}
+    listed = _module_table()
+    assert sorted(package - listed) == [], "add these to the module table of docs/architecture.md"
+    assert sorted(listed - package) == [], "docs/architecture.md lists modules that do not exist"
+
+
+def test_every_module_has_a_docstring():
+    missing = [
+        str(p.relative_to(REPO))
+        for p in sorted((REPO / "hpcexec").rglob("*.py"))
+        if not (ast.get_docstring(ast.parse(p.read_text())) or "").strip()
+    ]
+    assert missing == []

@@ -11,17 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jobfns
 import pytest
+from livecluster import running as started
 
 import hpcexec
-import jobfns
 from hpcexec import JobState
 from hpcexec.errors import TransportError
 from hpcexec.jobfiles import write_started
 from hpcexec.recovery import Submitted, note_job_ids, started_as
 from hpcexec.store_schema import DB_NAME
 from hpcexec.transport.local import LocalShell
-from livecluster import running as started
 
 N = 20
 

@@ -13,17 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jobfns
 import pytest
+from livecluster import _executor
 
 import hpcexec
-import jobfns
 from hpcexec import BackendError, JobState
 from hpcexec import backends as registry
 from hpcexec.backends import SCHEDULERS, register_backend, unregister_backend
 from hpcexec.backends.base import SchedulerBackend
 from hpcexec.backends.slurm import SlurmBackend
 from hpcexec.config import resolve
-from livecluster import _executor
 
 FAKE = Path(__file__).parent / "fakesched"
 RENAMED = {
@@ -169,7 +169,7 @@ def test_a_name_is_taken_once_unless_replaced():
     register_backend("sitea", first)
     try:
         register_backend("sitea", first)  # the same class again: fine
-        with pytest.raises(BackendError, match="already registered.*replace=True"):
+        with pytest.raises(BackendError, match=r"already registered.*replace=True"):
             register_backend("sitea", second)
         register_backend("sitea", second, replace=True)
         assert SCHEDULERS["sitea"] is second

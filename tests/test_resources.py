@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -17,7 +18,6 @@ from hpcexec.resources import (
     parse_time,
     split_options,
 )
-
 
 # -- parse_time ------------------------------------------------------------------------
 
@@ -232,6 +232,7 @@ BAD_VALUES = [
     ("threads", 0),
     ("threads", 2.5),
     ("threads", False),
+    ("mpi", "pmi x"),
     ("mem", "lots"),
     ("mem", 0),
     ("mem", "-1G"),
@@ -362,7 +363,7 @@ def test_replace_env_replaces_the_whole_mapping():
 
 def test_resources_are_frozen():
     res = Resources.create(threads=2)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         res.threads = 3  # type: ignore[misc]
 
 
@@ -407,7 +408,13 @@ def test_to_dict_only_set_fields():
 
 
 def test_placeholders_defaults():
-    assert Resources().placeholders() == {"threads": "1", "ppn": "1", "nodes": "1", "cores": "1"}
+    assert Resources().placeholders() == {
+        "threads": "1",
+        "ppn": "1",
+        "nodes": "1",
+        "cores": "1",
+        "ntasks": "1",
+    }
 
 
 def test_placeholders_values():
@@ -433,6 +440,7 @@ def test_placeholders_values():
         "queue": "q",
         "workdir": "/w",
         "cores": "8",
+        "ntasks": "2",
     }
     assert all(isinstance(v, str) for v in ph.values())
 

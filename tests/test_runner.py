@@ -20,7 +20,6 @@ from hpcexec.jobfiles import parse_exitcode
 from hpcexec.layout import EXITCODE, PAYLOAD, RESULT
 from hpcexec.payload import dumps_payload, load_outcomes, outcome_value
 
-
 TEST_KEY = b"k" * 32
 
 
@@ -251,7 +250,7 @@ def test_a_job_taking_the_value_of_a_failed_job_says_what_it_raised(tmp_path):
     assert run_runner(b).returncode == 1
     with pytest.raises(
         DependencyFailed,
-        match="job keya, whose result this job takes, raised builtins.ValueError: no value",
+        match=r"job keya, whose result this job takes, raised builtins.ValueError: no value",
     ):
         outcome_value(outcomes(b)[0], "r")
 

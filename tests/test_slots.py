@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import jobfns
+from test_runner import outcomes, runner_argv, write_payload
+
 from hpcexec.jobfiles import parse_exitcode
 from hpcexec.layout import EXITCODE, STARTED
 from hpcexec.payload import outcome_value
 from hpcexec.slots import CLAIMS, SHARE, claim, parse_claims
-from test_runner import outcomes, runner_argv, write_payload
 
 
 def make_array(tmp_path: Path, fn, args: list, time_limit=None) -> tuple[Path, list[Path]]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from hpcexec.errors import CacheError
-from hpcexec.states import ACTIVE_STATES, FINAL_STATES, JobState
 from hpcexec.record import JobRecord
+from hpcexec.states import ACTIVE_STATES, FINAL_STATES, JobState
 from hpcexec.store import Store
 from hpcexec.store_schema import DB_NAME, SCHEMA_VERSION
 
@@ -138,7 +138,7 @@ def test_get_missing_and_get_many(store):
 def test_get_many_more_than_one_batch(store):
     put(store, *[rec(f"k{i:04d}") for i in range(1200)])
     wanted = [f"k{i:04d}" for i in range(0, 1200, 1)]
-    assert len(store.get_many(wanted + ["missing"])) == 1200
+    assert len(store.get_many([*wanted, "missing"])) == 1200
 
 
 def test_update_changes_fields(store):
@@ -155,9 +155,8 @@ def test_update_changes_fields(store):
 
 def test_update_refuses_unknown_fields(store):
     put(store, rec("k"))
-    with pytest.raises(ValueError, match="bogus"):
-        with store.write() as tx:
-            tx.update("k", bogus=1)
+    with pytest.raises(ValueError, match="bogus"), store.write() as tx:
+        tx.update("k", bogus=1)
 
 
 # -- revisions -------------------------------------------------------------------------
@@ -198,11 +197,10 @@ def test_revision_unchanged_by_transactions_that_change_nothing(store):
 
 def test_failed_transaction_rolls_back(store):
     put(store, rec("a"))
-    with pytest.raises(RuntimeError):
-        with store.write() as tx:
-            tx.put(rec("b"))
-            tx.update("a", comment="lost")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.put(rec("b"))
+        tx.update("a", comment="lost")
+        raise RuntimeError("boom")
     assert store.revision() == 1
     assert store.get("b") is None
     assert store.get("a").comment is None
@@ -272,7 +270,7 @@ def test_select_by_state(populated, state, expected):
 
 
 def test_active_and_finished_cover_every_state():
-    assert ACTIVE_STATES | FINAL_STATES == set(JobState)
+    assert set(JobState) == ACTIVE_STATES | FINAL_STATES
     assert not ACTIVE_STATES & FINAL_STATES
 
 
@@ -316,7 +314,7 @@ def test_select_unknown_state_lists_valid_states(populated):
         populated.select("runing")
     message = str(info.value)
     assert "'runing'" in message
-    for s in list(JobState) + ["active", "finished"]:
+    for s in [*list(JobState), "active", "finished"]:
         assert str(s) in message
 
 
@@ -600,7 +598,7 @@ def test_two_processes_write_concurrently(tmp_path):
         for tag in ("p1", "p2")
     ]
     results = [p.communicate(timeout=60) for p in procs]
-    for p, (_, err) in zip(procs, results):
+    for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err.decode()
         assert err == b""
     s = Store(cache)
@@ -692,7 +690,7 @@ def test_cache_directory_removed_under_a_client_is_said(tmp_path):
     s = Store(tmp_path / "cache")
     put(s, rec("a"))
     shutil.rmtree(tmp_path / "cache")
-    with pytest.raises(CacheError, match="cache directory .* was removed"), s.write() as tx:
+    with pytest.raises(CacheError, match=r"cache directory .* was removed"), s.write() as tx:
         tx.update("a", comment="lost")
     assert not (tmp_path / "cache").exists()  # not made again behind the user's back
     s.close()

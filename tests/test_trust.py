@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import jobfns
 import pytest
 
 import hpcexec
-import jobfns
 from hpcexec import trust
 from hpcexec.errors import IntegrityError, JobFailed, UntrustedPath
 from hpcexec.integrity import SECRET, SECRETS, key_id, seal

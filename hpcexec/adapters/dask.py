@@ -39,7 +39,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 import hpcexec
 from hpcexec.adapters.dask_job import HPCJob
-from hpcexec.adapters.dask_keywords import CONFIG_NAMES, from_jobqueue_keywords
+from hpcexec.adapters.dask_keywords import CONFIG_NAMES, JobqueueKeywords, from_jobqueue_keywords
 from hpcexec.adapters.dask_scheduler import scheduler_spec
 from hpcexec.adapters.dask_workerspec import WorkerJobSpec, default_lifetime_margin
 from hpcexec.states import JobState
@@ -72,15 +72,19 @@ class HPCCluster(SpecCluster):
             the profile's, else local).
         executor: an :class:`hpcexec.Executor` to submit through instead of a new one.
         cache_dir, poll_interval: for the new Executor.
-        cores, memory, processes, walltime, queue, account, job_cpu, job_mem,
-        job_extra_directives, job_script_prologue, worker_extra_args, interface, protocol,
-        death_timeout, local_directory, log_directory, nanny, python, job_name,
-        worker_command, n_workers, name, scheduler_options, config_name, silence_logs,
-        asynchronous, loop: as in dask-jobqueue (``config_name`` picks the ``jobqueue.*``
-            section of dask's config read for keywords not given).
-        lifetime_margin: seconds before the walltime at which workers retire gracefully
-            (default: a tenth of the walltime, 1 to 10 minutes; 0 for no lifetime).
-        **resources: other hpcexec resources for the jobs (``env=``, ``gpus=``, ...).
+        n_workers, name, config_name, silence_logs, asynchronous, loop: as in dask-jobqueue
+            (``config_name`` picks the ``jobqueue.*`` section of dask's config read for
+            keywords not given).
+        **keywords: dask-jobqueue's keywords (the fields of
+            :class:`~hpcexec.adapters.dask_keywords.JobqueueKeywords`: ``cores``, ``memory``,
+            ``processes``, ``walltime``, ``queue``, ``account``, ``job_cpu``, ``job_mem``,
+            ``job_extra_directives``, ``job_script_prologue``, ``worker_extra_args``,
+            ``interface``, ``protocol``, ``death_timeout``, ``local_directory``,
+            ``log_directory``, ``nanny``, ``python``, ``job_name``, ``worker_command``,
+            ``scheduler_options``), and ``lifetime_margin``: seconds before the walltime at
+            which workers retire gracefully (default: a tenth of the walltime, 1 to 10
+            minutes; 0 for no lifetime). Any other keyword is an hpcexec resource for the
+            jobs (``env=``, ``gpus=``, ...).
 
     ``scale(n)`` counts workers, ``scale(jobs=n)`` jobs; ``adapt`` takes ``minimum_jobs`` and
     ``maximum_jobs`` too. ``get_logs()`` includes every worker job's stdout and stderr.
@@ -94,64 +98,22 @@ class HPCCluster(SpecCluster):
         cache_dir: str | None = None,
         poll_interval: float | None = None,
         n_workers: int = 0,
-        cores: int | None = None,
-        memory: str | int | None = None,
-        processes: int | None = None,
-        walltime: Any = None,
-        queue: str | None = None,
-        account: str | None = None,
-        job_cpu: int | None = None,
-        job_mem: str | int | None = None,
-        job_extra_directives: list[str] | None = None,
-        job_script_prologue: list[str] | None = None,
-        worker_extra_args: list[str] | None = None,
-        interface: str | None = None,
-        protocol: str | None = None,
-        death_timeout: float | None = None,
-        local_directory: str | None = None,
-        log_directory: str | None = None,
-        nanny: bool = True,
-        python: str | None = None,
-        job_name: str | None = None,
-        worker_command: str | None = None,
-        lifetime_margin: float | None = None,
         config_name: str | None = None,
         name: str | None = None,
-        scheduler_options: dict[str, Any] | None = None,
         silence_logs: str | bool = "error",
         asynchronous: bool = False,
         loop: Any = None,
-        **resources: Any,
+        **keywords: Any,
     ) -> None:
         owned = executor is None
         if executor is None:
             executor = hpcexec.Executor(backend, cache_dir=cache_dir, poll_interval=poll_interval)
         try:
+            jobqueue = JobqueueKeywords.take(keywords)
             spec, meta = from_jobqueue_keywords(
-                config_name or CONFIG_NAMES.get(backend or "local", backend),
-                resources,
-                cores=cores,
-                memory=memory,
-                processes=processes,
-                walltime=walltime,
-                queue=queue,
-                account=account,
-                job_cpu=job_cpu,
-                job_mem=job_mem,
-                job_extra_directives=job_extra_directives,
-                job_script_prologue=job_script_prologue,
-                worker_extra_args=worker_extra_args,
-                interface=interface,
-                protocol=protocol,
-                death_timeout=death_timeout,
-                local_directory=local_directory,
-                log_directory=log_directory,
-                nanny=nanny,
-                python=python,
-                job_name=job_name,
-                worker_command=worker_command,
-                lifetime_margin=lifetime_margin,
-                scheduler_options=scheduler_options,
+                config_name or CONFIG_NAMES.get(backend or "local", backend or "local"),
+                keywords,
+                jobqueue,
             )
             self.executor = executor.options(**spec.resources)  # checks every resource now
         except BaseException:
@@ -167,7 +129,7 @@ class HPCCluster(SpecCluster):
         self._history: list[HPCJob] = []
         self._quick_failures = 0
         scheduler = scheduler_spec(
-            self.executor, protocol, self.spec.interface, meta["scheduler_options"]
+            self.executor, jobqueue.protocol, self.spec.interface, meta["scheduler_options"]
         )
         super().__init__(
             scheduler=scheduler,
@@ -203,13 +165,13 @@ class HPCCluster(SpecCluster):
     def _new_worker_name(self, worker_number: int) -> str:
         return f"{self._name}-{worker_number}"
 
-    def scale(
+    def scale(  # type: ignore[override]  # dask-jobqueue's signature: jobs comes second
         self,
         n: int | None = None,
         jobs: int = 0,
         memory: str | None = None,
         cores: int | None = None,
-    ):
+    ) -> Any:
         """Scale to ``n`` workers (or ``jobs`` jobs, or enough for ``memory``/``cores``).
         Scaling down drops worker jobs still pending in the queue first."""
         if n is not None:
@@ -296,6 +258,8 @@ class HPCCluster(SpecCluster):
         current = self.workers.get(job.name)
         if current is not None and current is not job:
             return  # a newer job already serves this worker
+        if job.future is None:
+            return  # never submitted: nothing ended
         rec = job.future.record
         if not self._should_replace(job, rec):
             return

@@ -96,6 +96,10 @@ class HPCJob(ProcessInterface):
         return options
 
     async def start(self) -> None:
+        if self.scheduler_address is None:
+            raise RuntimeError(
+                f"worker {self.name}: started before its scheduler's address was known"
+            )
         body = self.spec.body(self.scheduler_address, str(self.name))
         view = self.executor.options(**self._options())
         self._loop = asyncio.get_running_loop()

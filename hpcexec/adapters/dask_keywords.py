@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import dask
@@ -48,6 +49,42 @@ REFUSED = {
 }
 
 
+@dataclass(frozen=True)
+class JobqueueKeywords:
+    """dask-jobqueue's keywords that HPCCluster takes, as dask-jobqueue documents them; None:
+    not given (the ``jobqueue.<config_name>`` section of dask's config, then the default)."""
+
+    cores: int | None = None
+    memory: str | int | None = None
+    processes: int | None = None
+    walltime: Any = None
+    queue: str | None = None
+    account: str | None = None
+    job_cpu: int | None = None
+    job_mem: str | int | None = None
+    job_extra_directives: list[str] | None = None
+    job_script_prologue: list[str] | None = None
+    worker_extra_args: list[str] | None = None
+    interface: str | None = None
+    protocol: str | None = None
+    death_timeout: float | None = None
+    local_directory: str | None = None
+    log_directory: str | None = None
+    nanny: bool = True
+    python: str | None = None
+    job_name: str | None = None
+    worker_command: str | None = None
+    #: seconds before the walltime at which workers retire (hpcexec's own keyword)
+    lifetime_margin: float | None = None
+    scheduler_options: dict[str, Any] | None = field(default=None)
+
+    @classmethod
+    def take(cls, values: dict[str, Any]) -> JobqueueKeywords:
+        """The keywords of this class found in ``values``, removed from it (the rest are
+        hpcexec resources)."""
+        return cls(**{f.name: values.pop(f.name) for f in fields(cls) if f.name in values})
+
+
 def client_import_dirs() -> tuple[str, ...]:
     """The directories this process imports its own modules from (see
     :class:`hpcexec.environment.Environment`), so that functions pickled by reference import
@@ -61,22 +98,14 @@ def _config(config_name: str, key: str, default: Any = None) -> Any:
 
 
 def from_jobqueue_keywords(
-    config_name: str, resources: dict[str, Any], **kw: Any
+    config_name: str, resources: dict[str, Any], keywords: JobqueueKeywords
 ) -> tuple[WorkerJobSpec, dict[str, Any]]:
     """Read dask-jobqueue's keywords (and, for those not given, its ``jobqueue.<config_name>``
     section of dask's config) into a worker job spec; also the job name, log directory and
     scheduler options. ``resources`` are hpcexec resources, and may hold jobqueue's old or
     refused keyword names."""
     resources = dict(resources)
-    for old, new in RENAMED.items():
-        if old in resources:
-            log.warning("%s= is dask-jobqueue's old name of %s=; taking it as %s=", old, new, new)
-            value = resources.pop(old)
-            if kw.get(new) is None:
-                kw[new] = value
-    refused = [k for k in resources if k in REFUSED]
-    if refused:
-        raise ResourceError("; ".join(f"{k}=: {REFUSED[k]}" for k in refused))
+    kw = _renamed(resources, {f.name: getattr(keywords, f.name) for f in fields(keywords)})
 
     def given(key: str, default: Any = None) -> Any:
         value = kw.get(key)
@@ -121,6 +150,21 @@ def from_jobqueue_keywords(
         "scheduler_options": given("scheduler_options", {}),
     }
     return spec, meta
+
+
+def _renamed(resources: dict[str, Any], kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` with the values of dask-jobqueue's old keyword names in ``resources`` (taken out
+    of it) under their new names; its refused keywords raise ResourceError saying why."""
+    for old, new in RENAMED.items():
+        if old in resources:
+            log.warning("%s= is dask-jobqueue's old name of %s=; taking it as %s=", old, new, new)
+            value = resources.pop(old)
+            if kw.get(new) is None:
+                kw[new] = value
+    refused = [k for k in resources if k in REFUSED]
+    if refused:
+        raise ResourceError("; ".join(f"{k}=: {REFUSED[k]}" for k in refused))
+    return kw
 
 
 def _mib(memory: str | int | None) -> int | None:

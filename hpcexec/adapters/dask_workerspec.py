@@ -62,7 +62,10 @@ class WorkerJobSpec:
             str(self.threads_per_process),
         ]
         if self.memory:
-            args += ["--memory-limit", format_bytes(self.memory / self.processes).replace(" ", "")]
+            args += [
+                "--memory-limit",
+                format_bytes(int(self.memory / self.processes)).replace(" ", ""),
+            ]
         if self.worker_command == "distributed.cli.dask_worker":
             if self.processes > 1:
                 args += ["--nworkers", str(self.processes)]

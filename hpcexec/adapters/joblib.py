@@ -16,7 +16,6 @@ A job carries several of joblib's batches when they are short: the first batch o
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -45,8 +44,12 @@ from hpcexec.adapters.joblib_nested import inside_job_backend, nested_backend
 from hpcexec.adapters.joblib_pool import Batch, JobPool, Outcome
 from hpcexec.errors import ResourceError
 from hpcexec.script import current_job
+from hpcexec.settings import NAMES as SETTINGS
 
 log = logging.getLogger(__name__)
+
+#: the keyword arguments that configure a new Executor (not resources or job options)
+EXECUTOR_ARGS = frozenset({*SETTINGS, "profile"})
 
 NAME = "hpcexec"
 DEFAULT_MAX_JOBS = 64  # jobs in flight for n_jobs=-1 on a scheduler
@@ -60,12 +63,6 @@ THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-
-
-def _executor_args() -> set[str]:
-    """The keyword arguments that configure a new Executor (not resources or job options)."""
-    params = inspect.signature(hpcexec.Executor.__init__).parameters
-    return {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
 
 
 def _check_joblib_version() -> None:
@@ -182,7 +179,7 @@ class HpcexecBackend(ParallelBackendBase):
             executor = hpcexec.Executor(scheduler, **resources)  # None: the profile's, or local
             self._finalizer = weakref.finalize(self, executor.shutdown, wait=False)
         else:
-            wrong = [k for k in resources if k in _executor_args()] + (
+            wrong = [k for k in resources if k in EXECUTOR_ARGS] + (
                 ["scheduler"] if scheduler else []
             )
             if wrong:

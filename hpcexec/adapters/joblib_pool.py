@@ -191,7 +191,7 @@ class JobPool:
                     f"job {future.key} returned {len(per_batch)} batch results "
                     f"for {len(batches)} batches"
                 )
-        except BaseException as e:  # the job's own exception, or JobFailed, or cancelled
+        except BaseException as e:  # the job's own exception, or JobFailed, or cancelled  # noqa: BLE001
             outcomes = [Outcome(error=e)] * len(batches)
         else:
             with self._cond:
@@ -207,7 +207,7 @@ class JobPool:
         with self._cond:
             if future is self._probe:
                 self._probe = None
-        for batch, outcome in zip(batches, outcomes):
+        for batch, outcome in zip(batches, outcomes, strict=True):
             if batch.generation != self._generation:
                 continue  # aborted: joblib waits for none of these
             try:
@@ -310,7 +310,7 @@ class JobPool:
         try:
             view = self.executor.options(**options) if options else self.executor
             future = view.submit(self.job_fn, [b.call for b in group])
-        except BaseException as e:  # an argument that cannot be pickled, a full disk, ...
+        except BaseException as e:  # an argument that cannot be pickled, a full disk, ...  # noqa: BLE001
             for b in group:
                 if b.generation == self._generation:
                     b.callback(Outcome(error=e))

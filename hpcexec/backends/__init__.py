@@ -1,4 +1,5 @@
-"""Scheduler dialects. Each backend is pure: it renders and parses, it never runs anything.
+"""The backends by name: the built-in scheduler dialects and those registered. Each backend
+is pure: it renders and parses, it never runs anything.
 
 ``SCHEDULERS`` maps a backend name to its class, in the order ``backend="auto"`` tries them:
 the built-in ones, then those added by :func:`register_backend` or by an installed package's
@@ -62,7 +63,8 @@ def _missing(cls: type) -> list[str]:
     commands = getattr(cls, "commands", None)
     if isinstance(commands, tuple) and not all(isinstance(c, str) and c for c in commands):
         problems.append("class attribute commands holding command names (strings)")
-    if cls.directives is SchedulerBackend.directives and not (cls.prefix and cls.rules):
+    own_directives = getattr(cls, "directives", None) is not SchedulerBackend.directives
+    if not own_directives and not (getattr(cls, "prefix", None) and getattr(cls, "rules", None)):
         problems.append(
             "class attributes prefix and rules (a directive prefix such as "
             "'#SBATCH' and a tuple of Rule), or a directives() method of its own"
@@ -89,6 +91,28 @@ def register_backend(
             f"starting with a letter, and not {' or '.join(RESERVED)}; "
             f"not {name!r}"
         )
+    _check_class(name, backend_class)
+    with _lock:
+        current = SCHEDULERS.get(name)
+        if current is not None and current is not backend_class:
+            if name in BUILTIN:
+                raise BackendError(
+                    f"backend {name!r} is built in and cannot be replaced; "
+                    f"register yours under another name"
+                )
+            if not replace:
+                raise BackendError(
+                    f"backend {name!r} is already registered (by "
+                    f"{current.__module__}.{current.__qualname__}); pass "
+                    f"replace=True to replace it"
+                )
+        SCHEDULERS[name] = backend_class
+        _broken.pop(name, None)
+    log.debug("backend %r registered: %s", name, backend_class.__qualname__)
+
+
+def _check_class(name: str, backend_class: Any) -> None:
+    """Refuse a class :func:`register_backend` cannot use, saying what to change."""
     if not (inspect.isclass(backend_class) and issubclass(backend_class, SchedulerBackend)):
         raise BackendError(
             f"backend {name!r} must be a class derived from "
@@ -115,23 +139,6 @@ def register_backend(
             f"no arguments ({type(e).__name__}: {e}); hpcexec builds it as "
             f"{backend_class.__qualname__}()"
         ) from e
-    with _lock:
-        current = SCHEDULERS.get(name)
-        if current is not None and current is not backend_class:
-            if name in BUILTIN:
-                raise BackendError(
-                    f"backend {name!r} is built in and cannot be replaced; "
-                    f"register yours under another name"
-                )
-            if not replace:
-                raise BackendError(
-                    f"backend {name!r} is already registered (by "
-                    f"{current.__module__}.{current.__qualname__}); pass "
-                    f"replace=True to replace it"
-                )
-        SCHEDULERS[name] = backend_class
-        _broken.pop(name, None)
-    log.debug("backend %r registered: %s", name, backend_class.__qualname__)
 
 
 def unregister_backend(name: str) -> None:
@@ -144,7 +151,7 @@ def unregister_backend(name: str) -> None:
 
 def _dist_name(ep: Any) -> str:
     dist = getattr(ep, "dist", None)
-    return getattr(dist, "name", None) or getattr(ep, "value", "?")
+    return str(getattr(dist, "name", None) or getattr(ep, "value", "?"))
 
 
 def load_entry_points() -> None:
@@ -161,7 +168,7 @@ def load_entry_points() -> None:
 
         try:
             found = list(entry_points(group=ENTRY_POINT_GROUP))
-        except Exception as e:  # a broken installed distribution's metadata
+        except Exception as e:  # a broken installed distribution's metadata  # noqa: BLE001
             log.warning("cannot read the %s entry points: %s", ENTRY_POINT_GROUP, e)
             return
         for ep in found:
@@ -170,7 +177,7 @@ def load_entry_points() -> None:
             try:
                 cls = ep.load()
                 register_backend(ep.name, cls)
-            except Exception as e:
+            except Exception as e:  # a third-party plugin fails in any way: say which  # noqa: BLE001
                 why = (
                     f"the package {_dist_name(ep)} declares backend {ep.name!r} "
                     f"({ep.value}) in entry-point group {ENTRY_POINT_GROUP!r}, but it "
@@ -212,10 +219,10 @@ def unknown_backend(name: str, extra: str = "") -> BackendError:
 
 
 __all__ = [
+    "SCHEDULERS",
     "Backend",
     "JobStatus",
     "LocalBackend",
-    "SCHEDULERS",
     "SchedulerBackend",
     "SlurmBackend",
     "SubmitSpec",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import abc
 import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, TypedDict
 
 from ..errors import BackendError
 from ..layout import under
@@ -23,6 +24,16 @@ class Backend(abc.ABC):
     poll_max: ClassVar[float] = 30.0
     #: resource keys this backend cannot express: key -> what to do instead
     refused: ClassVar[dict[str, str]] = {}
+
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """The argv prefix that runs a command once in each task of a job asking for
+        ``res`` (``res.ntasks`` = nodes x ppn), under the scheduler's launcher; ``python``:
+        the job's interpreter. Pure: the job script runs it."""
+        raise BackendError(
+            f"the {self.name} backend has no task launcher, so a callable cannot run in "
+            f"{res.ntasks} tasks there; ask for one task (drop nodes/ppn) and start the "
+            "tasks yourself with submit_shell"
+        )
 
     @abc.abstractmethod
     def check(self, res: Resources) -> None:
@@ -55,6 +66,15 @@ class JobStatus:
     nodelist: str | None = None
     elapsed: float | None = None  # seconds
     max_rss: int | None = None  # MiB
+
+
+class Usage(TypedDict):
+    """What a job used, as a scheduler's status reports it (keyword arguments of
+    :class:`JobStatus`)."""
+
+    nodelist: str | None
+    elapsed: float | None
+    max_rss: int | None
 
 
 @dataclass(frozen=True)

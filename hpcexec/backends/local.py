@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, Sequence
+from typing import ClassVar
 
 from ..errors import BackendError
 from ..layout import EXITCODE, under
@@ -73,7 +74,7 @@ class LocalBackend(Backend):
     name = "local"
     poll_min = 0.02
     poll_max = 1.0
-    refused = {
+    refused: ClassVar[dict[str, str]] = {
         "mail": "there is no scheduler to send mail on this machine; leave mail unset on the "
         "local backend (a shell body can send its own, e.g. '... && mail -s done ADDRESS "
         "< /dev/null'), or use a scheduler backend",
@@ -100,6 +101,10 @@ class LocalBackend(Backend):
         self.total_cores = total_cores
         self.hostname = hostname
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """hpcexec's own launcher (:mod:`hpcexec.launch`): ``ppn`` processes here."""
+        return [python, "-m", "hpcexec.launch", str(res.ntasks), "--"]
+
     def check(self, res: Resources) -> None:
         self.check_refused(res)
         if (res.nodes or 1) > 1:
@@ -116,7 +121,7 @@ class LocalBackend(Backend):
     def ignored(self, res: Resources) -> list[str]:
         """Resources that mean nothing without a scheduler (accepted so a workflow moves
         between backends unchanged, and logged)."""
-        return [k for k in ("queue", "account", "gpus", "native", "mem") if getattr(res, k)]
+        return [k for k in ("queue", "account", "gpus", "native", "mem", "mpi") if getattr(res, k)]
 
     def script_parts(
         self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str

@@ -1,5 +1,5 @@
-"""IBM Spectrum LSF: ``bsub < script``, ``bjobs -o ... -json``, ``bkill``, ``bstop``,
-``bresume``. Pure functions only.
+"""The IBM Spectrum LSF dialect: ``bsub < script``, ``bjobs -o ... -json``, ``bkill``,
+``bstop``, ``bresume``, rendered and parsed. Pure functions only.
 
 Job ids are numbers; an array element is ``<id>[<i>]`` where LSF's index ``i`` is 1-based
 (``-J "name[1-n]"``, ``LSB_JOBINDEX``, ``%I``). hpcexec's element index is 0-based, so
@@ -28,6 +28,7 @@ import math
 import os
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..errors import BackendError, SchedulerOutputError, SubmitError
 from ..resources import Resources, local_time
@@ -39,6 +40,7 @@ from .base import (
     Rule,
     SchedulerBackend,
     SubmitSpec,
+    Usage,
     hold_option,
     option,
     own_output,
@@ -122,12 +124,12 @@ def _hosts(text: str) -> str | None:
     return ",".join(seen) or None
 
 
-def record_status(rec: dict) -> JobStatus | None:
+def record_status(rec: dict[str, Any]) -> JobStatus | None:
     """One ``bjobs -json`` record (keys are the ``-o`` fields, upper case)."""
     state = STATES.get(str(rec.get("STAT", "")))
     if state is None:
         return None
-    extra = dict(
+    extra = Usage(
         nodelist=_hosts(str(rec.get("EXEC_HOST") or "")),
         elapsed=_seconds(str(rec.get("RUN_TIME") or "")),
         max_rss=_mib(str(rec.get("MAX_MEM") or "")),
@@ -135,17 +137,17 @@ def record_status(rec: dict) -> JobStatus | None:
     text = str(rec.get("EXIT_CODE") or "").strip()
     code = int(text) if re.match(r"^-?\d+$", text) else None
     if state is JobState.COMPLETED:
-        return JobStatus(state, exit_code=0, **extra)  # type: ignore[arg-type]
+        return JobStatus(state, exit_code=0, **extra)
     if state is JobState.FAILED:
         why = str(rec.get("EXIT_REASON") or "").strip()
         for prefix, (final, reason) in REASONS.items():
             if why.startswith(prefix):
-                return JobStatus(final, exit_code=code, reason=reason, **extra)  # type: ignore[arg-type]
-        return JobStatus(state, exit_code=code, reason=why or None, **extra)  # type: ignore[arg-type]
-    why = str(rec.get("PEND_REASON") or "").strip().rstrip(";") or None
-    if why and "never satisfied" in why.lower():
-        why = "DependencyNeverSatisfied"  # the driver cancels such a job
-    return JobStatus(state, reason=why, **extra)  # type: ignore[arg-type]
+                return JobStatus(final, exit_code=code, reason=reason, **extra)
+        return JobStatus(state, exit_code=code, reason=why or None, **extra)
+    pending = str(rec.get("PEND_REASON") or "").strip().rstrip(";") or None
+    if pending and "never satisfied" in pending.lower():
+        pending = "DependencyNeverSatisfied"  # the driver cancels such a job
+    return JobStatus(state, reason=pending, **extra)
 
 
 def _when(text: str, *, round_up: bool) -> str:
@@ -254,6 +256,19 @@ class LsfBackend(SchedulerBackend):
     submit_stdin = True
     prefix = "#BSUB"
     rules = RULES
+
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``blaunch``, LSF's own: with no host named it runs one task per slot of the
+        job, nodes x ppn slots; with ``threads`` the slots count threads too, so that is
+        refused."""
+        if (res.threads or 1) > 1:
+            raise BackendError(
+                "LSF's blaunch starts one task per slot, and hpcexec reserves threads as "
+                f"slots: a callable with threads={res.threads} would run in "
+                f"{res.ntasks * (res.threads or 1)} tasks, not {res.ntasks}. Drop threads "
+                "(set OMP_NUM_THREADS through env), or use submit_shell with your own launcher"
+            )
+        return ["blaunch"]
 
     def check(self, res: Resources) -> None:
         for raw in res.native:

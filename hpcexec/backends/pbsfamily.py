@@ -9,7 +9,7 @@ import re
 from ..errors import BackendError, SubmitError
 from ..resources import Resources, local_time
 from ..states import JobState
-from .base import JobStatus, Rule, SubmitSpec, hold_option, mail_options, option
+from .base import JobStatus, Rule, SubmitSpec, Usage, hold_option, mail_options, option
 
 JOB_ID = re.compile(r"^(\d+)(\[\d*\])?((?:\.\S+)?)$")
 
@@ -52,7 +52,12 @@ def array_of(job_id: str) -> str:
 def query_ids(job_ids: list[str]) -> list[str]:
     """Whole arrays instead of their elements (one entry answers all, with ``-t``)."""
     wanted = {array_of(j) for j in job_ids}
-    return sorted(wanted, key=lambda j: (int(JOB_ID.match(j)[1]) if JOB_ID.match(j) else 0, j))
+
+    def order(job_id: str) -> tuple[int, str]:
+        m = JOB_ID.match(job_id)
+        return (int(m[1]) if m else 0, job_id)
+
+    return sorted(wanted, key=order)
 
 
 def aliases(job_id: str) -> list[str]:
@@ -128,7 +133,7 @@ def finished_status(
     scheduler: str,
     comment: str | None = None,
     codes: dict[int, tuple[JobState, str]],
-    **extra: object,
+    usage: Usage,
 ) -> JobStatus:
     """A finished PBS job (F/X, or Torque's C) from its exit status; ``codes``: the
     scheduler's own negative exit statuses."""
@@ -136,33 +141,33 @@ def finished_status(
         return JobStatus(
             JobState.CANCELLED,
             reason=comment or "ended without an exit status (deleted before it ran)",
-            **extra,
-        )  # type: ignore[arg-type]
+            **usage,
+        )
     if code in codes:
         state, why = codes[code]
-        return JobStatus(state, exit_code=code, reason=why, **extra)  # type: ignore[arg-type]
+        return JobStatus(state, exit_code=code, reason=why, **usage)
     signal = code - 256 if code >= 256 else None  # killed by the scheduler (qdel, a limit)
     if comment and "exceeded resource walltime" in comment:
         return JobStatus(
-            JobState.TIMEOUT, exit_code=code, signal=signal, reason="walltime exceeded", **extra
-        )  # type: ignore[arg-type]
+            JobState.TIMEOUT, exit_code=code, signal=signal, reason="walltime exceeded", **usage
+        )
     if code < 0:
         return JobStatus(
             JobState.FAILED,
             exit_code=code,
             reason=f"{scheduler} could not run the job (exit status {code})",
-            **extra,
-        )  # type: ignore[arg-type]
+            **usage,
+        )
     if signal is not None:
         return JobStatus(
             JobState.FAILED,
             exit_code=code,
             signal=signal,
             reason=f"killed by signal {signal}",
-            **extra,
-        )  # type: ignore[arg-type]
+            **usage,
+        )
     state = JobState.COMPLETED if code == 0 else JobState.FAILED
-    return JobStatus(state, exit_code=code, **extra)  # type: ignore[arg-type]
+    return JobStatus(state, exit_code=code, **usage)
 
 
 def pbs_when(text: str) -> str:

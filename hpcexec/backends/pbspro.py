@@ -1,4 +1,5 @@
-"""PBS Professional / OpenPBS: ``qsub``, ``qstat -x -f -F json``, ``qdel``, ``qhold``, ``qrls``.
+"""The PBS Professional / OpenPBS dialect: ``qsub``, ``qstat -x -f -F json``, ``qdel``,
+``qhold``, ``qrls``, rendered and parsed.
 
 Pure functions only. Job ids are ``<seq>.<server>`` (or a bare ``<seq>`` where the server
 hides its suffix); an array is ``<seq>[].<server>`` and its elements ``<seq>[<i>].<server>``,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from ..errors import BackendError, SchedulerOutputError
 from ..resources import Resources, format_time
@@ -33,6 +35,7 @@ from .base import (
     Rule,
     SchedulerBackend,
     SubmitSpec,
+    Usage,
     array_range,
     error_option,
     option,
@@ -165,6 +168,11 @@ class PbsProBackend(PbsControl, SchedulerBackend):
     rules = RULES
     refused = PBS_REFUSED
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``mpiexec`` (the MPI's, which reads the job's hosts through PBS's TM
+        interface; Torque documents OSC's ``mpiexec``), with the tasks' number."""
+        return ["mpiexec", "-n", str(res.ntasks)]
+
     def check(self, res: Resources) -> None:
         self.check_refused(res)
         check_native(res, "#PBS", "PBS Pro")
@@ -197,12 +205,14 @@ class PbsProBackend(PbsControl, SchedulerBackend):
         return found
 
     @staticmethod
-    def _status(job: dict) -> JobStatus | None:
+    def _status(job: dict[str, Any]) -> JobStatus | None:
         state = STATES.get(str(job.get("job_state", "")))
         if state is None:
             return None
-        used = job.get("resources_used") if isinstance(job.get("resources_used"), dict) else {}
-        extra = dict(
+        used = job.get("resources_used")
+        if not isinstance(used, dict):
+            used = {}
+        extra = Usage(
             nodelist=hosts(job.get("exec_host")),
             elapsed=seconds(used.get("walltime")),
             max_rss=mib(used.get("mem")),
@@ -215,11 +225,11 @@ class PbsProBackend(PbsControl, SchedulerBackend):
                 scheduler="PBS",
                 comment=comment,
                 codes=EXIT_CODES,
-                **extra,
+                usage=extra,
             )
         if state is JobState.LOST:
             return JobStatus(state, reason="moved to another PBS server", **extra)
-        return JobStatus(state, reason=comment or None, **extra)  # type: ignore[arg-type]
+        return JobStatus(state, reason=comment or None, **extra)
 
     def max_array_argv(self) -> list[str] | None:
         return ["qmgr", "-c", "list server"]
@@ -229,7 +239,7 @@ class PbsProBackend(PbsControl, SchedulerBackend):
         return int(m[1]) if m else None
 
 
-def _jobs(out: str) -> dict[str, dict]:
+def _jobs(out: str) -> dict[str, dict[str, Any]]:
     """The ``Jobs`` object of ``qstat -F json``. Some PBS versions print invalid JSON (raw
     control characters or quotes from job environments): then each job's block is scanned
     for the few keys that matter."""
@@ -241,13 +251,13 @@ def _jobs(out: str) -> dict[str, dict]:
         return jobs if isinstance(jobs, dict) else {}
     except ValueError:
         pass
-    found: dict[str, dict] = {}
+    found: dict[str, dict[str, Any]] = {}
     keys = list(_JOB_KEY_LINE.finditer(out))
     if not keys:  # not one job in it: not qstat's JSON at all
         raise SchedulerOutputError(f"qstat printed unreadable JSON: {out.strip()[:200]!r}")
-    for m, nxt in zip(keys, keys[1:] + [None]):
+    for m, nxt in zip(keys, [*keys[1:], None], strict=True):
         block = out[m.end() : nxt.start() if nxt else len(out)]
-        job: dict = {}
+        job: dict[str, Any] = {}
         for key, pattern in (
             ("job_state", r'"job_state"\s*:\s*"(\w)"'),
             ("Exit_status", r'"Exit_status"\s*:\s*(-?\d+)'),

@@ -1,5 +1,5 @@
-"""Grid Engine (SGE 8, Son of Grid Engine, OGS): ``qsub``, ``qstat``, ``qacct``, ``qdel``,
-``qhold``, ``qrls``, ``qconf``. Pure functions only.
+"""The Grid Engine dialect (SGE 8, Son of Grid Engine, OGS): ``qsub``, ``qstat``, ``qacct``,
+``qdel``, ``qhold``, ``qrls``, ``qconf``, rendered and parsed. Pure functions only.
 
 Choices, and the Grid Engine facts behind them (checked on SGE 8.1.9, see
 ``tests/clusters/recorded/sge_*.txt``):
@@ -132,7 +132,7 @@ def _seconds(text: str) -> float | None:
     except ValueError:
         return None
     total = 0.0
-    for p, unit in zip(reversed(parts), (1, 60, 3600, 86400)):
+    for p, unit in zip(reversed(parts), (1, 60, 3600, 86400), strict=False):
         total += p * unit
     return total
 
@@ -143,7 +143,7 @@ def _bytes(text: str) -> float | None:
     if not m:
         return None
     unit = m[2].upper()
-    return float(m[1]) * 1024 ** ("KMGTP".index(unit) + 1 if unit else 0)
+    return float(m[1]) * float(1024 ** ("KMGTP".index(unit) + 1 if unit else 0))
 
 
 def _tasks(text: str) -> list[int]:
@@ -263,11 +263,16 @@ class SgeBackend(SchedulerBackend):
     mem_resource: ClassVar[str] = "h_vmem"
     prefix = "#$"
     rules = RULES
-    refused = {
+    refused: ClassVar[dict[str, str]] = {
         "deadline": "SGE's -dl only raises the priority of a deadline job (for users the "
         "administrator allows), it does not stop the job from running later; leave "
         "deadline unset and bound the run with time, or use backend='slurm'",
     }
+
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``mpirun`` with the tasks' number (the parallel environment's ``$NSLOTS`` counts
+        ``threads`` too): Open MPI and Intel MPI read the hosts from Grid Engine."""
+        return ["mpirun", "-np", str(res.ntasks)]
 
     def check(self, res: Resources) -> None:
         self.check_refused(res)

@@ -1,9 +1,11 @@
-"""SLURM: ``sbatch``, ``squeue``, ``sacct``, ``scancel``, ``scontrol``. Pure functions only."""
+"""The SLURM dialect: directives and argv for ``sbatch``, ``squeue``, ``sacct``, ``scancel``,
+``scontrol``, and their output parsed. Pure functions only."""
 
 from __future__ import annotations
 
 import re
 import shlex
+from typing import Any
 
 from ..errors import SchedulerOutputError, SubmitError
 from ..resources import MAIL_EVENTS, Resources, local_time
@@ -165,6 +167,17 @@ class SlurmBackend(SchedulerBackend):
     prefix = "#SBATCH"
     rules = RULES
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``srun``, which kills every task when one fails (``--kill-on-bad-exit``), with
+        ``--mpi=`` where the ``mpi`` resource asks (else the site's ``MpiDefault``) and the
+        cores of each task (srun does not take ``--cpus-per-task`` from the job)."""
+        argv = ["srun", "--kill-on-bad-exit=1", f"--ntasks={res.ntasks}"]
+        if res.mpi:
+            argv.append(f"--mpi={res.mpi}")
+        if res.threads:
+            argv.append(f"--cpus-per-task={res.threads}")
+        return argv
+
     def check(self, res: Resources) -> None:
         pass  # SLURM expresses every key of the common model
 
@@ -238,7 +251,7 @@ class SlurmBackend(SchedulerBackend):
                 state = JobState.HELD
             code = sig = None
             if state.finished:
-                why = REASONS.get(name, None)
+                why = REASONS.get(name)
                 code, sig = _wait_status(parts[4] if len(parts) > 4 else "")
             found[job_id] = JobStatus(
                 state,
@@ -261,7 +274,7 @@ class SlurmBackend(SchedulerBackend):
         ]
 
     def parse_accounting(self, out: str) -> dict[str, JobStatus]:
-        jobs: dict[str, dict] = {}
+        jobs: dict[str, dict[str, Any]] = {}
         for line in out.splitlines():
             parts = line.strip().split("|")
             if len(parts) < 7:

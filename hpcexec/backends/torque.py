@@ -1,5 +1,5 @@
-"""Torque (PBS lineage, Adaptive Computing): ``qsub``, ``qstat -x -t`` (XML), ``qdel``,
-``qhold``, ``qrls``. Pure functions only.
+"""The Torque dialect (PBS lineage, Adaptive Computing): ``qsub``, ``qstat -x -t`` (XML),
+``qdel``, ``qhold``, ``qrls``, rendered and parsed. Pure functions only.
 
 Ids look like PBS Pro's: ``<seq>.<server>``, arrays ``<seq>[].<server>`` with elements
 ``<seq>[<i>].<server>`` (``-t 0-<n-1>``, so ``PBS_ARRAYID`` is the element index). On Torque
@@ -35,6 +35,7 @@ from .base import (
     Rule,
     SchedulerBackend,
     SubmitSpec,
+    Usage,
     array_range,
     option,
     own_output,
@@ -134,6 +135,11 @@ class TorqueBackend(PbsControl, SchedulerBackend):
     rules = RULES
     refused = PBS_REFUSED
 
+    def task_launcher(self, res: Resources, python: str) -> list[str]:
+        """``mpiexec`` (the MPI's, which reads the job's hosts through PBS's TM
+        interface; Torque documents OSC's ``mpiexec``), with the tasks' number."""
+        return ["mpiexec", "-n", str(res.ntasks)]
+
     def check(self, res: Resources) -> None:
         self.check_refused(res)
         check_native(res, "#PBS", "Torque")
@@ -176,7 +182,7 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         state = STATES.get((job.findtext("job_state") or "").strip())
         if state is None:
             return None
-        extra = dict(
+        extra = Usage(
             nodelist=hosts(job.findtext("exec_host")),
             elapsed=seconds(job.findtext("resources_used/walltime")),
             max_rss=mib(job.findtext("resources_used/mem")),
@@ -184,8 +190,8 @@ class TorqueBackend(PbsControl, SchedulerBackend):
         if state is JobState.COMPLETED:
             text = (job.findtext("exit_status") or "").strip()
             code = int(text) if re.match(r"^-?\d+$", text) else None
-            return finished_status(code, scheduler="Torque", codes=EXIT_CODES, **extra)
-        return JobStatus(state, reason=(job.findtext("comment") or None), **extra)  # type: ignore[arg-type]
+            return finished_status(code, scheduler="Torque", codes=EXIT_CODES, usage=extra)
+        return JobStatus(state, reason=(job.findtext("comment") or None), **extra)
 
     def max_array_argv(self) -> list[str] | None:
         return ["qmgr", "-c", "list server"]

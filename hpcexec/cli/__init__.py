@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config import resolve
 from ..errors import HpcexecError
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         sys.stderr.write(f"hpcexec: error: {one_line(e)}\n")
         return 2 if isinstance(e, UsageError) else 1
-    except Exception as e:  # a bug: still one line, the traceback with --debug
+    except Exception as e:  # a bug: still one line, the traceback with --debug  # noqa: BLE001
         if args.debug:
             traceback.print_exc()
         sys.stderr.write(

@@ -1,29 +1,29 @@
-"""The subcommands. Each takes the parsed arguments and a :class:`Context`, prints through
-``ctx.out`` and returns the exit status."""
+"""The ``hpcexec`` job subcommands (submit, jobs, show, logs, wait, cancel, hold, release), one
+function each taking the parsed arguments and a :class:`Context`, printing through ``ctx.out``
+and returning the exit status; :data:`COMMANDS` names every subcommand."""
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import re
 import shlex
-import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..backends import backend_names, unknown_backend
 from ..errors import BackendError, HpcexecError, SubmitError
-from ..executor import detect_backend, wait as wait_futures
-from ..backends import backend_names, schedulers, unknown_backend
-from ..remote import SSHOptions, open_ssh
+from ..executor import wait as wait_futures
 from ..layout import JobLayout
-from ..states import JobState
 from ..record import JobRecord
-from .context import Context, UsageError, one_line
+from ..states import JobState
+from .admin import cmd_backends, cmd_clean, cmd_config, cmd_merge
+from .context import Context, UsageError, one_line, parse_states
+from .output import note, pairs, record_dict, short_key, state_text, when
 from .parser import SUBMIT_RESOURCES
 from .resources import cmd_resources
-from .output import note, pairs, record_dict, short_key, state_text, table, when
 
 SUBMIT_WAIT = 60.0  # seconds submit waits for the scheduler's job id
 LOCAL_START_WAIT = 2.0  # seconds submit waits for a local job to start
@@ -31,8 +31,6 @@ CANCEL_WAIT = 20.0  # seconds cancel waits for the jobs to end
 FOLLOW_INTERVAL = 0.5
 EXIT_NOT_COMPLETED = 3  # wait: some job ended otherwise than completed
 EXIT_TIMEOUT = 124  # wait: --timeout passed first (as timeout(1))
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 86400, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 # -- submit ------------------------------------------------------------------------------
@@ -90,11 +88,11 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     ex = ctx.executor()
     view = ex.options(**wanted)
     if args.dry_run:
-        script = view.file_script(args.file) if args.file else view.job_script(body)
+        script = view.file_script(args.file) if body is None else view.job_script(body)
         ctx.out.emit({"script": script}, script)
         return 0
     t0 = time.time()
-    if args.file:
+    if body is None:
         future = view.submit_file(args.file, check=False)
     else:
         future = view.submit_shell(body, check=False)
@@ -139,28 +137,6 @@ def _wait_for_id(ctx: Context, key: str) -> JobRecord:
 
 
 # -- listing -----------------------------------------------------------------------------
-def parse_states(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [s.strip() for v in values for s in v.split(",") if s.strip()]
-
-
-def _select(
-    ctx: Context,
-    states: list[str] | None,
-    match: str | None,
-    backend: str | None = None,
-    host: str | None = None,
-) -> list[JobRecord]:
-    store = ctx.store()
-    if store is None:
-        return []
-    try:
-        return store.select(states, match, backend=backend, host=host)
-    except ValueError as e:  # an unknown state or a bad regular expression
-        raise UsageError(str(e)) from None
-
-
 def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
     backend, host = args.backend, args.host  # given on the command line: filters
     if backend is not None and backend not in backend_names():
@@ -170,8 +146,8 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
         ctx.out.jobs([], empty=f"no jobs: no job cache at {ctx.cache_dir}")
         return 0
     if not args.no_refresh:
-        ctx.refresh(_select(ctx, ["active"], None, backend, host))
-    ctx.out.jobs(_select(ctx, states, args.match, backend, host))
+        ctx.refresh(ctx.select(["active"], None, backend, host))
+    ctx.out.jobs(ctx.select(states, args.match, backend, host))
     return 0
 
 
@@ -343,168 +319,6 @@ def cmd_hold(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_release(args: argparse.Namespace, ctx: Context) -> int:
     return _hold_or_release(args, ctx, hold=False)
-
-
-# -- the cache ---------------------------------------------------------------------------
-def parse_duration(text: str) -> float:
-    """Seconds from ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is days)."""
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise UsageError(
-            f"--older-than takes a number and a unit s, m, h, d or w (e.g. 7d or 12h), not {text!r}"
-        )
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def cmd_clean(args: argparse.Namespace, ctx: Context) -> int:
-    states = parse_states(args.state)
-    if not args.finished and not states:
-        raise UsageError(
-            "clean removes finished jobs: give --finished, or --state with "
-            "finished states (completed, failed, cancelled, timeout, lost)"
-        )
-    states = states or ["finished"]
-    records = _select(ctx, states, args.match)
-    active = [r for r in records if not r.state.finished]
-    if active:
-        raise UsageError(
-            f"clean removes finished jobs only; {len(active)} selected job(s) "
-            f"are {active[0].state.value}: `hpcexec cancel` them first"
-        )
-    if args.older_than:
-        limit = time.time() - parse_duration(args.older_than)
-        records = [r for r in records if (r.finished or r.modified) < limit]
-    needed = {d for r in _select(ctx, ["active"], None) for d in r.deps}
-    kept = [r for r in records if r.key in needed]
-    records = [r for r in records if r.key not in needed]
-    files_elsewhere = [r for r in records if r.host != ctx.here]
-    if not args.dry_run and records:
-        store = ctx.store()
-        assert store is not None
-        store.delete(r.key for r in records)
-        jobs_dir = ctx.cache_dir / "jobs"
-        for r in records:
-            path = Path(r.jobdir)
-            if r.host == ctx.here and path.parent == jobs_dir and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-    verb = "would remove" if args.dry_run else "removed"
-    text = f"{verb} {len(records)} finished job(s)"
-    if files_elsewhere:
-        text += (
-            f"; the files of {len(files_elsewhere)} on other hosts stay there "
-            f"(under their remote_dir)"
-        )
-    if kept:
-        text += f"; kept {len(kept)} that unfinished jobs depend on"
-    ctx.out.emit(
-        {
-            "removed": [r.key for r in records],
-            "dry_run": args.dry_run,
-            "kept": [r.key for r in kept],
-            "files_on_other_hosts": [r.key for r in files_elsewhere],
-        },
-        text,
-    )
-    return 0
-
-
-def cmd_merge(args: argparse.Namespace, ctx: Context) -> int:
-    host = ctx.settings["host"]
-    if not host:
-        raise UsageError(
-            "merge needs --host H: the host the other cache's jobs ran on "
-            "(e.g. `hpcexec merge other/.hpcexec --host cluster-a`)"
-        )
-    store = ctx.store(create=True)
-    assert store is not None
-    taken, kept = store.merge(args.path, host)
-    ctx.out.emit(
-        {"source": str(args.path), "host": host, "taken": taken, "kept": kept},
-        f"merged {taken} record(s) from {args.path} as jobs on {host}; kept {kept} "
-        f"of ours that were as new or newer",
-    )
-    return 0
-
-
-# -- the machine and the settings ---------------------------------------------------------
-def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
-    s = ctx.settings
-    host = s["host"]
-    transport = None
-    if host:
-        transport = open_ssh(
-            host,
-            SSHOptions(s["remote_dir"], s["ssh_key"], s["known_hosts"], s["trust_on_first_use"]),
-        )
-        which: Callable[[str], str | None] = transport.which
-    else:
-        which = shutil.which
-    try:
-        found = {c: which(c) for cls in schedulers().values() for c in cls.commands}
-    finally:
-        if transport is not None:
-            transport.close()
-    auto = detect_backend(found.get)
-    rows, data = (
-        [["local", "-", "yes (always)"]],
-        [{"backend": "local", "commands": {}, "available": True}],
-    )
-    for name, cls in schedulers().items():
-        cmds = {c: found[c] for c in cls.commands}
-        missing = [c for c, p in cmds.items() if not p]
-        rows.append(
-            [
-                name,
-                " ".join(cls.commands),
-                "yes" if not missing else f"no ({', '.join(missing)} not on PATH)",
-            ]
-        )
-        data.append({"backend": name, "commands": cmds, "available": not missing})
-    where = host or ctx.here
-    text = (
-        f"on {where}:\n"
-        + table(["BACKEND", "COMMANDS", "FOUND"], rows)
-        + f"\n\nbackend 'auto' would use: {auto}"
-    )
-    ctx.out.emit({"host": where, "backends": data, "auto": auto}, text)
-    return 0
-
-
-def cmd_config(args: argparse.Namespace, ctx: Context) -> int:
-    s = ctx.settings
-    files = s.files
-    rows = [[k, _show(v.value), v.source] for k, v in s.values.items()]
-    rows += [[f"resources.{k}", _show(v.value), v.source] for k, v in s.resources.items()]
-    head = [
-        (
-            "profile",
-            f"{s.profile} (from {s.profile_source})"
-            if s.profile
-            else "none (--profile, HPCEXEC_PROFILE or default_profile select one)",
-        )
-    ]
-    for path in files.searched:
-        head.append(("file", f"{path}" + ("" if path in files.found else " (not found)")))
-    for name, prof in sorted(files.profiles.items()):
-        head.append(("profile " + name, f"{prof.description or ''} ({prof.path})".strip()))
-    text = pairs(head) + "\n\n" + table(["SETTING", "VALUE", "FROM"], rows)
-    data = {
-        "profile": s.profile,
-        "profile_from": s.profile_source,
-        "files": [{"path": str(p), "found": p in files.found} for p in files.searched],
-        "profiles": {
-            n: {"path": str(p.path), "description": p.description}
-            for n, p in sorted(files.profiles.items())
-        },
-        "settings": {k: {"value": v.value, "from": v.source} for k, v in s.values.items()},
-        "resources": {k: {"value": v.value, "from": v.source} for k, v in s.resources.items()},
-    }
-    ctx.out.emit(data, text)
-    return 0
-
-
-def _show(value: Any) -> str:
-    return "-" if value is None else str(value)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Context], int]] = {

@@ -4,24 +4,22 @@ names, and executors for the backends and hosts those records belong to."""
 from __future__ import annotations
 
 import logging
-import socket
+import platform
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..config import Settings
 from ..errors import HpcexecError, UnknownJob
 from ..executor import Executor
 from ..future import JobFuture
 from ..record import JobRecord
+from ..settings import REACH
 from ..store import Store
-from ..store_schema import DB_NAME
 from .output import Output, note, short_key
 
 log = logging.getLogger(__name__)
-
-#: settings that say how to reach a host, taken over from a profile naming that host
-_HOST_SETTINGS = ("python", "remote_dir", "ssh_key", "known_hosts", "trust_on_first_use")
 
 
 class UsageError(HpcexecError):
@@ -39,16 +37,32 @@ class Context:
     _executors: dict[tuple[str, str], Executor] = field(default_factory=dict)
     _submitters: list[Executor] = field(default_factory=list)
     _followed: dict[int, list[JobFuture]] = field(default_factory=dict)  # id(executor) ->
-    here: str = field(default_factory=socket.gethostname)
+    here: str = field(default_factory=platform.node)
 
     @property
     def cache_dir(self) -> Path:
         return Path(self.settings["cache_dir"]).absolute()
 
+    def select(
+        self,
+        states: list[str] | None,
+        match: str | None,
+        backend: str | None = None,
+        host: str | None = None,
+    ) -> list[JobRecord]:
+        """The records in these states whose key or name matches; none without a cache."""
+        store = self.store()
+        if store is None:
+            return []
+        try:
+            return store.select(states, match, backend=backend, host=host)
+        except ValueError as e:  # an unknown state or a bad regular expression
+            raise UsageError(str(e)) from None
+
     def store(self, *, create: bool = False) -> Store | None:
         """The job store, or None when there is no cache yet (and ``create`` is False)."""
         if self._store is None:
-            if not create and not (self.cache_dir / DB_NAME).exists():
+            if not create and not Store.exists_in(self.cache_dir):
                 return None
             self._store = Store(self.cache_dir)
         return self._store
@@ -133,10 +147,10 @@ class Context:
         """How to reach ``host``: the selected settings if they name it, else the first
         profile that does, else nothing (``~/.ssh/config`` and the defaults)."""
         if self.settings["host"] == host:
-            return {k: self.settings[k] for k in _HOST_SETTINGS}
+            return {k: self.settings[k] for k in REACH}
         for prof in self.settings.files.profiles.values():
             if prof.values.get("host") == host:
-                return {k: v for k, v in prof.values.items() if k in _HOST_SETTINGS}
+                return {k: v for k, v in prof.values.items() if k in REACH}
         return {}
 
     def reachable(self, host: str) -> bool:
@@ -174,6 +188,12 @@ class Context:
         self._submitters.clear()
         if self._store is not None:
             self._store.close()
+
+
+def parse_states(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [s.strip() for v in values for s in v.split(",") if s.strip()]
 
 
 def one_line(e: BaseException) -> str:

@@ -7,7 +7,8 @@ import json
 import re
 import sys
 import time
-from typing import Any, Iterable, Sequence, TextIO
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
 
 from ..record import JobRecord
 
@@ -76,7 +77,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     lines = []
     for r in [list(headers), *rows]:
-        cells = [c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)] + [r[-1]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

@@ -80,7 +80,7 @@ class Parser(argparse.ArgumentParser):
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """``suppress``: set nothing unless given, so the options may stand before or after
     the subcommand without the subparser's defaults overwriting the first."""
-    d = {"default": argparse.SUPPRESS} if suppress else {}
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     g = parser.add_argument_group("global options")
     g.add_argument(
         "--cache-dir",

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from ..backends import schedulers
 from ..backends.base import Backend, SchedulerBackend, SubmitSpec
@@ -64,7 +65,7 @@ def backends(name: str | None = None) -> dict[str, Backend]:
 
 def example_spec(res: Resources) -> SubmitSpec:
     """A single job's submission with ``res``, as the scheduler driver builds one."""
-    lay = JobLayout(JOBDIR, res.workdir or WORKDIR, res.stdout, res.stderr, res.join_output)
+    lay = JobLayout(JOBDIR, res.workdir or WORKDIR, res.stdout, res.stderr, bool(res.join_output))
     return SubmitSpec(
         lay.file(SUBMIT_SCRIPT), res, res.name or "job", lay.stdout, lay.stderr, lay.workdir
     )

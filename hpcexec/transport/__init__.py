@@ -3,4 +3,4 @@
 from .base import CommandResult, Transport
 from .local import LocalShell
 
-__all__ = ["CommandResult", "Transport", "LocalShell"]
+__all__ = ["CommandResult", "LocalShell", "Transport"]

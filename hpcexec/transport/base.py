@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any
 
 from ..trust import PathStat
 
@@ -60,7 +61,7 @@ class Transport(abc.ABC):
     ) -> int:
         """Start a process in its own session that outlives the client; return its pid."""
 
-    def spawn_warm(self, python: str, request: dict) -> int | None:
+    def spawn_warm(self, python: str, request: dict[str, Any]) -> int | None:
         """Start a Python job from a warm interpreter (see :mod:`hpcexec.forkserver`);
         None when this transport cannot, and the job's script is run instead."""
         return None
@@ -146,5 +147,5 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def cpu_count(self) -> int: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a local transport holds nothing
         """Release connections."""

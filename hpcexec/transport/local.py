@@ -1,4 +1,4 @@
-"""Commands and files on this machine."""
+"""The local transport: commands and files on this machine."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 from ..errors import TransportError
 from ..jobfiles import write_atomic
@@ -30,7 +31,7 @@ class LocalShell(Transport):
 
     def __init__(self) -> None:
         self.host = socket.gethostname()
-        self._children: dict[int, subprocess.Popen] = {}
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._exit_status: dict[int, int] = {}
         # Warm starts need Linux's abstract sockets and peer credentials.
         self.warm_start = (
@@ -96,7 +97,7 @@ class LocalShell(Transport):
             self._children[p.pid] = p
         return p.pid
 
-    def spawn_warm(self, python: str, request: dict) -> int | None:
+    def spawn_warm(self, python: str, request: dict[str, Any]) -> int | None:
         if not self.warm_start:
             return None
         from .. import forkserver

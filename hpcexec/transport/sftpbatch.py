@@ -11,7 +11,7 @@ handles are closed without waiting for the answers.
 from __future__ import annotations
 
 import errno
-from typing import Iterable
+from collections.abc import Iterable
 
 import paramiko
 from paramiko.sftp import (
@@ -48,7 +48,7 @@ class _Batch:
         self.answers = _Answers()
 
     def send(self, t: int, *args: object) -> int:
-        return self.sftp._async_request(self.answers, t, *args)
+        return int(self.sftp._async_request(self.answers, t, *args))
 
     def wait(self, nums: Iterable[int]) -> None:
         for num in nums:

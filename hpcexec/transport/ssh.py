@@ -1,4 +1,4 @@
-"""Commands and files on another host, over one SSH connection (paramiko).
+"""The SSH transport: commands and files on another host, over one SSH connection (paramiko).
 
 Commands run in a POSIX shell kept open on a channel of that connection (see
 :mod:`.sshshell`; a server that will not keep one gets an ``exec`` channel per command), and
@@ -59,10 +59,10 @@ class SSHTransport(Transport):
         self,
         host: str,
         *,
-        ssh_key: str | os.PathLike | None = None,
-        known_hosts: str | os.PathLike | None = None,
+        ssh_key: str | os.PathLike[str] | None = None,
+        known_hosts: str | os.PathLike[str] | None = None,
         trust_on_first_use: bool = False,
-        ssh_config: str | os.PathLike | None = None,
+        ssh_config: str | os.PathLike[str] | None = None,
         connect_timeout: float | None = None,
         keepalive: int | None = None,
         persistent_shell: bool = True,
@@ -233,7 +233,7 @@ class SSHTransport(Transport):
         raise TransportError(f"could not signal process group {pid} on {self.host}: {err.strip()}")
 
     def cpu_count(self) -> int:
-        status, out, err = self._execute(
+        _status, out, err = self._execute(
             "nproc 2>/dev/null || getconf _NPROCESSORS_ONLN", idempotent=True
         )
         try:
@@ -264,7 +264,7 @@ class SSHTransport(Transport):
 
     # -- files (see :mod:`.sshfiles`) ---------------------------------------------------
 
-    def expand_path(self, path: str | os.PathLike) -> str:
+    def expand_path(self, path: str | os.PathLike[str]) -> str:
         """``path`` with a leading ``~`` replaced by the remote home directory."""
         return self._files.expand_path(path)
 

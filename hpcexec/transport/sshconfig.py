@@ -74,7 +74,7 @@ def parse_destination(text: str) -> tuple[str | None, str, int | None]:
     return m["user"], m["v6"] or m["host"], port
 
 
-def load_config(path: str | os.PathLike | None) -> paramiko.SSHConfig:
+def load_config(path: str | os.PathLike[str] | None) -> paramiko.SSHConfig:
     """The parsed ssh config at ``path`` (default ``~/.ssh/config``); empty if it is missing."""
     p = Path(os.path.expanduser(str(path if path is not None else DEFAULT_SSH_CONFIG)))
     if not p.exists():
@@ -189,7 +189,7 @@ def _jumps(
 
 
 @dataclass
-class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+class HostKeyPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # paramiko: no hints
     """Refuse unknown host keys with a message that says how to add them, or, with
     ``trust_on_first_use``, add them to ``save_to``. Changed keys are refused by
     :class:`paramiko.SSHClient` itself (see :func:`changed_key_error`)."""
@@ -230,7 +230,7 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         )
 
 
-def known_hosts(endpoint: Endpoint, extra: str | os.PathLike | None) -> tuple[list[str], str]:
+def known_hosts(endpoint: Endpoint, extra: str | os.PathLike[str] | None) -> tuple[list[str], str]:
     """The known-hosts files to read (those that exist) and the one to save new keys to."""
     candidates = [*GLOBAL_KNOWN_HOSTS, *endpoint.known_hosts_files]
     if extra is not None:

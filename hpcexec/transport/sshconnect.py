@@ -55,7 +55,7 @@ class Connection:
         if sftp is not None:
             try:
                 sftp.close()
-            except Exception:  # closing what is already broken
+            except Exception:  # closing what is already broken  # noqa: BLE001
                 pass
 
     def close(self) -> None:
@@ -63,7 +63,7 @@ class Connection:
         for c in [self.client, *reversed(self.hops)]:
             try:
                 c.close()
-            except Exception:
+            except Exception:  # closing what is already broken  # noqa: BLE001
                 pass
 
 
@@ -196,6 +196,6 @@ def _encrypted(path: str) -> bool:
         paramiko.PKey.from_path(path)
     except paramiko.PasswordRequiredException:
         return True
-    except Exception:
+    except Exception:  # not a readable encrypted key: ask no passphrase  # noqa: BLE001
         return False
     return False

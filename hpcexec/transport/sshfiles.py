@@ -35,7 +35,7 @@ class SFTPFiles:
         self._lock = threading.RLock()  # one SFTP request at a time (paramiko needs it)
         self._home: str | None = None
 
-    def expand_path(self, path: str | os.PathLike) -> str:
+    def expand_path(self, path: str | os.PathLike[str]) -> str:
         """``path`` with a leading ``~`` replaced by the remote home directory."""
         path = os.fspath(path)
         if path == "~":
@@ -149,7 +149,7 @@ class SFTPFiles:
                 return ""
             with f:
                 f.seek(max(0, f.stat().st_size - max_bytes))
-                return f.read().decode(errors="replace")
+                return str(f.read().decode(errors="replace"))
 
         return self._call("read the end of", p, op, idempotent=True)
 
@@ -159,7 +159,7 @@ class SFTPFiles:
         def op(sftp: paramiko.SFTPClient) -> str | None:
             try:
                 with sftp.open(p, "rb") as f:
-                    return f.read().decode(errors="replace")
+                    return str(f.read().decode(errors="replace"))
             except OSError:
                 if not _answered(sftp):
                     raise
@@ -186,7 +186,7 @@ class SFTPFiles:
             except BaseException:
                 try:
                     sftp.remove(tmp)
-                except Exception:
+                except Exception:  # cleaning up; the first error is raised  # noqa: BLE001
                     pass
                 raise
 
@@ -230,7 +230,7 @@ class SFTPFiles:
 
         def op(sftp: paramiko.SFTPClient) -> list[str]:
             try:
-                return sftp.listdir(p)
+                return list(sftp.listdir(p))
             except FileNotFoundError:
                 return []
 
@@ -266,8 +266,8 @@ class SFTPFiles:
         self._call("rename", f"{s} to {d}", lambda sftp: sftp.posix_rename(s, d), idempotent=False)
 
     def symlink(self, target: str, link: str) -> None:
-        t, l = self.expand_path(target), self.expand_path(link)
-        self._call("symlink", f"{l} -> {t}", lambda sftp: sftp.symlink(t, l), idempotent=False)
+        t, lk = self.expand_path(target), self.expand_path(link)
+        self._call("symlink", f"{lk} -> {t}", lambda sftp: sftp.symlink(t, lk), idempotent=False)
 
 
 def _make_dirs(sftp: paramiko.SFTPClient, d: str) -> None:

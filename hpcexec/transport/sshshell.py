@@ -18,6 +18,8 @@ import uuid
 
 import paramiko
 
+from .sshconnect import Connection
+
 # The shell the commands run in: POSIX sh, started from the user's login shell so that it
 # inherits the environment (PATH) the start-up files set, whatever the login shell is.
 START = "exec /bin/sh"
@@ -49,13 +51,13 @@ def frame(command: str, input: str | None, token: str) -> str:
 class RemoteShell:
     """One long-lived ``sh`` on a session channel; not thread-safe (one command at a time)."""
 
-    def __init__(self, chan: paramiko.Channel, owner: object) -> None:
+    def __init__(self, chan: paramiko.Channel, owner: Connection) -> None:
         self.chan = chan
         self.owner = owner  # the connection it lives on
         self.broken = False
 
     @classmethod
-    def start(cls, chan: paramiko.Channel, owner: object, timeout: float) -> RemoteShell:
+    def start(cls, chan: paramiko.Channel, owner: Connection, timeout: float) -> RemoteShell:
         """Start the shell and wait until it answers (its start-up files have run)."""
         shell = cls(chan, owner)
         chan.exec_command(START)
@@ -69,7 +71,7 @@ class RemoteShell:
         self.broken = True
         try:
             self.chan.close()
-        except Exception:  # closing what is already broken
+        except Exception:  # closing what is already broken  # noqa: BLE001
             pass
 
     def run(

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 
+import adapter_tasks as tasks
 import pytest
+from adapter_helpers import wait_until
 from distributed import Client
 
-import adapter_tasks as tasks
-from adapter_helpers import wait_until
 from hpcexec import JobState, ResourceError
 from hpcexec.adapters.dask import HPCCluster
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections import Counter
 import threading
 import time
-
-import pytest
-from joblib import Parallel, delayed, parallel_config
+from collections import Counter
 
 import adapter_tasks as tasks
+import pytest
 from adapter_helpers import wait_until
+from joblib import Parallel, delayed, parallel_config
+
 from hpcexec import JobFailed, JobState, PayloadError, RemoteTraceback, ResourceError
 from hpcexec.adapters.joblib import DEFAULT_MAX_JOBS, HpcexecBackend, local_slots
 
@@ -147,9 +147,8 @@ def test_a_job_that_dies_fails_the_call(ex):
 
 
 def test_an_argument_that_cannot_be_pickled_fails_the_call(ex):
-    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2):
-        with pytest.raises(PayloadError):
-            Parallel()(delayed(tasks.square)(threading.Lock()) for _ in range(3))
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2), pytest.raises(PayloadError):
+        Parallel()(delayed(tasks.square)(threading.Lock()) for _ in range(3))
 
 
 def test_timeout_aborts_and_ends_the_job(ex):

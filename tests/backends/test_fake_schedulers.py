@@ -17,19 +17,19 @@ import sys
 import time
 from pathlib import Path
 
+import jobfns
 import pytest
+from test_driver import exit_128_plus_n_reads_as_signal_n, failed_dependency_cancels_its_dependents
 
 import hpcexec
-import jobfns
 from hpcexec import JobFailed, JobState
 from hpcexec.backends import SCHEDULERS
-from test_driver import exit_128_plus_n_reads_as_signal_n, failed_dependency_cancels_its_dependents
 
 FAKE = Path(__file__).parent.parent / "fakesched"
 COMMANDS = {
-    "pbspro": ["qsub", "qstat", "qdel", "qhold", "qrls", "pbs_rstat"],
-    "torque": ["qsub", "qstat", "qdel", "qhold", "qrls"],
-    "lsf": ["bsub", "bjobs", "bkill", "bstop", "bresume"],
+    "pbspro": ["qsub", "qstat", "qdel", "qhold", "qrls", "pbs_rstat", "mpiexec"],
+    "torque": ["qsub", "qstat", "qdel", "qhold", "qrls", "mpiexec"],
+    "lsf": ["bsub", "bjobs", "bkill", "bstop", "bresume", "blaunch"],
 }
 SUBMIT = {"pbspro": "qsub", "torque": "qsub", "lsf": "bsub"}
 TOOLS = ["bash", "sh", "env", "mv", "cat", "sleep", "rm", "mkdir", "true", "false"]
@@ -205,3 +205,17 @@ def test_a_failed_dependency_cancels_its_dependents(fex, flavor):
 
 def test_a_job_exiting_128_plus_n_reads_as_killed_by_signal_n(fex, flavor):
     exit_128_plus_n_reads_as_signal_n(fex)
+
+
+def test_a_callable_runs_in_every_task_under_the_launcher(fex):
+    """The job script's launcher line (mpiexec -n 2, blaunch) runs the runner per task;
+    the fake launchers set the MPI's or LSF's rank variables."""
+    f = fex.options(nodes=1, ppn=2).submit(jobfns.task_rank)
+    assert f.results(timeout=60) == [0, 1]
+
+
+def test_a_failing_task_fails_the_job_under_the_launcher(fex):
+    f = fex.options(nodes=1, ppn=2).submit(jobfns.rank_fails, 1, 120)
+    with pytest.raises(ValueError, match="rank 1 failed") as info:
+        f.result(timeout=60)
+    assert info.value.task_rank == 1

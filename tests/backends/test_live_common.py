@@ -9,60 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-import hpcexec
 import jobfns
-from hpcexec import JobFailed, JobState
-from hpcexec.layout import PAYLOAD
+import pytest
 from livecluster import running
 
-LIVE = {
-    "slurm": dict(
-        fixture="sex",
-        submit="sbatch",
-        status="squeue",
-        bad_queue="nosuchpartition",
-        refusal="Invalid partition",
-    ),
-    "sge": dict(
-        fixture="gex",
-        submit="qsub",
-        status="qstat",
-        bad_queue="nosuchqueue",
-        refusal="unknown queue",
-    ),
-    # the same SLURM, driven from "another machine" through the loopback sshd
-    "slurm-ssh": dict(
-        fixture="rex",
-        submit="sbatch",
-        status="squeue",
-        bad_queue="nosuchpartition",
-        refusal="Invalid partition",
-        backend="slurm",
-        marks=("slurm", "ssh"),
-    ),
-}
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(
-            name, marks=[getattr(pytest.mark, m) for m in LIVE[name].get("marks", (name,))]
-        )
-        for name in LIVE
-    ]
-)
-def live(request):
-    """(executor, facts) for each live scheduler; facts["connect"] are the options that
-    reach it (host and SSH options for the remote one)."""
-    spec = LIVE[request.param]
-    connect = request.getfixturevalue("remote_options") if spec["fixture"] == "rex" else {}
-    return request.getfixturevalue(spec["fixture"]), {
-        "backend": request.param,
-        **spec,
-        "connect": connect,
-    }
+import hpcexec
+from hpcexec import JobFailed, JobState
+from hpcexec.layout import PAYLOAD
 
 
 def test_separate_submits_are_coalesced(live):
@@ -155,7 +108,7 @@ def test_elements_reuse_their_slots_for_tasks_not_started(live):
     assert [g["i"] for g in got] == list(range(16))
     assert len({g["parent"] for g in got}) < 16  # some runners ran more than one task
     assert len({f.job_id for f in fs}) < 16  # and their records name the element that did
-    for f, g in zip(fs, got):
+    for f, g in zip(fs, got, strict=True):
         assert g["index"] == str(f.record.array_index) == str(g["i"])
         assert g["job_id"] == f.job_id
         assert f.state is JobState.COMPLETED

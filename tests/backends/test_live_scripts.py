@@ -1,12 +1,11 @@
 """Prologue, epilogue, auxiliary scripts, job_script and submit_file on each live scheduler
-(SLURM, Grid Engine, SLURM over SSH: the ``live`` fixture of test_live_common)."""
+(SLURM, Grid Engine, SLURM over SSH: the ``live`` fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import os
 
 from hpcexec import ShellResult
-from test_live_common import live  # noqa: F401  (the fixture)
 
 
 def _read(ex, path: str) -> str:
@@ -14,7 +13,7 @@ def _read(ex, path: str) -> str:
 
 
 def test_scripts_around_a_job_and_job_script_is_what_was_submitted(live, tmp_path):
-    ex, spec = live
+    ex, _spec = live
     log = tmp_path / "log"  # on this machine: prologue and epilogue run here, even over SSH
     body = "bash {jobdir}/helper.sh"
     opts = dict(

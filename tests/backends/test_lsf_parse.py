@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from recorded_output import read_output
 
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.lsf import LsfBackend, record_status
@@ -16,7 +17,6 @@ from hpcexec.errors import BackendError, SchedulerOutputError, SubmitError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
-from recorded_output import read_output
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "lsf"
 lsf = LsfBackend()

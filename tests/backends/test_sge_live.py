@@ -5,10 +5,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import subprocess
 import time
-
-import pytest
+from pathlib import Path
 
 import jobfns
+import pytest
+
 from hpcexec import JobFailed, JobState
 
 pytestmark = pytest.mark.sge
@@ -51,7 +52,7 @@ def test_array_elements_see_their_own_ids(gex):
     ]
     got = [f.result(timeout=120) for f in fs]
     assert gex.session.calls["qsub"] == 1
-    for f, g in zip(fs, got):
+    for f, g in zip(fs, got, strict=True):
         assert g["HPCEXEC_JOB_ID"] == f.job_id
         assert g["HPCEXEC_ARRAY_INDEX"] == str(f.record.array_index)
         assert g["SGE_TASK_ID"] == str(f.record.array_index + 1)
@@ -69,7 +70,7 @@ def test_memory_request_is_h_vmem_and_a_python_job_runs_under_it(gex):
     f = gex.options(mem="1G").submit(jobfns.double, 4)
     assert f.result(timeout=120) == 8
     script = f.record.jobdir + "/submit.sh"
-    assert "#$ -l h_vmem=1024M" in open(script).read()
+    assert "#$ -l h_vmem=1024M" in Path(script).read_text()
 
 
 def test_dependency_orders_jobs(gex, tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from recorded_output import read_output
 
 from hpcexec.backends import SCHEDULERS
 from hpcexec.backends.base import SubmitSpec
@@ -15,7 +16,6 @@ from hpcexec.errors import BackendError, SchedulerOutputError, SubmitError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
-from recorded_output import read_output
 
 RECORDED = Path(__file__).parent.parent / "clusters" / "recorded"
 sge = SgeBackend()

@@ -6,9 +6,9 @@ import concurrent.futures as cf
 import subprocess
 import time
 
+import jobfns
 import pytest
 
-import jobfns
 from hpcexec import JobFailed, JobState
 
 pytestmark = pytest.mark.slurm

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from recorded_output import read_output
 
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.slurm import SlurmBackend
 from hpcexec.errors import SchedulerOutputError, SubmitError, TransportError
 from hpcexec.resources import Resources
 from hpcexec.states import JobState
-from recorded_output import read_output
 
 RECORDED = Path(__file__).parent.parent / "clusters" / "recorded"
 slurm = SlurmBackend()

@@ -7,14 +7,14 @@ import sys
 import threading
 import time
 
-import pytest
-
-import hpcexec
 import jobfns
-from hpcexec.errors import BackendError, HostKeyError, ResourceError, TransportError
-from hpcexec.transport import sshconfig
+import pytest
 from livecluster import _executor
 from sshtest import KEY, KNOWN, MISMATCH, PORT, PORT2, drop_connection, established, restart_sshd
+
+import hpcexec
+from hpcexec.errors import BackendError, HostKeyError, ResourceError, TransportError
+from hpcexec.transport import sshconfig
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh]
 
@@ -78,7 +78,7 @@ def test_a_remote_python_without_hpcexec_says_what_to_install(slurm_cluster, rem
 
 
 def test_options_that_need_a_host_or_a_scheduler(remote_options, cache):
-    with pytest.raises(ResourceError, match="remote_dir.*host="):
+    with pytest.raises(ResourceError, match=r"remote_dir.*host="):
         hpcexec.Executor("slurm", cache_dir=cache, remote_dir="/tmp/x")
     with pytest.raises(BackendError, match="local backend runs jobs on this machine"):
         hpcexec.Executor("local", cache_dir=cache, **remote_options)

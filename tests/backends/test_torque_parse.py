@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from recorded_output import read_output
 
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.torque import TorqueBackend
@@ -14,7 +15,6 @@ from hpcexec.errors import BackendError, SchedulerOutputError
 from hpcexec.resources import Resources
 from hpcexec.script import render
 from hpcexec.states import JobState
-from recorded_output import read_output
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "torque"
 torque = TorqueBackend()

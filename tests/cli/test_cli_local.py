@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import jobfns
+from clirun import HPCEXEC
+
 from hpcexec import JobFailed
 from hpcexec.executor import detect_backend
 from hpcexec.layout import PAYLOAD
-
-from clirun import HPCEXEC
 
 CORES = str(len(os.sched_getaffinity(0)))  # what the local backend counts
 

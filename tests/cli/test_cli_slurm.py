@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sshtest import DEST, KEY, KNOWN
 
 

@@ -112,7 +112,7 @@ def test_json_is_the_rows():
 
 
 def test_unknown_backend_is_named():
-    with pytest.raises(BackendError, match="unknown backend 'slrum'.*slurm"):
+    with pytest.raises(BackendError, match=r"unknown backend 'slrum'.*slurm"):
         help_.rows("slrum")
 
 

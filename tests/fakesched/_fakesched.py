@@ -108,9 +108,59 @@ def directive_args(script: str, prefix: str) -> list[str]:
 
 
 PBS_VALUED = set(
-    "-a -A -c -C -d -D -e -j -J -k -l -m -M -N -o -p -P -q -r -S -t -u -v -W -w".split()
+    [
+        "-a",
+        "-A",
+        "-c",
+        "-C",
+        "-d",
+        "-D",
+        "-e",
+        "-j",
+        "-J",
+        "-k",
+        "-l",
+        "-m",
+        "-M",
+        "-N",
+        "-o",
+        "-p",
+        "-P",
+        "-q",
+        "-r",
+        "-S",
+        "-t",
+        "-u",
+        "-v",
+        "-W",
+        "-w",
+    ]
 )
-LSF_VALUED = set("-J -o -oo -e -eo -q -P -W -n -R -M -gpu -w -cwd -G -g -u -m -b -E -Ep".split())
+LSF_VALUED = set(
+    [
+        "-J",
+        "-o",
+        "-oo",
+        "-e",
+        "-eo",
+        "-q",
+        "-P",
+        "-W",
+        "-n",
+        "-R",
+        "-M",
+        "-gpu",
+        "-w",
+        "-cwd",
+        "-G",
+        "-g",
+        "-u",
+        "-m",
+        "-b",
+        "-E",
+        "-Ep",
+    ]
+)
 
 
 def parse_opts(args: list[str], valued: set[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -164,7 +214,7 @@ def submit(flavor: str, script_text: str, script_path: str, opts: dict[str, list
         job["queue"] = last.get("-q", "normal")
         job["hold"] = "-H" in opts
         for cond in opts.get("-w", []):
-            for kind, ref in re.findall(r"(\w+)\(([^)]*)\)", cond):
+            for _kind, ref in re.findall(r"(\w+)\(([^)]*)\)", cond):
                 job["deps"].append(parse_dep_id(ref))
     else:
         job["name"] = last.get("-N", os.path.basename(script_path))
@@ -177,7 +227,7 @@ def submit(flavor: str, script_text: str, script_path: str, opts: dict[str, list
         for w in opts.get("-W", []):
             if w.startswith("depend="):
                 for cond in w[len("depend=") :].split(","):
-                    kind, *ids = cond.split(":")
+                    _kind, *ids = cond.split(":")
                     job["deps"] += [parse_dep_id(i) for i in ids]
     job["resources"] = opts.get("-l", [])
     job["over_out"], job["over_err"] = "-oo" in opts, "-eo" in opts
@@ -384,7 +434,7 @@ def supervise(seq: int) -> int:
                 return 0
             deps = [dep_state(d, dep) for dep in job["deps"]]
             if "never" in deps:
-                for idx, el in els.items():
+                for el in els.values():
                     if el["state"] in ("queued", "held"):
                         if job["flavor"] == "lsf":
                             el["never"] = True  # LSF leaves it pending for ever
@@ -412,9 +462,10 @@ def start(job: dict, idx: str) -> subprocess.Popen:
     cwd = job["cwd"] if job["flavor"] == "lsf" else os.environ.get("HOME", "/")
     if not os.path.isdir(cwd):
         cwd = "/"
-    out = open(d / "spool" / f"{job['seq']}.{idx}.out", "wb")
-    err = open(d / "spool" / f"{job['seq']}.{idx}.err", "wb")
-    with out, err:
+    with (
+        open(d / "spool" / f"{job['seq']}.{idx}.out", "wb") as out,
+        open(d / "spool" / f"{job['seq']}.{idx}.err", "wb") as err,
+    ):
         return subprocess.Popen(
             ["/bin/bash", job["script"]],
             cwd=cwd,
@@ -458,7 +509,7 @@ def control(flavor: str, action: str, ids: list[str]) -> int:
             if action == "delete" and all(el["state"] in FINAL for el in els):
                 rc = _finished(flavor, text) or rc
                 continue
-            for idx, el in zip(idxs, els):
+            for idx, el in zip(idxs, els, strict=True):
                 if action == "delete":
                     if el["state"] == "running":
                         job["kill"][idx] = time.time()

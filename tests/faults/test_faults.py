@@ -11,14 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import jobfns
 import pytest
+from livecluster import _live
 
 import hpcexec
-import jobfns
 from hpcexec import JobFailed, JobState
 from hpcexec.errors import IntegrityError
 from hpcexec.layout import RESULT
-from livecluster import _live
 
 HERE = Path(__file__).parent.parent
 

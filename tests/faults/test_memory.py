@@ -3,9 +3,9 @@ reason that says so, and no other job is harmed."""
 
 from __future__ import annotations
 
+import jobfns
 import pytest
 
-import jobfns
 from hpcexec import JobFailed, JobState, OutOfMemory
 
 

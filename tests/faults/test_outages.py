@@ -10,13 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-import hpcexec
 import jobfns
-from hpcexec import JobFailed, JobState
+import pytest
 from livecluster import CLUSTERS, running
 from sshtest import PORT, SSHD_DIR, drop_connection, gone
+
+import hpcexec
+from hpcexec import JobFailed, JobState
 
 HERE = Path(__file__).parent.parent
 OUTAGE = 60.0  # seconds

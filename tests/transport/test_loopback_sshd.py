@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from livecluster import CLUSTERS
 from sshtest import DEFAULT_PORTS, ports
+
 from hpcexec.errors import HostKeyError
 from hpcexec.transport.ssh import SSHTransport
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import paramiko
 import pytest
-
 from livecluster import _live
 from sshtest import (
     DEST,
@@ -40,6 +39,7 @@ from sshtest import (
     gone,
     restart_sshd,
 )
+
 from hpcexec.errors import HostKeyError, TransportError
 from hpcexec.transport import sshconfig
 from hpcexec.transport.ssh import SSHTransport
@@ -118,7 +118,7 @@ def test_run_passes_arguments_verbatim(ssh):
 
 
 def test_missing_command_is_a_transport_error(ssh):
-    with pytest.raises(TransportError, match="command not found on .*no-such-command-hpcexec"):
+    with pytest.raises(TransportError, match=r"command not found on .*no-such-command-hpcexec"):
         ssh.run(["no-such-command-hpcexec", "arg"])
     with pytest.raises(TransportError, match="command not found"):
         ssh.run(["/no/such/dir/prog"])
@@ -177,7 +177,7 @@ def test_a_shell_killed_under_a_command_is_replaced(ssh, remote):
     ssh.make_dir(rdir)
     once = shlex.quote(str(ldir / "once"))
     kill_once = f"if [ ! -e {once} ]; then : > {once}; kill -9 $$; fi; echo survived"
-    with pytest.raises(TransportError, match="remote shell .* ended.*may or may not have run"):
+    with pytest.raises(TransportError, match=r"remote shell .* ended.*may or may not have run"):
         ssh._execute(kill_once, idempotent=False)
     (ldir / "once").unlink()
     assert ssh._execute(kill_once, idempotent=True)[1] == "survived\n"  # run again in a new one
@@ -296,7 +296,7 @@ def test_read_files_reads_many_files_of_every_size_together(ssh, remote, monkeyp
 
 
 def test_missing_files(ssh, remote):
-    rdir, ldir = remote
+    rdir, _ldir = remote
     with pytest.raises(FileNotFoundError, match="no-such-file"):
         ssh.read_bytes(f"{rdir}/no-such-file")
     assert ssh.read_tail(f"{rdir}/no-such-file", 10) == ""
@@ -517,7 +517,7 @@ Host testcluster
         assert t.run(["id", "-un"]).stdout == "root\n"
         assert t._conn.transport.sock.getpeername() == ("127.0.0.1", PORT)
     # Without the config the alias leads nowhere.
-    with pytest.raises(TransportError, match="cannot connect to .*testcluster"):
+    with pytest.raises(TransportError, match=r"cannot connect to .*testcluster"):
         SSHTransport(
             "testcluster",
             ssh_config=write_config(tmp_path / "empty", ""),

@@ -1,5 +1,6 @@
-"""Prologue, epilogue and auxiliary scripts, and job_script (render without submitting), on
-the local backend; the live schedulers' share is in tests/backends/test_live_scripts.py."""
+"""Prologue, epilogue and auxiliary scripts (hpcexec.hooks, run by hpcexec.epilogues), and
+job_script (render without submitting), on the local backend; the live schedulers' share is in
+tests/backends/test_live_scripts.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import jobfns
 import pytest
 
-import jobfns
 from hpcexec import JobFailed, PrologueFailed, ResourceError, ShellResult
 from hpcexec.layout import SCRIPT
 from hpcexec.record import JobRecord

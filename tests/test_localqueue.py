@@ -1,4 +1,4 @@
-"""The local backend's core-aware queue."""
+"""The local backend's core-aware queue (hpcexec.localqueue)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import threading
 import time
 
+import jobfns
 import pytest
 
-import jobfns
 from hpcexec import BackendError, Executor, JobFailed, JobState
 from hpcexec.layout import EXITCODE
 

@@ -1,0 +1,116 @@
+"""Job options: what, besides its resources, says how a job is looked up, submitted and run.
+
+They are the fields of one frozen :class:`JobOptions`, listed here once with their defaults
+and the checks of their values; every other list of option names (the keyword arguments the
+executor takes besides resources, :data:`hpcexec.resources.JOB_OPTIONS`) is :data:`NAMES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ResourceError
+from .future import JobFuture
+from .layout import RESERVED
+
+#: what a job's cache key (``key=`` and every record's) may be
+KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_AUX_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
+_FLAGS = ("force", "retry", "hold", "reuse_slots")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The job options of an executor view (see :meth:`hpcexec.Executor.options`), checked
+    when made: a bad value is a :class:`~hpcexec.errors.ResourceError` saying what to give.
+
+    ``after`` may be given as one future or an iterable of them and is kept as a tuple;
+    ``aux_scripts`` is kept sorted by name (an empty mapping as None)."""
+
+    key: str | None = None  # the job's cache key instead of one made from its work
+    force: bool = False  # run even if the cache has the result
+    retry: bool = True  # run a cached failure again
+    hold: bool = False  # submit held; future.release() lets it run
+    after: tuple[JobFuture, ...] = ()  # jobs that must complete first
+    array_limit: int | None = None  # most elements of an array job running at once
+    reuse_slots: bool = True  # an array element may run its array's tasks not yet started
+    prologue: str | None = None  # shell text run here before the job is submitted
+    epilogue: str | None = None  # shell text run here once after the job ended
+    aux_scripts: dict[str, str] | None = None  # {"name.sh": text} beside the job script
+
+    def __post_init__(self) -> None:
+        _check_hooks(self.prologue, self.epilogue)
+        object.__setattr__(self, "aux_scripts", _aux_scripts(self.aux_scripts))
+        for flag in _FLAGS:
+            value = getattr(self, flag)
+            if not isinstance(value, bool):
+                raise ResourceError(f"job option {flag!r} takes True or False, not {value!r}")
+        if self.key is not None and (not isinstance(self.key, str) or not KEY_RE.match(self.key)):
+            raise ResourceError(
+                f"job option 'key' must be 1-128 letters, digits, '.', '_' or '-' starting with "
+                f"a letter or digit, not {self.key!r}"
+            )
+        limit = self.array_limit
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ResourceError(
+                f"job option 'array_limit' (most array elements running at "
+                f"once) takes a whole number >= 1, not {limit!r}"
+            )
+        object.__setattr__(self, "after", _after(self.after))
+
+    def replace(self, **changes: Any) -> JobOptions:
+        """These options with ``changes`` (option names) in place of their values, checked.
+        A change replaces the value: ``after`` given here is the whole list of futures."""
+        return dataclasses.replace(self, **changes)
+
+    def after_also(self, futures: list[JobFuture]) -> JobOptions:
+        """These options with ``futures`` waited for too (those a job's arguments hold)."""
+        return self.replace(after=(*self.after, *futures)) if futures else self
+
+
+#: the job option names, in order: the fields of :class:`JobOptions`
+NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(JobOptions))
+
+
+def _after(after: Any) -> tuple[JobFuture, ...]:
+    out = (after,) if isinstance(after, JobFuture) else tuple(after or ())
+    for f in out:
+        if not isinstance(f, JobFuture):
+            raise ResourceError(f"job option 'after' takes JobFutures, not {type(f).__name__}")
+    return out
+
+
+def _check_hooks(*texts: Any) -> None:
+    for hook, text in zip(("prologue", "epilogue"), texts, strict=True):
+        if text is not None and (not isinstance(text, str) or not text.strip() or "\0" in text):
+            raise ResourceError(
+                f"job option {hook!r} takes shell text (a non-empty string "
+                f"without NUL bytes), not {text!r}"
+            )
+
+
+def _aux_scripts(aux: Any) -> dict[str, str] | None:
+    """``aux_scripts`` checked, as a dict sorted by name (None for none)."""
+    if aux is None:
+        return None
+    if not isinstance(aux, Mapping):
+        raise ResourceError(
+            f"job option 'aux_scripts' takes a mapping of file names to "
+            f"script text, e.g. {{'fetch.sh': 'rsync ...'}}, not {aux!r}"
+        )
+    for name, text in aux.items():
+        if not isinstance(name, str) or not _AUX_NAME_RE.match(name) or name in RESERVED:
+            raise ResourceError(
+                f"auxiliary script name {name!r} must be a plain file name (letters, digits, "
+                f"'_', '.', '+', '-'; no directories) other than hpcexec's own "
+                f"({', '.join(sorted(RESERVED))})"
+            )
+        if not isinstance(text, str) or "\0" in text:
+            raise ResourceError(f"auxiliary script {name!r} must be text without NUL bytes")
+    return dict(sorted(aux.items())) or None

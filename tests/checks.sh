@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The rules CI checks before the tests (.ci/run): lint (ruff check), formatting (ruff format
+# --check), types (mypy, configured in pyproject.toml) and the layering (import-linter's
+# contracts in pyproject.toml). Installs hpcexec with its lint extra (the checkers and the dev
+# extra) first.
+# Runs every check and fails if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+# editable_mode=compat: see tests/run.sh; the lint extra holds the checkers and the dev extra
+"$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --config-settings editable_mode=compat -e '.[lint]' || exit 1
+status=0
+check() {
+    local name=$1
+    shift
+    if "$@"; then
+        echo "check $name: passed"
+    else
+        echo "check $name: FAILED ($*)" >&2
+        status=1
+    fi
+}
+paths=(hpcexec tests benchmarks examples)
+check lint "$PY" -m ruff check "${paths[@]}"
+check format "$PY" -m ruff format --check "${paths[@]}"
+check types "$PY" -m mypy
+# import-linter has no "python -m" entry point; this is its lint-imports command
+check layers "$PY" -c 'import sys; from importlinter.cli import lint_imports_command
+sys.argv[0] = "lint-imports"; sys.exit(lint_imports_command())' --no-cache
+exit "$status"
