@@ -150,3 +150,22 @@ def rank_fails(bad_rank, seconds):
         raise ValueError(f"rank {bad_rank} failed")
     time.sleep(seconds)
     return "slept"
+
+
+def task_on_node():
+    """This task as hpcexec.task() says, the conventional variables, the host it runs on
+    and the job's HPCEXEC_NODELIST."""
+    import platform
+
+    t, env = task_and_env()
+    return t, env, platform.node(), os.environ.get("HPCEXEC_NODELIST")
+
+
+def mpi_allreduce():
+    """MPI's view of this task and the allreduce of rank + 1 over COMM_WORLD."""
+    import platform
+
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return comm.Get_rank(), comm.Get_size(), platform.node(), comm.allreduce(comm.Get_rank() + 1)

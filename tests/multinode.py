@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from livecluster import CLUSTERS
 
 SCRIPT = CLUSTERS / "slurm_multinode.sh"
@@ -60,3 +62,18 @@ def node_state(node: str, env: dict[str, str]) -> str:
         timeout=30,
     ).stdout.split()
     return out[0] if out else ""
+
+
+def need_mpi4py() -> None:
+    """Go on if mpi4py imports (in this interpreter, which the jobs run too); else fail under
+    CI (tests/run.sh installs it) and skip elsewhere, saying how to install it."""
+    done = subprocess.run([sys.executable, "-c", "import mpi4py.MPI"], capture_output=True)
+    if done.returncode == 0:
+        return
+    why = (
+        "mpi4py does not import: install it against the system OpenMPI that "
+        "slurm_multinode.sh installs: pip install --no-binary mpi4py '.[mpi]'"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)

@@ -156,6 +156,15 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# HPCEXEC_NODELIST is comma-separated host names on every backend; SLURM's list may be in its
+# compressed form (n[1-2]), which only scontrol expands (kept as it is where that fails).
+_NODES_PROLOGUE = (
+    "_hx_nodes=${SLURM_JOB_NODELIST:-}; case $_hx_nodes in *\\[*) "
+    '_hx_x=$(scontrol show hostnames "$_hx_nodes" 2>/dev/null | paste -sd, -); '
+    '[ -n "$_hx_x" ] && _hx_nodes=$_hx_x;; esac'
+)
+
+
 class SlurmBackend(SchedulerBackend):
     name = "slurm"
     commands = ("sbatch", "squeue")
@@ -186,9 +195,14 @@ class SlurmBackend(SchedulerBackend):
     ) -> ScriptParts:
         return ScriptParts(
             directives=[],  # given per submission by directives(), see SchedulerQueue
-            prologue="_hx_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}",
+            prologue="\n".join(
+                [
+                    "_hx_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}",
+                    _NODES_PROLOGUE,
+                ]
+            ),
             job_id_expr='"${_hx_id:-${SLURM_JOB_ID:-}}"',
-            nodelist_expr='"${SLURM_JOB_NODELIST:-}"',
+            nodelist_expr='"$_hx_nodes"',
             array_index_expr='"${SLURM_ARRAY_TASK_ID:-}"',
         )
 

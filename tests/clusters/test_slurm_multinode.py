@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 from livecluster import CLUSTERS
-from multinode import MULTI_DIR, NODES, SCRIPT, client_env, node_state, ports, script
+from multinode import (
+    MULTI_DIR,
+    NODES,
+    SCRIPT,
+    client_env,
+    need_mpi4py,
+    node_state,
+    ports,
+    script,
+)
 
 pytestmark = pytest.mark.slurm_multinode
 
@@ -67,11 +76,7 @@ def test_clients_and_jobs_use_this_clusters_config(slurm_multinode, tmp_path):
 
 
 def test_mpi_allreduce_across_the_three_nodes(slurm_multinode, tmp_path):
-    why = importable_mpi4py()
-    if why and os.environ.get("CI"):
-        pytest.fail(why)
-    if why:
-        pytest.skip(why)
+    need_mpi4py()
     prog = tmp_path / "allreduce.py"
     prog.write_text(ALLREDUCE)
     cmd = ["srun", "--mpi=pmix", "-N3", "-n3", sys.executable, str(prog)]
@@ -81,17 +86,6 @@ def test_mpi_allreduce_across_the_three_nodes(slurm_multinode, tmp_path):
         out = run(cmd, slurm_multinode)
     rows = sorted(line.split() for line in out.splitlines())
     assert rows == [["0", "3", "n1", "6"], ["1", "3", "n2", "6"], ["2", "3", "n3", "6"]]
-
-
-def importable_mpi4py() -> str | None:
-    """None if mpi4py imports; else why not, saying how to install it."""
-    done = subprocess.run([sys.executable, "-c", "import mpi4py.MPI"], capture_output=True)
-    if done.returncode == 0:
-        return None
-    return (
-        "mpi4py does not import: install it against the system OpenMPI that "
-        "slurm_multinode.sh installs: pip install --no-binary mpi4py '.[mpi]'"
-    )
 
 
 def our_daemons(multi_dir: Path) -> dict[int, str]:
