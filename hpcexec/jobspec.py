@@ -21,6 +21,7 @@ from .layout import RESERVED
 from .options import JobOptions
 from .resources import Resources
 from .runner import FutureRef
+from .script import placeholder_names
 from .session import Session
 
 _DIRECTIVE_RE = re.compile(r"^#(\$|[A-Z]{2,})\s")
@@ -106,11 +107,14 @@ class JobMaker:
             parts = (*parts, "after:" + ",".join(after))  # in the payload already)
         if self.res.ntasks > 1:  # a callable then runs in each task: other work
             parts = (*parts, f"tasks:{self.res.ntasks}")
-        aux = self.opts.aux_scripts
+        aux = self.opts.aux_scripts or {}
         if aux:  # the job may run them (a prologue or an epilogue runs outside the job)
             parts = (*parts, "aux:" + json.dumps(aux, sort_keys=True))
+        # a scheduling resource is in the key only where the job's text fills it in
+        texts = [p for p in parts if isinstance(p, str)] + list(aux.values())
+        keep = set().union(*map(placeholder_names, texts))
         return pl.cache_key(
-            *parts, self.res.canonical(), self.session.backend.name, self.session.host
+            *parts, self.res.canonical(keep), self.session.backend.name, self.session.host
         )
 
     def payload(

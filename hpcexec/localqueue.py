@@ -26,7 +26,8 @@ from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
 from .record import JobRecord
 from .recovery import Submitted, note_job_ids, started_as
-from .resources import instant_epoch, task_count
+from .resources import task_count
+from .resourcevalues import instant_epoch
 from .states import JobState
 from .store import Store
 from .store_queries import Txn

@@ -40,6 +40,11 @@ def fill_placeholders(body: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(sub, body)
 
 
+def placeholder_names(text: str) -> set[str]:
+    """The ``{key}`` names ``text`` uses (whether or not they are known keys)."""
+    return set(_PLACEHOLDER.findall(text))
+
+
 def env_lines(res: Resources) -> list[str]:
     """The lines exporting the ``env`` resource."""
     return [f"export {k}={shlex.quote(v)}" for k, v in res.env]

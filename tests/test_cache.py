@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 
 import jobfns
@@ -38,12 +39,43 @@ def test_same_work_in_one_map_runs_once(ex, tmp_path):
     assert sorted(counter.read_text().split()) == ["5", "6"]
 
 
-def test_key_depends_on_resources_but_not_name(ex):
+def test_key_depends_on_what_is_computed_not_on_name_or_scheduling(ex):
     a = ex.submit(jobfns.double, 1)
     b = ex.options(name="other-name").submit(jobfns.double, 1)
-    c = ex.options(time="10:00").submit(jobfns.double, 1)
-    assert a.key == b.key != c.key
+    c = ex.options(time="10:00", mem="2G", queue="long").submit(jobfns.double, 1)
+    d = ex.options(env={"X": "1"}).submit(jobfns.double, 1)
+    assert a.key == b.key == c.key != d.key
     assert a.result(timeout=30) == b.result(timeout=30) == c.result(timeout=30) == 2
+
+
+def test_a_shell_body_filling_in_a_scheduling_resource_has_it_in_its_key(ex):
+    uses = "echo {time}"
+    assert ex.submit_shell(uses).key != ex.options(time="10:00").submit_shell(uses).key
+    plain = "echo time"
+    assert ex.submit_shell(plain).key == ex.options(time="10:00").submit_shell(plain).key
+
+
+def test_a_rerun_with_more_time_reruns_only_what_failed(ex, tmp_path):
+    """The fix-and-re-run of a map whose slow calls hit the walltime: finished results are
+    reused, only the timed-out calls run again, with the new resources."""
+    counter = tmp_path / "runs"
+    first = ex.options(time="0:00:02")
+    args = [(i, 5.0 if i in (1, 3) else 0.0) for i in range(5)]
+    fs = [first.submit(jobfns.count_run, counter, i, s) for i, s in args]
+    concurrent.futures.wait(fs, timeout=60)
+    assert [f.record.state.value for f in fs] == [
+        "completed",
+        "timeout",
+        "completed",
+        "timeout",
+        "completed",
+    ]
+    again = ex.options(time="0:01:00")
+    fs2 = [again.submit(jobfns.count_run, counter, i, s) for i, s in args]
+    assert [f.key for f in fs2] == [f.key for f in fs]
+    assert [f.result(timeout=60) for f in fs2] == [0, 10, 20, 30, 40]
+    assert sorted(counter.read_text().split()) == ["0", "1", "1", "2", "3", "3", "4"]
+    assert {f.record.resources.get("time") for f in fs2[1::2]} == {60}
 
 
 def test_explicit_key_names_the_record(ex):

@@ -41,7 +41,8 @@ from hpcexec.backends.sge import SgeBackend
 from hpcexec.backends.slurm import SlurmBackend
 from hpcexec.backends.torque import TorqueBackend
 from hpcexec.errors import ResourceError
-from hpcexec.resources import Mail, Resources, instant_epoch
+from hpcexec.resources import Resources
+from hpcexec.resourcevalues import Mail, instant_epoch
 
 BACKENDS = {
     "slurm": SlurmBackend(),
@@ -149,9 +150,10 @@ def test_join_output_false_is_unset():
 
 
 def test_existing_cache_keys_do_not_change():
-    # canonical() feeds cache keys: the text of a job without the new keys is as before.
+    # canonical() feeds cache keys: the text of a job without the DRMAA keys is as before
+    # (time and mem are scheduling, never in the key).
     res = Resources.create(time="1:00:00", mem="1G", env={"A": "1"}, name="x")
-    assert res.canonical() == '{"env":{"A":"1"},"mem":1024,"time":3600}'
+    assert res.canonical() == '{"env":{"A":"1"}}'
     assert Resources().canonical() == "{}"
 
 

@@ -9,15 +9,8 @@ from datetime import timedelta
 import pytest
 
 from hpcexec.errors import HpcexecError, ResourceError
-from hpcexec.resources import (
-    JOB_OPTIONS,
-    RESOURCE_TABLE,
-    Resources,
-    format_time,
-    parse_mem,
-    parse_time,
-    split_options,
-)
+from hpcexec.resources import JOB_OPTIONS, RESOURCE_TABLE, Resources, split_options
+from hpcexec.resourcevalues import format_time, parse_mem, parse_time
 
 # -- parse_time ------------------------------------------------------------------------
 
@@ -385,21 +378,40 @@ def test_cores(values, cores):
     assert Resources.create(**values).cores == cores
 
 
-def test_canonical_is_stable_json_without_name():
+def test_canonical_is_stable_json_without_name_or_scheduling():
     a = Resources.create(name="first", time="1:00:00", env={"B": "2", "A": "1"}, threads=2)
     b = Resources.create(threads=2, env={"A": "1", "B": "2"}, time=60, name="second")
-    c = Resources.create(time=60, threads=2, env={"A": "1", "B": "2"})
+    c = Resources.create(threads=2, env={"A": "1", "B": "2"}, mem="8G", queue="long")
     assert a.canonical() == b.canonical() == c.canonical()
-    assert a.canonical() == ('{"env":{"A":"1","B":"2"},"threads":2,"time":3600}')
-    assert json.loads(a.canonical()) == {"env": {"A": "1", "B": "2"}, "threads": 2, "time": 3600}
+    assert a.canonical() == ('{"env":{"A":"1","B":"2"},"threads":2}')
+    assert json.loads(a.canonical()) == {"env": {"A": "1", "B": "2"}, "threads": 2}
 
 
 def test_canonical_differs_when_what_is_computed_differs():
     base = Resources.create(threads=2)
     assert base.canonical() != base.replace(threads=3).canonical()
     assert base.canonical() != base.replace(env={"A": "1"}).canonical()
-    assert base.canonical() != base.replace(native=["--x"]).canonical()
+    assert base.canonical() != base.replace(ppn=2).canonical()
+    assert base.canonical() != base.replace(workdir="/tmp").canonical()
     assert Resources().canonical() == "{}"
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("time", "2:00:00"),
+        ("mem", "64G"),
+        ("queue", "long"),
+        ("account", "proj42"),
+        ("gpus", 2),
+        ("native", ["--constraint=skylake"]),
+    ],
+)
+def test_scheduling_resources_are_not_in_the_key_unless_filled_in(key, value):
+    base = Resources.create(threads=2)
+    other = base.replace(**{key: value})
+    assert base.canonical() == other.canonical()
+    assert base.canonical([key]) != other.canonical([key])  # a {placeholder} of the text
 
 
 def test_to_dict_only_set_fields():

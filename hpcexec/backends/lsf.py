@@ -31,7 +31,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import BackendError, SchedulerOutputError, SubmitError
-from ..resources import Resources, local_time
+from ..resources import Resources
+from ..resourcevalues import local_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (

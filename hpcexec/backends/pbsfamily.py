@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 from ..errors import BackendError, SubmitError
-from ..resources import Resources, local_time
+from ..resources import Resources
+from ..resourcevalues import local_time
 from ..states import JobState
 from .base import JobStatus, Rule, SubmitSpec, Usage, hold_option, mail_options, option
 

@@ -26,7 +26,8 @@ import re
 from typing import Any
 
 from ..errors import BackendError, SchedulerOutputError
-from ..resources import Resources, format_time
+from ..resources import Resources
+from ..resourcevalues import format_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (

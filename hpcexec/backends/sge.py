@@ -60,7 +60,8 @@ import xml.etree.ElementTree as ET
 from typing import ClassVar
 
 from ..errors import BackendError, SchedulerOutputError, SubmitError
-from ..resources import Resources, format_time, local_time
+from ..resources import Resources
+from ..resourcevalues import format_time, local_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (

@@ -8,7 +8,8 @@ import shlex
 from typing import Any
 
 from ..errors import SchedulerOutputError, SubmitError
-from ..resources import MAIL_EVENTS, Resources, local_time
+from ..resources import Resources
+from ..resourcevalues import MAIL_EVENTS, local_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (

@@ -26,7 +26,8 @@ import re
 import xml.etree.ElementTree as ET
 
 from ..errors import SchedulerOutputError
-from ..resources import Resources, format_time
+from ..resources import Resources
+from ..resourcevalues import format_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (
