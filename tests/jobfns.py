@@ -169,3 +169,12 @@ def mpi_allreduce():
 
     comm = MPI.COMM_WORLD
     return comm.Get_rank(), comm.Get_size(), platform.node(), comm.allreduce(comm.Get_rank() + 1)
+
+
+def needs_mem(i, mib):
+    """``i``, or MemoryError when the job was given less than ``mib`` MiB (SLURM's
+    SLURM_MEM_PER_NODE, from the job's ``mem``)."""
+    have = int(os.environ.get("SLURM_MEM_PER_NODE", "0"))
+    if have < mib:
+        raise MemoryError(f"call {i} needs {mib} MiB; the job has {have}")
+    return i

@@ -177,3 +177,21 @@ def test_failed_future_argument_fails_the_dependent(ex):
     with pytest.raises(JobFailed) as info:
         dependent.result(timeout=30)
     assert info.value.state is JobState.CANCELLED and bad.key in info.value.reason
+
+
+@pytest.mark.slurm
+def test_a_rerun_on_slurm_with_more_mem_submits_only_what_failed(sex):
+    need = [600 if i % 10 == 3 else 100 for i in range(200)]
+    small = sex.options(mem="200M")
+    fs = [small.submit(jobfns.needs_mem, i, mib) for i, mib in enumerate(need)]
+    concurrent.futures.wait(fs, timeout=300)
+    failed = [i for i, f in enumerate(fs) if f.exception(timeout=0)]
+    assert failed == list(range(3, 200, 10))
+    first_ids = [f.job_id for f in fs]
+    sbatch_before = sex.session.calls.get("sbatch", 0)
+    big = sex.options(mem="1G")
+    fs2 = [big.submit(jobfns.needs_mem, i, mib) for i, mib in enumerate(need)]
+    assert [f.result(timeout=300) for f in fs2] == list(range(200))
+    assert [i for i, f in enumerate(fs2) if f.job_id != first_ids[i]] == failed
+    assert sex.session.calls["sbatch"] - sbatch_before == 1  # the 20 failed as one array
+    assert {fs2[i].record.resources["mem"] for i in failed} == {1024}
