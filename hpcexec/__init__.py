@@ -13,6 +13,7 @@ _EXPORTS = {
     "Executor": "executor",
     "wait": "executor",
     "JobFuture": "future",
+    "JobInfo": "future",
     "ShellResult": "future",
     "JobState": "states",
     "JobOptions": "options",
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
         UntrustedPath,
     )
     from .executor import Executor, wait
-    from .future import JobFuture, ShellResult
+    from .future import JobFuture, JobInfo, ShellResult
     from .options import JobOptions
     from .record import JobRecord
     from .resources import Resources

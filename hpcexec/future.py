@@ -36,6 +36,7 @@ class JobInfo:
     cpu_seconds: float | None
     max_rss_mb: float | None
     nodelist: str | None
+    attempts: tuple[str | None, ...] = ()  # the job ids of its earlier runs (retries)
 
 
 class JobControl(Protocol):

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import trust
+from . import attempts, trust
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
 from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import TransportError, UntrustedPath
@@ -28,7 +28,7 @@ from .record import JobRecord
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import task_count
 from .resourcevalues import instant_epoch
-from .states import JobState
+from .states import FINAL_STATES, JobState
 from .store import Store
 from .store_queries import Txn
 from .transport.base import Transport
@@ -236,6 +236,8 @@ class LocalQueue(Driver):
             if s.state.finished and cur.reason != s.basis:
                 # terminate() (or the walltime) marked it after the look: judge it again.
                 values = self._final_values(cur) or values
+            if values.get("state") in FINAL_STATES:  # with a retry left, it may run again
+                values = attempts.settle(self.transport, cur, values)
             tx.update(s.key, **values)
 
     def _choose(self, tx: Txn) -> list[JobRecord]:

@@ -41,6 +41,8 @@ class JobOptions:
     prologue: str | None = None  # shell text run here before the job is submitted
     epilogue: str | None = None  # shell text run here once after the job ended
     aux_scripts: dict[str, str] | None = None  # {"name.sh": text} beside the job script
+    retries: int = 0  # runs again of a job that ended for a cause outside its code
+    retry_exit_codes: tuple[int, ...] = ()  # exit codes of the job's own that count as such
 
     def __post_init__(self) -> None:
         _check_hooks(self.prologue, self.epilogue)
@@ -63,6 +65,8 @@ class JobOptions:
                 f"once) takes a whole number >= 1, not {limit!r}"
             )
         object.__setattr__(self, "after", _after(self.after))
+        _check_retries(self.retries)
+        object.__setattr__(self, "retry_exit_codes", _exit_codes(self.retry_exit_codes))
 
     def replace(self, **changes: Any) -> JobOptions:
         """These options with ``changes`` (option names) in place of their values, checked.
@@ -114,3 +118,25 @@ def _aux_scripts(aux: Any) -> dict[str, str] | None:
         if not isinstance(text, str) or "\0" in text:
             raise ResourceError(f"auxiliary script {name!r} must be text without NUL bytes")
     return dict(sorted(aux.items())) or None
+
+
+def _check_retries(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 100:
+        raise ResourceError(
+            f"job option 'retries' (runs again of a job that ended for a cause outside its "
+            f"code: a node failure, a preemption, a kill) takes a whole number 0-100, not {n!r}"
+        )
+
+
+def _exit_codes(codes: Any) -> tuple[int, ...]:
+    values = (codes,) if isinstance(codes, int) else codes
+    try:
+        out: tuple[Any, ...] = tuple(sorted(set(values)))
+    except TypeError:  # not an iterable of numbers
+        out = (None,)
+    if any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 255 for c in out):
+        raise ResourceError(
+            "job option 'retry_exit_codes' takes exit codes 1-255 of the job's own code that "
+            f'mean "run me again" (an int or a list of them), not {codes!r}'
+        )
+    return out

@@ -214,4 +214,5 @@ class Outcomes:
             rss,
             (acct.nodelist if acct else None)
             or (self.host if rec.backend == "local" and rec.state.started else None),
+            tuple(a.get("job_id") for a in rec.attempts),
         )

@@ -45,6 +45,9 @@ class JobRecord:
     #: None (not run yet), "running: HOST PID:START", "done", "failed: ..." or
     #: "interrupted: ..." (its client ended while it ran; it is never run twice)
     epilogue_state: str | None = None
+    #: the job's earlier runs, oldest first (see hpcexec.attempts): each a dict of job_id,
+    #: state, exit_code, signal, reason, started, finished
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -55,7 +58,7 @@ class JobRecord:
         once, so its values are the record's own, not copies."""
         row = {name: getattr(self, name) for name in FIELD_NAMES}
         row["state"] = self.state.value
-        for k in ("resources", "deps", "tags"):
+        for k in JSON_FIELDS:
             row[k] = json.dumps(row[k], sort_keys=True)
         return row
 
@@ -63,8 +66,9 @@ class JobRecord:
     def from_row(cls, row: sqlite3.Row) -> JobRecord:
         d = dict(row)
         d["state"] = JobState(d["state"])
-        for k in ("resources", "deps", "tags"):
-            d[k] = json.loads(d[k]) if d[k] else ({} if k == "resources" else [])
+        for k in JSON_FIELDS:
+            text = d.get(k)
+            d[k] = json.loads(text) if text else ({} if k == "resources" else [])
         return cls(**d)
 
     def to_json(self) -> bytes:
@@ -83,3 +87,5 @@ class JobRecord:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
+#: the fields kept as JSON text in the store
+JSON_FIELDS = ("resources", "deps", "tags", "attempts")

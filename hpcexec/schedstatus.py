@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from . import attempts
 from .backends.base import JobStatus, SchedulerBackend
 from .driver import NEVER_RAN, QUEUED, TERMINATED_REASON, terminated
 from .errors import SchedulerOutputError, TransportError
@@ -17,7 +18,7 @@ from .layout import JobLayout
 from .record import JobRecord
 from .schedcommands import SchedulerCommands
 from .slots import CLAIMS, parse_claims
-from .states import JobState
+from .states import FINAL_STATES, JobState
 from .store import Store
 from .transport.base import Transport
 
@@ -79,6 +80,9 @@ class StatusPoll:
         updates = {k: v for k, v in updates.items() if v}
         if not updates:
             return False
+        ended = {r.key: r for r in active if updates.get(r.key, {}).get("state") in FINAL_STATES}
+        for key, rec in ended.items():  # a job with a retry left may run again instead
+            updates[key] = attempts.settle(self.transport, rec, updates[key])
         with self.store.write() as tx:
             for key, values in updates.items():
                 tx.update(key, **values)

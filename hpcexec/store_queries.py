@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .record import FIELD_NAMES, JobRecord
+from .record import FIELD_NAMES, JSON_FIELDS, JobRecord
 from .states import JobState
 
 
@@ -121,7 +121,7 @@ class Txn(Queries):
         bad = set(values) - set(FIELD_NAMES)
         if bad:
             raise ValueError(f"unknown record fields: {sorted(bad)}")
-        for k in ("resources", "deps", "tags"):
+        for k in JSON_FIELDS:
             if k in values:
                 values[k] = json.dumps(values[k], sort_keys=True)
         if isinstance(values.get("state"), JobState):

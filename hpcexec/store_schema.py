@@ -16,7 +16,7 @@ from .record import JobRecord
 
 log = logging.getLogger("hpcexec.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "jobs.sqlite"
 #: columns each schema version added, so an older cache is brought up to date when opened
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -24,6 +24,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN epilogue TEXT",
         "ALTER TABLE jobs ADD COLUMN epilogue_state TEXT",
     ),
+    3: ("ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]'",),
 }
 
 _COLUMNS = """
@@ -51,7 +52,8 @@ _COLUMNS = """
     user_state TEXT,
     rev INTEGER NOT NULL DEFAULT 0,
     epilogue TEXT,
-    epilogue_state TEXT
+    epilogue_state TEXT,
+    attempts TEXT NOT NULL DEFAULT '[]'
 """
 
 

@@ -189,6 +189,10 @@ class Submitter:
             extra["array_limit"] = opts.array_limit
         if not opts.reuse_slots:
             extra["reuse_slots"] = False
+        if opts.retries:  # read by hpcexec.attempts when the job ends
+            extra["retries"] = opts.retries
+            if opts.retry_exit_codes:
+                extra["retry_exit_codes"] = list(opts.retry_exit_codes)
         if j.directives:
             extra[FILE_DIRECTIVES] = list(j.directives)
         s = self.session

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends import backend_names, unknown_backend
 from ..errors import BackendError, HpcexecError, SubmitError
@@ -24,6 +24,9 @@ from .context import Context, UsageError, one_line, parse_states
 from .output import note, pairs, record_dict, short_key, state_text, when
 from .parser import SUBMIT_RESOURCES
 from .resources import cmd_resources
+
+if TYPE_CHECKING:
+    from .. import JobInfo
 
 SUBMIT_WAIT = 60.0  # seconds submit waits for the scheduler's job id
 LOCAL_START_WAIT = 2.0  # seconds submit waits for a local job to start
@@ -151,6 +154,25 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _run_rows(rec: JobRecord, info: JobInfo | None) -> list[tuple[str, Any]]:
+    """``hpcexec show``'s rows of how the job ran: usage, epilogue, earlier runs."""
+    rows: list[tuple[str, Any]] = []
+    if info is not None:
+        rows += [
+            ("wallclock", _secs(info.wallclock)),
+            ("cpu time", _secs(info.cpu_seconds)),
+            ("max rss", f"{info.max_rss_mb:.1f} MB" if info.max_rss_mb else None),
+            ("nodes", info.nodelist),
+        ]
+    if rec.epilogue:
+        rows.append(("epilogue", rec.epilogue_state or "not run yet"))
+    for n, past in enumerate(rec.attempts, 1):  # earlier runs of a job run again (retries)
+        rows.append(
+            (f"run {n}", f"{past.get('job_id')}: {past.get('state')}, {past.get('reason')}")
+        )
+    return rows
+
+
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     rec = ctx.find(args.key)
     ctx.refresh([rec])
@@ -182,15 +204,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         ("started", when(rec.started)),
         ("finished", when(rec.finished)),
     ]
-    if info is not None:
-        rows += [
-            ("wallclock", _secs(info.wallclock)),
-            ("cpu time", _secs(info.cpu_seconds)),
-            ("max rss", f"{info.max_rss_mb:.1f} MB" if info.max_rss_mb else None),
-            ("nodes", info.nodelist),
-        ]
-    if rec.epilogue:
-        rows.append(("epilogue", rec.epilogue_state or "not run yet"))
+    rows += _run_rows(rec, info)
     rows += [
         ("resources", res or None),
         ("workdir", rec.resources.get("workdir")),

@@ -1,0 +1,101 @@
+"""Jobs that run again under the same record and future (hpcexec/attempts.py): ``retries``
+for ends outside the job's code, ``retry_exit_codes``; what does not run again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import jobfns
+import pytest
+
+from hpcexec import JobFailed, JobState, ResourceError
+from hpcexec.attempts import attempt_dir, delay, outside_cause
+from hpcexec.record import JobRecord
+
+
+def test_a_job_killed_from_outside_runs_again_under_the_same_future(ex, tmp_path):
+    marker = tmp_path / "ran"
+    f = ex.options(retries=1).submit(jobfns.killed_first_time, str(marker), 42)
+    assert f.result(timeout=60) == 42
+    rec = f.record
+    assert rec.state is JobState.COMPLETED and len(rec.attempts) == 1
+    first = rec.attempts[0]
+    assert first["state"] == "failed" and first["signal"] == signal.SIGKILL
+    assert first["job_id"] and first["job_id"] != rec.job_id
+    assert os.path.exists(os.path.join(rec.jobdir, attempt_dir(1), "started"))
+    assert f.info().attempts == (first["job_id"],)
+
+
+def test_without_retries_the_kill_fails_the_future(ex, tmp_path):
+    f = ex.submit(jobfns.killed_first_time, str(tmp_path / "ran"), 42)
+    with pytest.raises(JobFailed):
+        f.result(timeout=60)
+    assert f.record.attempts == []
+
+
+def test_an_exception_is_the_jobs_own_and_never_runs_again(ex, tmp_path):
+    counter = tmp_path / "runs"
+    f = ex.options(retries=3).submit(jobfns.count_run, counter, "x")  # "x" * 10: fine
+    assert f.result(timeout=60) == "x" * 10
+    g = ex.options(retries=3).submit(jobfns.fail, "mine")
+    with pytest.raises(ValueError, match="mine"):
+        g.result(timeout=60)
+    assert g.record.attempts == []
+
+
+def test_retry_exit_codes_run_a_shell_job_again_until_retries_are_spent(ex, tmp_path):
+    counter = tmp_path / "n"
+    body = f"echo x >> {counter}; exit 3"
+    f = ex.options(retries=1, retry_exit_codes=[3]).submit_shell(body)
+    with pytest.raises(JobFailed):
+        f.result(timeout=90)
+    assert counter.read_text().count("x") == 2  # the first run and one retry
+    assert [a["exit_code"] for a in f.record.attempts] == [3]
+    assert f.record.exit_code == 3
+
+
+def test_a_terminated_job_is_not_run_again(ex, tmp_path):
+    f = ex.options(retries=2).submit(jobfns.sleep_then, 60)
+    deadline = time.monotonic() + 30
+    while f.record.state is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    f.terminate()
+    with pytest.raises(JobFailed):
+        f.result(timeout=60)
+    assert f.record.attempts == []
+
+
+@pytest.mark.parametrize(
+    "end, why",
+    [
+        (dict(state=JobState.LOST, reason="left the queue"), "left the queue"),
+        (dict(state=JobState.FAILED, reason="node failure"), "node failure"),
+        (dict(state=JobState.FAILED, reason="preempted"), "preempted"),
+        (dict(state=JobState.FAILED, signal=9, reason="killed by signal 9"), "killed by signal 9"),
+        (dict(state=JobState.FAILED, signal=9, reason="out of memory: oom-kill"), None),
+        (dict(state=JobState.FAILED, signal=11, reason="killed by signal 11"), None),
+        (dict(state=JobState.FAILED, exit_code=1, reason="raised ValueError"), None),
+        (dict(state=JobState.TIMEOUT, signal=15, reason="walltime"), None),
+        (dict(state=JobState.CANCELLED, reason="terminated on request"), None),
+        (dict(state=JobState.COMPLETED, exit_code=0), None),
+    ],
+)
+def test_which_ends_are_outside_the_jobs_code(end, why):
+    rec = JobRecord("k", "slurm", "h", "call", "/tmp/k", resources={"retries": 1})
+    assert outside_cause(rec, end) == why
+
+
+def test_the_delay_grows_from_none():
+    assert [delay(n) for n in (1, 2, 3, 4)] == [0.0, 15.0, 30.0, 60.0]
+    assert delay(20) == 600.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(retries=-1), dict(retries=True), dict(retries="2"), dict(retry_exit_codes=[0])],
+)
+def test_bad_retry_options_are_refused_when_given(ex, options):
+    with pytest.raises(ResourceError, match="retr"):
+        ex.options(**options)
