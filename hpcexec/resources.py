@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ResourceError
 from .isotime import parse_iso_datetime
+from .mail import Mail, parse_mail
 from .options import NAMES as JOB_OPTIONS  # the fields of JobOptions
 
 _TIME_RE = re.compile(
@@ -29,10 +30,8 @@ _MEM_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?:(?P<unit>[kmgtp])(?:i?b)?
 _MEM_FACTOR = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024**2, "p": 1024**3}
 _WORD_RE = re.compile(r"^[\w.@+:/=-]+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ADDRESS_RE = re.compile(r"^[A-Za-z0-9._%+-]+(?:@[A-Za-z0-9.-]+)?$")
-#: mail events, in the order backends render them; "all" means every one
-MAIL_EVENTS = ("begin", "end", "fail")
 _INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_YES, _NO = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off")
 
 
 def parse_time(value: Any) -> int:
@@ -107,6 +106,9 @@ def _positive_int(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
+_int0 = _positive_int(0)
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("a non-empty string")
@@ -148,73 +150,11 @@ def _native(value: Any) -> tuple[str, ...]:
 
 def _flag(value: Any) -> bool | None:
     """True, or None for false (so that an unset flag and ``False`` are one cache key)."""
-    if isinstance(value, str) and value.strip().lower() in (
-        "1",
-        "true",
-        "yes",
-        "y",
-        "on",
-        "0",
-        "false",
-        "no",
-        "n",
-        "off",
-    ):
-        value = value.strip().lower() in ("1", "true", "yes", "y", "on")
+    if isinstance(value, str) and value.strip().lower() in (*_YES, *_NO):
+        value = value.strip().lower() in _YES
     if not isinstance(value, bool):
         raise ValueError(f"True or False, not {value!r}")
     return True if value else None
-
-
-@dataclass(frozen=True)
-class Mail:
-    """Where the scheduler sends mail about a job, and on which events."""
-
-    to: str
-    on: tuple[str, ...] = ("end",)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"to": self.to, "on": list(self.on)}
-
-
-def _mail(value: Any) -> Mail:
-    """``"me@x.org"`` (mail when the job ends), ``"me@x.org:begin,fail"``, or
-    ``{"to": "me@x.org", "on": ["end", "fail"]}``; events are begin, end, fail and all."""
-    if isinstance(value, Mail):
-        value = value.to_dict()
-    if isinstance(value, str):
-        address, sep, events = value.partition(":")
-        value = {"to": address, "on": events.split(",")} if sep else {"to": address}
-    if not isinstance(value, Mapping):
-        raise ValueError(
-            "an address such as 'me@example.org', 'me@example.org:end,fail', "
-            "or {'to': 'me@example.org', 'on': ['end', 'fail']}"
-        )
-    extra = set(value) - {"to", "on"}
-    if extra:
-        raise ValueError(
-            f"unknown mail field(s) {', '.join(sorted(map(str, extra)))}: use 'to' and 'on'"
-        )
-    to = value.get("to")
-    if not isinstance(to, str) or not _ADDRESS_RE.match(to.strip()):
-        raise ValueError(
-            f"'to' must be one address such as 'me@example.org' or a user name, not {to!r}"
-        )
-    on = value.get("on", ("end",))
-    words = [on] if isinstance(on, str) else on
-    if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
-        raise ValueError(f"'on' takes event names ({', '.join(MAIL_EVENTS)}, all), not {on!r}")
-    wanted = {w.strip().lower() for w in words if w.strip()}
-    bad = wanted - {*MAIL_EVENTS, "all"}
-    if bad:
-        raise ValueError(
-            f"unknown mail event(s) {', '.join(sorted(bad))}: use {', '.join(MAIL_EVENTS)} or all"
-        )
-    if not wanted:
-        raise ValueError("no mail events given: name at least one, or leave mail unset")
-    if "all" in wanted:
-        wanted = set(MAIL_EVENTS)
-    return Mail(to.strip(), tuple(e for e in MAIL_EVENTS if e in wanted))
 
 
 def _instant(round_up: bool) -> Callable[[Any], str]:
@@ -306,7 +246,10 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
         ResourceSpec(
             "mem", "memory", "memory per node: '4GB', '500M', '1.5G', or int MiB", parse_mem, "4GB"
         ),
-        ResourceSpec("gpus", "int>=0", "GPUs per node", _positive_int(0), 1),
+        ResourceSpec(
+            "gpus", "int>=0", "GPUs per node, shared by its tasks (or gpus_per_task)", _int0, 1
+        ),
+        ResourceSpec("gpus_per_task", "int>=0", "GPUs of each task, its own (or gpus)", _int0, 1),
         ResourceSpec("account", "str", "account (project) to charge", _word, "proj42"),
         ResourceSpec("stdout", "path", "file for the job's standard output", _text, "out.txt"),
         ResourceSpec("stderr", "path", "file for the job's standard error", _text, "err.txt"),
@@ -323,7 +266,7 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
             "mail about the job: 'ADDRESS' (when it ends), "
             "'ADDRESS:EVENT,...', or {'to': ADDRESS, 'on': [EVENT, ...]}; events "
             "begin, end, fail, all",
-            _mail,
+            parse_mail,
             {"to": "me@example.org", "on": ["begin", "end"]},
         ),
         ResourceSpec(
@@ -372,7 +315,8 @@ class Resources:
     threads: int | None = None
     mpi: str | None = None
     mem: int | None = None  # MiB
-    gpus: int | None = None
+    gpus: int | None = None  # per node
+    gpus_per_task: int | None = None
     account: str | None = None
     stdout: str | None = None
     stderr: str | None = None
@@ -403,6 +347,7 @@ class Resources:
                 parsed[key] = spec.parse(value)
             except ValueError as e:
                 raise ResourceError(f"bad value {value!r} for resource {key!r}: {e}") from None
+        _one_gpu_key(parsed)
         new = dataclasses.replace(self, **parsed)
         if new.begin and new.deadline and new.deadline <= new.begin:
             raise ResourceError(
@@ -428,6 +373,11 @@ class Resources:
     def cores(self) -> int:
         """Cores the job occupies on one node: threads x processes per node."""
         return (self.threads or 1) * (self.ppn or 1)
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs the job uses on each node: ``gpus``, or ``gpus_per_task`` x ``ppn``."""
+        return node_gpu_count(self.to_dict())
 
     @property
     def ntasks(self) -> int:
@@ -480,6 +430,28 @@ class Resources:
 def task_count(resources: Mapping[str, Any]) -> int:
     """The number of tasks of a job from its (record's) resources: nodes x ppn."""
     return int(resources.get("nodes") or 1) * int(resources.get("ppn") or 1)
+
+
+def node_gpu_count(resources: Mapping[str, Any]) -> int:
+    """GPUs per node of a job from its (record's) resources: ``gpus``, else
+    ``gpus_per_task`` x ``ppn`` (the one rule for backends that cannot say per task)."""
+    if resources.get("gpus") is not None:
+        return int(resources["gpus"])
+    return int(resources.get("gpus_per_task") or 0) * int(resources.get("ppn") or 1)
+
+
+def _one_gpu_key(parsed: dict[str, Any]) -> None:
+    """Refuse ``gpus`` and ``gpus_per_task`` given together; giving one clears the other
+    (so a view's ``gpus_per_task`` replaces its executor's ``gpus``)."""
+    given = [k for k in ("gpus", "gpus_per_task") if parsed.get(k) is not None]
+    if len(given) == 2:
+        raise ResourceError(
+            "give gpus or gpus_per_task, not both: gpus is the GPUs of each node, shared by "
+            "its ppn tasks; gpus_per_task gives each task its own (a node has gpus_per_task "
+            "x ppn). Keep the one that says what your tasks use."
+        )
+    if given:
+        parsed["gpus_per_task" if given == ["gpus"] else "gpus"] = None
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -238,6 +238,8 @@ BAD_VALUES = [
     ("mem", "-1G"),
     ("gpus", -1),
     ("gpus", "one"),
+    ("gpus_per_task", -1),
+    ("gpus_per_task", 1.5),
     ("account", "a b"),
     ("account", "a'b"),
     ("stdout", ""),

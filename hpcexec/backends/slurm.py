@@ -8,7 +8,8 @@ import shlex
 from typing import Any
 
 from ..errors import SchedulerOutputError, SubmitError
-from ..resources import MAIL_EVENTS, Resources, local_time
+from ..mail import MAIL_EVENTS
+from ..resources import Resources, local_time
 from ..script import ScriptParts
 from ..states import JobState
 from .base import (
