@@ -45,6 +45,8 @@ class JobRecord:
     #: None (not run yet), "running: HOST PID:START", "done", "failed: ..." or
     #: "interrupted: ..." (its client ended while it ran; it is never run twice)
     epilogue_state: str | None = None
+    #: the GPUs a running local job holds, comma-separated ids (see hpcexec.localqueue)
+    gpu_ids: str | None = None
 
     @property
     def path(self) -> Path:
