@@ -278,7 +278,7 @@ def _check(key: str, value: Any) -> str | None:
         try:
             parse_gpu_ids(value)
         except ValueError as e:
-            return f"takes {e}"
+            return f"takes GPU ids such as '0,1', or 'none': {e}"
     elif not isinstance(value, str) or not value:
         return f"takes a non-empty string, not {value!r}"
     return None

@@ -223,7 +223,7 @@ class Session:
         try:
             return parse_gpu_ids(value)
         except ValueError as e:
-            raise ResourceError(f"local_gpus takes {e}") from None
+            raise ResourceError(f"local_gpus takes GPU ids such as '0,1', or 'none': {e}") from None
 
     def _install_key(self) -> None:
         """This cache's key, and its copy where the jobs read it (``<files dir>/secrets/<id>``),
