@@ -255,8 +255,9 @@ class LocalQueue(Driver):
         free = self.backend.total_cores - used
         if free <= 0:
             return []
-        held = tx.gpus_held(self.backend.name, self.host, RUNNING_STATES)
-        free_gpus = [g for g in self.backend.gpu_ids if g not in held]
+        pool = self.backend.gpu_ids
+        held = tx.gpus_held(self.backend.name, self.host, RUNNING_STATES) if pool else set()
+        free_gpus = [g for g in pool if g not in held]
         now = time.time()
         self._next_begin = None
         eligible = []
