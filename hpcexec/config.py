@@ -25,7 +25,7 @@ Two files are read, and a profile in the first replaces one of the same name in 
 A profile is selected by ``Executor(profile=...)`` or ``hpcexec --profile``, else by
 ``HPCEXEC_PROFILE``, else by ``default_profile``; ``profile=""`` selects none. Each setting
 is taken from the first of: an explicit argument, the environment (``HPCEXEC_CACHE_DIR``
-for ``cache_dir``), the profile, the built-in default. Unknown keys and bad values are
+for ``cache_dir``, ``HPCEXEC_LOCAL_GPUS`` for ``local_gpus``), the profile, the built-in default. Unknown keys and bad values are
 :class:`~hpcexec.errors.ConfigError` naming the file and line.
 """
 
@@ -42,7 +42,15 @@ from typing import Any
 from .backends import SCHEDULERS, backend_names
 from .errors import ConfigError, ResourceError
 from .resources import RESOURCE_TABLE, Resources
-from .settings import DEFAULTS, NAMES, NUMBERS, ExecutorSettings, number_wanted
+from .settings import (
+    DEFAULTS,
+    ENV_LOCAL_GPUS,
+    NAMES,
+    NUMBERS,
+    ExecutorSettings,
+    number_wanted,
+    parse_gpu_ids,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -266,6 +274,11 @@ def _check(key: str, value: Any) -> str | None:
         wanted = number_wanted(key, value)
         if wanted:
             return f"takes {wanted}, not {value!r}"
+    elif key == "local_gpus":
+        try:
+            parse_gpu_ids(value)
+        except ValueError as e:
+            return f"takes GPU ids such as '0,1', or 'none': {e}"
     elif not isinstance(value, str) or not value:
         return f"takes a non-empty string, not {value!r}"
     return None
@@ -347,6 +360,8 @@ def resolve(
             values[key] = Setting(
                 os.path.expanduser(environ[ENV_CACHE_DIR]), f"env {ENV_CACHE_DIR}"
             )
+        elif key == "local_gpus" and environ.get(ENV_LOCAL_GPUS) is not None:
+            values[key] = Setting(environ[ENV_LOCAL_GPUS], f"env {ENV_LOCAL_GPUS}")
         elif prof is not None and key in prof.values:
             values[key] = Setting(prof.values[key], prof.where(key))
         else:

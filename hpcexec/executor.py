@@ -13,7 +13,7 @@ import concurrent.futures
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ class Executor(concurrent.futures.Executor):
         coalesce: seconds that separate ``submit`` calls are gathered for, so they go to a
             scheduler as one array job (0: submit each at once). Not used by ``"local"``.
         calls_per_second: the most scheduler commands (submit, status, cancel) per second.
+        local_gpus: the GPUs the local backend hands out (``"0,1"``, a list, ``"none"``);
+            default ``$HPCEXEC_LOCAL_GPUS``, else what ``nvidia-smi -L`` lists.
         profile: a named profile from ``hpcexec.toml`` or ``~/.config/hpcexec/config.toml``
             (see :mod:`hpcexec.config`) giving any of the settings above and default
             resources; arguments given here override it. Default: ``$HPCEXEC_PROFILE``, else
@@ -96,6 +98,7 @@ class Executor(concurrent.futures.Executor):
         poll_interval: float | None = None,
         coalesce: float | None = None,
         calls_per_second: float | None = None,
+        local_gpus: str | Sequence[str | int] | None = None,
         profile: str | None = None,
         **resources: Any,
     ) -> None:

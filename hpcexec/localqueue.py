@@ -7,6 +7,10 @@ in one write transaction, the chosen jobs are started outside it (so submissions
 waiting on process starts), and a second one records them. Two clients on one cache so never
 start more than the cores allow, and a client that dies mid-start leaves queued records whose
 job directories say what was started (adopted, never run twice).
+
+GPUs are accounted the same way: the backend's pool (``LocalBackend.gpu_ids``) less the ids
+the running records hold (their ``gpu_ids``, written when they start) are free; a job is
+started only with as many free ones as it needs, given in ``CUDA_VISIBLE_DEVICES``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import attempts, trust
-from .backends.local import LocalBackend, make_job_id, parse_proc_stat, plan_starts, split_job_id
+from .backends.local import (
+    LocalBackend,
+    hand_out_gpus,
+    make_job_id,
+    parse_proc_stat,
+    plan_starts,
+    split_job_id,
+)
 from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import TransportError, UntrustedPath
 from .jobfiles import killed_by, parse_exitcode, signal_of
@@ -220,7 +231,7 @@ class LocalQueue(Driver):
                     self._cancel_expired(tx, now)
                 chosen = self._choose(tx) if pending else []
             # Outside the write transaction: each start waits on a process, or the fork server.
-            started = [(rec, self._start(rec)) for rec in chosen]
+            started = [(rec, self._start(rec, gpus)) for rec, gpus in chosen]
             if started:
                 with self.store.write() as tx:
                     for rec, values in started:
@@ -240,13 +251,16 @@ class LocalQueue(Driver):
                 values = attempts.settle(self.transport, cur, values)
             tx.update(s.key, **values)
 
-    def _choose(self, tx: Txn) -> list[JobRecord]:
-        """The queued jobs to start now: eligible (begin time, dependencies) and fitting the
-        cores the running ones leave."""
+    def _choose(self, tx: Txn) -> list[tuple[JobRecord, tuple[str, ...]]]:
+        """The queued jobs to start now, each with the GPUs it gets: eligible (begin time,
+        dependencies) and fitting the cores and GPUs the running ones leave."""
         used = tx.cores_in(self.backend.name, self.host, RUNNING_STATES)
         free = self.backend.total_cores - used
         if free <= 0:
             return []
+        pool = self.backend.gpu_ids
+        held = tx.gpus_held(self.backend.name, self.host, RUNNING_STATES) if pool else set()
+        free_gpus = [g for g in pool if g not in held]
         now = time.time()
         self._next_begin = None
         eligible = []
@@ -255,12 +269,14 @@ class LocalQueue(Driver):
             if at > now:  # not before its begin time; look again then
                 self._next_begin = min(at, self._next_begin or at)
             elif not q.has_deps or self._deps_ready(tx, q.key):
-                eligible.append((q.key, q.cores))
+                eligible.append((q.key, q.cores, q.gpus))
+        keys = plan_starts(eligible, free, len(free_gpus))
+        needs = {key: gpus for key, _, gpus in eligible}
         chosen = []
-        for key in plan_starts(eligible, free):
+        for key, gpus in zip(keys, hand_out_gpus([needs[k] for k in keys], free_gpus), strict=True):
             rec = tx.get(key)
             assert rec is not None
-            chosen.append(rec)
+            chosen.append((rec, gpus))
         return chosen
 
     def _record_start(self, tx: Txn, rec: JobRecord, values: dict[str, Any]) -> None:
@@ -302,8 +318,9 @@ class LocalQueue(Driver):
         assert rec is not None
         return self.dependencies(rec, tx) == []
 
-    def _start(self, rec: JobRecord) -> dict[str, Any]:
-        """Start one chosen job; the record's new fields (running, or failed and why)."""
+    def _start(self, rec: JobRecord, gpus: tuple[str, ...]) -> dict[str, Any]:
+        """Start one chosen job with ``gpus``; the record's new fields (running and the GPUs
+        it holds, or failed and why)."""
         untrusted = self._untrusted(rec)
         if untrusted:
             log.error("job %s was not started: %s", rec.key, untrusted)
@@ -314,25 +331,36 @@ class LocalQueue(Driver):
         if first is not None:
             # A client died between starting this job and recording it, or the record was
             # rebuilt from the job's directory: adopt, never rerun.
+            # The GPUs it was given then are not known: it is counted with these.
             log.warning("job %s was already started as %s; reattaching", rec.key, first)
             return dict(
-                state=JobState.RUNNING, job_id=first or None, started=rec.started or time.time()
+                state=JobState.RUNNING,
+                job_id=first or None,
+                started=rec.started or time.time(),
+                gpu_ids=",".join(gpus) or None,
             )
         try:
-            job_id = self._spawn(rec)
+            job_id = self._spawn(rec, gpus)
         except (OSError, TransportError) as e:  # this job cannot start; the others can
             return self._not_started(rec, e)
-        log.debug("started local job %s as %s", rec.key, job_id)
-        return dict(state=JobState.RUNNING, job_id=job_id, started=time.time())
+        log.debug("started local job %s as %s (GPUs: %s)", rec.key, job_id, gpus)
+        return dict(
+            state=JobState.RUNNING,
+            job_id=job_id,
+            started=time.time(),
+            gpu_ids=",".join(gpus) or None,
+        )
 
-    def _spawn(self, rec: JobRecord) -> str:
+    def _spawn(self, rec: JobRecord, gpus: tuple[str, ...]) -> str:
         """Start the job's process (warm through the fork server where it can); its job id,
-        kept in the job's directory too before the record has it."""
+        kept in the job's directory too before the record has it. Its ``CUDA_VISIBLE_DEVICES``
+        names ``gpus``, unless its ``env`` resource sets the variable itself."""
         lay = JobLayout.of(rec.jobdir, rec.resources)
         lay.check_start()
         res = rec.resources
         out, err = lay.stdout, lay.stderr_target
         index = "" if rec.array_index is None else str(rec.array_index)
+        gpu_env = self.backend.gpu_env(gpus)
         pid = None
         if _warm(rec):
             pid = self.transport.spawn_warm(
@@ -346,6 +374,7 @@ class LocalQueue(Driver):
                     "env": {
                         **os.environ,
                         **self.backend.job_env(rec.name or "", lay.workdir, index),
+                        **gpu_env,
                         **res.get("env", {}),
                     },
                 },
@@ -357,7 +386,7 @@ class LocalQueue(Driver):
                 cwd=lay.workdir,
                 stdout=out,
                 stderr=err,
-                env={"HPCEXEC_ARRAY_INDEX": index},
+                env={"HPCEXEC_ARRAY_INDEX": index, **gpu_env},  # the script's env= comes after
             )
         text = self.transport.process_stat(pid)
         st = parse_proc_stat(text) if text else None

@@ -45,6 +45,8 @@ class JobRecord:
     #: None (not run yet), "running: HOST PID:START", "done", "failed: ..." or
     #: "interrupted: ..." (its client ended while it ran; it is never run twice)
     epilogue_state: str | None = None
+    #: the GPUs a running local job holds, comma-separated ids (see hpcexec.localqueue)
+    gpu_ids: str | None = None
     #: the job's earlier runs, oldest first (see hpcexec.attempts): each a dict of job_id,
     #: state, exit_code, signal, reason, started, finished
     attempts: list[dict[str, Any]] = field(default_factory=list)

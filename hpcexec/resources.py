@@ -22,6 +22,8 @@ from .resourcevalues import (  # the forms other modules read through this one
     parse_time,
 )
 
+_int0 = rv.positive_int(0)
+
 
 @dataclass(frozen=True)
 class ResourceSpec:
@@ -60,7 +62,10 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
         ResourceSpec(
             "mem", "memory", "memory per node: '4GB', '500M', '1.5G', or int MiB", parse_mem, "4GB"
         ),
-        ResourceSpec("gpus", "int>=0", "GPUs per node", rv.positive_int(0), 1),
+        ResourceSpec(
+            "gpus", "int>=0", "GPUs per node, shared by its tasks (or gpus_per_task)", _int0, 1
+        ),
+        ResourceSpec("gpus_per_task", "int>=0", "GPUs of each task, its own (or gpus)", _int0, 1),
         ResourceSpec("account", "str", "account (project) to charge", rv.word, "proj42"),
         ResourceSpec(
             "stdout", "path", "file for the job's standard output", rv.any_text, "out.txt"
@@ -115,7 +120,7 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
     ]
 }
 #: where, how long and with what a job may run: a re-run with more reuses every finished result
-SCHEDULING = ("queue", "account", "time", "mem", "gpus", "native")
+SCHEDULING = ("queue", "account", "time", "mem", "gpus", "gpus_per_task", "native")
 #: keys that say when and whom to tell, and the scheduling, not what a job computes: not part
 #: of cache keys (unless a job's text fills one in as a ``{placeholder}``)
 NOT_IN_CACHE_KEY = ("name", "mail", "begin", "deadline", *SCHEDULING)
@@ -141,7 +146,8 @@ class Resources:
     threads: int | None = None
     mpi: str | None = None
     mem: int | None = None  # MiB
-    gpus: int | None = None
+    gpus: int | None = None  # per node
+    gpus_per_task: int | None = None
     account: str | None = None
     stdout: str | None = None
     stderr: str | None = None
@@ -172,6 +178,7 @@ class Resources:
                 parsed[key] = spec.parse(value)
             except ValueError as e:
                 raise ResourceError(f"bad value {value!r} for resource {key!r}: {e}") from None
+        _one_gpu_key(parsed)
         new = dataclasses.replace(self, **parsed)
         if new.begin and new.deadline and new.deadline <= new.begin:
             raise ResourceError(
@@ -197,6 +204,11 @@ class Resources:
     def cores(self) -> int:
         """Cores the job occupies on one node: threads x processes per node."""
         return (self.threads or 1) * (self.ppn or 1)
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs the job uses on each node: ``gpus``, or ``gpus_per_task`` x ``ppn``."""
+        return node_gpu_count(self.to_dict())
 
     @property
     def ntasks(self) -> int:
@@ -250,6 +262,28 @@ class Resources:
 def task_count(resources: Mapping[str, Any]) -> int:
     """The number of tasks of a job from its (record's) resources: nodes x ppn."""
     return int(resources.get("nodes") or 1) * int(resources.get("ppn") or 1)
+
+
+def node_gpu_count(resources: Mapping[str, Any]) -> int:
+    """GPUs per node of a job from its (record's) resources: ``gpus``, else
+    ``gpus_per_task`` x ``ppn`` (the one rule for backends that cannot say per task)."""
+    if resources.get("gpus") is not None:
+        return int(resources["gpus"])
+    return int(resources.get("gpus_per_task") or 0) * int(resources.get("ppn") or 1)
+
+
+def _one_gpu_key(parsed: dict[str, Any]) -> None:
+    """Refuse ``gpus`` and ``gpus_per_task`` given together; giving one clears the other
+    (so a view's ``gpus_per_task`` replaces its executor's ``gpus``)."""
+    given = [k for k in ("gpus", "gpus_per_task") if parsed.get(k) is not None]
+    if len(given) == 2:
+        raise ResourceError(
+            "give gpus or gpus_per_task, not both: gpus is the GPUs of each node, shared by "
+            "its ppn tasks; gpus_per_task gives each task its own (a node has gpus_per_task "
+            "x ppn). Keep the one that says what your tasks use."
+        )
+    if given:
+        parsed["gpus_per_task" if given == ["gpus"] else "gpus"] = None
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -47,7 +47,7 @@ from .remote import (
 )
 from .resources import Resources
 from .schedqueue import SchedulerQueue
-from .settings import ExecutorSettings, number_wanted
+from .settings import ExecutorSettings, number_wanted, parse_gpu_ids
 from .store import Store
 from .tracker import Tracker
 from .transport.base import Transport
@@ -182,7 +182,9 @@ class Session:
         self.backend: Backend
         self.queue: Driver
         if backend == "local":
-            self.backend = LocalBackend(self.transport.cpu_count(), self.transport.host)
+            self.backend = LocalBackend(
+                self.transport.cpu_count(), self.transport.host, gpu_ids=self._gpu_pool()
+            )
             self.queue = LocalQueue(self.store, self.transport, self.backend, self.key_file)
             return
         self.backend = scheduler_class(backend)()
@@ -210,6 +212,18 @@ class Session:
             max_window=max(2.0, 10 * coalesce),
             calls_per_second=calls_per_second,
         )
+
+    def _gpu_pool(self) -> tuple[str, ...]:
+        """The GPUs the local backend hands out: the ``local_gpus`` setting (or
+        ``$HPCEXEC_LOCAL_GPUS``, see :mod:`hpcexec.config`), else what the transport's host
+        lists (``nvidia-smi -L``)."""
+        value = self.settings.local_gpus
+        if value is None:
+            return tuple(self.transport.gpu_ids())
+        try:
+            return parse_gpu_ids(value)
+        except ValueError as e:
+            raise ResourceError(f"local_gpus takes GPU ids such as '0,1', or 'none': {e}") from None
 
     def _install_key(self) -> None:
         """This cache's key, and its copy where the jobs read it (``<files dir>/secrets/<id>``),

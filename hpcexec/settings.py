@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+#: the client's environment variable giving the local backend's GPUs when local_gpus is unset
+ENV_LOCAL_GPUS = "HPCEXEC_LOCAL_GPUS"
+_GPU_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:.-]*$")
 
 
 def _about(doc: str, *, reach: bool = False) -> dict[str, Any]:
@@ -60,6 +65,13 @@ class ExecutorSettings:
     calls_per_second: float = field(
         default=10.0, metadata=_about("the most scheduler commands per second")
     )
+    local_gpus: str | Sequence[str | int] | None = field(
+        default=None,
+        metadata=_about(
+            f"the local backend's GPUs: ids such as '0,1', or 'none' (default: "
+            f"${ENV_LOCAL_GPUS}, else what `nvidia-smi -L` lists)"
+        ),
+    )
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ExecutorSettings)}
@@ -87,3 +99,24 @@ def number_wanted(name: str, value: Any) -> str | None:
     ):
         return "a non-negative number" if zero_ok else "a positive number"
     return None
+
+
+def parse_gpu_ids(value: str | Sequence[str | int]) -> tuple[str, ...]:
+    """The GPU ids of a ``local_gpus`` value: ``"0,1,3"`` or a list (ids as ``nvidia-smi`` and
+    CUDA number them, or UUIDs), ``"none"`` or ``""`` for none. ValueError saying what is
+    wanted: the one rule that the profile check and the session both apply."""
+    if isinstance(value, str):
+        text = value.strip()
+        ids = [] if text.lower() in ("", "none") else [p.strip() for p in text.split(",")]
+    elif isinstance(value, (list, tuple)) and not any(isinstance(v, bool) for v in value):
+        ids = [str(v) for v in value]
+    else:
+        raise ValueError(f"GPU ids such as '0,1' or ['0', '1'], or 'none', not {value!r}")
+    for gpu in ids:
+        if not _GPU_ID_RE.match(gpu):
+            raise ValueError(
+                f"{gpu!r} is not a GPU id: use the numbers `nvidia-smi -L` shows, e.g. '0,1'"
+            )
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"GPU ids listed twice in {value!r}: each device once")
+    return tuple(ids)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .record import FIELD_NAMES, JSON_FIELDS, JobRecord
+from .resources import node_gpu_count
 from .states import JobState
 
 
@@ -21,6 +22,7 @@ class Queued:
     cores: int
     has_deps: bool
     begin: str | None  # its begin time (canonical UTC text), if any
+    gpus: int = 0  # GPUs it needs (per node: the local backend has one)
 
 
 def _states_in(states: Iterable[JobState]) -> tuple[str, list[str]]:
@@ -70,12 +72,33 @@ class Queries:
         """The first ``limit`` pending records, oldest first, by their light columns only (a
         long queue costs no more than a short one)."""
         rows = self._cursor(
-            "SELECT key, cores, deps, json_extract(resources, '$.begin') FROM jobs "
+            "SELECT key, cores, deps, json_extract(resources, '$.begin'), "
+            "json_extract(resources, '$.gpus'), json_extract(resources, '$.gpus_per_task'), "
+            "json_extract(resources, '$.ppn') FROM jobs "
             "WHERE backend = ? AND host = ? AND state = 'pending' "
             "ORDER BY submitted, rowid LIMIT ?",
             [backend, host, limit],
         ).fetchall()
-        return [Queued(key, cores, deps != "[]", begin) for key, cores, deps, begin in rows]
+        return [
+            Queued(
+                key,
+                cores,
+                deps != "[]",
+                begin,
+                node_gpu_count(dict(gpus=g, gpus_per_task=t, ppn=p)),
+            )
+            for key, cores, deps, begin, g, t, p in rows
+        ]
+
+    def gpus_held(self, backend: str, host: str, states: Iterable[JobState]) -> set[str]:
+        """The GPU ids the records of ``backend`` on ``host`` in ``states`` hold."""
+        cond, values = _states_in(states)
+        sql = (
+            f"SELECT gpu_ids FROM jobs WHERE backend = ? AND host = ? AND {cond} "
+            "AND gpu_ids IS NOT NULL"
+        )
+        rows = self._cursor(sql, [backend, host, *values]).fetchall()
+        return {gpu for (ids,) in rows for gpu in ids.split(",") if gpu}
 
     def past_deadline(self, backend: str, host: str, now: float) -> list[JobRecord]:
         """Queued (pending or held) records whose ``deadline`` is not after ``now``."""

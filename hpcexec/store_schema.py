@@ -20,11 +20,8 @@ SCHEMA_VERSION = 3
 DB_NAME = "jobs.sqlite"
 #: columns each schema version added, so an older cache is brought up to date when opened
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: (
-        "ALTER TABLE jobs ADD COLUMN epilogue TEXT",
-        "ALTER TABLE jobs ADD COLUMN epilogue_state TEXT",
-    ),
-    3: ("ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]'",),
+    2: ("epilogue TEXT", "epilogue_state TEXT"),
+    3: ("gpu_ids TEXT", "attempts TEXT NOT NULL DEFAULT '[]'"),
 }
 
 _COLUMNS = """
@@ -53,6 +50,7 @@ _COLUMNS = """
     rev INTEGER NOT NULL DEFAULT 0,
     epilogue TEXT,
     epilogue_state TEXT,
+    gpu_ids TEXT,
     attempts TEXT NOT NULL DEFAULT '[]'
 """
 
@@ -168,9 +166,11 @@ def _migrate(conn: sqlite3.Connection, path: Path, found: int) -> None:
     """Bring a cache of an older schema up to date (inside the schema transaction, so
     two clients opening it at once migrate it once). Existing records keep their keys
     and values; new columns start empty."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     for version in range(found + 1, SCHEMA_VERSION + 1):
-        for statement in MIGRATIONS[version]:
-            conn.execute(statement)
+        for column in MIGRATIONS[version]:
+            if column.split()[0] not in have:  # a column already there is kept
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
     conn.execute("UPDATE meta SET v = ? WHERE k = 'schema_version'", (str(SCHEMA_VERSION),))
     log.info("job cache %s brought from schema version %d to %d", path, found, SCHEMA_VERSION)
 

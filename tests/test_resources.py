@@ -231,6 +231,8 @@ BAD_VALUES = [
     ("mem", "-1G"),
     ("gpus", -1),
     ("gpus", "one"),
+    ("gpus_per_task", -1),
+    ("gpus_per_task", 1.5),
     ("account", "a b"),
     ("account", "a'b"),
     ("stdout", ""),
@@ -485,6 +487,8 @@ def test_split_options_separates_resources_and_job_options():
         "prologue",
         "epilogue",
         "aux_scripts",
+        "retries",
+        "retry_exit_codes",
     }
 
 

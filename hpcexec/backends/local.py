@@ -46,17 +46,31 @@ def split_job_id(job_id: str) -> tuple[int, int]:
     return int(pid), int(start or 0)
 
 
-def plan_starts(pending: Iterable[tuple[str, int]], free_cores: int) -> list[str]:
-    """Which pending jobs (key, cores), in queue order, to start now: each that fits the
-    free cores, so smaller jobs backfill behind a large one that must wait."""
+def plan_starts(
+    pending: Iterable[tuple[str, int] | tuple[str, int, int]], free_cores: int, free_gpus: int = 0
+) -> list[str]:
+    """Which pending jobs (key, cores[, GPUs]), in queue order, to start now: each that fits
+    the free cores and GPUs, so smaller jobs backfill behind a large one that must wait."""
     chosen = []
-    for key, cores in pending:
-        if cores <= free_cores:
+    for key, cores, *gpus in pending:
+        need = gpus[0] if gpus else 0
+        if cores <= free_cores and need <= free_gpus:
             chosen.append(key)
             free_cores -= cores
+            free_gpus -= need
         if free_cores <= 0:
             break
     return chosen
+
+
+def hand_out_gpus(needs: Sequence[int], free: Sequence[str]) -> list[tuple[str, ...]]:
+    """Distinct GPUs for each of the jobs needing ``needs`` of them, from ``free`` in order
+    (:func:`plan_starts` chose jobs that fit)."""
+    out, at = [], 0
+    for n in needs:
+        out.append(tuple(free[at : at + n]))
+        at += n
+    return out
 
 
 def stdin_line(path: str, jobdir: str) -> str:
@@ -90,6 +104,10 @@ class LocalBackend(Backend):
         "stdout": "the job's standard output file",
         "stderr": "the job's standard error file",
         "env": "set in the job's environment",
+        "gpus": "that many of the local GPUs (local_gpus, $HPCEXEC_LOCAL_GPUS or nvidia-smi "
+        "-L), its own while it runs, in CUDA_VISIBLE_DEVICES; every task sees them all",
+        "gpus_per_task": "gpus_per_task x ppn of the local GPUs, its own while it runs; each "
+        "task sees its share in CUDA_VISIBLE_DEVICES",
         "workdir": "the job's working directory",
         "begin": "the local queue starts the job no earlier",
         "deadline": "not started by then: cancelled; still running then: stopped as at the "
@@ -97,13 +115,24 @@ class LocalBackend(Backend):
         "join_output": "standard error is opened on the standard output file",
     }
 
-    def __init__(self, total_cores: int, hostname: str = "localhost") -> None:
+    def __init__(
+        self, total_cores: int, hostname: str = "localhost", gpu_ids: Sequence[str] = ()
+    ) -> None:
         self.total_cores = total_cores
         self.hostname = hostname
+        #: the GPUs the queue hands out (ids as CUDA_VISIBLE_DEVICES takes them)
+        self.gpu_ids = tuple(gpu_ids)
 
     def task_launcher(self, res: Resources, python: str) -> list[str]:
-        """hpcexec's own launcher (:mod:`hpcexec.launch`): ``ppn`` processes here."""
-        return [python, "-m", "hpcexec.launch", str(res.ntasks), "--"]
+        """hpcexec's own launcher (:mod:`hpcexec.launch`): ``ppn`` processes here, each
+        with its own ``gpus_per_task`` of the job's GPUs."""
+        share = ["--gpus-per-task", str(res.gpus_per_task)] if res.gpus_per_task else []
+        return [python, "-m", "hpcexec.launch", str(res.ntasks), *share, "--"]
+
+    def gpu_env(self, gpu_ids: Sequence[str]) -> dict[str, str]:
+        """``CUDA_VISIBLE_DEVICES`` of a job holding ``gpu_ids``: those, or empty for a job
+        holding none, so that it stays off the pool's devices; nothing without a pool."""
+        return {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)} if self.gpu_ids else {}
 
     def check(self, res: Resources) -> None:
         self.check_refused(res)
@@ -117,11 +146,18 @@ class LocalBackend(Backend):
                 f"this job asks for {res.cores} cores (threads x ppn) but this machine has "
                 f"{self.total_cores}; it could never start. Ask for at most {self.total_cores}."
             )
+        if res.gpus_per_node > len(self.gpu_ids):
+            raise BackendError(
+                f"this job asks for {res.gpus_per_node} GPUs but the local backend has "
+                f"{len(self.gpu_ids)} ({', '.join(self.gpu_ids) or 'none'}); it could never "
+                "start. Ask for fewer, or name the GPUs: the local_gpus setting or "
+                "HPCEXEC_LOCAL_GPUS (e.g. '0,1'; by default what `nvidia-smi -L` lists)."
+            )
 
     def ignored(self, res: Resources) -> list[str]:
         """Resources that mean nothing without a scheduler (accepted so a workflow moves
         between backends unchanged, and logged)."""
-        return [k for k in ("queue", "account", "gpus", "native", "mem", "mpi") if getattr(res, k)]
+        return [k for k in ("queue", "account", "native", "mem", "mpi") if getattr(res, k)]
 
     def script_parts(
         self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str

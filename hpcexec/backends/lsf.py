@@ -231,7 +231,8 @@ RULES: tuple[Rule, ...] = (
     _walltime,
     _slots,
     _mem,
-    option("gpus", lambda v: f'-gpu "num={v}"'),
+    option("gpus", lambda v: f'-gpu "num={v}"'),  # per host, LSF's default
+    option("gpus_per_task", lambda v: f'-gpu "num={v}/task"'),
     hold_option("-H"),
     Rule(
         ("after",),

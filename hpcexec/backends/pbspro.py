@@ -91,7 +91,7 @@ _JOB_KEY_LINE = re.compile(r'^\s*"(\d+(?:\[\d*\])?(?:\.[^"\s]*)?)"\s*:\s*\{', re
 
 
 def pbs_select(res: Resources, *, gpus_key: str) -> str | None:
-    if not any((res.nodes, res.ppn, res.threads, res.mem, res.gpus)):
+    if not any((res.nodes, res.ppn, res.threads, res.mem, res.gpus_per_node)):
         return None
     chunk = [str(res.nodes or 1)]
     if res.ppn or res.threads:
@@ -102,12 +102,12 @@ def pbs_select(res: Resources, *, gpus_key: str) -> str | None:
         chunk.append(f"ompthreads={res.threads}")
     if res.mem:
         chunk.append(f"mem={res.mem}mb")
-    if res.gpus:
-        chunk.append(f"{gpus_key}={res.gpus}")
+    if res.gpus_per_node:  # per chunk (node): gpus, or gpus_per_task x ppn
+        chunk.append(f"{gpus_key}={res.gpus_per_node}")
     return ":".join(chunk)
 
 
-@rule("nodes", "ppn", "threads", "mem", "gpus")
+@rule("nodes", "ppn", "threads", "mem", "gpus", "gpus_per_task")
 def _select(b: object, spec: SubmitSpec) -> list[str]:
     res = spec.res
     select = pbs_select(res, gpus_key="ngpus")

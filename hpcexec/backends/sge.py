@@ -26,7 +26,7 @@ Choices, and the Grid Engine facts behind them (checked on SGE 8.1.9, see
   limit: a program that reserves much more virtual memory than it uses needs more). Sites
   that schedule memory with another complex set :attr:`SgeBackend.mem_resource`
   (``mem_free``, ``h_rss``, ``m_mem_free``) or pass ``native="-l ..."``.
-- GPUs: SGE has no standard GPU resource; ``gpus`` is refused, pass the site's complex with
+- GPUs: SGE has no standard GPU resource; ``gpus`` and ``gpus_per_task`` are refused, pass the site's complex with
   ``native`` (e.g. ``-l gpu=1``).
 - Dependencies: ``-hold_jid`` waits for the named jobs to *end*, not to succeed, and takes
   whole jobs only (``-hold_jid 12.3`` is refused: "job 12.3 not found"), so a dependency on an
@@ -277,9 +277,10 @@ class SgeBackend(SchedulerBackend):
 
     def check(self, res: Resources) -> None:
         self.check_refused(res)
-        if res.gpus:
+        if res.gpus_per_node:
+            key = "gpus" if res.gpus else "gpus_per_task"
             raise BackendError(
-                "SGE has no standard GPU resource: leave gpus unset and request your site's "
+                f"SGE has no standard GPU resource: leave {key} unset and request your site's "
                 "GPU complex with native, e.g. native='-l gpu=1' (qconf -sc lists them)"
             )
         pe = _pe(res.native)

@@ -126,6 +126,16 @@ def _when(text: str) -> str:
 
 
 q = shlex.quote
+
+
+def _gpus_per_task(res: Resources) -> list[str]:
+    """``--gpus-per-task`` with the task count, which sbatch requires beside it ("--gpus-per-task
+    ... used without either --gpus or -n/--ntasks is not allowed", SLURM 23.11)."""
+    if not res.gpus_per_task:
+        return []
+    return [f"--ntasks={res.ntasks}", f"--gpus-per-task={res.gpus_per_task}"]
+
+
 #: SLURM's dialect (sbatch(1) of SLURM 22.05): one rule per key, in directive order.
 #: ``join_output``: sbatch sends standard error to the ``--output`` file when no ``--error``
 #: is given ("By default both standard output and standard error are directed to the same
@@ -143,6 +153,7 @@ RULES: tuple[Rule, ...] = (
     option("threads", lambda v: f"--cpus-per-task={v}"),
     option("mem", lambda v: f"--mem={v}M"),
     option("gpus", lambda v: f"--gpus-per-node={v}"),
+    Rule(("gpus_per_task",), lambda b, spec: _gpus_per_task(spec.res)),
     Rule(("array",), lambda b, spec: [f"--array={r}"] if (r := array_range(spec)) else []),
     hold_option("--hold"),
     Rule(

@@ -84,12 +84,12 @@ def _own(spec: SubmitSpec) -> str:
     return os.path.join(os.path.dirname(spec.script), "torque")  # the job writes its own
 
 
-@rule("nodes", "ppn", "threads", "gpus")
+@rule("nodes", "ppn", "threads", "gpus", "gpus_per_task")
 def _nodes(b: object, spec: SubmitSpec) -> list[str]:
     res = spec.res
-    if not (res.nodes or res.ppn or res.threads or res.gpus):
+    if not (res.nodes or res.ppn or res.threads or res.gpus_per_node):
         return []
-    gpus = f":gpus={res.gpus}" if res.gpus else ""
+    gpus = f":gpus={res.gpus_per_node}" if res.gpus_per_node else ""
     return [f"-l nodes={res.nodes or 1}:ppn={res.cores}{gpus}"]
 
 

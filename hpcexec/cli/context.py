@@ -129,6 +129,7 @@ class Context:
                 profile="",
                 poll_interval=s["poll_interval"],
                 calls_per_second=s["calls_per_second"],
+                local_gpus=s["local_gpus"],
                 **options,
             )
         return self._executors[backend, host]

@@ -37,7 +37,8 @@ SUBMIT_RESOURCES: dict[str, dict[str, Any]] = {
     "ppn": dict(help="processes per node"),
     "queue": dict(help="queue or partition"),
     "account": dict(help="account (project) to charge"),
-    "gpus": dict(help="GPUs per node"),
+    "gpus": dict(help="GPUs per node, shared by its tasks"),
+    "gpus_per_task": dict(help="GPUs of each task, its own (instead of --gpus)"),
     "name": dict(help="job name"),
     "native": dict(
         action="append",

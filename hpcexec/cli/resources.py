@@ -54,7 +54,9 @@ class Row:
 
 def backends(name: str | None = None) -> dict[str, Backend]:
     """The backends to describe: every one (local first), or the one named."""
-    found: dict[str, Backend] = {"local": LocalBackend(total_cores=1024, hostname="localhost")}
+    found: dict[str, Backend] = {
+        "local": LocalBackend(1024, "localhost", gpu_ids=[str(i) for i in range(8)])
+    }
     found.update((n, cls()) for n, cls in schedulers().items())
     if name is None:
         return found

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import abc
+import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import TransportError
 from ..trust import PathStat
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,16 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+#: a GPU line of ``nvidia-smi -L``: "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-...)"; the MIG
+#: devices listed under a GPU ("  MIG 1g.10gb Device 0: (UUID: MIG-...)") are not counted
+_GPU_LINE = re.compile(r"^GPU (\d+):", re.M)
+
+
+def parse_gpu_list(text: str) -> list[str]:
+    """The GPU indices listed by ``nvidia-smi -L`` (see :data:`_GPU_LINE`)."""
+    return _GPU_LINE.findall(text)
 
 
 class Transport(abc.ABC):
@@ -146,6 +161,28 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def cpu_count(self) -> int: ...
+
+    def gpu_ids(self) -> list[str]:
+        """The GPUs of this transport's host, as ``nvidia-smi -L`` numbers them (``"0"``,
+        ``"1"``, ...): the ids ``CUDA_VISIBLE_DEVICES`` takes. Empty when ``nvidia-smi`` is
+        not on PATH or fails (no driver, no device). One command, through :meth:`run`, so
+        the local and the SSH transports share it."""
+        if self.which("nvidia-smi") is None:
+            return []
+        try:
+            result = self.run(["nvidia-smi", "-L"], timeout=60.0, idempotent=True)
+        except TransportError as e:
+            log.info("nvidia-smi -L on %s failed (%s): no GPUs are used there", self.host, e)
+            return []
+        if not result.ok:
+            log.info(
+                "nvidia-smi -L on %s exited with %d (%s): no GPUs are used there",
+                self.host,
+                result.returncode,
+                result.stderr.strip() or result.stdout.strip(),
+            )
+            return []
+        return parse_gpu_list(result.stdout)
 
     def close(self) -> None:  # noqa: B027 - optional: a local transport holds nothing
         """Release connections."""

@@ -193,7 +193,7 @@ def test_ignored_resources():
     backend = LocalBackend(4)
     assert backend.ignored(Resources.create(threads=2, time=5)) == []
     res = Resources.create(queue="q", account="a", gpus=1, native=["--x"], mem="1G", threads=2)
-    assert backend.ignored(res) == ["queue", "account", "gpus", "native", "mem"]
+    assert backend.ignored(res) == ["queue", "account", "native", "mem"]  # gpus: the GPU pool
 
 
 def test_spawn_argv():
