@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from hpcexec.resources import instant_epoch
+from hpcexec.resourcevalues import instant_epoch
 
 BODY = "date +%s > started; tac; echo to-stderr >&2; echo done"
 
