@@ -14,6 +14,8 @@ _EXPORTS = {
     "wait": "executor",
     "JobFuture": "future",
     "JobInfo": "future",
+    "Checkpointable": "checkpoint",
+    "Resubmit": "checkpoint",
     "ShellResult": "future",
     "JobState": "states",
     "JobOptions": "options",
@@ -47,6 +49,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .backends import register_backend
+    from .checkpoint import Checkpointable, Resubmit
     from .errors import (
         BackendError,
         CacheError,

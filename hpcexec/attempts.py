@@ -11,6 +11,10 @@ the futures waiting for it never see that end. Causes outside the job's code:
   hpcexec (``terminate()``, the walltime), the user nor the memory limit sent;
 * its own code exited with one of ``retry_exit_codes`` (the job says "run me again").
 
+A :class:`~hpcexec.checkpoint.Checkpointable` job that ended ``checkpointed`` (at its warning
+signal) runs again at once while ``requeue=N`` allows, from its checkpoint; after that its
+end is a ``timeout``.
+
 A Python exception, another exit code, a walltime kill (``timeout``), a cancel, and an
 out-of-memory kill end the job as before. Each run again after the first waits longer
 (:func:`delay`), through the ``begin`` time every backend already honours. The files the
@@ -29,6 +33,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .checkpoint import CHECKPOINTED
 from .errors import TransportError
 from .layout import (
     EXITCODE,
@@ -97,15 +102,43 @@ def outside_cause(rec: JobRecord, end: dict[str, Any]) -> str | None:
     return None
 
 
+def _checkpointed(reason: str | None) -> bool:
+    return (reason or "").startswith(CHECKPOINTED)
+
+
 def next_run(rec: JobRecord, end: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The fields to record for ``rec``'s end ``end``: ``end`` itself, or, where the job has
-    a retry left and ended for a cause outside its code, those that queue it again (the end
-    kept in ``attempts``). The caller moves the run's files aside (:data:`RUN_FILES`)."""
+    a run again left (``requeue`` for a checkpointed end, ``retries`` for one outside its
+    code), those that queue it again (the end kept in ``attempts``). The caller moves the
+    run's files aside (:data:`RUN_FILES`)."""
+    if _checkpointed(end.get("reason")):
+        return _requeued(rec, end, now)
     allowed = int(rec.resources.get("retries", 0))
-    done = len(rec.attempts)
+    done = sum(not _checkpointed(a.get("reason")) for a in rec.attempts)
     cause = outside_cause(rec, end) if done < allowed else None
     if cause is None:
         return end
+    return _again(rec, end, f"runs again ({done + 1} of {allowed} retries) after: {cause}", done)
+
+
+def _requeued(rec: JobRecord, end: dict[str, Any], now: float | None) -> dict[str, Any]:
+    """A checkpointed end: queued again at once while ``requeue`` allows, else a timeout."""
+    allowed = int(rec.resources.get("requeue", 0))
+    done = sum(_checkpointed(a.get("reason")) for a in rec.attempts)
+    if done >= allowed:
+        return {
+            **end,
+            "state": JobState.TIMEOUT,
+            "reason": f"{end.get('reason')}; but its requeue={allowed} runs again are spent",
+        }
+    return _again(rec, end, f"requeued ({done + 1} of {allowed}) after: {end['reason']}", 0, now)
+
+
+def _again(
+    rec: JobRecord, end: dict[str, Any], why: str, done: int, now: float | None = None
+) -> dict[str, Any]:
+    """The fields that queue ``rec`` again after ``end`` (the ``done + 1``-th run again of
+    its kind, which sets the delay), saying ``why``."""
     now = time.time() if now is None else now
     past = {
         "job_id": rec.job_id,
@@ -120,22 +153,14 @@ def next_run(rec: JobRecord, end: dict[str, Any], now: float | None = None) -> d
     wait = delay(done + 1)
     if wait:
         resources["begin"] = BEGIN(timedelta(seconds=wait))
-    log.warning(
-        "job %s (%s) ended: %s; running it again (%d of %d retries)%s",
-        rec.name,
-        rec.key,
-        cause,
-        done + 1,
-        allowed,
-        f" in {wait:.0f} s" if wait else "",
-    )
+    log.warning("job %s (%s): %s%s", rec.name, rec.key, why, f"; in {wait:.0f} s" if wait else "")
     return dict(
         state=JobState.PENDING,
         job_id=None,
         array_index=None,
         exit_code=None,
         signal=None,
-        reason=f"runs again ({done + 1} of {allowed} retries) after: {cause}",
+        reason=why,
         started=None,
         finished=None,
         submitted=now,
@@ -148,7 +173,7 @@ def settle(transport: Transport, rec: JobRecord, end: dict[str, Any]) -> dict[st
     """:func:`next_run` of ``rec``'s end; where it runs again, its last run's files moved
     aside first (into :func:`attempt_dir` of its number)."""
     values = next_run(rec, end)
-    if values is not end:
+    if "attempts" in values:  # it runs again
         set_aside(transport, rec, len(values["attempts"]))
     return values
 

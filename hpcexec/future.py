@@ -37,6 +37,7 @@ class JobInfo:
     max_rss_mb: float | None
     nodelist: str | None
     attempts: tuple[str | None, ...] = ()  # the job ids of its earlier runs (retries)
+    requeues: int = 0  # times it resumed from its checkpoint (requeue)
 
 
 class JobControl(Protocol):

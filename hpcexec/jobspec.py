@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import payload as pl
+from .checkpoint import Checkpointable
 from .errors import ResourceError
 from .future import JobFuture
 from .layout import RESERVED
@@ -42,6 +43,7 @@ class Job:
     futures: list[JobFuture] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # more files beside the script
     directives: tuple[str, ...] = ()  # of a submitted job file, before hpcexec's own
+    checkpointable: bool = False  # a call of a Checkpointable (hpcexec.checkpoint)
 
 
 def extract_futures(
@@ -137,8 +139,10 @@ class JobMaker:
         calls, deps = extract_futures([(args, kwargs)])
         file_bytes, body = self.payload(fn, calls, "call", bool(deps))
         key = self.opts.key or self.key("call", body)
-        name = self.res.name or safe_name(getattr(fn, "__name__", "call"))
-        return Job("call", key, name, self.res, 1, file_bytes=file_bytes), deps
+        name = self.res.name or safe_name(getattr(fn, "__name__", type(fn).__name__))
+        job = Job("call", key, name, self.res, 1, file_bytes=file_bytes)
+        job.checkpointable = isinstance(fn, Checkpointable) and self.res.ntasks == 1
+        return job, deps
 
     def shell(self, body: str, check: bool) -> Job:
         """The job of a shell body."""

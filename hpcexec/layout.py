@@ -31,6 +31,8 @@ SUBMIT_SCRIPT = "submit.sh"  # what a scheduler is given, in the job (or array) 
 RECORD = "record.json"  # the job's record as submitted, sealed (see hpcexec.recovery)
 JOBID = "jobid"  # the job's id, written by the client once known (or by a warm-started job)
 TASK_RESULT = "result.{rank}"  # the outcome of task ``rank`` > 0 of a multi-task job
+CHECKPOINT = "checkpoint.pkl"  # what a checkpointed job runs next (hpcexec.checkpoint), sealed
+RESTARTS = "restarts"  # a line per run of a job that resumed from its checkpoint
 
 
 def task_result(rank: int) -> str:
@@ -54,6 +56,8 @@ JOB_FILES = frozenset(
         SUBMIT_SCRIPT,
         RECORD,
         JOBID,
+        CHECKPOINT,
+        RESTARTS,
     }
 )
 PROLOGUE_LOG = "prologue.log"  # what the prologue printed (hpcexec.hooks)

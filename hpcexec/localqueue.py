@@ -31,6 +31,7 @@ from .backends.local import (
     plan_starts,
     split_job_id,
 )
+from .checkpoint import WARNING
 from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import TransportError, UntrustedPath
 from .jobfiles import killed_by, parse_exitcode, signal_of
@@ -50,6 +51,7 @@ KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 TIMEOUT_REASON = "walltime exceeded"
 DEADLINE_REASON = "deadline reached"
 STOPPED_REASONS = (TIMEOUT_REASON, DEADLINE_REASON)  # stopped by the queue: ends timeout
+WARNED_REASON = "sent the warning signal ahead of its walltime"  # for its checkpoint
 ZOMBIE_GRACE = 5.0
 RUNNING_STATES = (JobState.RUNNING, JobState.SUSPENDED)
 START_LOCK = "localqueue"  # the cache's lock held while jobs are started or queued ones change
@@ -169,6 +171,12 @@ class LocalQueue(Driver):
             at, why = stop
             over = now - at
             pid = split_job_id(rec.job_id)[0]
+            grace = rec.resources.get("checkpoint_grace")
+            warned = rec.reason in (WARNED_REASON, *STOPPED_REASONS) or terminated(rec)
+            if grace and -grace <= over <= 0 and not warned:
+                log.info("job %s: %s in %.0f s; sending %s", rec.key, why, -over, WARNING.name)
+                self.transport.signal_process(pid, WARNING)  # the runner, as SLURM's B:
+                return _Seen(rec.key, rec.state, {"reason": WARNED_REASON})
             if over > 0 and rec.reason not in STOPPED_REASONS:
                 log.info("job %s: %s; sending SIGTERM", rec.key, why)
                 self.transport.signal_group(pid, signal.SIGTERM)

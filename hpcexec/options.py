@@ -43,6 +43,8 @@ class JobOptions:
     aux_scripts: dict[str, str] | None = None  # {"name.sh": text} beside the job script
     retries: int = 0  # runs again of a job that ended for a cause outside its code
     retry_exit_codes: tuple[int, ...] = ()  # exit codes of the job's own that count as such
+    requeue: int = 0  # runs again of a Checkpointable job checkpointed at its warning signal
+    checkpoint_grace: int | None = None  # seconds of warning before the walltime (default 90)
 
     def __post_init__(self) -> None:
         _check_hooks(self.prologue, self.epilogue)
@@ -65,7 +67,16 @@ class JobOptions:
                 f"once) takes a whole number >= 1, not {limit!r}"
             )
         object.__setattr__(self, "after", _after(self.after))
-        _check_retries(self.retries)
+        _check_retries("retries", self.retries)
+        _check_retries("requeue", self.requeue)
+        grace = self.checkpoint_grace
+        if grace is not None and (
+            isinstance(grace, bool) or not isinstance(grace, int) or not 1 <= grace <= 86400
+        ):
+            raise ResourceError(
+                "job option 'checkpoint_grace' (seconds between the warning signal and the "
+                f"walltime, for a Checkpointable job) takes a whole number 1-86400, not {grace!r}"
+            )
         object.__setattr__(self, "retry_exit_codes", _exit_codes(self.retry_exit_codes))
 
     def replace(self, **changes: Any) -> JobOptions:
@@ -120,11 +131,18 @@ def _aux_scripts(aux: Any) -> dict[str, str] | None:
     return dict(sorted(aux.items())) or None
 
 
-def _check_retries(n: Any) -> None:
+_RUNS_AGAIN = {
+    "retries": "runs again of a job that ended for a cause outside its code: a node failure, "
+    "a preemption, a kill",
+    "requeue": "runs again of a Checkpointable job checkpointed ahead of its walltime or "
+    "preemption",
+}
+
+
+def _check_retries(name: str, n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 100:
         raise ResourceError(
-            f"job option 'retries' (runs again of a job that ended for a cause outside its "
-            f"code: a node failure, a preemption, a kill) takes a whole number 0-100, not {n!r}"
+            f"job option {name!r} ({_RUNS_AGAIN[name]}) takes a whole number 0-100, not {n!r}"
         )
 
 

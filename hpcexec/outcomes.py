@@ -14,7 +14,7 @@ from . import integrity
 from . import payload as pl
 from .errors import CacheError, JobFailed, OutOfMemory, TransportError
 from .future import JobFuture, JobInfo, ShellResult
-from .layout import JobLayout
+from .layout import RESTARTS, JobLayout
 from .record import JobRecord
 from .resources import task_count
 from .states import JobState
@@ -215,4 +215,12 @@ class Outcomes:
             (acct.nodelist if acct else None)
             or (self.host if rec.backend == "local" and rec.state.started else None),
             tuple(a.get("job_id") for a in rec.attempts),
+            self._restarts(rec),
         )
+
+    def _restarts(self, rec: JobRecord) -> int:
+        """How many times the job resumed from its checkpoint (its runner's count)."""
+        try:
+            return len(self.transport.read_bytes(layout(rec).file(RESTARTS)).splitlines())
+        except FileNotFoundError:
+            return 0

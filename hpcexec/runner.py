@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from . import codelines, trust
+from .checkpoint import CHECKPOINTED, WARNING, Checkpointable, Resubmit, Warned, on_warning
 from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, job_key, seal, unseal
 from .jobfiles import write_atomic
-from .layout import EXITCODE, PAYLOAD, RESULT, USAGE, task_result
+from .layout import CHECKPOINT, EXITCODE, PAYLOAD, RESTARTS, RESULT, USAGE, task_result
 
 OK, ERR = "ok", "err"
 _KEYS = KeyRing()  # the one key this job trusts, once run() has checked its key file
@@ -89,7 +90,7 @@ def _run_one(fn: Any, args: tuple, kwargs: dict, refs: bool) -> tuple:
         if refs:
             args, kwargs = _resolve(args), _resolve(kwargs)
         return (OK, fn(*args, **kwargs))
-    except Terminated:
+    except (Terminated, Warned):
         raise
     except MemoryError as e:
         return (ERR, _out_of_memory(e), traceback.format_exc())
@@ -214,6 +215,9 @@ def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> 
         try:
             data, key = unseal(path.read_bytes(), _trusted_keys(jobdir, key_file), str(path))
             kind, fn, calls, refs = _load(data)
+            if kind == "call" and rank is None and isinstance(fn, Checkpointable):
+                fn, calls = _resume(jobdir, fn, calls)
+                signal.signal(WARNING, on_warning)  # asked for only by such jobs
         except Terminated:
             raise
         except BaseException as e:  # the work never started; a result only where a key is  # noqa: BLE001
@@ -230,6 +234,10 @@ def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> 
                         note = note or out[1].reason
     except Terminated as t:
         code, reason = 128 + t.signum, str(t)
+    except Warned:
+        signal.signal(WARNING, signal.SIG_IGN)  # one checkpoint; the job ends with it
+        if not outcomes:  # else the call returned just before the signal: keep its value
+            code, reason = _checkpoint(jobdir, key, fn, calls[0])
     if outcomes and (kind == "chunk" or reason is None):
         code, reason = _write_result(jobdir / task_result(rank or 0), key, outcomes, code, reason)
     if not rank:
@@ -237,6 +245,38 @@ def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> 
     if rank is None:
         write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
     return code
+
+
+def _resume(jobdir: Path, fn: Any, calls: list) -> tuple[Any, list]:
+    """A checkpointable call, or what its last run's checkpoint said to run instead (that
+    run's exit-code file removed, the restart counted in the job's ``restarts`` file)."""
+    path = jobdir / CHECKPOINT
+    try:
+        sealed = path.read_bytes()
+    except FileNotFoundError:
+        return fn, calls
+    data, _key = unseal(sealed, _KEYS, str(path))
+    resubmit = pickle.loads(data)
+    (jobdir / EXITCODE).unlink(missing_ok=True)
+    with open(jobdir / RESTARTS, "a") as f:
+        f.write(f"{time.time():.0f} {os.environ.get('HPCEXEC_JOB_ID', '')}\n")
+    return resubmit.fn, [(tuple(resubmit.args), dict(resubmit.kwargs))]
+
+
+def _checkpoint(jobdir: Path, key: bytes | None, fn: Any, call: tuple) -> tuple[int, str]:
+    """Save what the job runs next (``fn.checkpoint(*args, **kwargs)``) beside its payload;
+    the exit code and reason of a job that ends checkpointed (or failed to)."""
+    args, kwargs = call
+    try:
+        resubmit = fn.checkpoint(*args, **kwargs)
+        if not isinstance(resubmit, Resubmit):
+            raise TypeError(f"checkpoint() must return a hpcexec.Resubmit, not {resubmit!r}")
+        assert key is not None  # the payload was unsealed with it
+        write_atomic(jobdir / CHECKPOINT, seal(key, _dumps(resubmit)))
+    except Exception as e:  # the job ends failed and says why  # noqa: BLE001
+        print(f"hpcexec: the checkpoint failed: {traceback.format_exc()}", file=sys.stderr)
+        return 1, f"the checkpoint failed: {type(e).__name__}: {_text(e)}"
+    return 128 + WARNING, f"{CHECKPOINTED} on {WARNING.name}: runs again where requeue allows"
 
 
 def _write_result(

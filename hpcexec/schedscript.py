@@ -20,11 +20,20 @@ def single_spec(
     *,
     hold: bool = False,
     after: tuple[str, ...] = (),
+    warning: int | None = None,
 ) -> SubmitSpec:
     """The submission of one job on its own (not an array)."""
     lay = JobLayout(jobdir, workdir, res.stdout, res.stderr, bool(res.join_output))
     return SubmitSpec(
-        lay.file(SUBMIT_SCRIPT), res, name, lay.stdout, lay.stderr, workdir, hold=hold, after=after
+        lay.file(SUBMIT_SCRIPT),
+        res,
+        name,
+        lay.stdout,
+        lay.stderr,
+        workdir,
+        hold=hold,
+        after=after,
+        warning=warning,
     )
 
 

@@ -120,7 +120,15 @@ class Submitter:
         names = {r.name for r in recs}
         name = (names.pop() if len(names) == 1 else None) or "hpcexec-batch"
         if len(recs) == 1:
-            spec = single_spec(res, name, first.jobdir, workdir, hold=hold, after=tuple(after))
+            spec = single_spec(
+                res,
+                name,
+                first.jobdir,
+                workdir,
+                hold=hold,
+                after=tuple(after),
+                warning=first.resources.get("checkpoint_grace"),
+            )
             # The job script itself, under the directives: what Executor.job_script shows,
             # and what the scheduler's own views of the job (scontrol, qstat -j) show.
             path = JobLayout.of(first.jobdir, first.resources).script
@@ -180,6 +188,7 @@ class Submitter:
             hold=hold,
             after=tuple(after),
             array_limit=recs[0].resources.get("array_limit"),
+            warning=recs[0].resources.get("checkpoint_grace"),
         )
         qbase = shlex.quote(base)
         body = f"mapfile -t _hx_dirs < {qbase}/jobdirs\n_hx_i={self.backend.array_index_expr}\n"

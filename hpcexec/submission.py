@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import hooks, integrity, recovery
+from .checkpoint import DEFAULT_GRACE
 from .errors import PrologueFailed
 from .jobspec import Job
 from .layout import PROLOGUE_LOG, RECORD, JobLayout
@@ -193,6 +194,9 @@ class Submitter:
             extra["retries"] = opts.retries
             if opts.retry_exit_codes:
                 extra["retry_exit_codes"] = list(opts.retry_exit_codes)
+        if opts.requeue and j.checkpointable:  # a warning ahead of the walltime, to checkpoint
+            extra["requeue"] = opts.requeue
+            extra["checkpoint_grace"] = opts.checkpoint_grace or DEFAULT_GRACE
         if j.directives:
             extra[FILE_DIRECTIVES] = list(j.directives)
         s = self.session

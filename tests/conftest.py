@@ -56,6 +56,15 @@ def slurm_multinode():
     return client_env()
 
 
+@pytest.fixture
+def mex(slurm_multinode, cache, monkeypatch):
+    """A SLURM executor on the three-node cluster: its client variables exported, as a user
+    of that cluster would have them (its SLURM_CONF; OpenMPI on loopback)."""
+    for name in ("SLURM_CONF", "OMPI_MCA_btl_tcp_if_include", "OMPI_MCA_oob_tcp_if_include"):
+        monkeypatch.setenv(name, slurm_multinode[name])
+    yield from _executor("slurm", cache, time="0:10:00")
+
+
 @pytest.fixture(scope="session")
 def sshd():
     _live("sshd")

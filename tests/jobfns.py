@@ -189,3 +189,19 @@ def killed_first_time(marker, value):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return value
+
+
+class Counter(__import__("hpcexec").Checkpointable):
+    """Counts to ``n`` in steps of ``step`` seconds, its count its state; returns the count
+    and how many times it was started (its state survives each checkpoint)."""
+
+    def __init__(self):
+        self.count = 0
+        self.starts = 0
+
+    def __call__(self, n, step):
+        self.starts += 1
+        while self.count < n:
+            time.sleep(step)
+            self.count += 1
+        return self.count, self.starts

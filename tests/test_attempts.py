@@ -12,7 +12,14 @@ import pytest
 
 from hpcexec import JobFailed, JobState, ResourceError
 from hpcexec.attempts import attempt_dir, delay, outside_cause
+from hpcexec.backends.base import SubmitSpec
+from hpcexec.backends.lsf import LsfBackend
+from hpcexec.backends.pbspro import PbsProBackend
+from hpcexec.backends.sge import SgeBackend
+from hpcexec.backends.slurm import SlurmBackend
+from hpcexec.backends.torque import TorqueBackend
 from hpcexec.record import JobRecord
+from hpcexec.resources import Resources
 
 
 def test_a_job_killed_from_outside_runs_again_under_the_same_future(ex, tmp_path):
@@ -99,3 +106,48 @@ def test_the_delay_grows_from_none():
 def test_bad_retry_options_are_refused_when_given(ex, options):
     with pytest.raises(ResourceError, match="retr"):
         ex.options(**options)
+
+
+def test_a_checkpointable_job_goes_on_from_its_state_past_its_walltime(ex):
+    """Work of ~6 s under a walltime of 3 s: warned 2 s ahead, checkpointed, requeued under
+    the same future, twice or more, and the count is right (the state was carried over)."""
+    f = ex.options(time="0:00:03", requeue=5, checkpoint_grace=2).submit(jobfns.Counter(), 60, 0.1)
+    count, starts = f.result(timeout=120)
+    assert count == 60 and starts >= 3
+    rec = f.record
+    assert [a["reason"].startswith("checkpointed") for a in rec.attempts] == [True] * (starts - 1)
+    assert f.info().requeues == starts - 1
+
+
+def test_a_checkpointable_job_out_of_requeues_ends_timeout(ex):
+    f = ex.options(time="0:00:02", requeue=1, checkpoint_grace=1).submit(
+        jobfns.Counter(), 1000, 0.1
+    )
+    with pytest.raises(JobFailed, match="requeue=1"):
+        f.result(timeout=60)
+    assert f.record.state is JobState.TIMEOUT and len(f.record.attempts) == 1
+
+
+def test_a_plain_callable_is_not_checkpointed(ex):
+    f = ex.options(time="0:00:02", requeue=2, checkpoint_grace=1).submit(jobfns.sleep_then, 10)
+    with pytest.raises(JobFailed):
+        f.result(timeout=60)
+    assert f.record.state is JobState.TIMEOUT and f.record.attempts == []
+
+
+@pytest.mark.parametrize(
+    "backend, wanted",
+    [
+        (SlurmBackend(), ["#SBATCH --signal=B:USR2@90", "#SBATCH --requeue"]),
+        (LsfBackend(), ["#BSUB -wa USR2", "#BSUB -wt 2"]),
+        (SgeBackend(), ["#$ -notify"]),
+        (PbsProBackend(), []),  # PBS has no warning signal ahead of the walltime
+        (TorqueBackend(), []),
+    ],
+)
+def test_each_scheduler_asks_for_the_warning_its_own_way(backend, wanted):
+    res = Resources.create(time="1:00:00")
+    spec = SubmitSpec("/j/submit.sh", res, "n", "/j/out", "/j/err", "/w", warning=90)
+    plain = SubmitSpec("/j/submit.sh", res, "n", "/j/out", "/j/err", "/w")
+    added = [d for d in backend.directives(spec) if d not in backend.directives(plain)]
+    assert added == wanted

@@ -91,6 +91,7 @@ class SubmitSpec:
     array_limit: int | None = None  # at most this many elements run at once
     hold: bool = False
     after: tuple[str, ...] = ()  # scheduler job ids that must complete successfully first
+    warning: int | None = None  # seconds before its walltime the job wants SIGUSR2
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,12 @@ def mail_options(user: str, events: str, names: Mapping[str, str], sep: str = ""
 def hold_option(flag: str) -> Rule:
     """The flag submitting a job held."""
     return Rule(("hold",), lambda b, spec: [flag] if spec.hold else [])
+
+
+def warning_option(render: Callable[[int], list[str]]) -> Rule:
+    """The options asking for SIGUSR2 ``spec.warning`` seconds ahead of the walltime (and on
+    preemption where the scheduler sends it then): see :mod:`hpcexec.checkpoint`."""
+    return Rule(("warning",), lambda b, spec: render(spec.warning) if spec.warning else [])
 
 
 def array_range(spec: SubmitSpec) -> str | None:

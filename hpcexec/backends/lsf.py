@@ -47,6 +47,7 @@ from .base import (
     own_output,
     rule,
     stdin_option,
+    warning_option,
 )
 
 #: LSF job states (bjobs man page, "Description") onto the common states; EXIT is refined
@@ -234,6 +235,7 @@ RULES: tuple[Rule, ...] = (
     option("gpus", lambda v: f'-gpu "num={v}"'),  # per host, LSF's default
     option("gpus_per_task", lambda v: f'-gpu "num={v}/task"'),
     hold_option("-H"),
+    warning_option(lambda s: ["-wa USR2", f"-wt {-(-s // 60)}"]),  # -wt in minutes
     Rule(
         ("after",),
         lambda b, spec: (

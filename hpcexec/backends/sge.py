@@ -75,6 +75,7 @@ from .base import (
     option,
     rule,
     stdin_option,
+    warning_option,
 )
 
 #: job numbers asked of accounting in one call (each ``qacct`` reads the whole accounting file)
@@ -241,6 +242,8 @@ RULES: tuple[Rule, ...] = (
     _mem,
     _array,
     hold_option("-h"),
+    # SIGUSR2 before the kill, ahead by the queue's notify time (qconf -sq: notify)
+    warning_option(lambda s: ["-notify"]),
     _after,
     mail_options("-M ", "-m ", MAIL_LETTERS),
     option("begin", lambda v: f"-a {_when(v)}"),

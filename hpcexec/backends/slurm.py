@@ -24,6 +24,7 @@ from .base import (
     mail_options,
     option,
     stdin_option,
+    warning_option,
 )
 
 #: SLURM state names (squeue %T, sacct State) onto the common states
@@ -156,6 +157,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("gpus_per_task",), lambda b, spec: _gpus_per_task(spec.res)),
     Rule(("array",), lambda b, spec: [f"--array={r}"] if (r := array_range(spec)) else []),
     hold_option("--hold"),
+    # B: the batch shell only, which is the runner (exec'd); --requeue: preemption requeues
+    warning_option(lambda s: [f"--signal=B:USR2@{s}", "--requeue"]),
     Rule(
         ("after",),
         lambda b, spec: ["--dependency=afterok:" + ":".join(spec.after)] if spec.after else [],

@@ -95,6 +95,10 @@ class Transport(abc.ABC):
         """Send a signal to a process group; False when it no longer exists."""
 
     @abc.abstractmethod
+    def signal_process(self, pid: int, signum: int) -> bool:
+        """Send a signal to one process (not its group); False when it no longer exists."""
+
+    @abc.abstractmethod
     def read_bytes(self, path: str) -> bytes:
         """Read a whole file (FileNotFoundError when it does not exist)."""
 

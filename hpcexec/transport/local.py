@@ -141,6 +141,15 @@ class LocalShell(Transport):
         except PermissionError as e:
             raise TransportError(f"not allowed to signal process group {pid}: {e}") from e
 
+    def signal_process(self, pid: int, signum: int) -> bool:
+        try:
+            os.kill(pid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError as e:
+            raise TransportError(f"not allowed to signal process {pid}: {e}") from e
+
     def read_bytes(self, path: str) -> bytes:
         return Path(path).read_bytes()
 

@@ -225,12 +225,20 @@ class SSHTransport(Transport):
         return int(text.strip())
 
     def signal_group(self, pid: int, signum: int) -> bool:
-        status, _, err = self._execute(f"kill -{int(signum)} -{int(pid)}", idempotent=False)
+        return self._kill(f"-{int(pid)}", signum, "process group")
+
+    def signal_process(self, pid: int, signum: int) -> bool:
+        return self._kill(str(int(pid)), signum, "process")
+
+    def _kill(self, target: str, signum: int, what: str) -> bool:
+        status, _, err = self._execute(f"kill -{int(signum)} {target}", idempotent=False)
         if status == 0:
             return True
         if "No such process" in err:
             return False
-        raise TransportError(f"could not signal process group {pid} on {self.host}: {err.strip()}")
+        raise TransportError(
+            f"could not signal {what} {target.lstrip('-')} on {self.host}: {err.strip()}"
+        )
 
     def cpu_count(self) -> int:
         _status, out, err = self._execute(

@@ -8,19 +8,9 @@ import time
 
 import jobfns
 import pytest
-from livecluster import _executor
 from multinode import NODES, need_mpi4py
 
 pytestmark = pytest.mark.slurm_multinode
-
-
-@pytest.fixture
-def mex(slurm_multinode, cache, monkeypatch):
-    """A SLURM executor on the three-node cluster: its client variables exported, as a user
-    of that cluster would have them (its SLURM_CONF; OpenMPI on loopback)."""
-    for name in ("SLURM_CONF", "OMPI_MCA_btl_tcp_if_include", "OMPI_MCA_oob_tcp_if_include"):
-        monkeypatch.setenv(name, slurm_multinode[name])
-    yield from _executor("slurm", cache, time="0:10:00")
 
 
 def test_two_nodes_by_two_tasks_run_four_ranks_on_two_hosts(mex):
