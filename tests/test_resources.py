@@ -489,6 +489,8 @@ def test_split_options_separates_resources_and_job_options():
         "aux_scripts",
         "retries",
         "retry_exit_codes",
+        "requeue",
+        "checkpoint_grace",
     }
 
 
