@@ -1,6 +1,7 @@
-"""Checkpointable jobs on the live SLURM: preempted on the three-node cluster (its ``low``
+"""Checkpointable jobs on live schedulers: preempted on the three-node SLURM (its ``low``
 partition requeues a job that a ``high`` one needs the node of, sending SIGUSR2 first:
-preempt_send_user_signal), and past a one-minute walltime on the one-node cluster."""
+preempt_send_user_signal), and past a one-minute walltime on the one-node SLURM and on Grid
+Engine (-notify)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,12 @@ def test_work_of_100_s_completes_under_a_one_minute_walltime_through_checkpoints
     assert count == 100 and starts >= 2
     assert f.info().requeues == starts - 1
     assert all(a["reason"].startswith("checkpointed") for a in f.record.attempts)
+
+
+@pytest.mark.sge
+def test_grid_engine_notify_checkpoints_a_job_at_its_walltime(gex):
+    """-notify: SIGUSR2 when h_rt is reached, SIGKILL the queue's notify time (60 s) later."""
+    f = gex.options(time="0:01:00", requeue=3).submit(jobfns.Counter(), 80, 1.0)
+    count, starts = f.result(timeout=600)
+    assert count == 80 and starts >= 2
+    assert f.info().requeues == starts - 1
