@@ -72,6 +72,9 @@ class Executor(concurrent.futures.Executor):
         coalesce: seconds that separate ``submit`` calls are gathered for, so they go to a
             scheduler as one array job (0: submit each at once). Not used by ``"local"``.
         calls_per_second: the most scheduler commands (submit, status, cancel) per second.
+        max_queued: the most of this executor's jobs in a scheduler's queue (pending or
+            running; an array element counts one) at once; the others wait in the cache and
+            are submitted as jobs end (default: no cap). Not used by ``"local"``.
         profile: a named profile from ``hpcexec.toml`` or ``~/.config/hpcexec/config.toml``
             (see :mod:`hpcexec.config`) giving any of the settings above and default
             resources; arguments given here override it. Default: ``$HPCEXEC_PROFILE``, else
@@ -96,6 +99,7 @@ class Executor(concurrent.futures.Executor):
         poll_interval: float | None = None,
         coalesce: float | None = None,
         calls_per_second: float | None = None,
+        max_queued: int | None = None,
         profile: str | None = None,
         **resources: Any,
     ) -> None:
