@@ -110,7 +110,7 @@ class Submitter:
         """Submit what there is room for, one array per group of jobs alike; the rest wait
         with the reason. True if a record changed."""
         queued = self._queued() if self.room.capped else 0
-        done: set[str] = set()  # submitted, failed, or of unknown fate: not waiting
+        done: set[str] = set()  # submitted or failed: not waiting
         refused: set[str] = set()  # refused at the limit just now: waiting, reason written
         changed = False
         for (_, after, hold, _), recs in self._groups(ready).items():
@@ -127,8 +127,10 @@ class Submitter:
                 if outcome == TOO_LARGE:
                     size = min(size, self.commands.max_array())
                     continue
+                if outcome == INTERRUPTED:
+                    return True  # the next pass recovers it, then submits the rest
                 (refused if outcome == AT_LIMIT else done).update(r.key for r in chunk)
-                if outcome in (AT_LIMIT, INTERRUPTED):
+                if outcome == AT_LIMIT:
                     return self._hold_back(ready, done, refused, queued, now) or changed
                 if outcome == SUBMITTED:
                     queued += len(chunk)
