@@ -74,6 +74,9 @@ class Executor(concurrent.futures.Executor):
         calls_per_second: the most scheduler commands (submit, status, cancel) per second.
         local_gpus: the GPUs the local backend hands out (``"0,1"``, a list, ``"none"``);
             default ``$HPCEXEC_LOCAL_GPUS``, else what ``nvidia-smi -L`` lists.
+        max_queued: the most of this executor's jobs in a scheduler's queue (pending or
+            running; an array element counts one) at once; the others wait in the cache and
+            are submitted as jobs end (default: no cap). Not used by ``"local"``.
         profile: a named profile from ``hpcexec.toml`` or ``~/.config/hpcexec/config.toml``
             (see :mod:`hpcexec.config`) giving any of the settings above and default
             resources; arguments given here override it. Default: ``$HPCEXEC_PROFILE``, else
@@ -99,6 +102,7 @@ class Executor(concurrent.futures.Executor):
         coalesce: float | None = None,
         calls_per_second: float | None = None,
         local_gpus: str | Sequence[str | int] | None = None,
+        max_queued: int | None = None,
         profile: str | None = None,
         **resources: Any,
     ) -> None:

@@ -11,6 +11,8 @@ from .errors import TransportError
 from .record import JobRecord
 from .transport.base import CommandResult, Transport
 
+COMMAND_TIMEOUT = 60.0  # seconds a scheduler command may take before its fate is unknown
+
 
 class RateLimit:
     """At most ``per_second`` calls per second, spread evenly."""
@@ -31,7 +33,7 @@ class RateLimit:
 
 class SchedulerCommands:
     """Runs one backend's commands on one transport, each after the rate limit; ``calls``
-    counts them by command name."""
+    counts them by command name; ``timeout``: seconds each may take."""
 
     def __init__(
         self, transport: Transport, backend: SchedulerBackend, calls_per_second: float
@@ -41,6 +43,7 @@ class SchedulerCommands:
         self.limit = RateLimit(calls_per_second)
         self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
         self._max_array: int | None = None
+        self.timeout = COMMAND_TIMEOUT
 
     def run(
         self, argv: list[str], input: str | None = None, *, query: bool = False
@@ -49,7 +52,7 @@ class SchedulerCommands:
         after a dropped connection."""
         self.limit.wait()
         self.calls[argv[0]] += 1
-        return self.transport.run(argv, input=input, idempotent=query)
+        return self.transport.run(argv, input=input, timeout=self.timeout, idempotent=query)
 
     def max_array(self) -> int:
         """The most elements of one array the scheduler takes (asked once)."""
@@ -64,6 +67,10 @@ class SchedulerCommands:
                     found = None
             self._max_array = found or self.backend.default_max_array
         return self._max_array
+
+    def lower_max_array(self, size: int) -> None:
+        """The scheduler refused an array as too large: at most ``size`` elements from now."""
+        self._max_array = max(1, min(size, self.max_array()))
 
     def finished_in_accounting(self, recs: list[JobRecord]) -> dict[str, JobStatus]:
         """What accounting says of these finished jobs, in one call ({} if it cannot)."""

@@ -44,6 +44,7 @@ class SchedulerQueue(Driver):
         window: float = 0.2,
         max_window: float = 2.0,
         calls_per_second: float = 10.0,
+        max_queued: int | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -60,6 +61,7 @@ class SchedulerQueue(Driver):
             self.dependencies,
             window=window,
             max_window=max_window,
+            max_queued=max_queued,
         )
         self.status = StatusPoll(store, transport, backend, self.commands)
 

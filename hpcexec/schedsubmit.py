@@ -21,21 +21,27 @@ from .recovery import Submitted, note_job_ids
 from .resources import Resources, task_count
 from .schedcommands import SchedulerCommands
 from .schedscript import FILE_DIRECTIVES, single_body, single_spec, submission_script
+from .schedstatus import ACTIVE
 from .slots import CLAIMS, SHARE
 from .states import JobState
 from .store import Store
+from .submitroom import SubmitRoom
 from .transport.base import Transport
 
 # The scheduler driver's logger, whichever of its modules writes: users filter on it.
 log = logging.getLogger("hpcexec.schedqueue")
 
 SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
+# what became of one submission
+SUBMITTED, FAILED, AT_LIMIT, TOO_LARGE, INTERRUPTED = "submitted", "failed", "limit", "large", "?"
 
 
 class Submitter:
     """Submits the unsubmitted records of one backend on one host: those that arrive within
     ``window`` seconds of each other (at most ``max_window``) go as one array per group of
-    jobs with the same resources; ``dependencies`` is the driver's dependency rule."""
+    jobs with the same resources; ``dependencies`` is the driver's dependency rule. At most
+    ``max_queued`` of its jobs are in the scheduler's queue at once, and no more than the
+    scheduler's limit on queued jobs allows (:class:`~hpcexec.submitroom.SubmitRoom`)."""
 
     def __init__(
         self,
@@ -48,6 +54,7 @@ class Submitter:
         *,
         window: float,
         max_window: float,
+        max_queued: int | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -59,6 +66,10 @@ class Submitter:
         self.window = window
         self.max_window = max_window
         self.soon: float | None = None  # the monitor should look again this soon
+        self.room = SubmitRoom(max_queued)
+        self._limit_read = False
+        self._throttled: str | None = None  # why records wait, as last logged
+        self._interrupted: dict[str, str] = {}  # intent script -> why its submission is unknown
 
     def submit_waiting(self) -> bool:
         """Submit what has gathered (or recover interrupted submissions); True if a record
@@ -78,15 +89,58 @@ class Submitter:
             # More may be on the way: gather them into one submission.
             self.soon = min(self.window - (now - newest), self.max_window - (now - oldest))
             return False
-        groups: dict[tuple, list[JobRecord]] = defaultdict(list)
-        changed = False
+        ready, changed = self._ready(waiting)
+        if not self._limit_read and ready:
+            self._read_limit(ready)
+        return self._submit_ready(ready, now) or changed
+
+    def _ready(self, waiting: list[JobRecord]) -> tuple[list[tuple[JobRecord, list[str]]], bool]:
+        """The records whose dependencies are submitted, with those dependencies' ids; True if
+        one was cancelled (a dependency failed)."""
+        ready, changed = [], False
         for rec in waiting:
             after = self._dependency_ids(rec)
             if after is None:
                 changed = True  # cancelled: a dependency failed
-                continue
-            if after == "wait":
-                continue
+            elif after != "wait":
+                ready.append((rec, list(after)))
+        return ready, changed
+
+    def _submit_ready(self, ready: list[tuple[JobRecord, list[str]]], now: float) -> bool:
+        """Submit what there is room for, one array per group of jobs alike; the rest wait
+        with the reason. True if a record changed."""
+        queued = self._queued() if self.room.capped else 0
+        done: set[str] = set()  # submitted or failed: not waiting
+        refused: set[str] = set()  # refused at the limit just now: waiting, reason written
+        changed = False
+        for (_, after, hold, _), recs in self._groups(ready).items():
+            size = self.commands.max_array()
+            while recs:
+                chunk = recs[:size]
+                room = self.room.allowed(queued, now) if self.room.capped else None
+                if room is not None and room < len(chunk):
+                    chunk = chunk[:room]
+                if not chunk:
+                    break
+                outcome = self._submit_group(chunk, list(after), hold, queued)
+                changed = True
+                if outcome == TOO_LARGE:
+                    size = min(size, self.commands.max_array())
+                    continue
+                if outcome == INTERRUPTED:
+                    return True  # the next pass recovers it, then submits the rest
+                (refused if outcome == AT_LIMIT else done).update(r.key for r in chunk)
+                if outcome == AT_LIMIT:
+                    return self._hold_back(ready, done, refused, queued, now) or changed
+                if outcome == SUBMITTED:
+                    queued += len(chunk)
+                recs = recs[len(chunk) :]
+        return self._hold_back(ready, done, refused, queued, now) or changed
+
+    def _groups(self, ready: list[tuple[JobRecord, list[str]]]) -> dict[tuple, list[JobRecord]]:
+        """Records that go together: the same resources, dependencies and hold."""
+        groups: dict[tuple, list[JobRecord]] = defaultdict(list)
+        for rec, after in ready:
             res = {
                 k: v for k, v in rec.resources.items() if k not in ("name", "python", "array_dir")
             }
@@ -94,12 +148,61 @@ class Submitter:
             alone = rec.key if task_count(res) > 1 else ""
             key = (json.dumps(res, sort_keys=True), tuple(after), rec.state is JobState.HELD, alone)
             groups[key].append(rec)
-        for (_, after, hold, _), recs in groups.items():
-            size = self.commands.max_array()
-            for i in range(0, len(recs), size):
-                self._submit_group(recs[i : i + size], list(after), hold)
-                changed = True
-        return changed
+        return groups
+
+    def _queued(self) -> int:
+        """This client's jobs in the scheduler's queue (array elements one each)."""
+        return len(self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True))
+
+    def _read_limit(self, ready: list[tuple[JobRecord, list[str]]]) -> None:
+        """The scheduler's limit on queued jobs where its accounting tells it (asked once):
+        the smallest that applies to the jobs waiting now."""
+        self._limit_read = True
+        argv = self.backend.submit_limit_argv()
+        if not argv:
+            return
+        try:
+            out = self.commands.run(argv, query=True)
+        except TransportError:
+            return
+        if not out.ok:
+            return
+        natives = {tuple(r.resources.get("native") or ()) for r, _ in ready}
+        found = [n for nat in natives if (n := self.backend.parse_submit_limit(out.stdout, nat))]
+        if found:
+            self.room.known(min(found), f"{min(found)} queued jobs per user, from accounting")
+            log.info("%s allows %d queued jobs per user here", self.backend.name, min(found))
+
+    def _hold_back(
+        self,
+        ready: list[tuple[JobRecord, list[str]]],
+        done: set[str],
+        refused: set[str],
+        queued: int,
+        now: float,
+    ) -> bool:
+        """Records not submitted this pass wait, with the reason (written when it changes,
+        logged once when the throttling starts or changes); True if a record changed."""
+        rest = [r for r, _ in ready if r.key not in done]
+        if not rest:
+            if self._throttled:
+                log.info("no longer throttled: every waiting job is submitted")
+            self._throttled = None
+            return False
+        reason = self.room.waiting_for(queued, now)
+        if self.room.retry_at is not None:
+            self.soon = max(self.room.retry_at - now, 0.5)
+        kind = reason.split(";")[0]
+        if kind != self._throttled:
+            log.info("throttled: %d job(s) %s", len(rest), reason)
+            self._throttled = kind
+        stale = [r for r in rest if r.reason != reason and r.key not in refused]
+        if not stale:
+            return False
+        with self.store.write() as tx:
+            for r in stale:
+                tx.update(r.key, reason=reason)
+        return True
 
     def _dependency_ids(self, rec: JobRecord) -> list[str] | str | None:
         """Scheduler ids this job must wait for; "wait" if one is not submitted yet; None if
@@ -111,9 +214,12 @@ class Submitter:
             return "wait"
         return sorted(d.job_id for d in waiting if d.job_id)
 
-    def _submit_group(self, recs: list[JobRecord], after: list[str], hold: bool) -> None:
+    def _submit_group(
+        self, recs: list[JobRecord], after: list[str], hold: bool, queued: int
+    ) -> str:
         """Submit jobs of one kind together: one on its own, more as one array. The intent is
-        recorded before the scheduler is called, the job ids after."""
+        recorded before the scheduler is called, the job ids after. What became of it:
+        SUBMITTED, FAILED, AT_LIMIT, TOO_LARGE or INTERRUPTED."""
         first = recs[0]
         res = Resources.from_dict({k: v for k, v in first.resources.items() if k != "workdir"})
         workdir = JobLayout.of(first.jobdir, first.resources).workdir
@@ -140,7 +246,7 @@ class Submitter:
             directives = self.backend.directives(spec)
         except (BackendError, ValueError) as e:  # cannot be expressed: fail, never retry
             self._fail(recs, f"{self.backend.name} cannot submit this job: {e}")
-            return
+            return FAILED
         script = submission_script(first.resources.get(FILE_DIRECTIVES, ()), directives, body)
         self.transport.write_bytes(spec.script, script.encode())
         with self.store.write() as tx:  # the intent, so a crash here never submits twice
@@ -149,9 +255,11 @@ class Submitter:
                 if shared_dir:
                     resources["array_dir"] = shared_dir
                 tx.update(r.key, reason=SUBMITTING + spec.script, resources=resources)
-        job_id = self._hand_over(recs, spec, script)
-        if job_id is not None:
-            self._record_ids(recs, spec, job_id, shared_dir)
+        outcome = self._hand_over(recs, spec, script, queued)
+        if outcome not in (FAILED, AT_LIMIT, TOO_LARGE, INTERRUPTED):
+            self._record_ids(recs, spec, outcome, shared_dir)
+            return SUBMITTED
+        return outcome
 
     def _array(
         self,
@@ -205,27 +313,46 @@ class Submitter:
             for r in recs:
                 tx.update(r.key, state=JobState.FAILED, finished=time.time(), reason=reason)
 
-    def _hand_over(self, recs: list[JobRecord], spec: SubmitSpec, script: str) -> str | None:
-        """Run the submit command: the job id; None if the scheduler refused (the records
-        then failed). A TransportError passes: whether it was submitted is unknown."""
+    def _hand_over(self, recs: list[JobRecord], spec: SubmitSpec, script: str, queued: int) -> str:
+        """Run the submit command: the job id, else what became of the submission. A refusal
+        at a limit on queued jobs, or of an array too large, leaves the records waiting; any
+        other refusal fails them. If the command's fate is unknown (it timed out, the
+        connection dropped), the intent stays and :meth:`_recover` decides at the next pass."""
         try:
             out = self.commands.run(
                 self.backend.submit_argv(spec), input=script if self.backend.submit_stdin else None
             )
-            if not out.ok:
-                raise SubmitError(
-                    f"{self.backend.name} refused the job: "
-                    f"{(out.stderr or out.stdout).strip()[:500]}"
-                )
-            return self.backend.parse_submit(out.stdout)
+        except TransportError as e:
+            self._interrupted[spec.script] = str(e)
+            return INTERRUPTED
+        text = f"{out.stderr}\n{out.stdout}".strip()
+        try:
+            if out.ok:
+                return self.backend.parse_submit(out.stdout)
+            limit = self.backend.submit_limit(text)
+            if limit:
+                self.room.refused(len(recs), queued, limit, time.time())
+                self._unsubmitted(recs, spec, self.room.waiting_for(queued, time.time()))
+                return AT_LIMIT
+            if (spec.array_size or 0) > 1 and self.backend.refused_array_size(text):
+                self.commands.lower_max_array(len(recs) // 2)
+                self._unsubmitted(recs, spec, None)
+                return TOO_LARGE
+            raise SubmitError(f"{self.backend.name} refused the job: {text[:500]}")
         except SubmitError as e:
             log.error("%s", e)
             self._fail(recs, str(e))
-            return None
-        except TransportError:
-            # Unknown whether it reached the scheduler: the intent stays, recovery decides.
-            log.warning("submitting %s may have failed; checking before any retry", spec.script)
-            raise
+            return FAILED
+
+    def _unsubmitted(self, recs: list[JobRecord], spec: SubmitSpec, reason: str | None) -> None:
+        """Records the scheduler refused for now: back to waiting, their intent and the
+        refused array's files gone."""
+        with self.store.write() as tx:
+            for r in recs:
+                resources = {k: v for k, v in r.resources.items() if k != "array_dir"}
+                tx.update(r.key, reason=reason, resources=resources)
+        if spec.array_size is not None:
+            self.transport.remove_tree(os.path.dirname(spec.script))
 
     def _record_ids(
         self, recs: list[JobRecord], spec: SubmitSpec, job_id: str, shared_dir: str | None
@@ -275,9 +402,10 @@ class Submitter:
         self.transport.write_bytes(os.path.join(base, SHARE), json.dumps(spec).encode())
 
     def _recover(self, recs: list[JobRecord]) -> None:
-        """Records whose submission may have reached the scheduler before a crash: adopt the
-        job if the queue has its script or its script started (the started file holds its
-        id), else submit it again."""
+        """Records whose submission may have reached the scheduler (the command timed out, the
+        connection dropped, the client crashed): adopt the job if the queue has its script or
+        its script started (the started file holds its id), else submit it again. One line
+        each submission says which."""
         queued: dict[str, str] = {}
         argv = self.backend.find_argv()
         if argv:
@@ -289,30 +417,52 @@ class Submitter:
                 )
             queued = self.backend.parse_find(out.stdout)
         adopted: dict[str, Submitted] = {}
+        found: dict[str, list[str]] = defaultdict(list)  # intent script -> adopted job ids
+        again: dict[str, int] = defaultdict(int)  # intent script -> records submitted again
         with self.store.write() as tx:
             for r in recs:
                 script = (r.reason or "")[len(SUBMITTING) :]
-                started = JobLayout.of(r.jobdir, r.resources).started
-                if script in queued:
-                    job_id = queued[script]
-                    jobdirs = os.path.join(os.path.dirname(script), "jobdirs")
-                    index = None
-                    if self.transport.exists(jobdirs):
-                        lines = self.transport.read_bytes(jobdirs).decode().splitlines()
-                        index = lines.index(r.jobdir) if r.jobdir in lines else None
-                    if index is not None:
-                        job_id = self.backend.element_id(job_id, index)
-                    log.warning(
-                        "job %s was submitted before a crash as %s; adopting", r.key, job_id
-                    )
-                    tx.update(r.key, job_id=job_id, array_index=index, reason=None)
-                    adopted[r.jobdir] = Submitted(job_id, index, r.resources.get("array_dir"))
-                elif self.transport.exists(started):
-                    job_id = self.transport.read_bytes(started).decode().split("\n")[0].strip()
-                    log.warning(
-                        "job %s was submitted before a crash as %s; adopting", r.key, job_id
-                    )
-                    tx.update(r.key, job_id=job_id or None, reason=None)
+                job_id, index = self._found(r, script, queued)
+                if job_id is not None:
+                    tx.update(r.key, job_id=job_id or None, array_index=index, reason=None)
+                    if script in queued:
+                        adopted[r.jobdir] = Submitted(job_id, index, r.resources.get("array_dir"))
+                    found[script].append(job_id)
                 else:
                     tx.update(r.key, reason=None, submitted=time.time() - self.max_window)
+                    again[script] += 1
         note_job_ids(self.transport, adopted)
+        for script in {*found, *again}:
+            why = self._interrupted.pop(script, "the client stopped while submitting it")
+            ids = found.get(script, [])
+            what = (
+                f"{len(ids)} job(s) found in the queue as {_id_range(ids)}: adopted"
+                if ids
+                else f"not in the queue: its {again[script]} job(s) are submitted again"
+            )
+            log.warning("submitting %s did not finish (%s); %s", script, why, what)
+
+    def _found(
+        self, rec: JobRecord, script: str, queued: dict[str, str]
+    ) -> tuple[str | None, int | None]:
+        """The job id (and array index) of a record whose submission may have gone through:
+        from the queue by its script, else from its started file; (None, None) if neither."""
+        if script in queued:
+            job_id = queued[script]
+            jobdirs = os.path.join(os.path.dirname(script), "jobdirs")
+            index = None
+            if self.transport.exists(jobdirs):
+                lines = self.transport.read_bytes(jobdirs).decode().splitlines()
+                index = lines.index(rec.jobdir) if rec.jobdir in lines else None
+            if index is not None:
+                job_id = self.backend.element_id(job_id, index)
+            return job_id, index
+        started = JobLayout.of(rec.jobdir, rec.resources).started
+        if self.transport.exists(started):
+            return self.transport.read_bytes(started).decode().split("\n")[0].strip(), None
+        return None, None
+
+
+def _id_range(ids: list[str]) -> str:
+    """A few job ids, the first and last of many."""
+    return ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} ... {ids[-1]}"

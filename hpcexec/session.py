@@ -72,6 +72,7 @@ def check_settings(
     poll_interval: float | None,
     coalesce: float,
     calls_per_second: float,
+    max_queued: int | None = None,
 ) -> None:
     """Refuse settings that cannot work together, saying what to change."""
     if backend != "auto" and backend not in backend_names():
@@ -87,9 +88,9 @@ def check_settings(
             f"{host} use its scheduler's backend ('slurm', 'sge', ...) or "
             f"'auto'"
         )
-    values = {"poll_interval": poll_interval, "coalesce": coalesce}
+    values = {"poll_interval": poll_interval, "coalesce": coalesce, "max_queued": max_queued}
     for knob, value in {**values, "calls_per_second": calls_per_second}.items():
-        if value is None and knob == "poll_interval":
+        if value is None and knob in ("poll_interval", "max_queued"):
             continue  # the backend's own
         wanted = number_wanted(knob, value)
         if wanted:
@@ -105,7 +106,9 @@ class Session:
 
     def __init__(self, settings: ExecutorSettings) -> None:
         s, ssh = settings, SSHOptions.of(settings)
-        check_settings(s.backend, s.host, ssh, s.poll_interval, s.coalesce, s.calls_per_second)
+        check_settings(
+            s.backend, s.host, ssh, s.poll_interval, s.coalesce, s.calls_per_second, s.max_queued
+        )
         self.settings = settings
         self.cache_dir = Path(s.cache_dir).expanduser().absolute()
         try:
@@ -211,6 +214,7 @@ class Session:
             window=coalesce,
             max_window=max(2.0, 10 * coalesce),
             calls_per_second=calls_per_second,
+            max_queued=self.settings.max_queued,
         )
 
     def _gpu_pool(self) -> tuple[str, ...]:

@@ -72,6 +72,9 @@ class ExecutorSettings:
             f"${ENV_LOCAL_GPUS}, else what `nvidia-smi -L` lists)"
         ),
     )
+    max_queued: int | None = field(
+        default=None, metadata=_about("the most jobs kept in a scheduler's queue at once")
+    )
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ExecutorSettings)}
@@ -83,8 +86,10 @@ REACH: tuple[str, ...] = tuple(n for n, f in _FIELDS.items() if f.metadata["reac
 DEFAULTS: Mapping[str, Any] = MappingProxyType({n: f.default for n, f in _FIELDS.items()})
 #: the numeric settings, and whether zero is allowed (coalescing may be off; polling may not)
 NUMBERS: Mapping[str, bool] = MappingProxyType(
-    {"poll_interval": False, "coalesce": True, "calls_per_second": False}
+    {"poll_interval": False, "coalesce": True, "calls_per_second": False, "max_queued": False}
 )
+#: the numeric settings that take whole numbers only
+WHOLE: frozenset[str] = frozenset({"max_queued"})
 
 
 def number_wanted(name: str, value: Any) -> str | None:
@@ -96,7 +101,10 @@ def number_wanted(name: str, value: Any) -> str | None:
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or (value < 0 if zero_ok else value <= 0)
+        or (name in WHOLE and not isinstance(value, int))
     ):
+        if name in WHOLE:
+            return "a positive whole number"
         return "a non-negative number" if zero_ok else "a positive number"
     return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -190,6 +191,14 @@ class SchedulerBackend(Backend):
     #: start at 1); the driver names element ``i``'s output ``i + array_index_base``
     array_index_base: ClassVar[int] = 0
 
+    #: what the submit command prints when the scheduler refuses a job for a limit on the jobs a
+    #: user (or group, account) may have queued: regular expressions, tried in order and
+    #: case-insensitive, whose first group (else the whole match) names the limit
+    submit_limits: ClassVar[tuple[str, ...]] = ()
+    #: what it prints when an array has more elements than the cluster takes (a regular
+    #: expression; None: nothing known)
+    array_too_large: ClassVar[str | None] = None
+
     #: the directive prefix, e.g. ``#SBATCH``
     prefix: ClassVar[str] = ""
     #: the dialect: every directive of a submission comes from these rules, in this order
@@ -266,6 +275,29 @@ class SchedulerBackend(Backend):
     def parse_find(self, out: str) -> dict[str, str]:
         """Script path -> job id (of the array as a whole), from :meth:`find_argv`'s output."""
         return {}
+
+    def submit_limit(self, out: str) -> str | None:
+        """The name of the limit on queued jobs that a refusal reports, from the submit
+        command's output (both streams); None when it was refused for something else."""
+        for pattern in self.submit_limits:
+            m = re.search(pattern, out, re.I)
+            if m:
+                return (m.group(1) if m.groups() else m.group(0)).strip()
+        return None
+
+    def refused_array_size(self, out: str) -> bool:
+        """Whether a refusal says the array had more elements than the cluster takes."""
+        return bool(self.array_too_large and re.search(self.array_too_large, out, re.I))
+
+    def submit_limit_argv(self) -> list[str] | None:
+        """A command whose output tells the most jobs this user may have queued (None: the
+        limit is learned from refusals only)."""
+        return None
+
+    def parse_submit_limit(self, out: str, native: tuple[str, ...]) -> int | None:
+        """From :meth:`submit_limit_argv`'s output, the most jobs this user may have queued
+        for jobs with these ``native`` directives (None: no limit found)."""
+        return None
 
     def max_array_argv(self) -> list[str] | None:
         """A command whose output tells the cluster's largest array (None: use the default)."""

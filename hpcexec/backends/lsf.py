@@ -258,6 +258,8 @@ class LsfBackend(SchedulerBackend):
     array_index_expr = "$((LSB_JOBINDEX - 1))"
     array_index_base = 1  # %I of the first element
     submit_stdin = True
+    # MAX_PEND_JOBS: bsub itself retries unless LSB_NTRIES bounds its attempts
+    submit_limits = (r"(pending job threshold reached)",)
     prefix = "#BSUB"
     rules = RULES
 

@@ -201,6 +201,14 @@ PBS_REFUSED = {
 class PbsControl:
     """The submit and job control commands, and the job ids, PBS Pro and Torque share."""
 
+    #: qsub's refusals at a limit on queued jobs: PBS Pro's queued_jobs_threshold and
+    #: max_queued ("would exceed queue generic's per-user limit of jobs in 'Q' state"),
+    #: Torque's max_user_queuable and max_queuable
+    submit_limits: tuple[str, ...] = (
+        r"(would exceed [^\n]*limit of jobs[^\n]*)",
+        r"(Maximum number of jobs already in queue[^\n]*)",
+    )
+
     def submit_argv(self, spec: SubmitSpec) -> list[str]:
         return ["qsub", spec.script]
 

@@ -267,6 +267,8 @@ class SgeBackend(SchedulerBackend):
     mem_resource: ClassVar[str] = "h_vmem"
     prefix = "#$"
     rules = RULES
+    # qmaster's refusal at max_u_jobs (per user) or max_jobs (per cluster)
+    submit_limits = (r"job rejected: (only \d+ jobs are allowed per (?:user|cluster))",)
     refused: ClassVar[dict[str, str]] = {
         "deadline": "SGE's -dl only raises the priority of a deadline job (for users the "
         "administrator allows), it does not stop the job from running later; leave "

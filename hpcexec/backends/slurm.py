@@ -73,6 +73,14 @@ _MEMORY_KILL = re.compile(
     r"limit|oom[-_]kill event).*?)\s*$",
     re.M | re.I,
 )
+#: sbatch's words for a refusal at a limit on queued jobs: the limit's name (slurmctld's
+#: reason, e.g. QOSMaxSubmitJobPerUserLimit), else the policy message alone when no other
+#: reason (a size or time limit, e.g. QOSMaxWallDurationPerJobLimit) is named with it
+SUBMIT_LIMITS = (
+    r"\b((?:QOS|Assoc)\w*Submit\w*Limit)\b",
+    r"(?sm)\A(?!.*^\w+: error: (?:QOS|Assoc)\w+\s*$).*?(job violates accounting/QOS policy)",
+)
+_QOS = re.compile(r"^(?:--qos(?:=|\s+)|-q\s*)(\S+)")
 _SUBMITTED = re.compile(r"^(?:Submitted batch job )?(\d+)(?:;\S+)?\s*$", re.M)
 #: squeue's fields, each ended by "|" and never cut short. exit_code is slurmctld's wait status
 #: of the batch script, set with the final state: accounting records a job's end later than
@@ -190,6 +198,8 @@ class SlurmBackend(SchedulerBackend):
     poll_max = 30.0
     prefix = "#SBATCH"
     rules = RULES
+    submit_limits = SUBMIT_LIMITS
+    array_too_large = r"Invalid job array specification"
 
     def task_launcher(self, res: Resources, python: str) -> list[str]:
         """``srun``, which kills every task when one fails (``--kill-on-bad-exit``), with
@@ -358,6 +368,39 @@ class SlurmBackend(SchedulerBackend):
             if command:
                 found[command] = job_id.split("_")[0]
         return found
+
+    def submit_limit_argv(self) -> list[str] | None:
+        """The user's associations' MaxSubmit and QOS, then every QOS's MaxSubmitPU."""
+        return [
+            "sh",
+            "-c",
+            'sacctmgr -n -P show assoc where user="$(id -un)" format=MaxSubmit,DefaultQOS,QOS'
+            ' && echo "-- qos" && sacctmgr -n -P show qos format=Name,MaxSubmitPU',
+        ]
+
+    def parse_submit_limit(self, out: str, native: tuple[str, ...]) -> int | None:
+        """The smallest of the user's associations' MaxSubmit and the MaxSubmitPU of the QOS
+        the job asks for (``--qos``), else of the associations' default QOS."""
+        assocs, sep, qos_part = out.partition("-- qos\n")
+        if not sep:
+            return None
+        per_qos = {}
+        for line in qos_part.splitlines():
+            name, _, most = line.strip().partition("|")
+            if name and most.strip().isdigit():
+                per_qos[name] = int(most)
+        limits, defaults = [], set()
+        for line in assocs.splitlines():
+            fields = line.strip().split("|")
+            if len(fields) < 3:
+                continue
+            if fields[0].isdigit():
+                limits.append(int(fields[0]))
+            allowed = [q for q in fields[2].split(",") if q]
+            defaults.add(fields[1] or (allowed[0] if len(allowed) == 1 else "normal"))
+        asked = [m.group(1) for d in native if (m := _QOS.match(d.strip()))]
+        limits += [per_qos[q] for q in (asked[-1:] or defaults) if q in per_qos]
+        return min(limits) if limits else None
 
     def max_array_argv(self) -> list[str] | None:
         return ["scontrol", "show", "config"]

@@ -3,7 +3,10 @@
 small scripts beside this file that call :func:`main`.
 
 State lives in ``$FAKESCHED_DIR/fakesched`` (one JSON file per job, under one lock).
-``FAKESCHED_FLAVOR=pbspro|torque`` says which PBS the ``q*`` commands play. Submitting
+``FAKESCHED_FLAVOR=pbspro|torque`` says which PBS the ``q*`` commands play.
+``FAKESCHED_MAX_QUEUED=N`` refuses a ``qsub`` that would leave more than N unfinished jobs
+(array elements one each) with PBS Pro's words for its per-user queued_jobs_threshold; the
+most unfinished ever seen is kept in ``$FAKESCHED_DIR/fakesched/peak``. Submitting
 records the job and starts a detached supervisor (``_fakesched.py supervise <seq>``) that
 waits for holds and dependencies, runs each element's script with the scheduler's
 variables, spools its output and delivers it to the ``-o``/``-e`` paths when it ends (LSF:
@@ -277,10 +280,34 @@ def cmd_qsub(flavor: str, args: list[str]) -> int:
     if merged.get("-q", ["x"])[-1] == "nosuchqueue":
         print("qsub: Unknown queue", file=sys.stderr)
         return 1
+    if not within_max_queued(parse_range(merged["-J"][-1])[0] if "-J" in merged else [""]):
+        print("qsub: would exceed queue generic's per-user limit of jobs in 'Q' state")
+        return 38
     job = submit(flavor, text, path, merged)
+    note_peak()
     array = "[]" if job["array"] else ""
     print(f"{job['seq']}{array}.{SERVERS[flavor]}")
     return 0
+
+
+def unfinished() -> int:
+    with locked() as d:
+        return sum(
+            el["state"] not in FINAL for job in all_jobs(d) for el in job["elements"].values()
+        )
+
+
+def within_max_queued(elements: list) -> bool:
+    limit = os.environ.get("FAKESCHED_MAX_QUEUED")
+    return not limit or unfinished() + len(elements) <= int(limit)
+
+
+def note_peak() -> None:
+    now = unfinished()
+    with locked() as d:
+        peak = d / "peak"
+        if not peak.exists() or int(peak.read_text()) < now:
+            peak.write_text(str(now))
 
 
 def cmd_bsub(args: list[str]) -> int:
