@@ -11,6 +11,7 @@ from typing import Any
 
 from . import attempts
 from .backends.base import JobStatus, SchedulerBackend
+from .checkpoint import CHECKPOINTED
 from .driver import NEVER_RAN, QUEUED, TERMINATED_REASON, terminated
 from .errors import SchedulerOutputError, TransportError
 from .jobfiles import killed_by, parse_exitcode, signal_of
@@ -224,7 +225,8 @@ class StatusPoll:
             )
         if state is JobState.COMPLETED and code not in (0, None):
             state = JobState.FAILED
-        why = st.reason or reason
+        # the job's own word that it checkpointed outranks the scheduler's (a kill at h_rt)
+        why = reason if (reason or "").startswith(CHECKPOINTED) else st.reason or reason
         if state is JobState.CANCELLED and terminated(rec):
             why = TERMINATED_REASON  # we asked for it: say so, whatever the scheduler calls it
         sig = st.signal if st.signal else signal_of(code)
