@@ -26,6 +26,7 @@ class Controlled(Protocol):
 
     def cancel(self, key: str) -> bool: ...
     def terminate(self, key: str) -> bool: ...
+    def hurry(self) -> None: ...
     def hold(self, key: str) -> bool: ...
     def release(self, key: str) -> bool: ...
     def suspend(self, key: str) -> bool: ...
@@ -53,6 +54,18 @@ class Controls:
 
     def record(self, key: str) -> JobRecord | None:
         return self.store.get(key)
+
+    def wanted(self, key: str) -> None:
+        """Someone waits for this job's result: if it still gathers for a shared submission,
+        submit it now (a lone ``submit`` then ``result()`` never waits out the window)."""
+        rec = self.store.get(key)
+        if (
+            rec is not None
+            and rec.job_id is None
+            and rec.state in (JobState.PENDING, JobState.HELD)
+        ):
+            self.driver.hurry()
+            self.wake()
 
     def job_dir(self, key: str) -> str:
         return posixpath.join(self.jobs_dir, key)

@@ -85,6 +85,10 @@ class Driver(abc.ABC):
         """Submit or start what waits, and bring records up to date. True if anything
         changed."""
 
+    def hurry(self) -> None:  # noqa: B027 - optional: the local queue starts jobs at once
+        """A caller waits for a job's result: submit what is gathering for a shared
+        submission now."""
+
     def wait_fds(self) -> list[int]:
         """File descriptors that become readable when a job ends (the monitor wakes on
         them); none by default."""

@@ -348,6 +348,9 @@ def wait(
 ) -> concurrent.futures._base.DoneAndNotDoneFutures:
     """:func:`concurrent.futures.wait`, with an optional progress bar counting jobs per state."""
     fs = list(fs)
+    waiting = next((f for f in fs if isinstance(f, JobFuture) and not f.done()), None)
+    if waiting is not None:  # submits what gathers in its client (one look at the store)
+        waiting.hurry()
     if not progress:
         return concurrent.futures.wait(fs, timeout, return_when)
     from .progress import attach_bar

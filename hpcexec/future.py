@@ -45,6 +45,7 @@ class JobControl(Protocol):
     :class:`hpcexec.control.Controls`)."""
 
     def record(self, key: str) -> JobRecord | None: ...
+    def wanted(self, key: str) -> None: ...
     def job_dir(self, key: str) -> str: ...
     def read_output(self, rec: JobRecord, stream: str) -> str: ...
     def cancel(self, future: JobFuture) -> bool: ...
@@ -127,6 +128,24 @@ class JobFuture(concurrent.futures.Future):
                 self.set_result(result)
         except concurrent.futures.InvalidStateError:
             pass
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's value (see :class:`concurrent.futures.Future`); asking for it submits
+        the job at once if it still gathers for a shared submission."""
+        self.hurry()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """As :meth:`result`, for the exception."""
+        self.hurry()
+        return super().exception(timeout)
+
+    def hurry(self) -> None:
+        """Submit this job now if it still gathers with others for one submission (``result``,
+        ``exception`` and :func:`hpcexec.wait` do so: whoever waits never waits out the
+        gathering window)."""
+        if not self.done():
+            self._control.wanted(self.key)
 
     def results(self, timeout: float | None = None) -> list[Any]:
         """Every task's value, in rank order, once every task ended: a callable of a job of

@@ -14,19 +14,25 @@ from .transport.base import CommandResult, Transport
 COMMAND_TIMEOUT = 60.0  # seconds a scheduler command may take before its fate is unknown
 
 
-class RateLimit:
-    """At most ``per_second`` calls per second, spread evenly."""
+BURST = 3  # calls that may go at once after a quiet moment (a submit, then its status)
 
-    def __init__(self, per_second: float) -> None:
+
+class RateLimit:
+    """At most ``per_second`` calls per second on average, a token bucket of :data:`BURST`:
+    a few calls after a quiet moment go at once (a lone job's submit and first status are
+    not spaced out), a steady stream is spread evenly."""
+
+    def __init__(self, per_second: float, burst: int = BURST) -> None:
         self.interval = 1.0 / per_second if per_second > 0 else 0.0
-        self._next = 0.0
+        self.burst = burst
+        self._due = 0.0  # when the calls so far would have ended, one per interval
         self._lock = threading.Lock()
 
     def wait(self) -> None:
         with self._lock:
             now = time.monotonic()
-            delay = self._next - now
-            self._next = max(now, self._next) + self.interval
+            self._due = max(self._due, now) + self.interval
+            delay = self._due - now - self.burst * self.interval
         if delay > 0:
             time.sleep(delay)
 

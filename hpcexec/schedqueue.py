@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 
 from .backends.base import JobStatus, SchedulerBackend
@@ -29,6 +30,13 @@ from .store import Store
 from .transport.base import Transport
 
 log = logging.getLogger(__name__)
+
+# After a submission the status is asked for every EARLY_POLL s, then every EARLY_FRACTION of
+# the time since (at most 25 % late), until EARLY_POLLS_FOR s have passed; then the monitor's
+# interval and back-off take over (one status command per pass, as always).
+EARLY_POLL = 0.2
+EARLY_FRACTION = 0.25
+EARLY_POLLS_FOR = 4.0
 
 
 class SchedulerQueue(Driver):
@@ -68,8 +76,22 @@ class SchedulerQueue(Driver):
     # -- one pass ----------------------------------------------------------------------------
     @property
     def wake_in(self) -> float | None:
-        """Seconds until jobs gathering for one submission are submitted (None: none wait)."""
-        return self.submitter.soon
+        """Seconds until the next pass is wanted: when jobs gathering for one submission go,
+        or, in the first seconds after a submission, soon (a short job's end is seen
+        about as soon as it comes, not a whole poll interval later); None: no wish."""
+        soon = self.submitter.soon
+        since = self.submitter.last_submitted
+        if since is not None:
+            age = time.time() - since
+            if age < EARLY_POLLS_FOR:
+                early = max(EARLY_POLL, EARLY_FRACTION * age)
+                soon = early if soon is None else min(soon, early)
+        return soon
+
+    def hurry(self) -> None:
+        """A caller waits for a result: submit the jobs gathering now, not at the end of the
+        window."""
+        self.submitter.hurry.set()
 
     def poll(self) -> bool:
         changed = self.submitter.submit_waiting()

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -66,6 +67,9 @@ class Submitter:
         self.window = window
         self.max_window = max_window
         self.soon: float | None = None  # the monitor should look again this soon
+        # a caller waits for a result (JobFuture.result): submit what gathers at once
+        self.hurry = threading.Event()
+        self.last_submitted: float | None = None  # when a job was last handed over
         self.room = SubmitRoom(max_queued)
         self._limit_read = False
         self._throttled: str | None = None  # why records wait, as last logged
@@ -85,10 +89,12 @@ class Submitter:
         now = time.time()
         newest = max(r.submitted or now for r in waiting)
         oldest = min(r.submitted or now for r in waiting)
-        if now - newest < self.window and now - oldest < self.max_window:
+        hurry = self.hurry.is_set()
+        if not hurry and now - newest < self.window and now - oldest < self.max_window:
             # More may be on the way: gather them into one submission.
             self.soon = min(self.window - (now - newest), self.max_window - (now - oldest))
             return False
+        self.hurry.clear()
         ready, changed = self._ready(waiting)
         if not self._limit_read and ready:
             self._read_limit(ready)
@@ -257,6 +263,7 @@ class Submitter:
                 tx.update(r.key, reason=SUBMITTING + spec.script, resources=resources)
         outcome = self._hand_over(recs, spec, script, queued)
         if outcome not in (FAILED, AT_LIMIT, TOO_LARGE, INTERRUPTED):
+            self.last_submitted = time.time()
             self._record_ids(recs, spec, outcome, shared_dir)
             return SUBMITTED
         return outcome

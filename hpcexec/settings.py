@@ -63,7 +63,8 @@ class ExecutorSettings:
         default=0.2, metadata=_about("seconds submit calls are gathered into one array job")
     )
     calls_per_second: float = field(
-        default=10.0, metadata=_about("the most scheduler commands per second")
+        default=10.0,
+        metadata=_about("the most scheduler commands per second (on average: 3 may go at once)"),
     )
     local_gpus: str | Sequence[str | int] | None = field(
         default=None,
