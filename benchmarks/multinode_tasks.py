@@ -3,10 +3,10 @@
 Run on demand (this is not a test)::
 
     bash tests/clusters/slurm_multinode.sh start      # as root: three nodes, PMIx
-    python benchmarks/multinode_tasks.py               # 5 interleaved rounds (~1 minute)
+    python benchmarks/multinode_tasks.py               # 11 shuffled rounds (~1 minute)
     python benchmarks/multinode_tasks.py --rounds 9 --json out.json
 
-Each round times, one after the other on the same cluster:
+Each round times, one after the other on the same cluster, in a shuffled order:
 
 - raw: ``sbatch -N2 --ntasks-per-node=2 --wrap 'srun python -c pass'`` until the job has left
   ``squeue`` (polled every 0.2 s); and the same with tasks that import cloudpickle, the
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -98,7 +99,10 @@ def hpcexec_round(ex: hpcexec.Executor, i: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--rounds", type=int, default=11, help="interleaved rounds (default 11)")
+    ap.add_argument(
+        "--gap", type=float, default=1.5, help="idle seconds before each job (default 1.5)"
+    )
     ap.add_argument("--poll", type=float, help="hpcexec's poll_interval (default: its own)")
     ap.add_argument(
         "--coalesce", type=float, help="hpcexec's coalesce window in s (default: its own)"
@@ -120,10 +124,19 @@ def main() -> int:
         )
         made = time.perf_counter() - t0
         try:
+            order = random.Random(1)  # the same shuffles each run
             for i in range(args.rounds):
-                raw.append(raw_round("pass"))
-                raw_py.append(raw_round("import cloudpickle"))
-                ours.append(hpcexec_round(ex, i))
+                # in a shuffled order each round: SLURM schedules in ticks, and a fixed order
+                # would give one of the three the same place in them every round
+                steps = [
+                    (raw, lambda: raw_round("pass")),
+                    (raw_py, lambda: raw_round("import cloudpickle")),
+                    (ours, lambda i=i: hpcexec_round(ex, i)),
+                ]
+                order.shuffle(steps)
+                for into, measure in steps:
+                    time.sleep(args.gap)  # the nodes idle again: a job right after another
+                    into.append(measure())  # waits a scheduling cycle for their clean-up
                 print(
                     f"  round {i + 1}: raw {raw[-1]:.2f} s, raw importing cloudpickle "
                     f"{raw_py[-1]:.2f} s, hpcexec {ours[-1]:.2f} s",
