@@ -20,6 +20,8 @@ from typing import Any
 WARNING = signal.SIGUSR2
 #: how an exit-code file's reason starts when the job ended checkpointed
 CHECKPOINTED = "checkpointed"
+#: the whole reason of such an end (the runner's, and a requeueable shell job's script's)
+REQUEUED_REASON = f"{CHECKPOINTED} on {WARNING.name}: runs again where requeue allows"
 #: seconds of warning before the walltime when ``checkpoint_grace`` is not given
 DEFAULT_GRACE = 90
 
