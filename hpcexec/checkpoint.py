@@ -6,8 +6,9 @@ one. On that signal the runner calls the callable's :meth:`Checkpointable.checkp
 the call's arguments, writes the :class:`Resubmit` it returns beside the payload (sealed, as
 the payload is), and the job ends ``checkpointed``. The job then runs again (requeued by the
 scheduler, or submitted again by the client, up to ``requeue=N`` times) under the same record
-and future, and its runner calls the resubmission instead of the payload. In-job code:
-standard library only.
+and future, and its runner calls the resubmission instead of the payload. A shell job opts in
+with ``requeue=N`` (its script stops the body at the warning: :mod:`hpcexec.script`). In-job
+code: standard library only.
 """
 
 from __future__ import annotations

@@ -140,8 +140,7 @@ class JobMaker:
         file_bytes, body = self.payload(fn, calls, "call", bool(deps))
         key = self.opts.key or self.key("call", body)
         name = self.res.name or safe_name(getattr(fn, "__name__", type(fn).__name__))
-        job = Job("call", key, name, self.res, 1, file_bytes=file_bytes)
-        job.requeue = self.requeue(fn)
+        job = Job("call", key, name, self.res, 1, file_bytes=file_bytes, requeue=self.requeue(fn))
         return job, deps
 
     def requeue(self, fn: Callable[..., Any] | None) -> int:
@@ -160,9 +159,10 @@ class JobMaker:
         if "\0" in body:
             raise ResourceError("the shell body contains a NUL byte")
         key = self.opts.key or self.key("shell", body)
-        job = Job("shell", key, self.res.name or "shell", self.res, 1, body=body, check=check)
-        job.requeue = self.requeue(None)
-        return job
+        name = self.res.name or "shell"
+        return Job(
+            "shell", key, name, self.res, 1, body=body, check=check, requeue=self.requeue(None)
+        )
 
     def file(self, path: str | os.PathLike, check: bool) -> Job:
         """The job of a job file on this machine (copied into its job directory)."""
@@ -182,7 +182,7 @@ class JobMaker:
         jobdir = self.session.job_dir(key)
         body = f"{file_interpreter(text)} {shlex.quote(os.path.join(jobdir, copy))}"
         name = self.res.name or safe_name(Path(path).stem)
-        job = Job(
+        return Job(
             "shell",
             key,
             name,
@@ -192,9 +192,8 @@ class JobMaker:
             check=check,
             files={copy: data},
             directives=file_directives(text),
+            requeue=self.requeue(None),
         )
-        job.requeue = self.requeue(None)
-        return job
 
     def chunks(
         self,

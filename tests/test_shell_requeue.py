@@ -81,3 +81,13 @@ def test_stdin_and_exit_codes_reach_a_requeueable_body(ex, tmp_path):
         opts.submit_shell("cat >/dev/null; echo $HPCEXEC_RESTART").result(timeout=60).stdout
         == "0\n"
     )
+
+
+def test_a_job_file_opts_in_as_a_shell_body_does(ex, tmp_path):
+    path = tmp_path / "run.sh"
+    path.write_text("#!/bin/bash\necho $HPCEXEC_RESTART\n")
+    assert "HPCEXEC_RESTART" not in ex.file_script(path)
+    assert "HPCEXEC_RESTART" in ex.options(requeue=1).file_script(path)
+    f = ex.options(requeue=1, checkpoint_grace=7).submit_file(path)
+    assert f.result(timeout=60).stdout == "0\n"
+    assert (f.record.resources["requeue"], f.record.resources["checkpoint_grace"]) == (1, 7)
