@@ -11,9 +11,9 @@ the futures waiting for it never see that end. Causes outside the job's code:
   hpcexec (``terminate()``, the walltime), the user nor the memory limit sent;
 * its own code exited with one of ``retry_exit_codes`` (the job says "run me again").
 
-A :class:`~hpcexec.checkpoint.Checkpointable` job that ended ``checkpointed`` (at its warning
-signal) runs again at once while ``requeue=N`` allows, from its checkpoint; after that its
-end is a ``timeout``.
+A :class:`~hpcexec.checkpoint.Checkpointable` job, or a shell job given ``requeue``, that
+ended ``checkpointed`` (at its warning signal) runs again at once while ``requeue=N`` allows,
+from its checkpoint (a shell body from its own files); after that its end is a ``timeout``.
 
 A Python exception, another exit code, a walltime kill (``timeout``), a cancel, and an
 out-of-memory kill end the job as before. Each run again after the first waits longer

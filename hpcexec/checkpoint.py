@@ -6,8 +6,9 @@ one. On that signal the runner calls the callable's :meth:`Checkpointable.checkp
 the call's arguments, writes the :class:`Resubmit` it returns beside the payload (sealed, as
 the payload is), and the job ends ``checkpointed``. The job then runs again (requeued by the
 scheduler, or submitted again by the client, up to ``requeue=N`` times) under the same record
-and future, and its runner calls the resubmission instead of the payload. In-job code:
-standard library only.
+and future, and its runner calls the resubmission instead of the payload. A shell job opts in
+with ``requeue=N`` (its script stops the body at the warning: :mod:`hpcexec.script`). In-job
+code: standard library only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 WARNING = signal.SIGUSR2
 #: how an exit-code file's reason starts when the job ended checkpointed
 CHECKPOINTED = "checkpointed"
+#: the whole reason of such an end (the runner's, and a requeueable shell job's script's)
+REQUEUED_REASON = f"{CHECKPOINTED} on {WARNING.name}: runs again where requeue allows"
 #: seconds of warning before the walltime when ``checkpoint_grace`` is not given
 DEFAULT_GRACE = 90
 

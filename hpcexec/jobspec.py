@@ -43,7 +43,7 @@ class Job:
     futures: list[JobFuture] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # more files beside the script
     directives: tuple[str, ...] = ()  # of a submitted job file, before hpcexec's own
-    checkpointable: bool = False  # a call of a Checkpointable (hpcexec.checkpoint)
+    requeue: int = 0  # runs again after ending checkpointed at its warning (JobMaker.requeue)
 
 
 def extract_futures(
@@ -140,9 +140,17 @@ class JobMaker:
         file_bytes, body = self.payload(fn, calls, "call", bool(deps))
         key = self.opts.key or self.key("call", body)
         name = self.res.name or safe_name(getattr(fn, "__name__", type(fn).__name__))
-        job = Job("call", key, name, self.res, 1, file_bytes=file_bytes)
-        job.checkpointable = isinstance(fn, Checkpointable) and self.res.ntasks == 1
+        job = Job("call", key, name, self.res, 1, file_bytes=file_bytes, requeue=self.requeue(fn))
         return job, deps
+
+    def requeue(self, fn: Callable[..., Any] | None) -> int:
+        """How many times the job of ``fn`` (None: a shell body or a job file) ends
+        checkpointed at its warning signal and runs again: ``requeue`` where it can, 0 where
+        it cannot. A call of one task of a :class:`~hpcexec.checkpoint.Checkpointable`
+        saves its state; a shell job opts in with ``requeue`` (its body is restartable)."""
+        if fn is None or (isinstance(fn, Checkpointable) and self.res.ntasks == 1):
+            return self.opts.requeue
+        return 0
 
     def shell(self, body: str, check: bool) -> Job:
         """The job of a shell body."""
@@ -151,7 +159,10 @@ class JobMaker:
         if "\0" in body:
             raise ResourceError("the shell body contains a NUL byte")
         key = self.opts.key or self.key("shell", body)
-        return Job("shell", key, self.res.name or "shell", self.res, 1, body=body, check=check)
+        name = self.res.name or "shell"
+        return Job(
+            "shell", key, name, self.res, 1, body=body, check=check, requeue=self.requeue(None)
+        )
 
     def file(self, path: str | os.PathLike, check: bool) -> Job:
         """The job of a job file on this machine (copied into its job directory)."""
@@ -181,6 +192,7 @@ class JobMaker:
             check=check,
             files={copy: data},
             directives=file_directives(text),
+            requeue=self.requeue(None),
         )
 
     def chunks(

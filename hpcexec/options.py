@@ -43,7 +43,7 @@ class JobOptions:
     aux_scripts: dict[str, str] | None = None  # {"name.sh": text} beside the job script
     retries: int = 0  # runs again of a job that ended for a cause outside its code
     retry_exit_codes: tuple[int, ...] = ()  # exit codes of the job's own that count as such
-    requeue: int = 0  # runs again of a Checkpointable job checkpointed at its warning signal
+    requeue: int = 0  # runs again of a Checkpointable or shell job checkpointed at its warning
     checkpoint_grace: int | None = None  # seconds of warning before the walltime (default 90)
 
     def __post_init__(self) -> None:
@@ -134,8 +134,8 @@ def _aux_scripts(aux: Any) -> dict[str, str] | None:
 _RUNS_AGAIN = {
     "retries": "runs again of a job that ended for a cause outside its code: a node failure, "
     "a preemption, a kill",
-    "requeue": "runs again of a Checkpointable job checkpointed ahead of its walltime or "
-    "preemption",
+    "requeue": "runs again of a Checkpointable or shell job checkpointed ahead of its walltime "
+    "or preemption",
 }
 
 

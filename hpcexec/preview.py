@@ -37,6 +37,7 @@ def job_script(session: Session, j: Job, after: list[str]) -> str:
             name=j.name,
             shell_body=j.body,
             after=after,
+            restartable=j.requeue > 0,
         )
     command = (
         f"{shlex.quote(session.python)} -m hpcexec.runner {shlex.quote(jobdir)} "

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import codelines, trust
-from .checkpoint import CHECKPOINTED, WARNING, Checkpointable, Resubmit, Warned, on_warning
+from .checkpoint import REQUEUED_REASON, WARNING, Checkpointable, Resubmit, Warned, on_warning
 from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, job_key, seal, unseal
 from .jobfiles import write_atomic
@@ -276,7 +276,7 @@ def _checkpoint(jobdir: Path, key: bytes | None, fn: Any, call: tuple) -> tuple[
     except Exception as e:  # the job ends failed and says why  # noqa: BLE001
         print(f"hpcexec: the checkpoint failed: {traceback.format_exc()}", file=sys.stderr)
         return 1, f"the checkpoint failed: {type(e).__name__}: {_text(e)}"
-    return 128 + WARNING, f"{CHECKPOINTED} on {WARNING.name}: runs again where requeue allows"
+    return 128 + WARNING, REQUEUED_REASON
 
 
 def _write_result(

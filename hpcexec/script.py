@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .layout import EXITCODE, STARTED
+from .attempts import attempt_dir
+from .checkpoint import REQUEUED_REASON, WARNING
+from .layout import EXITCODE, RESTARTS, STARTED
 from .resources import Resources
 
 _PLACEHOLDER = re.compile(r"(?<![$\\{])\{([a-z_]+)\}")
@@ -100,19 +103,24 @@ def render(
     shell_body: str | None = None,
     after: Sequence[str] = (),
     tasks: TaskLaunch | None = None,
+    restartable: bool = False,
 ) -> str:
     """The whole job script. Exactly one of ``command`` (an argv line already quoted, run with
     ``exec``) and ``shell_body`` (user shell text, run in a subshell whose exit code is
     recorded) is given. ``after`` lists the job directories of jobs that must have completed:
     the script checks their exit-code files first, for schedulers whose dependencies wait
     only for the end of a job, not its success. ``tasks``: ``command`` is run once per task
-    by the launcher, and the script writes the exit-code file after it."""
+    by the launcher, and the script writes the exit-code file after it. ``restartable``: the
+    shell body runs again after ending checkpointed at the warning signal (``requeue=N``),
+    see :func:`_restartable_run`."""
     lines = ["#!/bin/bash", *parts.directives, "# written by hpcexec"]
     if parts.prologue:
         lines.append(parts.prologue)
     lines += _core_exports(parts, name=name, workdir=workdir, submit_host=submit_host)
     lines += env_lines(res)
     jd = shlex.quote(jobdir)
+    if restartable:
+        lines += _restart_count(jd)
     lines.append(f'printf \'%s\\n\' "$HPCEXEC_JOB_ID" "${{HOSTNAME:-}}" > {jd}/{STARTED}')
     if after:
         lines += _dependency_check(after, jd)
@@ -125,7 +133,7 @@ def render(
     else:
         assert shell_body is not None
         body = fill_placeholders(shell_body, placeholder_values(res, name, jobdir))
-        lines += _shell_run(body, jd)
+        lines += _restartable_run(body, jd) if restartable else _shell_run(body, jd)
     return "\n".join(lines) + "\n"
 
 
@@ -175,6 +183,57 @@ def _shell_run(body: str, jd: str, failed: str = "") -> list[str]:
     return [
         *lines,
         f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "{why}" {_into_exitcode(jd)}',
+        'exit "$hpcexec_rc"',
+    ]
+
+
+def _restart_count(jd: str) -> list[str]:
+    """Lines exporting ``HPCEXEC_RESTART``, the number of earlier runs of the job: a run
+    that finds the files of an earlier one in its job directory ``jd`` (its ``started``
+    file, kept where the scheduler requeued the job itself; ``attempt.1/``, where the client
+    ran it again; or lines in ``restarts``) adds a line to ``restarts`` and drops the earlier
+    run's exit-code file, as the runner does when it resumes from a checkpoint."""
+    return [
+        f"hpcexec_restart=0; [ -f {jd}/{RESTARTS} ] && "
+        f"hpcexec_restart=$(( $(wc -l < {jd}/{RESTARTS}) ))",
+        f'if [ -e {jd}/{STARTED} ] || [ -d {jd}/{attempt_dir(1)} ] || [ "$hpcexec_restart" != 0 ]',
+        "then",
+        f"  rm -f {jd}/{EXITCODE}",
+        f'  printf \'%s %s\\n\' "$(date +%s)" "$HPCEXEC_JOB_ID" >> {jd}/{RESTARTS}',
+        "  hpcexec_restart=$((hpcexec_restart + 1))",
+        "fi",
+        "export HPCEXEC_RESTART=$hpcexec_restart",
+    ]
+
+
+def _restartable_run(body: str, jd: str) -> list[str]:
+    """Lines running a shell body that may be stopped at the warning signal (SIGUSR2) and
+    run again. Bash runs a trap only between foreground commands, so the body runs in the
+    background (its stdin kept) and the script waits for it; on the warning every process of
+    the job's process group but the script gets SIGTERM, and the job records exit code 140
+    and a reason starting ``checkpointed``, whatever the body's own code. A wrapper that
+    outlives the body's signals writes the body's exit code to a file (``wait`` may lose the
+    status of a child that ends while a trap runs)."""
+    rc = f"{jd}/.{EXITCODE}.body"
+    warn = WARNING.name.removeprefix("SIG")
+    term = "hpcexec_sig=TERM"
+    return [
+        f"trap '{term}' TERM",
+        f'trap \'hpcexec_warned=1; trap "" TERM; kill -TERM 0; trap "{term}" TERM\' {warn}',
+        f"rm -f {rc}",
+        f"{{ trap : TERM {warn}",
+        "(",
+        body.rstrip("\n"),
+        ")",
+        f"printf '%s\\n' \"$?\" > {rc}",
+        "} <&0 &",
+        "hpcexec_pid=$!",
+        'while kill -0 "$hpcexec_pid" 2>/dev/null; do wait "$hpcexec_pid"; done',
+        f"trap '' {warn}",
+        f"hpcexec_rc={128 + signal.SIGTERM}; read -r hpcexec_rc 2>/dev/null < {rc}",
+        'hpcexec_why="${hpcexec_sig:+terminated by SIG$hpcexec_sig}"',
+        f'[ -z "$hpcexec_warned" ] || {{ hpcexec_rc={128 + WARNING}; hpcexec_why={shlex.quote(REQUEUED_REASON)}; }}',
+        f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "$hpcexec_why" {_into_exitcode(jd)}',
         'exit "$hpcexec_rc"',
     ]
 

@@ -12,8 +12,19 @@ Runs inside the job (imported by the runner), so it stays light. The array direc
 
 Every record runs in a forked child of a runner that imports nothing of the user's, so each
 task starts from a clean interpreter state, as it would in its own job. An element takes
-records from the tail of the array (their elements start last) and stops early enough to
-stay inside its time limit.
+records from the tail of the array (their elements start last) and stops taking them when
+the next one might not end inside its time limit:
+
+- its deadline: the earlier of ``SLURM_JOB_END_TIME`` (the job's end, which newer SLURMs
+  set; other schedulers tell nothing alike) and the array's time limit from ``share.json``
+  counted from the element's start; 300 s from its start when neither is known;
+- a record's expected time: the longest measured time of the array's records, those this
+  element ran and those that ended elsewhere (the ``wall_s`` of their ``usage`` files, at
+  most :data:`PEEK` of them read per decision, each found once: :class:`RecordTimes`);
+- the element takes another record only while ``now + 1.5 x expected + margin`` is before
+  its deadline, the margin 5% of its time (at least 5 s) for writing results and for the
+  scheduler's clock. It reads the usage files after each record it ran, so each decision
+  costs at most :data:`PEEK` file reads, and a large array no more than that per record.
 """
 
 from __future__ import annotations
@@ -23,11 +34,13 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 from .jobfiles import exit_forked, redirect_output, write_started
+from .layout import USAGE
 
 RunTask = Callable[[Path, Path, Callable[[], None]], int]
 """The runner's :func:`hpcexec.runner.run_task`, handed to :func:`serve` (so this module
@@ -36,7 +49,11 @@ does not import the runner, which imports it)."""
 SHARE = "share.json"
 CLAIMS = "claims"
 DEFAULT_BUDGET = 300.0  # seconds an element may keep taking work when its time limit is unknown
-BUDGET_FRACTION = 0.5  # of a known time limit
+END_TIME = "SLURM_JOB_END_TIME"  # the job's end (seconds since the epoch), where set
+SAFETY = 1.5  # times the longest measured record: the time the next one may take
+MARGIN_FRACTION = 0.05  # of the element's time, kept free at its end
+MIN_MARGIN = 5.0  # seconds
+PEEK = 4  # usage files of other records read at most per decision
 
 
 def claim(array_dir: str | os.PathLike, index: int, by: str = "") -> bool:
@@ -75,6 +92,65 @@ def parse_claims(names: list[str]) -> tuple[set[int], dict[int, str]]:
     return claimed, runner
 
 
+class RecordTimes:
+    """The longest measured time of an array's records (``longest``, seconds): those an
+    element ran (:meth:`ran`) and those that ended elsewhere, whose ``usage`` files
+    :meth:`look` reads a few at a time, lowest index first (their elements started first),
+    each read once it is there, so an element reads O(records it takes) files."""
+
+    def __init__(self, jobdirs: list[str], own_index: int) -> None:
+        self.longest = 0.0
+        self._jobdirs = jobdirs
+        self._unread = deque(i for i in range(len(jobdirs)) if i != own_index)
+
+    def ran(self, seconds: float) -> None:
+        """This element ran a record in ``seconds``."""
+        self.longest = max(self.longest, seconds)
+
+    def look(self, most: int = PEEK) -> int:
+        """Read the usage files of up to ``most`` records not yet found ended; how many
+        were there."""
+        found = 0
+        for _ in range(min(most, len(self._unread))):
+            index = self._unread.popleft()
+            wall = _wall_s(os.path.join(self._jobdirs[index], USAGE))
+            if wall is None:
+                self._unread.append(index)  # not ended yet: later
+            else:
+                found += 1
+                self.longest = max(self.longest, wall)
+        return found
+
+
+def _wall_s(path: str) -> float | None:
+    """The ``wall_s`` of a usage file, or None while it is not there."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "wall_s":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def deadline(time_limit: float | None, start: float) -> float:
+    """The :func:`time.monotonic` instant by which an element that started at ``start``
+    must have ended its last record, its margin taken off (see the module's docstring)."""
+    ends = [start + time_limit] if time_limit else []
+    try:
+        ends.append(time.monotonic() + float(os.environ[END_TIME]) - time.time())
+    except (KeyError, ValueError):
+        pass
+    end = min(ends) if ends else start + DEFAULT_BUDGET
+    return end - max(MIN_MARGIN, MARGIN_FRACTION * (end - start))
+
+
 class _Stop(BaseException):
     """The scheduler asked this element to stop."""
 
@@ -94,24 +170,26 @@ def serve(own: Path, array_dir: Path, key_file: Path, run_task: RunTask) -> int:
     spec = json.loads((array_dir / SHARE).read_text())
     jobdirs: list[str] = spec["jobdirs"]
     me = os.environ.get("HPCEXEC_JOB_ID", "")
-    limit = spec.get("time_limit")
-    budget = BUDGET_FRACTION * limit if limit else DEFAULT_BUDGET
+    end = deadline(spec.get("time_limit"), t0)
+    own_index = jobdirs.index(str(own)) if str(own) in jobdirs else -1
+    times = RecordTimes(jobdirs, own_index)
     signal.signal(signal.SIGTERM, _stop)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-    code, longest = 0, 0.0
+    code = 0
     try:
         started = time.monotonic()
         code = _run_child(own, None, spec, key_file, run_task)
-        longest = time.monotonic() - started
+        times.ran(time.monotonic() - started)
+        times.look()
         cursor = len(jobdirs) - 1
-        own_index = jobdirs.index(str(own)) if str(own) in jobdirs else -1
-        while cursor >= 0 and (time.monotonic() - t0) + 2 * longest < budget:
+        while cursor >= 0 and time.monotonic() + SAFETY * times.longest < end:
             index, cursor = cursor, cursor - 1
             if index == own_index or not claim(array_dir, index, me):
                 continue
             started = time.monotonic()
             _run_child(Path(jobdirs[index]), index, spec, key_file, run_task, array_dir)
-            longest = max(longest, time.monotonic() - started)
+            times.ran(time.monotonic() - started)
+            times.look()
     except _Stop as s:
         return 128 + s.signum
     return code

@@ -194,8 +194,8 @@ class Submitter:
             extra["retries"] = opts.retries
             if opts.retry_exit_codes:
                 extra["retry_exit_codes"] = list(opts.retry_exit_codes)
-        if opts.requeue and j.checkpointable:  # a warning ahead of the walltime, to checkpoint
-            extra["requeue"] = opts.requeue
+        if j.requeue:  # a warning ahead of the walltime, to checkpoint
+            extra["requeue"] = j.requeue
             extra["checkpoint_grace"] = opts.checkpoint_grace or DEFAULT_GRACE
         if j.directives:
             extra[FILE_DIRECTIVES] = list(j.directives)

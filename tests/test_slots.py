@@ -14,9 +14,9 @@ import jobfns
 from test_runner import outcomes, runner_argv, write_payload
 
 from hpcexec.jobfiles import parse_exitcode
-from hpcexec.layout import EXITCODE, STARTED
+from hpcexec.layout import EXITCODE, STARTED, USAGE
 from hpcexec.payload import outcome_value
-from hpcexec.slots import CLAIMS, SHARE, claim, parse_claims
+from hpcexec.slots import CLAIMS, END_TIME, PEEK, SHARE, RecordTimes, claim, parse_claims
 
 
 def make_array(tmp_path: Path, fn, args: list, time_limit=None) -> tuple[Path, list[Path]]:
@@ -111,3 +111,50 @@ def test_tasks_share_slots_only_without_stdin_and_join_their_output_when_asked()
     assert (joined.stdout, joined.stderr_target) == ("/w/out.txt", "/w/out.txt")
     plain = JobLayout.of("/j", {"workdir": "/w"})
     assert (plain.stdout, plain.stderr_target) == ("/j/stdout", "/j/stderr")
+
+
+def test_an_element_takes_one_more_record_when_its_time_leaves_room_for_one(tmp_path):
+    """Records of ~3 s, a limit of 14 s (margin 5 s): after its own record (t ~ 3 s) the
+    next one's 1.5 x 3 s fits before 9 s; after that one (t ~ 6 s) it does not."""
+    base, dirs = make_array(tmp_path, jobfns.sleep_then, [3] * 5, time_limit=14)
+    assert start_element(base, dirs[0], 0).wait(timeout=60) == 0
+    assert [(d / EXITCODE).exists() for d in dirs] == [True, False, False, False, True]
+
+
+def test_records_measured_long_elsewhere_are_not_taken(tmp_path):
+    """The element's own record is short, the rest take 8 s: two ended in other elements
+    (their usage files say so). Under a limit of 8 s the rule of an element's own times
+    would take one and overrun; the measured times of the others stop it."""
+    base, dirs = make_array(tmp_path, jobfns.sleep_then, [0.1, 8, 8, 8, 8], time_limit=8)
+    for i in (3, 4):
+        assert claim(base, i, f"E_{i}")
+        (dirs[i] / USAGE).write_text("max_rss_kib 1000\nwall_s 8.004\n")
+        (dirs[i] / EXITCODE).write_text("0\n\n")
+    t0 = time.monotonic()
+    assert start_element(base, dirs[0], 0).wait(timeout=60) == 0
+    assert time.monotonic() - t0 < 7
+    assert [(d / EXITCODE).exists() for d in dirs] == [True, False, False, True, True]
+
+
+def test_slurms_end_time_of_the_job_bounds_an_element_whose_limit_is_unknown(tmp_path, monkeypatch):
+    base, dirs = make_array(tmp_path, jobfns.sleep_then, [0.1] * 4)
+    monkeypatch.setenv(END_TIME, str(int(time.time()) + 4))  # less than the margin left
+    assert start_element(base, dirs[0], 0).wait(timeout=60) == 0
+    assert [(d / EXITCODE).exists() for d in dirs] == [True, False, False, False]
+    monkeypatch.delenv(END_TIME)
+    base, dirs = make_array(tmp_path / "unknown", jobfns.sleep_then, [0.1] * 4)
+    assert start_element(base, dirs[0], 0).wait(timeout=60) == 0
+    assert all((d / EXITCODE).exists() for d in dirs)  # 300 s when nothing is known
+
+
+def test_record_times_are_read_a_few_files_at_a_time_lowest_index_first(tmp_path):
+    jobdirs = [str(tmp_path / f"job{i}") for i in range(1000)]
+    for i, wall in ((500, 2.5), (999, 7.0)):
+        os.mkdir(jobdirs[i])
+        Path(jobdirs[i], USAGE).write_text(f"user_s 0.1\nwall_s {wall}\n")
+    times = RecordTimes(jobdirs, own_index=0)
+    times.ran(1.0)
+    looks = [times.look() for _ in range(999 // PEEK + 1)]
+    assert sum(looks) == 2 and looks.index(1) == (500 - 1) // PEEK  # own record 0 is not read
+    assert times.longest == 7.0
+    assert times.look() == 0 and times.longest == 7.0  # each found once

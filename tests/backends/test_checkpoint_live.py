@@ -1,7 +1,7 @@
 """Checkpointable jobs on live schedulers: preempted on the three-node SLURM (its ``low``
 partition requeues a job that a ``high`` one needs the node of, sending SIGUSR2 first:
-preempt_send_user_signal), and past a one-minute walltime on the one-node SLURM and on Grid
-Engine (-notify)."""
+preempt_send_user_signal), and past a one-minute walltime on the one-node SLURM (a callable,
+and a shell body that opts in) and on Grid Engine (-notify)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,27 @@ def test_work_of_100_s_completes_under_a_one_minute_walltime_through_checkpoints
     assert count == 100 and starts >= 2
     assert f.info().requeues == starts - 1
     assert all(a["reason"].startswith("checkpointed") for a in f.record.attempts)
+
+
+@pytest.mark.slurm
+def test_a_restartable_shell_body_of_100_s_completes_under_a_one_minute_walltime(sex, tmp_path):
+    """A shell job opting in (requeue): SIGUSR2 30 s ahead of the walltime reaches its
+    script (the batch shell), which stops the body; it runs again from its progress file
+    and sees ``$HPCEXEC_RESTART`` count its earlier runs."""
+    progress = tmp_path / "progress"
+    body = f"""echo "$HPCEXEC_RESTART" >> {progress}.runs
+n=0; [ -f {progress} ] && read -r n < {progress}
+while [ "$n" -lt 100 ]; do sleep 1; n=$((n + 1)); echo "$n" > {progress}; done
+echo "done at $n"
+"""
+    f = sex.options(time="0:01:00", requeue=5, checkpoint_grace=30).submit_shell(body)
+    assert "done at 100" in f.result(timeout=600).stdout
+    runs = [int(x) for x in (tmp_path / "progress.runs").read_text().split()]
+    assert len(runs) >= 2 and runs == list(range(len(runs)))
+    assert f.info().requeues == len(runs) - 1
+    assert [a["reason"].startswith("checkpointed") for a in f.record.attempts] == [True] * (
+        len(runs) - 1
+    )
 
 
 @pytest.mark.sge
