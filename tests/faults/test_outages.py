@@ -72,19 +72,19 @@ def test_sshd_down_for_a_minute_under_a_remote_executor(rex):
     "scheduler",
     [pytest.param("slurm", marks=pytest.mark.slurm), pytest.param("sge", marks=pytest.mark.sge)],
 )
-def test_cancelled_from_outside_fails_within_two_polls(scheduler, request):
+def test_cancelled_from_outside_fails_at_once(scheduler, request):
     ex = request.getfixturevalue({"slurm": "sex", "sge": "gex"}[scheduler])
-    status = {"slurm": "squeue", "sge": "qstat"}[scheduler]
     cancel = {"slurm": "scancel", "sge": "qdel"}[scheduler]
     f = ex.submit(jobfns.sleep_then, 120)
     running(f)
-    before = ex.session.calls[status]
+    t0 = time.monotonic()
     subprocess.run([cancel, f.job_id], check=True, capture_output=True)
     with pytest.raises(JobFailed) as info:
         f.result(timeout=120)
-    # SLURM: within two polls. SGE writes the accounting record a poll after the job leaves
-    # qstat, and a job that left is judged by accounting, not guessed: one poll more.
-    assert ex.session.calls[status] - before <= {"slurm": 2, "sge": 3}[scheduler]
+    # Judged from the scheduler's own words (SGE's accounting record comes a moment after
+    # the job leaves qstat), not guessed after NEVER_STARTED_AFTER (30 s) or LOST_AFTER. A
+    # count of polls would depend on how often the status is asked just after a submission.
+    assert time.monotonic() - t0 < 10
     assert info.value.state is JobState.CANCELLED
 
 
