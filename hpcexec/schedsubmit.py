@@ -79,6 +79,11 @@ class Submitter:
         """Submit what has gathered (or recover interrupted submissions); True if a record
         changed. Sets :attr:`soon` where more may be on the way."""
         self.soon = None
+        # Read the wish before the records: a result() asked for after the read would find
+        # records the read missed, and those would go alone after the rest.
+        hurry = self.hurry.is_set()
+        if hurry:  # this pass takes it; a later one waits for the next
+            self.hurry.clear()
         waiting = self.store.jobs_in(self.backend.name, self.host, QUEUED, submitted=False)
         if not waiting:
             return False
@@ -89,12 +94,10 @@ class Submitter:
         now = time.time()
         newest = max(r.submitted or now for r in waiting)
         oldest = min(r.submitted or now for r in waiting)
-        hurry = self.hurry.is_set()
         if not hurry and now - newest < self.window and now - oldest < self.max_window:
             # More may be on the way: gather them into one submission.
             self.soon = min(self.window - (now - newest), self.max_window - (now - oldest))
             return False
-        self.hurry.clear()
         ready, changed = self._ready(waiting)
         if not self._limit_read and ready:
             self._read_limit(ready)
