@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -133,22 +133,10 @@ class LocalShell(Transport):
             return self._exit_status.get(pid)
 
     def signal_group(self, pid: int, signum: int) -> bool:
-        try:
-            os.killpg(pid, signum)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError as e:
-            raise TransportError(f"not allowed to signal process group {pid}: {e}") from e
+        return _signal(os.killpg, pid, signum, "process group")
 
     def signal_process(self, pid: int, signum: int) -> bool:
-        try:
-            os.kill(pid, signum)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError as e:
-            raise TransportError(f"not allowed to signal process {pid}: {e}") from e
+        return _signal(os.kill, pid, signum, "process")
 
     def read_bytes(self, path: str) -> bytes:
         return Path(path).read_bytes()
@@ -222,3 +210,14 @@ class LocalShell(Transport):
             return len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
+
+
+def _signal(send: Callable[[int, int], None], pid: int, signum: int, what: str) -> bool:
+    """``send(pid, signum)``; False when ``pid`` no longer exists."""
+    try:
+        send(pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError as e:
+        raise TransportError(f"not allowed to signal {what} {pid}: {e}") from e
