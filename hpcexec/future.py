@@ -75,6 +75,9 @@ class JobFuture(concurrent.futures.Future):
         self._check = check
         self._seen_state = JobState.PENDING  # last state the monitor saw, for progress
         self._ranks: list[Any] | None = None  # every task's value, for a multi-task job
+        # True while cancel() asks the job to be cancelled: the monitor, which may read the
+        # record that cancel has just written, waits for its answer before moving this future.
+        self._cancelling = False
 
     def __repr__(self) -> str:
         return (
@@ -105,8 +108,17 @@ class JobFuture(concurrent.futures.Future):
         """Record the state the monitor saw; moves a pending future to running once the
         job has started (called by the monitor's thread only)."""
         self._seen_state = state
-        if state.started and self._state == concurrent.futures._base.PENDING:
-            self.set_running_or_notify_cancel()
+        if not state.started:
+            return
+        with self._condition:
+            self._wait_for_cancel()
+            if self._state == concurrent.futures._base.PENDING:
+                self.set_running_or_notify_cancel()
+
+    def _wait_for_cancel(self) -> None:
+        """Wait (holding ``_condition``) until no cancel() is deciding."""
+        while self._cancelling:
+            self._condition.wait()
 
     def settle(
         self, result: Any = None, exc: BaseException | None = None, *, ranks: list | None = None
@@ -114,14 +126,16 @@ class JobFuture(concurrent.futures.Future):
         """Complete the future with ``result`` or ``exc`` (``ranks``: every task's value, for
         a multi-task job); a no-op when it was cancelled or completed meanwhile (by a racing
         pass)."""
-        if ranks is not None and not self.done():
-            self._ranks = list(ranks)
-        try:
+        with self._condition:
+            self._wait_for_cancel()
             if (
                 self._state == concurrent.futures._base.PENDING
                 and not self.set_running_or_notify_cancel()
             ):
                 return
+            if ranks is not None and not self.done():
+                self._ranks = list(ranks)
+        try:
             if exc is not None:
                 self.set_exception(exc)
             else:
@@ -182,15 +196,21 @@ class JobFuture(concurrent.futures.Future):
         return self._control.read_output(self.record, "stderr")
 
     def cancel(self) -> bool:
-        if self.done():
-            return self.cancelled()
-        if not self._control.cancel(self):
-            return False
-        if not super().cancel():
-            return self.cancelled()
-        # The job is cancelled in the scheduler too, so waiters may count it done now.
-        self.set_running_or_notify_cancel()
-        return True
+        with self._condition:
+            if self._state != concurrent.futures._base.PENDING or self._cancelling:
+                return self.cancelled()
+            self._cancelling = True
+        ok = False
+        try:
+            ok = self._control.cancel(self)  # no lock held: it runs scheduler commands
+        finally:
+            with self._condition:
+                self._cancelling = False
+                ok = ok and super().cancel()
+                self._condition.notify_all()
+        if ok:  # the job is cancelled in the scheduler too: waiters may count it done now
+            self.set_running_or_notify_cancel()
+        return ok
 
     def terminate(self) -> bool:
         """End the job whether it waits or runs (its process group gets SIGTERM). The
