@@ -8,6 +8,9 @@ the Store, as many clients over months would leave them), then runs a real ``--r
 
 1. ``hpcexec jobs --state running --json`` on that cache, the installed command in a
    subprocess as a user runs it (target <= 1 s);
+1b. ``hpcexec jobs``, the default view: the 50 most recent and a line saying how many more
+   (target <= 1 s);
+1c. ``hpcexec jobs --json``, every record (target <= 5 s: seconds, not tens of seconds);
 2. opening an ``Executor`` on it (target <= 0.5 s);
 3. a re-run of the finished ``map`` with a new Executor: every result from the cache,
    nothing submitted or started (target <= 5 s; the store's revision must not move).
@@ -29,7 +32,13 @@ import hpcexec
 from hpcexec.states import JobState
 from hpcexec.store import JobRecord, Store
 
-TARGETS = {"jobs --state running": 1.0, "open an Executor": 0.5, "re-run of the map": 5.0}
+TARGETS = {
+    "jobs --state running": 1.0,
+    "jobs (default view)": 1.0,
+    "jobs --json (all)": 5.0,
+    "open an Executor": 0.5,
+    "re-run of the map": 5.0,
+}
 
 
 def square(x):
@@ -71,6 +80,12 @@ def fill(cache: str, n: int) -> int:
     return running
 
 
+def hpcexec_cli(hx: str, cache: str, *args: str) -> str:
+    """The installed command's output, as a user runs it (no scheduler asked)."""
+    argv = [hx, "--cache-dir", cache, *args, "--no-refresh"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
 def timed(fn) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn()
@@ -103,6 +118,10 @@ def main() -> int:
         )
         listed = json.loads(out)
         assert len(listed) == running, (len(listed), running)
+        t_view, shown = timed(lambda: hpcexec_cli(hx, cache, "jobs"))
+        assert len(shown.splitlines()) == 51, "the default view is 50 jobs and a header"
+        t_all, out = timed(lambda: hpcexec_cli(hx, cache, "jobs", "--json"))
+        n_all = len(json.loads(out))
         t_open, ex = timed(lambda: hpcexec.Executor(cache_dir=cache))
         rev = ex.store.revision()
         t_rerun, values = timed(lambda: list(ex.map(square, range(args.rerun))))
@@ -112,6 +131,8 @@ def main() -> int:
         assert rev == rev_after, "the re-run changed the store: something was submitted"
         rows = [
             ("jobs --state running", t_jobs, f"{len(listed)} listed"),
+            ("jobs (default view)", t_view, "the 50 most recent"),
+            ("jobs --json (all)", t_all, f"{n_all} listed"),
             ("open an Executor", t_open, ""),
             ("re-run of the map", t_rerun, "nothing submitted or started"),
         ]

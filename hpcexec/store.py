@@ -9,7 +9,7 @@ queries and transactions :mod:`hpcexec.store_queries`, the file under it :mod:`h
 
 from __future__ import annotations
 
-import re
+import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -19,23 +19,12 @@ from typing import Any
 from . import trust
 from .cachelock import CacheLock
 from .errors import CacheError
-from .record import FIELD_NAMES, JobRecord
+from .record import JobRecord
 from .states import ACTIVE_STATES, JobState
 from .store_file import StoreFile
 from .store_queries import Queries, Txn
 from .store_schema import DB_NAME, read_records
-
-_MATCH_FIELDS = (
-    "key",
-    "name",
-    "job_id",
-    "host",
-    "backend",
-    "state",
-    "comment",
-    "tags",
-    "user_state",
-)
+from .store_select import MATCH_FIELDS, Selection
 
 
 class Store(Queries):
@@ -131,32 +120,64 @@ class Store(Queries):
         *,
         backend: str | None = None,
         host: str | None = None,
-        fields: Iterable[str] = _MATCH_FIELDS,
+        fields: Iterable[str] = MATCH_FIELDS,
+        newest: int | None = None,
     ) -> list[JobRecord]:
-        """Records by state(s), backend, host, and a regular expression searched in ``fields``.
+        """Records by state(s), backend, host, and a regular expression searched in ``fields``,
+        oldest submitted first; ``newest``: only that many of the most recently submitted.
 
-        ``state`` may also be ``"active"`` (not finished) or ``"finished"``.
+        ``state`` may also be ``"active"`` (not finished) or ``"finished"``; ValueError for an
+        unknown state or a bad regular expression.
         """
-        where, params = ["1"], []
-        if state is not None:
-            states = _expand_states(state)
-            where.append(f"state IN ({','.join('?' * len(states))})")
-            params += [s.value for s in states]
-        if backend is not None:
-            where.append("backend = ?")
-            params.append(backend)
-        if host is not None:
-            where.append("host = ?")
-            params.append(host)
-        records = self.query(" AND ".join(where) + " ORDER BY submitted, key", params)
-        if match is not None:
-            try:
-                rx = re.compile(match)
-            except re.error as e:
-                raise ValueError(f"bad regular expression {match!r}: {e}") from None
-            names = [f for f in fields if f in FIELD_NAMES]
-            records = [r for r in records if any(rx.search(_text(getattr(r, f))) for f in names)]
-        return records
+        sel = Selection.of(state, match, backend=backend, host=host, fields=fields)
+        if newest is None:
+            return [JobRecord.from_row(r) for r in self._rows(sel)]
+        rows = list(self._rows(sel, newest=max(newest, 0)))
+        return [JobRecord.from_row(r) for r in reversed(rows)]
+
+    def iter_select(
+        self,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        match: str | None = None,
+        *,
+        backend: str | None = None,
+        host: str | None = None,
+        fields: Iterable[str] = MATCH_FIELDS,
+    ) -> Iterator[JobRecord]:
+        """:meth:`select`'s records, read from the store as they are used (a listing of many
+        streams); the ValueError of a bad selection comes at once."""
+        sel = Selection.of(state, match, backend=backend, host=host, fields=fields)
+        return (JobRecord.from_row(r) for r in self._rows(sel))
+
+    def count(
+        self,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        match: str | None = None,
+        *,
+        backend: str | None = None,
+        host: str | None = None,
+        fields: Iterable[str] = MATCH_FIELDS,
+    ) -> int:
+        """How many records :meth:`select` would return."""
+        sel = Selection.of(state, match, backend=backend, host=host, fields=fields)
+        if sel.match is None:
+            where, params = sel.where()
+            return int(
+                self._cursor(f"SELECT COUNT(*) FROM jobs WHERE {where}", params).fetchone()[0]
+            )
+        return sum(1 for _ in self._rows(sel))
+
+    def _rows(self, sel: Selection, *, newest: int | None = None) -> Iterator[sqlite3.Row]:
+        """The rows of ``sel``, oldest first; ``newest``: that many of the newest, newest
+        first (SQLite keeps only those while it sorts, unless a regular expression filters)."""
+        where, params = sel.where()
+        sql = f"SELECT * FROM jobs WHERE {where} ORDER BY submitted, key"
+        if newest is not None:
+            sql = sql.replace("submitted, key", "submitted DESC, key DESC")
+            if sel.match is None:
+                sql, params = f"{sql} LIMIT ?", [*params, newest]
+        rows = (row for row in self._cursor(sql, params) if sel.wants(row))
+        return rows if newest is None else itertools.islice(rows, newest)
 
     # -- changes -------------------------------------------------------------------------
     def annotate(
@@ -224,29 +245,3 @@ class Store(Queries):
             f"state IN ({','.join('?' * len(states))}) AND backend = ? AND host = ?",
             [*states, backend, host],
         )
-
-
-def _text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, list):
-        return " ".join(map(str, v))
-    return str(v)
-
-
-def _expand_states(state: Any) -> list[JobState]:
-    if isinstance(state, (str, JobState)):
-        state = [state]
-    out: list[JobState] = []
-    for s in state:
-        if s == "active":
-            out += sorted(ACTIVE_STATES, key=lambda x: x.value)
-        elif s == "finished":
-            out += [x for x in JobState if x.finished]
-        else:
-            try:
-                out.append(JobState(s))
-            except ValueError:
-                valid = ", ".join([x.value for x in JobState] + ["active", "finished"])
-                raise ValueError(f"unknown state {s!r}; valid states: {valid}") from None
-    return out

@@ -309,6 +309,25 @@ def test_select_bad_regex(populated):
         populated.select(match="(unclosed")
 
 
+def test_select_the_newest_and_count(populated):
+    assert keys(populated.select(newest=2)) == ["k5", "k6"]  # still oldest first
+    assert keys(populated.select("active", newest=2)) == ["k2", "k5"]
+    assert keys(populated.select(match="ta$", newest=2)) == ["k4", "k6"]
+    assert keys(populated.select(newest=100)) == keys(populated.select())
+    assert populated.select(newest=0) == []
+    assert populated.count() == 6 and populated.count("active") == 3
+    assert populated.count(match="ta$") == 3 and populated.count(match="sweep|retry") == 2
+    assert populated.count(backend="slurm", match="nothing") == 0
+
+
+def test_iter_select_streams_what_select_returns(populated):
+    rows = populated.iter_select("finished", match="a")
+    assert next(rows).key == "k3"  # read as used
+    assert keys(rows) == ["k4", "k6"]
+    with pytest.raises(ValueError, match="unknown state 'finishd'"):
+        populated.iter_select("finishd")  # at once, not when first read
+
+
 def test_select_unknown_state_lists_valid_states(populated):
     with pytest.raises(ValueError) as info:
         populated.select("runing")

@@ -22,7 +22,7 @@ from ..states import JobState
 from .admin import cmd_backends, cmd_clean, cmd_config, cmd_merge
 from .context import Context, UsageError, one_line, parse_states
 from .output import note, pairs, record_dict, short_key, state_text, when
-from .parser import SUBMIT_RESOURCES
+from .parser import LAST_SHOWN, SUBMIT_RESOURCES
 from .resources import cmd_resources
 
 if TYPE_CHECKING:
@@ -150,7 +150,21 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     if not args.no_refresh:
         ctx.refresh(ctx.select(["active"], None, backend, host))
-    ctx.out.jobs(ctx.select(states, args.match, backend, host))
+    last = args.last
+    if ctx.out.as_json and last is None:  # programs get every job, streamed
+        ctx.out.emit_list(map(record_dict, ctx.iter_select(states, args.match, backend, host)))
+        return 0
+    if last is None and not args.all:
+        last = LAST_SHOWN
+    shown = ctx.select(states, args.match, backend, host, newest=last)
+    ctx.out.jobs(shown)
+    if last is not None and len(shown) == last:
+        total = ctx.count(states, args.match, backend, host)
+        if total > last:
+            note(
+                f"the {last} most recently submitted of {total} jobs; {total - last} older "
+                f"not shown: --last N for more, --all for every one"
+            )
     return 0
 
 

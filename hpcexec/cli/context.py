@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,36 @@ class Context:
         match: str | None,
         backend: str | None = None,
         host: str | None = None,
+        *,
+        newest: int | None = None,
     ) -> list[JobRecord]:
-        """The records in these states whose key or name matches; none without a cache."""
+        """The records in these states whose key or name matches (``newest``: only that many
+        of the most recent); none without a cache."""
         store = self.store()
         if store is None:
             return []
         try:
-            return store.select(states, match, backend=backend, host=host)
+            return store.select(states, match, backend=backend, host=host, newest=newest)
         except ValueError as e:  # an unknown state or a bad regular expression
             raise UsageError(str(e)) from None
+
+    def iter_select(
+        self, states: list[str] | None, match: str | None, backend: str | None, host: str | None
+    ) -> Iterator[JobRecord]:
+        """:meth:`select`'s records, read as they are printed."""
+        store = self.store()
+        if store is None:
+            return iter(())
+        try:
+            return store.iter_select(states, match, backend=backend, host=host)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+    def count(
+        self, states: list[str] | None, match: str | None, backend: str | None, host: str | None
+    ) -> int:
+        store = self.store()
+        return 0 if store is None else store.count(states, match, backend=backend, host=host)
 
     def store(self, *, create: bool = False) -> Store | None:
         """The job store, or None when there is no cache yet (and ``create`` is False)."""

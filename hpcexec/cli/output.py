@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
@@ -10,7 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from ..record import JobRecord
+from ..record import FIELD_NAMES, JobRecord
 
 _HASH_KEY = re.compile(r"^[0-9a-f]{32}$")
 SHORT_KEY = 12  # characters of a hashed key shown in tables (any unique prefix is accepted)
@@ -66,7 +65,7 @@ def job_row(rec: JobRecord, *, full_key: bool = False, now: float | None = None)
 
 def record_dict(rec: JobRecord) -> dict[str, Any]:
     """A record as JSON-ready data: every field, the state as its name."""
-    d = dataclasses.asdict(rec)
+    d = {name: getattr(rec, name) for name in FIELD_NAMES}
     d["state"] = rec.state.value
     return d
 
@@ -103,6 +102,16 @@ class Output:
             self.stream.write("\n")
         elif text is not None:
             self.stream.write(text.rstrip("\n") + "\n")
+        self.stream.flush()
+
+    def emit_list(self, items: Iterable[Any]) -> None:
+        """A JSON array written item by item, one item per line (a long listing starts at once,
+        is never all in memory, and is written by the json module's fast encoder)."""
+        first = True
+        for item in items:
+            self.stream.write(("[\n" if first else ",\n") + json.dumps(item, default=str))
+            first = False
+        self.stream.write("[]\n" if first else "\n]\n")
         self.stream.flush()
 
     def jobs(

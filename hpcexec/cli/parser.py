@@ -11,6 +11,7 @@ from .. import __version__
 from .resources import register as register_resources
 
 GLOBAL_OPTIONS = ("cache_dir", "profile", "backend", "host", "json", "debug")
+LAST_SHOWN = 50  # jobs in `hpcexec jobs`'s table unless --last or --all says otherwise
 EXAMPLES = """\
 examples:
   hpcexec submit --time 1:00:00 --mem 4GB -- ./run.sh input.dat
@@ -134,6 +135,17 @@ def build_parser() -> Parser:
     return top
 
 
+def _count(text: str) -> int:
+    """A positive whole number, for argparse."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number (e.g. 200)")
+    return n
+
+
 def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
     """A subcommand, which takes the global options too."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
@@ -210,6 +222,15 @@ def _add_following(sub: Any) -> None:
         action="store_true",
         help="show the records as stored, without asking the scheduler",
     )
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--last",
+        type=_count,
+        metavar="N",
+        help=f"only the N most recently submitted jobs (the table's default: {LAST_SHOWN}; "
+        "--json lists every job unless this is given)",
+    )
+    shown.add_argument("--all", action="store_true", help="every job, oldest first")
 
     p = _command(sub, "show", "everything about one job: record, usage, accounting, files")
     p.add_argument("key", metavar="KEY")
