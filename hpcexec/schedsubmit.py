@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .backends.base import SchedulerBackend, SubmitSpec
 from .driver import QUEUED
@@ -35,6 +36,15 @@ log = logging.getLogger("hpcexec.schedqueue")
 SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
 # what became of one submission
 SUBMITTED, FAILED, AT_LIMIT, TOO_LARGE, INTERRUPTED = "submitted", "failed", "limit", "large", "?"
+
+
+@dataclass
+class _Files:
+    """What an array's submission writes in its new directory, sent at once."""
+
+    dirs: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)  # link -> target
 
 
 class Submitter:
@@ -248,16 +258,21 @@ class Submitter:
             # and what the scheduler's own views of the job (scontrol, qstat -j) show.
             path = JobLayout.of(first.jobdir, first.resources).script
             body = single_body(self.backend, self.transport.read_bytes(path).decode(), path)
-            shared_dir = None
+            shared_dir, files = None, None
         else:
-            spec, body, shared_dir = self._array(recs, res, name, workdir, after, hold)
+            files = _Files()
+            spec, body, shared_dir = self._array(recs, res, name, workdir, after, hold, files)
         try:
             directives = self.backend.directives(spec)
         except (BackendError, ValueError) as e:  # cannot be expressed: fail, never retry
             self._fail(recs, f"{self.backend.name} cannot submit this job: {e}")
             return FAILED
         script = submission_script(first.resources.get(FILE_DIRECTIVES, ()), directives, body)
-        self.transport.write_bytes(spec.script, script.encode())
+        if files is None:
+            self.transport.write_bytes(spec.script, script.encode())
+        else:  # a new directory: written at once, the script with the rest
+            files.files[spec.script] = script.encode()
+            self.transport.stage(files.dirs, files.files, files.links)
         with self.store.write() as tx:  # the intent, so a crash here never submits twice
             for r in recs:
                 resources = {k: v for k, v in r.resources.items() if k != "array_dir"}
@@ -279,22 +294,22 @@ class Submitter:
         workdir: str,
         after: list[str],
         hold: bool,
+        files: _Files,
     ) -> tuple[SubmitSpec, str, str | None]:
-        """An array of ``recs``, its files written in a new directory: its submission, the
-        body under its directives, and that directory if its elements share records."""
+        """An array of ``recs``, its files (added to ``files``) in a new directory: its
+        submission, the body under its directives, and that directory if its elements share
+        records."""
         base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
-        self.transport.make_dir(base)
+        files.dirs.append(base)
         pattern = self.backend.array_index_pattern
         for i, r in enumerate(recs, self.backend.array_index_base):
             lay = JobLayout.of(r.jobdir, r.resources)  # each element's output: its own job dir
-            self.transport.symlink(lay.stdout, os.path.join(base, f"{i}.out"))
-            self.transport.symlink(lay.stderr, os.path.join(base, f"{i}.err"))
-        self.transport.write_bytes(
-            os.path.join(base, "jobdirs"), "".join(r.jobdir + "\n" for r in recs).encode()
-        )
+            files.links[os.path.join(base, f"{i}.out")] = lay.stdout
+            files.links[os.path.join(base, f"{i}.err")] = lay.stderr
+        files.files[os.path.join(base, "jobdirs")] = "".join(r.jobdir + "\n" for r in recs).encode()
         shared = self._shareable(recs, after, hold)
         if shared:
-            self._write_share(base, recs, res, name)
+            self._write_share(base, recs, res, name, files)
         spec = SubmitSpec(
             os.path.join(base, SUBMIT_SCRIPT),
             res,
@@ -399,8 +414,10 @@ class Submitter:
             and recs[0].resources.get("reuse_slots", True) is not False
         )
 
-    def _write_share(self, base: str, recs: list[JobRecord], res: Resources, name: str) -> None:
-        self.transport.make_dir(os.path.join(base, CLAIMS))
+    def _write_share(
+        self, base: str, recs: list[JobRecord], res: Resources, name: str, files: _Files
+    ) -> None:
+        files.dirs.append(os.path.join(base, CLAIMS))
         layouts = [JobLayout.of(r.jobdir, r.resources) for r in recs]
         spec = {
             "jobdirs": [r.jobdir for r in recs],
@@ -409,7 +426,7 @@ class Submitter:
             "time_limit": res.time,
             "index_base": self.backend.array_index_base,
         }
-        self.transport.write_bytes(os.path.join(base, SHARE), json.dumps(spec).encode())
+        files.files[os.path.join(base, SHARE)] = json.dumps(spec).encode()
 
     def _recover(self, recs: list[JobRecord]) -> None:
         """Records whose submission may have reached the scheduler (the command timed out, the

@@ -41,6 +41,7 @@ class Staging:
 
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     staged: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # to write into them, all at once
     placed: set[str] = field(default_factory=set)
     replaced: list[str] = field(default_factory=list)
 
@@ -118,6 +119,7 @@ class Submitter:
             logs = self._prologues(to_write, opts.prologue)
             for key, j in to_write.items():
                 self._stage(j, records[key], logs.get(key), staging, after_dirs, opts.aux_scripts)
+            self.transport.stage(staging.staged, staging.files)
             if to_write:
                 self._insert(records, known, staging)
         finally:
@@ -226,17 +228,20 @@ class Submitter:
         after: list[str],
         aux: dict[str, str] | None,
     ) -> None:
-        """Write a job's payload, script, other files, record copy and prologue log into
-        its staging directory (renamed into place by :meth:`_insert`)."""
+        """Add a job's payload, script, other files, record copy and prologue log to what
+        ``staging`` writes into its staging directory (renamed into place by
+        :meth:`_insert`)."""
         stage = posixpath.join(str(self.session.jobs_dir), f".new-{staging.tag}-{j.key}")
         staging.staged.append(stage)
         jobdir = self.session.job_dir(j.key)
         staged = JobLayout(stage, stage)  # the job directory's files, before the rename
-        write = self.transport.write_bytes
-        self.transport.make_dir(stage)
+
+        def write(path: str, data: bytes) -> None:
+            staging.files[path] = data
+
         if j.kind != "shell":
             assert j.file_bytes is not None
-            write(staged.payload, integrity.seal(self.session.key, j.file_bytes), atomic=False)
+            write(staged.payload, integrity.seal(self.session.key, j.file_bytes))
         files = {
             **{
                 name: hooks.render(text, j.res, j.name, jobdir).encode()
@@ -245,46 +250,55 @@ class Submitter:
             **j.files,
         }
         for name, data in files.items():
-            write(staged.file(name), data, atomic=False)
-        write(staged.script, job_script(self.session, j, after).encode(), atomic=False)
-        write(
-            posixpath.join(stage, RECORD), recovery.record_file(rec, self.session.key), atomic=False
-        )
+            write(staged.file(name), data)
+        write(staged.script, job_script(self.session, j, after).encode())
+        write(posixpath.join(stage, RECORD), recovery.record_file(rec, self.session.key))
         if prologue_log is not None:
-            write(os.path.join(stage, PROLOGUE_LOG), prologue_log, atomic=False)
+            write(os.path.join(stage, PROLOGUE_LOG), prologue_log)
 
     def _insert(
         self, records: dict[str, JobRecord], known: dict[str, JobRecord], staging: Staging
     ) -> None:
         lost_race = 0
         with self.store.write() as tx:
-            for key, new_rec in records.items():
+            fresh: list[str] = []  # no directory yet
+            again: list[str] = []  # an earlier run's directory, most likely
+            for key in records:
                 cur = tx.get(key)
                 before = known.get(key)
                 if cur is not None and (before is None or cur.rev != before.rev):
                     lost_race += 1  # another client submitted it meanwhile: attach to theirs
                     continue
-                self._place(key, staging, replace=cur is not None or before is not None)
-                tx.put(new_rec)
+                (again if cur is not None or before is not None else fresh).append(key)
+            self._place(fresh, again, staging)
+            for key in fresh + again:
+                tx.put(records[key])
         if lost_race:
             log.info(
                 "%d job(s) were submitted by another client at the same time; attaching", lost_race
             )
 
-    def _place(self, key: str, staging: Staging, replace: bool) -> None:
-        """Rename the staged directory of ``key`` into place, setting an earlier run's
-        directory aside."""
+    def _place(self, fresh: list[str], again: list[str], staging: Staging) -> None:
+        """Rename the staged directories into place: those of ``fresh`` keys together, then
+        one by one those of ``again`` and of any ``fresh`` key whose directory turned out to
+        exist, setting an earlier run's directory aside."""
         jobs_dir = str(self.session.jobs_dir)
-        jobdir = self.session.job_dir(key)
-        new = posixpath.join(jobs_dir, f".new-{staging.tag}-{key}")
-        old = posixpath.join(jobs_dir, f".old-{staging.tag}-{key}")
-        try:
-            if replace:
-                raise FileExistsError(jobdir)  # files of an earlier run, most likely
-            self.transport.rename(new, jobdir)
-        except OSError:
+
+        def new(key: str) -> str:
+            return posixpath.join(jobs_dir, f".new-{staging.tag}-{key}")
+
+        errors = self.transport.renames([(new(k), self.session.job_dir(k)) for k in fresh])
+        one_by_one = list(again)
+        for key, error in zip(fresh, errors, strict=True):
+            if error is None:
+                staging.placed.add(new(key))
+            else:
+                one_by_one.append(key)
+        for key in one_by_one:
+            jobdir = self.session.job_dir(key)
             if self.transport.exists(jobdir):  # an earlier run's files: set aside
+                old = posixpath.join(jobs_dir, f".old-{staging.tag}-{key}")
                 self.transport.rename(jobdir, old)
                 staging.replaced.append(old)
-            self.transport.rename(new, jobdir)
-        staging.placed.add(new)
+            self.transport.rename(new(key), jobdir)
+            staging.placed.add(new(key))

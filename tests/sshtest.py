@@ -156,3 +156,11 @@ def restart_sshd() -> None:
         time.sleep(0.05)
     subprocess.run(["bash", str(CLUSTERS / "sshd.sh"), "start"], check=True, capture_output=True)
     assert int(pidfile.read_text()) != old
+
+
+def known_hosts_for(port: int, into: Path, known: Path = KNOWN) -> Path:
+    """A known-hosts file that names the loopback sshd's keys for another port too (a relay
+    in front of it, such as tests/delaylink.py)."""
+    keys = [line.split(None, 1)[1] for line in known.read_text().splitlines() if " " in line]
+    into.write_text("".join(f"[127.0.0.1]:{port} {k}\n" for k in keys))
+    return into

@@ -122,6 +122,35 @@ class Transport(abc.ABC):
         """Write a file; ``atomic``: to a temporary name, then renamed into place (not
         needed inside a private directory that is itself renamed into place)."""
 
+    def stage(
+        self,
+        dirs: Sequence[str],
+        files: Mapping[str, bytes],
+        links: Mapping[str, str] | None = None,
+    ) -> None:
+        """Make ``dirs`` (in order: parents first; one that exists is fine), then write
+        ``files`` (not atomically: they are new, in directories nobody reads yet) and make
+        the symbolic ``links`` (link -> target). What a submission writes, at once: a
+        transport with latency sends it in a few round trips for any number of files."""
+        for d in dirs:
+            self.make_dir(d)
+        for path, data in files.items():
+            self.write_bytes(path, data, atomic=False)
+        for link, target in (links or {}).items():
+            self.symlink(target, link)
+
+    def renames(self, pairs: Sequence[tuple[str, str]]) -> list[OSError | None]:
+        """Rename each ``(src, dst)`` (as :meth:`rename`); each one's error, or None. A
+        transport with latency sends them together."""
+        out: list[OSError | None] = []
+        for src, dst in pairs:
+            try:
+                self.rename(src, dst)
+                out.append(None)
+            except OSError as e:
+                out.append(e)
+        return out
+
     @abc.abstractmethod
     def exists(self, path: str) -> bool: ...
 

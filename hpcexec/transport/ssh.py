@@ -292,6 +292,18 @@ class SSHTransport(Transport):
     def write_bytes(self, path: str, data: bytes, *, atomic: bool = True) -> None:
         self._files.write_bytes(path, data, atomic=atomic)
 
+    def stage(
+        self,
+        dirs: Sequence[str],
+        files: Mapping[str, bytes],
+        links: Mapping[str, str] | None = None,
+    ) -> None:
+        """Three round trips for any number (see :mod:`.sftpbatch`)."""
+        self._files.stage(dirs, files, links or {})
+
+    def renames(self, pairs: Sequence[tuple[str, str]]) -> list[OSError | None]:
+        return self._files.renames(pairs)
+
     def exists(self, path: str) -> bool:
         return self._files.exists(path)
 

@@ -10,14 +10,14 @@ import posixpath
 import stat
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import paramiko
 
 from ..errors import TransportError
 from ..trust import PathStat
-from .sftpbatch import read_files
+from .sftpbatch import make_dirs, read_files, renames, write_files
 from .sshconnect import SFTP_TIMEOUT
 from .sshlink import Link
 
@@ -192,6 +192,38 @@ class SFTPFiles:
 
         # Writing the whole file again after a drop leaves the same file: safe to repeat.
         self._call("write", p, op, idempotent=True)
+
+    def stage(
+        self, dirs: Sequence[str], files: Mapping[str, bytes], links: Mapping[str, str]
+    ) -> None:
+        """See :meth:`Transport.stage`: directories, then files and links, pipelined."""
+        ds = [posixpath.normpath(self.expand_path(d)) for d in dirs]
+        fs = {self.expand_path(p): data for p, data in files.items()}
+        ls = {self.expand_path(lk): self.expand_path(t) for lk, t in links.items()}
+
+        def op(sftp: paramiko.SFTPClient) -> None:
+            for d in make_dirs(sftp, ds):  # there already, or a parent missing: one by one
+                attrs = _stat_or_none(sftp, d)
+                if attrs is None or not _is_dir(attrs):
+                    _make_dirs(sftp, d)
+            write_files(sftp, fs, ls)
+
+        where = ds[0] if ds else next(iter(fs), next(iter(ls), ""))
+        what = f"{len(ds)} directories, {len(fs)} files and {len(ls)} links such as"
+        # Writing again after a drop leaves the same files; a link made twice fails.
+        self._call(f"write {what}", where, op, idempotent=not ls)
+
+    def renames(self, pairs: Sequence[tuple[str, str]]) -> list[OSError | None]:
+        full = [(self.expand_path(s), self.expand_path(d)) for s, d in pairs]
+        if not full:
+            return []
+        what = f"rename {len(full)} paths such as"
+        return self._call(
+            what,
+            f"{full[0][0]} to {full[0][1]}",
+            lambda sftp: renames(sftp, full),
+            idempotent=False,
+        )
 
     def exists(self, path: str) -> bool:
         p = self.expand_path(path)

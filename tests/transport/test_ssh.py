@@ -25,6 +25,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from delaylink import DelayedLink
 from livecluster import _live
 from sshtest import (
     DEST,
@@ -37,6 +38,7 @@ from sshtest import (
     drop_connection,
     established,
     gone,
+    known_hosts_for,
     restart_sshd,
 )
 
@@ -293,6 +295,88 @@ def test_read_files_reads_many_files_of_every_size_together(ssh, remote, monkeyp
     with pytest.raises(TransportError, match="read 2 files"):
         ssh.read_files([f"{rdir}/f1", rdir])  # a directory is an error, not a missing file
     assert ssh.read_files([f"{rdir}/f1"]) == {f"{rdir}/f1": want[f"{rdir}/f1"]}  # still usable
+
+
+class Exchanges:
+    """Counts the client's round trips on SFTP: each run of requests sent, then answers read,
+    is one (however many requests it had in flight)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.count, self._sending = 0, False
+        send, read = paramiko.SFTPClient._async_request, paramiko.SFTPClient._read_response
+
+        def sending(client, *args):
+            self._sending = True
+            return send(client, *args)
+
+        def reading(client, *args):
+            if self._sending:
+                self.count, self._sending = self.count + 1, False
+            return read(client, *args)
+
+        monkeypatch.setattr(paramiko.SFTPClient, "_async_request", sending)
+        monkeypatch.setattr(paramiko.SFTPClient, "_read_response", reading)
+
+
+def test_stage_writes_a_whole_submission_in_a_few_round_trips(ssh, remote, monkeypatch):
+    """A submission's directories, files and links in three round trips, however many:
+    not the ten or so per job that one request at a time costs."""
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    (ldir / "there").mkdir()  # a directory that exists already is fine
+    dirs = [f"{rdir}/there"] + [f"{rdir}/job {i}" for i in range(40)] + [f"{rdir}/job 0/sub"]
+    files = {f"{rdir}/job {i}/payload": random.randbytes(100 + i) for i in range(40)}
+    files[f"{rdir}/job 0/sub/big"] = random.randbytes(100_000)  # more than one write
+    links = {f"{rdir}/there/{i}.out": f"{rdir}/job {i}/payload" for i in range(40)}
+    trips = Exchanges(monkeypatch)
+    ssh.stage(dirs, files, links)
+    # Two levels of directories, then the opens, then the writes, closes and links; one
+    # more to look at the directory that exists.
+    assert trips.count <= 5
+    for path, data in files.items():
+        assert (ldir / path[len(rdir) + 1 :]).read_bytes() == data
+    assert (ldir / "there" / "7.out").read_bytes() == files[f"{rdir}/job 7/payload"]
+    assert stat.S_IMODE((ldir / "job 3").stat().st_mode) == 0o700
+    with pytest.raises(TransportError, match="write 0 directories, 1 files and 1 links"):
+        ssh.stage([], {f"{rdir}/job 1/payload": b"again"}, {f"{rdir}/there/1.out": "x"})
+    assert (ldir / "job 1" / "payload").read_bytes() == b"again"  # the file went; the link not
+    with pytest.raises(OSError):
+        ssh.stage([], {f"{rdir}/no such dir/f": b""})
+
+
+def test_renames_go_together_and_say_which_failed(ssh, remote, monkeypatch):
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    for i in range(20):
+        (ldir / f"new {i}").mkdir()
+    (ldir / "taken").mkdir()
+    (ldir / "taken" / "f").write_text("")
+    (ldir / "new 0" / "f").write_text("")
+    trips = Exchanges(monkeypatch)
+    pairs = [(f"{rdir}/new {i}", f"{rdir}/job {i}") for i in range(1, 20)]
+    errors = ssh.renames([*pairs, (f"{rdir}/new 0", f"{rdir}/taken"), (f"{rdir}/nothing", "x")])
+    assert trips.count == 1
+    assert errors[:19] == [None] * 19 and all(isinstance(e, OSError) for e in errors[19:])
+    assert sorted(p.name for p in ldir.iterdir()) == sorted(
+        ["new 0", "taken"] + [f"job {i}" for i in range(1, 20)]
+    )
+    assert ssh.renames([]) == []
+
+
+def test_the_delayed_link_counts_round_trips(sshd, tmp_path):
+    """What benchmarks/ssh_overhead.py measures with: a relay adding 20 ms each way."""
+    with DelayedLink(PORT, 0.02) as link:
+        known = known_hosts_for(link.port, tmp_path / "relay_known_hosts")
+        t = SSHTransport(f"root@127.0.0.1:{link.port}", ssh_key=KEY, known_hosts=known)
+        try:
+            assert t.run(["echo", "far"]).stdout == "far\n"
+            before, start = link.round_trips, time.monotonic()
+            for _ in range(3):
+                t.exists("/")
+            assert time.monotonic() - start >= 3 * 0.04  # each waits out the delay both ways
+            assert 3 <= link.round_trips - before <= 6  # SSH's own messages may add some
+        finally:
+            t.close()
 
 
 def test_missing_files(ssh, remote):
