@@ -6,25 +6,28 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .backends.base import SchedulerBackend, SubmitSpec
 from .driver import QUEUED
 from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
-from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
+from .layout import JobLayout
 from .record import JobRecord
 from .recovery import Submitted, note_job_ids
 from .resources import Resources, task_count
 from .schedcommands import SchedulerCommands
-from .schedscript import FILE_DIRECTIVES, single_body, single_spec, submission_script
+from .schedscript import (
+    FILE_DIRECTIVES,
+    array_submission,
+    single_body,
+    single_spec,
+    submission_script,
+)
 from .schedstatus import ACTIVE
-from .slots import CLAIMS, SHARE
 from .states import JobState
 from .store import Store
 from .submitroom import SubmitRoom
@@ -36,15 +39,6 @@ log = logging.getLogger("hpcexec.schedqueue")
 SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
 # what became of one submission
 SUBMITTED, FAILED, AT_LIMIT, TOO_LARGE, INTERRUPTED = "submitted", "failed", "limit", "large", "?"
-
-
-@dataclass
-class _Files:
-    """What an array's submission writes in its new directory, sent at once."""
-
-    dirs: list[str] = field(default_factory=list)
-    files: dict[str, bytes] = field(default_factory=dict)
-    links: dict[str, str] = field(default_factory=dict)  # link -> target
 
 
 class Submitter:
@@ -260,8 +254,10 @@ class Submitter:
             body = single_body(self.backend, self.transport.read_bytes(path).decode(), path)
             shared_dir, files = None, None
         else:
-            files = _Files()
-            spec, body, shared_dir = self._array(recs, res, name, workdir, after, hold, files)
+            base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
+            spec, body, shared_dir, files = array_submission(
+                self.backend, base, recs, res, name, workdir, after=tuple(after), hold=hold
+            )
         try:
             directives = self.backend.directives(spec)
         except (BackendError, ValueError) as e:  # cannot be expressed: fail, never retry
@@ -285,53 +281,6 @@ class Submitter:
             self._record_ids(recs, spec, outcome, shared_dir)
             return SUBMITTED
         return outcome
-
-    def _array(
-        self,
-        recs: list[JobRecord],
-        res: Resources,
-        name: str,
-        workdir: str,
-        after: list[str],
-        hold: bool,
-        files: _Files,
-    ) -> tuple[SubmitSpec, str, str | None]:
-        """An array of ``recs``, its files (added to ``files``) in a new directory: its
-        submission, the body under its directives, and that directory if its elements share
-        records."""
-        base = os.path.join(self.arrays_dir, uuid.uuid4().hex[:16])
-        files.dirs.append(base)
-        pattern = self.backend.array_index_pattern
-        for i, r in enumerate(recs, self.backend.array_index_base):
-            lay = JobLayout.of(r.jobdir, r.resources)  # each element's output: its own job dir
-            files.links[os.path.join(base, f"{i}.out")] = lay.stdout
-            files.links[os.path.join(base, f"{i}.err")] = lay.stderr
-        files.files[os.path.join(base, "jobdirs")] = "".join(r.jobdir + "\n" for r in recs).encode()
-        shared = self._shareable(recs, after, hold)
-        if shared:
-            self._write_share(base, recs, res, name, files)
-        spec = SubmitSpec(
-            os.path.join(base, SUBMIT_SCRIPT),
-            res,
-            name,
-            os.path.join(base, f"{pattern}.out"),
-            os.path.join(base, f"{pattern}.err"),
-            workdir,
-            array_size=len(recs),
-            hold=hold,
-            after=tuple(after),
-            array_limit=recs[0].resources.get("array_limit"),
-            warning=recs[0].resources.get("checkpoint_grace"),
-        )
-        qbase = shlex.quote(base)
-        body = f"mapfile -t _hx_dirs < {qbase}/jobdirs\n_hx_i={self.backend.array_index_expr}\n"
-        if shared:  # run only a record no other element has taken; then maybe more
-            body += (
-                f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
-                f"|| exit 0\nexport HPCEXEC_SHARE={qbase}\n"
-            )
-        body += f'exec /bin/bash "${{_hx_dirs[$_hx_i]}}/{SCRIPT}"'
-        return spec, body, base if shared else None
 
     def _fail(self, recs: list[JobRecord], reason: str) -> None:
         with self.store.write() as tx:
@@ -399,34 +348,6 @@ class Submitter:
                     array_index=ids[r.jobdir].array_index,
                 )
         log.info("submitted %d job(s) to %s as %s", len(recs), self.backend.name, job_id)
-
-    def _shareable(self, recs: list[JobRecord], after: list[str], hold: bool) -> bool:
-        """Whether the elements of this array may run each other's records: Python jobs
-        with one interpreter, not held (a released element must not run held ones), no
-        dependencies (the job script's dependency check would be skipped), no ``stdin``
-        (tasks forked in one element would share the file's read position)."""
-        return (
-            not hold
-            and not after
-            and not recs[0].resources.get("stdin")
-            and all(r.kind in ("call", "chunk") for r in recs)
-            and len({r.resources.get("python") for r in recs}) == 1
-            and recs[0].resources.get("reuse_slots", True) is not False
-        )
-
-    def _write_share(
-        self, base: str, recs: list[JobRecord], res: Resources, name: str, files: _Files
-    ) -> None:
-        files.dirs.append(os.path.join(base, CLAIMS))
-        layouts = [JobLayout.of(r.jobdir, r.resources) for r in recs]
-        spec = {
-            "jobdirs": [r.jobdir for r in recs],
-            "names": [r.name or name for r in recs],
-            "outputs": [[lay.stdout, lay.stderr_target] for lay in layouts],
-            "time_limit": res.time,
-            "index_base": self.backend.array_index_base,
-        }
-        files.files[os.path.join(base, SHARE)] = json.dumps(spec).encode()
 
     def _recover(self, recs: list[JobRecord]) -> None:
         """Records whose submission may have reached the scheduler (the command timed out, the

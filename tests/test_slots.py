@@ -100,13 +100,13 @@ def test_tasks_share_slots_only_without_stdin_and_join_their_output_when_asked()
     from types import SimpleNamespace
 
     from hpcexec.layout import JobLayout
-    from hpcexec.schedsubmit import Submitter
+    from hpcexec.schedscript import shareable
 
     def recs(**res):
         return [SimpleNamespace(kind="call", resources={"python": "python3", **res})] * 3
 
-    assert Submitter._shareable(None, recs(), [], False)
-    assert not Submitter._shareable(None, recs(stdin="/data/in"), [], False)
+    assert shareable(recs(), [], False)
+    assert not shareable(recs(stdin="/data/in"), [], False)
     joined = JobLayout.of("/j", {"workdir": "/w", "join_output": True, "stdout": "out.txt"})
     assert (joined.stdout, joined.stderr_target) == ("/w/out.txt", "/w/out.txt")
     plain = JobLayout.of("/j", {"workdir": "/w"})
