@@ -8,6 +8,9 @@ and the scheduler's accounting. A file that cannot be reached (a dropped connect
 
 from __future__ import annotations
 
+import errno
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from . import integrity
@@ -24,6 +27,11 @@ STDERR_TAIL_BYTES = 2000
 
 #: a future, its value, its exception, and every task's value (None: a job of one task)
 Settled = tuple[JobFuture, Any, "BaseException | None", "list[Any] | None"]
+
+
+log = logging.getLogger(__name__)
+ReadAhead = Mapping[str, "bytes | None"]  # files read already (None: it does not exist)
+EMPTY: ReadAhead = {}
 
 
 class Unreachable(TransportError):
@@ -65,21 +73,51 @@ class Outcomes:
         self.driver = driver
         self.host = host
 
-    def read_output(self, rec: JobRecord, stream: str) -> str:
+    def read_ahead(self, records: Iterable[JobRecord]) -> ReadAhead:
+        """The files that settling these finished records reads (results, a shell job's
+        output), read together: over SSH a few round trips, not two per job. Empty when they
+        cannot be read now (settling then reads each file itself, and says what is wrong)."""
+        paths: list[str] = []
+        for rec in records:
+            lay = layout(rec)
+            if rec.kind == "shell":
+                paths += [lay.output("stdout"), lay.output("stderr")]
+            else:
+                paths += [lay.task_result(r) for r in range(task_count(rec.resources))]
+        if len(paths) < 2:
+            return {}
+        try:
+            return self.transport.read_files(paths)
+        except (TransportError, OSError) as e:
+            log.debug("reading %d result files together failed (%s); one by one", len(paths), e)
+            return {}
+
+    def _fetch(self, path: str, ahead: ReadAhead) -> bytes:
+        """A file's bytes, from ``ahead`` where it was read already."""
+        if path not in ahead:
+            return self.transport.read_bytes(path)
+        data = ahead[path]
+        if data is None:
+            raise FileNotFoundError(errno.ENOENT, "No such file", path)
+        return data
+
+    def read_output(self, rec: JobRecord, stream: str, ahead: ReadAhead = EMPTY) -> str:
         """The text of a job's ``stdout`` or ``stderr`` so far ("" before there is any)."""
         try:
-            return self.transport.read_bytes(layout(rec).output(stream)).decode(errors="replace")
+            return self._fetch(layout(rec).output(stream), ahead).decode(errors="replace")
         except FileNotFoundError:
             return ""
         except TransportError as e:
             raise Unreachable(str(e)) from e
 
-    def _read(self, rec: JobRecord, rank: int) -> tuple[list[bytes] | None, Exception | None]:
+    def _read(
+        self, rec: JobRecord, rank: int, ahead: ReadAhead
+    ) -> tuple[list[bytes] | None, Exception | None]:
         """The outcomes task ``rank`` of job ``rec`` left (None: no file), or the error
         reading them; raises :class:`Unreachable` when the file cannot be reached."""
         where = layout(rec).task_result(rank)
         try:
-            data, _ = integrity.unseal(self.transport.read_bytes(where), self.keyring, where)
+            data, _ = integrity.unseal(self._fetch(where, ahead), self.keyring, where)
             return pl.load_outcomes(data, where), None
         except FileNotFoundError:
             return None, None
@@ -88,13 +126,16 @@ class Outcomes:
         except TransportError as e:
             raise Unreachable(str(e)) from e
 
-    def settle(self, rec: JobRecord, futures: list[JobFuture]) -> list[Settled]:
+    def settle(
+        self, rec: JobRecord, futures: list[JobFuture], ahead: ReadAhead = EMPTY
+    ) -> list[Settled]:
         """The value or exception of each future of finished job ``rec`` that is not done,
-        with every task's value where the job ran in several (:func:`task_count`). Raises
-        :class:`Unreachable` (and decides nothing) when the files cannot be read."""
+        with every task's value where the job ran in several (:func:`task_count`); ``ahead``:
+        files :meth:`read_ahead` read. Raises :class:`Unreachable` (and decides nothing)
+        when the files cannot be read."""
         ntasks = task_count(rec.resources) if rec.kind in ("call", "chunk") else 1
         # read first: a TransportError leaves all as it was
-        read = [self._read(rec, r) for r in range(ntasks)] if rec.kind != "shell" else []
+        read = [self._read(rec, r, ahead) for r in range(ntasks)] if rec.kind != "shell" else []
         settled: list[Settled] = []
         for f in futures:
             if f.done():
@@ -104,7 +145,7 @@ class Outcomes:
             for rank, (outcomes, error) in enumerate(read or [(None, None)]):
                 where = layout(rec).task_result(rank)
                 try:
-                    values.append(self._value(rec, f, outcomes, error, where))
+                    values.append(self._value(rec, f, outcomes, error, where, ahead))
                 except Unreachable:
                     raise  # the job's files could not be read: nothing changes, try later
                 except BaseException as e:  # the job's own exception, re-raised here  # noqa: BLE001
@@ -123,6 +164,7 @@ class Outcomes:
         outcomes: list[bytes] | None,
         outcome_error: Exception | None,
         where: str,
+        ahead: ReadAhead,
     ) -> Any:
         """``f``'s value from its job's outcomes (read from ``where``), or raise."""
         if rec.kind == "shell":
@@ -131,8 +173,8 @@ class Outcomes:
             ):
                 result = ShellResult(
                     rec.exit_code or 0,
-                    self.read_output(rec, "stdout"),
-                    self.read_output(rec, "stderr"),
+                    self.read_output(rec, "stdout", ahead),
+                    self.read_output(rec, "stderr", ahead),
                 )
                 if result.returncode != 0 and f.check:
                     raise self.failure(

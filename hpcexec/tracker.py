@@ -15,7 +15,7 @@ from typing import Protocol
 
 from .epilogues import Epilogues
 from .future import JobFuture
-from .outcomes import Outcomes, Unreachable
+from .outcomes import Outcomes, ReadAhead, Unreachable
 from .record import JobRecord
 from .registry import Registry
 from .store import Store
@@ -86,23 +86,24 @@ class Tracker:
         with self._lock:
             todo = {**self._reapply, **{rec.key: rec for rec in records}}
             self._reapply.clear()
-        for rec in todo.values():
-            futures = self.registry.of(rec.key, rec)
-            if not futures:
-                continue
+        watched = [(rec, fs) for rec in todo.values() if (fs := self.registry.of(rec.key, rec))]
+        ahead = self.outcomes.read_ahead(
+            rec for rec, fs in watched if rec.state.finished and not all(f.done() for f in fs)
+        )
+        for rec, futures in watched:
             try:
-                self._apply(rec, futures)
+                self._apply(rec, futures, ahead)
             except Unreachable as e:  # the outcome could not be fetched: again next pass
                 log.warning("cannot fetch the outcome of %s yet (%s); trying again", rec.key, e)
                 with self._lock:
                     self._reapply.setdefault(rec.key, rec)
 
-    def _apply(self, rec: JobRecord, futures: list[JobFuture]) -> None:
+    def _apply(self, rec: JobRecord, futures: list[JobFuture], ahead: ReadAhead) -> None:
         for f in futures:
             f.note_state(rec.state)
         if not rec.state.finished or not self.epilogues.settled(rec):
             return
-        settled = self.outcomes.settle(rec, futures)
+        settled = self.outcomes.settle(rec, futures, ahead)
         self.registry.drop(rec.key, futures)
         for f, value, exc, ranks in settled:
             f.settle(value, exc, ranks=ranks)

@@ -32,6 +32,39 @@ def test_rerun_returns_cached_results_without_submitting(cache, tmp_path):
     }
 
 
+def test_a_rerun_reads_every_cached_result_together(cache, monkeypatch):
+    """Over SSH each file read alone costs round trips: the results a re-run finds in the
+    cache are read in one batch (Transport.read_files), not one file at a time."""
+    from hpcexec.transport.local import LocalShell
+
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.02) as ex:
+        assert list(ex.map(jobfns.double, range(30), chunksize=1)) == [2 * i for i in range(30)]
+    batches: list[list[str]] = []
+    alone: list[str] = []
+    inside: list[bool] = []
+    read_files, read_bytes = LocalShell.read_files, LocalShell.read_bytes
+
+    def reading_many(transport, paths):
+        batches.append(list(paths))
+        inside.append(True)
+        try:
+            return read_files(transport, paths)  # the local transport's reads each file
+        finally:
+            inside.pop()
+
+    def reading_one(transport, path):
+        if not inside:
+            alone.append(path)
+        return read_bytes(transport, path)
+
+    monkeypatch.setattr(LocalShell, "read_files", reading_many)
+    monkeypatch.setattr(LocalShell, "read_bytes", reading_one)
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.02) as ex:
+        assert list(ex.map(jobfns.double, range(30), chunksize=1)) == [2 * i for i in range(30)]
+    assert [p for p in alone if p.endswith("result.pkl")] == []  # none read alone
+    assert [len([p for p in b if p.endswith("result.pkl")]) for b in batches] == [30]
+
+
 def test_same_work_in_one_map_runs_once(ex, tmp_path):
     counter = tmp_path / "runs"
     out = list(ex.map(jobfns.count_run, [str(counter)] * 4, [5, 5, 6, 5], chunksize=1))
