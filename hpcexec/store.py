@@ -107,11 +107,12 @@ class Store(Queries):
         return self.query("rev > ?", (rev,))
 
     def find(self, prefix_or_id: str) -> list[JobRecord]:
-        """Records whose key starts with ``prefix_or_id`` or whose job id equals it."""
+        """Records whose key starts with ``prefix_or_id`` or whose job id equals it; where
+        there are none, the records of that name (oldest first)."""
         return self.query(
             "key LIKE ? ESCAPE '\\' OR job_id = ?",
             (prefix_or_id.replace("%", r"\%").replace("_", r"\_") + "%", prefix_or_id),
-        )
+        ) or self.query("name = ? ORDER BY submitted, key", (prefix_or_id,))
 
     def select(
         self,

@@ -96,7 +96,8 @@ class Context:
 
     # -- keys ----------------------------------------------------------------------------
     def find(self, key: str) -> JobRecord:
-        """The record a key, a unique prefix of one, or a scheduler job id names."""
+        """The record a key, a unique prefix of one, a scheduler job id or a unique job
+        name names."""
         store = self.store()
         if store is None:
             raise self.no_cache()
@@ -107,12 +108,17 @@ class Context:
         if not found:
             raise UnknownJob(
                 f"no job {key!r} in {store.path} (a KEY is a record key, a "
-                f"unique prefix of one, or a scheduler job id): `hpcexec jobs` "
+                f"unique prefix of one, a scheduler job id or a job's name): `hpcexec jobs` "
                 f"lists them"
             )
         if len(found) > 1:
             some = ", ".join(short_key(r.key) for r in found[:5])
             more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            if all(r.name == key for r in found):
+                raise UnknownJob(
+                    f"{len(found)} jobs are named {key!r} ({some}{more}): give one's key "
+                    f"(`hpcexec jobs --match '^{key}$'` lists them)"
+                )
             raise UnknownJob(
                 f"{key!r} names {len(found)} jobs ({some}{more}): give more of the key"
             )

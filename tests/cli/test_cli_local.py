@@ -132,6 +132,19 @@ def test_keys_prefixes_and_their_errors(cli):
     assert "no job cache at" in line and "--cache-dir" in line
 
 
+def test_a_unique_name_is_a_key_and_a_shared_one_says_which_jobs(cli):
+    prep = cli.json("submit", "--name", "prep", "--", "echo prepared")[0]
+    assert cli.json("show", "prep")["key"] == prep["key"]
+    assert cli("wait", "prep").code == 0
+    assert cli("logs", "prep").out == "prepared\n"
+    twins = [cli.json("submit", "--name", "twin", "--", f"echo {i}")[0] for i in range(2)]
+    line = cli.error("show", "twin")
+    shown = ", ".join(sorted(t["key"][:12] for t in twins))
+    assert "2 jobs are named 'twin' (" in line and "give one's key" in line
+    assert all(t["key"][:12] in line for t in twins), (line, shown)
+    assert "hpcexec jobs --match '^twin$'" in line
+
+
 def test_show_says_why_a_job_that_could_not_load_its_payload_failed(cli, ex):
     f = ex.options(hold=True).submit(jobfns.double, 21)
     payload = Path(f.record.jobdir) / PAYLOAD
