@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..backends import backend_names, unknown_backend
-from ..errors import BackendError, HpcexecError, SubmitError
+from ..errors import BackendError, HpcexecError, RemoteError, RemoteTraceback, SubmitError
 from ..executor import wait as wait_futures
 from ..layout import JobLayout
 from ..record import JobRecord
@@ -26,12 +26,13 @@ from .parser import LAST_SHOWN, SUBMIT_RESOURCES
 from .resources import cmd_resources
 
 if TYPE_CHECKING:
-    from .. import JobInfo
+    from .. import JobFuture, JobInfo
 
 SUBMIT_WAIT = 60.0  # seconds submit waits for the scheduler's job id
 LOCAL_START_WAIT = 2.0  # seconds submit waits for a local job to start
 CANCEL_WAIT = 20.0  # seconds cancel waits for the jobs to end
 FOLLOW_INTERVAL = 0.5
+SHOW_WAIT = 30.0  # seconds show waits for a failed job's exception to be read
 EXIT_NOT_COMPLETED = 3  # wait: some job ended otherwise than completed
 EXIT_TIMEOUT = 124  # wait: --timeout passed first (as timeout(1))
 
@@ -193,12 +194,15 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     store = ctx.store()
     assert store is not None
     rec = store.get(rec.key) or rec
-    info = None
+    info, raised = None, None
     try:
-        info = ctx.attach(rec).info()
+        future = ctx.attach(rec)
+        info = future.info()
+        raised = _raised(future, rec)
     except (HpcexecError, OSError) as e:  # out of reach: the record still tells
         note(f"usage and accounting not available: {one_line(e)}")
     data = record_dict(rec)
+    data["exception"] = raised
     lay = JobLayout.of(rec.jobdir, rec.resources)
     data["stdout_path"], data["stderr_path"] = lay.stdout, lay.stderr
     data["info"] = None if info is None else {**vars(info), "state": info.state.value}
@@ -210,6 +214,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         ("name", rec.name),
         ("state", state_text(rec)),
         ("reason", rec.reason),
+        *([("exception", f"{raised['type']}: {raised['message']}")] if raised else []),
         ("backend", rec.backend),
         ("host", rec.host),
         ("job id", rec.job_id),
@@ -236,8 +241,33 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         )
         if v
     ]
-    ctx.out.emit(data, pairs(rows))
+    text = pairs(rows)
+    if raised:
+        text += f"\n\ntraceback (in the job):\n{raised['traceback'].rstrip()}"
+    ctx.out.emit(data, text)
     return 0
+
+
+def _raised(future: JobFuture, rec: JobRecord) -> dict[str, str] | None:
+    """What a Python job that failed raised: its type, message and the traceback in the job
+    (None for a job that failed otherwise: its record's reason says why)."""
+    if rec.kind == "shell" or rec.state is not JobState.FAILED:
+        return None
+    try:
+        exc = future.exception(timeout=SHOW_WAIT)
+    except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+        return None
+    if exc is None or not isinstance(exc.__cause__, RemoteTraceback):
+        return None
+    if isinstance(exc, RemoteError):  # not rebuilt here: the job's own words
+        name, message = exc.type_name, exc.message
+    else:
+        name, message = f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc)
+    return {
+        "type": name.removeprefix("builtins."),
+        "message": message,
+        "traceback": exc.__cause__.tb,
+    }
 
 
 def _secs(value: float | None) -> str | None:
@@ -289,7 +319,8 @@ def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
     if bad:
         note(
             f"{len(bad)} of {len(records)} job(s) did not complete: "
-            f"`hpcexec show KEY` and `hpcexec logs --stderr KEY` tell why"
+            f"`hpcexec show KEY` tells why (a Python job's exception and traceback), "
+            f"`hpcexec logs --stderr KEY` what it printed"
         )
         return EXIT_NOT_COMPLETED
     return 0

@@ -157,6 +157,25 @@ def test_show_says_why_a_job_that_could_not_load_its_payload_failed(cli, ex):
     assert why in cli("--cache-dir", str(ex.cache_dir), "show", f.key).out
 
 
+def test_show_gives_a_python_jobs_exception_and_its_traceback(cli, ex):
+    f = ex.submit(jobfns.fail, "the input was empty")
+    assert isinstance(f.exception(timeout=60), ValueError)
+    where = ("--cache-dir", str(ex.cache_dir))
+    shown = cli.json(*where, "show", f.key)["exception"]
+    assert shown["type"] == "ValueError" and shown["message"] == "the input was empty"
+    assert "raise ValueError(msg)" in shown["traceback"] and "jobfns.py" in shown["traceback"]
+    text = cli(*where, "show", f.key).out
+    assert "exception  ValueError: the input was empty" in text
+    assert text.split("traceback (in the job):\n")[1].startswith("Traceback (most recent call")
+    r = cli(*where, "wait", f.key, ok=False)
+    assert r.code == 3 and "a Python job's exception and traceback" in r.err
+    custom = ex.submit(jobfns.raise_custom)
+    custom.exception(timeout=60)
+    shown = cli.json(*where, "show", custom.key)["exception"]
+    assert shown["type"] == "jobfns.CustomError" and "custom detail" in shown["message"]
+    assert cli.json(*where, "show", ex.submit(jobfns.double, 1).key)["exception"] is None
+
+
 def test_errors_are_one_line_with_an_exit_status(cli):
     line = cli.error("--backend", "nosuch", "submit", "--", "true")
     assert "unknown backend 'nosuch'" in line and "slurm" in line
