@@ -113,6 +113,8 @@ class Submitter:
         staging = Staging()
         try:
             now = time.time()
+            for j in to_write.values():  # a job that could never start is not written
+                self.session.backend.fits(j.res)
             records = {key: self._new_record(j, deps, opts, now) for key, j in to_write.items()}
             for rec in records.values():
                 self.session.check_workdir(rec.resources["workdir"])

@@ -115,12 +115,12 @@ def test_sge_refuses_both_gpu_keys_naming_the_one_given():
 # -- the local backend, pure ---------------------------------------------------------------------
 def test_local_backend_refuses_more_gpus_than_its_pool():
     b = LocalBackend(64, gpu_ids=["0", "1"])
-    b.check(Resources.create(gpus=2))
-    b.check(Resources.create(gpus_per_task=1, ppn=2))
+    b.fits(Resources.create(gpus=2))
+    b.fits(Resources.create(gpus_per_task=1, ppn=2))
     with pytest.raises(BackendError, match=r"asks for 4 GPUs but .* has 2 \(0, 1\).*local_gpus"):
-        b.check(Resources.create(gpus_per_task=2, ppn=2))
+        b.fits(Resources.create(gpus_per_task=2, ppn=2))
     with pytest.raises(BackendError, match=r"has 0 \(none\).*HPCEXEC_LOCAL_GPUS"):
-        LocalBackend(64).check(Resources.create(gpus=1))
+        LocalBackend(64).fits(Resources.create(gpus=1))
     assert "gpus" not in LocalBackend(4).ignored(Resources.create(gpus=1, queue="q"))
 
 

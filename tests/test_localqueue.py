@@ -66,8 +66,13 @@ def test_small_job_backfills_while_a_big_one_waits(ex, tmp_path):
 
 def test_job_larger_than_the_machine_is_refused(ex):
     cores = ex.session.backend.total_cores
+    big = ex.options(threads=cores + 1)
+    assert big.job_script(jobfns.double, 1).startswith("#!/bin/bash")  # a preview renders
     with pytest.raises(BackendError, match=f"has {cores}"):
-        ex.options(threads=cores + 1)
+        big.submit(jobfns.double, 1)
+    with pytest.raises(BackendError, match=f"has {cores}"):
+        big.map(jobfns.double, range(3))
+    assert ex.store.select() == []  # nothing written
     with pytest.raises(BackendError, match="nodes"):
         ex.options(nodes=2)
 

@@ -40,6 +40,11 @@ class Backend(abc.ABC):
     def check(self, res: Resources) -> None:
         """Raise :class:`~hpcexec.errors.BackendError` if ``res`` cannot be expressed."""
 
+    def fits(self, res: Resources) -> None:  # noqa: B027 - optional: a scheduler places
+        """Raise :class:`~hpcexec.errors.BackendError` if a job of ``res`` could never start
+        where this backend runs it (the local machine's cores and GPUs); asked when a job is
+        submitted, not when its script is only rendered."""
+
     def check_refused(self, res: Resources) -> None:
         """Refuse the first key of :attr:`refused` that ``res`` sets."""
         for key, instead in self.refused.items():

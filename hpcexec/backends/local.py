@@ -141,6 +141,10 @@ class LocalBackend(Backend):
                 f"the local backend runs on one machine and cannot give nodes={res.nodes}; "
                 "drop `nodes` or use a scheduler backend such as backend='slurm'"
             )
+
+    def fits(self, res: Resources) -> None:
+        """Refuse a job this machine's cores or GPU pool can never hold (asked when a job is
+        submitted; a preview such as ``job_script`` renders whatever it is given)."""
         if res.cores > self.total_cores:
             raise BackendError(
                 f"this job asks for {res.cores} cores (threads x ppn) but this machine has "

@@ -180,9 +180,10 @@ def test_check_refuses_several_nodes():
     assert "backend='slurm'" in message
 
 
-def test_check_refuses_more_cores_than_the_machine():
+def test_fits_refuses_more_cores_than_the_machine():
+    LocalBackend(4).check(Resources.create(threads=3, ppn=2))  # expressible: a preview renders
     with pytest.raises(BackendError) as info:
-        LocalBackend(4).check(Resources.create(threads=3, ppn=2))
+        LocalBackend(4).fits(Resources.create(threads=3, ppn=2))
     message = str(info.value)
     assert "6 cores" in message
     assert "has 4" in message

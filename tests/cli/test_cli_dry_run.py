@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,17 @@ def test_dry_run_prints_the_script_then_submit_writes_it(cli):
     job = cli.json(*args)[0]
     assert (Path(job["jobdir"]) / "job.sh").read_text() == shown
     assert cli.json("submit", "--dry-run", "--", "true")["script"].startswith("#!/bin/bash")
+
+
+def test_a_dry_run_renders_what_this_machine_could_not_run(cli):
+    """The README's `--dry-run --threads 4` on a 2-core machine: a dry run renders the
+    script; only submitting refuses a job that could never start here."""
+    many = str(len(os.sched_getaffinity(0)) + 2)
+    shown = cli("submit", "--dry-run", "--threads", many, "--", "make -j {threads}").out
+    assert f"make -j {many}" in shown
+    line = cli.error("submit", "--threads", many, "--", "make -j {threads}")
+    assert f"asks for {many} cores" in line and "could never start" in line
+    assert cli.json("jobs") == []  # nothing written
 
 
 def test_submit_a_file_with_scripts_around_it(cli, tmp_path):
