@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,8 +130,8 @@ NOT_IN_CACHE_KEY = ("name", "mail", "begin", "deadline", *SCHEDULING)
 def _unknown(key: str, valid: list[str], what: str) -> ResourceError:
     import difflib
 
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    close = difflib.get_close_matches(key, [*valid, *ALIASES], n=1)
+    hint = f" Did you mean {ALIASES.get(close[0], close)[0]!r}?" if close else ""
     return ResourceError(f"unknown {what} {key!r}.{hint} Valid ones: {', '.join(valid)}.")
 
 
@@ -286,12 +287,41 @@ def _one_gpu_key(parsed: dict[str, Any]) -> None:
         parsed["gpus_per_task" if given == ["gpus"] else "gpus"] = None
 
 
+#: names other tools give a resource (submitit, SLURM, PBS, dask-jobqueue): hpcexec's name,
+#: and the value in its terms. Taken with a warning that names hpcexec's.
+ALIASES: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "cpus": ("threads", lambda v: v),
+    "cpus_per_task": ("threads", lambda v: v),
+    "mem_gb": ("mem", lambda v: f"{v}GB"),
+    "timeout_min": ("time", lambda v: v),  # minutes, as an int time is
+    "walltime": ("time", lambda v: v),
+}
+
+
+def _unalias(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with other tools' names for resources replaced by hpcexec's."""
+    out = dict(values)
+    for alias, (name, convert) in ALIASES.items():
+        if alias not in out:
+            continue
+        if name in out:
+            raise ResourceError(f"{alias!r} and {name!r} name the same resource: give {name!r}")
+        out[name] = convert(out.pop(alias))
+        warnings.warn(
+            f"{alias}={values[alias]!r} is taken as {name}={out[name]!r}: hpcexec calls it "
+            f"{name!r}",
+            stacklevel=4,
+        )
+    return out
+
+
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split keyword arguments into resources and job options, refusing unknown names."""
+    """Split keyword arguments into resources and job options, refusing unknown names
+    (other tools' names for a resource, :data:`ALIASES`, are taken with a warning)."""
     res: dict[str, Any] = {}
     opts: dict[str, Any] = {}
     valid = list(RESOURCE_TABLE) + list(JOB_OPTIONS)
-    for k, v in values.items():
+    for k, v in _unalias(values).items():
         if k in RESOURCE_TABLE:
             res[k] = v
         elif k in JOB_OPTIONS:

@@ -509,6 +509,33 @@ def test_split_options_refuses_unknown_names():
         assert name in message
 
 
+@pytest.mark.parametrize(
+    "alias, value, name, parsed",
+    [
+        ("cpus", 4, "threads", 4),
+        ("cpus_per_task", 2, "threads", 2),
+        ("mem_gb", 4, "mem", 4096),
+        ("timeout_min", 90, "time", 5400),
+        ("walltime", "1:30:00", "time", 5400),
+    ],
+)
+def test_other_tools_names_are_taken_with_a_warning(alias, value, name, parsed):
+    with pytest.warns(UserWarning, match=rf"{alias}={value!r} is taken as {name}=.*'{name}'"):
+        res, _ = split_options({alias: value, "force": True})
+    assert getattr(Resources.create(**res), name) == parsed
+
+
+def test_an_alias_and_its_name_together_are_refused():
+    with pytest.raises(ResourceError, match="'cpus' and 'threads' name the same resource"):
+        split_options({"cpus": 2, "threads": 4})
+
+
+@pytest.mark.parametrize("typo", ["cpu", "ncpus"])
+def test_a_cpu_count_by_another_name_suggests_threads(typo):
+    with pytest.raises(ResourceError, match="Did you mean 'threads'"):
+        split_options({typo: 4})
+
+
 @pytest.mark.parametrize("value", ["512B", "512b", "4ib"])
 def test_parse_mem_refuses_a_bare_byte_suffix(value):
     with pytest.raises(ValueError):
