@@ -40,6 +40,7 @@ def cmd_clean(args: argparse.Namespace, ctx: Context) -> int:
             "finished states (completed, failed, cancelled, timeout, lost)"
         )
     states = states or ["finished"]
+    ctx.refresh(ctx.select(["active"], args.match))  # jobs that ended while nobody looked
     records = ctx.select(states, args.match)
     active = [r for r in records if not r.state.finished]
     if active:

@@ -233,6 +233,15 @@ def test_clean_and_merge(cli, tmp_path):
     assert (other / "jobs").is_dir()  # the other cache's files are left alone
 
 
+def test_clean_counts_jobs_that_ended_while_nobody_looked(cli):
+    job = cli.json("submit", "--", "sleep 0.5")[0]
+    assert cli.json("jobs", "--no-refresh")[0]["state"] == "running"
+    time.sleep(1.5)  # it ended; no client of the cache was there to see it
+    assert cli.json("jobs", "--no-refresh")[0]["state"] == "running"
+    assert cli.json("clean", "--finished", "--dry-run")["removed"] == [job["key"]]
+    assert cli.json("clean", "--finished")["removed"] == [job["key"]]
+
+
 def test_clean_keeps_what_unfinished_jobs_need_and_refuses_active_ones(cli):
     blocker = cli.json("submit", "--threads", CORES, "--", "sleep 30")[0]
     line = cli.error("clean", "--state", "running", code=2)
