@@ -361,6 +361,8 @@ def _hold_or_release(args: argparse.Namespace, ctx: Context, hold: bool) -> int:
     store = ctx.store()
     assert store is not None
     latest = store.get_many(r.key for r in records)
+    if not hold:  # a released local job starts now if cores are free (the monitor starts it)
+        latest.update({k: _wait_for_id(ctx, k) for k in latest if k not in refused})
     ctx.out.jobs([latest.get(r.key, r) for r in records])
     if refused:
         what = ", ".join(

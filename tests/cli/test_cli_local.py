@@ -118,6 +118,13 @@ def test_cancel_hold_release_by_key(cli):
     assert cli.json("jobs", "--state", "active") == []
 
 
+def test_a_released_local_job_starts_at_once_when_cores_are_free(cli):
+    held = cli.json("submit", "--hold", "--", "sleep 5")[0]
+    assert held["state"] == "held"
+    released = cli.json("release", held["key"])[0]
+    assert released["state"] == "running" and released["job_id"]
+
+
 def test_keys_prefixes_and_their_errors(cli):
     a = cli.json("submit", "--key", "run-a", "--", "true")[0]
     cli.json("submit", "--key", "run-b", "--", "true")
