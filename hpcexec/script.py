@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from .attempts import attempt_dir
 from .checkpoint import REQUEUED_REASON, WARNING
+from .errors import ResourceError
 from .layout import EXITCODE, RESTARTS, STARTED
-from .resources import Resources
+from .resources import RESOURCE_TABLE, Resources
 
 _PLACEHOLDER = re.compile(r"(?<![$\\{])\{([a-z_]+)\}")
 CORE_VARS = (
@@ -34,7 +35,17 @@ def current_job() -> str | None:
 
 def fill_placeholders(body: str, values: dict[str, str]) -> str:
     """Replace ``{key}`` for known keys with the shell-quoted value. Other braces, such as
-    ``${VAR}``, ``{a,b}`` or awk's ``{print $1}``, are left alone."""
+    ``${VAR}``, ``{a,b}`` or awk's ``{print $1}``, are left alone. A resource's name
+    (``{mem}``) the job has no value for is refused: left as written, the job would see the
+    braces, not a value."""
+    unset = sorted(n for n in placeholder_names(body) if n in RESOURCE_TABLE and n not in values)
+    if unset:
+        names = ", ".join(f"{{{n}}}" for n in unset)
+        raise ResourceError(
+            f"the job's text uses {names} but the job sets no {', '.join(unset)}: give "
+            f"{'it' if len(unset) == 1 else 'them'} (e.g. options({unset[0]}=...)), or "
+            f"remove the placeholder"
+        )
 
     def sub(m: re.Match[str]) -> str:
         key = m.group(1)

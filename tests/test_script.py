@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpcexec.backends.local import LocalBackend, make_job_id, parse_proc_stat
+from hpcexec.errors import ResourceError
 from hpcexec.jobfiles import parse_exitcode
 from hpcexec.layout import EXITCODE, STARTED
 from hpcexec.resources import Resources
@@ -254,8 +255,19 @@ def test_render_shell_body_subshell_and_exit_code_file():
 
 def test_render_body_name_placeholder_uses_name_argument():
     res = Resources.create(name="from-resources", threads=2)
-    text = render_shell(body="echo {name} {threads} {time}", res=res, name="from-arg")
-    assert "echo from-arg 2 {time}" in text.splitlines()
+    text = render_shell(body="echo {name} {threads} {other}", res=res, name="from-arg")
+    assert "echo from-arg 2 {other}" in text.splitlines()  # not a resource: as written
+
+
+def test_a_resource_placeholder_without_a_value_is_refused_by_name():
+    """Left as written, the job would see "{time}", not a time."""
+    res = Resources.create(threads=2)
+    with pytest.raises(
+        ResourceError, match=r"uses \{mem\}, \{time\} but the job sets no mem, time"
+    ):
+        render_shell(body="run --mem {mem} --time {time}", res=res)
+    kept = "awk '{print $1}' {a,b} ${mem} {foo} x{ppn}"  # other braces stay exactly
+    assert "awk '{print $1}' {a,b} ${mem} {foo} x1" in render_shell(body=kept, res=res)
 
 
 # -- running rendered scripts with bash ------------------------------------------------
