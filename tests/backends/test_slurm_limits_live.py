@@ -1,7 +1,9 @@
-"""Submit limits on the live one-node SLURM: a QOS with MaxSubmitJobsPerUser=10 and a map of
-50 (never more than 10 jobs queued, all 50 results), a refusal at the limit learned from
-sbatch's own words, and an sbatch that outlives the command timeout (adopted if it went
-through, submitted again if not; never twice). Each test makes its own QOS and removes it."""
+"""Submit limits on the live one-node SLURM, which enforces QOS limits
+(AccountingStorageEnforce): a QOS with MaxSubmitJobsPerUser=10 and a map of 50 (never more
+than 10 jobs queued, all 50 results), a refusal by slurmctld at a limit hpcexec had not read,
+learned from sbatch's own words, and an sbatch that outlives the command timeout (adopted if
+it went through, submitted again if not; never twice). Each test makes its own QOS and
+removes it."""
 
 from __future__ import annotations
 
@@ -87,9 +89,10 @@ def test_a_qos_max_submit_of_10_and_a_map_of_50(sex, make_qos, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert "slurm allows 10 queued jobs per user here" in lines  # read from sacctmgr
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    # Where slurmctld enforces the limit (AccountingStorageEnforce=limits), it refused nothing
-    # either: hpcexec never asked for more than the QOS allows.
-    print(f"AccountingStorageEnforce enforces QOS limits: {enforced()}; peak {peak.most}")
+    # slurmctld enforces the limit, and refused nothing: hpcexec never asked for more than
+    # the QOS allows (a refusal is logged as "... jobs queued when it was hit").
+    assert enforced()
+    assert not [line for line in lines if "when it was hit" in line], lines
 
 
 def wrapper(tmp_path: Path, body: str) -> Path:
@@ -102,22 +105,15 @@ def wrapper(tmp_path: Path, body: str) -> Path:
     return bin_dir
 
 
-def test_a_refusal_at_the_limit_is_learned_and_all_complete(sex, make_qos, tmp_path, monkeypatch):
-    """sbatch refuses, in SLURM's words, what would leave more than 6 jobs of the QOS queued
-    (this cluster does not enforce QOS limits itself): hpcexec learns the limit from the
-    refusals and submits the rest as jobs end."""
-    qos = make_qos()  # no limit that accounting would tell
-    body = (
-        f"n=$(squeue -h -r -q {qos} -o %i | wc -l)\n"
-        'k=$(sed -n "s/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p" "${@: -1}")\n'
-        "k=$(( ${k:--1} + 1 ))\n"
-        f'if (( n + k > 6 )); then echo "sbatch: error: {SUBMIT_LIMIT}" >&2\n'
-        '  echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy'
-        " (job submit limit, user's size and/or time limits)\" >&2; exit 1; fi\n"
-        'exec "$REAL" "$@"'
-    )
-    monkeypatch.setenv("PATH", f"{wrapper(tmp_path, body)}{os.pathsep}{os.environ['PATH']}")
+def test_a_refusal_at_the_limit_is_learned_and_all_complete(sex, make_qos):
+    """The QOS gets MaxSubmitJobsPerUser=6 after this client read its limits (none then), so
+    slurmctld itself refuses the array of 20 in its own words: hpcexec learns the limit from
+    the refusals and submits the rest as jobs end, never more than 6 queued."""
+    assert enforced(), "tests/clusters/slurm.sh sets AccountingStorageEnforce=...limits,qos"
+    qos = make_qos()  # no limit yet
     ex = sex.options(native=[f"--qos={qos}"])
+    assert ex.submit(jobfns.double, 1).result(timeout=120) == 2  # limits read: none
+    sacctmgr("modify", "qos", qos, "set", "MaxSubmitJobsPerUser=6")
     with Peak(qos) as peak:
         futures = [ex.submit(jobfns.sleep_then, 0.5, i) for i in range(20)]
         reasons = set()
@@ -128,7 +124,7 @@ def test_a_refusal_at_the_limit_is_learned_and_all_complete(sex, make_qos, tmp_p
     assert 0 < peak.most <= 6, peak.most
     assert any(
         r.startswith(f"waiting: the scheduler's submit limit ({SUBMIT_LIMIT})") for r in reasons
-    )
+    ), reasons
 
 
 def jobs_named(name: str) -> int:

@@ -55,6 +55,10 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
+# Limits of associations and QOS are enforced, as on a production cluster: a submission past a
+# QOS's MaxSubmitJobsPerUser is refused by slurmctld itself (tests/backends/
+# test_slurm_limits_live.py). Every user who submits needs an association (root has one).
+AccountingStorageEnforce=associations,limits,qos
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
 # Without cgroups, memory limits are enforced by the accounting poll (every second): a step
