@@ -33,6 +33,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -165,6 +166,28 @@ def hpcexec_submits(scratch: Scratch, n: int) -> tuple[float, float]:
     return elapsed, shut
 
 
+LOKY = """
+import sys, time
+from joblib import Parallel, delayed
+def double(x):
+    return x * 2
+t0 = time.perf_counter()
+out = Parallel(n_jobs=2, backend="loky")(delayed(double)(i) for i in range(int(sys.argv[1])))
+print(time.perf_counter() - t0)
+assert out == [2 * i for i in range(int(sys.argv[1]))]
+"""
+
+
+def loky_fresh(n: int) -> float:
+    """joblib's loky, ``n`` calls on 2 workers in a fresh process (workers started cold)."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOKY, str(n)], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip()[-500:])
+    return float(out.stdout.strip())
+
+
 def submitit_submits(scratch: Scratch, n: int) -> float:
     folder = scratch.new("submitit-")
     t0 = time.perf_counter()
@@ -261,7 +284,8 @@ def run_all(reps: int, quick: bool, scratch: Scratch) -> list[Row]:
     r_rt = Row(f"3. 1 submit -> result (med. of {ROUND_TRIPS})", "-", "<= 0.30 s")
     r_re = Row(f"4. re-run of {RERUN_N:,} from cache", "-", "<= 5 s, 0 jobs run")
     r_cold = Row(f"1b. map of {MAP_N}, cold fork server", "ProcessPoolExecutor(2)", "<= 2x ref")
-    rows = [r_map, r_cold, r_sub, r_rt, r_re]
+    r_loky = Row(f"2b. {SUBMIT_N} submits -> results", "joblib loky(2), fresh", "<= 1x ref")
+    rows = [r_map, r_cold, r_sub, r_loky, r_rt, r_re]
     shutdowns: dict[str, list[float]] = {r.name: [] for r in rows}
 
     # 1. Alternate the two sides so drift in machine load hits both alike.
@@ -321,13 +345,18 @@ def run_all(reps: int, quick: bool, scratch: Scratch) -> list[Row]:
             if moved_any:
                 r_re.notes.append("the re-runs wrote to the store")
 
-    # 2. hpcexec first, then submitit, which floods the machine with processes.
+    # 2. hpcexec first, alternating with loky (2b), then submitit, which floods the machine
+    # with processes.
     for i in range(reps):
         progress(f"{SUBMIT_N} hpcexec submits: run {i + 1}/{reps}")
         got = attempt(r_sub, "hpcexec submits", lambda: hpcexec_submits(scratch, SUBMIT_N))
         if got is not None:
             r_sub.hpcexec_samples.append(got[0])
             shutdowns[r_sub.name].append(got[1])
+        got = attempt(r_loky, "loky", lambda: loky_fresh(SUBMIT_N))
+        if got is not None:
+            r_loky.reference_samples.append(got)
+    r_loky.hpcexec_samples = list(r_sub.hpcexec_samples)
     if submitit is None:
         print("submitit not installed", flush=True)
         r_sub.notes.append("submitit not installed: reference skipped")
@@ -352,6 +381,8 @@ def run_all(reps: int, quick: bool, scratch: Scratch) -> list[Row]:
             ok = row.ratio is not None and row.ratio <= 2.0
         elif row is r_sub:
             ok = row.ratio is not None and row.ratio <= 0.1
+        elif row is r_loky:
+            ok = row.ratio is not None and row.ratio <= 1.0
         elif row is r_rt:
             ok = row.hpcexec_s is not None and row.hpcexec_s <= 0.3
         else:
