@@ -57,8 +57,10 @@ def test_quickstart_twice(tmp_path):
     assert "hello from job hello" in first
     ids = re.findall(r"= [\d.]+   job (\S+)", first)
     assert len(ids) == 6
+    assert "run it again and the results come from" in first
     second = run("quickstart.py", cwd=tmp_path)  # from the cache: the same jobs
     assert re.findall(r"= [\d.]+   job (\S+)", second) == ids
+    assert re.search(r"done in [\d.]+ s: 7 of 7 jobs came from the cache in ", second)
 
 
 def test_shell_pipeline_local(tmp_path):
