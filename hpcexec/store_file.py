@@ -13,9 +13,11 @@ from .record import JobRecord
 from .store_queries import Txn
 from .store_schema import (
     Gone,
+    busy,
     check_version,
     connect,
     init_schema,
+    is_busy,
     make_file,
     transaction,
 )
@@ -106,7 +108,12 @@ class StoreFile:
         while True:
             conn = self.conn()
             gen = self._local.gen
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if is_busy(e):
+                    raise busy(self.path) from e
+                raise
             if self._identity() == self._idents[gen]:
                 return conn
             conn.execute("ROLLBACK")

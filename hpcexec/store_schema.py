@@ -18,6 +18,7 @@ log = logging.getLogger("hpcexec.store")
 
 SCHEMA_VERSION = 3
 DB_NAME = "jobs.sqlite"
+BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's write before giving up
 #: columns each schema version added, so an older cache is brought up to date when opened
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("epilogue TEXT", "epilogue_state TEXT"),
@@ -65,18 +66,19 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     target = path if create else f"{path.as_uri()}?mode=rw"
     try:
         conn = sqlite3.connect(
-            target, timeout=60.0, isolation_level=None, check_same_thread=False, uri=not create
+            target,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=not create,
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         _set_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.OperationalError as e:
-        if "locked" in str(e) or "busy" in str(e):
-            raise CacheError(
-                f"the job cache {path} stayed locked for over a "
-                "minute: is another process stuck holding it?"
-            ) from e
+        if is_busy(e):
+            raise busy(path) from e
         if not create and not path.exists():
             raise Gone(
                 f"the job cache {path} was removed while this client opened it; run again"
@@ -101,6 +103,42 @@ def _set_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
+def is_busy(e: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock."""
+    return "locked" in str(e) or "busy" in str(e)
+
+
+def busy(path: Path) -> CacheError:
+    """The error of a cache another process kept locked longer than a write waits, naming
+    the processes that have it open."""
+    who = holders(path)
+    by = f" (open in {', '.join(who)})" if who else ""
+    return CacheError(
+        f"the job cache {path} has been busy for over {BUSY_TIMEOUT:g} s: another process is "
+        f"writing to it{by}; run again once it is done, or stop it if it is stuck"
+    )
+
+
+def holders(path: Path) -> list[str]:
+    """``pid (command)`` of the other processes that have the store file or its WAL open
+    (from /proc; empty where there is none, or it may not be read)."""
+    names = {str(path), f"{path}-wal"}
+    out: list[str] = []
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+    except OSError:
+        return out
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in names for fd in fds):
+                with open(f"/proc/{pid}/comm") as f:
+                    out.append(f"{pid} ({f.read().strip()})")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return out
+
+
 def corrupt(path: Path, e: Exception) -> CacheError:
     return CacheError(
         f"the job cache {path} cannot be read ({e}). It was left as it is: move it "
@@ -111,7 +149,7 @@ def corrupt(path: Path, e: Exception) -> CacheError:
 def check_version(path: Path) -> None:
     """Refuse a store file of a schema this hpcexec cannot read, before writing to it."""
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60.0)
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
         try:
             has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
             row = (
@@ -120,6 +158,8 @@ def check_version(path: Path) -> None:
             )
         finally:
             conn.close()
+    except sqlite3.OperationalError as e:
+        raise (busy(path) if is_busy(e) else corrupt(path, e)) from e
     except sqlite3.DatabaseError as e:
         raise corrupt(path, e) from e
     if row and not _readable(row[0]):
@@ -140,8 +180,12 @@ def _version_error(path: Path, found: str) -> CacheError:
 
 
 def init_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the tables of a new store file, or bring an older one up to date."""
+    """Create the tables of a new store file, or bring an older one up to date (a file of
+    this version is only read: a process that keeps writing to it does not stop others
+    from opening it)."""
     try:
+        if _current(conn):
+            return
         with transaction(conn):
             conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
             row = conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
@@ -158,8 +202,18 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
                 raise _version_error(path, row[0])
             elif int(row[0]) < SCHEMA_VERSION:
                 _migrate(conn, path, int(row[0]))
+    except sqlite3.OperationalError as e:
+        raise (busy(path) if is_busy(e) else corrupt(path, e)) from e
     except sqlite3.DatabaseError as e:
         raise corrupt(path, e) from e
+
+
+def _current(conn: sqlite3.Connection) -> bool:
+    """Whether the file has this version's schema already."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+        return False
+    row = conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+    return row is not None and row[0] == str(SCHEMA_VERSION)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path, found: int) -> None:

@@ -83,7 +83,8 @@ def test_key_depends_on_what_is_computed_not_on_name_or_scheduling(ex):
 
 def test_a_shell_body_filling_in_a_scheduling_resource_has_it_in_its_key(ex):
     uses = "echo {time}"
-    assert ex.submit_shell(uses).key != ex.options(time="10:00").submit_shell(uses).key
+    five, ten = ex.options(time="5:00"), ex.options(time="10:00")
+    assert five.submit_shell(uses).key != ten.submit_shell(uses).key
     plain = "echo time"
     assert ex.submit_shell(plain).key == ex.options(time="10:00").submit_shell(plain).key
 

@@ -741,3 +741,45 @@ def test_store_removed_while_threads_write_loses_no_change(store, caplog):
         assert sorted(r.comment or "" for r in fresh.query()) == ["done"] * 360
     finally:
         fresh.close()
+
+
+def test_a_cache_another_process_keeps_busy_says_so_and_by_whom(tmp_path, monkeypatch):
+    """Not a raw "database is locked", nor advice to move a "corrupt" cache aside."""
+    from hpcexec import store_schema
+
+    store = Store(tmp_path / "cache")
+    put(store, rec("a"))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sqlite3, sys, time
+                c = sqlite3.connect({str(store.path)!r}, isolation_level=None)
+                c.execute("BEGIN IMMEDIATE")
+                print("holding", flush=True)
+                time.sleep(30)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        monkeypatch.setattr(store_schema, "BUSY_TIMEOUT", 0.5)
+        busy = Store(tmp_path / "cache")
+        with pytest.raises(CacheError) as info:
+            with busy.write() as tx:
+                tx.update("a", comment="later")
+        message = str(info.value)
+        assert "has been busy for over 0.5 s: another process is writing to it" in message
+        assert f"open in {holder.pid} (python" in message and "run again once it is done" in message
+        assert "corrupt" not in message and "aside" not in message
+        assert busy.get("a") is not None  # reading goes on (WAL)
+    finally:
+        holder.kill()
+        holder.wait()
+    with Store(tmp_path / "cache").write() as tx:  # free again
+        tx.update("a", comment="later")
