@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import reprlib
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class Job:
     files: dict[str, bytes] = field(default_factory=dict)  # more files beside the script
     directives: tuple[str, ...] = ()  # of a submitted job file, before hpcexec's own
     requeue: int = 0  # runs again after ending checkpointed at its warning (JobMaker.requeue)
+    summary: str = ""  # what it runs, in short (the record's summary)
 
 
 def extract_futures(
@@ -86,6 +88,40 @@ def file_interpreter(text: str) -> str:
     if first.startswith("#!") and first[2:].strip():
         return " ".join(shlex.quote(w) for w in first[2:].split())
     return "/bin/bash"
+
+
+SUMMARY = 100  # characters of a record's summary
+_LAUNCHERS = {"python", "python3", "bash", "sh", "srun", "mpirun", "mpiexec", "Rscript", "julia"}
+
+
+def call_summary(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> str:
+    """``module.function(args...)``, the arguments in short (reprlib)."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist, short.maxdict = 24, 24, 4, 4
+    words = [short.repr(a) for a in args] + [f"{k}={short.repr(v)}" for k, v in kwargs.items()]
+    qual = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    mod = getattr(fn, "__module__", None) or type(fn).__module__
+    text = f"{qual if mod in ('__main__', 'builtins', None) else f'{mod}.{qual}'}"
+    return _cut(f"{text}({', '.join(words)})")
+
+
+def shell_summary(body: str) -> str:
+    """A shell body's first line that is neither blank nor a comment."""
+    lines = [ln.strip() for ln in body.splitlines()]
+    return _cut(next((ln for ln in lines if ln and not ln.startswith("#")), ""))
+
+
+def shell_name(body: str) -> str:
+    """A shell job's default name: its command (``./prep.sh in`` -> ``prep.sh``; a launcher
+    such as ``python train.py`` -> ``train.py``)."""
+    words = shell_summary(body).split()
+    while len(words) > 1 and os.path.basename(words[0]) in _LAUNCHERS:
+        words = [w for w in words[1:] if not w.startswith("-")] or words[:1]
+    return safe_name(os.path.basename(words[0])) if words else "shell"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SUMMARY else text[: SUMMARY - 3] + "..."
 
 
 def safe_name(text: str) -> str:
@@ -141,6 +177,7 @@ class JobMaker:
         key = self.opts.key or self.key("call", body)
         name = self.res.name or safe_name(getattr(fn, "__name__", type(fn).__name__))
         job = Job("call", key, name, self.res, 1, file_bytes=file_bytes, requeue=self.requeue(fn))
+        job.summary = call_summary(fn, args, kwargs)
         return job, deps
 
     def requeue(self, fn: Callable[..., Any] | None) -> int:
@@ -159,10 +196,12 @@ class JobMaker:
         if "\0" in body:
             raise ResourceError("the shell body contains a NUL byte")
         key = self.opts.key or self.key("shell", body)
-        name = self.res.name or "shell"
-        return Job(
+        name = self.res.name or shell_name(body)
+        job = Job(
             "shell", key, name, self.res, 1, body=body, check=check, requeue=self.requeue(None)
         )
+        job.summary = shell_summary(body)
+        return job
 
     def file(self, path: str | os.PathLike, check: bool) -> Job:
         """The job of a job file on this machine (copied into its job directory)."""
@@ -193,6 +232,7 @@ class JobMaker:
             files={copy: data},
             directives=file_directives(text),
             requeue=self.requeue(None),
+            summary=_cut(f"{path} (a job file)"),
         )
 
     def chunks(
@@ -212,6 +252,8 @@ class JobMaker:
             key = self.key(kind, body)
             name = base if chunksize == 1 else f"{base}[{start}:{start + len(part)}]"
             job = Job(kind, key, name, self.res, len(part), file_bytes=file_bytes)
+            first = call_summary(fn, *part[0]) if part else ""
+            job.summary = first if len(part) == 1 else _cut(f"{first} and {len(part) - 1} more")
             job.futures = [
                 JobFuture(self.session.control, key, i if kind == "chunk" else None)
                 for i in range(len(part))

@@ -50,6 +50,9 @@ class JobRecord:
     #: the job's earlier runs, oldest first (see hpcexec.attempts): each a dict of job_id,
     #: state, exit_code, signal, reason, started, finished
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: what the job runs, in short: a shell body's first line, a call's function and
+    #: arguments (see hpcexec.jobspec); shown by ``hpcexec jobs`` and searched by ``--match``
+    summary: str | None = None
 
     @property
     def path(self) -> Path:

@@ -16,13 +16,14 @@ from .record import JobRecord
 
 log = logging.getLogger("hpcexec.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "jobs.sqlite"
 BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's write before giving up
 #: columns each schema version added, so an older cache is brought up to date when opened
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("epilogue TEXT", "epilogue_state TEXT"),
     3: ("gpu_ids TEXT", "attempts TEXT NOT NULL DEFAULT '[]'"),
+    4: ("summary TEXT",),
 }
 
 _COLUMNS = """
@@ -52,7 +53,8 @@ _COLUMNS = """
     epilogue TEXT,
     epilogue_state TEXT,
     gpu_ids TEXT,
-    attempts TEXT NOT NULL DEFAULT '[]'
+    attempts TEXT NOT NULL DEFAULT '[]',
+    summary TEXT
 """
 
 

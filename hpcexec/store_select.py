@@ -24,6 +24,7 @@ MATCH_FIELDS = (
     "comment",
     "tags",
     "user_state",
+    "summary",
 )
 
 

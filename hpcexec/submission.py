@@ -219,6 +219,7 @@ class Submitter:
             resources={**j.res.to_dict(), **s.placed(j.res), "python": s.python, **extra},
             deps=deps,
             epilogue=hooks.render(epilogue, j.res, j.name, jobdir) if epilogue else None,
+            summary=j.summary or None,
         )
 
     def _stage(

@@ -67,7 +67,7 @@ def test_epilogue_runs_for_a_failed_job_and_its_own_failure_is_only_recorded(ex,
 def test_failing_prologue_submits_nothing(ex, tmp_path):
     with pytest.raises(
         PrologueFailed,
-        match=r"prologue of job shell .* exited with code 4: no "
+        match=r"prologue of job echo .* exited with code 4: no "
         r"inputs; nothing was submitted",
     ):
         ex.options(prologue="echo no inputs >&2; exit 4").submit_shell("echo never")

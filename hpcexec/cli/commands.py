@@ -212,6 +212,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     rows: list[tuple[str, Any]] = [
         ("key", rec.key),
         ("name", rec.name),
+        ("runs", rec.summary),
         ("state", state_text(rec)),
         ("reason", rec.reason),
         *([("exception", f"{raised['type']}: {raised['message']}")] if raised else []),

@@ -13,7 +13,8 @@ from ..record import FIELD_NAMES, JobRecord
 
 _HASH_KEY = re.compile(r"^[0-9a-f]{32}$")
 SHORT_KEY = 12  # characters of a hashed key shown in tables (any unique prefix is accepted)
-JOB_COLUMNS = ("KEY", "NAME", "HOST", "BACKEND", "ID", "STATE", "AGE")
+JOB_COLUMNS = ("KEY", "NAME", "HOST", "BACKEND", "ID", "STATE", "AGE", "WHAT")
+WHAT_SHOWN = 40  # characters of a record's summary in a table (``show`` has all of it)
 
 
 def short_key(key: str) -> str:
@@ -60,7 +61,12 @@ def job_row(rec: JobRecord, *, full_key: bool = False, now: float | None = None)
         rec.job_id or "-",
         state_text(rec),
         age(now - rec.submitted if rec.submitted else None),
+        _short(rec.summary or "-", WHAT_SHOWN),
     ]
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def record_dict(rec: JobRecord) -> dict[str, Any]:

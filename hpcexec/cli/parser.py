@@ -203,7 +203,7 @@ def _add_submit(sub: Any) -> None:
 
 def _add_following(sub: Any) -> None:
     """The commands that look at jobs: jobs, show, logs, wait."""
-    p = _command(sub, "jobs", "list jobs: key, name, host, backend, id, state, age")
+    p = _command(sub, "jobs", "list jobs: key, name, host, backend, id, state, age, what")
     p.add_argument(
         "--state",
         action="append",
@@ -214,8 +214,8 @@ def _add_following(sub: Any) -> None:
     p.add_argument(
         "--match",
         metavar="REGEX",
-        help="a regular expression searched in key, "
-        "name, job id, host, backend, state, comment, tags",
+        help="a regular expression searched in key, name, what the job runs, "
+        "job id, host, backend, state, comment, tags",
     )
     p.add_argument(
         "--no-refresh",

@@ -44,7 +44,7 @@ def test_submit_then_jobs_show_logs_wait(cli):
     text = cli("show", key[:6]).out
     assert "state      completed" in text and f"job id     {job['job_id']}" in text
     table = cli("jobs").out.splitlines()
-    assert table[0].split() == ["KEY", "NAME", "HOST", "BACKEND", "ID", "STATE", "AGE"]
+    assert table[0].split() == ["KEY", "NAME", "HOST", "BACKEND", "ID", "STATE", "AGE", "WHAT"]
     assert table[1].split()[:6] == [
         key[:12],
         "greet",
@@ -53,6 +53,24 @@ def test_submit_then_jobs_show_logs_wait(cli):
         job["job_id"],
         "completed",
     ]
+    assert table[1].endswith('echo "hello $WHO from $HPCEXEC_JOB_NA...')  # in short
+    assert 'runs       echo "hello $WHO from $HPCEXEC_JOB_NAME"; echo warned >&2' in text
+    assert cli.json("jobs", "--match", "HPCEXEC_JOB_NAME")[0]["key"] == key
+
+
+def test_a_record_says_what_its_job_runs(cli, ex):
+    shell = cli.json("submit", "--", "./prep.sh input.dat")[0]
+    assert shell["name"] == "prep.sh" and shell["summary"] == "./prep.sh input.dat"
+    launched = cli.json("submit", "--", "# set up\n\npython -u train.py --epochs 3")[0]
+    assert launched["name"] == "train.py"
+    assert launched["summary"] == "python -u train.py --epochs 3"
+    f = ex.submit(jobfns.fail, "x" * 100)
+    assert f.record.summary == "jobfns.fail('xxxxxxxxx...xxxxxxxxxx')"  # arguments in short
+    m = ex.map(jobfns.double, range(3), chunksize=3)
+    assert list(m) == [0, 2, 4]
+    where = ("--cache-dir", str(ex.cache_dir))
+    chunk = cli.json(*where, "jobs", "--match", "double\\(0\\) and 2 more")
+    assert [j["summary"] for j in chunk] == ["jobfns.double(0) and 2 more"]
 
 
 def test_submit_again_answers_from_the_cache_and_force_runs_it(cli):
