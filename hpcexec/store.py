@@ -188,9 +188,11 @@ class Store(Queries):
         comment: str | None = None,
         user_state: str | None = None,
         tags: Iterable[str] | None = None,
+        name: str | None = None,
     ) -> JobRecord:
-        """Set a comment, a user state (e.g. ``"analysed"``) or tags on a record."""
-        values: dict[str, Any] = {}
+        """Set a comment, a user state (e.g. ``"analysed"``), tags or the name of a record
+        (the fields that are the user's: its key and what it runs stay)."""
+        values: dict[str, Any] = {"name": name} if name is not None else {}
         if comment is not None:
             values["comment"] = comment
         if user_state is not None:

@@ -85,6 +85,32 @@ def cmd_clean(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def cmd_edit(args: argparse.Namespace, ctx: Context) -> int:
+    records = ctx.records(args.keys)
+    if args.name is not None and len(records) > 1:
+        raise UsageError("--name gives one job a name: give one KEY with it")
+    if args.name is not None and not args.name.strip():
+        raise UsageError("--name needs a name; it cannot be empty")
+    store = ctx.store()
+    assert store is not None
+    edited = []
+    for rec in records:
+        tags = None
+        if args.tag or args.untag:
+            tags = (set(rec.tags) | set(args.tag)) - set(args.untag)
+        edited.append(
+            store.annotate(
+                rec.key,
+                name=args.name,
+                comment=args.comment,
+                user_state=args.user_state,
+                tags=tags,
+            )
+        )
+    ctx.out.jobs(edited)
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace, ctx: Context) -> int:
     host = ctx.settings["host"]
     if not host:

@@ -19,7 +19,7 @@ from ..executor import wait as wait_futures
 from ..layout import JobLayout
 from ..record import JobRecord
 from ..states import JobState
-from .admin import cmd_backends, cmd_clean, cmd_config, cmd_merge
+from .admin import cmd_backends, cmd_clean, cmd_config, cmd_edit, cmd_merge
 from .context import Context, UsageError, one_line, parse_states
 from .output import note, pairs, record_dict, short_key, state_text, when
 from .parser import LAST_SHOWN, SUBMIT_RESOURCES
@@ -393,6 +393,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Context], int]] = {
     "hold": cmd_hold,
     "release": cmd_release,
     "clean": cmd_clean,
+    "edit": cmd_edit,
     "merge": cmd_merge,
     "backends": cmd_backends,
     "config": cmd_config,

@@ -265,7 +265,7 @@ def _add_control(sub: Any) -> None:
 
 
 def _add_cache_commands(sub: Any) -> None:
-    """The commands about the cache and the setup: clean, merge, backends, config."""
+    """The commands about the cache and the setup: clean, edit, merge, backends, config."""
     p = _command(sub, "clean", "remove finished jobs' records and files from the cache")
     p.add_argument("--finished", action="store_true", help="every finished job")
     p.add_argument(
@@ -281,6 +281,14 @@ def _add_cache_commands(sub: Any) -> None:
         help="only jobs that ended longer ago than this: 30m, 12h, 7d, 2w",
     )
     p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+
+    p = _command(sub, "edit", "change a job's own fields: name, comment, tags, user state")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+    p.add_argument("--name", help="a new name (what the job runs and its key stay)")
+    p.add_argument("--comment", help="a comment ('' removes it)")
+    p.add_argument("--user-state", metavar="STATE", help="your own state, e.g. analysed")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG", help="add a tag")
+    p.add_argument("--untag", action="append", default=[], metavar="TAG", help="remove a tag")
 
     p = _command(sub, "merge", "bring in the records of another cache (with --host)")
     p.add_argument("path", metavar="PATH", help="the other cache directory or its jobs.sqlite")

@@ -143,6 +143,22 @@ def test_a_released_local_job_starts_at_once_when_cores_are_free(cli):
     assert released["state"] == "running" and released["job_id"]
 
 
+def test_edit_a_jobs_own_fields(cli):
+    a = cli.json("submit", "--name", "prep", "--", "true")[0]
+    b = cli.json("submit", "--", "echo b")[0]
+    cli("wait", a["key"], b["key"])
+    (edited,) = cli.json("edit", "prep", "--name", "prepare", "--comment", "first try")
+    assert (edited["key"], edited["name"], edited["comment"]) == (a["key"], "prepare", "first try")
+    both = cli.json("edit", a["key"], b["key"], "--tag", "sweep", "--tag", "v2")
+    assert [j["tags"] for j in both] == [["sweep", "v2"], ["sweep", "v2"]]
+    (b_now,) = cli.json("edit", b["key"], "--untag", "v2", "--user-state", "analysed")
+    assert b_now["tags"] == ["sweep"] and b_now["user_state"] == "analysed"
+    assert b_now["summary"] == "echo b" and b_now["state"] == "completed"  # not the user's
+    assert [j["key"] for j in cli.json("jobs", "--match", "analysed")] == [b["key"]]
+    line = cli.error("edit", a["key"], b["key"], "--name", "x", code=2)
+    assert "--name gives one job a name" in line
+
+
 def test_keys_prefixes_and_their_errors(cli):
     a = cli.json("submit", "--key", "run-a", "--", "true")[0]
     cli.json("submit", "--key", "run-b", "--", "true")
