@@ -60,7 +60,7 @@ def detect_backend(which: Callable[[str], str | None]) -> str:
     """The first scheduler (built-in, then registered) whose commands are on PATH, else
     ``"local"``."""
     for name, cls in schedulers().items():
-        if all(which(c) for c in cls.commands):
+        if cls.found_with(which) is None:
             return name
     return "local"
 

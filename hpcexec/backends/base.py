@@ -180,6 +180,20 @@ class SchedulerBackend(Backend):
 
     #: commands whose presence on PATH means this scheduler is installed
     commands: ClassVar[tuple[str, ...]] = ()
+    #: commands of other schedulers that share ours (``qsub``): on PATH, ours are theirs
+    others: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def found_with(cls, which: Callable[[str], str | None]) -> str | None:
+        """None if this scheduler's commands are on PATH (``which`` finds them), else why
+        not: the commands missing, or another scheduler's command that says those are its."""
+        missing = [c for c in cls.commands if not which(c)]
+        if missing:
+            return f"{', '.join(missing)} not on PATH"
+        theirs = [c for c in cls.others if which(c)]
+        if theirs:
+            return f"{theirs[0]} is on PATH: {', '.join(cls.commands)} are another scheduler's"
+        return None
     #: the largest array when the cluster's own limit cannot be read
     default_max_array: ClassVar[int] = 1000
     #: how output paths name the array element, e.g. ``%a`` (SLURM)

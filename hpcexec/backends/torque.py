@@ -129,6 +129,7 @@ RULES: tuple[Rule, ...] = (
 class TorqueBackend(PbsControl, SchedulerBackend):
     name = "torque"
     commands = ("qsub", "qstat")
+    others = ("qconf", "pbs_rstat")  # Grid Engine's, PBS Pro's: their qsub is not Torque's
     default_max_array = 1000
     array_index_pattern = ""  # none: Torque appends -<index> to -o paths; jobs write their own
     array_index_expr = "$PBS_ARRAYID"

@@ -140,7 +140,9 @@ def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
     else:
         which = shutil.which
     try:
-        found = {c: which(c) for cls in schedulers().values() for c in cls.commands}
+        found = {
+            c: which(c) for cls in schedulers().values() for c in (*cls.commands, *cls.others)
+        }
     finally:
         if transport is not None:
             transport.close()
@@ -151,15 +153,9 @@ def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
     )
     for name, cls in schedulers().items():
         cmds = {c: found[c] for c in cls.commands}
-        missing = [c for c, p in cmds.items() if not p]
-        rows.append(
-            [
-                name,
-                " ".join(cls.commands),
-                "yes" if not missing else f"no ({', '.join(missing)} not on PATH)",
-            ]
-        )
-        data.append({"backend": name, "commands": cmds, "available": not missing})
+        why_not = cls.found_with(found.get)
+        rows.append([name, " ".join(cls.commands), f"no ({why_not})" if why_not else "yes"])
+        data.append({"backend": name, "commands": cmds, "available": why_not is None})
     where = host or ctx.here
     text = (
         f"on {where}:\n"

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import jobfns
+import pytest
 from clirun import HPCEXEC
 
 from hpcexec import JobFailed
@@ -298,6 +299,32 @@ def test_backends_says_what_is_here_and_what_auto_picks(cli):
     assert found["slurm"] == all(shutil.which(c) for c in ("sbatch", "squeue"))
     assert data["auto"] == detect_backend(shutil.which)
     assert f"backend 'auto' would use: {data['auto']}" in cli("backends").out
+
+
+@pytest.mark.parametrize(
+    "on_path, torque, auto",
+    [
+        (("qsub", "qstat"), None, "torque"),
+        (("qsub", "qstat", "qacct", "qconf"), "qconf is on PATH", "sge"),  # Grid Engine's qsub
+        (("qsub", "qstat", "pbs_rstat"), "pbs_rstat is on PATH", "pbspro"),
+    ],
+)
+def test_torque_is_told_apart_from_the_schedulers_sharing_its_qsub(
+    cli, tmp_path, on_path, torque, auto
+):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in on_path:
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+    data = cli.json("backends", PATH=str(bin_dir))
+    rows = {b["backend"]: b for b in data["backends"]}
+    assert rows["torque"]["available"] is (torque is None)
+    assert data["auto"] == auto
+    if torque:
+        shown = cli("backends", PATH=str(bin_dir)).out
+        line = next(x for x in shown.splitlines() if x.startswith("torque"))
+        assert f"no ({torque}: qsub, qstat are another scheduler's)" in line
 
 
 def test_help_and_version(cli):
