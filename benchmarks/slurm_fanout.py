@@ -134,6 +134,53 @@ def hpcexec_submits(n: int, cache: str) -> float:
     return time.perf_counter() - t0
 
 
+def one_job_rounds(rounds: int, scratch: str, gap: float) -> dict[str, list[float]]:
+    """Rounds of one job -> its result, in a shuffled order each round: hpcexec's submit
+    (one Executor kept across rounds, its default polling), submitit's (one AutoExecutor),
+    and a raw ``sbatch`` until the job has left squeue. The cluster idles ``gap`` s before
+    each job, so none waits on the previous one's clean-up."""
+    import random
+
+    import submitit
+
+    ex = hpcexec.Executor("slurm", cache_dir=f"{scratch}/one", poll_interval=POLL, time="0:10:00")
+    sub = submitit.AutoExecutor(folder=f"{scratch}/submitit-one", cluster="slurm")
+    sub.update_parameters(slurm_partition="debug", timeout_min=10)
+
+    def timed(fn, i):
+        t0 = time.perf_counter()
+        assert fn(i) == 2 * i
+        return time.perf_counter() - t0
+
+    def raw(i):
+        wait_gone([single_sbatch()])
+        return 2 * i
+
+    sides = {
+        "hpcexec": lambda i: ex.submit(double, i).result(),
+        "submitit": lambda i: sub.submit(double, i).result(),
+        "raw sbatch": raw,
+    }
+    out: dict[str, list[float]] = {k: [] for k in sides}
+    try:
+        for r in range(rounds):
+            for name in random.sample(list(sides), len(sides)):
+                time.sleep(gap)
+                out[name].append(timed(sides[name], 1000 * r + len(out[name])))
+    finally:
+        ex.shutdown()
+    return out
+
+
+def single_sbatch() -> str:
+    return subprocess.run(
+        ["sbatch", "--parsable", "--output=/dev/null", "--wrap", "true"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def submitit_map(n: int, folder: str) -> float | None:
     try:
         import submitit
@@ -156,8 +203,8 @@ def main() -> None:
     ap.add_argument("--poll", type=float, help="hpcexec's poll_interval (default: its own)")
     ap.add_argument(
         "--rows",
-        default="1423",
-        help="rows to run: 1 raw array, 4 raw python array, 2 submitit, 3 loop",
+        default="14235",
+        help="rows to run: 1 raw array, 4 raw python array, 2 submitit, 3 loop, 5 one job",
     )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
@@ -237,6 +284,24 @@ def main() -> None:
             ">= 50% of raw throughput, <= 5 sbatch",
             lambda o, r, c: o <= 2 * r and c["sbatch"] <= 5,
         )
+    if "5" in args.rows:
+        took = one_job_rounds(5 if args.quick else 9, scratch, gap=1.5)
+        ours = statistics.median(took["hpcexec"])
+        for ref_name, factor in (("submitit", 0.9), ("raw sbatch", 1.15)):
+            ref = statistics.median(took[ref_name])
+            rows.append(
+                dict(
+                    row=f"one submit -> result vs {ref_name}",
+                    hpcexec=ours,
+                    reference=ref,
+                    ratio=ours / ref,
+                    target=f"<= {factor}x (rounds shuffled)",
+                    ok=ours <= factor * ref,
+                    calls={},
+                )
+            )
+        medians = {k: round(statistics.median(v), 3) for k, v in took.items()}
+        print(f"  one job, medians of {len(took['hpcexec'])} rounds: {medians}", flush=True)
     print()
     print(f"{'row':42} {'hpcexec':>9} {'reference':>10} {'ratio':>7}  {'target':38} result  calls")
     for r in rows:
