@@ -123,9 +123,6 @@ class HPCCluster(SpecCluster):
         self.spec = dataclasses.replace(spec, walltime=self.executor.resources.time)
         self.job_name = meta["job_name"]
         self._owned_executor = owned
-        self._backend_name = (
-            (backend or "the profile's backend") if owned else "the executor's backend"
-        )
         self._history: list[HPCJob] = []
         self._quick_failures = 0
         scheduler = scheduler_spec(
@@ -216,14 +213,12 @@ class HPCCluster(SpecCluster):
         return [n for n, s in self.job_states().items() if s is JobState.RUNNING]
 
     def job_script(self) -> str:
-        """What each worker job runs: the shell body hpcexec submits, under a comment
-        naming the resources it renders as the scheduler's directives at submission."""
+        """The exact script a worker's job gives the scheduler, its directives included (as
+        dask-jobqueue's ``job_script()``), for a worker named ``NAME``
+        (:meth:`hpcexec.Executor.job_script` of the worker's shell body)."""
         address = getattr(self.scheduler, "address", None) or "tcp://SCHEDULER:8786"
-        resources = " ".join(f"{k}={v}" for k, v in sorted(self.spec.resources.items()))
-        return (
-            f"# hpcexec job ({self._backend_name}) with resources: {resources}\n"
-            f"{self.spec.body(address, 'NAME')}\n"
-        )
+        view = self.executor.options(name=self.job_name, reuse_slots=False)
+        return view.job_script(self.spec.body(address, "NAME"))
 
     # -- logs ----------------------------------------------------------------------------
     def get_logs(
