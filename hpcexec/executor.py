@@ -328,6 +328,13 @@ class Executor(concurrent.futures.Executor):
         session.tracker.records_changed([session.store.get(key) or rec])
         return future
 
+    def wait_all(
+        self, timeout: float | None = None, *, progress: bool = False
+    ) -> concurrent.futures._base.DoneAndNotDoneFutures:
+        """Wait for every job this executor's session still follows (DRMAA's
+        ``synchronize(JOB_IDS_SESSION_ALL)``); see :func:`wait`."""
+        return wait(self._session.futures(), timeout, progress=progress)
+
     def refresh(self) -> bool:
         """Bring this executor's unfinished records up to date with one status pass (one
         batched scheduler query; on the local backend it also starts queued jobs that now

@@ -564,3 +564,17 @@ def test_a_local_workdir_that_does_not_exist_or_is_no_directory_is_refused(
     assert f.result(timeout=60).stdout == f"{tmp_path}/here\n"
     assert ex.store.get(f.key).resources["workdir"] == f"{tmp_path}/here"
     assert ex.store.get(f.key).state is JobState.COMPLETED
+
+
+def test_wait_all_waits_for_every_job_of_the_session(ex):
+    """DRMAA's synchronize over the session's jobs: those of every view of the executor."""
+    fs = [ex.submit(jobfns.sleep_then, 0.3, i) for i in range(2)]
+    shell = ex.options(name="late").submit_shell("sleep 0.5; echo late")
+    done, not_done = ex.wait_all(timeout=60)
+    assert not not_done and set(done) == {*fs, shell}
+    assert [f.result() for f in fs] == [0, 1] and shell.result().stdout == "late\n"
+    assert ex.wait_all(timeout=0) == (set(), set())  # nothing left to follow
+    slow = ex.submit(jobfns.sleep_then, 30, "slow")
+    done, not_done = ex.wait_all(timeout=0.2)
+    assert not done and not_done == {slow}
+    slow.terminate()
