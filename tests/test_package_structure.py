@@ -105,3 +105,19 @@ def test_every_module_has_a_docstring():
         if not (ast.get_docstring(ast.parse(p.read_text())) or "").strip()
     ]
     assert missing == []
+
+
+def test_no_file_keeps_a_merge_conflict_marker():
+    """A merge resolved by hand once left its markers in the README (seen: the settings keys)."""
+    marker = re.compile(r"^(<{7} |={7}$|>{7} )", re.M)
+    texts = [
+        p
+        for p in REPO.rglob("*")
+        if p.suffix in (".py", ".md", ".sh", ".toml", ".cfg", ".txt", ".yml", ".yaml")
+        and p.is_file()
+        and not any(part.startswith(".") or part == "node_modules" for part in p.parts)
+    ]
+    found = [
+        str(p.relative_to(REPO)) for p in texts if marker.search(p.read_text(errors="replace"))
+    ]
+    assert found == []
