@@ -77,6 +77,8 @@ class Executor(concurrent.futures.Executor):
         max_queued: the most of this executor's jobs in a scheduler's queue (pending or
             running; an array element counts one) at once; the others wait in the cache and
             are submitted as jobs end (default: no cap). Not used by ``"local"``.
+        local_cores: the most cores the local backend's jobs use at once (default: every
+            core of the machine; fewer leaves room for other work).
         profile: a named profile from ``hpcexec.toml`` or ``~/.config/hpcexec/config.toml``
             (see :mod:`hpcexec.config`) giving any of the settings above and default
             resources; arguments given here override it. Default: ``$HPCEXEC_PROFILE``, else
@@ -103,6 +105,7 @@ class Executor(concurrent.futures.Executor):
         calls_per_second: float | None = None,
         local_gpus: str | Sequence[str | int] | None = None,
         max_queued: int | None = None,
+        local_cores: int | None = None,
         profile: str | None = None,
         **resources: Any,
     ) -> None:

@@ -47,7 +47,7 @@ from .remote import (
 )
 from .resources import Resources
 from .schedqueue import SchedulerQueue
-from .settings import ExecutorSettings, number_wanted, parse_gpu_ids
+from .settings import DEFAULTS, NUMBERS, ExecutorSettings, number_wanted, parse_gpu_ids
 from .store import Store
 from .tracker import Tracker
 from .transport.base import Transport
@@ -65,16 +65,9 @@ def detect_backend(which: Callable[[str], str | None]) -> str:
     return "local"
 
 
-def check_settings(
-    backend: str,
-    host: str | None,
-    ssh: SSHOptions,
-    poll_interval: float | None,
-    coalesce: float,
-    calls_per_second: float,
-    max_queued: int | None = None,
-) -> None:
+def check_settings(s: ExecutorSettings) -> None:
     """Refuse settings that cannot work together, saying what to change."""
+    backend, host, ssh = s.backend, s.host, SSHOptions.of(s)
     if backend != "auto" and backend not in backend_names():
         raise unknown_backend(backend, " or 'auto'")
     if is_local(host) and ssh.given():
@@ -88,9 +81,9 @@ def check_settings(
             f"{host} use its scheduler's backend ('slurm', 'sge', ...) or "
             f"'auto'"
         )
-    values = {"poll_interval": poll_interval, "coalesce": coalesce, "max_queued": max_queued}
-    for knob, value in {**values, "calls_per_second": calls_per_second}.items():
-        if value is None and knob in ("poll_interval", "max_queued"):
+    for knob in NUMBERS:
+        value = getattr(s, knob)
+        if value is None and DEFAULTS[knob] is None:
             continue  # the backend's own
         wanted = number_wanted(knob, value)
         if wanted:
@@ -106,9 +99,7 @@ class Session:
 
     def __init__(self, settings: ExecutorSettings) -> None:
         s, ssh = settings, SSHOptions.of(settings)
-        check_settings(
-            s.backend, s.host, ssh, s.poll_interval, s.coalesce, s.calls_per_second, s.max_queued
-        )
+        check_settings(s)
         self.settings = settings
         self.cache_dir = Path(s.cache_dir).expanduser().absolute()
         try:
@@ -185,9 +176,10 @@ class Session:
         self.backend: Backend
         self.queue: Driver
         if backend == "local":
-            self.backend = LocalBackend(
-                self.transport.cpu_count(), self.transport.host, gpu_ids=self._gpu_pool()
-            )
+            cores = self.transport.cpu_count()
+            if self.settings.local_cores:  # a cap; the machine's own count still bounds it
+                cores = min(cores, self.settings.local_cores)
+            self.backend = LocalBackend(cores, self.transport.host, gpu_ids=self._gpu_pool())
             self.queue = LocalQueue(self.store, self.transport, self.backend, self.key_file)
             return
         self.backend = scheduler_class(backend)()

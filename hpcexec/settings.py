@@ -76,6 +76,10 @@ class ExecutorSettings:
     max_queued: int | None = field(
         default=None, metadata=_about("the most jobs kept in a scheduler's queue at once")
     )
+    local_cores: int | None = field(
+        default=None,
+        metadata=_about("the most cores the local backend uses at once (default: all there)"),
+    )
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ExecutorSettings)}
@@ -87,10 +91,16 @@ REACH: tuple[str, ...] = tuple(n for n, f in _FIELDS.items() if f.metadata["reac
 DEFAULTS: Mapping[str, Any] = MappingProxyType({n: f.default for n, f in _FIELDS.items()})
 #: the numeric settings, and whether zero is allowed (coalescing may be off; polling may not)
 NUMBERS: Mapping[str, bool] = MappingProxyType(
-    {"poll_interval": False, "coalesce": True, "calls_per_second": False, "max_queued": False}
+    {
+        "poll_interval": False,
+        "coalesce": True,
+        "calls_per_second": False,
+        "max_queued": False,
+        "local_cores": False,
+    }
 )
 #: the numeric settings that take whole numbers only
-WHOLE: frozenset[str] = frozenset({"max_queued"})
+WHOLE: frozenset[str] = frozenset({"max_queued", "local_cores"})
 
 
 def number_wanted(name: str, value: Any) -> str | None:

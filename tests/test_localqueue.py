@@ -11,7 +11,7 @@ import time
 import jobfns
 import pytest
 
-from hpcexec import BackendError, Executor, JobFailed, JobState
+from hpcexec import BackendError, Executor, JobFailed, JobState, ResourceError
 from hpcexec.layout import EXITCODE
 
 
@@ -264,3 +264,19 @@ def test_a_failing_poll_logs_one_line_per_attempt(ex, caplog):
         "polling jobs failed" in r.getMessage() and "not-a-pid" in r.getMessage() for r in warnings
     ), [r.getMessage() for r in warnings]
     assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)
+
+
+def test_local_cores_caps_what_the_local_backend_uses(cache, tmp_path):
+    """fyrd's users cap the local backend's cores: jobs then wait for the cap, not the
+    machine."""
+    log = tmp_path / "intervals"
+    with Executor(cache_dir=cache, local_cores=1, poll_interval=0.02) as ex:
+        assert ex.session.backend.total_cores == 1
+        fs = [ex.submit(jobfns.record_interval, str(log), 0.3 + i / 1000) for i in range(2)]
+        assert all(f.result(timeout=60) > 0 for f in fs)
+        with pytest.raises(BackendError, match="has 1"):
+            ex.options(threads=2).submit(jobfns.double, 1)
+    first, second = _intervals(log)
+    assert not _overlap(first, second)  # one at a time
+    with pytest.raises(ResourceError, match="local_cores must be a positive whole number"):
+        Executor(cache_dir=cache, local_cores=0)

@@ -194,6 +194,7 @@ class SchedulerBackend(Backend):
         if theirs:
             return f"{theirs[0]} is on PATH: {', '.join(cls.commands)} are another scheduler's"
         return None
+
     #: the largest array when the cluster's own limit cannot be read
     default_max_array: ClassVar[int] = 1000
     #: how output paths name the array element, e.g. ``%a`` (SLURM)

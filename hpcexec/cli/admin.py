@@ -140,9 +140,7 @@ def cmd_backends(args: argparse.Namespace, ctx: Context) -> int:
     else:
         which = shutil.which
     try:
-        found = {
-            c: which(c) for cls in schedulers().values() for c in (*cls.commands, *cls.others)
-        }
+        found = {c: which(c) for cls in schedulers().values() for c in (*cls.commands, *cls.others)}
     finally:
         if transport is not None:
             transport.close()

@@ -157,6 +157,7 @@ class Context:
                 poll_interval=s["poll_interval"],
                 calls_per_second=s["calls_per_second"],
                 local_gpus=s["local_gpus"],
+                local_cores=s["local_cores"],
                 **options,
             )
         return self._executors[backend, host]
