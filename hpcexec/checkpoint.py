@@ -55,3 +55,24 @@ class Warned(BaseException):
 
 def on_warning(signum: int, frame: Any) -> None:
     raise Warned(signum)
+
+
+class WarningGate:
+    """Holds the warning signal until the job can checkpoint: one that arrives while the
+    payload still loads (a job warned right after it started, on a loaded machine) is kept,
+    not fatal, and raised as :class:`Warned` once :meth:`open` installs the handler."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def hold(self) -> None:
+        signal.signal(WARNING, self._remember)
+
+    def _remember(self, signum: int, frame: Any) -> None:
+        self.seen = True
+
+    def open(self) -> None:
+        """From now on the warning raises :class:`Warned` (at once if it came already)."""
+        signal.signal(WARNING, on_warning)
+        if self.seen:
+            raise Warned(WARNING)

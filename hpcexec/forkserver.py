@@ -23,6 +23,7 @@ import struct
 import sys
 import time
 
+from .checkpoint import WARNING
 from .jobfiles import killed_by, write_atomic, write_started
 from .layout import JobLayout, cannot_start
 
@@ -263,6 +264,7 @@ def _child(listener: socket.socket, req: dict) -> None:
     def body() -> int:
         listener.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(WARNING, signal.SIG_IGN)  # never fatal; the runner holds it for the job
         os.setsid()
         try:
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)

@@ -31,11 +31,11 @@ from .backends.local import (
     plan_starts,
     split_job_id,
 )
-from .checkpoint import WARNING
 from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .errors import TransportError, UntrustedPath
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
+from .localstop import STOPPED_REASONS, Stopper
 from .record import JobRecord
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import task_count
@@ -47,11 +47,6 @@ from .transport.base import Transport
 
 log = logging.getLogger(__name__)
 
-KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
-TIMEOUT_REASON = "walltime exceeded"
-DEADLINE_REASON = "deadline reached"
-STOPPED_REASONS = (TIMEOUT_REASON, DEADLINE_REASON)  # stopped by the queue: ends timeout
-WARNED_REASON = "sent the warning signal ahead of its walltime"  # for its checkpoint
 ZOMBIE_GRACE = 5.0
 RUNNING_STATES = (JobState.RUNNING, JobState.SUSPENDED)
 START_LOCK = "localqueue"  # the cache's lock held while jobs are started or queued ones change
@@ -79,17 +74,6 @@ def _warm(rec: JobRecord) -> bool:
     )
 
 
-def _stop_at(rec: JobRecord) -> tuple[float, str] | None:
-    """When a running job must be stopped, and why: its walltime or its deadline."""
-    ends = []
-    limit = rec.resources.get("time")
-    if limit and rec.started:
-        ends.append((rec.started + limit, TIMEOUT_REASON))
-    if rec.resources.get("deadline"):
-        ends.append((instant_epoch(rec.resources["deadline"]), DEADLINE_REASON))
-    return min(ends) if ends else None
-
-
 class LocalQueue(Driver):
     """Starts, watches and stops local jobs of one host."""
 
@@ -103,6 +87,7 @@ class LocalQueue(Driver):
         self.host = transport.host
         self._pidfds: dict[str, int] = {}  # job id -> pidfd, to wake the monitor on exit
         self._zombies: dict[str, float] = {}  # job id -> when first seen ended but unreaped
+        self.stopper = Stopper(transport)  # walltimes and deadlines
 
     # -- looking at running jobs -----------------------------------------------------------
     def _alive(self, job_id: str) -> bool:
@@ -166,24 +151,8 @@ class LocalQueue(Driver):
         values = self._final_values(rec)
         if values is not None:
             return _Seen(rec.key, values["state"], values, rec.reason)
-        stop = _stop_at(rec)
-        if stop is not None and rec.job_id:
-            at, why = stop
-            over = now - at
-            pid = split_job_id(rec.job_id)[0]
-            grace = rec.resources.get("checkpoint_grace")
-            warned = rec.reason in (WARNED_REASON, *STOPPED_REASONS) or terminated(rec)
-            if grace and -grace <= over <= 0 and not warned:
-                log.info("job %s: %s in %.0f s; sending %s", rec.key, why, -over, WARNING.name)
-                self.transport.signal_process(pid, WARNING)  # the runner, as SLURM's B:
-                return _Seen(rec.key, rec.state, {"reason": WARNED_REASON})
-            if over > 0 and rec.reason not in STOPPED_REASONS:
-                log.info("job %s: %s; sending SIGTERM", rec.key, why)
-                self.transport.signal_group(pid, signal.SIGTERM)
-                return _Seen(rec.key, rec.state, {"reason": why})
-            if over > KILL_GRACE:
-                self.transport.signal_group(pid, signal.SIGKILL)
-        return None
+        reason = self.stopper.look(rec, now)
+        return None if reason is None else _Seen(rec.key, rec.state, {"reason": reason})
 
     # -- one pass ------------------------------------------------------------------------------
     def poll(self) -> bool:
@@ -206,6 +175,7 @@ class LocalQueue(Driver):
             os.close(self._pidfds.pop(job_id))
         for job_id in set(self._zombies) - job_ids:
             del self._zombies[job_id]
+        self.stopper.keep(job_ids)
         if not hasattr(os, "pidfd_open") or not job_ids:
             return
         for job_id in job_ids - set(self._pidfds):

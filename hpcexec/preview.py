@@ -53,6 +53,7 @@ def job_script(session: Session, j: Job, after: list[str]) -> str:
         command=command,
         after=after,
         tasks=task_launch(session, j),
+        warned=j.requeue > 0,
     )
 
 

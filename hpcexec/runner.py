@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from . import codelines, trust
-from .checkpoint import REQUEUED_REASON, WARNING, Checkpointable, Resubmit, Warned, on_warning
+from .checkpoint import (
+    REQUEUED_REASON,
+    WARNING,
+    Checkpointable,
+    Resubmit,
+    Warned,
+    WarningGate,
+)
 from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, job_key, seal, unseal
 from .jobfiles import write_atomic
@@ -205,6 +212,8 @@ def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> 
     own outcome file and leaves the exit-code file to the job script; None for a job of
     one task."""
     t0 = time.time()
+    gate = WarningGate()  # a warning while the payload loads waits for the handler
+    gate.hold()
     code, reason = 0, None
     note = None  # why a job that was not stopped failed (a result is still written if it can be)
     outcomes: list[tuple] = []
@@ -217,8 +226,8 @@ def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> 
             kind, fn, calls, refs = _load(data)
             if kind == "call" and rank is None and isinstance(fn, Checkpointable):
                 fn, calls = _resume(jobdir, fn, calls)
-                signal.signal(WARNING, on_warning)  # asked for only by such jobs
-        except Terminated:
+                gate.open()  # asked for only by such jobs
+        except (Terminated, Warned):  # Warned: it came while the payload loaded
             raise
         except BaseException as e:  # the work never started; a result only where a key is  # noqa: BLE001
             code, note = 1, f"cannot load the payload {path}: {type(e).__name__}: {_text(e)}"

@@ -115,6 +115,7 @@ def render(
     after: Sequence[str] = (),
     tasks: TaskLaunch | None = None,
     restartable: bool = False,
+    warned: bool = False,
 ) -> str:
     """The whole job script. Exactly one of ``command`` (an argv line already quoted, run with
     ``exec``) and ``shell_body`` (user shell text, run in a subshell whose exit code is
@@ -123,8 +124,11 @@ def render(
     only for the end of a job, not its success. ``tasks``: ``command`` is run once per task
     by the launcher, and the script writes the exit-code file after it. ``restartable``: the
     shell body runs again after ending checkpointed at the warning signal (``requeue=N``),
-    see :func:`_restartable_run`."""
+    see :func:`_restartable_run`. ``warned``: the job asks for that signal; until its runner
+    or its body's trap takes it, it is ignored, never fatal."""
     lines = ["#!/bin/bash", *parts.directives, "# written by hpcexec"]
+    if warned or restartable:
+        lines.append(f"trap '' {WARNING.name.removeprefix('SIG')}")
     if parts.prologue:
         lines.append(parts.prologue)
     lines += _core_exports(parts, name=name, workdir=workdir, submit_host=submit_host)
@@ -230,7 +234,10 @@ def _restartable_run(body: str, jd: str) -> list[str]:
     term = "hpcexec_sig=TERM"
     return [
         f"trap '{term}' TERM",
-        f'trap \'hpcexec_warned=1; trap "" TERM; kill -TERM 0; trap "{term}" TERM\' {warn}',
+        # once: a warning sent again (the local queue repeats one that may have been lost
+        # while the job started) must not signal a body saving its state a second time
+        f'trap \'[ -n "$hpcexec_warned" ] || {{ hpcexec_warned=1; trap "" TERM; '
+        f'kill -TERM 0; trap "{term}" TERM; }}\' {warn}',
         f"rm -f {rc}",
         f"{{ trap : TERM {warn}",
         "(",

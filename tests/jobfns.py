@@ -205,3 +205,21 @@ class Counter(__import__("hpcexec").Checkpointable):
             time.sleep(step)
             self.count += 1
         return self.count, self.starts
+
+
+class SlowToLoad(__import__("hpcexec").Checkpointable):
+    """A checkpointable callable whose unpickling takes a while: it writes ``marker`` when its
+    loading starts (so a test can send the warning while the payload still loads)."""
+
+    def __init__(self, marker, seconds):
+        self.marker, self.seconds = marker, seconds
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        with open(self.marker, "w") as f:
+            f.write("loading\n")
+        time.sleep(self.seconds)
+
+    def __call__(self):
+        time.sleep(30)
+        return "ran to its end"

@@ -17,7 +17,7 @@ import pytest
 from hpcexec.errors import CacheError, RemoteError, RemoteTraceback
 from hpcexec.integrity import SECRETS, KeyRing, key_id, seal, unseal
 from hpcexec.jobfiles import parse_exitcode
-from hpcexec.layout import EXITCODE, PAYLOAD, RESULT
+from hpcexec.layout import CHECKPOINT, EXITCODE, PAYLOAD, RESULT
 from hpcexec.payload import dumps_payload, load_outcomes, outcome_value
 
 TEST_KEY = b"k" * 32
@@ -542,3 +542,27 @@ def test_sigterm_during_a_chunk_keeps_finished_elements(tmp_path):
     assert proc.returncode == 143
     assert parse_exitcode(exitcode_text(jobdir)) == (143, "terminated by SIGTERM")
     assert [outcome_value(i, "r") for i in outcomes(jobdir)] == [0, 10]
+
+
+def test_a_warning_while_the_payload_loads_is_kept_not_fatal(tmp_path):
+    """Seen in CI: a checkpointable job warned 1 s after it started, on a loaded machine,
+    died of the signal (exit 140, no result, no checkpoint) before its runner had installed
+    its handler. The runner holds the warning from its first line and checkpoints once the
+    callable is loaded."""
+    import jobfns
+
+    tests_dir = str(Path(jobfns.__file__).parent)
+    jobdir = tmp_path / "job"
+    marker = tmp_path / "loading"
+    write_payload(jobdir, jobfns.SlowToLoad(str(marker), 1.5), [((), {})], sys_path=[tests_dir])
+    proc = subprocess.Popen(runner_argv(jobdir), cwd=jobdir, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the payload never loaded"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGUSR2)  # while it still loads
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGUSR2, err.decode()
+    code, reason = parse_exitcode(exitcode_text(jobdir))
+    assert code == 140 and reason.startswith("checkpointed on SIGUSR2")
+    assert (jobdir / CHECKPOINT).exists()  # what the next run calls

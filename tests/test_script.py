@@ -534,3 +534,50 @@ def test_dependency_guard_stops_a_job_whose_dependency_failed(tmp_path):
             assert (code, proc.returncode) == (0, 0)
         else:
             assert code == 1 and proc.returncode == 1 and "did not complete" in reason
+
+
+def _start_job(root: Path, **kw) -> tuple[subprocess.Popen, Path]:
+    """A rendered job script started with bash (not waited for), and its job directory."""
+    jobdir, workdir = root / "job", root / "work"
+    jobdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    res = Resources()
+    text = render(
+        local_parts(res),
+        res,
+        jobdir=str(jobdir),
+        workdir=str(workdir),
+        submit_host="h",
+        name="w",
+        **kw,
+    )
+    (jobdir / "job.sh").write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPCEXEC_")}
+    proc = subprocess.Popen(
+        [BASH, str(jobdir / "job.sh")], cwd=root, env=env, start_new_session=True
+    )
+    return proc, jobdir
+
+
+def test_a_warning_before_the_job_can_take_it_is_not_fatal(tmp_path):
+    """A job that asks for the warning ignores it until its runner installs its handler (the
+    local queue sends it again each second): an early one must not kill the job."""
+    proc, jobdir = _start_job(tmp_path, command="sleep 1", warned=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=30) == 0
+    assert not (jobdir / EXITCODE).exists() or (jobdir / EXITCODE).read_text().startswith("0")
+
+
+def test_a_restartable_body_is_stopped_once_however_many_warnings_come(tmp_path):
+    """The queue repeats the warning: a body that traps TERM to save its state gets one."""
+    log = tmp_path / "terms"
+    body = f"trap 'echo term >> {log}' TERM\nfor i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.2; done"
+    proc, jobdir = _start_job(tmp_path, shell_body=body, restartable=True)
+    time.sleep(0.5)
+    for _ in range(3):
+        proc.send_signal(signal.SIGUSR2)
+        time.sleep(0.3)
+    assert proc.wait(timeout=30) == 140
+    assert log.read_text() == "term\n"
+    assert parse_exitcode((jobdir / EXITCODE).read_text())[1].startswith("checkpointed")
