@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,11 +70,8 @@ class JobRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRecord:
-        d = dict(row)
+        d = row_data(row)
         d["state"] = JobState(d["state"])
-        for k in JSON_FIELDS:
-            text = d.get(k)
-            d[k] = json.loads(text) if text else ({} if k == "resources" else [])
         return cls(**d)
 
     def to_json(self) -> bytes:
@@ -94,3 +92,23 @@ class JobRecord:
 FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
 #: the fields kept as JSON text in the store
 JSON_FIELDS = ("resources", "deps", "tags", "attempts")
+
+
+def row_data(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
+    """A store row (or a job directory's record file) as data, its fields in
+    :data:`FIELD_NAMES` order, its JSON fields decoded, its state as the state's name: what
+    a record is as JSON, without building one (a listing of 100,000 records streams these).
+    Fields the row lacks (written by an older hpcexec) are left out."""
+    have = set(row.keys())
+    d = {name: row[name] for name in FIELD_NAMES if name in have}
+    for k in JSON_FIELDS:
+        if k not in d:
+            continue
+        text = d[k]
+        if not text or text == "[]":  # what most records hold: not worth a parse
+            d[k] = {} if k == "resources" else []
+        elif text == "{}":
+            d[k] = {}
+        else:
+            d[k] = json.loads(text)
+    return d

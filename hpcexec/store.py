@@ -19,7 +19,7 @@ from typing import Any
 from . import trust
 from .cachelock import CacheLock
 from .errors import CacheError
-from .record import JobRecord
+from .record import JobRecord, row_data
 from .states import ACTIVE_STATES, JobState
 from .store_file import StoreFile
 from .store_queries import Queries, Txn
@@ -149,6 +149,21 @@ class Store(Queries):
         streams); the ValueError of a bad selection comes at once."""
         sel = Selection.of(state, match, backend=backend, host=host, fields=fields)
         return (JobRecord.from_row(r) for r in self._rows(sel))
+
+    def iter_select_data(
+        self,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        match: str | None = None,
+        *,
+        backend: str | None = None,
+        host: str | None = None,
+        fields: Iterable[str] = MATCH_FIELDS,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`iter_select`'s records as JSON-ready data (:func:`~hpcexec.record.row_data`:
+        every field, the state by name), without building records: what a listing of many
+        prints."""
+        sel = Selection.of(state, match, backend=backend, host=host, fields=fields)
+        return (row_data(r) for r in self._rows(sel))
 
     def count(
         self,

@@ -783,3 +783,19 @@ def test_a_cache_another_process_keeps_busy_says_so_and_by_whom(tmp_path, monkey
         holder.wait()
     with Store(tmp_path / "cache").write() as tx:  # free again
         tx.update("a", comment="later")
+
+
+def test_row_data_is_the_record_as_json_without_building_it():
+    from dataclasses import asdict
+
+    from hpcexec.record import FIELD_NAMES, row_data
+
+    full = rec("a", tags=["x"], comment="c")
+    full.resources = {"time": 60}
+    full.attempts = [{"job_id": "1", "state": "failed"}]
+    want = {**asdict(full), "state": full.state.value}
+    assert row_data(full.to_row()) == want
+    assert list(row_data(full.to_row())) == list(FIELD_NAMES)  # one order for every listing
+    old = {k: v for k, v in full.to_row().items() if k not in ("summary", "attempts")}
+    assert "summary" not in row_data(old) and row_data(old)["tags"] == ["x"]  # an older file's
+    assert JobRecord.from_row(full.to_row()) == full  # type: ignore[arg-type]

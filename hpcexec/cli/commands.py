@@ -153,7 +153,7 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
         ctx.refresh(ctx.select(["active"], None, backend, host))
     last = args.last
     if ctx.out.as_json and last is None:  # programs get every job, streamed
-        ctx.out.emit_list(map(record_dict, ctx.iter_select(states, args.match, backend, host)))
+        ctx.out.emit_list(ctx.iter_data(states, args.match, backend, host))
         return 0
     if last is None and not args.all:
         last = LAST_SHOWN

@@ -62,15 +62,15 @@ class Context:
         except ValueError as e:  # an unknown state or a bad regular expression
             raise UsageError(str(e)) from None
 
-    def iter_select(
+    def iter_data(
         self, states: list[str] | None, match: str | None, backend: str | None, host: str | None
-    ) -> Iterator[JobRecord]:
-        """:meth:`select`'s records, read as they are printed."""
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`select`'s records as JSON-ready data, read as they are printed."""
         store = self.store()
         if store is None:
             return iter(())
         try:
-            return store.iter_select(states, match, backend=backend, host=host)
+            return store.iter_select_data(states, match, backend=backend, host=host)
         except ValueError as e:
             raise UsageError(str(e)) from None
 

@@ -123,13 +123,17 @@ class Output:
     def jobs(
         self, records: Sequence[JobRecord], *, full_key: bool = False, empty: str = "no jobs"
     ) -> None:
+        """Records as a table, or as JSON one per line (as every listing of jobs is)."""
+        if self.as_json:
+            self.emit_list(record_dict(r) for r in records)
+            return
         now = time.time()
         text = (
             table(JOB_COLUMNS, [job_row(r, full_key=full_key, now=now) for r in records])
             if records
             else empty
         )
-        self.emit([record_dict(r) for r in records], text)
+        self.emit(None, text)
 
 
 def note(message: str) -> None:
