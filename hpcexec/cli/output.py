@@ -113,9 +113,9 @@ class Output:
     def emit_list(self, items: Iterable[Any]) -> None:
         """A JSON array written item by item, one item per line (a long listing starts at once,
         is never all in memory, and is written by the json module's fast encoder)."""
-        first = True
+        first, encode = True, json.JSONEncoder(default=str).encode  # one encoder for all
         for item in items:
-            self.stream.write(("[\n" if first else ",\n") + json.dumps(item, default=str))
+            self.stream.write(("[\n" if first else ",\n") + encode(item))
             first = False
         self.stream.write("[]\n" if first else "\n]\n")
         self.stream.flush()
