@@ -316,10 +316,16 @@ class JobPool:
                     b.callback(Outcome(error=e))
             return
         with self._cond:
-            self._running[future] = group
-            if probe:
-                self._probe, self._probe_sent = future, time.monotonic()
-                self._probe_running_since = None
+            aborted = group[0].generation != self._generation
+            if not aborted:
+                self._running[future] = group
+                if probe:
+                    self._probe, self._probe_sent = future, time.monotonic()
+                    self._probe_running_since = None
+        if aborted:  # joblib aborted the call while this job was submitted: abort() missed it
+            if not future.cancel():
+                future.terminate()
+            return
         log.debug(
             "job %s carries %d batch(es), %d task(s)%s",
             future.key,

@@ -47,6 +47,35 @@ def test_exception_keeps_its_type_and_remote_traceback(anyex):
     assert "fail_on" in info.value.__cause__.tb
 
 
+def test_a_job_submitted_while_the_call_aborts_is_ended(ex):
+    """Seen in CI (test_abort_cancels_the_other_jobs[local], Python 3.10): joblib aborted the
+    call while the pool's thread was submitting a job; abort() ended the jobs it knew, and
+    the one being submitted ran its 60 s."""
+    import jobfns
+
+    from hpcexec.adapters.joblib_pool import JobPool
+
+    submitted = []
+
+    class AbortedMeanwhile:  # what the pool submits to: the call aborts during the submission
+        resources = ex.resources
+
+        def options(self, **kw):
+            return self
+
+        def submit(self, fn, calls):
+            pool.abort()
+            submitted.append(ex.submit(jobfns.sleep_then, 60, "should not run out"))
+            return submitted[-1]
+
+    pool = JobPool(AbortedMeanwhile(), lambda calls: None, cache=False, patience=1.0)
+    pool.start_call(slots=1, target=1.0)
+    pool.add([("a call",)], lambda outcome: None)
+    wait_until(lambda: submitted and submitted[0].done(), 30, "the job ended after the abort")
+    assert submitted[0].record.state is JobState.CANCELLED
+    pool.stop()
+
+
 def test_abort_cancels_the_other_jobs(anyex):
     # Task 0 (the probe) and the others sleep; task 1 fails: Parallel must raise at once and
     # end every job still queued or running (locally the later ones wait for a core).
