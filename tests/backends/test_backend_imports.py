@@ -10,7 +10,9 @@ import hpcexec.backends
 
 PACKAGE = Path(hpcexec.backends.__file__).parent
 SHARED = {"base", "pbsfamily"}  # modules of shared code, not backends
-BACKENDS = {p.stem for p in PACKAGE.glob("*.py")} - SHARED - {"__init__"}
+#: a backend's own parts, ``<backend>_<part>.py`` (sge_qacct): only that backend imports them
+PARTS = {p.stem for p in PACKAGE.glob("*_*.py")} - {"__init__"}
+BACKENDS = {p.stem for p in PACKAGE.glob("*.py")} - SHARED - PARTS - {"__init__"}
 
 
 def _imported(path: Path) -> set[str]:
@@ -29,6 +31,16 @@ def test_no_backend_imports_another_backend():
     assert {"slurm", "sge", "pbspro", "torque", "lsf", "local"} <= BACKENDS
     sideways = {name: _imported(PACKAGE / f"{name}.py") & (BACKENDS - {name}) for name in BACKENDS}
     assert not any(sideways.values()), sideways
+
+
+def test_a_backends_parts_are_its_own():
+    assert "sge_qacct" in PARTS
+    for part in PARTS:
+        owner = part.split("_")[0]
+        assert owner in BACKENDS, f"{part}.py names no backend"
+        assert not _imported(PACKAGE / f"{part}.py") & (BACKENDS | PARTS), part
+        users = {n for n in BACKENDS if part in _imported(PACKAGE / f"{n}.py")}
+        assert users <= {owner}, (part, users)
 
 
 def test_shared_modules_import_no_backend():
