@@ -78,6 +78,30 @@ class _Batch:
                 return None
         raise OSError(errno.EIO, f"unexpected SFTP answer {t} (wanted {want})")
 
+    def open_all(
+        self, paths: Iterable[str], flags: int
+    ) -> tuple[dict[str, bytes], list[str], OSError | None]:
+        """Open every path in one round trip: the handles, the paths that do not exist, and
+        the first other error (the handles opened are returned whatever failed)."""
+        opened = {p: self.send(CMD_OPEN, p, flags, SFTPAttributes()) for p in paths}
+        self.wait(opened.values())
+        handles: dict[str, bytes] = {}
+        missing: list[str] = []
+        failure: OSError | None = None
+        for p, num in opened.items():
+            try:
+                msg = self.take(num, CMD_HANDLE)
+                if msg is None:
+                    raise OSError(errno.EIO, "end of file while opening", p)
+                handles[p] = msg.get_binary()
+            except FileNotFoundError as e:
+                missing.append(p)
+                if not flags & SFTP_FLAG_READ:
+                    failure = failure or e
+            except OSError as e:
+                failure = failure or e
+        return handles, missing, failure
+
     def status(self, num: int) -> None:
         """Nothing for an answer that says done; the OSError of one that says otherwise."""
         t, msg = self.answers.got.pop(num)
@@ -116,18 +140,7 @@ def write_files(sftp: paramiko.SFTPClient, files: dict[str, bytes], links: dict[
     answer is in (no handle is left open)."""
     batch = _Batch(sftp)
     flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-    opened = {p: batch.send(CMD_OPEN, p, flags, SFTPAttributes()) for p in files}
-    batch.wait(opened.values())
-    handles: dict[str, bytes] = {}
-    failure: OSError | None = None
-    for p, num in opened.items():
-        try:
-            msg = batch.take(num, CMD_HANDLE)
-            if msg is None:
-                raise OSError(errno.EIO, "end of file while opening", p)
-            handles[p] = msg.get_binary()
-        except OSError as e:
-            failure = failure or e
+    handles, _, failure = batch.open_all(files, flags)
     sent: list[int] = []
     if failure is None:
         for p, h in handles.items():
@@ -163,21 +176,8 @@ def read_files(sftp: paramiko.SFTPClient, paths: list[str]) -> dict[str, bytes |
     """The contents of ``paths`` (None for a file that does not exist). Any other error is
     raised as the OSError the server's status maps to."""
     batch = _Batch(sftp)
-    opened = {p: batch.send(CMD_OPEN, p, SFTP_FLAG_READ, SFTPAttributes()) for p in paths}
-    batch.wait(opened.values())
-    out: dict[str, bytes | None] = {}
-    handles: dict[str, bytes] = {}
-    failure: OSError | None = None
-    for p, num in opened.items():
-        try:
-            msg = batch.take(num, CMD_HANDLE)
-            if msg is None:
-                raise OSError(errno.EIO, "end of file while opening")
-            handles[p] = msg.get_binary()
-        except FileNotFoundError:
-            out[p] = None
-        except OSError as e:
-            failure = failure or e
+    handles, missing, failure = batch.open_all(paths, SFTP_FLAG_READ)
+    out: dict[str, bytes | None] = dict.fromkeys(missing)
     try:
         if failure is not None:
             raise failure
