@@ -121,7 +121,8 @@ class Submitter:
             logs = self._prologues(to_write, opts.prologue)
             for key, j in to_write.items():
                 self._stage(j, records[key], logs.get(key), staging, after_dirs, opts.aux_scripts)
-            self.transport.stage(staging.staged, staging.files)
+            if staging.staged:  # nothing to write when every job was found in the cache
+                self.transport.stage(staging.staged, staging.files)
             if to_write:
                 self._insert(records, known, staging)
         finally:

@@ -197,6 +197,8 @@ class SFTPFiles:
         self, dirs: Sequence[str], files: Mapping[str, bytes], links: Mapping[str, str]
     ) -> None:
         """See :meth:`Transport.stage`: directories, then files and links, pipelined."""
+        if not (dirs or files or links):
+            return
         ds = [posixpath.normpath(self.expand_path(d)) for d in dirs]
         fs = {self.expand_path(p): data for p, data in files.items()}
         ls = {self.expand_path(lk): self.expand_path(t) for lk, t in links.items()}
