@@ -14,6 +14,7 @@ from typing import Protocol
 
 from .errors import JobFailed
 from .future import JobFuture, JobInfo
+from .gathering import Gathering
 from .interest import INTEREST
 from .outcomes import Outcomes
 from .record import JobRecord
@@ -44,8 +45,10 @@ class Controls:
         jobs_dir: str,
         where: str,
         wake: Callable[[], None],
+        gathering: Gathering,
     ) -> None:
         self.store = store
+        self.gathering = gathering  # a future's job may not be submitted yet: flush first
         self.driver = driver
         self.outcomes = outcomes
         self.jobs_dir = jobs_dir
@@ -53,11 +56,14 @@ class Controls:
         self.wake = wake  # the monitor's
 
     def record(self, key: str) -> JobRecord | None:
+        self.gathering.flush_for(key)
         return self.store.get(key)
 
     def wanted(self, key: str) -> None:
         """Someone waits for this job's result: if it still gathers for a shared submission,
-        submit it now (a lone ``submit`` then ``result()`` never waits out the window)."""
+        in this client or in the driver, submit it now (a lone ``submit`` then ``result()``
+        never waits out a window)."""
+        self.gathering.flush()
         rec = self.store.get(key)
         if (
             rec is not None
@@ -74,7 +80,7 @@ class Controls:
         return self.outcomes.read_output(rec, stream)
 
     def info(self, key: str) -> JobInfo:
-        rec = self.store.get(key)
+        rec = self.record(key)
         if rec is None:
             raise KeyError(f"no job record {key} in {self.store.path}")
         return self.outcomes.info(rec)
@@ -91,7 +97,7 @@ class Controls:
             now = self.store.get(key)  # cancelled meanwhile by someone else: fine too
             return now is not None and now.state is JobState.CANCELLED
 
-        rec = self.store.get(key)
+        rec = self.record(key)
         if rec is None or rec.state.started:
             return False
         return INTEREST.withdraw(self.where, key, future, cancel_job) is not False
@@ -101,6 +107,7 @@ class Controls:
         this process still wants it: then only ``future`` fails, at once, and the job goes
         on."""
         key = future.key
+        self.gathering.flush_for(key)
         ended = INTEREST.withdraw(self.where, key, future, lambda: self.driver.terminate(key))
         if ended is None:
             rec = self.store.get(key)
@@ -119,19 +126,23 @@ class Controls:
         return ended
 
     def hold(self, key: str) -> bool:
+        self.gathering.flush_for(key)
         ok = self.driver.hold(key)
         self.wake()
         return ok
 
     def release(self, key: str) -> bool:
+        self.gathering.flush_for(key)
         ok = self.driver.release(key)
         self.wake()
         return ok
 
     def suspend(self, key: str) -> bool:
+        self.gathering.flush_for(key)
         return self.driver.suspend(key)
 
     def resume(self, key: str) -> bool:
+        self.gathering.flush_for(key)
         ok = self.driver.resume(key)
         self.wake()
         return ok

@@ -21,7 +21,7 @@ from .backends import SCHEDULERS, LocalBackend
 from .config import resolve as resolve_settings
 from .errors import BackendError, HpcexecError, ResourceError, UnknownJob
 from .future import JobFuture, ShellResult
-from .jobspec import JobMaker, extract_futures, file_directives, file_interpreter, safe_name
+from .jobspec import Job, JobMaker, extract_futures, file_directives, file_interpreter, safe_name
 from .options import KEY_RE, JobOptions
 from .preview import preview
 from .resources import Resources, split_options
@@ -153,6 +153,8 @@ class Executor(concurrent.futures.Executor):
 
     @property
     def store(self) -> Store:
+        """This executor's cache of job records, with every ``submit`` so far in it."""
+        self._session.gathering.flush()
         return self._session.store
 
     @property
@@ -173,11 +175,12 @@ class Executor(concurrent.futures.Executor):
 
     # -- submission ----------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
-        """Run ``fn(*args, **kwargs)`` as a job; its future holds the return value."""
+        """Run ``fn(*args, **kwargs)`` as a job; its future holds the return value.
+        Consecutive submits are written together (:mod:`hpcexec.gathering`)."""
         self._session.check_open()
         job, deps = self._jobs.call(fn, args, kwargs)
         job.futures = [JobFuture(self._session.control, job.key)]
-        self._submitter.submit([job], self._opts.after_also(deps))
+        self._gather(job, self._opts.after_also(deps))
         return job.futures[0]
 
     def submit_shell(self, body: str, *, check: bool = True) -> JobFuture:
@@ -187,8 +190,19 @@ class Executor(concurrent.futures.Executor):
         self._session.check_open()
         job = self._jobs.shell(body, check)
         job.futures = [JobFuture(self._session.control, job.key, check=check)]
-        self._submitter.submit([job], self._opts)
+        self._gather(job, self._opts)
         return job.futures[0]
+
+    def _gather(self, job: Job, opts: JobOptions) -> None:
+        """Submit ``job`` with the submits around it (see :mod:`hpcexec.gathering`), once
+        what can fail at once was checked; here and now with a prologue (its failure is the
+        caller's to see) or when the cache has it (its future is done at once, as before)."""
+        gathering = self._session.gathering
+        if opts.prologue or self._submitter.found(job, opts):
+            gathering.now([job], opts, self._submitter.submit)
+            return
+        self._submitter.check([job])
+        gathering.add([job], opts, self._submitter.submit_checked)
 
     def submit_file(
         self, path: str | os.PathLike, *, check: bool = True, **resources: Any
@@ -208,7 +222,7 @@ class Executor(concurrent.futures.Executor):
         view = self.options(**resources) if resources else self
         job = view._jobs.file(path, check)
         job.futures = [JobFuture(view._session.control, job.key, check=check)]
-        view._submitter.submit([job], view._opts)
+        view._session.gathering.now([job], view._opts, view._submitter.submit)
         return job.futures[0]
 
     def job_script(
@@ -271,7 +285,7 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("chunksize must be >= 1.")
         base = self._res.name or safe_name(getattr(fn, "__name__", "map"))
         jobs = self._jobs.chunks(fn, calls, chunksize, bool(deps), base)
-        self._submitter.submit(jobs, self._opts.after_also(deps))
+        self._session.gathering.now(jobs, self._opts.after_also(deps), self._submitter.submit)
         fs = [f for j in jobs for f in j.futures]
         bar = None
         if progress:

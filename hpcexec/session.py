@@ -32,6 +32,7 @@ from .environment import Environment
 from .epilogues import Epilogues
 from .errors import BackendError, CacheError, ResourceError
 from .future import JobFuture
+from .gathering import Gathering
 from .layout import place
 from .localqueue import LocalQueue
 from .monitor import Monitor
@@ -124,6 +125,7 @@ class Session:
         """The objects that follow this session's jobs and futures."""
         interval = poll_interval or self.backend.poll_min
         wake = self.wake
+        self.gathering = Gathering()
         self.registry = Registry(os.path.realpath(self.store.path))
         self.outcomes = Outcomes(self.transport, self.keyring, self.queue, self.host)
         self.epilogues = Epilogues(self.store, self.transport, self.host, wake)
@@ -131,7 +133,13 @@ class Session:
             self.store, self.queue, self.transport, self.registry, self.outcomes, self.epilogues
         )
         self.control = Controls(
-            self.store, self.queue, self.outcomes, str(self.jobs_dir), self.registry.where, wake
+            self.store,
+            self.queue,
+            self.outcomes,
+            str(self.jobs_dir),
+            self.registry.where,
+            wake,
+            self.gathering,
         )
         self.monitor = Monitor(self.tracker, interval, max(self.backend.poll_max, interval))
 
@@ -257,7 +265,9 @@ class Session:
         return MappingProxyType(getattr(self.queue, "calls", {}))
 
     def futures(self) -> list[JobFuture]:
-        """The futures this session still follows (not done yet)."""
+        """The futures this session still follows (not done yet), every ``submit`` so far
+        submitted first."""
+        self.gathering.flush()
         return self.registry.all()
 
     def watching(self) -> bool:
@@ -311,6 +321,7 @@ class Session:
         """Stop accepting work; see :meth:`hpcexec.Executor.shutdown`."""
         with self._lock:
             self.closed = True
+        self.gathering.flush()  # what was submitted is submitted, waited for or not
         if cancel_futures:
             for f in self.futures():
                 if not f.running():

@@ -54,7 +54,12 @@ class Submitter:
         self.store = session.store
         self.transport = session.transport
 
-    def submit(self, jobs: list[Job], opts: JobOptions) -> None:
+    def submit_checked(self, jobs: list[Job], opts: JobOptions) -> None:
+        """:meth:`submit` jobs that :meth:`check` passed already (when they were handed
+        over; a workdir removed since fails the job at its start)."""
+        self.submit(jobs, opts, checked=True)
+
+    def submit(self, jobs: list[Job], opts: JobOptions, *, checked: bool = False) -> None:
         """Look the jobs up in the cache; submit those that must run; attach futures."""
         registry = self.session.registry
         unique: dict[str, Job] = {}
@@ -69,6 +74,8 @@ class Submitter:
         )
         to_write = self._to_write(unique, known, opts)
         try:
+            if not checked:  # a job that could never start is not written
+                self.check(list(to_write.values()))
             self._write(to_write, known, opts)
         except BaseException:
             for j in jobs:
@@ -83,23 +90,33 @@ class Submitter:
         fresh.update(self.store.get_many(k for k in unique if k not in fresh))
         self.session.tracker.records_changed(fresh.values())
 
+    def check(self, jobs: list[Job]) -> None:
+        """Refuse at once a job that could never start (resources no node has, a workdir
+        that does not exist)."""
+        for j in jobs:
+            self.session.backend.fits(j.res)
+            if not self.session.remote:  # on another host the job's start tells
+                self.session.check_workdir(self.session.placed(j.res)["workdir"])
+
     def _to_write(
         self, unique: dict[str, Job], known: dict[str, JobRecord], opts: JobOptions
     ) -> dict[str, Job]:
         """The jobs that must run: no record, or one that asks to run again."""
-        force, retry = opts.force, opts.retry
         to_write: dict[str, Job] = {}
         for key, j in unique.items():
             rec = known.get(key)
-            if rec is None:
+            if rec is None or _runs_again(rec, opts):
                 to_write[key] = j
-            elif rec.state.finished:
-                if force or (retry and rec.state is not JobState.COMPLETED):
-                    to_write[key] = j
-                elif rec.state is JobState.COMPLETED and not self._result_present(rec):
-                    log.warning("result of %s is missing from the cache; running it again", key)
-                    to_write[key] = j
+            elif rec.state is JobState.COMPLETED and not self._result_present(rec):
+                log.warning("result of %s is missing from the cache; running it again", key)
+                to_write[key] = j
         return to_write
+
+    def found(self, job: Job, opts: JobOptions) -> bool:
+        """Whether the cache holds a record of ``job`` that stands (finished and not to run
+        again, or still on its way): submitting it reads the cache and writes nothing."""
+        rec = self.store.get(job.key)
+        return rec is not None and not _runs_again(rec, opts)
 
     def _result_present(self, rec: JobRecord) -> bool:
         return rec.kind == "shell" or self.transport.exists(layout(rec).result)
@@ -113,11 +130,7 @@ class Submitter:
         staging = Staging()
         try:
             now = time.time()
-            for j in to_write.values():  # a job that could never start is not written
-                self.session.backend.fits(j.res)
             records = {key: self._new_record(j, deps, opts, now) for key, j in to_write.items()}
-            for rec in records.values():
-                self.session.check_workdir(rec.resources["workdir"])
             logs = self._prologues(to_write, opts.prologue)
             for key, j in to_write.items():
                 self._stage(j, records[key], logs.get(key), staging, after_dirs, opts.aux_scripts)
@@ -306,3 +319,11 @@ class Submitter:
                 staging.replaced.append(old)
             self.transport.rename(new(key), jobdir)
             staging.placed.add(new(key))
+
+
+def _runs_again(rec: JobRecord, opts: JobOptions) -> bool:
+    """Whether a job's finished record is replaced by a new run (``force``, or ``retry`` of
+    one that did not complete)."""
+    if not rec.state.finished:
+        return False
+    return opts.force or (opts.retry and rec.state is not JobState.COMPLETED)

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import paramiko
 from livecluster import CLUSTERS
 
 SSHD_DIR = Path(os.environ.get("HPCEXEC_SSHD_DIR", "/var/lib/hpcexec-test-sshd"))
@@ -164,3 +165,24 @@ def known_hosts_for(port: int, into: Path, known: Path = KNOWN) -> Path:
     keys = [line.split(None, 1)[1] for line in known.read_text().splitlines() if " " in line]
     into.write_text("".join(f"[127.0.0.1]:{port} {k}\n" for k in keys))
     return into
+
+
+class Exchanges:
+    """Counts the client's round trips on SFTP: each run of requests sent, then answers read,
+    is one (however many requests it had in flight)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.count, self._sending = 0, False
+        send, read = paramiko.SFTPClient._async_request, paramiko.SFTPClient._read_response
+
+        def sending(client, *args):
+            self._sending = True
+            return send(client, *args)
+
+        def reading(client, *args):
+            if self._sending:
+                self.count, self._sending = self.count + 1, False
+            return read(client, *args)
+
+        monkeypatch.setattr(paramiko.SFTPClient, "_async_request", sending)
+        monkeypatch.setattr(paramiko.SFTPClient, "_read_response", reading)

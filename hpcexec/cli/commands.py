@@ -101,6 +101,9 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     else:
         future = view.submit_shell(body, check=False)
     ctx.follow(ex, future)
+    future.hurry()  # separate submits gather: this one is submitted now
+    if not _stored(ctx, future.key):  # its submission failed; the future holds why
+        raise future.exception(timeout=0) or SubmitError("the job was not submitted")
     rec = _wait_for_id(ctx, future.key)
     if rec.state is JobState.FAILED and not rec.job_id and (rec.submitted or 0) >= t0:
         raise SubmitError(f"the job was not submitted: {rec.reason or 'no reason given'}")
@@ -116,6 +119,11 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
             f"(e.g. `hpcexec wait {short_key(rec.key)}`)"
         )
     return 0
+
+
+def _stored(ctx: Context, key: str) -> bool:
+    store = ctx.store()
+    return store is not None and store.get(key) is not None
 
 
 def _wait_for_id(ctx: Context, key: str) -> JobRecord:

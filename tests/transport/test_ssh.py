@@ -35,6 +35,7 @@ from sshtest import (
     PORT,
     PORT2,
     SSHD_DIR,
+    Exchanges,
     drop_connection,
     established,
     gone,
@@ -295,27 +296,6 @@ def test_read_files_reads_many_files_of_every_size_together(ssh, remote, monkeyp
     with pytest.raises(TransportError, match="read 2 files"):
         ssh.read_files([f"{rdir}/f1", rdir])  # a directory is an error, not a missing file
     assert ssh.read_files([f"{rdir}/f1"]) == {f"{rdir}/f1": want[f"{rdir}/f1"]}  # still usable
-
-
-class Exchanges:
-    """Counts the client's round trips on SFTP: each run of requests sent, then answers read,
-    is one (however many requests it had in flight)."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.count, self._sending = 0, False
-        send, read = paramiko.SFTPClient._async_request, paramiko.SFTPClient._read_response
-
-        def sending(client, *args):
-            self._sending = True
-            return send(client, *args)
-
-        def reading(client, *args):
-            if self._sending:
-                self.count, self._sending = self.count + 1, False
-            return read(client, *args)
-
-        monkeypatch.setattr(paramiko.SFTPClient, "_async_request", sending)
-        monkeypatch.setattr(paramiko.SFTPClient, "_read_response", reading)
 
 
 def test_stage_writes_a_whole_submission_in_a_few_round_trips(ssh, remote, monkeypatch):
