@@ -43,6 +43,7 @@ SubmitFn = Callable[[Any, Any], None]
 """Submits a list of jobs with their options (:meth:`hpcexec.submission.Submitter.submit`)."""
 
 LINGER = 0.005  # seconds the thread waits for the next submit before it ends
+MOST = 32  # jobs per shared submission: jobs already written start while more are written
 
 
 @dataclass
@@ -135,4 +136,8 @@ def _runs(handed: list[_Handed]) -> list[_Handed]:
             last.jobs = last.jobs + h.jobs
         else:
             out.append(_Handed(list(h.jobs), h.opts, h.submit))
-    return out
+    return [
+        _Handed(part.jobs[i : i + MOST], part.opts, part.submit)
+        for part in out
+        for i in range(0, len(part.jobs), MOST)
+    ]

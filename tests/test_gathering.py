@@ -13,7 +13,7 @@ import pytest
 
 import hpcexec
 from hpcexec.errors import BackendError, ResourceError
-from hpcexec.gathering import Gathering
+from hpcexec.gathering import MOST, Gathering
 
 
 class Settled:
@@ -92,6 +92,16 @@ class g_held:  # reads as a phrase: "with g_held(g):"
 
     def __exit__(self, *exc) -> None:
         self.rec.go.set()
+
+
+def test_a_long_run_goes_in_parts_so_that_written_jobs_can_start():
+    rec, g, opts = Recorder(), Gathering(), object()
+    rec.go.set()
+    with g_held(g):
+        for i in range(MOST + 8):
+            g.add([FakeJob(str(i))], opts, rec.submit)
+    g.flush()
+    assert [len(keys) for keys, _, _ in rec.calls] == [MOST, 8]
 
 
 def test_now_submits_after_what_was_handed_over_and_raises_its_own_error():
