@@ -120,7 +120,7 @@ class Store(Queries):
         match: str | None = None,
         *,
         backend: str | None = None,
-        host: str | None = None,
+        host: str | Iterable[str] | None = None,
         fields: Iterable[str] = MATCH_FIELDS,
         newest: int | None = None,
     ) -> list[JobRecord]:
@@ -142,7 +142,7 @@ class Store(Queries):
         match: str | None = None,
         *,
         backend: str | None = None,
-        host: str | None = None,
+        host: str | Iterable[str] | None = None,
         fields: Iterable[str] = MATCH_FIELDS,
     ) -> Iterator[JobRecord]:
         """:meth:`select`'s records, read from the store as they are used (a listing of many
@@ -156,7 +156,7 @@ class Store(Queries):
         match: str | None = None,
         *,
         backend: str | None = None,
-        host: str | None = None,
+        host: str | Iterable[str] | None = None,
         fields: Iterable[str] = MATCH_FIELDS,
     ) -> Iterator[dict[str, Any]]:
         """:meth:`iter_select`'s records as JSON-ready data (:func:`~hpcexec.record.row_data`:
@@ -171,7 +171,7 @@ class Store(Queries):
         match: str | None = None,
         *,
         backend: str | None = None,
-        host: str | None = None,
+        host: str | Iterable[str] | None = None,
         fields: Iterable[str] = MATCH_FIELDS,
     ) -> int:
         """How many records :meth:`select` would return."""

@@ -34,7 +34,7 @@ class Selection:
 
     states: tuple[JobState, ...] | None = None
     backend: str | None = None
-    host: str | None = None
+    hosts: tuple[str, ...] | None = None  # any of them
     match: re.Pattern[str] | None = None
     fields: tuple[str, ...] = MATCH_FIELDS
 
@@ -45,10 +45,11 @@ class Selection:
         match: str | None = None,
         *,
         backend: str | None = None,
-        host: str | None = None,
+        host: str | Iterable[str] | None = None,
         fields: Iterable[str] = MATCH_FIELDS,
     ) -> Selection:
-        """ValueError for an unknown state or a bad regular expression, saying which."""
+        """``host``: one host or several (records of any of them). ValueError for an unknown
+        state or a bad regular expression, saying which."""
         rx = None
         if match is not None:
             try:
@@ -58,7 +59,7 @@ class Selection:
         return cls(
             states=None if state is None else tuple(expand_states(state)),
             backend=backend,
-            host=host,
+            hosts=None if host is None else (host,) if isinstance(host, str) else tuple(host),
             match=rx,
             fields=tuple(f for f in fields if f in FIELD_NAMES),
         )
@@ -69,10 +70,12 @@ class Selection:
         if self.states is not None:
             where.append(f"state IN ({','.join('?' * len(self.states))})")
             params += [s.value for s in self.states]
-        for column in ("backend", "host"):
-            if getattr(self, column) is not None:
-                where.append(f"{column} = ?")
-                params.append(getattr(self, column))
+        if self.backend is not None:
+            where.append("backend = ?")
+            params.append(self.backend)
+        if self.hosts is not None:
+            where.append(f"host IN ({','.join('?' * len(self.hosts))})")
+            params += self.hosts
         return " AND ".join(where), params
 
     def wants(self, row: sqlite3.Row) -> bool:

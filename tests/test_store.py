@@ -278,6 +278,9 @@ def test_select_by_backend_and_host(populated):
     assert keys(populated.select(backend="slurm")) == ["k3"]
     assert keys(populated.select(host="other")) == ["k4"]
     assert keys(populated.select("finished", backend="local", host="here")) == ["k6"]
+    both = populated.select(host=["other", "here"])  # several hosts: any of them
+    assert sorted(keys(both)) == sorted(keys(populated.select()))
+    assert populated.count(host=("other", "nowhere")) == 1
 
 
 @pytest.mark.parametrize(

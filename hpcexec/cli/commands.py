@@ -150,7 +150,8 @@ def _wait_for_id(ctx: Context, key: str) -> JobRecord:
 
 # -- listing -----------------------------------------------------------------------------
 def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
-    backend, host = args.backend, args.host  # given on the command line: filters
+    backend = args.backend  # given on the command line: filters
+    host = [h.strip() for h in args.host.split(",") if h.strip()] if args.host else None
     if backend is not None and backend not in backend_names():
         raise unknown_backend(backend)
     states = parse_states(args.state)

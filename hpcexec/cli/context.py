@@ -48,7 +48,7 @@ class Context:
         states: list[str] | None,
         match: str | None,
         backend: str | None = None,
-        host: str | None = None,
+        host: list[str] | None = None,
         *,
         newest: int | None = None,
     ) -> list[JobRecord]:
@@ -63,7 +63,11 @@ class Context:
             raise UsageError(str(e)) from None
 
     def iter_data(
-        self, states: list[str] | None, match: str | None, backend: str | None, host: str | None
+        self,
+        states: list[str] | None,
+        match: str | None,
+        backend: str | None,
+        host: list[str] | None,
     ) -> Iterator[dict[str, Any]]:
         """:meth:`select`'s records as JSON-ready data, read as they are printed."""
         store = self.store()
@@ -75,7 +79,11 @@ class Context:
             raise UsageError(str(e)) from None
 
     def count(
-        self, states: list[str] | None, match: str | None, backend: str | None, host: str | None
+        self,
+        states: list[str] | None,
+        match: str | None,
+        backend: str | None,
+        host: list[str] | None,
     ) -> int:
         store = self.store()
         return 0 if store is None else store.count(states, match, backend=backend, host=host)

@@ -108,8 +108,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--host",
         metavar="HOST",
         **d,
-        help="jobs on this host over SSH (for jobs: a filter; for merge: the "
-        "host the merged jobs ran on)",
+        help="jobs on this host over SSH (for jobs: a filter, several hosts separated "
+        "by commas; for merge: the host the merged jobs ran on)",
     )
     g.add_argument("--json", action="store_true", **d, help="print JSON")
     g.add_argument(

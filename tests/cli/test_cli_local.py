@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -260,6 +261,7 @@ def test_clean_and_merge(cli, tmp_path):
     hosts = {j["key"]: j["host"] for j in cli.json("jobs", "--host", "cluster-a")}
     assert hosts == {"theirs-1": "cluster-a", "theirs-2": "cluster-a"}
     assert len(cli.json("jobs")) == 3
+    assert len(cli.json("jobs", "--host", f"cluster-a,{socket.gethostname()}")) == 3
     line = cli.error("merge", str(tmp_path / "nothing"), "--host", "x")
     assert "no job cache at" in line
 
