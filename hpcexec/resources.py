@@ -49,6 +49,14 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
             parse_time,
             "1:30:00",
         ),
+        ResourceSpec(
+            "soft_time",
+            "walltime",
+            "a soft wallclock limit below time, as DRMAA's: Grid Engine sends SIGUSR1 at it "
+            "(s_rt), LSF takes it as the estimated run time (-We); same forms as time",
+            parse_time,
+            "1:20:00",
+        ),
         ResourceSpec("nodes", "int>=1", "number of nodes", rv.positive_int(1), 2),
         ResourceSpec("ppn", "int>=1", "processes (tasks) per node", rv.positive_int(1), 4),
         ResourceSpec("threads", "int>=1", "threads (cores) per process", rv.positive_int(1), 2),
@@ -121,7 +129,7 @@ RESOURCE_TABLE: dict[str, ResourceSpec] = {
     ]
 }
 #: where, how long and with what a job may run: a re-run with more reuses every finished result
-SCHEDULING = ("queue", "account", "time", "mem", "gpus", "gpus_per_task", "native")
+SCHEDULING = ("queue", "account", "time", "soft_time", "mem", "gpus", "gpus_per_task", "native")
 #: keys that say when and whom to tell, and the scheduling, not what a job computes: not part
 #: of cache keys (unless a job's text fills one in as a ``{placeholder}``)
 NOT_IN_CACHE_KEY = ("name", "mail", "begin", "deadline", *SCHEDULING)
@@ -142,6 +150,7 @@ class Resources:
     name: str | None = None
     queue: str | None = None
     time: int | None = None  # seconds
+    soft_time: int | None = None  # seconds
     nodes: int | None = None
     ppn: int | None = None
     threads: int | None = None
@@ -181,6 +190,12 @@ class Resources:
                 raise ResourceError(f"bad value {value!r} for resource {key!r}: {e}") from None
         _one_gpu_key(parsed)
         new = dataclasses.replace(self, **parsed)
+        if new.soft_time and new.time and new.soft_time >= new.time:
+            raise ResourceError(
+                f"soft_time {format_time(new.soft_time)} is not below time "
+                f"{format_time(new.time)}: a soft limit warns before the hard one. "
+                "Lower soft_time or raise time."
+            )
         if new.begin and new.deadline and new.deadline <= new.begin:
             raise ResourceError(
                 f"deadline {new.deadline} is not after begin {new.begin}: the "
@@ -251,7 +266,8 @@ class Resources:
         for k, v in self.to_dict().items():
             if k in ("env", "native", "join_output"):
                 continue
-            out[k] = format_time(v) if k == "time" else v["to"] if k == "mail" else str(v)
+            timed = k in ("time", "soft_time")
+            out[k] = format_time(v) if timed else v["to"] if k == "mail" else str(v)
         out.setdefault("threads", "1")
         out.setdefault("ppn", "1")
         out.setdefault("nodes", "1")

@@ -129,6 +129,8 @@ def render(
     lines = ["#!/bin/bash", *parts.directives, "# written by hpcexec"]
     if warned or restartable:
         lines.append(f"trap '' {WARNING.name.removeprefix('SIG')}")
+    if res.soft_time:  # Grid Engine's SIGUSR1 at it: the body's (or function's) to take
+        lines.append("trap '' USR1")
     if parts.prologue:
         lines.append(parts.prologue)
     lines += _core_exports(parts, name=name, workdir=workdir, submit_host=submit_host)

@@ -223,3 +223,16 @@ class SlowToLoad(__import__("hpcexec").Checkpointable):
     def __call__(self):
         time.sleep(30)
         return "ran to its end"
+
+
+def until_usr1(seconds):
+    """Wait up to ``seconds`` for SIGUSR1 (a soft wallclock limit's warning); what came."""
+    import signal
+    import time
+
+    got = []
+    signal.signal(signal.SIGUSR1, lambda *a: got.append("SIGUSR1"))
+    end = time.monotonic() + seconds
+    while not got and time.monotonic() < end:
+        time.sleep(0.1)
+    return got[0] if got else "nothing"

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from hpcexec.errors import HpcexecError, ResourceError
+from hpcexec.backends import SCHEDULERS
+from hpcexec.errors import BackendError, HpcexecError, ResourceError
 from hpcexec.resources import JOB_OPTIONS, RESOURCE_TABLE, Resources, split_options
 from hpcexec.resourcevalues import format_time, parse_mem, parse_time
 
@@ -212,6 +213,8 @@ BAD_VALUES = [
     ("queue", "$(x)"),
     ("queue", ""),
     ("time", "abc"),
+    ("soft_time", "abc"),
+    ("soft_time", 0),
     ("time", 0),
     ("time", True),
     ("time", 1.5),
@@ -540,3 +543,17 @@ def test_a_cpu_count_by_another_name_suggests_threads(typo):
 def test_parse_mem_refuses_a_bare_byte_suffix(value):
     with pytest.raises(ValueError):
         parse_mem(value)
+
+
+def test_soft_time_is_a_soft_limit_below_time_and_refused_where_no_scheduler_has_one():
+    res = Resources.create(time="1:00:00", soft_time="50:00")
+    assert res.soft_time == 3000 and res.placeholders()["soft_time"] == "00:50:00"
+    assert "soft_time" not in json.loads(res.canonical())  # scheduling only: not in the key
+    for soft in ("1:00:00", "2:00:00"):
+        with pytest.raises(ResourceError, match=r"soft_time .* is not below time"):
+            Resources.create(time="1:00:00", soft_time=soft)
+    for name in ("slurm", "pbspro", "torque"):
+        with pytest.raises(BackendError, match=r"no soft wallclock limit.*backend=.sge."):
+            SCHEDULERS[name]().check(res)
+    for name in ("sge", "lsf"):
+        SCHEDULERS[name]().check(res)

@@ -89,6 +89,8 @@ class LocalBackend(Backend):
     poll_min = 0.02
     poll_max = 1.0
     refused: ClassVar[dict[str, str]] = {
+        "soft_time": "there is no scheduler to warn the job on this machine; time is the "
+        "limit the local queue applies (SIGTERM at it), or use backend='sge' (s_rt)",
         "mail": "there is no scheduler to send mail on this machine; leave mail unset on the "
         "local backend (a shell body can send its own, e.g. '... && mail -s done ADDRESS "
         "< /dev/null'), or use a scheduler backend",

@@ -184,6 +184,15 @@ def _walltime(b: object, spec: SubmitSpec) -> list[str]:
     return [f"-W {minutes // 60}:{minutes % 60:02d}"]
 
 
+@rule("soft_time")
+def _estimate(b: object, spec: SubmitSpec) -> list[str]:
+    """The estimated run time (bsub -We [hour:]minute): used for scheduling, not enforced."""
+    if not spec.res.soft_time:
+        return []
+    minutes = math.ceil(spec.res.soft_time / 60)
+    return [f"-We {minutes // 60}:{minutes % 60:02d}"]
+
+
 @rule("nodes", "ppn", "threads")
 def _slots(b: object, spec: SubmitSpec) -> list[str]:
     res = spec.res
@@ -230,6 +239,7 @@ RULES: tuple[Rule, ...] = (
     option("queue", lambda v: f"-q {v}"),
     option("account", lambda v: f"-P {v}"),
     _walltime,
+    _estimate,
     _slots,
     _mem,
     option("gpus", lambda v: f'-gpu "num={v}"'),  # per host, LSF's default

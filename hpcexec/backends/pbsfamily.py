@@ -195,6 +195,8 @@ PBS_REFUSED = {
     "time, or use backend='slurm'",
     "stdin": "PBS qsub has no input file option; read the file in the job instead (e.g. "
     "'exec < FILE' at the top of a shell body, or open(FILE) in a function)",
+    "soft_time": "PBS has no soft wallclock limit; time is the hard one (a Checkpointable "
+    "with requeue gets SIGUSR2 ahead of it), or use backend='sge' (s_rt)",
 }
 
 

@@ -214,6 +214,8 @@ RULES: tuple[Rule, ...] = (
     option("queue", lambda v: f"-q {v}"),
     option("account", lambda v: f"-A {v}"),
     option("time", lambda v: f"-l h_rt={format_time(v)}"),
+    # SIGUSR1 at the soft limit; killed at h_rt (or the queue's notify time after s_rt)
+    option("soft_time", lambda v: f"-l s_rt={format_time(v)}"),
     _mem,
     _array,
     hold_option("-h"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import SchedulerOutputError, SubmitError
 from ..resources import Resources
@@ -200,6 +200,11 @@ class SlurmBackend(SchedulerBackend):
     rules = RULES
     submit_limits = SUBMIT_LIMITS
     array_too_large = r"Invalid job array specification"
+    refused: ClassVar[dict[str, str]] = {
+        "soft_time": "SLURM has no soft wallclock limit; time is the hard one. For a signal "
+        "ahead of it give native=['--signal=B:USR1@300'] (or a Checkpointable with requeue), "
+        "or use backend='sge' (s_rt)",
+    }
 
     def task_launcher(self, res: Resources, python: str) -> list[str]:
         """``srun``, which kills every task when one fails (``--kill-on-bad-exit``), with
@@ -213,7 +218,7 @@ class SlurmBackend(SchedulerBackend):
         return argv
 
     def check(self, res: Resources) -> None:
-        pass  # SLURM expresses every key of the common model
+        self.check_refused(res)
 
     def script_parts(
         self, res: Resources, *, name: str, jobdir: str, stdout: str, stderr: str, workdir: str

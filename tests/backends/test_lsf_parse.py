@@ -155,6 +155,7 @@ def test_directives_render_the_resource_model():
         queue="normal",
         account="proj",
         time="1:30:30",
+        soft_time="1:00:30",
         nodes=2,
         ppn=4,
         threads=2,
@@ -181,6 +182,7 @@ def test_directives_render_the_resource_model():
         "#BSUB -q normal",
         "#BSUB -P proj",
         "#BSUB -W 1:31",  # whole minutes, rounded up
+        "#BSUB -We 1:01",  # the estimated run time: DRMAA's soft wallclock limit
         "#BSUB -n 16",
         '#BSUB -R "span[ptile=8]"',
         '#BSUB -R "rusage[mem=2048MB]"',

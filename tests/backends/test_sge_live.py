@@ -43,6 +43,17 @@ def test_callable_runs_as_an_sge_job(gex):
     assert f.record.backend == "sge" and f.state is JobState.COMPLETED
 
 
+def test_soft_time_warns_the_job_with_sigusr1_and_it_goes_on(gex):
+    """DRMAA's soft wallclock limit is s_rt: SIGUSR1 at it, which the job's script does not
+    die of; a shell body's trap and a function's handler take it."""
+    soft = gex.options(time="0:02:00", soft_time="0:00:03")
+    shell = soft.submit_shell("trap 'echo warned; exit 0' USR1; sleep 100 & wait")
+    call = soft.submit(jobfns.until_usr1, 100)
+    assert shell.result(timeout=170).stdout == "warned\n"
+    assert call.result(timeout=170) == "SIGUSR1"
+    assert "#$ -l s_rt=00:00:03" in soft.job_script("true").splitlines()
+
+
 def test_array_elements_see_their_own_ids(gex):
     n = 5
     own = gex.options(reuse_slots=False)  # each task in its own element

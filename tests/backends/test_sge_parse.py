@@ -288,6 +288,7 @@ def test_directives_render_the_resource_model():
         queue="all.q",
         account="proj",
         time="1-02:03:04",
+        soft_time="1-00:00:00",
         mem="4GB",
         native=["-l arch=lx-amd64", "#$ -P myproject"],
     )
@@ -312,6 +313,7 @@ def test_directives_render_the_resource_model():
         "#$ -q all.q",
         "#$ -A proj",
         "#$ -l h_rt=26:03:04",
+        "#$ -l s_rt=24:00:00",  # SIGUSR1 there (DRMAA's soft wallclock limit)
         "#$ -l h_vmem=4096M",
         "#$ -t 1-10",
         "#$ -tc 3",

@@ -68,7 +68,7 @@ def test_rules_name_every_key_they_read(name, key):
 
 def test_every_new_key_is_rendered_applied_or_refused_on_every_backend():
     for row in help_.rows():
-        if row.key in ("mail", "begin", "deadline", "stdin", "join_output"):
+        if row.key in ("mail", "begin", "deadline", "stdin", "join_output", "soft_time"):
             for x in row.renderings:
                 assert x.refused or x.directives or x.drops or x.script or x.note, (row.key, x)
 
