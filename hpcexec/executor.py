@@ -201,7 +201,7 @@ class Executor(concurrent.futures.Executor):
         if opts.prologue or self._submitter.found(job, opts):
             gathering.now([job], opts, self._submitter.submit)
             return
-        self._submitter.check([job])
+        self._submitter.check([job], opts)
         gathering.add([job], opts, self._submitter.submit_checked)
 
     def submit_file(

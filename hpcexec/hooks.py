@@ -40,9 +40,17 @@ TIMEOUT = 3600.0  # seconds a prologue or an epilogue may run
 FINAL = ("done", "failed", "interrupted")  # epilogue states after which futures complete
 
 
-def render(text: str, res: Resources, name: str, jobdir: str) -> str:
-    """``text`` with the body's placeholders and ``{jobdir}`` filled (shell-quoted)."""
-    return fill_placeholders(text, placeholder_values(res, name, jobdir))
+def render(
+    text: str,
+    res: Resources,
+    name: str,
+    jobdir: str,
+    user_values: Mapping[str, str | None] | None = None,
+) -> str:
+    """``text`` with the body's placeholders, ``{jobdir}`` and the user's ``vars`` filled
+    (shell-quoted)."""
+    values = placeholder_values(res, name, jobdir, user_values)
+    return fill_placeholders(text, values, user_values or ())
 
 
 def run(text: str, env: Mapping[str, str]) -> CommandResult:

@@ -46,6 +46,7 @@ class Job:
     directives: tuple[str, ...] = ()  # of a submitted job file, before hpcexec's own
     requeue: int = 0  # runs again after ending checkpointed at its warning (JobMaker.requeue)
     summary: str = ""  # what it runs, in short (the record's summary)
+    values: dict[str, str | None] = field(default_factory=dict)  # the user's vars
 
 
 def extract_futures(
@@ -148,9 +149,13 @@ class JobMaker:
         aux = self.opts.aux_scripts or {}
         if aux:  # the job may run them (a prologue or an epilogue runs outside the job)
             parts = (*parts, "aux:" + json.dumps(aux, sort_keys=True))
-        # a scheduling resource is in the key only where the job's text fills it in
+        # a scheduling resource, or a value of the user's, is in the key only where the
+        # job's text fills it in
         texts = [p for p in parts if isinstance(p, str)] + list(aux.values())
         keep = set().union(*map(placeholder_names, texts))
+        used = {k: v for k, v in (self.opts.vars or {}).items() if k in keep}
+        if used:
+            parts = (*parts, "vars:" + json.dumps(used, sort_keys=True))
         return pl.cache_key(
             *parts, self.res.canonical(keep), self.session.backend.name, self.session.host
         )
@@ -176,7 +181,16 @@ class JobMaker:
         file_bytes, body = self.payload(fn, calls, "call", bool(deps))
         key = self.opts.key or self.key("call", body)
         name = self.res.name or safe_name(getattr(fn, "__name__", type(fn).__name__))
-        job = Job("call", key, name, self.res, 1, file_bytes=file_bytes, requeue=self.requeue(fn))
+        job = Job(
+            "call",
+            key,
+            name,
+            self.res,
+            1,
+            file_bytes=file_bytes,
+            requeue=self.requeue(fn),
+            values=dict(self.opts.vars or {}),
+        )
         job.summary = call_summary(fn, args, kwargs)
         return job, deps
 
@@ -198,7 +212,15 @@ class JobMaker:
         key = self.opts.key or self.key("shell", body)
         name = self.res.name or shell_name(body)
         job = Job(
-            "shell", key, name, self.res, 1, body=body, check=check, requeue=self.requeue(None)
+            "shell",
+            key,
+            name,
+            self.res,
+            1,
+            body=body,
+            check=check,
+            requeue=self.requeue(None),
+            values=dict(self.opts.vars or {}),
         )
         job.summary = shell_summary(body)
         return job
@@ -233,6 +255,7 @@ class JobMaker:
             directives=file_directives(text),
             requeue=self.requeue(None),
             summary=_cut(f"{path} (a job file)"),
+            values=dict(self.opts.vars or {}),
         )
 
     def chunks(
@@ -251,7 +274,15 @@ class JobMaker:
             file_bytes, body = self.payload(fn, part, kind, refs)
             key = self.key(kind, body)
             name = base if chunksize == 1 else f"{base}[{start}:{start + len(part)}]"
-            job = Job(kind, key, name, self.res, len(part), file_bytes=file_bytes)
+            job = Job(
+                kind,
+                key,
+                name,
+                self.res,
+                len(part),
+                file_bytes=file_bytes,
+                values=dict(self.opts.vars or {}),
+            )
             first = call_summary(fn, *part[0]) if part else ""
             job.summary = first if len(part) == 1 else _cut(f"{first} and {len(part) - 1} more")
             job.futures = [

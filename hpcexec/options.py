@@ -45,6 +45,7 @@ class JobOptions:
     retry_exit_codes: tuple[int, ...] = ()  # exit codes of the job's own that count as such
     requeue: int = 0  # runs again of a Checkpointable or shell job checkpointed at its warning
     checkpoint_grace: int | None = None  # seconds of warning before the walltime (default 90)
+    vars: dict[str, str | None] | None = None  # values of the user's own {placeholders}
 
     def __post_init__(self) -> None:
         _check_hooks(self.prologue, self.epilogue)
@@ -78,6 +79,7 @@ class JobOptions:
                 f"walltime, for a Checkpointable job) takes a whole number 1-86400, not {grace!r}"
             )
         object.__setattr__(self, "retry_exit_codes", _exit_codes(self.retry_exit_codes))
+        object.__setattr__(self, "vars", _user_values(self.vars))
 
     def replace(self, **changes: Any) -> JobOptions:
         """These options with ``changes`` (option names) in place of their values, checked.
@@ -158,3 +160,43 @@ def _exit_codes(codes: Any) -> tuple[int, ...]:
             f'mean "run me again" (an int or a list of them), not {codes!r}'
         )
     return out
+
+
+_VAR_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")  # as a {placeholder} is written
+#: placeholders hpcexec fills itself besides the resources
+BUILT_IN_PLACEHOLDERS = ("name", "jobdir", "cores", "ntasks")
+
+
+def _user_values(values: Any) -> dict[str, str | None] | None:
+    """``vars`` checked, as a dict of strings sorted by name (None for none): each name an
+    identifier that is no resource's, each value a string or number (None: declared, unset,
+    so that a text using it is refused)."""
+    if values is None:
+        return None
+    from .resources import RESOURCE_TABLE  # resources import this module's names
+
+    if not isinstance(values, Mapping):
+        raise ResourceError(
+            f"job option 'vars' takes a mapping of placeholder names to values, e.g. "
+            f"{{'infile': 'data.csv'}}, not {values!r}"
+        )
+    out: dict[str, str | None] = {}
+    for name, value in sorted(values.items()):
+        if not isinstance(name, str) or not _VAR_NAME_RE.match(name):
+            raise ResourceError(
+                f"vars name {name!r} must be lowercase letters, digits and '_', not starting "
+                "with a digit, as in {infile}"
+            )
+        if name in RESOURCE_TABLE or name in BUILT_IN_PLACEHOLDERS:
+            raise ResourceError(
+                f"vars name {name!r} is hpcexec's own placeholder: give the resource "
+                f"{name}=... instead, or choose another name"
+            )
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (str, int, float))
+        ):
+            raise ResourceError(
+                f"vars value of {name!r} must be a string or a number, not {value!r}"
+            )
+        out[name] = None if value is None else str(value)
+    return out or None

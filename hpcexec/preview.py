@@ -38,6 +38,7 @@ def job_script(session: Session, j: Job, after: list[str]) -> str:
             shell_body=j.body,
             after=after,
             restartable=j.requeue > 0,
+            user_values=j.values,
         )
     command = (
         f"{shlex.quote(session.python)} -m hpcexec.runner {shlex.quote(jobdir)} "

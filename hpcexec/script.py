@@ -7,7 +7,7 @@ import os
 import re
 import shlex
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .attempts import attempt_dir
@@ -16,7 +16,7 @@ from .errors import ResourceError
 from .layout import EXITCODE, RESTARTS, STARTED
 from .resources import RESOURCE_TABLE, Resources
 
-_PLACEHOLDER = re.compile(r"(?<![$\\{])\{([a-z_]+)\}")
+_PLACEHOLDER = re.compile(r"(?<![$\\{])\{([a-z_][a-z0-9_]*)\}")
 CORE_VARS = (
     "HPCEXEC_JOB_ID",
     "HPCEXEC_JOB_NAME",
@@ -33,18 +33,20 @@ def current_job() -> str | None:
     return os.environ.get("HPCEXEC_JOB_ID") or None
 
 
-def fill_placeholders(body: str, values: dict[str, str]) -> str:
+def fill_placeholders(body: str, values: Mapping[str, str], declared: Iterable[str] = ()) -> str:
     """Replace ``{key}`` for known keys with the shell-quoted value. Other braces, such as
     ``${VAR}``, ``{a,b}`` or awk's ``{print $1}``, are left alone. A resource's name
-    (``{mem}``) the job has no value for is refused: left as written, the job would see the
-    braces, not a value."""
-    unset = sorted(n for n in placeholder_names(body) if n in RESOURCE_TABLE and n not in values)
+    (``{mem}``) or a ``declared`` name (the user's ``vars``) the job has no value for is
+    refused: left as written, the job would see the braces, not a value."""
+    known = set(RESOURCE_TABLE).union(declared)
+    unset = sorted(n for n in placeholder_names(body) if n in known and n not in values)
     if unset:
         names = ", ".join(f"{{{n}}}" for n in unset)
+        first = unset[0]
+        how = f"options({first}=...)" if first in RESOURCE_TABLE else f"vars={{{first!r}: ...}}"
         raise ResourceError(
             f"the job's text uses {names} but the job sets no {', '.join(unset)}: give "
-            f"{'it' if len(unset) == 1 else 'them'} (e.g. options({unset[0]}=...)), or "
-            f"remove the placeholder"
+            f"{'it' if len(unset) == 1 else 'them'} (e.g. {how}), or remove the placeholder"
         )
 
     def sub(m: re.Match[str]) -> str:
@@ -64,9 +66,13 @@ def env_lines(res: Resources) -> list[str]:
     return [f"export {k}={shlex.quote(v)}" for k, v in res.env]
 
 
-def placeholder_values(res: Resources, name: str, jobdir: str) -> dict[str, str]:
-    """What ``{key}`` stands for in a job's shell body and in the scripts around it."""
-    return {**res.placeholders(), "name": name, "jobdir": jobdir}
+def placeholder_values(
+    res: Resources, name: str, jobdir: str, user: Mapping[str, str | None] | None = None
+) -> dict[str, str]:
+    """What ``{key}`` stands for in a job's shell body and in the scripts around it: its
+    resources, ``name``, ``jobdir`` and the user's own values (``vars``; None: unset)."""
+    mine = {k: v for k, v in (user or {}).items() if v is not None}
+    return {**mine, **res.placeholders(), "name": name, "jobdir": jobdir}
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ def render(
     tasks: TaskLaunch | None = None,
     restartable: bool = False,
     warned: bool = False,
+    user_values: Mapping[str, str | None] | None = None,
 ) -> str:
     """The whole job script. Exactly one of ``command`` (an argv line already quoted, run with
     ``exec``) and ``shell_body`` (user shell text, run in a subshell whose exit code is
@@ -125,7 +132,8 @@ def render(
     by the launcher, and the script writes the exit-code file after it. ``restartable``: the
     shell body runs again after ending checkpointed at the warning signal (``requeue=N``),
     see :func:`_restartable_run`. ``warned``: the job asks for that signal; until its runner
-    or its body's trap takes it, it is ignored, never fatal."""
+    or its body's trap takes it, it is ignored, never fatal. ``user_values``: the job's
+    ``vars`` for its own ``{placeholders}``."""
     lines = ["#!/bin/bash", *parts.directives, "# written by hpcexec"]
     if warned or restartable:
         lines.append(f"trap '' {WARNING.name.removeprefix('SIG')}")
@@ -149,7 +157,8 @@ def render(
         lines.append(f"exec {command}")
     else:
         assert shell_body is not None
-        body = fill_placeholders(shell_body, placeholder_values(res, name, jobdir))
+        values = placeholder_values(res, name, jobdir, user_values)
+        body = fill_placeholders(shell_body, values, user_values or ())
         lines += _restartable_run(body, jd) if restartable else _shell_run(body, jd)
     return "\n".join(lines) + "\n"
 

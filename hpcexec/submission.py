@@ -75,7 +75,7 @@ class Submitter:
         to_write = self._to_write(unique, known, opts)
         try:
             if not checked:  # a job that could never start is not written
-                self.check(list(to_write.values()))
+                self.check(list(to_write.values()), opts)
             self._write(to_write, known, opts)
         except BaseException:
             for j in jobs:
@@ -90,13 +90,20 @@ class Submitter:
         fresh.update(self.store.get_many(k for k in unique if k not in fresh))
         self.session.tracker.records_changed(fresh.values())
 
-    def check(self, jobs: list[Job]) -> None:
+    def check(self, jobs: list[Job], opts: JobOptions) -> None:
         """Refuse at once a job that could never start (resources no node has, a workdir
-        that does not exist)."""
+        that does not exist) or whose texts cannot be written (a ``{placeholder}`` with no
+        value, a task launcher the backend lacks): its script and hooks are rendered."""
+        s = self.session
+        after = sorted({f.jobdir for f in opts.after})
+        hooks_texts = [*(opts.aux_scripts or {}).values(), opts.prologue, opts.epilogue]
         for j in jobs:
-            self.session.backend.fits(j.res)
-            if not self.session.remote:  # on another host the job's start tells
-                self.session.check_workdir(self.session.placed(j.res)["workdir"])
+            s.backend.fits(j.res)
+            if not s.remote:  # on another host the job's start tells
+                s.check_workdir(s.placed(j.res)["workdir"])
+            job_script(s, j, after)
+            for text in filter(None, hooks_texts):
+                hooks.render(text, j.res, j.name, s.job_dir(j.key), j.values)
 
     def _to_write(
         self, unique: dict[str, Job], known: dict[str, JobRecord], opts: JobOptions
@@ -154,7 +161,7 @@ class Submitter:
         logs: dict[str, bytes] = {}
         for key, j in jobs.items():
             jobdir = self.session.job_dir(key)
-            text = hooks.render(prologue, j.res, j.name, jobdir)
+            text = hooks.render(prologue, j.res, j.name, jobdir, j.values)
             if text not in ran:
                 result, error = hooks.run_logged(
                     text, hooks.hook_env(key, j.name, jobdir, self.session.host)
@@ -232,7 +239,7 @@ class Submitter:
             cores=j.res.cores,
             resources={**j.res.to_dict(), **s.placed(j.res), "python": s.python, **extra},
             deps=deps,
-            epilogue=hooks.render(epilogue, j.res, j.name, jobdir) if epilogue else None,
+            epilogue=hooks.render(epilogue, j.res, j.name, jobdir, j.values) if epilogue else None,
             summary=j.summary or None,
         )
 
@@ -261,7 +268,7 @@ class Submitter:
             write(staged.payload, integrity.seal(self.session.key, j.file_bytes))
         files = {
             **{
-                name: hooks.render(text, j.res, j.name, jobdir).encode()
+                name: hooks.render(text, j.res, j.name, jobdir, j.values).encode()
                 for name, text in (aux or {}).items()
             },
             **j.files,

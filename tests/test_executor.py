@@ -143,6 +143,39 @@ def test_shell_job_sees_core_variables_and_placeholders(ex):
     assert out[5:] == ["hi there", "2", "2"]
 
 
+def test_the_users_own_placeholders_come_from_vars(ex, tmp_path):
+    """clusterjob's user values: {infile} in a body, an aux script and an epilogue, filled
+    (shell-quoted) from vars=; the values a text uses are in its cache key."""
+    mark = tmp_path / "epilogue ran"
+    view = ex.options(
+        vars={"infile": "a b.txt", "n": 3, "unused": "x", "label": None},
+        aux_scripts={"show.sh": "echo aux {infile}"},
+        epilogue=f"echo {{n}} > '{mark}'",
+    )
+    f = view.submit_shell("echo {infile} {n} {other2} $(bash {jobdir}/show.sh)")
+    assert f.result(timeout=30).stdout == "a b.txt 3 {other2} aux a b.txt\n"
+    deadline = time.monotonic() + 30
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mark.read_text() == "3\n"
+    again = view.options(vars={"infile": "a b.txt", "n": 3, "unused": "y"}).submit_shell(
+        "echo {infile} {n} {other2} $(bash {jobdir}/show.sh)"
+    )
+    assert again.key == f.key  # a value the text does not use is not in the key
+    other = view.options(vars={"infile": "c.txt", "n": 3}).submit_shell(
+        "echo {infile} {n} {other2} $(bash {jobdir}/show.sh)"
+    )
+    assert other.key != f.key and other.result(timeout=30).stdout.startswith("c.txt 3")
+    with pytest.raises(ResourceError, match=r"uses \{label\} .* vars=\{'label': \.\.\.\}"):
+        view.submit_shell("echo {label}")  # declared with no value: refused at once
+    with pytest.raises(ResourceError, match="is hpcexec's own placeholder"):
+        ex.options(vars={"mem": "4G"})
+    with pytest.raises(ResourceError, match="lowercase letters"):
+        ex.options(vars={"In-File": "x"})
+    with pytest.raises(ResourceError, match="a string or a number"):
+        ex.options(vars={"infile": ["x"]})
+
+
 def test_callable_job_sees_core_variables(ex):
     f = ex.options(name="envcheck").submit(jobfns.env, "HPCEXEC_JOB_ID", "HPCEXEC_JOB_NAME")
     got = f.result(timeout=30)
