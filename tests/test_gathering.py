@@ -157,6 +157,10 @@ def test_what_cannot_work_is_refused_by_submit_itself(tmp_path):
             ex.options(workdir=str(tmp_path / "missing")).submit(pow, 2, 2)
         with pytest.raises(BackendError, match="could never start"):
             ex.options(threads=10_000).submit(pow, 2, 2)
+        with pytest.raises(ResourceError, match=r"uses \{mem\}"):  # its script: rendered
+            ex.submit_shell("echo {mem}")
+        with pytest.raises(ResourceError, match=r"uses \{time\}"):  # and its hooks
+            ex.options(aux_scripts={"a.sh": "echo {time}"}).submit(pow, 2, 2)
     assert list(hpcexec.Store(tmp_path / "cache").select()) == []  # nothing was written
 
 
