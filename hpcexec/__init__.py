@@ -41,6 +41,7 @@ _EXPORTS = {
     "RemoteTraceback": "errors",
     "RemoteError": "errors",
     "register_backend": "backends",
+    "read_defaults": "inidefaults",
     "task": "taskenv",
     "Task": "taskenv",
 }

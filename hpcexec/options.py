@@ -169,12 +169,10 @@ BUILT_IN_PLACEHOLDERS = ("name", "jobdir", "cores", "ntasks")
 
 def _user_values(values: Any) -> dict[str, str | None] | None:
     """``vars`` checked, as a dict of strings sorted by name (None for none): each name an
-    identifier that is no resource's, each value a string or number (None: declared, unset,
+    identifier that is not hpcexec's own, each value a string or number (None: declared, unset,
     so that a text using it is refused)."""
     if values is None:
         return None
-    from .resources import RESOURCE_TABLE  # resources import this module's names
-
     if not isinstance(values, Mapping):
         raise ResourceError(
             f"job option 'vars' takes a mapping of placeholder names to values, e.g. "
@@ -187,7 +185,7 @@ def _user_values(values: Any) -> dict[str, str | None] | None:
                 f"vars name {name!r} must be lowercase letters, digits and '_', not starting "
                 "with a digit, as in {infile}"
             )
-        if name in RESOURCE_TABLE or name in BUILT_IN_PLACEHOLDERS:
+        if name in BUILT_IN_PLACEHOLDERS:  # a resource's name: refused by split_options
             raise ResourceError(
                 f"vars name {name!r} is hpcexec's own placeholder: give the resource "
                 f"{name}=... instead, or choose another name"

@@ -344,4 +344,10 @@ def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
             opts[k] = v
         else:
             raise _unknown(k, valid, "resource or job option")
+    taken = sorted(set(opts.get("vars") or ()) & set(RESOURCE_TABLE))
+    if taken:
+        raise ResourceError(
+            f"vars name {taken[0]!r} is hpcexec's own placeholder: give the resource "
+            f"{taken[0]}=... instead, or choose another name"
+        )
     return res, opts
