@@ -42,6 +42,7 @@ _EXPORTS = {
     "RemoteError": "errors",
     "register_backend": "backends",
     "read_defaults": "inidefaults",
+    "save_profile": "profilewrite",
     "task": "taskenv",
     "Task": "taskenv",
 }

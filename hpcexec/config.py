@@ -166,6 +166,12 @@ def _read_file(path: Path) -> tuple[dict[str, Profile], Setting | None]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({e})") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> tuple[dict[str, Profile], Setting | None]:
+    """The profiles and the default profile that ``text``, the file ``path``'s, holds,
+    checked (:class:`~hpcexec.errors.ConfigError` naming ``path`` and the line)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
