@@ -236,6 +236,8 @@ class Outcomes:
         if acct is not None and acct.elapsed is not None:
             wall = acct.elapsed
         cpu = usage["user_s"] + usage["sys_s"] if "user_s" in usage else None
+        if cpu is None and acct is not None:  # a shell job: no runner measured it
+            cpu = acct.cpu_seconds
         rss = usage["max_rss_kib"] / 1024 if "max_rss_kib" in usage else None
         if acct is not None and acct.max_rss is not None:
             rss = max(rss or 0.0, float(acct.max_rss))

@@ -72,6 +72,7 @@ class JobStatus:
     nodelist: str | None = None
     elapsed: float | None = None  # seconds
     max_rss: int | None = None  # MiB
+    cpu_seconds: float | None = None  # user + system, where accounting keeps it
 
 
 class Usage(TypedDict):

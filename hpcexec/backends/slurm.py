@@ -312,7 +312,7 @@ class SlurmBackend(SchedulerBackend):
             "-P",
             "-n",
             "-o",
-            "JobIDRaw,JobID,State,ExitCode,Elapsed,MaxRSS,NodeList",
+            "JobIDRaw,JobID,State,ExitCode,Elapsed,MaxRSS,NodeList,TotalCPU",
             "-j",
             self._query_ids(job_ids),
         ]
@@ -345,6 +345,8 @@ class SlurmBackend(SchedulerBackend):
                 reason=REASONS.get(name),
                 elapsed=_seconds(elapsed),
                 nodelist=nodes or None,
+                # the allocation's TotalCPU sums its steps' (absent from older records)
+                cpu_seconds=_seconds(parts[7]) if len(parts) > 7 and parts[7] else None,
             )
         return {j: JobStatus(**v) for j, v in jobs.items() if "state" in v}
 

@@ -23,6 +23,7 @@ from .admin import cmd_backends, cmd_clean, cmd_config, cmd_edit, cmd_merge
 from .context import Context, UsageError, one_line, parse_states
 from .output import note, pairs, record_dict, short_key, state_text, when
 from .parser import LAST_SHOWN, SUBMIT_RESOURCES
+from .reporting import cmd_report
 from .resources import cmd_resources
 
 if TYPE_CHECKING:
@@ -396,6 +397,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Context], int]] = {
     "submit": cmd_submit,
     "jobs": cmd_jobs,
     "show": cmd_show,
+    "report": cmd_report,
     "logs": cmd_logs,
     "wait": cmd_wait,
     "cancel": cmd_cancel,

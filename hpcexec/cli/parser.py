@@ -235,6 +235,14 @@ def _add_following(sub: Any) -> None:
     p = _command(sub, "show", "everything about one job: record, usage, accounting, files")
     p.add_argument("key", metavar="KEY")
 
+    p = _command(sub, "report", "what jobs waited for and used of what they asked: a table, advice")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="these jobs (default: a selection)")
+    p.add_argument("--state", action="append", metavar="STATE", help="as for jobs")
+    p.add_argument("--match", metavar="REGEX", help="as for jobs (a map's or a sweep's name)")
+    p.add_argument(
+        "--all", action="store_true", help="every job selected (default: the newest 200)"
+    )
+
     p = _command(sub, "logs", "print a job's output")
     p.add_argument("key", metavar="KEY")
     p.add_argument("--stderr", action="store_true", help="standard error instead of output")

@@ -121,6 +121,9 @@ def test_sacct_final_states_exit_codes_and_memory():
     assert cancelled.state is JobState.CANCELLED
     rss = slurm.parse_accounting(recorded("slurm_sacct_steps_maxrss.txt"))["36"]
     assert rss.state is JobState.COMPLETED and rss.max_rss == 215 and rss.nodelist == "vm"
+    assert rss.cpu_seconds is None  # recorded before TotalCPU was asked for
+    cpu = slurm.parse_accounting(recorded("slurm_sacct_total_cpu.txt"))["13001"]
+    assert (cpu.cpu_seconds, cpu.max_rss, cpu.elapsed) == (0.911, 205, 3)
     array = slurm.parse_accounting(recorded("slurm_sacct_array.txt"))
     assert sorted(array) == sorted(f"35_{i}" for i in range(10))
     pending = slurm.parse_accounting(recorded("slurm_sacct_running_pending.txt"))

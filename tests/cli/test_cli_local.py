@@ -375,3 +375,24 @@ def test_outputs_relative_to_the_workdir_are_written_and_read_there(cli):
     assert (shown["stdout_path"], shown["stderr_path"]) == (f"{work}/out.txt", f"{work}/err.txt")
     refused = cli("submit", "--workdir", "nowhere", "--", "true", ok=False)
     assert f"{cli.cwd}/nowhere does not exist" in refused.err
+
+
+def test_report_shows_waits_use_and_advice(cli):
+    """hpcexec report on local jobs: the runner's CPU time and memory against what was asked,
+    one line of advice per name that asked far more than it used."""
+    body = "python3 -c 'x = bytearray(30_000_000); sum(range(3_000_000))'"
+    for i in range(2):
+        cli("submit", "--name", "sweep", "--mem", "4GB", "--time", "2:00:00", "--", f"{body} # {i}")
+    keys = [j["key"] for j in cli.json("jobs")]
+    cli("wait", *keys)
+    data = cli.json("report", "--match", "sweep")
+    assert [j["name"] for j in data["jobs"]] == ["sweep", "sweep"]
+    for j in data["jobs"]:
+        assert j["state"] == "completed" and j["ran"] > 0 and j["waited"] >= 0
+        assert j["mem_asked_mb"] == 4096 and j["time_limit"] == 7200
+    assert data["summary"]["jobs"] == 2
+    assert any(t.startswith("sweep (2 jobs): time limit 02:00:00") for t in data["advice"])
+    text = cli("report", keys[0]).out
+    assert text.splitlines()[0].split()[:3] == ["KEY", "NAME", "STATE"]
+    assert "1 jobs; median wait" in text and "advice:" in text
+    assert "give KEYs, or --match/--state" in cli.error("report", keys[0], "--match", "x", code=2)

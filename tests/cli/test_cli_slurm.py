@@ -57,6 +57,20 @@ def test_slurm_submit_wait_logs_show(slurm):
 
 
 @pytest.mark.slurm
+def test_report_reads_slurms_accounting(slurm):
+    """A shell job's CPU time and memory come from sacct (jobacct_gather/linux): no runner
+    measured them."""
+    body = "python3 -c 'import time; x = bytearray(200_000_000); time.sleep(3)'"
+    job = slurm.json("submit", "--mem", "1G", "--time", "0:30:00", "--name", "acct", "--", body)
+    slurm("wait", job[0]["key"])
+    data = slurm.json("report", job[0]["key"])
+    (row,) = data["jobs"]
+    assert row["state"] == "completed" and row["ran"] >= 3 and row["cpu_seconds"] is not None
+    assert 150 <= row["mem_used_mb"] <= 1024 and row["mem_asked_mb"] == 1024
+    assert [t.split(", ran")[0] for t in data["advice"]] == ["acct: time limit 00:30:00"]
+
+
+@pytest.mark.slurm
 def test_slurm_refusal_and_failure(slurm):
     line = slurm.error("submit", "--queue", "nosuch", "--", "true")
     assert "the job was not submitted: slurm refused the job" in line
