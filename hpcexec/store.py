@@ -234,15 +234,17 @@ class Store(Queries):
         return n
 
     def merge(self, other: str | Path, host: str) -> tuple[int, int]:
-        """Bring in the records of another cache (a directory or its database file) under
-        ``host``; where both have a key, the more recently modified record wins.
-        Returns (records taken, records kept as they were)."""
+        """Bring in the records of another cache (a directory or its database file): those
+        of jobs that ran on the other cache's own machine (its ``localhost``) as jobs on
+        ``host``; those it ran on a third host over SSH keep that host. Where both caches
+        have a key, the more recently modified record wins. Returns (records taken,
+        records kept as they were)."""
         other = Path(other)
         db = other / DB_NAME if other.is_dir() else other
         if not db.exists():
             raise CacheError(f"no job cache at {other}: give the cache directory (e.g. .hpcexec)")
         try:
-            theirs = read_records(db)
+            theirs, own = read_records(db)
         except sqlite3.DatabaseError as e:
             raise CacheError(f"the job cache {db} cannot be read ({e})") from e
         taken = kept = 0
@@ -252,7 +254,8 @@ class Store(Queries):
                 if mine is not None and mine.modified >= rec.modified:
                     kept += 1
                     continue
-                rec.host = host
+                if rec.host in own:
+                    rec.host = host
                 tx.put(rec, touch=False)
                 taken += 1
         return taken, kept

@@ -200,6 +200,8 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
                     "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
                 conn.execute("INSERT INTO meta VALUES ('rev', '0')")
+                # the machine the cache is made on: merge tells its jobs from other hosts'
+                conn.execute("INSERT INTO meta VALUES ('host', ?)", (os.uname().nodename,))
             elif not _readable(row[0]):
                 raise _version_error(path, row[0])
             elif int(row[0]) < SCHEMA_VERSION:
@@ -265,11 +267,19 @@ def make_file(path: Path) -> None:
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
 
-def read_records(db: Path) -> list[JobRecord]:
-    """Every record in another cache's store file, opened read-only (sqlite3.DatabaseError
-    when it is no such file)."""
+def read_records(db: Path) -> tuple[list[JobRecord], set[str]]:
+    """Every record in another cache's store file, opened read-only, and the names its jobs
+    give the machine the cache was used on: ``localhost``, the host the cache was made on
+    (kept since schema 4's caches record it) and the host of its local backend's jobs.
+    sqlite3.DatabaseError when it is no such file."""
     src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     src.row_factory = sqlite3.Row
-    theirs = [JobRecord.from_row(r) for r in src.execute("SELECT * FROM jobs")]
-    src.close()
-    return theirs
+    try:
+        theirs = [JobRecord.from_row(r) for r in src.execute("SELECT * FROM jobs")]
+        made_on = src.execute("SELECT v FROM meta WHERE k = 'host'").fetchone()
+    finally:
+        src.close()
+    own = {"localhost", *(r.host for r in theirs if r.backend == "local")}
+    if made_on is not None:
+        own.add(made_on[0])
+    return theirs, own

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -515,6 +516,33 @@ def test_merge_newest_wins_both_ways(tmp_path):
     finally:
         mine.close()
         theirs.close()
+
+
+def test_merge_relabels_only_the_other_machines_own_jobs(tmp_path):
+    """job_manager's rule: the records of jobs that ran on the other cache's machine take
+    --host; those it ran on a third host over SSH keep theirs."""
+    made_on = os.uname().nodename  # the machine a cache is made on, as it records it
+    theirs = new_store(tmp_path / "theirs")
+    put(
+        theirs,
+        rec("local-job", host="laptop"),  # its local backend: its own machine, by that name
+        rec("login-node-slurm", backend="slurm", host=made_on),  # sbatch run where it is
+        rec("by-localhost", backend="sge", host="localhost"),
+        rec("over-ssh", backend="slurm", host="me@cluster-b"),  # a third host
+    )
+    theirs.close()
+    mine = new_store(tmp_path / "mine")
+    try:
+        assert mine.merge(tmp_path / "theirs", host="cluster-a") == (4, 0)
+        hosts = {r.key: r.host for r in mine.select()}
+        assert hosts == {
+            "local-job": "cluster-a",
+            "login-node-slurm": "cluster-a",
+            "by-localhost": "cluster-a",
+            "over-ssh": "me@cluster-b",
+        }
+    finally:
+        mine.close()
 
 
 def test_merge_from_database_file_and_again_is_idempotent(tmp_path):
