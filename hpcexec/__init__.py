@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Executor": "executor",
-    "wait": "executor",
+    "wait": "waiting",
     "JobFuture": "future",
     "JobInfo": "future",
     "Checkpointable": "checkpoint",

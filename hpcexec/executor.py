@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .adoption import adopt
 from .backends import SCHEDULERS, LocalBackend
 from .config import resolve as resolve_settings
 from .errors import BackendError, HpcexecError, ResourceError, UnknownJob
@@ -29,6 +30,7 @@ from .session import Session, detect_backend
 from .settings import NAMES as SETTINGS
 from .store import Store
 from .submission import Submitter
+from .waiting import wait
 
 BACKENDS = ("local", *SCHEDULERS)  # the built-in ones; backend_names() adds registered ones
 
@@ -345,6 +347,13 @@ class Executor(concurrent.futures.Executor):
         session.tracker.records_changed([session.store.get(key) or rec])
         return future
 
+    def adopt(self, job_id: str, *, name: str | None = None) -> JobFuture:
+        """Follow a job started outside hpcexec by its scheduler id, as :meth:`attach`
+        follows a record (see :mod:`hpcexec.adoption`): its future's result is a
+        :class:`ShellResult` with the job's output where the scheduler tells its files."""
+        self._session.check_open()
+        return self.attach(adopt(self._session, str(job_id), name))
+
     def wait_all(
         self, timeout: float | None = None, *, progress: bool = False
     ) -> concurrent.futures._base.DoneAndNotDoneFutures:
@@ -361,29 +370,6 @@ class Executor(concurrent.futures.Executor):
             self._session.wake()
             return False
         return self._session.tracker.driver_poll()
-
-
-def wait(
-    fs: Iterable[concurrent.futures.Future],
-    timeout: float | None = None,
-    return_when: str = concurrent.futures.ALL_COMPLETED,
-    *,
-    progress: bool = False,
-) -> concurrent.futures._base.DoneAndNotDoneFutures:
-    """:func:`concurrent.futures.wait`, with an optional progress bar counting jobs per state."""
-    fs = list(fs)
-    waiting = next((f for f in fs if isinstance(f, JobFuture) and not f.done()), None)
-    if waiting is not None:  # submits what gathers in its client (one look at the store)
-        waiting.hurry()
-    if not progress:
-        return concurrent.futures.wait(fs, timeout, return_when)
-    from .progress import attach_bar
-
-    bar = attach_bar(fs, desc="jobs")
-    try:
-        return concurrent.futures.wait(fs, timeout, return_when)
-    finally:
-        bar.close()
 
 
 __all__ = [

@@ -100,3 +100,21 @@ class SchedulerCommands:
         except TransportError:
             return None
         return self.backend.parse_accounting(r.stdout).get(rec.job_id or "") if r.ok else None
+
+    def look_up(self, job_id: str) -> tuple[JobStatus | None, dict[str, str]]:
+        """What the scheduler says of job ``job_id``: its status (the queue's, else
+        accounting's; None if neither knows it) and its name and files where it tells them
+        (:meth:`SchedulerBackend.describe_argv`)."""
+        out = self.run(self.backend.status_argv([job_id]), query=True)
+        status = self.backend.parse_status(out.stdout, out.stderr, out.returncode).get(job_id)
+        if status is None:
+            argv = self.backend.accounting_argv([job_id])
+            if argv:
+                acct = self.run(argv, query=True)
+                status = self.backend.parse_accounting(acct.stdout).get(job_id) if acct.ok else None
+        described: dict[str, str] = {}
+        argv = self.backend.describe_argv(job_id)
+        if argv and status is not None:
+            about = self.run(argv, query=True)
+            described = self.backend.parse_described(about.stdout) if about.ok else {}
+        return status, described

@@ -210,3 +210,7 @@ class SchedulerQueue(Driver):
     def accounting(self, rec: JobRecord) -> JobStatus | None:
         """What the scheduler's accounting says of a finished job (None if nothing)."""
         return self.commands.accounting(rec)
+
+    def look_up(self, job_id: str) -> tuple[JobStatus | None, dict[str, str]]:
+        """A job started outside hpcexec: see :meth:`SchedulerCommands.look_up`."""
+        return self.commands.look_up(job_id)

@@ -274,6 +274,16 @@ class SchedulerBackend(Backend):
     def parse_accounting(self, out: str) -> dict[str, JobStatus]:
         return {}
 
+    def describe_argv(self, job_id: str) -> list[str] | None:
+        """A command telling a job's name, output files and working directory, for adopting
+        a job started outside hpcexec (None: the scheduler has none hpcexec reads)."""
+        return None
+
+    def parse_described(self, out: str) -> dict[str, str]:
+        """``describe_argv``'s answer as ``name``, ``stdout``, ``stderr``, ``workdir``
+        (those known)."""
+        return {}
+
     @abc.abstractmethod
     def cancel_argv(self, job_ids: list[str]) -> list[str]: ...
 

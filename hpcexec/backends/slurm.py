@@ -88,6 +88,11 @@ _SUBMITTED = re.compile(r"^(?:Submitted batch job )?(\d+)(?:;\S+)?\s*$", re.M)
 STATUS_FIELDS = "JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:|"
 
 
+#: one ``Key=Value`` of ``scontrol show job -o`` (a value runs to the next key: paths may
+#: hold spaces; keys such as ``AllocNode:Sid`` and ``CPUs/Task`` hold ':' and '/')
+_SCONTROL_FIELD = re.compile(r"(?:^| )([A-Za-z][\w:/]*)=(.*?)(?= [A-Za-z][\w:/]*=|$)")
+
+
 def _seconds(text: str) -> float | None:
     """``[D-]HH:MM:SS[.fff]`` or ``MM:SS`` (sacct Elapsed) in seconds."""
     if not text:
@@ -349,6 +354,14 @@ class SlurmBackend(SchedulerBackend):
                 cpu_seconds=_seconds(parts[7]) if len(parts) > 7 and parts[7] else None,
             )
         return {j: JobStatus(**v) for j, v in jobs.items() if "state" in v}
+
+    def describe_argv(self, job_id: str) -> list[str] | None:
+        return ["scontrol", "show", "job", "-o", job_id]
+
+    def parse_described(self, out: str) -> dict[str, str]:
+        fields = dict(_SCONTROL_FIELD.findall(out.strip().splitlines()[0] if out.strip() else ""))
+        names = {"JobName": "name", "StdOut": "stdout", "StdErr": "stderr", "WorkDir": "workdir"}
+        return {ours: fields[theirs] for theirs, ours in names.items() if fields.get(theirs)}
 
     def cancel_argv(self, job_ids: list[str]) -> list[str]:
         return ["scancel", *job_ids]

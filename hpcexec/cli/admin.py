@@ -199,3 +199,13 @@ def cmd_config(args: argparse.Namespace, ctx: Context) -> int:
 
 def _show(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+def cmd_adopt(args: argparse.Namespace, ctx: Context) -> int:
+    """Records for jobs started outside hpcexec, by their scheduler ids, then followed."""
+    ex = ctx.executor()
+    futures = [ex.adopt(job_id, name=args.name) for job_id in args.job_ids]
+    for f in futures:
+        ctx.follow(ex, f)
+    ctx.out.jobs([f.record for f in futures], full_key=True)
+    return 0

@@ -19,7 +19,7 @@ from ..executor import wait as wait_futures
 from ..layout import JobLayout
 from ..record import JobRecord
 from ..states import JobState
-from .admin import cmd_backends, cmd_clean, cmd_config, cmd_edit, cmd_merge
+from .admin import cmd_adopt, cmd_backends, cmd_clean, cmd_config, cmd_edit, cmd_merge
 from .context import Context, UsageError, one_line, parse_states
 from .output import note, pairs, record_dict, short_key, state_text, when
 from .parser import LAST_SHOWN, SUBMIT_RESOURCES
@@ -398,6 +398,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Context], int]] = {
     "jobs": cmd_jobs,
     "show": cmd_show,
     "report": cmd_report,
+    "adopt": cmd_adopt,
     "logs": cmd_logs,
     "wait": cmd_wait,
     "cancel": cmd_cancel,

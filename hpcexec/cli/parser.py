@@ -265,6 +265,10 @@ def _add_control(sub: Any) -> None:
     p.add_argument("keys", nargs="+", metavar="KEY")
     p.add_argument("--no-wait", action="store_true", help="do not wait for them to end")
 
+    p = _command(sub, "adopt", "follow jobs started outside hpcexec, by their scheduler ids")
+    p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    p.add_argument("--name", help="the name their records get (default: the scheduler's)")
+
     p = _command(sub, "hold", "keep jobs that have not started from starting")
     p.add_argument("keys", nargs="+", metavar="KEY")
 

@@ -92,3 +92,18 @@ def test_array_limit_caps_running_elements(sex):
     assert fs == list(range(6))
     script = next((sex.cache_dir / "arrays").iterdir()) / "submit.sh"
     assert "#SBATCH --array=0-5%2" in script.read_text()
+
+
+def test_adopt_follows_a_job_started_outside_hpcexec(sex, tmp_path):
+    out = tmp_path / "outside.out"
+    job_id = subprocess.run(
+        ["sbatch", "--parsable", f"--output={out}", "--wrap", "sleep 1; echo from outside"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    f = sex.adopt(job_id, name="outside")
+    assert (f.key, f.record.name, f.job_id) == (f"slurm-{job_id}", "outside", job_id)
+    assert f.result(timeout=120).stdout == "from outside\n"
+    assert f.info().exit_code == 0 and f.state is JobState.COMPLETED
+    assert sex.adopt(job_id).key == f.key  # the same record

@@ -127,3 +127,33 @@ time = "0:05:00"
     assert cli("logs", job["key"]).out == f"remote {job['job_id']}\n"
     data = cli.json("--profile", "loop", "backends")
     assert data["host"] == DEST and data["auto"] == "slurm"
+
+
+@pytest.mark.slurm
+def test_adopt_a_job_started_outside_hpcexec(slurm, tmp_path):
+    """hpcexec adopt ID: a record for a job sbatch started by hand, followed to its end, its
+    output read from the file SLURM names; adopting again finds the same record."""
+    out = tmp_path / "by-hand.out"
+    job_id = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            f"--output={out}",
+            "--job-name=by-hand",
+            "--wrap",
+            "sleep 2; echo made by hand; exit 3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (rec,) = slurm.json("adopt", job_id)
+    assert (rec["key"], rec["name"], rec["job_id"]) == (f"slurm-{job_id}", "by-hand", job_id)
+    assert rec["state"] in ("pending", "running")
+    (done,) = slurm.json("wait", job_id, ok=False)  # it failed: wait says so
+    assert (done["state"], done["exit_code"]) == ("failed", 3)
+    assert slurm("logs", f"slurm-{job_id}").out == "made by hand\n"
+    assert slurm.json("adopt", job_id)[0]["state"] == "failed"  # the same record
+    assert "knows no job 999999" in slurm.error("adopt", "999999")
+    failed = slurm.error("--backend", "local", "adopt", job_id)
+    assert "the local backend has no scheduler to adopt a job from" in failed
