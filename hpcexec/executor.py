@@ -22,7 +22,15 @@ from .backends import SCHEDULERS, LocalBackend
 from .config import resolve as resolve_settings
 from .errors import BackendError, HpcexecError, ResourceError, UnknownJob
 from .future import JobFuture, ShellResult
-from .jobspec import Job, JobMaker, extract_futures, file_directives, file_interpreter, safe_name
+from .jobspec import (
+    Job,
+    JobMaker,
+    extract_futures,
+    file_directives,
+    file_interpreter,
+    map_chunksize,
+    safe_name,
+)
 from .options import KEY_RE, JobOptions
 from .preview import preview
 from .resources import Resources, split_options
@@ -280,13 +288,14 @@ class Executor(concurrent.futures.Executor):
             end_time = timeout + time.monotonic()
         if self._opts.key:
             raise ResourceError("job option 'key' names one job; map makes many: drop key=")
+        # a map over one range: each job's index is its value (DRMAA's bulk jobs)
+        indices = (
+            list(iterables[0]) if len(iterables) == 1 and isinstance(iterables[0], range) else None
+        )
         calls, deps = extract_futures([(args, {}) for args in zip(*iterables, strict=False)])
-        if chunksize is None:
-            chunksize = self.default_chunksize(len(calls))
-        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
+        chunksize = map_chunksize(self._res, chunksize, lambda: self.default_chunksize(len(calls)))
         base = self._res.name or safe_name(getattr(fn, "__name__", "map"))
-        jobs = self._jobs.chunks(fn, calls, chunksize, bool(deps), base)
+        jobs = self._jobs.chunks(fn, calls, chunksize, bool(deps), base, indices)
         self._session.gathering.now(jobs, self._opts.after_also(deps), self._submitter.submit)
         fs = [f for j in jobs for f in j.futures]
         bar = None

@@ -10,7 +10,7 @@ import os
 import re
 import reprlib
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class Job:
     requeue: int = 0  # runs again after ending checkpointed at its warning (JobMaker.requeue)
     summary: str = ""  # what it runs, in short (the record's summary)
     values: dict[str, str | None] = field(default_factory=dict)  # the user's vars
+    index: int | None = None  # its place in a map: HPCEXEC_ARRAY_INDEX, {array_index}
+    index_step: int = 1  # between the indices of a chunk's calls (a range's step)
 
 
 def extract_futures(
@@ -177,6 +179,7 @@ class JobMaker:
         self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
     ) -> tuple[Job, list[JobFuture]]:
         """The job of one call, and the futures in its arguments."""
+        no_index_paths(self.res)
         calls, deps = extract_futures([(args, kwargs)])
         file_bytes, body = self.payload(fn, calls, "call", bool(deps))
         key = self.opts.key or self.key("call", body)
@@ -205,6 +208,7 @@ class JobMaker:
 
     def shell(self, body: str, check: bool) -> Job:
         """The job of a shell body."""
+        no_index_paths(self.res)
         if not isinstance(body, str) or not body.strip():
             raise ResourceError("submit_shell needs a non-empty shell body string")
         if "\0" in body:
@@ -227,6 +231,7 @@ class JobMaker:
 
     def file(self, path: str | os.PathLike, check: bool) -> Job:
         """The job of a job file on this machine (copied into its job directory)."""
+        no_index_paths(self.res)
         try:
             data = Path(path).expanduser().read_bytes()
         except OSError as e:
@@ -265,23 +270,31 @@ class JobMaker:
         chunksize: int,
         refs: bool,
         base: str,
+        indices: Sequence[int] | None = None,
     ) -> list[Job]:
-        """The jobs of a ``map``: ``chunksize`` calls each, with their futures."""
+        """The jobs of a ``map``: ``chunksize`` calls each, with their futures. Each job's
+        index (``indices`` of its first call; default: its place, from 0) is its
+        ``HPCEXEC_ARRAY_INDEX`` and fills ``{array_index}`` in its path resources."""
         jobs = []
         for start in range(0, len(calls), chunksize):
             part = calls[start : start + chunksize]
             kind = "chunk" if chunksize > 1 else "call"
-            file_bytes, body = self.payload(fn, part, kind, refs)
-            key = self.key(kind, body)
+            index = indices[start] if indices is not None else start
+            step = indices[start + 1] - index if indices is not None and len(part) > 1 else 1
+            maker = JobMaker(self.session, index_paths(self.res, index), self.opts)
+            file_bytes, body = maker.payload(fn, part, kind, refs)
+            key = maker.key(kind, body)
             name = base if chunksize == 1 else f"{base}[{start}:{start + len(part)}]"
             job = Job(
                 kind,
                 key,
                 name,
-                self.res,
+                maker.res,
                 len(part),
                 file_bytes=file_bytes,
                 values=dict(self.opts.vars or {}),
+                index=index,
+                index_step=step,
             )
             first = call_summary(fn, *part[0]) if part else ""
             job.summary = first if len(part) == 1 else _cut(f"{first} and {len(part) - 1} more")
@@ -293,3 +306,49 @@ class JobMaker:
         if not jobs and not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         return jobs
+
+
+INDEX_PLACEHOLDER = "{array_index}"
+_INDEXED_PATHS = ("stdout", "stderr", "workdir")
+
+
+def index_paths(res: Resources, index: int) -> Resources:
+    """``res`` with ``{array_index}`` in its path resources replaced by ``index`` (DRMAA's
+    ``PARAMETRIC_INDEX`` in the output paths of a bulk job)."""
+    changed = {
+        k: v.replace(INDEX_PLACEHOLDER, str(index))
+        for k in _INDEXED_PATHS
+        if isinstance(v := getattr(res, k), str) and INDEX_PLACEHOLDER in v
+    }
+    return res.replace(**changed) if changed else res
+
+
+def index_paths_used(res: Resources) -> list[str]:
+    """The path resources of ``res`` that use ``{array_index}``."""
+    return [k for k in _INDEXED_PATHS if INDEX_PLACEHOLDER in (getattr(res, k) or "")]
+
+
+def no_index_paths(res: Resources) -> None:
+    """Refuse ``{array_index}`` in the paths of a job that is no element of a ``map``."""
+    used = index_paths_used(res)
+    if used:
+        raise ResourceError(
+            f"{used[0]} uses {INDEX_PLACEHOLDER}, which only the jobs of a map have (each its "
+            f"own): give a path without it, or map over the inputs"
+        )
+
+
+def map_chunksize(res: Resources, chunksize: Any, default: Callable[[], int]) -> int:
+    """A ``map``'s calls per job: ``chunksize`` checked, else ``default()``; one where a
+    path resource uses ``{array_index}`` (a file per call needs a job per call)."""
+    indexed = index_paths_used(res)
+    if chunksize is None:
+        return 1 if indexed else default()
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError("chunksize must be >= 1.")
+    if indexed and chunksize > 1:
+        raise ResourceError(
+            f"{indexed[0]} uses {INDEX_PLACEHOLDER}, a file per call: a map with it runs a "
+            f"job per call; drop chunksize={chunksize}"
+        )
+    return chunksize

@@ -36,7 +36,7 @@ from .errors import TransportError, UntrustedPath
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import SCRIPT, JobLayout, cannot_start
 from .localstop import STOPPED_REASONS, Stopper
-from .record import JobRecord
+from .record import INDEX_STEP, JobRecord, task_index
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import task_count
 from .resourcevalues import instant_epoch
@@ -337,7 +337,7 @@ class LocalQueue(Driver):
         lay.check_start()
         res = rec.resources
         out, err = lay.stdout, lay.stderr_target
-        index = "" if rec.array_index is None else str(rec.array_index)
+        index = task_index(rec, rec.array_index)
         gpu_env = self.backend.gpu_env(gpus)
         pid = None
         if _warm(rec):
@@ -352,6 +352,7 @@ class LocalQueue(Driver):
                     "env": {
                         **os.environ,
                         **self.backend.job_env(rec.name or "", lay.workdir, index),
+                        "HPCEXEC_INDEX_STEP": str(rec.resources.get(INDEX_STEP, 1)),
                         **gpu_env,
                         **res.get("env", {}),
                     },

@@ -39,6 +39,8 @@ def job_script(session: Session, j: Job, after: list[str]) -> str:
             after=after,
             restartable=j.requeue > 0,
             user_values=j.values,
+            index=j.index,
+            index_step=j.index_step,
         )
     command = (
         f"{shlex.quote(session.python)} -m hpcexec.runner {shlex.quote(jobdir)} "
@@ -55,6 +57,8 @@ def job_script(session: Session, j: Job, after: list[str]) -> str:
         after=after,
         tasks=task_launch(session, j),
         warned=j.requeue > 0,
+        index=j.index,
+        index_step=j.index_step,
     )
 
 

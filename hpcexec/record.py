@@ -112,3 +112,16 @@ def row_data(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
         else:
             d[k] = json.loads(text)
     return d
+
+
+#: a record's ``resources`` key holding its place in its map (HPCEXEC_ARRAY_INDEX)
+TASK_INDEX = "index"
+#: ... and the step between the indices of its calls, for a chunk of several
+INDEX_STEP = "index_step"
+
+
+def task_index(rec: JobRecord, element: int | None) -> str:
+    """The ``HPCEXEC_ARRAY_INDEX`` of ``rec``: its place in its map (a map over one range:
+    the value), else ``element``, its place in the scheduler's array ("" for none)."""
+    index = rec.resources.get(TASK_INDEX, element)
+    return "" if index is None else str(index)

@@ -234,7 +234,10 @@ def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> 
             print(f"hpcexec: {note}", file=sys.stderr)
             outcomes = [(ERR, e, traceback.format_exc())]
         else:
-            for args, kwargs in calls:
+            indices = _chunk_indices(len(calls)) if kind == "chunk" else None
+            for i, (args, kwargs) in enumerate(calls):
+                if indices:
+                    os.environ["HPCEXEC_ARRAY_INDEX"] = indices[i]
                 out = _run_one(fn, args, kwargs, refs)
                 outcomes.append(out)
                 if out[0] == ERR:
@@ -254,6 +257,16 @@ def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> 
     if rank is None:
         write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
     return code
+
+
+def _chunk_indices(n: int) -> list[str] | None:
+    """The ``HPCEXEC_ARRAY_INDEX`` of each of a chunk's ``n`` calls: the chunk's (its first
+    call's) counted on by ``HPCEXEC_INDEX_STEP`` (a map over a range steps by its step)."""
+    first = os.environ.get("HPCEXEC_ARRAY_INDEX", "")
+    step = os.environ.get("HPCEXEC_INDEX_STEP", "1")
+    if not first.lstrip("-").isdigit() or not step.lstrip("-").isdigit():
+        return None
+    return [str(int(first) + i * int(step)) for i in range(n)]
 
 
 def _resume(jobdir: Path, fn: Any, calls: list) -> tuple[Any, list]:

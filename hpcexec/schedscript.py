@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .backends.base import SchedulerBackend, SubmitSpec
 from .layout import SCRIPT, SUBMIT_SCRIPT, JobLayout
-from .record import JobRecord
+from .record import TASK_INDEX, JobRecord
 from .resources import Resources
 from .slots import CLAIMS, SHARE
 
@@ -147,6 +147,7 @@ def _share(backend: SchedulerBackend, recs: list[JobRecord], res: Resources, nam
         {
             "jobdirs": [r.jobdir for r in recs],
             "names": [r.name or name for r in recs],
+            "indices": [r.resources.get(TASK_INDEX) for r in recs],  # places in their maps
             "outputs": [[lay.stdout, lay.stderr_target] for lay in layouts],
             "time_limit": res.time,
             "index_base": backend.array_index_base,

@@ -16,7 +16,7 @@ from .backends.base import SchedulerBackend, SubmitSpec
 from .driver import QUEUED
 from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
 from .layout import JobLayout
-from .record import JobRecord
+from .record import INDEX_STEP, TASK_INDEX, JobRecord
 from .recovery import Submitted, note_job_ids
 from .resources import Resources, task_count
 from .schedcommands import SchedulerCommands
@@ -39,6 +39,10 @@ log = logging.getLogger("hpcexec.schedqueue")
 SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
 # what became of one submission
 SUBMITTED, FAILED, AT_LIMIT, TOO_LARGE, INTERRUPTED = "submitted", "failed", "limit", "large", "?"
+
+
+#: record resources that are each record's own: records differing only there share an array
+PER_RECORD = ("name", "python", "array_dir", TASK_INDEX, INDEX_STEP)
 
 
 class Submitter:
@@ -154,9 +158,7 @@ class Submitter:
         """Records that go together: the same resources, dependencies and hold."""
         groups: dict[tuple, list[JobRecord]] = defaultdict(list)
         for rec, after in ready:
-            res = {
-                k: v for k, v in rec.resources.items() if k not in ("name", "python", "array_dir")
-            }
+            res = {k: v for k, v in rec.resources.items() if k not in PER_RECORD}
             # a multi-task job is its own submission, never an array element or a slot
             alone = rec.key if task_count(res) > 1 else ""
             key = (json.dumps(res, sort_keys=True), tuple(after), rec.state is JobState.HELD, alone)

@@ -123,6 +123,8 @@ def render(
     restartable: bool = False,
     warned: bool = False,
     user_values: Mapping[str, str | None] | None = None,
+    index: int | None = None,
+    index_step: int = 1,
 ) -> str:
     """The whole job script. Exactly one of ``command`` (an argv line already quoted, run with
     ``exec``) and ``shell_body`` (user shell text, run in a subshell whose exit code is
@@ -133,7 +135,8 @@ def render(
     shell body runs again after ending checkpointed at the warning signal (``requeue=N``),
     see :func:`_restartable_run`. ``warned``: the job asks for that signal; until its runner
     or its body's trap takes it, it is ignored, never fatal. ``user_values``: the job's
-    ``vars`` for its own ``{placeholders}``."""
+    ``vars`` for its own ``{placeholders}``. ``index``: its place in its map, its
+    ``HPCEXEC_ARRAY_INDEX`` (None: the scheduler's array element, if any)."""
     lines = ["#!/bin/bash", *parts.directives, "# written by hpcexec"]
     if warned or restartable:
         lines.append(f"trap '' {WARNING.name.removeprefix('SIG')}")
@@ -142,6 +145,8 @@ def render(
     if parts.prologue:
         lines.append(parts.prologue)
     lines += _core_exports(parts, name=name, workdir=workdir, submit_host=submit_host)
+    if index is not None:  # a chunk's runner counts its calls on from it by the step
+        lines.append(f"export HPCEXEC_ARRAY_INDEX={index} HPCEXEC_INDEX_STEP={index_step}")
     lines += env_lines(res)
     jd = shlex.quote(jobdir)
     if restartable:

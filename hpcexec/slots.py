@@ -254,7 +254,8 @@ def _child(
             assert out is not None and err is not None
             redirect_output(out, err, append=False)
             os.environ["HPCEXEC_JOB_NAME"] = spec["names"][index]
-            os.environ["HPCEXEC_ARRAY_INDEX"] = str(index)
+            own = spec.get("indices", [None] * (index + 1))[index]  # its place in its map
+            os.environ["HPCEXEC_ARRAY_INDEX"] = str(index if own is None else own)
             write_started(jobdir, os.environ.get("HPCEXEC_JOB_ID", ""))
         sys.argv = [sys.executable, "-m", "hpcexec.runner", str(jobdir), str(key_file)]
 

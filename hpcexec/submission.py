@@ -25,7 +25,7 @@ from .layout import PROLOGUE_LOG, RECORD, JobLayout
 from .options import JobOptions
 from .outcomes import layout
 from .preview import job_script
-from .record import JobRecord
+from .record import INDEX_STEP, TASK_INDEX, JobRecord
 from .registry import ANY, UNDECIDED
 from .schedscript import FILE_DIRECTIVES
 from .session import Session
@@ -224,6 +224,10 @@ class Submitter:
             extra["checkpoint_grace"] = opts.checkpoint_grace or DEFAULT_GRACE
         if j.directives:
             extra[FILE_DIRECTIVES] = list(j.directives)
+        if j.index is not None:  # its place in its map: HPCEXEC_ARRAY_INDEX
+            extra[TASK_INDEX] = j.index
+            if j.n > 1:  # a chunk: its calls' indices go by this step
+                extra[INDEX_STEP] = j.index_step
         s = self.session
         jobdir = s.job_dir(j.key)
         epilogue = opts.epilogue

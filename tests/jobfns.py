@@ -236,3 +236,12 @@ def until_usr1(seconds):
     while not got and time.monotonic() < end:
         time.sleep(0.1)
     return got[0] if got else "nothing"
+
+
+def print_index(_):
+    """Print and return this job's HPCEXEC_ARRAY_INDEX."""
+    import os
+
+    index = os.environ.get("HPCEXEC_ARRAY_INDEX", "")
+    print(f"index {index}")
+    return index

@@ -611,3 +611,20 @@ def test_wait_all_waits_for_every_job_of_the_session(ex):
     done, not_done = ex.wait_all(timeout=0.2)
     assert not done and not_done == {slow}
     slow.terminate()
+
+
+def test_a_map_over_a_range_is_a_bulk_job(ex, tmp_path):
+    """DRMAA's bulk jobs: a map over range(begin, end + 1, step) gives each job its own value
+    as HPCEXEC_ARRAY_INDEX and in {array_index} of its output paths; another map, its place."""
+    out = ex.options(stdout=str(tmp_path / "out.{array_index}.txt"))
+    got = list(out.map(jobfns.print_index, range(10, 16, 2)))
+    assert got == ["10", "12", "14"]
+    for i in (10, 12, 14):
+        assert (tmp_path / f"out.{i}.txt").read_text() == f"index {i}\n"
+    assert list(ex.map(jobfns.print_index, ["a", "b"])) == ["0", "1"]  # places, from 0
+    with pytest.raises(ResourceError, match=r"stdout uses \{array_index\}, which only the jobs"):
+        out.submit(jobfns.print_index, 1)
+    with pytest.raises(ResourceError, match="a job per call; drop chunksize=2"):
+        out.map(jobfns.print_index, range(4), chunksize=2)
+    # chunks (the local default) count their calls' indices on by the range's step
+    assert list(ex.map(jobfns.print_index, range(5, 20, 5), chunksize=3)) == ["5", "10", "15"]

@@ -184,7 +184,8 @@ def test_lost_store_rebuilds_records_with_their_job_ids(live, cache, tmp_path):
         (cache / f"jobs.sqlite{suffix}").unlink(missing_ok=True)
     with hpcexec.Executor(spec["backend"], **opts) as again:
         f = again.options(key="lost-done").submit(jobfns.count_run, str(counter), 1)
-        assert f.done() and f.result() == 10 and f.job_id == done_id
+        # rebuilt from its job directory when the gathered submission looks (not run again)
+        assert f.result(timeout=60) == 10 and f.job_id == done_id
         held = again.options(key="lost-held", hold=True).submit(jobfns.count_run, str(counter), 2)
         assert held.job_id == held_id and held.state is JobState.HELD
         assert held.release()

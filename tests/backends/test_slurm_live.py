@@ -107,3 +107,12 @@ def test_adopt_follows_a_job_started_outside_hpcexec(sex, tmp_path):
     assert f.result(timeout=120).stdout == "from outside\n"
     assert f.info().exit_code == 0 and f.state is JobState.COMPLETED
     assert sex.adopt(job_id).key == f.key  # the same record
+
+
+def test_a_map_over_a_range_is_a_bulk_job(sex, tmp_path):
+    """DRMAA's bulk jobs as one array: each element sees its own value of the range as
+    HPCEXEC_ARRAY_INDEX and writes to its own {array_index} file."""
+    out = sex.options(stdout=str(tmp_path / "bulk.{array_index}.out"))
+    assert list(out.map(jobfns.print_index, range(3, 12, 4), timeout=180)) == ["3", "7", "11"]
+    for i in (3, 7, 11):
+        assert (tmp_path / f"bulk.{i}.out").read_text() == f"index {i}\n"
