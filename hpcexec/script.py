@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .attempts import attempt_dir
 from .checkpoint import REQUEUED_REASON, WARNING
 from .errors import ResourceError
-from .layout import EXITCODE, RESTARTS, STARTED
+from .layout import EXITCODE, RESTARTS, STARTED, USAGE
 from .resources import RESOURCE_TABLE, Resources
 
 _PLACEHOLDER = re.compile(r"(?<![$\\{])\{([a-z_][a-z0-9_]*)\}")
@@ -213,8 +213,27 @@ def _shell_run(body: str, jd: str, failed: str = "") -> list[str]:
         why = "$hpcexec_why"
     return [
         *lines,
+        *_usage_lines(jd),
         f'printf \'%s\\n%s\\n\' "$hpcexec_rc" "{why}" {_into_exitcode(jd)}',
         'exit "$hpcexec_rc"',
+    ]
+
+
+def _usage_lines(jd: str) -> list[str]:
+    """Lines writing the usage file of a job no runner measured (a shell body; a runner's
+    file is kept): the CPU time of what it ran and waited for (bash's ``times``, run in this
+    shell: a subshell's would count nothing). Its wall time is the record's, its memory the
+    scheduler accounting's to tell."""
+    times, tmp, usage = f"{jd}/.{USAGE}.times", f"{jd}/.{USAGE}.tmp", f"{jd}/{USAGE}"
+    awk = (
+        """'NR == 2 { split($1, u, "m"); split($2, s, "m"); """
+        """printf "user_s %.3f\\nsys_s %.3f\\n", u[1] * 60 + u[2], s[1] * 60 + s[2] }'"""
+    )
+    return [
+        f"if [ ! -e {usage} ] && times > {times} 2>/dev/null; then",
+        f"  awk {awk} {times} > {tmp} && mv -f {tmp} {usage}",
+        f"  rm -f {times}",
+        "fi",
     ]
 
 

@@ -245,10 +245,12 @@ def test_render_shell_body_subshell_and_exit_code_file():
     assert lines[start - 1] == "trap 'hpcexec_sig=TERM' TERM"
     assert lines[start + 1 : start + 4] == ["echo 3", "echo 'a b'", ")"]
     assert lines[start + 4] == "hpcexec_rc=$?"
+    assert lines[start + 5].startswith("if [ ! -e '/jobs/a b'/usage ] && times > ")  # its CPU
+    assert lines[start + 8] == "fi"
     assert (
-        "/.exitcode.tmp && mv -f '/jobs/a b'/.exitcode.tmp '/jobs/a b'/exitcode" in lines[start + 5]
+        "/.exitcode.tmp && mv -f '/jobs/a b'/.exitcode.tmp '/jobs/a b'/exitcode" in lines[start + 9]
     )
-    assert lines[start + 6] == 'exit "$hpcexec_rc"'
+    assert lines[start + 10] == 'exit "$hpcexec_rc"'
     assert lines[-1] == 'exit "$hpcexec_rc"'
     assert "exec " not in text
 
@@ -271,6 +273,20 @@ def test_a_resource_placeholder_without_a_value_is_refused_by_name():
 
 
 # -- running rendered scripts with bash ------------------------------------------------
+
+
+def test_a_shell_job_measures_the_cpu_time_of_what_it_ran(tmp_path):
+    """No runner measures a shell body: the script writes its CPU time (bash's times, in the
+    script's own shell) where the report reads it, and keeps a usage file already there."""
+    spin = "python3 -c 'sum(range(3_000_000))'"
+    proc, jobdir, _ = run_job(tmp_path, shell_body=f"{spin} & wait; {spin}")
+    assert proc.returncode == 0, proc.stderr
+    usage = dict(line.split() for line in (jobdir / "usage").read_text().splitlines())
+    assert set(usage) == {"user_s", "sys_s"} and float(usage["user_s"]) > 0.05
+    assert sorted(p.name for p in jobdir.iterdir() if p.name.startswith(".")) == []
+    (jobdir / "usage").write_text("user_s 9\n")  # a runner's own (a multi-task job's rank 0)
+    run_job(tmp_path, shell_body="true", jobdir=jobdir)
+    assert (jobdir / "usage").read_text() == "user_s 9\n"
 
 
 def test_shell_job_runs_and_records_exit_code(tmp_path):

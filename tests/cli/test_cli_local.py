@@ -390,6 +390,7 @@ def test_report_shows_waits_use_and_advice(cli):
     for j in data["jobs"]:
         assert j["state"] == "completed" and j["ran"] > 0 and j["waited"] >= 0
         assert j["mem_asked_mb"] == 4096 and j["time_limit"] == 7200
+        assert j["cpu_seconds"] > 0  # a shell job: measured by its script (bash's times)
     assert data["summary"]["jobs"] == 2
     assert any(t.startswith("sweep (2 jobs): time limit 02:00:00") for t in data["advice"])
     text = cli("report", keys[0]).out
