@@ -41,6 +41,7 @@ class JobUsage:
     key: str
     name: str
     state: str
+    submitted: float | None  # when, seconds since the epoch
     waited: float | None  # seconds in the queue
     ran: float | None  # seconds of wall time
     cores: int
@@ -80,6 +81,7 @@ def usage_of(rec: JobRecord, info: JobInfo | None) -> JobUsage:
         key=rec.key,
         name=rec.name or rec.key,
         state=rec.state.value,
+        submitted=rec.submitted,
         waited=max(0.0, waited) if waited is not None else None,
         ran=ran,
         cores=max(1, rec.cores or 1) * int(res.get("nodes") or 1),

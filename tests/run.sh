@@ -18,6 +18,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     bash tests/clusters/sge.sh start
     bash tests/clusters/sshd.sh start
     bash tests/clusters/slurm_multinode.sh start
+    bash tests/clusters/chromium.sh start # renders hpcexec report's page in its test
 elif [ -n "${CI:-}" ]; then
     echo "CI needs root to start the test schedulers" >&2
     exit 1

@@ -242,6 +242,12 @@ def _add_following(sub: Any) -> None:
     p.add_argument(
         "--all", action="store_true", help="every job selected (default: the newest 200)"
     )
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write it as one self-contained page with a timeline (pip install "
+        "'hpcexec[report]')",
+    )
 
     p = _command(sub, "logs", "print a job's output")
     p.add_argument("key", metavar="KEY")

@@ -28,6 +28,8 @@ def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
             "their rows show times only"
         )
     totals, tips = summary(rows), advice(rows)
+    if args.html:
+        _write_html(args.html, rows, totals, tips)
     if ctx.out.as_json:
         data = [{**asdict(r), "cpu_efficiency": r.cpu_efficiency} for r in rows]
         ctx.out.emit({"jobs": data, "summary": totals, "advice": tips}, None)
@@ -119,3 +121,15 @@ def _mb(mb: float | None) -> str:
     if mb is None:
         return "-"
     return f"{mb / 1024:.1f}G" if mb >= 1024 else f"{mb:.0f}M"
+
+
+def _write_html(path: str, rows: list[JobUsage], totals: dict[str, Any], tips: list[str]) -> None:
+    from ..report_html import render
+
+    page = render(rows, COLUMNS, [_row(r) for r in rows], _totals_text(totals), tips)
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+    note(f"wrote {path}: open it in a browser")
