@@ -130,6 +130,7 @@ def build_parser() -> Parser:
     register_resources(sub, lambda p: _global_options(p, suppress=True))
     _add_submit(sub)
     _add_following(sub)
+    _add_report(sub)
     _add_control(sub)
     _add_cache_commands(sub)
     return top
@@ -201,6 +202,23 @@ def _add_submit(sub: Any) -> None:
     )
 
 
+def _add_report(sub: Any) -> None:
+    """hpcexec report: what jobs waited for and used."""
+    p = _command(sub, "report", "what jobs waited for and used of what they asked, and advice")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="these jobs (default: a selection)")
+    p.add_argument("--state", action="append", metavar="STATE", help="as for jobs")
+    p.add_argument("--match", metavar="REGEX", help="as for jobs (a map's or a sweep's name)")
+    p.add_argument(
+        "--all", action="store_true", help="every job selected (default: the newest 200)"
+    )
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write it as one self-contained page with a timeline (pip install "
+        "'hpcexec[report]')",
+    )
+
+
 def _add_following(sub: Any) -> None:
     """The commands that look at jobs: jobs, show, logs, wait."""
     p = _command(sub, "jobs", "list jobs: key, name, host, backend, id, state, age, what")
@@ -234,20 +252,6 @@ def _add_following(sub: Any) -> None:
 
     p = _command(sub, "show", "everything about one job: record, usage, accounting, files")
     p.add_argument("key", metavar="KEY")
-
-    p = _command(sub, "report", "what jobs waited for and used of what they asked: a table, advice")
-    p.add_argument("keys", nargs="*", metavar="KEY", help="these jobs (default: a selection)")
-    p.add_argument("--state", action="append", metavar="STATE", help="as for jobs")
-    p.add_argument("--match", metavar="REGEX", help="as for jobs (a map's or a sweep's name)")
-    p.add_argument(
-        "--all", action="store_true", help="every job selected (default: the newest 200)"
-    )
-    p.add_argument(
-        "--html",
-        metavar="FILE",
-        help="also write it as one self-contained page with a timeline (pip install "
-        "'hpcexec[report]')",
-    )
 
     p = _command(sub, "logs", "print a job's output")
     p.add_argument("key", metavar="KEY")
