@@ -505,6 +505,7 @@ def test_the_job_is_cancelled_when_every_future_sharing_it_is(ex, gate, tmp_path
 
 def test_a_future_of_another_executor_keeps_a_shared_job(ex, gate, cache):
     a = ex.submit(pow, 2, 10)
+    assert ex.store.get(a.key)  # written (submits gather): the other executor sees it
     with hpcexec.Executor(cache_dir=cache, poll_interval=0.02, profile="") as other:
         b = other.submit(pow, 2, 10)
         c = other.attach(a.key)
