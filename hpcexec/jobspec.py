@@ -214,20 +214,22 @@ class JobMaker:
         if "\0" in body:
             raise ResourceError("the shell body contains a NUL byte")
         key = self.opts.key or self.key("shell", body)
-        name = self.res.name or shell_name(body)
-        job = Job(
+        return self._shell_job(key, shell_name(body), body, check, summary=shell_summary(body))
+
+    def _shell_job(self, key: str, name: str, body: str, check: bool, **more: Any) -> Job:
+        """A shell job of this view (``name``: unless the resources name it)."""
+        return Job(
             "shell",
             key,
-            name,
+            self.res.name or name,
             self.res,
             1,
             body=body,
             check=check,
             requeue=self.requeue(None),
             values=dict(self.opts.vars or {}),
+            **more,
         )
-        job.summary = shell_summary(body)
-        return job
 
     def file(self, path: str | os.PathLike, check: bool) -> Job:
         """The job of a job file on this machine (copied into its job directory)."""
@@ -247,20 +249,14 @@ class JobMaker:
         key = self.opts.key or self.key("file", data)
         jobdir = self.session.job_dir(key)
         body = f"{file_interpreter(text)} {shlex.quote(os.path.join(jobdir, copy))}"
-        name = self.res.name or safe_name(Path(path).stem)
-        return Job(
-            "shell",
+        return self._shell_job(
             key,
-            name,
-            self.res,
-            1,
-            body=body,
-            check=check,
+            safe_name(Path(path).stem),
+            body,
+            check,
             files={copy: data},
             directives=file_directives(text),
-            requeue=self.requeue(None),
             summary=_cut(f"{path} (a job file)"),
-            values=dict(self.opts.vars or {}),
         )
 
     def chunks(

@@ -176,21 +176,21 @@ def _name_array(b: object, spec: SubmitSpec) -> list[str]:
     return [f"-J {_dq(f'{_name(spec.name)}[1-{spec.array_size}]{limit}')}"]
 
 
+def _hours_minutes(seconds: int) -> str:
+    """bsub's ``[hour:]minute``, rounded up to the minute."""
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
 @rule("time")
 def _walltime(b: object, spec: SubmitSpec) -> list[str]:
-    if not spec.res.time:
-        return []
-    minutes = math.ceil(spec.res.time / 60)
-    return [f"-W {minutes // 60}:{minutes % 60:02d}"]
+    return [f"-W {_hours_minutes(spec.res.time)}"] if spec.res.time else []
 
 
 @rule("soft_time")
 def _estimate(b: object, spec: SubmitSpec) -> list[str]:
-    """The estimated run time (bsub -We [hour:]minute): used for scheduling, not enforced."""
-    if not spec.res.soft_time:
-        return []
-    minutes = math.ceil(spec.res.soft_time / 60)
-    return [f"-We {minutes // 60}:{minutes % 60:02d}"]
+    """The estimated run time (bsub -We): used for scheduling, not enforced."""
+    return [f"-We {_hours_minutes(spec.res.soft_time)}"] if spec.res.soft_time else []
 
 
 @rule("nodes", "ppn", "threads")
