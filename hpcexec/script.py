@@ -222,17 +222,17 @@ def _shell_run(body: str, jd: str, failed: str = "") -> list[str]:
 def _usage_lines(jd: str) -> list[str]:
     """Lines writing the usage file of a job no runner measured (a shell body; a runner's
     file is kept): the CPU time of what it ran and waited for (bash's ``times``, run in this
-    shell: a subshell's would count nothing). Its wall time is the record's, its memory the
-    scheduler accounting's to tell."""
-    times, tmp, usage = f"{jd}/.{USAGE}.times", f"{jd}/.{USAGE}.tmp", f"{jd}/{USAGE}"
-    awk = (
-        """'NR == 2 { split($1, u, "m"); split($2, s, "m"); """
-        """printf "user_s %.3f\\nsys_s %.3f\\n", u[1] * 60 + u[2], s[1] * 60 + s[2] }'"""
-    )
+    shell: a subshell's would count nothing), in bash alone (a job's PATH may lack awk). Its
+    wall time is the record's, its memory the scheduler accounting's to tell."""
+    tmp, usage = f"{jd}/.{USAGE}.tmp", f"{jd}/{USAGE}"
     return [
-        f"if [ ! -e {usage} ] && times > {times} 2>/dev/null; then",
-        f"  awk {awk} {times} > {tmp} && mv -f {tmp} {usage}",
-        f"  rm -f {times}",
+        f"if [ ! -e {usage} ] && times > {tmp} 2>/dev/null; then",
+        f"  {{ read -r _ _; read -r hpcexec_u hpcexec_s; }} < {tmp}",
+        # "1m2.345s" -> "62.345" (a locale's decimal comma read as a point)
+        "  hpcexec_secs() { local v=${1%s} m; m=${v%%m*}; v=${v#*m}; v=${v/,/.}; "
+        'echo "$((10#$m * 60 + 10#${v%%.*})).${v#*.}"; }',
+        f'  printf \'user_s %s\\nsys_s %s\\n\' "$(hpcexec_secs "$hpcexec_u")" '
+        f'"$(hpcexec_secs "$hpcexec_s")" > {tmp} && mv -f {tmp} {usage}',
         "fi",
     ]
 
