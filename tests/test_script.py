@@ -247,9 +247,7 @@ def test_render_shell_body_subshell_and_exit_code_file():
     assert lines[start + 4] == "hpcexec_rc=$?"
     assert lines[start + 5].startswith("if [ ! -e '/jobs/a b'/usage ] && times > ")  # its CPU
     fi = lines.index("fi", start)
-    assert (
-        "/.exitcode.tmp && mv -f '/jobs/a b'/.exitcode.tmp '/jobs/a b'/exitcode" in lines[fi + 1]
-    )
+    assert "/.exitcode.tmp && mv -f '/jobs/a b'/.exitcode.tmp '/jobs/a b'/exitcode" in lines[fi + 1]
     assert lines[fi + 2] == 'exit "$hpcexec_rc"'
     assert lines[-1] == 'exit "$hpcexec_rc"'
     assert "exec " not in text
