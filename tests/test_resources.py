@@ -494,6 +494,7 @@ def test_split_options_separates_resources_and_job_options():
         "retry_exit_codes",
         "requeue",
         "checkpoint_grace",
+        "vars",
     }
 
 
