@@ -49,6 +49,7 @@ class Job:
     values: dict[str, str | None] = field(default_factory=dict)  # the user's vars
     index: int | None = None  # its place in a map: HPCEXEC_ARRAY_INDEX, {array_index}
     index_step: int = 1  # between the indices of a chunk's calls (a range's step)
+    script: str | None = None  # its job script, once Submitter.check rendered it
 
 
 def extract_futures(

@@ -101,7 +101,7 @@ class Submitter:
             s.backend.fits(j.res)
             if not s.remote:  # on another host the job's start tells
                 s.check_workdir(s.placed(j.res)["workdir"])
-            job_script(s, j, after)
+            j.script = job_script(s, j, after)  # kept: staging writes this very text
             for text in filter(None, hooks_texts):
                 hooks.render(text, j.res, j.name, s.job_dir(j.key), j.values)
 
@@ -279,7 +279,7 @@ class Submitter:
         }
         for name, data in files.items():
             write(staged.file(name), data)
-        write(staged.script, job_script(self.session, j, after).encode())
+        write(staged.script, (j.script or job_script(self.session, j, after)).encode())
         write(posixpath.join(stage, RECORD), recovery.record_file(rec, self.session.key))
         if prologue_log is not None:
             write(os.path.join(stage, PROLOGUE_LOG), prologue_log)
