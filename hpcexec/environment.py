@@ -43,11 +43,13 @@ PROBE = (
 )
 
 
-def launch_env() -> dict[str, str]:
-    """The environment for an interpreter that must import this copy of hpcexec, whatever its
-    working directory (a fork server, or the probe of an interpreter)."""
-    path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path}
+def launch_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment ``base`` (this process's by default) for an interpreter that must
+    import this copy of hpcexec, whatever its working directory (a fork server, or the probe
+    of an interpreter)."""
+    env = dict(os.environ if base is None else base)
+    path = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    return {**env, "PYTHONPATH": path}
 
 
 @functools.cache

@@ -10,36 +10,62 @@ variables, its job id and started files (:mod:`hpcexec.recovery`), then the runn
 The server listens on an abstract Unix socket (Linux), answers only its own user (peer
 credentials), records a child killed by a signal in the job's exit-code file the way a
 scheduler's accounting would, and exits after ``IDLE`` seconds with no request and no child.
-This module is imported by the server only; clients use :func:`spawn`.
+There is one server per interpreter, copy of hpcexec and job environment (the ``HPCEXEC_*``
+variables, which differ per job, aside): the server is started with that environment, so what
+it imports ahead of its jobs (:mod:`hpcexec.preload`, what earlier jobs imported) sees the
+same variables (``OMP_NUM_THREADS``...) as a job's own import would. A request that asks for
+no preloading (a job holding GPUs: an import that initialised CUDA would leave a forked
+child unable to use it) gets a server that preloads nothing.
+This module is imported by the server only; clients use :func:`spawn` and :func:`stop`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import select
 import signal
 import socket
 import struct
 import sys
 import time
 
+from . import preload
 from .checkpoint import WARNING
 from .jobfiles import killed_by, write_atomic, write_started
 from .layout import JobLayout, cannot_start
 
+log = logging.getLogger(__name__)
+
 IDLE = float(os.environ.get("HPCEXEC_FORKSERVER_IDLE", "120"))
 _CONNECT_TIMEOUT = 5.0
+_REPLY_TIMEOUT = 120.0  # a reply may wait for one module import (a large one takes seconds)
 _ASK_TIMEOUT = 30.0  # seconds an interpreter may take to describe itself
 _MAX_REQUEST = 4 << 20  # bytes; a request is a job's paths and environment
 
 
-def server_name(python: str) -> str:
-    """The server for jobs run with ``python``: one per user, environment (the interpreter as
-    given, its prefixes and import path) and copy of hpcexec; see :mod:`hpcexec.environment`.
-    Raises OSError when ``python`` cannot be described."""
+def server_prefix(python: str) -> str:
+    """The start of the names of the servers for jobs run with ``python``: one per user,
+    environment (the interpreter as given, its prefixes and import path) and copy of hpcexec;
+    see :mod:`hpcexec.environment`. Raises OSError when ``python`` cannot be described."""
     from . import environment  # the client's concern: the server starts without it
 
-    return f"hpcexec-forkserver-{environment.interpreter(python, ask).identity()[:20]}"
+    return f"hpcexec-forkserver-{environment.interpreter(python, ask).identity()[:20]}-"
+
+
+def server_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment a server for jobs with ``env`` runs in: theirs, less what differs
+    from job to job (hpcexec's own variables)."""
+    return {k: v for k, v in env.items() if not k.startswith("HPCEXEC_")}
+
+
+def server_name(python: str, env: dict[str, str], preload: bool = True) -> str:
+    """The server for jobs run with ``python`` in ``env`` (preloading what its jobs import,
+    or not)."""
+    key = json.dumps([sorted(server_env(env).items()), preload]).encode()
+    return server_prefix(python) + hashlib.sha256(key).hexdigest()[:12]
 
 
 def ask(argv: list[str], env: dict[str, str]) -> str:
@@ -80,10 +106,11 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 # -- client side ----------------------------------------------------------------------------
-def _request(name: str, request: dict) -> dict:
+def _request(name: str, request: dict, timeout: float = _REPLY_TIMEOUT) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(_CONNECT_TIMEOUT)
         s.connect(_address(name))
+        s.settimeout(timeout)  # a server may be importing a module for its next jobs
         s.sendall(json.dumps(request).encode())
         s.shutdown(socket.SHUT_WR)
         data = b""
@@ -92,16 +119,41 @@ def _request(name: str, request: dict) -> dict:
     return json.loads(data)
 
 
-def stop(python: str) -> bool:
-    """Ask the fork server for ``python`` to exit (its jobs go on). False if none ran."""
+def _tell(name: str, request: dict) -> None:
+    """Send ``request`` without waiting for the answer (nor for the server to read it)."""
     try:
-        name = server_name(python)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(_CONNECT_TIMEOUT)
+            s.connect(_address(name))
+            s.sendall(json.dumps(request).encode())
+    except OSError:  # the server went away: the next one learns from the next job
+        pass
+
+
+def _running(prefix: str) -> list[str]:
+    """The names of the listening servers whose names begin with ``prefix``."""
+    try:
+        with open("/proc/net/unix") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    paths = {line.split()[7] for line in lines if len(line.split()) == 8}
+    return sorted(p[1:] for p in paths if p.startswith("@" + prefix))
+
+
+def stop(python: str) -> bool:
+    """Ask every fork server for ``python`` to exit (their jobs go on). False if none ran."""
+    try:
+        prefix = server_prefix(python)
     except OSError:  # python cannot be described: no server can run for it
         return False
-    try:
-        return bool(_request(name, {"stop": True}).get("stopping"))
-    except (ConnectionRefusedError, FileNotFoundError):
-        return False
+    stopped = False
+    for name in _running(prefix):
+        try:
+            stopped |= bool(_request(name, {"stop": True}).get("stopping"))
+        except (OSError, ValueError):  # gone meanwhile
+            pass
+    return stopped
 
 
 # No server answers: none runs, or one that went idle closed its socket with our connection
@@ -110,55 +162,73 @@ _NO_SERVER = (ConnectionRefusedError, FileNotFoundError, ConnectionResetError, B
 
 
 def spawn(python: str, request: dict) -> int:
-    """Start a job through the server for ``python``, starting the server if none runs.
-    Raises OSError when the server cannot be reached or refuses."""
+    """Start a job through the server for ``python`` and the job's environment, starting the
+    server if none runs (or the one running retired). Raises OSError when the server cannot
+    be reached or refuses."""
+    preloading = bool(request.get("preload", True))
+    settings: dict = {"preload": preloading, "refused": []}
     try:
-        name = server_name(python)
+        name = server_name(python, request.get("env", {}), preloading)
     except OSError as e:
         raise OSError(f"the fork server for {python} failed to start: {e}") from None
-    try:
-        reply = _request(name, request)
-    except _NO_SERVER:
-        import subprocess
-
-        from . import environment
-
-        server = subprocess.Popen(
-            [python, "-m", "hpcexec.forkserver", name],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd="/",
-            env=environment.launch_env(),
-            start_new_session=True,
-            close_fds=True,
-        )
-        stderr = server.stderr
-        assert stderr is not None  # stderr=PIPE
-        deadline = time.monotonic() + _CONNECT_TIMEOUT
-        while True:
-            try:
-                reply = _request(name, request)
-                break
-            except _NO_SERVER:
-                if server.poll() is not None and server.returncode != 0:
-                    why = stderr.read().decode(errors="replace").strip().splitlines()
-                    raise OSError(
-                        f"the fork server for {python} failed to start: "
-                        f"{why[-1] if why else server.returncode}"
-                    ) from None
-                if time.monotonic() > deadline:
-                    raise OSError(f"the fork server for {python} did not start") from None
-                time.sleep(0.01)
-        stderr.close()
+    for _ in range(3):
+        try:
+            reply = _request(name, request)
+        except _NO_SERVER:
+            reply = _start(python, name, settings, request)
+        if "retired" not in reply:
+            break
+        log.info("the fork server %s retired (%s); starting another", name, reply["retired"])
+        settings["refused"] = reply.get("refused", [])
     if "pid" not in reply:
-        raise OSError(f"the fork server refused: {reply.get('error')}")
+        raise OSError(f"the fork server refused: {reply.get('error') or reply.get('retired')}")
     return int(reply["pid"])
+
+
+def _start(python: str, name: str, settings: dict, request: dict) -> dict:
+    """Start the server ``name`` and send it ``request``; its reply."""
+    import subprocess
+
+    from . import environment
+
+    env = environment.launch_env(server_env(request.get("env", {})))
+    if "HPCEXEC_FORKSERVER_IDLE" in os.environ:  # the client's setting for its servers
+        env["HPCEXEC_FORKSERVER_IDLE"] = os.environ["HPCEXEC_FORKSERVER_IDLE"]
+    server = subprocess.Popen(
+        [python, "-m", "hpcexec.forkserver", name, json.dumps(settings)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+    )
+    stderr = server.stderr
+    assert stderr is not None  # stderr=PIPE
+    deadline = time.monotonic() + _CONNECT_TIMEOUT
+    while True:
+        try:
+            reply = _request(name, request)
+            break
+        except _NO_SERVER:
+            if server.poll() is not None and server.returncode != 0:
+                why = stderr.read().decode(errors="replace").strip().splitlines()
+                raise OSError(
+                    f"the fork server for {python} failed to start: "
+                    f"{why[-1] if why else server.returncode}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise OSError(f"the fork server for {python} did not start") from None
+            time.sleep(0.01)
+    stderr.close()
+    return reply
 
 
 # -- server side ----------------------------------------------------------------------------
 class _Server:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, settings: dict) -> None:
+        self.name = name
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(_address(name))  # OSError if another server has the name: let it serve
         self.sock.listen(128)
@@ -166,10 +236,15 @@ class _Server:
         self.children: dict[int, str] = {}  # pid -> job directory
         self._reaping = False
         self.last = time.monotonic()
+        self.learning = bool(settings.get("preload", True))
+        self.preloads = preload.Preloads(settings.get("refused", ()))
+        self.retiring: str | None = None  # why this server serves no more jobs
         # Warm up what jobs need, so children start with it imported.
-        import cloudpickle  # noqa: F401
+        import cloudpickle
 
         from . import runner  # noqa: F401
+
+        self.preloads.watch(cloudpickle)
 
     def reap(self) -> None:
         if self._reaping:  # SIGCHLD arrived while reaping: this pass will see that child
@@ -214,6 +289,9 @@ class _Server:
     def serve(self) -> None:
         signal.signal(signal.SIGCHLD, lambda *a: self.reap())
         while True:
+            if self.preloads.pending and not self.retiring and not _waiting(self.sock):
+                self.retiring = self.preloads.step()
+                continue
             try:
                 conn, _ = self.sock.accept()
             except TimeoutError:
@@ -225,15 +303,26 @@ class _Server:
             with conn:
                 try:
                     reply = self.handle(conn)
-                    if reply.get("stopping"):
-                        conn.sendall(json.dumps(reply).encode())
-                        return
                 except Exception as e:  # answer, never die on a bad request  # noqa: BLE001
                     reply = {"error": f"{type(e).__name__}: {e}"}
+                if reply.get("stopping"):
+                    conn.sendall(json.dumps(reply).encode())
+                    return
+                if "retired" in reply:  # free the name first: the client starts the next one
+                    self.sock.close()
                 try:
                     conn.sendall(json.dumps(reply).encode())
                 except OSError:
                     pass
+            if "retired" in reply:
+                self.drain()
+                return
+
+    def drain(self) -> None:
+        """Wait for this retired server's children (their exit-code files are its job)."""
+        while self.children:
+            time.sleep(0.2)
+            self.reap()
 
     def handle(self, conn: socket.socket) -> dict:
         if _peer_uid(conn) != os.getuid():
@@ -247,22 +336,38 @@ class _Server:
         req = json.loads(data)
         if req.get("stop"):
             return {"stopping": True}
+        if "learn" in req:
+            if self.learning:
+                self.preloads.add(req["learn"])
+            return {"learning": self.learning}
+        self.retiring = self.retiring or self.preloads.changed()
+        if self.retiring:
+            return {"retired": self.retiring, "refused": sorted(self.preloads.refused)}
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             conn.close()
-            _child(self.sock, req)  # never returns
+            _child(self.sock, req, self.name if self.learning else None)  # never returns
         self.children[pid] = req["jobdir"]
         return {"pid": pid}
 
 
-def _child(listener: socket.socket, req: dict) -> None:
+def _waiting(sock: socket.socket) -> bool:
+    """Whether a connection waits to be accepted."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _child(listener: socket.socket, req: dict, server: str | None) -> None:
+    """The job, forked; it tells ``server`` what it imported (None: nothing)."""
     from .jobfiles import exit_forked, redirect_output
     from .runner import main
 
+    before = preload.loaded()
+
     def body() -> int:
         listener.close()
+        preload.reseed()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(WARNING, signal.SIG_IGN)  # never fatal; the runner holds it for the job
         os.setsid()
@@ -286,17 +391,23 @@ def _child(listener: socket.socket, req: dict) -> None:
         sys.path[0] = req["cwd"]  # as `python -m` run in the job's directory would have it
         args = [req["jobdir"], req["key"]]
         sys.argv = [sys.executable, "-m", "hpcexec.runner", *args]
-        return main(args)
+        code = main(args)
+        if server is not None:  # after the job's result: it never waits for this
+            names = preload.learned(before)
+            if names:
+                _tell(server, {"learn": names})
+        return code
 
     exit_forked(body)
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        print("usage: python -m hpcexec.forkserver NAME", file=sys.stderr)
+    if len(sys.argv) not in (2, 3):
+        print("usage: python -m hpcexec.forkserver NAME [SETTINGS]", file=sys.stderr)
         sys.exit(2)
+    settings = json.loads(sys.argv[2]) if len(sys.argv) == 3 else {}
     try:
-        server = _Server(sys.argv[1])
+        server = _Server(sys.argv[1], settings)
     except OSError:  # another server holds the name
         return
     server.serve()

@@ -349,6 +349,8 @@ class LocalQueue(Driver):
                     "cwd": lay.workdir,
                     "stdout": out,
                     "stderr": err,
+                    # a job holding GPUs gets a server that imports nothing ahead of it
+                    "preload": not gpus,
                     "env": {
                         **os.environ,
                         **self.backend.job_env(rec.name or "", lay.workdir, index),

@@ -86,7 +86,7 @@ def test_jobs_outlive_the_fork_server(ex):
     stat = Path(f"/proc/{job_pid}/stat").read_text()
     server = int(stat[stat.rfind(")") + 2 :].split()[1])  # the job's parent
     cmdline = Path(f"/proc/{server}/cmdline").read_text()
-    assert forkserver.server_name(sys.executable) in cmdline, "started by a fork server"
+    assert forkserver.server_prefix(sys.executable) in cmdline, "started by a fork server"
     os.kill(server, signal.SIGKILL)
     assert f.result(timeout=30) == "survived"
     # the next job starts a new server
@@ -96,7 +96,7 @@ def test_jobs_outlive_the_fork_server(ex):
 def test_server_answers_only_its_own_user(tmp_path):
     if os.getuid() != 0:
         pytest.skip("needs root to connect as another user")
-    name = forkserver.server_name(sys.executable)
+    name = forkserver.server_name(sys.executable, {})
     forkserver.spawn(
         sys.executable,
         {
@@ -121,7 +121,7 @@ def test_server_answers_only_its_own_user(tmp_path):
 def test_a_server_that_went_idle_under_a_connecting_client_is_replaced(tmp_path):
     """A server exiting idle while a client's connection waits in its backlog resets that
     connection before reading the request: the client starts a new server."""
-    name = forkserver.server_name(sys.executable)
+    name = forkserver.server_name(sys.executable, {})
     forkserver.stop(sys.executable)
     going = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # plays the server going away
     deadline = time.monotonic() + 10

@@ -1,0 +1,135 @@
+"""What a fork server imports ahead of its jobs: the installed modules its jobs imported.
+
+A warm start (:mod:`hpcexec.forkserver`) saves a job the interpreter's start-up, but a job
+that imports NumPy or scikit-learn still pays for those imports, every time: most of a short
+job's cost under joblib. So the server learns, as multiprocessing's fork server does with its
+``set_forkserver_preload`` list, only from what its jobs did:
+
+1. a child notes the modules loaded when it was forked (:func:`loaded`);
+2. after its job has written its result, it sends the server the *installed* modules the job
+   imported on top of those (:func:`learned`): never the user's own code, which changes between
+   jobs, nor ``__main__`` (which is installed and which own is :mod:`hpcexec.environment`'s rule);
+3. the server imports them one at a time between requests (:class:`Preloads`), so the next job
+   is forked with them already imported.
+
+Each job keeps its isolation: the server never runs a job, every job is a fresh fork of it.
+Two kinds of state are not fresh after a fork and are dealt with here: NumPy's global random
+state, seeded once per process at import (:func:`reseed` in each child; the standard ``random``
+module reseeds itself), and threads, which a fork does not copy: a server whose import started
+a Python thread can no longer fork safely and retires (:meth:`Preloads.step`). A server also
+retires when a directory its imports came from changes (a ``pip install`` there): its imports
+are stale (:meth:`Preloads.changed`). A retired server's jobs go on; the next job starts a
+fresh server, which is told the modules that cannot be preloaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable
+
+# a module name as `import` takes it; anything else in a request is refused unread
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+MAX_MODULES = 20000  # a bound on what one server learns (scikit-learn's stack is ~1,500)
+
+
+def loaded() -> frozenset[str]:
+    """The modules loaded now (a child calls it when it is forked)."""
+    return frozenset(sys.modules)
+
+
+def learned(before: frozenset[str]) -> list[str]:
+    """The installed modules imported since ``before``, in the order they were imported: what a
+    job teaches its server. hpcexec and ``__main__`` aside."""
+    from .environment import Environment
+
+    env = Environment.describe()
+    out = []
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if name in before or not path or name == "__main__":
+            continue
+        if name.partition(".")[0] != "hpcexec" and env.is_installed(path):
+            out.append(name)
+    return out
+
+
+def reseed() -> None:
+    """Give this forked child its own NumPy global random state (seeded from the OS, as a new
+    process's is): without it, every job forked from one server draws the same numbers."""
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
+class Preloads:
+    """A fork server's learned imports: what is still to import, what was refused, and the
+    directories the imports came from."""
+
+    def __init__(self, refused: Iterable[str] = ()) -> None:
+        self.pending: list[str] = []
+        self.refused = set(refused)  # failed, or started a thread (told by a retired server)
+        self._dirs: dict[str, int] = {}  # directory -> its mtime when a module came from it
+        self._threads = threading.active_count()
+
+    def add(self, names: Iterable[str]) -> None:
+        """Queue the modules a job imported (names that are not module names are dropped)."""
+        queued = set(self.pending)
+        for name in names:
+            if len(queued) >= MAX_MODULES:
+                break
+            if (
+                isinstance(name, str)
+                and name not in queued
+                and name not in sys.modules
+                and name not in self.refused
+                and _NAME.fullmatch(name)
+            ):
+                self.pending.append(name)
+                queued.add(name)
+
+    def step(self) -> str | None:
+        """Import the next queued module; a reason to retire if that started a thread."""
+        name = self.pending.pop(0)
+        if name in sys.modules:  # imported with an earlier one
+            return None
+        try:
+            mod = importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - not importable here: the job imports it itself
+            self.refused.add(name)
+            return None
+        self.watch(mod)
+        if threading.active_count() > self._threads:
+            self.refused.add(name)
+            return f"importing {name} started a thread"
+        return None
+
+    def watch(self, mod: object) -> None:
+        """Note the directory holding ``mod``'s top-level module (``site-packages``, whose
+        entries any install or upgrade there changes)."""
+        top = sys.modules.get(str(getattr(mod, "__name__", "")).partition(".")[0])
+        path = getattr(top, "__file__", None)
+        if not path:
+            return
+        head = os.path.dirname(path)
+        if os.path.basename(path).startswith("__init__."):  # a package: the directory above it
+            head = os.path.dirname(head)
+        if head not in self._dirs:
+            try:
+                self._dirs[head] = os.stat(head).st_mtime_ns
+            except OSError:
+                pass
+
+    def changed(self) -> str | None:
+        """Why the imports are stale (a directory they came from changed), or None."""
+        for d, mtime in self._dirs.items():
+            try:
+                now = os.stat(d).st_mtime_ns
+            except OSError:
+                now = None
+            if now != mtime:
+                return f"{d} changed"
+        return None
