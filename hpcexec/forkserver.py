@@ -391,11 +391,21 @@ def _child(listener: socket.socket, req: dict, server: str | None) -> None:
         sys.path[0] = req["cwd"]  # as `python -m` run in the job's directory would have it
         args = [req["jobdir"], req["key"]]
         sys.argv = [sys.executable, "-m", "hpcexec.runner", *args]
-        code = main(args)
-        if server is not None:  # after the job's result: it never waits for this
-            names = preload.learned(before)
+        if server is None:
+            return main(args)
+        told = set(before)
+
+        def tell() -> None:  # never waits, never fails the job
+            try:
+                names = preload.learned(frozenset(told))
+            except Exception:  # noqa: BLE001 - learning is an optimisation
+                return
+            told.update(names)
             if names:
                 _tell(server, {"learn": names})
+
+        code = main(args, loaded=tell)  # what unpickling imported: learned while the job runs
+        tell()  # and what the job imported as it ran
         return code
 
     exit_forked(body)

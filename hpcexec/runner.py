@@ -206,11 +206,16 @@ def _trusted_keys(jobdir: Path, key_file: Path | None) -> KeyRing:
     return _KEYS
 
 
-def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> int:
+def run(
+    jobdir: Path,
+    key_file: Path | None = None,
+    rank: int | None = None,
+    loaded: Callable[[], None] | None = None,
+) -> int:
     """Run the payload in ``jobdir``, trusting only the key in ``key_file``; returns the exit
     code for the process. ``rank``: this task's rank in a multi-task job, which writes its
     own outcome file and leaves the exit-code file to the job script; None for a job of
-    one task."""
+    one task. ``loaded`` is called once the payload is loaded, before it runs."""
     t0 = time.time()
     gate = WarningGate()  # a warning while the payload loads waits for the handler
     gate.hold()
@@ -227,6 +232,8 @@ def run(jobdir: Path, key_file: Path | None = None, rank: int | None = None) -> 
             if kind == "call" and rank is None and isinstance(fn, Checkpointable):
                 fn, calls = _resume(jobdir, fn, calls)
                 gate.open()  # asked for only by such jobs
+            if loaded is not None:
+                loaded()
         except (Terminated, Warned):  # Warned: it came while the payload loaded
             raise
         except BaseException as e:  # the work never started; a result only where a key is  # noqa: BLE001
@@ -356,7 +363,9 @@ def _as_task(facts: list[str]) -> int:
     return t.rank
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, loaded: Callable[[], None] | None = None) -> int:
+    """The job's process: run the payload of ``argv``'s job directory (``loaded``: see
+    :func:`run`); its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     rank = None
     if len(argv) == 8 and argv[2] == "--tasks":  # one task of a multi-task job
@@ -376,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(Path(argv[0]), Path(share), key_file, run_task)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        return run(Path(argv[0]), key_file, rank)
+        return run(Path(argv[0]), key_file, rank, loaded)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -50,6 +50,7 @@ def packages(tmp_path, monkeypatch):
     site = tmp_path / "site-packages"
     site.mkdir()
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(site))  # and on this process's, for tests that import one
 
     def make(code: str = "") -> str:
         name = f"hpx_installed_{uuid.uuid4().hex[:8]}"
@@ -141,3 +142,14 @@ def test_jobs_holding_gpus_get_a_server_that_preloads_nothing(cache, packages):
         time.sleep(1.0)  # time enough to learn, had it been told
         later = gpu.submit(starts_with, [name], "later").result(timeout=60)
     assert later["server"] == server and later["loaded"] == []
+
+
+def test_what_loading_the_payload_imported_is_learned_while_the_job_runs(ex, packages):
+    name = packages("import time\n\ndef nap(s):\n    time.sleep(s)\n    return s\n")
+    import importlib
+
+    nap = importlib.import_module(name).nap  # pickled by reference: the job imports it to load
+    long = ex.submit(nap, 30)
+    later = until(ex, [name], [name], timeout=15)
+    assert later["loaded"] == [name] and not long.done(), "learned before the job ended"
+    long.cancel()
