@@ -340,6 +340,8 @@ class _Server:
             if self.learning:
                 self.preloads.add(req["learn"])
             return {"learning": self.learning}
+        while self.preloads.pending and not self.retiring:  # what this job may import too:
+            self.retiring = self.preloads.step()  # imported once here, not once per child
         self.retiring = self.retiring or self.preloads.changed()
         if self.retiring:
             return {"retired": self.retiring, "refused": sorted(self.preloads.refused)}

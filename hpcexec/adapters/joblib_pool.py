@@ -291,6 +291,7 @@ class JobPool:
                 if self._probe is None:
                     return [([self._pending.popleft()], True)]
                 return []
+            per_job = self._spread(per_job, free, now)
             groups: list[tuple[list[Batch], bool]] = []
             while self._pending and len(groups) < free:
                 group = [self._pending.popleft()]
@@ -300,6 +301,17 @@ class JobPool:
                     group.append(self._pending.popleft())
                 groups.append((group, False))
             return groups
+
+    def _spread(self, per_job: int, free: int, now: float) -> int:
+        """Tasks per job for the pending tail of a call: when less is pending than the free
+        slots would take, spread it evenly over them (each job still carrying the target's
+        worth), so that no slot idles while one job runs the rest (under the lock)."""
+        pending = sum(b.size for b in self._pending)
+        if pending >= per_job * free:
+            return per_job
+        per_task = self._task_estimate(now)
+        floor = max(1, int(self.target / per_task)) if per_task else 1
+        return min(per_job, max(floor, math.ceil(pending / free)))
 
     def _submit(self, group: list[Batch], probe: bool) -> None:
         options: dict[str, Any] = {}

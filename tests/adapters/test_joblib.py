@@ -251,3 +251,17 @@ def test_jobs_carry_several_times_their_start_up(ex):
         out = Parallel()(delayed(slow_import_tasks.sleepy)(i, 0.05) for i in range(40))
     assert out == list(range(40))
     assert len(jobs_of(ex)) <= 3  # the probe, then one or two jobs, not eight
+
+
+def test_the_tail_of_a_call_is_spread_over_the_free_slots(ex):
+    # The same 1 s start-up would have one job carry all that remains after the probe (two
+    # seconds of work) while the second slot idles: the rest goes to both slots at once.
+    import slow_import_tasks
+
+    with parallel_config(backend="hpcexec", executor=ex, n_jobs=2, batch_seconds=0.5):
+        out = Parallel()(delayed(slow_import_tasks.sleepy)(i, 0.05) for i in range(40))
+    assert out == list(range(40))
+    _probe, *rest = sorted(jobs_of(ex), key=lambda r: r.submitted)
+    assert len(rest) == 2
+    a, b = rest
+    assert a.started < b.finished and b.started < a.finished, "the two ran side by side"
