@@ -242,7 +242,7 @@ class _Server:
         # Warm up what jobs need, so children start with it imported.
         import cloudpickle
 
-        from . import runner  # noqa: F401
+        from . import environment, runner  # noqa: F401  (environment: a child learning)
 
         self.preloads.watch(cloudpickle)
 

@@ -44,17 +44,20 @@ def loaded() -> frozenset[str]:
 def learned(before: frozenset[str]) -> list[str]:
     """The installed modules imported since ``before``, in the order they were imported: what a
     job teaches its server. hpcexec and ``__main__`` aside."""
+    new = [
+        (name, path)
+        for name, mod in list(sys.modules.items())
+        if name not in before
+        and name != "__main__"
+        and name.partition(".")[0] != "hpcexec"
+        and (path := getattr(mod, "__file__", None))
+    ]
+    if not new:  # most jobs, once the server has learned: no need to describe anything
+        return []
     from .environment import Environment
 
     env = Environment.describe()
-    out = []
-    for name, mod in list(sys.modules.items()):
-        path = getattr(mod, "__file__", None)
-        if name in before or not path or name == "__main__":
-            continue
-        if name.partition(".")[0] != "hpcexec" and env.is_installed(path):
-            out.append(name)
-    return out
+    return [name for name, path in new if env.is_installed(path)]
 
 
 def reseed() -> None:
