@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,15 +242,20 @@ class LocalQueue(Driver):
         free_gpus = [g for g in pool if g not in held]
         now = time.time()
         self._next_begin = None
-        eligible = []
-        for q in tx.queue_head(self.backend.name, self.host):
-            at = instant_epoch(q.begin) if q.begin else now
-            if at > now:  # not before its begin time; look again then
-                self._next_begin = min(at, self._next_begin or at)
-            elif not q.has_deps or self._deps_ready(tx, q.key):
-                eligible.append((q.key, q.cores, q.gpus))
-        keys = plan_starts(eligible, free, len(free_gpus))
-        needs = {key: gpus for key, _, gpus in eligible}
+        needs: dict[str, int] = {}
+
+        def eligible() -> Iterator[tuple[str, int, int]]:
+            # Read as planned: once the free cores are taken, the rest of the queue is not
+            # (a job ending calls this again), so a long queue costs no more than a short one.
+            for q in tx.queue_head(self.backend.name, self.host):
+                at = instant_epoch(q.begin) if q.begin else now
+                if at > now:  # not before its begin time; look again then
+                    self._next_begin = min(at, self._next_begin or at)
+                elif not q.has_deps or self._deps_ready(tx, q.key):
+                    needs[q.key] = q.gpus
+                    yield q.key, q.cores, q.gpus
+
+        keys = plan_starts(eligible(), free, len(free_gpus))
         chosen = []
         for key, gpus in zip(keys, hand_out_gpus([needs[k] for k in keys], free_gpus), strict=True):
             rec = tx.get(key)

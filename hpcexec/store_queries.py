@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +68,9 @@ class Queries:
         sql = f"SELECT COALESCE(SUM(cores), 0) FROM jobs WHERE backend = ? AND host = ? AND {cond}"
         return int(self._cursor(sql, [backend, host, *values]).fetchone()[0])
 
-    def queue_head(self, backend: str, host: str, limit: int = 1000) -> list[Queued]:
-        """The first ``limit`` pending records, oldest first, by their light columns only (a
-        long queue costs no more than a short one)."""
+    def queue_head(self, backend: str, host: str, limit: int = 1000) -> Iterator[Queued]:
+        """The first ``limit`` pending records, oldest first, by their light columns only, read
+        as they are taken (a caller that stops early reads no more of a long queue)."""
         rows = self._cursor(
             "SELECT key, cores, deps, json_extract(resources, '$.begin'), "
             "json_extract(resources, '$.gpus'), json_extract(resources, '$.gpus_per_task'), "
@@ -78,17 +78,15 @@ class Queries:
             "WHERE backend = ? AND host = ? AND state = 'pending' "
             "ORDER BY submitted, rowid LIMIT ?",
             [backend, host, limit],
-        ).fetchall()
-        return [
-            Queued(
+        )
+        for key, cores, deps, begin, g, t, p in rows:
+            yield Queued(
                 key,
                 cores,
                 deps != "[]",
                 begin,
                 node_gpu_count(dict(gpus=g, gpus_per_task=t, ppn=p)),
             )
-            for key, cores, deps, begin, g, t, p in rows
-        ]
 
     def gpus_held(self, backend: str, host: str, states: Iterable[JobState]) -> set[str]:
         """The GPU ids the records of ``backend`` on ``host`` in ``states`` hold."""

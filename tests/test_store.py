@@ -383,7 +383,7 @@ def test_queue_head_gives_light_columns_of_pending_jobs_in_order(store):
         rec("z", state=JobState.HELD, submitted=0.5),
     )
     with store.write() as tx:
-        head = tx.queue_head("local", "here")
+        head = list(tx.queue_head("local", "here"))
         assert [(q.key, q.cores, q.has_deps, q.begin) for q in head] == [
             ("y", 1, False, "2030-01-01T00:00:00Z"),
             ("x", 4, True, None),
