@@ -1,5 +1,9 @@
 """A Dask cluster whose workers are hpcexec jobs.
 
+Needs ``pip install '.[dask]' numpy`` (``dask.array`` uses numpy); a scheduler only when
+one is named. Its workers' records go to ``.hpcexec/`` in the current directory (ignored
+by git); Dask's own scratch space is in the temporary directory.
+
     python examples/dask_cluster.py                 # workers as local jobs on this machine
     python examples/dask_cluster.py slurm debug     # workers as SLURM jobs, partition "debug"
 

@@ -1,5 +1,8 @@
 """scikit-learn's own joblib calls as hpcexec jobs: a grid search whose fits run as jobs.
 
+Needs ``pip install '.[joblib]' scikit-learn``; a scheduler only when one is named. It
+keeps its jobs in ``.hpcexec/`` in the current directory (ignored by git).
+
     python examples/joblib_sklearn.py                 # on this machine (local backend)
     python examples/joblib_sklearn.py slurm debug     # on SLURM, partition "debug"
 

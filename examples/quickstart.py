@@ -1,5 +1,8 @@
 """Quickstart: run Python functions and shell commands as jobs on this machine.
 
+Needs ``pip install .`` (run from the clone) and nothing else. It keeps its jobs in
+``.hpcexec/`` in the current directory (ignored by git).
+
     python examples/quickstart.py      # runs the jobs, with a progress bar
     python examples/quickstart.py      # again: every result comes from the cache at once
 

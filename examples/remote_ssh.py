@@ -1,5 +1,9 @@
 """Jobs on a remote cluster, driven from this machine over SSH.
 
+Needs ``pip install .`` here, and a host you can log in to over SSH (see below). It keeps
+the records in ``.hpcexec/`` here (ignored by git) and the job files on the host
+(``~/.hpcexec`` unless ``--remote-dir`` says otherwise).
+
     python examples/remote_ssh.py mycluster                  # an alias from ~/.ssh/config
     python examples/remote_ssh.py me@login.example.org --backend slurm --queue debug \\
         --python '~/venvs/sim/bin/python' --remote-dir '~/hpcexec-jobs'

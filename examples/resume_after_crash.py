@@ -1,5 +1,8 @@
 """A workflow that survives its own crash.
 
+Needs ``pip install .`` and nothing else (a scheduler only with ``--backend``). It keeps
+its jobs in ``.hpcexec-resume/`` in the current directory (ignored by git).
+
     python examples/resume_after_crash.py                  # on this machine
     python examples/resume_after_crash.py --backend slurm
 

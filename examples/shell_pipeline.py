@@ -1,5 +1,9 @@
 """A pipeline of shell jobs with dependencies: prepare, three parts in parallel, merge.
 
+Needs ``pip install .`` and bash; a scheduler only with ``--backend``. It keeps its jobs in
+``.hpcexec/`` and the pipeline's files in ``pipeline-data/`` (``pipeline-fail/`` with
+``--fail``), all in the current directory and ignored by git.
+
     python examples/shell_pipeline.py                   # on this machine
     python examples/shell_pipeline.py --backend slurm   # the same on SLURM
     python examples/shell_pipeline.py --fail            # a part fails: merge never runs

@@ -1,5 +1,9 @@
 """A parameter sweep on SLURM: the whole grid is one array job.
 
+Needs ``pip install .`` on a SLURM login node (``--backend sge``, ``pbspro``, ``torque`` or
+``lsf`` for the others), or nothing more with ``--backend local``. It keeps its jobs in
+``.hpcexec/`` in the current directory (ignored by git).
+
     python examples/sweep_slurm.py                      # on a SLURM login node
     python examples/sweep_slurm.py --queue debug --limit 4
     python examples/sweep_slurm.py --backend local      # the same sweep on this machine

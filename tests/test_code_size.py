@@ -1,4 +1,4 @@
-"""The size rules of the package (see the README's Development section): small modules with one
+"""The size rules of the package (see CONTRIBUTING.md): small modules with one
 job each, short functions, a thin public Executor."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def test_dry_run_prints_the_script_then_submit_writes_it(cli):
 
 
 def test_a_dry_run_renders_what_this_machine_could_not_run(cli):
-    """The README's `--dry-run --threads 4` on a 2-core machine: a dry run renders the
+    """The docs' `--dry-run --threads 4` (docs/cli.md) on a 2-core machine: a dry run renders the
     script; only submitting refuses a job that could never start here."""
     many = str(len(os.sched_getaffinity(0)) + 2)
     shown = cli("submit", "--dry-run", "--threads", many, "--", "make -j {threads}").out
