@@ -350,7 +350,7 @@ class _Server:
         pid = os.fork()
         if pid == 0:
             conn.close()
-            _child(self.sock, req, self.name if self.learning else None)  # never returns
+            _child(self.sock, req, self.name if self.learning else None, self.preloads.tops)
         self.children[pid] = req["jobdir"]
         return {"pid": pid}
 
@@ -360,8 +360,9 @@ def _waiting(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
-def _child(listener: socket.socket, req: dict, server: str | None) -> None:
-    """The job, forked; it tells ``server`` what it imported (None: nothing)."""
+def _child(listener: socket.socket, req: dict, server: str | None, tops: list[str]) -> None:
+    """The job, forked (never returns); it tells ``server`` what it imported (None: nothing)
+    and starts cold if its import path finds any of the preloaded ``tops`` elsewhere."""
     from .jobfiles import exit_forked, redirect_output
     from .runner import main
 
@@ -390,27 +391,49 @@ def _child(listener: socket.socket, req: dict, server: str | None) -> None:
         job_id = f"{os.getpid()}:{start}"
         os.environ["HPCEXEC_JOB_ID"] = job_id
         write_started(req["jobdir"], job_id, with_job_id=True)  # the client leaves it to us
+        watch = _JobWatch(server, tops, before)  # before the job's own import path is set
         sys.path[0] = req["cwd"]  # as `python -m` run in the job's directory would have it
         args = [req["jobdir"], req["key"]]
         sys.argv = [sys.executable, "-m", "hpcexec.runner", *args]
-        if server is None:
-            return main(args)
-        told = set(before)
-
-        def tell() -> None:  # never waits, never fails the job
-            try:
-                names = preload.learned(frozenset(told))
-            except Exception:  # noqa: BLE001 - learning is an optimisation
-                return
-            told.update(names)
-            if names:
-                _tell(server, {"learn": names})
-
-        code = main(args, loaded=tell)  # what unpickling imported: learned while the job runs
-        tell()  # and what the job imported as it ran
+        code = main(args, watch=watch)
+        watch.tell()  # what the job imported as it ran
         return code
 
     exit_forked(body)
+
+
+class _JobWatch:
+    """A forked job's watch over its payload's loading (:func:`hpcexec.runner.run`): once
+    its import path is set, it starts again as a cold interpreter if that path finds one of
+    the preloaded modules ``tops`` in another file; once loaded, it tells ``server`` what
+    loading imported (while the job runs), and :meth:`tell` later what running imported."""
+
+    def __init__(self, server: str | None, tops: list[str], before: frozenset[str]) -> None:
+        self.server, self.tops, self.told = server, tops, set(before)
+        self.server_path = list(sys.path)  # the import path its preloaded modules came from
+
+    def __call__(self, stage: str) -> None:
+        from .runner import IMPORT_PATH, LOADED
+
+        if stage == IMPORT_PATH and preload.shadowed(self.tops, self.server_path):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # The same process (its job id stays), its files and environment; nothing of
+            # the payload has run.
+            os.execv(sys.executable, sys.argv)
+        if stage == LOADED:
+            self.tell()
+
+    def tell(self) -> None:  # never waits, never fails the job
+        if self.server is None:
+            return
+        try:
+            names = preload.learned(frozenset(self.told))
+        except Exception:  # noqa: BLE001 - learning is an optimisation
+            return
+        self.told.update(names)
+        if names:
+            _tell(self.server, {"learn": names})
 
 
 def main() -> None:

@@ -19,7 +19,10 @@ module reseeds itself), and threads, which a fork does not copy: a server whose 
 a Python thread can no longer fork safely and retires (:meth:`Preloads.step`). A server also
 retires when a directory its imports came from changes (a ``pip install`` there): its imports
 are stale (:meth:`Preloads.changed`). A retired server's jobs go on; the next job starts a
-fresh server, which is told the modules that cannot be preloaded.
+fresh server, which is told the modules that cannot be preloaded. And a job whose own import
+path would find one of the preloaded modules in another file (a ``utils.py`` of its own
+beside an installed ``utils``) must not run with the preloaded one: it starts again as a cold
+interpreter (:func:`shadowed`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,31 @@ def learned(before: frozenset[str]) -> list[str]:
     return [name for name, path in new if env.is_installed(path)]
 
 
+def shadowed(tops: list[str], server_path: list[str]) -> str | None:
+    """Which of the preloaded top-level modules ``tops`` this process's import path, as the
+    job has set it, would find in another file: the job must not run with the preloaded one.
+    Only the entries the job added to the server's ``server_path`` (its working directory,
+    the client's own directories) can; each is listed once. None when none would."""
+    from importlib.machinery import PathFinder
+
+    wanted = set(tops)
+    added = [e for e in sys.path if e not in set(server_path)]
+    hits: set[str] = set()
+    for entry in added:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        hits.update(n.partition(".")[0] for n in names if n.partition(".")[0] in wanted)
+    for name in (t for t in tops if t in hits):  # confirmed as the import system would find it
+        preloaded = getattr(sys.modules.get(name), "__file__", None)
+        spec = PathFinder.find_spec(name, sys.path)
+        found = spec.origin if spec is not None else None
+        if found and preloaded and os.path.realpath(found) != os.path.realpath(preloaded):
+            return f"{name} ({found}, not the preloaded {preloaded})"
+    return None
+
+
 def reseed() -> None:
     """Give this forked child its own NumPy global random state (seeded from the OS, as a new
     process's is): without it, every job forked from one server draws the same numbers."""
@@ -74,6 +102,7 @@ class Preloads:
 
     def __init__(self, refused: Iterable[str] = ()) -> None:
         self.pending: list[str] = []
+        self.tops: list[str] = []  # the top-level modules imported by learning, in order
         self.refused = set(refused)  # failed, or started a thread (told by a retired server)
         self._dirs: dict[str, int] = {}  # directory -> its mtime when a module came from it
         self._threads = threading.active_count()
@@ -105,6 +134,9 @@ class Preloads:
             self.refused.add(name)
             return None
         self.watch(mod)
+        top = name.partition(".")[0]
+        if top not in self.tops:
+            self.tops.append(top)
         if threading.active_count() > self._threads:
             self.refused.add(name)
             return f"importing {name} started a thread"

@@ -180,13 +180,22 @@ def _dump_outcome(outcome: tuple) -> tuple[bytes, bool]:
     return _dumps(_error_record(outcome[1], outcome[2])), True
 
 
-def _load(data: bytes) -> tuple[str, Any, list, bool]:
+IMPORT_PATH = "import path"  # a stage of loading a payload (see run's watch)
+LOADED = "loaded"
+
+
+def _ignore(stage: str) -> None:
+    pass
+
+
+def _load(data: bytes, watch: Callable[[str], None]) -> tuple[str, Any, list, bool]:
     """(kind, callable, calls, refs) of an unsealed payload."""
     f = io.BytesIO(data)
     header = pickle.load(f)  # plain data, read before the code that may need it
     for entry in reversed(header.get("sys_path", [])):
         if entry not in sys.path:
             sys.path.insert(1, entry)
+    watch(IMPORT_PATH)
     codelines.install(header.get("lines", {}))
     payload = codelines.Unpickler(f, header.get("files", {})).load()
     return payload["kind"], payload["fn"], payload["calls"], bool(payload.get("refs"))
@@ -210,12 +219,13 @@ def run(
     jobdir: Path,
     key_file: Path | None = None,
     rank: int | None = None,
-    loaded: Callable[[], None] | None = None,
+    watch: Callable[[str], None] | None = None,
 ) -> int:
     """Run the payload in ``jobdir``, trusting only the key in ``key_file``; returns the exit
     code for the process. ``rank``: this task's rank in a multi-task job, which writes its
     own outcome file and leaves the exit-code file to the job script; None for a job of
-    one task. ``loaded`` is called once the payload is loaded, before it runs."""
+    one task. ``watch`` is called with :data:`IMPORT_PATH` once the payload's import path is
+    set, before anything of it is unpickled, then with :data:`LOADED` before it runs."""
     t0 = time.time()
     gate = WarningGate()  # a warning while the payload loads waits for the handler
     gate.hold()
@@ -228,12 +238,12 @@ def run(
         path = jobdir / PAYLOAD
         try:
             data, key = unseal(path.read_bytes(), _trusted_keys(jobdir, key_file), str(path))
-            kind, fn, calls, refs = _load(data)
+            kind, fn, calls, refs = _load(data, watch or _ignore)
             if kind == "call" and rank is None and isinstance(fn, Checkpointable):
                 fn, calls = _resume(jobdir, fn, calls)
                 gate.open()  # asked for only by such jobs
-            if loaded is not None:
-                loaded()
+            if watch is not None:
+                watch(LOADED)
         except (Terminated, Warned):  # Warned: it came while the payload loaded
             raise
         except BaseException as e:  # the work never started; a result only where a key is  # noqa: BLE001
@@ -363,8 +373,8 @@ def _as_task(facts: list[str]) -> int:
     return t.rank
 
 
-def main(argv: list[str] | None = None, loaded: Callable[[], None] | None = None) -> int:
-    """The job's process: run the payload of ``argv``'s job directory (``loaded``: see
+def main(argv: list[str] | None = None, watch: Callable[[str], None] | None = None) -> int:
+    """The job's process: run the payload of ``argv``'s job directory (``watch``: see
     :func:`run`); its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     rank = None
@@ -385,7 +395,7 @@ def main(argv: list[str] | None = None, loaded: Callable[[], None] | None = None
         return serve(Path(argv[0]), Path(share), key_file, run_task)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        return run(Path(argv[0]), key_file, rank, loaded)
+        return run(Path(argv[0]), key_file, rank, watch)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -153,3 +153,23 @@ def test_what_loading_the_payload_imported_is_learned_while_the_job_runs(ex, pac
     later = until(ex, [name], [name], timeout=15)
     assert later["loaded"] == [name] and not long.done(), "learned before the job ended"
     long.cancel()
+
+
+def value_of(name: str) -> tuple[int, int]:
+    import importlib
+
+    return importlib.import_module(name).VALUE, os.getpid()
+
+
+def test_a_job_whose_own_module_shadows_a_preloaded_one_imports_its_own(ex, packages, tmp_path):
+    name = packages("VALUE = 1\n")
+    ex.submit(imports, [name]).result(timeout=60)
+    until(ex, [name], [name])  # preloaded now
+    own_dir = tmp_path / "own"
+    own_dir.mkdir()
+    (own_dir / f"{name}.py").write_text("VALUE = 2\n")  # the job's directory comes first
+    f = ex.options(workdir=str(own_dir)).submit(value_of, name)
+    value, pid = f.result(timeout=60)
+    assert value == 2, "the job's own module, as a job started from its script would import"
+    assert int(f.job_id.split(":")[0]) == pid, "the same job process, started again"
+    assert ex.submit(value_of, name).result(timeout=60)[0] == 1, "elsewhere, the installed one"
