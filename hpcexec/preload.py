@@ -6,11 +6,12 @@ job's cost under joblib. So the server learns, as multiprocessing's fork server 
 ``set_forkserver_preload`` list, only from what its jobs did:
 
 1. a child notes the modules loaded when it was forked (:func:`loaded`);
-2. after its job has written its result, it sends the server the *installed* modules the job
-   imported on top of those (:func:`learned`): never the user's own code, which changes between
-   jobs, nor ``__main__`` (which is installed and which own is :mod:`hpcexec.environment`'s rule);
-3. the server imports them one at a time between requests (:class:`Preloads`), so the next job
-   is forked with them already imported.
+2. once its payload is loaded, and again after its result is written, it sends the server the
+   *installed* modules it imported on top of those (:func:`learned`; which modules are
+   installed is :mod:`hpcexec.environment`'s rule): never the user's own code, which changes
+   between jobs, nor ``__main__``;
+3. the server imports them one at a time between requests, and whatever is still pending
+   before its next fork (:class:`Preloads`), so the next job starts with them imported.
 
 Each job keeps its isolation: the server never runs a job, every job is a fresh fork of it.
 Two kinds of state are not fresh after a fork and are dealt with here: NumPy's global random
