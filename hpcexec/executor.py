@@ -338,7 +338,8 @@ class Executor(concurrent.futures.Executor):
         session = self._session
         rec = session.store.get(key)
         if rec is None and KEY_RE.match(key):  # a lost cache: its job directory may tell
-            rec = self._submitter.recover({key: None}).get(key)
+            # (or another client put the record back meanwhile: then that one stands)
+            rec = self._submitter.recover({key: None}).get(key) or session.store.get(key)
         if rec is None:
             raise UnknownJob(
                 f"no job record {key!r} in {session.store.path}: `hpcexec jobs` lists the records"

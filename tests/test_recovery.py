@@ -126,6 +126,30 @@ def test_attach_by_key_after_the_store_is_lost(cache, tmp_path):
     assert runs(counter) == ["4", "5"]
 
 
+def test_attach_takes_the_record_another_client_put_back_while_it_rebuilt(cache, monkeypatch):
+    """The old client still running puts its records back into the new cache (it found the
+    file replaced) while attach rebuilds the same record from its directory: that record
+    stands, and attach follows it."""
+    from hpcexec import recovery
+
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
+        f = ex.submit(jobfns.double, 21)
+        assert f.result(timeout=60) == 42
+        rec = ex.store.get(f.key)
+    remove_store(cache)
+    with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as other:
+        rebuild = recovery.rebuild
+
+        def racing(*args, **kwargs):
+            found = rebuild(*args, **kwargs)
+            with other.store.write() as tx:  # the other client, meanwhile
+                tx.put(rec)
+            return found
+
+        monkeypatch.setattr(recovery, "rebuild", racing)
+        assert other.attach(f.key).result(timeout=60) == 42
+
+
 def test_failed_job_keeps_its_failure_after_the_store_is_lost(cache):
     with hpcexec.Executor(cache_dir=cache, poll_interval=0.05) as ex:
         f = ex.submit(jobfns.fail, "once")
