@@ -347,11 +347,19 @@ class _Server:
             return {"retired": self.retiring, "refused": sorted(self.preloads.refused)}
         sys.stdout.flush()
         sys.stderr.flush()
+        ready, done = os.pipe()
         pid = os.fork()
         if pid == 0:
             conn.close()
-            _child(self.sock, req, self.name if self.learning else None, self.preloads.tops)
+            os.close(ready)
+            server = self.name if self.learning else None
+            _child(self.sock, req, server, self.preloads.tops, done)  # never returns
         self.children[pid] = req["jobdir"]
+        os.close(done)
+        # The client may signal the job's process group as soon as it has the pid: answer
+        # once the child leads its own session (it closes its end then, or as it dies).
+        os.read(ready, 1)
+        os.close(ready)
         return {"pid": pid}
 
 
@@ -360,9 +368,12 @@ def _waiting(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
-def _child(listener: socket.socket, req: dict, server: str | None, tops: list[str]) -> None:
-    """The job, forked (never returns); it tells ``server`` what it imported (None: nothing)
-    and starts cold if its import path finds any of the preloaded ``tops`` elsewhere."""
+def _child(
+    listener: socket.socket, req: dict, server: str | None, tops: list[str], leads: int
+) -> None:
+    """The job, forked (never returns); it closes ``leads`` once it leads its own session,
+    tells ``server`` what it imported (None: nothing) and starts cold if its import path
+    finds any of the preloaded ``tops`` elsewhere."""
     from .jobfiles import exit_forked, redirect_output
     from .runner import main
 
@@ -374,6 +385,7 @@ def _child(listener: socket.socket, req: dict, server: str | None, tops: list[st
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(WARNING, signal.SIG_IGN)  # never fatal; the runner holds it for the job
         os.setsid()
+        os.close(leads)
         try:
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             redirect_output(req["stdout"], req["stderr"])

@@ -170,3 +170,29 @@ def test_unusable_fork_server_falls_back_to_the_script(cache, tmp_path, monkeypa
     with hpcexec.Executor(cache_dir=cache, poll_interval=0.02) as ex:
         assert ex.submit(jobfns.double, 21).result(timeout=30) == 42
         assert ex.session.transport.warm_start is False
+
+
+def test_a_warm_jobs_process_group_exists_when_spawn_returns(tmp_path):
+    """The client may signal the job's group (terminate) as soon as it has the pid: the
+    child is its own session leader by then."""
+    missing = 0
+    for i in range(40):
+        jobdir = tmp_path / f"job{i}"
+        jobdir.mkdir()
+        pid = forkserver.spawn(
+            sys.executable,
+            {
+                "jobdir": str(jobdir),
+                "key": os.devnull,
+                "cwd": str(tmp_path / "gone"),  # the child ends at once, saying why
+                "stdout": os.devnull,
+                "stderr": os.devnull,
+                "env": {},
+            },
+        )
+        try:
+            if os.getpgid(pid) != pid:
+                missing += 1
+        except ProcessLookupError:  # ended already: it was a session leader by then
+            pass
+    assert missing == 0, f"{missing} of 40 children were not yet their own group"
