@@ -23,23 +23,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import attempts, trust
+from . import attempts
 from .backends.local import (
     LocalBackend,
     hand_out_gpus,
-    make_job_id,
     parse_proc_stat,
     plan_starts,
     split_job_id,
 )
 from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
-from .errors import TransportError, UntrustedPath
 from .jobfiles import killed_by, parse_exitcode, signal_of
-from .layout import SCRIPT, JobLayout, cannot_start
+from .layout import JobLayout
+from .localstart import Starter
 from .localstop import STOPPED_REASONS, Stopper
-from .record import INDEX_STEP, JobRecord, task_index
-from .recovery import Submitted, note_job_ids, started_as
-from .resources import task_count
+from .record import JobRecord
 from .resourcevalues import instant_epoch
 from .states import FINAL_STATES, JobState
 from .store import Store
@@ -63,18 +60,6 @@ class _Seen:
     basis: str | None = None  # the record's reason when it was looked at
 
 
-def _warm(rec: JobRecord) -> bool:
-    """Whether the fork server starts the job: a Python job, not one with stdin (its job
-    script opens it) nor a multi-task job (its job script starts the tasks' launcher)."""
-    res = rec.resources
-    return (
-        rec.kind != "shell"
-        and bool(res.get("python"))
-        and not res.get("stdin")
-        and task_count(res) == 1
-    )
-
-
 class LocalQueue(Driver):
     """Starts, watches and stops local jobs of one host."""
 
@@ -84,7 +69,7 @@ class LocalQueue(Driver):
         self.store = store
         self.transport = transport
         self.backend = backend
-        self.key_file = key_file  # the one key its Python jobs trust
+        self.starter = Starter(transport, backend, key_file, self._watch)
         self.host = transport.host
         self._pidfds: dict[str, int] = {}  # job id -> pidfd, to wake the monitor on exit
         self._zombies: dict[str, float] = {}  # job id -> when first seen ended but unreaped
@@ -210,7 +195,7 @@ class LocalQueue(Driver):
                     self._cancel_expired(tx, now)
                 chosen = self._choose(tx) if pending else []
             # Outside the write transaction: each start waits on a process, or the fork server.
-            started = [(rec, self._start(rec, gpus)) for rec, gpus in chosen]
+            started = [(rec, self.starter.start(rec, gpus)) for rec, gpus in chosen]
             if started:
                 with self.store.write() as tx:
                     for rec, values in started:
@@ -280,12 +265,6 @@ class LocalQueue(Driver):
             return
         tx.update(rec.key, **values)
 
-    def _not_started(self, rec: JobRecord, e: OSError | TransportError) -> dict[str, Any]:
-        cause = e if isinstance(e, OSError) else e.__cause__
-        reason = cannot_start(cause) if isinstance(cause, OSError) else f"cannot start: {e}"
-        log.warning("job %s (%s) %s", rec.name, rec.key, reason)
-        return dict(state=JobState.FAILED, finished=time.time(), reason=reason)
-
     def _cancel_expired(self, tx: Txn, now: float) -> None:
         """Cancel the queued jobs whose deadline passed before they could start."""
         for rec in tx.past_deadline(self.backend.name, self.host, now):
@@ -302,86 +281,6 @@ class LocalQueue(Driver):
         assert rec is not None
         return self.dependencies(rec, tx) == []
 
-    def _start(self, rec: JobRecord, gpus: tuple[str, ...]) -> dict[str, Any]:
-        """Start one chosen job with ``gpus``; the record's new fields (running and the GPUs
-        it holds, or failed and why)."""
-        untrusted = self._untrusted(rec)
-        if untrusted:
-            log.error("job %s was not started: %s", rec.key, untrusted)
-            return dict(
-                state=JobState.FAILED, finished=time.time(), reason=f"not started: {untrusted}"
-            )
-        first = started_as(self.transport, rec.jobdir)
-        if first is not None:
-            # A client died between starting this job and recording it, or the record was
-            # rebuilt from the job's directory: adopt, never rerun.
-            # The GPUs it was given then are not known: it is counted with these.
-            log.warning("job %s was already started as %s; reattaching", rec.key, first)
-            return dict(
-                state=JobState.RUNNING,
-                job_id=first or None,
-                started=rec.started or time.time(),
-                gpu_ids=",".join(gpus) or None,
-            )
-        try:
-            job_id = self._spawn(rec, gpus)
-        except (OSError, TransportError) as e:  # this job cannot start; the others can
-            return self._not_started(rec, e)
-        log.debug("started local job %s as %s (GPUs: %s)", rec.key, job_id, gpus)
-        return dict(
-            state=JobState.RUNNING,
-            job_id=job_id,
-            started=time.time(),
-            gpu_ids=",".join(gpus) or None,
-        )
-
-    def _spawn(self, rec: JobRecord, gpus: tuple[str, ...]) -> str:
-        """Start the job's process (warm through the fork server where it can); its job id,
-        kept in the job's directory too before the record has it. Its ``CUDA_VISIBLE_DEVICES``
-        names ``gpus``, unless its ``env`` resource sets the variable itself."""
-        lay = JobLayout.of(rec.jobdir, rec.resources)
-        lay.check_start()
-        res = rec.resources
-        out, err = lay.stdout, lay.stderr_target
-        index = task_index(rec, rec.array_index)
-        gpu_env = self.backend.gpu_env(gpus)
-        pid = None
-        if _warm(rec):
-            pid = self.transport.spawn_warm(
-                res["python"],
-                {
-                    "jobdir": rec.jobdir,
-                    "key": self.key_file,
-                    "cwd": lay.workdir,
-                    "stdout": out,
-                    "stderr": err,
-                    # a job holding GPUs gets a server that imports nothing ahead of it
-                    "preload": not gpus,
-                    "env": {
-                        **os.environ,
-                        **self.backend.job_env(rec.name or "", lay.workdir, index),
-                        "HPCEXEC_INDEX_STEP": str(rec.resources.get(INDEX_STEP, 1)),
-                        **gpu_env,
-                        **res.get("env", {}),
-                    },
-                },
-            )
-        warm = pid is not None
-        if pid is None:
-            pid = self.transport.spawn_detached(
-                self.backend.spawn_argv(lay.script),
-                cwd=lay.workdir,
-                stdout=out,
-                stderr=err,
-                env={"HPCEXEC_ARRAY_INDEX": index, **gpu_env},  # the script's env= comes after
-            )
-        text = self.transport.process_stat(pid)
-        st = parse_proc_stat(text) if text else None
-        job_id = make_job_id(pid, st.start if st else 0)
-        if not warm:  # before the record has it; a fork server's child writes its own
-            note_job_ids(self.transport, {rec.jobdir: Submitted(job_id)})
-        return self._watch(pid, job_id)
-
     def _watch(self, pid: int, job_id: str) -> str:
         """Keep a pidfd of a job just started (its end wakes the monitor); its job id."""
         if hasattr(os, "pidfd_open") and job_id not in self._pidfds:
@@ -390,17 +289,6 @@ class LocalQueue(Driver):
             except OSError:
                 pass
         return job_id
-
-    def _untrusted(self, rec: JobRecord) -> str | None:
-        """Why a job's directory or script must not be run (another user's, or writable by
-        others), or None."""
-        try:
-            trust.check_job_dir(rec.jobdir, SCRIPT, files=self.transport)
-        except FileNotFoundError:
-            return None  # starting it fails, and says why
-        except UntrustedPath as e:
-            return str(e)
-        return None
 
     # -- control ------------------------------------------------------------------------------
     def cancel(self, key: str) -> bool:
