@@ -137,7 +137,7 @@ def _running(prefix: str) -> list[str]:
             lines = f.read().splitlines()[1:]
     except OSError:
         return []
-    paths = {line.split()[7] for line in lines if len(line.split()) == 8}
+    paths = {fields[7] for fields in map(str.split, lines) if len(fields) == 8}
     return sorted(p[1:] for p in paths if p.startswith("@" + prefix))
 
 
@@ -166,7 +166,9 @@ def spawn(python: str, request: dict) -> int:
     server if none runs (or the one running retired). Raises OSError when the server cannot
     be reached or refuses."""
     preloading = bool(request.get("preload", True))
-    settings: dict = {"preload": preloading, "refused": []}
+    # the client's HPCEXEC_FORKSERVER_IDLE goes as a setting (the server's environment is
+    # its jobs', hpcexec's variables aside)
+    settings: dict = {"preload": preloading, "refused": [], "idle": IDLE}
     try:
         name = server_name(python, request.get("env", {}), preloading)
     except OSError as e:
@@ -192,8 +194,6 @@ def _start(python: str, name: str, settings: dict, request: dict) -> dict:
     from . import environment
 
     env = environment.launch_env(server_env(request.get("env", {})))
-    if "HPCEXEC_FORKSERVER_IDLE" in os.environ:  # the client's setting for its servers
-        env["HPCEXEC_FORKSERVER_IDLE"] = os.environ["HPCEXEC_FORKSERVER_IDLE"]
     server = subprocess.Popen(
         [python, "-m", "hpcexec.forkserver", name, json.dumps(settings)],
         stdin=subprocess.DEVNULL,
@@ -239,6 +239,7 @@ class _Server:
         self.learning = bool(settings.get("preload", True))
         self.preloads = preload.Preloads(settings.get("refused", ()))
         self.retiring: str | None = None  # why this server serves no more jobs
+        self.idle = float(settings.get("idle", IDLE))
         # Warm up what jobs need, so children start with it imported.
         import cloudpickle
 
@@ -296,7 +297,7 @@ class _Server:
                 conn, _ = self.sock.accept()
             except TimeoutError:
                 self.reap()
-                if not self.children and time.monotonic() - self.last > IDLE:
+                if not self.children and time.monotonic() - self.last > self.idle:
                     return
                 continue
             self.last = time.monotonic()

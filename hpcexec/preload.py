@@ -37,7 +37,7 @@ from collections.abc import Iterable
 
 # a module name as `import` takes it; anything else in a request is refused unread
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-MAX_MODULES = 20000  # a bound on what one server learns (scikit-learn's stack is ~1,500)
+MAX_MODULES = 20000  # a bound on what waits to be imported (scikit-learn's stack: ~1,500)
 
 
 def loaded() -> frozenset[str]:
