@@ -41,6 +41,10 @@ SUBMITTING = "submitting "  # reason prefix of a record whose submission may be 
 SUBMITTED, FAILED, AT_LIMIT, TOO_LARGE, INTERRUPTED = "submitted", "failed", "limit", "large", "?"
 
 
+#: queued jobs of this client below any site's limit on them: a client with no more waits
+#: for no accounting query (``sacctmgr`` takes about half a second) before its first job
+FEW_JOBS = 8
+
 #: record resources that are each record's own: records differing only there share an array
 PER_RECORD = ("name", "python", "array_dir", TASK_INDEX, INDEX_STEP)
 
@@ -107,7 +111,7 @@ class Submitter:
             self.soon = min(self.window - (now - newest), self.max_window - (now - oldest))
             return False
         ready, changed = self._ready(waiting)
-        if not self._limit_read and ready:
+        if not self._limit_read and ready and self._queued() + len(ready) > FEW_JOBS:
             self._read_limit(ready)
         return self._submit_ready(ready, now) or changed
 
@@ -170,8 +174,9 @@ class Submitter:
         return len(self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True))
 
     def _read_limit(self, ready: list[tuple[JobRecord, list[str]]]) -> None:
-        """The scheduler's limit on queued jobs where its accounting tells it (asked once):
-        the smallest that applies to the jobs waiting now."""
+        """The scheduler's limit on queued jobs where its accounting tells it (asked once,
+        before this client queues more than :data:`FEW_JOBS`): the smallest that applies to
+        the jobs waiting now."""
         self._limit_read = True
         argv = self.backend.submit_limit_argv()
         if not argv:

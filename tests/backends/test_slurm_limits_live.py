@@ -18,6 +18,8 @@ from pathlib import Path
 import jobfns
 import pytest
 
+from hpcexec.schedsubmit import FEW_JOBS
+
 pytestmark = pytest.mark.slurm
 SUBMIT_LIMIT = "QOSMaxSubmitJobPerUserLimit"
 
@@ -95,6 +97,21 @@ def test_a_qos_max_submit_of_10_and_a_map_of_50(sex, make_qos, caplog):
     assert not [line for line in lines if "when it was hit" in line], lines
 
 
+def test_a_client_with_a_few_jobs_waits_for_no_accounting_query(sex, make_qos, caplog):
+    """sacctmgr takes about half a second: a lone job goes without it, and the limit is
+    still read before the client could hit one."""
+    caplog.set_level(logging.INFO, logger="hpcexec.schedqueue")
+    ex = sex.options(native=[f"--qos={make_qos(FEW_JOBS + 2)}"])
+    assert ex.submit(jobfns.double, 1).result(timeout=120) == 2
+    assert "sh" not in sex.session.calls  # the limit query is `sh -c 'sacctmgr ...'`
+    futures = [ex.submit(jobfns.sleep_then, 0.5, i) for i in range(3 * FEW_JOBS)]
+    assert [f.result(timeout=300) for f in futures] == list(range(3 * FEW_JOBS))
+    assert sex.session.calls["sh"] == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"slurm allows {FEW_JOBS + 2} queued jobs per user here" in lines
+    assert not [line for line in lines if "when it was hit" in line], lines
+
+
 def wrapper(tmp_path: Path, body: str) -> Path:
     """A directory with an ``sbatch`` running ``body`` (bash; ``$REAL`` is the real sbatch)."""
     bin_dir = tmp_path / "wrapped"
@@ -112,7 +129,9 @@ def test_a_refusal_at_the_limit_is_learned_and_all_complete(sex, make_qos):
     assert enforced(), "tests/clusters/slurm.sh sets AccountingStorageEnforce=...limits,qos"
     qos = make_qos()  # no limit yet
     ex = sex.options(native=[f"--qos={qos}"])
-    assert ex.submit(jobfns.double, 1).result(timeout=120) == 2  # limits read: none
+    # more than FEW_JOBS: the limits are read (none then)
+    assert list(ex.map(jobfns.double, range(FEW_JOBS + 1))) == [2 * i for i in range(FEW_JOBS + 1)]
+    assert sex.session.calls["sh"] == 1
     sacctmgr("modify", "qos", qos, "set", "MaxSubmitJobsPerUser=6")
     with Peak(qos) as peak:
         futures = [ex.submit(jobfns.sleep_then, 0.5, i) for i in range(20)]
