@@ -34,6 +34,9 @@ _EXPORTS = {
     "UnknownJob": "errors",
     "JobFailed": "errors",
     "OutOfMemory": "errors",
+    "WorkerLost": "errors",
+    "WorkerPool": "workers",
+    "TaskFuture": "workers",
     "PrologueFailed": "errors",
     "HostKeyError": "errors",
     "IntegrityError": "errors",
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
         TransportError,
         UnknownJob,
         UntrustedPath,
+        WorkerLost,
     )
     from .executor import Executor, wait
     from .future import JobFuture, JobInfo, ShellResult
@@ -80,6 +84,7 @@ if TYPE_CHECKING:
     from .states import JobState
     from .store import Store
     from .taskenv import Task, task
+    from .workers import TaskFuture, WorkerPool
 
 
 def __getattr__(name: str) -> Any:

@@ -123,6 +123,10 @@ class JobFailed(HpcexecError):
         return (_rebuild_job_failed, (self.args[0], self.__dict__, type(self)))
 
 
+class WorkerLost(JobFailed):
+    """A task of a worker pool whose worker job ended while it ran the task."""
+
+
 class OutOfMemory(JobFailed, MemoryError):
     """A job ran out of memory under its limit: it raised :class:`MemoryError` there. Both a
     :class:`JobFailed` (state failed, reason saying so) and a :class:`MemoryError`, so either

@@ -39,6 +39,7 @@ from .settings import NAMES as SETTINGS
 from .store import Store
 from .submission import Submitter
 from .waiting import wait
+from .workers import WorkerPool
 
 BACKENDS = ("local", *SCHEDULERS)  # the built-in ones; backend_names() adds registered ones
 
@@ -256,8 +257,7 @@ class Executor(concurrent.futures.Executor):
         return preview(view._session, job, after, view._opts.hold)
 
     def file_script(self, path: str | os.PathLike, **resources: Any) -> str:
-        """What :meth:`submit_file` would give the scheduler for ``path`` (see
-        :meth:`job_script`), writing and submitting nothing."""
+        """What :meth:`submit_file` would give the scheduler for ``path``; submits nothing."""
         view = self.options(**resources) if resources else self
         job = view._jobs.file(path, True)
         return preview(view._session, job, list(view._opts.after), view._opts.hold)
@@ -364,6 +364,12 @@ class Executor(concurrent.futures.Executor):
         self._session.check_open()
         return self.attach(adopt(self._session, str(job_id), name))
 
+    def workers(self, n: int, *, idle: float = 30.0) -> WorkerPool:
+        """Up to ``n`` jobs of this view that run submitted calls one after another, paying
+        start-up once per worker; idle ``idle`` seconds, they leave (:mod:`hpcexec.workers`)."""
+        self._session.check_open()
+        return WorkerPool(self, n, idle)
+
     def wait_all(
         self, timeout: float | None = None, *, progress: bool = False
     ) -> concurrent.futures._base.DoneAndNotDoneFutures:
@@ -372,10 +378,9 @@ class Executor(concurrent.futures.Executor):
         return wait(self._session.futures(), timeout, progress=progress)
 
     def refresh(self) -> bool:
-        """Bring this executor's unfinished records up to date with one status pass (one
-        batched scheduler query; on the local backend it also starts queued jobs that now
-        fit). For tools that read records without waiting on futures; while futures wait,
-        the monitor does this by itself. True if any record changed."""
+        """One status pass over this executor's unfinished records (one batched query; local
+        jobs that now fit start), for tools that read records while no future waits (then
+        the monitor does it). True if any record changed."""
         if self._session.watching():
             self._session.wake()
             return False

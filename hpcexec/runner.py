@@ -276,6 +276,29 @@ def run(
     return code
 
 
+def run_here(jobdir: Path, keys: KeyRing) -> int:
+    """Run the payload in ``jobdir`` in this process, as a worker of a pool does
+    (:mod:`hpcexec.workerloop`): what it imported stays imported for the next one. Writes the
+    result and exit-code files as :func:`run` does; the worker's own job handles signals,
+    so there is no checkpoint or requeue here. Returns the exit code."""
+    path = jobdir / PAYLOAD
+    code, note, key = 0, None, None
+    outcomes: list[tuple] = []
+    try:
+        data, key = unseal(path.read_bytes(), keys, str(path))
+        _kind, fn, calls, refs = _load(data, _ignore)
+    except Terminated:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the task's outcome says why
+        code, note = 1, f"cannot load the payload {path}: {type(e).__name__}: {_text(e)}"
+        outcomes = [(ERR, e, traceback.format_exc())]
+    else:
+        outcomes = [_run_one(fn, args, kwargs, refs) for args, kwargs in calls]
+    code, reason = _write_result(jobdir / RESULT, key, outcomes, code, None)
+    write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
+    return code
+
+
 def _chunk_indices(n: int) -> list[str] | None:
     """The ``HPCEXEC_ARRAY_INDEX`` of each of a chunk's ``n`` calls: the chunk's (its first
     call's) counted on by ``HPCEXEC_INDEX_STEP`` (a map over a range steps by its step)."""

@@ -119,6 +119,7 @@ class Session:
         self.host = self.transport.host
         self._lock = threading.Lock()
         self.closed = False
+        self.closers: list[Callable[[bool, bool], None]] = []  # shut down before this session
         self._connect(s.poll_interval)
 
     def _connect(self, poll_interval: float | None) -> None:
@@ -321,6 +322,8 @@ class Session:
         """Stop accepting work; see :meth:`hpcexec.Executor.shutdown`."""
         with self._lock:
             self.closed = True
+        for close in list(self.closers):  # worker pools: their workers are this session's jobs
+            close(wait, cancel_futures)
         self.gathering.flush()  # what was submitted is submitted, waited for or not
         if cancel_futures:
             for f in self.futures():

@@ -11,7 +11,10 @@ Importing this module registers the backend under the name ``"hpcexec"``::
 
 A job carries several of joblib's batches when they are short: the first batch of each
 ``Parallel`` call runs alone as a probe, its measured run time sizes the jobs that follow
-(``batch_seconds`` of work each), so job start-up is paid rarely.
+(``batch_seconds`` of work each), so job start-up is paid rarely. On a scheduler the groups
+of batches go to a pool of worker jobs (:meth:`hpcexec.Executor.workers`), kept for the
+calls that follow until they idle ``worker_idle`` seconds: a call pays for a job's start-up
+and its imports once per worker, not once per group.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ EXECUTOR_ARGS = frozenset({*SETTINGS, "profile"})
 NAME = "hpcexec"
 DEFAULT_MAX_JOBS = 64  # jobs in flight for n_jobs=-1 on a scheduler
 LOCAL_BATCH_SECONDS = 0.5
-SCHEDULER_BATCH_SECONDS = 5.0
+SCHEDULER_BATCH_SECONDS = 5.0  # a group of batches as a job of its own
+WORKER_BATCH_SECONDS = 0.5  # as a task of a worker job
+WORKER = "HPCEXEC_WORKER"  # set in a worker job (see hpcexec.workerloop)
 THREAD_VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -101,7 +106,7 @@ def _process_age() -> float:
 def run_batches(batches: list[Callable[[], list]]) -> JobReport:
     """In the job: run joblib batches in order. An exception ends the job; hpcexec raises
     it again in the client with its own type."""
-    report = JobReport(_process_age(), [])
+    report = JobReport(0.0 if os.environ.get(WORKER) else _process_age(), [])
     for batch in batches:
         start = time.perf_counter()
         results = batch()
@@ -134,6 +139,11 @@ class HpcexecBackend(ParallelBackendBase):
             batch runs, as joblib users expect of random draws and side effects).
         probe_patience: seconds a probe job may wait in the queue before the other batches
             are sent without knowing how long a task takes.
+        workers: on a scheduler, send the batches to a pool of long-lived worker jobs
+            (default: yes unless ``cache``, whose results need a job each); the local
+            backend starts its jobs warm already and never uses one.
+        worker_idle: seconds a worker job waits for more batches before it leaves
+            (default 30; the pool is also closed when the executor shuts down).
         **resources: resources and job options for the jobs (``time=``, ``mem=``, ...).
 
     ``n_jobs`` is the most jobs in flight at once; ``n_jobs=1`` runs in this process, as
@@ -158,6 +168,8 @@ class HpcexecBackend(ParallelBackendBase):
         max_jobs: int = DEFAULT_MAX_JOBS,
         cache: bool = False,
         probe_patience: float = 30.0,
+        workers: bool | None = None,
+        worker_idle: float = 30.0,
         nesting_level: int | None = None,
         inner_max_num_threads: int | None = None,
         **resources: Any,
@@ -198,6 +210,10 @@ class HpcexecBackend(ParallelBackendBase):
             if executor is not None
             else None
         )
+        self._workers: hpcexec.WorkerPool | None = None
+        self._workers_for: tuple[int, Any] | None = None
+        self.use_workers = self._slots is None and (not cache if workers is None else workers)
+        self.worker_idle = worker_idle
         self.parallel = None
         self._n_jobs = 1
 
@@ -229,7 +245,9 @@ class HpcexecBackend(ParallelBackendBase):
     def target_seconds(self) -> float:
         if self.batch_seconds is not None:
             return float(self.batch_seconds)
-        return LOCAL_BATCH_SECONDS if self._slots is not None else SCHEDULER_BATCH_SECONDS
+        if self._slots is not None:
+            return LOCAL_BATCH_SECONDS
+        return WORKER_BATCH_SECONDS if self.use_workers else SCHEDULER_BATCH_SECONDS
 
     def compute_batch_size(self) -> int:
         """Tasks per joblib batch: enough for ``batch_seconds`` once a task was timed."""
@@ -271,6 +289,20 @@ class HpcexecBackend(ParallelBackendBase):
             pool.executor = self.executor.options(env=env)
         else:
             pool.executor = self.executor
+        if self.use_workers:
+            pool.workers = self._worker_pool(pool.executor)
+
+    def _worker_pool(self, view: hpcexec.Executor) -> hpcexec.WorkerPool:
+        """The pool of worker jobs for this call: the last call's, unless this one asks for
+        more of them or for other job variables (a new pool; the old one's workers leave)."""
+        wanted = (self._n_jobs, view.resources)
+        if self._workers is None or self._workers_for != wanted:
+            if self._workers is not None:
+                self._workers.shutdown(wait=False)
+            named = view if view.resources.name else view.options(name="joblib-worker")
+            self._workers = named.workers(self._n_jobs, idle=self.worker_idle)
+            self._workers_for = wanted
+        return self._workers
 
     def stop_call(self) -> None:
         if self._pool is not None:
@@ -298,9 +330,13 @@ class HpcexecBackend(ParallelBackendBase):
         return out.value
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """Cancel the jobs of this call that have not started and terminate those running."""
+        """Cancel the jobs of this call that have not started and terminate those running;
+        a pool of workers is shut down, as joblib's loky kills its workers."""
         if self._pool is not None:
             self._pool.abort()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self._workers = None
 
     def terminate(self) -> None:
         if self._pool is not None:

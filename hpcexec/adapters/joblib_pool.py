@@ -69,6 +69,7 @@ class JobPool:
     longer than ``patience`` seconds lets the rest go, spread evenly over the free slots.
 
     Each job runs ``job_fn(calls)`` with its batches' calls, which returns a :class:`JobRun`.
+    With ``workers`` set, each such group is a task of that worker pool instead of a job.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class JobPool:
         self.slots = 1
         self.target = 1.0
         self.refill: Callable[[], bool] | None = None  # asks joblib for one more batch
+        self.workers: hpcexec.WorkerPool | None = None  # where batches go instead of jobs
         self._cond = threading.Condition(threading.RLock())
         self._pending: deque[Batch] = deque()
         self._running: dict[Any, list[Batch]] = {}  # JobFuture -> its batches
@@ -320,8 +322,11 @@ class JobPool:
         if not self.cache:  # every batch runs, as joblib users expect (random draws, side effects)
             options["key"] = f"joblib-{uuid.uuid4().hex}"
         try:
-            view = self.executor.options(**options) if options else self.executor
-            future = view.submit(self.job_fn, [b.call for b in group])
+            if self.workers is not None:
+                future: Any = self.workers.submit(self.job_fn, [b.call for b in group])
+            else:
+                view = self.executor.options(**options) if options else self.executor
+                future = view.submit(self.job_fn, [b.call for b in group])
         except BaseException as e:  # an argument that cannot be pickled, a full disk, ...  # noqa: BLE001
             for b in group:
                 if b.generation == self._generation:
