@@ -24,7 +24,7 @@ import posixpath
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import integrity
 from . import payload as pl
@@ -34,7 +34,20 @@ from .layout import EXITCODE, RESULT
 from .workerloop import CLAIMED, CLOSED, DIRS, DONE, INBOX, TASKS, parse_claimed, serve
 
 if TYPE_CHECKING:
-    from .executor import Executor
+    from .resources import Resources
+    from .session import Session
+
+
+class Jobs(Protocol):
+    """What a pool needs of an :class:`~hpcexec.Executor` view: its workers are its jobs."""
+
+    @property
+    def session(self) -> Session: ...
+    @property
+    def resources(self) -> Resources: ...
+    def options(self, **resources_and_options: Any) -> Jobs: ...
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +81,7 @@ class WorkerPool(concurrent.futures.Executor):
     """Up to ``workers`` jobs of ``executor`` that run submitted calls one after another;
     see :meth:`hpcexec.Executor.workers`."""
 
-    def __init__(self, executor: Executor, workers: int, idle: float) -> None:
+    def __init__(self, executor: Jobs, workers: int, idle: float) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ResourceError(f"workers takes a whole number >= 1, not {workers!r}")
         if isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle <= 0:
@@ -173,21 +186,27 @@ class WorkerPool(concurrent.futures.Executor):
     def _scale(self) -> None:
         """Start a worker when more tasks are out than workers alive, up to the pool's size
         (one caller at a time: the caller's thread and the pool's may both ask)."""
+        self._ensure_thread()
         with self._scaling:
             with self._cond:
                 alive = sum(1 for f in self._workers.values() if not f.done())
                 start = not self._closed and alive < min(self.size, len(self._tasks))
                 name = f"w{len(self._workers) + 1}"
             if start:
-                job = self._jobs.options(key=f"worker-{self.id}-{name}").submit(
-                    serve, self.dir, name, self.session.key_file, self.idle, self._time_limit
-                )
+                try:
+                    job = self._jobs.options(key=f"worker-{self.id}-{name}").submit(
+                        serve, self.dir, name, self.session.key_file, self.idle, self._time_limit
+                    )
+                except Exception as e:  # noqa: BLE001 - the executor shut down, a prologue failed
+                    with self._cond:  # the tasks no worker takes fail with it (_restart)
+                        self._failed = e
+                        self._cond.notify_all()
+                    return
                 job.hurry()  # wanted now: no window to gather it with others
                 log.debug("worker pool %s started worker %s (job %s)", self.id, name, job.key)
                 with self._cond:
                     self._workers[name] = job
                 job.add_done_callback(self._worker_ended)
-        self._ensure_thread()
 
     def _worker_ended(self, job: concurrent.futures.Future) -> None:
         assert isinstance(job, JobFuture)

@@ -105,6 +105,19 @@ def test_terminating_a_task_ends_its_worker_and_the_pool_goes_on(ex):
     pool.shutdown()
 
 
+def test_a_task_that_kills_its_worker_fails_and_the_next_task_gets_a_new_worker(ex):
+    pool = ex.workers(1, idle=10)
+    assert pool.submit(jobfns.double, 1).result(timeout=60) == 2
+    with pytest.raises(WorkerLost) as info:
+        pool.submit(jobfns.hard_exit, 7).result(timeout=60)
+    assert info.value.key == "000000002"
+    assert "hpcexec show worker-" in str(info.value)
+    assert pool.submit(jobfns.double, 2).result(timeout=60) == 4
+    states = sorted(r.state.value for r in worker_records(ex))
+    assert states == ["failed", "running"], states
+    pool.shutdown()
+
+
 def test_workers_that_cannot_start_fail_the_tasks_with_why(cache, tmp_path):
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'no python here' >&2\nexit 3\n")
