@@ -202,7 +202,8 @@ class WorkerPool(concurrent.futures.Executor):
                         self._failed = e
                         self._cond.notify_all()
                     return
-                job.hurry()  # wanted now: no window to gather it with others
+                if not alive:  # the first is wanted now; more go gathered, as one array
+                    job.hurry()
                 log.debug("worker pool %s started worker %s (job %s)", self.id, name, job.key)
                 with self._cond:
                     self._workers[name] = job

@@ -190,6 +190,19 @@ def test_a_pool_on_slurm_runs_many_tasks_in_one_job(sex):
     assert {r.state for r in worker_records(sex)} == {JobState.COMPLETED}
 
 
+@pytest.mark.slurm
+def test_workers_started_together_go_in_few_submissions(sex):
+    pool = sex.workers(4, idle=10)
+    futures = []
+    for i in range(8):  # as joblib's groups come: a few tens of milliseconds apart
+        futures.append(pool.submit(jobfns.sleep_then, 1.0, i))
+        time.sleep(0.05)
+    assert [f.result(timeout=120) for f in futures] == list(range(8))
+    assert len(worker_records(sex)) == 4
+    assert sex.session.calls["sbatch"] <= 2  # the first at once, the others as one array
+    pool.shutdown()
+
+
 @pytest.mark.ssh
 @pytest.mark.slurm
 def test_a_pool_over_ssh_runs_tasks_on_the_login_nodes_scheduler(rex):
