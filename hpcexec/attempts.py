@@ -14,6 +14,7 @@ the futures waiting for it never see that end. Causes outside the job's code:
 A :class:`~hpcexec.checkpoint.Checkpointable` job, or a shell job given ``requeue``, that
 ended ``checkpointed`` (at its warning signal) runs again at once while ``requeue=N`` allows,
 from its checkpoint (a shell body from its own files); after that its end is a ``timeout``.
+So does such a job killed by the warning signal before its script could take it.
 
 A Python exception, another exit code, a walltime kill (``timeout``), a cancel, and an
 out-of-memory kill end the job as before. Each run again after the first waits longer
@@ -33,7 +34,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import CHECKPOINTED
+from .checkpoint import CHECKPOINTED, WARNING
 from .errors import TransportError
 from .layout import (
     EXITCODE,
@@ -106,11 +107,24 @@ def _checkpointed(reason: str | None) -> bool:
     return (reason or "").startswith(CHECKPOINTED)
 
 
+def warned_before_start(rec: JobRecord, end: dict[str, Any]) -> bool:
+    """Whether the warning signal killed a job that asked for it (``requeue``): its script
+    ignores the signal from its first line on, so it came before anything of the job ran.
+    SLURM may send it up to a minute early, at the job's start when the walltime is short."""
+    return (
+        end.get("state") is JobState.FAILED
+        and end.get("signal") == WARNING.value
+        and int(rec.resources.get("requeue", 0)) > 0
+    )
+
+
 def next_run(rec: JobRecord, end: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The fields to record for ``rec``'s end ``end``: ``end`` itself, or, where the job has
-    a run again left (``requeue`` for a checkpointed end, ``retries`` for one outside its
-    code), those that queue it again (the end kept in ``attempts``). The caller moves the
-    run's files aside (:data:`RUN_FILES`)."""
+    a run again left (``requeue`` for a checkpointed end, or one warned before it started;
+    ``retries`` for one outside its code), those that queue it again (the end kept in
+    ``attempts``). The caller moves the run's files aside (:data:`RUN_FILES`)."""
+    if warned_before_start(rec, end):
+        end = {**end, "reason": f"{CHECKPOINTED} before it started: {WARNING.name} came first"}
     if _checkpointed(end.get("reason")):
         return _requeued(rec, end, now)
     allowed = int(rec.resources.get("retries", 0))

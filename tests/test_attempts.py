@@ -11,7 +11,7 @@ import jobfns
 import pytest
 
 from hpcexec import JobFailed, JobState, ResourceError
-from hpcexec.attempts import attempt_dir, delay, outside_cause
+from hpcexec.attempts import attempt_dir, delay, next_run, outside_cause
 from hpcexec.backends.base import SubmitSpec
 from hpcexec.backends.lsf import LsfBackend
 from hpcexec.backends.pbspro import PbsProBackend
@@ -92,6 +92,19 @@ def test_a_terminated_job_is_not_run_again(ex, tmp_path):
 def test_which_ends_are_outside_the_jobs_code(end, why):
     rec = JobRecord("k", "slurm", "h", "call", "/tmp/k", resources={"retries": 1})
     assert outside_cause(rec, end) == why
+
+
+@pytest.mark.parametrize("kind", ["shell", "call"])
+def test_a_job_killed_by_its_warning_before_it_started_is_requeued(kind):
+    # SLURM may send --signal up to a minute early: seen at the job's launch, before the
+    # script's first line ignores it (slurmd: "task 0 died by signal: 12").
+    rec = JobRecord("k", "slurm", "h", kind, "/tmp/k", job_id="7", resources={"requeue": 2})
+    end = dict(state=JobState.FAILED, exit_code=0, signal=signal.SIGUSR2.value, reason="")
+    again = next_run(rec, end)
+    assert again["state"] is JobState.PENDING
+    assert again["attempts"][0]["reason"].startswith("checkpointed before it started")
+    plain = JobRecord("k", "slurm", "h", kind, "/tmp/k", job_id="7", resources={})
+    assert next_run(plain, end) == end  # no warning asked for: a kill like another
 
 
 def test_the_delay_grows_from_none():
