@@ -115,6 +115,7 @@ def warned_before_start(rec: JobRecord, end: dict[str, Any]) -> bool:
         end.get("state") is JobState.FAILED
         and end.get("signal") == WARNING.value
         and int(rec.resources.get("requeue", 0)) > 0
+        and not _checkpointed(end.get("reason"))  # exit code 140 from a script that took it
     )
 
 

@@ -18,6 +18,7 @@ from hpcexec.backends.pbspro import PbsProBackend
 from hpcexec.backends.sge import SgeBackend
 from hpcexec.backends.slurm import SlurmBackend
 from hpcexec.backends.torque import TorqueBackend
+from hpcexec.checkpoint import REQUEUED_REASON
 from hpcexec.record import JobRecord
 from hpcexec.resources import Resources
 
@@ -105,6 +106,8 @@ def test_a_job_killed_by_its_warning_before_it_started_is_requeued(kind):
     assert again["attempts"][0]["reason"].startswith("checkpointed before it started")
     plain = JobRecord("k", "slurm", "h", kind, "/tmp/k", job_id="7", resources={})
     assert next_run(plain, end) == end  # no warning asked for: a kill like another
+    took = dict(end, exit_code=140, reason=REQUEUED_REASON)  # the script took it: its own words
+    assert next_run(rec, took)["attempts"][0]["reason"] == REQUEUED_REASON
 
 
 def test_the_delay_grows_from_none():
