@@ -163,6 +163,11 @@ class Transport(abc.ABC):
     def list_dir(self, path: str) -> list[str]:
         """The names in a directory; [] when it does not exist."""
 
+    def list_dirs(self, paths: Sequence[str]) -> dict[str, list[str]]:
+        """Many directories at once, as :meth:`list_dir` lists each; a transport with latency
+        lists them together."""
+        return {path: self.list_dir(path) for path in paths}
+
     @abc.abstractmethod
     def make_dir(self, path: str) -> None:
         """Create a directory and its parents (private to the user)."""

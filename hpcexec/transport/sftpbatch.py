@@ -6,7 +6,8 @@ a hundred results take twelve seconds. Here each step's requests for every file 
 together and the answers are matched by request number (as paramiko's own prefetch does):
 two round trips for any number of files of up to 32 KiB, one more for bigger ones; the
 handles are closed without waiting for the answers. Writing a submission's files is three
-steps the same way (directories; opens; writes, closes and links), renaming many paths one.
+steps the same way (directories; opens; writes, closes and links), renaming many paths one,
+listing many directories three (opens; reads; the reads that find each one's end).
 No step sends a request that depends on another request of the same step, so nothing relies
 on a server answering in order.
 """
@@ -25,8 +26,11 @@ from paramiko.sftp import (
     CMD_FSTAT,
     CMD_HANDLE,
     CMD_MKDIR,
+    CMD_NAME,
     CMD_OPEN,
+    CMD_OPENDIR,
     CMD_READ,
+    CMD_READDIR,
     CMD_STATUS,
     CMD_SYMLINK,
     CMD_WRITE,
@@ -170,6 +174,49 @@ def _mode(mode: int) -> SFTPAttributes:
     attrs = SFTPAttributes()
     attrs.st_mode = mode
     return attrs
+
+
+def list_dirs(sftp: paramiko.SFTPClient, paths: list[str]) -> dict[str, list[str]]:
+    """The names in each directory of ``paths`` ([] for one that does not exist): one round
+    trip opens them all, one reads a wave of names from each (a server answers up to about
+    a hundred a read) until every one is at its end. Any other error is raised."""
+    batch = _Batch(sftp)
+    opened = {p: batch.send(CMD_OPENDIR, p) for p in paths}
+    batch.wait(opened.values())
+    out: dict[str, list[str]] = {p: [] for p in paths}
+    handles: dict[str, bytes] = {}
+    failure: OSError | None = None
+    for p, num in opened.items():
+        try:
+            msg = batch.take(num, CMD_HANDLE)
+            if msg is None:
+                raise OSError(errno.EIO, "end of file while opening", p)
+            handles[p] = msg.get_binary()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            failure = failure or e
+    try:
+        if failure is not None:
+            raise failure
+        reading = dict(handles)
+        while reading:
+            asked = {p: batch.send(CMD_READDIR, h) for p, h in reading.items()}
+            batch.wait(asked.values())
+            for p, num in asked.items():
+                msg = batch.take(num, CMD_NAME)
+                if msg is None:  # at its end
+                    del reading[p]
+                    continue
+                for _ in range(msg.get_int()):
+                    name, _long = msg.get_text(), msg.get_text()
+                    SFTPAttributes._from_msg(msg)  # read past each name's attributes
+                    if name not in (".", ".."):
+                        out[p].append(name)
+    finally:
+        for h in handles.values():
+            batch.send(CMD_CLOSE, h)
+    return out
 
 
 def read_files(sftp: paramiko.SFTPClient, paths: list[str]) -> dict[str, bytes | None]:

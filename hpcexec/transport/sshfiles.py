@@ -17,7 +17,7 @@ import paramiko
 
 from ..errors import TransportError
 from ..trust import PathStat
-from .sftpbatch import make_dirs, read_files, renames, write_files
+from .sftpbatch import list_dirs, make_dirs, read_files, renames, write_files
 from .sshconnect import SFTP_TIMEOUT
 from .sshlink import Link
 
@@ -269,6 +269,19 @@ class SFTPFiles:
                 return []
 
         return self._call("list", p, op, idempotent=True)
+
+    def list_dirs(self, paths: Sequence[str]) -> dict[str, list[str]]:
+        """Many directories in three round trips (see :mod:`.sftpbatch`)."""
+        if not paths:
+            return {}
+        full = {path: self.expand_path(path) for path in paths}
+        got = self._call(
+            "list",
+            f"{len(full)} directories such as {next(iter(full.values()))}",
+            lambda sftp: list_dirs(sftp, list(dict.fromkeys(full.values()))),
+            idempotent=True,
+        )
+        return {path: got[p] for path, p in full.items()}
 
     def make_dir(self, path: str) -> None:
         p = posixpath.normpath(self.expand_path(path))

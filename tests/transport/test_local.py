@@ -34,3 +34,8 @@ def test_list_dir_of_missing_directory_is_empty(tmp_path):
     (tmp_path / "a").write_text("")
     (tmp_path / "b@x").write_text("")
     assert sorted(t.list_dir(str(tmp_path))) == ["a", "b@x"]
+    both = t.list_dirs([str(tmp_path), str(tmp_path / "absent")])
+    assert {p: sorted(n) for p, n in both.items()} == {
+        str(tmp_path): ["a", "b@x"],
+        str(tmp_path / "absent"): [],
+    }

@@ -324,6 +324,38 @@ def test_stage_writes_a_whole_submission_in_a_few_round_trips(ssh, remote, monke
         ssh.stage([], {f"{rdir}/no such dir/f": b""})
 
 
+def test_list_dirs_lists_many_directories_together(ssh, remote, monkeypatch):
+    """Many directories in three round trips (the opens, the reads, the reads that find
+    each end), not four each; one with more names than a server answers in one read is
+    read on to its end; a missing one is empty."""
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    want = {}
+    for i in range(30):
+        (ldir / f"d {i}").mkdir()
+        want[f"{rdir}/d {i}"] = sorted(f"{k}@x 'y'" for k in range(i))
+        for name in want[f"{rdir}/d {i}"]:
+            (ldir / f"d {i}" / name).write_text("")
+    (ldir / "big").mkdir()
+    want[f"{rdir}/big"] = sorted(str(k) for k in range(450))  # OpenSSH: 100 names a read
+    for name in want[f"{rdir}/big"]:
+        (ldir / "big" / name).write_text("")
+    want[f"{rdir}/missing"] = []
+    trips = Exchanges(monkeypatch)
+    got = ssh.list_dirs(list(want))
+    assert {path: sorted(names) for path, names in got.items()} == want
+    assert trips.count == 7  # the opens; five reads for the big one's 452 entries; its end
+    trips.count = 0
+    assert {p: sorted(n) for p, n in ssh.list_dirs([f"{rdir}/d 3", f"{rdir}/d 5"]).items()} == {
+        f"{rdir}/d 3": want[f"{rdir}/d 3"],
+        f"{rdir}/d 5": want[f"{rdir}/d 5"],
+    }
+    assert trips.count == 3
+    (ldir / "file").write_text("")  # what OpenSSH calls no such directory, as list_dir does
+    assert ssh.list_dirs([f"{rdir}/file"]) == {f"{rdir}/file": ssh.list_dir(f"{rdir}/file")}
+    assert ssh.list_dirs([]) == {}
+
+
 def test_renames_go_together_and_say_which_failed(ssh, remote, monkeypatch):
     rdir, ldir = remote
     ssh.make_dir(rdir)
