@@ -86,6 +86,7 @@ class Submitter:
         self._limit_read = False
         self._throttled: str | None = None  # why records wait, as last logged
         self._interrupted: dict[str, str] = {}  # intent script -> why its submission is unknown
+        self._arrays_made = False  # arrays_dir made by this client (staged with its first array)
 
     def submit_waiting(self) -> bool:
         """Submit what has gathered (or recover interrupted submissions); True if a record
@@ -275,7 +276,11 @@ class Submitter:
             self.transport.write_bytes(spec.script, script.encode())
         else:  # a new directory: written at once, the script with the rest
             files.files[spec.script] = script.encode()
-            self.transport.stage(files.dirs, files.files, files.links)
+            # The parent first where it may be missing: a directory staged without its parent
+            # is made again one level at a time (over SSH, several round trips each).
+            parent = [] if self._arrays_made else [self.arrays_dir]
+            self.transport.stage(parent + files.dirs, files.files, files.links)
+            self._arrays_made = True
         with self.store.write() as tx:  # the intent, so a crash here never submits twice
             for r in recs:
                 resources = {k: v for k, v in r.resources.items() if k != "array_dir"}

@@ -182,3 +182,24 @@ def test_a_result_that_cannot_be_fetched_at_first_arrives_later(rex, monkeypatch
     monkeypatch.setattr(transport, "read_bytes", read_bytes)
     assert rex.submit(jobfns.add, 1, 2).result(timeout=120) == 3
     assert refused
+
+
+def test_the_first_array_in_a_new_remote_dir_is_staged_in_a_few_exchanges(rex, monkeypatch):
+    """An array's directory goes with its parent where this client has made none yet: one
+    more level of the same exchange, not each directory made again one level at a time."""
+    transport = rex.session.transport
+    transport.which("sbatch")  # connected
+    trips = Exchanges(monkeypatch)
+    real, counted = transport.stage, []
+
+    def stage(dirs, files, links=None):
+        before = trips.count
+        real(dirs, files, links)
+        if any("/arrays/" in d for d in dirs):
+            counted.append(trips.count - before)
+
+    monkeypatch.setattr(transport, "stage", stage)
+    assert list(rex.map(jobfns.double, range(4))) == [0, 2, 4, 6]
+    assert list(rex.map(jobfns.double, range(4, 8))) == [8, 10, 12, 14]
+    # arrays/, the array's own directory, its claims/; the files and links in two more
+    assert counted == [5, 4]
