@@ -272,8 +272,19 @@ def run(
     if not rank:
         _write_usage(jobdir, time.time() - t0)
     if rank is None:
-        write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
+        _write_exitcode(jobdir, code, reason or note)
     return code
+
+
+def _write_exitcode(jobdir: Path, code: int, reason: str | None) -> None:
+    """The job's last word: its output flushed first, as a client may take the exit-code
+    file for the job's end before the process has exited (see :mod:`hpcexec.schedstatus`)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed by the payload: nothing left to lose
+            pass
+    write_atomic(jobdir / EXITCODE, f"{code}\n{reason or ''}\n".encode())
 
 
 def run_here(jobdir: Path, keys: KeyRing) -> int:
@@ -295,7 +306,7 @@ def run_here(jobdir: Path, keys: KeyRing) -> int:
     else:
         outcomes = [_run_one(fn, args, kwargs, refs) for args, kwargs in calls]
     code, reason = _write_result(jobdir / RESULT, key, outcomes, code, None)
-    write_atomic(jobdir / EXITCODE, f"{code}\n{reason or note or ''}\n".encode())
+    _write_exitcode(jobdir, code, reason or note)
     return code
 
 

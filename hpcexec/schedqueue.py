@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 EARLY_POLL = 0.2
 EARLY_FRACTION = 0.25
 EARLY_POLLS_FOR = 3.0
+# Where the job files are on this machine's filesystem, the few jobs left active are also
+# peeked at between those commands, every PEEK_EVERY s in the same seconds: an exit-code file
+# saying 0 settles a job at once, with no scheduler command (a stat of a few files).
+PEEK_EVERY = 0.02
 
 
 class SchedulerQueue(Driver):
@@ -54,7 +58,10 @@ class SchedulerQueue(Driver):
         max_window: float = 2.0,
         calls_per_second: float = 10.0,
         max_queued: int | None = None,
+        peek: bool = False,
     ) -> None:
+        """``peek``: the job files are on this machine and the scheduler writes a job's
+        output as it runs (see :data:`PEEK_EVERY`)."""
         self.store = store
         self.transport = transport
         self.backend = backend
@@ -73,6 +80,8 @@ class SchedulerQueue(Driver):
             max_queued=max_queued,
         )
         self.status = StatusPoll(store, transport, backend, self.commands)
+        self.peek = peek
+        self._status_at = 0.0  # when the status command was last asked
 
     # -- one pass ----------------------------------------------------------------------------
     @property
@@ -81,13 +90,20 @@ class SchedulerQueue(Driver):
         or, in the first seconds after a submission, soon (a short job's end is seen
         about as soon as it comes, not a whole poll interval later); None: no wish."""
         soon = self.submitter.soon
-        since = self.submitter.last_submitted
-        if since is not None:
-            age = time.time() - since
-            if age < EARLY_POLLS_FOR:
-                early = max(EARLY_POLL, EARLY_FRACTION * age)
-                soon = early if soon is None else min(soon, early)
+        early = self._early_interval(time.time())
+        if early is not None:
+            if self.peek and self.status.watched:
+                early = PEEK_EVERY
+            soon = early if soon is None else min(soon, early)
         return soon
+
+    def _early_interval(self, now: float) -> float | None:
+        """The status command's interval in the first seconds after a submission (None:
+        after them, where the monitor's own interval rules)."""
+        since = self.submitter.last_submitted
+        if since is None or now - since >= EARLY_POLLS_FOR:
+            return None
+        return max(EARLY_POLL, EARLY_FRACTION * (now - since))
 
     def hurry(self) -> None:
         """A caller waits for a result: submit the jobs gathering now, not at the end of the
@@ -96,8 +112,12 @@ class SchedulerQueue(Driver):
 
     def poll(self) -> bool:
         changed = self.submitter.submit_waiting()
-        changed = self.status.refresh() or changed
-        return changed
+        now = time.time()
+        early = self._early_interval(now)
+        if self.peek and early is not None and now - self._status_at < early and not changed:
+            return self.status.peek()  # the status command is not due yet
+        self._status_at = now
+        return self.status.refresh() or changed
 
     # -- control -----------------------------------------------------------------------------
     def cancel(self, key: str) -> bool:

@@ -31,6 +31,18 @@ MEMORY_KILL_TAIL = 8192  # bytes of a killed job's stderr searched for a memory 
 LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting before it is lost
 NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
 ACTIVE = (*QUEUED, JobState.RUNNING, JobState.SUSPENDED)
+PEEK_MAX = 16  # jobs whose exit-code files a peek reads; more are left to the status command
+
+
+def completed(
+    rec: JobRecord, found: tuple[int | None, str | None] | None, now: float
+) -> dict[str, Any] | None:
+    """A job's fields where its exit-code file (``found``, parsed; None: none yet) says it
+    completed: exit code 0, the last thing its script writes, so its result is whole
+    whatever the scheduler lists; None otherwise (a failure is the scheduler's to explain)."""
+    if found is None or found[0] != 0:
+        return None
+    return dict(state=JobState.COMPLETED, exit_code=0, finished=now, started=rec.started or now)
 
 
 class StatusPoll:
@@ -52,11 +64,13 @@ class StatusPoll:
         self._missing_since: dict[str, float] = {}
         self._claims_seen: dict[str, dict[int, str]] = {}  # array dir -> index -> element
         self._relisted: set[str] = set()  # array dirs whose claims were read again this poll
+        self.watched: list[JobRecord] = []  # what the last status left active, if few
 
     def refresh(self) -> bool:
         """Bring the submitted records up to date: the status of every job in one command per
         chunk of ids, then the exit-code files and accounting of those that ended."""
         active = self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True)
+        self.watched = []
         if not active:
             return False
         updates: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -79,10 +93,45 @@ class StatusPoll:
             for key, values in self._judge_gone(gone, now).items():
                 updates[key].update(values)
         updates = {k: v for k, v in updates.items() if v}
+        if len(active) <= PEEK_MAX:
+            self.watched = [
+                r for r in active if updates.get(r.key, {}).get("state", r.state) in ACTIVE
+            ]
+        return self._write(active, updates)
+
+    def peek(self) -> bool:
+        """Between status commands, with no scheduler command: settle the jobs the last
+        status left active (:attr:`watched`) whose exit-code file says they completed; the
+        others wait for the status (a failure is the scheduler's to explain)."""
+        if not self.watched:
+            return False
+        now = time.time()
+        exits = self._exit_files(self.watched)
+        done = {r.key: v for r in self.watched if (v := completed(r, exits[r.key], now))}
+        if not done:
+            return False
+        ended = [r for r in self.watched if r.key in done]
+        dirs = [d for r in ended if (d := r.resources.get("array_dir"))]
+        self._claims_seen, self._relisted = {}, set(dirs)
+        self._read_claims(dirs)
+        for rec in ended:  # one that another element ran is that element's, as in refresh
+            if by := self._taken_elsewhere(rec):
+                done[rec.key]["job_id"] = by
+        self.watched = [r for r in self.watched if r.key not in done]
+        with self.store.write() as tx:
+            for key, values in done.items():
+                cur = tx.get(key)
+                if cur is not None and cur.state in ACTIVE:  # not ended some other way since
+                    tx.update(key, **values)
+        return True
+
+    def _write(self, active: list[JobRecord], updates: dict[str, dict[str, Any]]) -> bool:
+        """Write what a status pass found (True if anything); an ended job with a retry left
+        may run again instead (:func:`hpcexec.attempts.settle`)."""
         if not updates:
             return False
         ended = {r.key: r for r in active if updates.get(r.key, {}).get("state") in FINAL_STATES}
-        for key, rec in ended.items():  # a job with a retry left may run again instead
+        for key, rec in ended.items():
             updates[key] = attempts.settle(self.transport, rec, updates[key])
         with self.store.write() as tx:
             for key, values in updates.items():
@@ -120,9 +169,9 @@ class StatusPoll:
         gone: list[JobRecord] = []
         unexplained: list[tuple[JobRecord, JobStatus]] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
-        exits = self._exit_files(
-            [r for r in active if (st := seen.get(r.job_id or "")) and st.state.finished]
-        )
+        ended = [r for r in active if (st := seen.get(r.job_id or "")) and st.state.finished]
+        exits = self._exit_files(ended)
+        self._relist(ended, exits)
         for rec in active:
             st = seen.get(rec.job_id or "")
             if st is None:
@@ -155,9 +204,31 @@ class StatusPoll:
         """Which element ran each record of a shared array that another element took
         (read once per poll)."""
         if array_dir not in self._claims_seen:
-            names = self.transport.list_dir(os.path.join(array_dir, CLAIMS))
-            self._claims_seen[array_dir] = parse_claims(names)[1]
+            self._read_claims([array_dir])
         return self._claims_seen[array_dir]
+
+    def _read_claims(self, array_dirs: list[str]) -> None:
+        """Read the claims of these shared arrays together (over SSH: in three round trips,
+        not four per array)."""
+        paths = {os.path.join(d, CLAIMS): d for d in dict.fromkeys(array_dirs)}
+        for path, names in self.transport.list_dirs(list(paths)).items():
+            self._claims_seen[paths[path]] = parse_claims(names)[1]
+
+    def _relist(self, recs: list[JobRecord], exits: dict[str, Any]) -> None:
+        """Read again, together, the claims of the arrays of the records that ended with no
+        exit-code file of their own (another element may have run them; see
+        :meth:`_taken_elsewhere`)."""
+        dirs = [
+            d
+            for r in recs
+            if exits[r.key] is None
+            and (d := r.resources.get("array_dir"))
+            and r.array_index is not None
+            and d not in self._relisted
+        ]
+        if dirs:
+            self._relisted.update(dirs)
+            self._read_claims(dirs)
 
     def _follow_claims(
         self, active: list[JobRecord], updates: dict[str, dict[str, Any]]
@@ -165,6 +236,7 @@ class StatusPoll:
         """Point records that another element of their array took at that element; returns
         the ids of their own elements that have not started (they need not)."""
         drop = []
+        self._read_claims([d for r in active if (d := r.resources.get("array_dir"))])
         for rec in active:
             array_dir = rec.resources.get("array_dir")
             if not array_dir or rec.array_index is None:
@@ -262,16 +334,15 @@ class StatusPoll:
         out: dict[str, dict[str, Any]] = {}
         ask: list[JobRecord] = []
         exit_files = self._exit_files(recs)
+        self._relist(recs, exit_files)
         for rec in recs:
             found = exit_files[rec.key]
             by = None if found else self._taken_elsewhere(rec)
             if by:
                 out[rec.key] = dict(job_id=by)
                 self._missing_since.pop(rec.key, None)
-            elif found is not None and found[0] == 0:
-                out[rec.key] = dict(
-                    state=JobState.COMPLETED, exit_code=0, finished=now, started=rec.started or now
-                )
+            elif (values := completed(rec, found, now)) is not None:
+                out[rec.key] = values
             else:
                 ask.append(rec)
         acct: dict[str, JobStatus] = {}

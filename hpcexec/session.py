@@ -154,26 +154,45 @@ class Session:
     ) -> None:
         """Where job files live, the interpreter jobs run with, and the backend's driver."""
         which: Callable[[str], str | None] = self.transport.which
+        self.env = Environment.describe(remote=self.remote)
+        self.sys_path = self.env.job_sys_path()
         if self.remote:
             self.files_dir = self.transport.expand_path(ssh.remote_dir or DEFAULT_REMOTE_DIR)
             commands = sorted({c for cls in schedulers().values() for c in cls.commands})
-            remote = check_python(self.transport, python or DEFAULT_REMOTE_PYTHON, commands)
+            # The remote Python is checked on the shell while the files are set up over SFTP:
+            # on a distant link each is a few round trips, so they go side by side.
+            with concurrent.futures.ThreadPoolExecutor(1, "hpcexec-connect") as pool:
+                checked = pool.submit(
+                    check_python, self.transport, python or DEFAULT_REMOTE_PYTHON, commands
+                )
+                failed = self._set_up_files()
+            remote = checked.result()  # its error first, as when it was checked first
+            if failed is not None:
+                raise failed
             self.python = remote.path
             which = remote.commands.get  # one round trip, not one per command
         else:
             self.files_dir = str(self.cache_dir)  # job files beside the records
             self.python = python or sys.executable
-        self.env = Environment.describe(remote=self.remote)
-        self.sys_path = self.env.job_sys_path()
-        self.jobs_dir = Path(self.files_dir) / "jobs"
-        self.transport.make_dir(str(self.jobs_dir))
-        trust.check(self.files_dir, "the job files directory", files=self.transport)
-        trust.check(str(self.jobs_dir), "the jobs directory", repair=True, files=self.transport)
-        self._install_key()
+            if (failed := self._set_up_files()) is not None:
+                raise failed
         if backend == "auto":
             backend = detect_backend(which)
             log.info("backend 'auto' chose %r", backend)
         self._open_driver(backend, which, coalesce, calls_per_second)
+
+    def _set_up_files(self) -> Exception | None:
+        """The jobs directory and the jobs' copy of the key, checked (what went wrong, for
+        the caller to raise)."""
+        self.jobs_dir = Path(self.files_dir) / "jobs"
+        try:
+            self.transport.make_dir(str(self.jobs_dir))
+            trust.check(self.files_dir, "the job files directory", files=self.transport)
+            trust.check(str(self.jobs_dir), "the jobs directory", repair=True, files=self.transport)
+            self._install_key()
+        except Exception as e:  # noqa: BLE001 - raised by the caller, after the Python check
+            return e
+        return None
 
     def _open_driver(
         self,
@@ -216,6 +235,7 @@ class Session:
             max_window=max(2.0, 10 * coalesce),
             calls_per_second=calls_per_second,
             max_queued=self.settings.max_queued,
+            peek=not self.remote and self.backend.output_live,
         )
 
     def _gpu_pool(self) -> tuple[str, ...]:

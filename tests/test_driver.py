@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import time
 
 import pytest
 
@@ -12,10 +14,12 @@ from hpcexec.backends import SCHEDULERS, LocalBackend
 from hpcexec.driver import NEVER_RAN, Driver, dependency_failed
 from hpcexec.errors import SchedulerOutputError, TransportError
 from hpcexec.jobfiles import killed_by, signal_of
+from hpcexec.layout import EXITCODE
 from hpcexec.localqueue import LocalQueue
 from hpcexec.record import JobRecord
-from hpcexec.schedqueue import SchedulerQueue
+from hpcexec.schedqueue import EARLY_POLL, PEEK_EVERY, SchedulerQueue
 from hpcexec.schedsubmit import SUBMITTING
+from hpcexec.slots import CLAIMS
 from hpcexec.store import Store
 from hpcexec.transport.base import CommandResult
 from hpcexec.transport.local import LocalShell
@@ -159,14 +163,16 @@ class Scripted(LocalShell):
         return CommandResult(tuple(argv), rc, out, "" if rc == 0 else out)
 
 
-def _slurm(tmp_path, answers, rec: JobRecord):
+def _slurm(tmp_path, answers, *recs: JobRecord, peek: bool = False):
     (tmp_path / "cache").mkdir()
     store = Store(tmp_path / "cache")
     shell = Scripted(answers)
-    rec.backend, rec.host = "slurm", shell.host
     with store.write() as tx:
-        tx.put(rec)
-    return store, shell, SchedulerQueue(store, shell, SCHEDULERS["slurm"](), str(tmp_path))
+        for rec in recs:
+            rec.backend, rec.host = "slurm", shell.host
+            tx.put(rec)
+    backend = SCHEDULERS["slurm"]()
+    return store, shell, SchedulerQueue(store, shell, backend, str(tmp_path), peek=peek)
 
 
 def test_an_unreadable_status_is_logged_and_the_next_poll_reads_it(tmp_path, caplog):
@@ -217,3 +223,57 @@ def test_a_submission_to_recover_waits_for_a_usable_list_of_queued_jobs(tmp_path
     assert error is TransportError or not isinstance(info.value, TransportError)
     assert shell.ran == ["squeue"]  # nothing submitted again
     assert store.get("k").reason == rec.reason  # the intent stays for the next poll
+
+
+# -- a fresh job's end, seen from its exit-code file between status commands ----------------
+def _fresh_jobs(tmp_path, peek: bool):
+    """Two running jobs just submitted (the status said so once), then both end: ``ok``
+    writes exit code 0, ``bad`` exit code 1."""
+    recs = [_rec(k, JobState.PENDING, job_id=i) for k, i in (("ok", "12"), ("bad", "13"))]
+    for rec in recs:
+        rec.jobdir = str(tmp_path / rec.key)
+        os.mkdir(rec.jobdir)
+    running = (0, "12|RUNNING|None|vm|\n13|RUNNING|None|vm|\n")
+    store, shell, queue = _slurm(tmp_path, {"squeue": [running, running]}, *recs, peek=peek)
+    queue.submitter.last_submitted = time.time()
+    assert queue.poll() is True and store.get("ok").state is JobState.RUNNING
+    (tmp_path / "ok" / EXITCODE).write_text("0\n\n")
+    (tmp_path / "bad" / EXITCODE).write_text("1\n\n")
+    return store, shell, queue
+
+
+def test_a_fresh_job_whose_exit_code_file_says_0_completes_without_a_status_command(tmp_path):
+    store, shell, queue = _fresh_jobs(tmp_path, peek=True)
+    assert queue.wake_in == PEEK_EVERY  # looked at again this soon
+    assert queue.poll() is True
+    ok = store.get("ok")
+    assert (ok.state, ok.exit_code, ok.started is not None) == (JobState.COMPLETED, 0, True)
+    # a failure is the scheduler's to explain (a memory kill, a requeue): it waits for it
+    assert store.get("bad").state is JobState.RUNNING
+    assert shell.ran == ["squeue"]
+    assert queue.poll() is False and shell.ran == ["squeue"]
+
+
+def test_job_files_on_another_host_are_not_peeked_at(tmp_path):
+    store, shell, queue = _fresh_jobs(tmp_path, peek=False)  # over SSH: a round trip each
+    assert queue.wake_in == EARLY_POLL
+    assert queue.poll() is False and shell.ran == ["squeue", "squeue"]
+    assert store.get("ok").state is JobState.RUNNING  # as the status says, until it ends
+
+
+def test_a_peeked_task_of_a_shared_array_names_the_element_that_ran_it(tmp_path):
+    rec = _rec("t", JobState.PENDING, job_id="12_1")
+    rec.jobdir, rec.array_index = str(tmp_path / "t"), 1
+    rec.resources = {"array_dir": str(tmp_path / "array")}
+    os.makedirs(tmp_path / "array" / CLAIMS)
+    os.mkdir(rec.jobdir)
+    running = (0, "12_1|PENDING|None||\n")
+    store, shell, queue = _slurm(tmp_path, {"squeue": [running]}, rec, peek=True)
+    queue.submitter.last_submitted = time.time()
+    queue.poll()
+    # element 12_0 took task 1 before its own element started, and ran it
+    (tmp_path / "array" / CLAIMS / "1@12_0").write_text("")
+    (tmp_path / "t" / EXITCODE).write_text("0\n\n")
+    assert queue.poll() is True and shell.ran == ["squeue"]
+    t = store.get("t")
+    assert (t.state, t.job_id) == (JobState.COMPLETED, "12_0")

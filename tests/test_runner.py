@@ -94,6 +94,24 @@ def test_result_written_before_exit_code(tmp_path):
     assert outcome_value(outcomes(tmp_path)[0], "here") == 1024
 
 
+def _chatty(x):
+    print("the last line", x)  # to a file: buffered, not yet written
+    return x
+
+
+def test_the_jobs_output_is_written_before_its_exit_code(tmp_path, monkeypatch):
+    # a client may take the exit-code file for the job's end before the process has
+    # exited (and flushed at exit): what the job printed must be in its file by then
+    from hpcexec import runner
+
+    write_payload(tmp_path / "job", _chatty, [((7,), {})])
+    with open(tmp_path / "stdout", "w", buffering=8192) as out:  # as a job's stdout: a file
+        monkeypatch.setattr(sys, "stdout", out)
+        assert runner.run(tmp_path / "job", key_file(tmp_path / "job")) == 0
+        assert (tmp_path / "job" / EXITCODE).exists()
+        assert (tmp_path / "stdout").read_text() == "the last line 7\n"
+
+
 def test_call_raising_value_error(tmp_path):
     def fail(x):
         raise ValueError(f"bad x: {x}")

@@ -198,6 +198,10 @@ class SchedulerBackend(Backend):
 
     #: the largest array when the cluster's own limit cannot be read
     default_max_array: ClassVar[int] = 1000
+    #: True when a job's stdout and stderr files are written as it runs (SLURM, Grid Engine),
+    #: not copied into place after it ended (PBS and LSF spool them): only then may a client
+    #: take the job's exit-code file for its end before the scheduler lists it ended
+    output_live: ClassVar[bool] = False
     #: how output paths name the array element, e.g. ``%a`` (SLURM)
     array_index_pattern: ClassVar[str]
     #: a shell expression giving the 0-based array element index inside the job

@@ -234,6 +234,7 @@ class SgeBackend(SchedulerBackend):
     name = "sge"
     commands = ("qsub", "qstat", "qacct")
     default_max_array = 75000  # SGE's default max_aj_tasks
+    output_live = True  # written by the job's own step as it runs
     array_index_pattern = "$TASK_ID"
     array_index_expr = "$((SGE_TASK_ID-1))"
     array_index_base = 1  # $TASK_ID in output paths counts from 1

@@ -197,6 +197,7 @@ class SlurmBackend(SchedulerBackend):
     name = "slurm"
     commands = ("sbatch", "squeue")
     default_max_array = 1000
+    output_live = True  # written by the job's own step as it runs
     array_index_pattern = "%a"
     array_index_expr = "$SLURM_ARRAY_TASK_ID"
     poll_min = 1.0
