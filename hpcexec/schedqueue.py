@@ -32,16 +32,18 @@ from .transport.base import Transport
 log = logging.getLogger(__name__)
 
 # After a submission the status is asked for every EARLY_POLL s, then after EARLY_FRACTION of
-# the time since (from 0.8 s on; a short job's end is seen at most 25 % late), until
-# EARLY_POLLS_FOR s have passed; then the monitor's interval and back-off take over (one
-# status command per pass, as always): about ten commands in those seconds.
+# the time since (from 0.8 s on; a job's end is seen at most 25 % late), until EARLY_POLLS_FOR
+# s have passed (the interval is 5 s by then); then the monitor's interval and back-off take
+# over (one status command per pass, as always): about twenty commands in those seconds.
 EARLY_POLL = 0.2
 EARLY_FRACTION = 0.25
-EARLY_POLLS_FOR = 3.0
+EARLY_POLLS_FOR = 20.0
 # Where the job files are on this machine's filesystem, the few jobs left active are also
-# peeked at between those commands, every PEEK_EVERY s in the same seconds: an exit-code file
-# saying 0 settles a job at once, with no scheduler command (a stat of a few files).
+# peeked at between those commands, PEEKS times per status interval (at least PEEK_EVERY s
+# apart: 50 times a second at first, every 0.5 s at the end): an exit-code file
+# saying 0 settles a job at once, with no scheduler command (a read of a few small files).
 PEEK_EVERY = 0.02
+PEEKS = 10
 
 
 class SchedulerQueue(Driver):
@@ -93,7 +95,7 @@ class SchedulerQueue(Driver):
         early = self._early_interval(time.time())
         if early is not None:
             if self.peek and self.status.watched:
-                early = PEEK_EVERY
+                early = max(PEEK_EVERY, early / PEEKS)
             soon = early if soon is None else min(soon, early)
         return soon
 

@@ -6,10 +6,11 @@ import inspect
 import logging
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from hpcexec import JobFailed, JobState
+from hpcexec import JobFailed, JobState, schedqueue
 from hpcexec.backends import SCHEDULERS, LocalBackend
 from hpcexec.driver import NEVER_RAN, Driver, dependency_failed
 from hpcexec.errors import SchedulerOutputError, TransportError
@@ -277,3 +278,21 @@ def test_a_peeked_task_of_a_shared_array_names_the_element_that_ran_it(tmp_path)
     assert queue.poll() is True and shell.ran == ["squeue"]
     t = store.get("t")
     assert (t.state, t.job_id) == (JobState.COMPLETED, "12_0")
+
+
+def test_the_status_is_asked_at_a_quarter_of_the_age_of_a_submission_for_20_s(
+    tmp_path, monkeypatch
+):
+    # a job of a few seconds is seen at most 25 % late, not at the monitor's backed-off
+    # interval once the first seconds are over
+    _store, _shell, queue = _slurm(tmp_path, {}, _rec("k", JobState.RUNNING, job_id="12"))
+    now = 1000.0
+    monkeypatch.setattr(schedqueue, "time", SimpleNamespace(time=lambda: now))
+    assert queue.wake_in is None  # nothing submitted yet
+    queue.submitter.last_submitted = now
+    ages = (0.5, 2.0, 8.0, 19.0, 21.0)
+    wanted = []
+    for age in ages:
+        now = 1000.0 + age
+        wanted.append(queue.wake_in)
+    assert wanted == [0.2, 0.5, 2.0, 4.75, None]

@@ -83,11 +83,17 @@ class _Batch:
         raise OSError(errno.EIO, f"unexpected SFTP answer {t} (wanted {want})")
 
     def open_all(
-        self, paths: Iterable[str], flags: int
+        self, paths: Iterable[str], flags: int, *, dirs: bool = False
     ) -> tuple[dict[str, bytes], list[str], OSError | None]:
-        """Open every path in one round trip: the handles, the paths that do not exist, and
-        the first other error (the handles opened are returned whatever failed)."""
-        opened = {p: self.send(CMD_OPEN, p, flags, SFTPAttributes()) for p in paths}
+        """Open every path (``dirs``: every directory, to read) in one round trip: the
+        handles, the paths that do not exist, and the first other error (the handles opened
+        are returned whatever failed)."""
+        opened = {
+            p: self.send(CMD_OPENDIR, p)
+            if dirs
+            else self.send(CMD_OPEN, p, flags, SFTPAttributes())
+            for p in paths
+        }
         self.wait(opened.values())
         handles: dict[str, bytes] = {}
         missing: list[str] = []
@@ -181,21 +187,8 @@ def list_dirs(sftp: paramiko.SFTPClient, paths: list[str]) -> dict[str, list[str
     trip opens them all, one reads a wave of names from each (a server answers up to about
     a hundred a read) until every one is at its end. Any other error is raised."""
     batch = _Batch(sftp)
-    opened = {p: batch.send(CMD_OPENDIR, p) for p in paths}
-    batch.wait(opened.values())
+    handles, _, failure = batch.open_all(paths, SFTP_FLAG_READ, dirs=True)
     out: dict[str, list[str]] = {p: [] for p in paths}
-    handles: dict[str, bytes] = {}
-    failure: OSError | None = None
-    for p, num in opened.items():
-        try:
-            msg = batch.take(num, CMD_HANDLE)
-            if msg is None:
-                raise OSError(errno.EIO, "end of file while opening", p)
-            handles[p] = msg.get_binary()
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            failure = failure or e
     try:
         if failure is not None:
             raise failure
