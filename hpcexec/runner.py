@@ -281,7 +281,8 @@ def _write_exitcode(jobdir: Path, code: int, reason: str | None) -> None:
     file for the job's end before the process has exited (see :mod:`hpcexec.schedstatus`)."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: started without that descriptor
+                stream.flush()
         except (OSError, ValueError):  # closed by the payload: nothing left to lose
             pass
     write_atomic(jobdir / EXITCODE, f"{code}\n{reason or ''}\n".encode())

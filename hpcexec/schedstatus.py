@@ -122,7 +122,7 @@ class StatusPoll:
             for key, values in done.items():
                 cur = tx.get(key)
                 if cur is not None and cur.state in ACTIVE:  # not ended some other way since
-                    tx.update(key, **values)
+                    tx.update(key, **{**values, "started": cur.started or values["started"]})
         return True
 
     def _write(self, active: list[JobRecord], updates: dict[str, dict[str, Any]]) -> bool:

@@ -112,6 +112,15 @@ def test_the_jobs_output_is_written_before_its_exit_code(tmp_path, monkeypatch):
         assert (tmp_path / "stdout").read_text() == "the last line 7\n"
 
 
+def test_a_job_started_without_stdout_still_writes_its_exit_code(tmp_path, monkeypatch):
+    from hpcexec import runner
+
+    write_payload(tmp_path / "job", pow, [((2, 3), {})])
+    monkeypatch.setattr(sys, "stdout", None)  # as Python sets it when fd 1 was closed
+    assert runner.run(tmp_path / "job", key_file(tmp_path / "job")) == 0
+    assert parse_exitcode((tmp_path / "job" / EXITCODE).read_text()) == (0, None)
+
+
 def test_call_raising_value_error(tmp_path):
     def fail(x):
         raise ValueError(f"bad x: {x}")
