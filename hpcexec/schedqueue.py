@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 EARLY_POLL = 0.2
 EARLY_FRACTION = 0.25
 EARLY_POLLS_FOR = 20.0
-# Where the job files are on this machine's filesystem, the few jobs left active are also
-# peeked at between those commands, PEEKS times per status interval (at least PEEK_EVERY s
-# apart: 50 times a second at first, every 0.5 s at the end): an exit-code file
-# saying 0 settles a job at once, with no scheduler command (a read of a few small files).
+# Where the job files are on this machine's filesystem, the exit-code files of the few jobs
+# left active are also read between those commands, PEEKS times per status interval (at least
+# PEEK_EVERY s apart: 50 times a second at first, every 0.5 s at the end); one saying 0 has
+# the status asked at once (:meth:`StatusPoll.peek`), not at the end of the interval.
 PEEK_EVERY = 0.02
 PEEKS = 10
 
@@ -116,8 +116,9 @@ class SchedulerQueue(Driver):
         changed = self.submitter.submit_waiting()
         now = time.time()
         early = self._early_interval(now)
-        if self.peek and early is not None and now - self._status_at < early and not changed:
-            return self.status.peek()  # the status command is not due yet
+        due = changed or early is None or now - self._status_at >= early
+        if self.peek and not due and not self.status.peek():  # nor asked for by a peek
+            return False
         self._status_at = now
         return self.status.refresh() or changed
 

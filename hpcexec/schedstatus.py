@@ -65,6 +65,7 @@ class StatusPoll:
         self._claims_seen: dict[str, dict[int, str]] = {}  # array dir -> index -> element
         self._relisted: set[str] = set()  # array dirs whose claims were read again this poll
         self.watched: list[JobRecord] = []  # what the last status left active, if few
+        self._peeked: dict[str, Any] = {}  # key -> its exit-code file, 0, as the last peek read
 
     def refresh(self) -> bool:
         """Bring the submitted records up to date: the status of every job in one command per
@@ -81,7 +82,8 @@ class StatusPoll:
         if seen is None:
             return False
         now = time.time()
-        gone, unexplained, never = self._compare(active, seen, updates, now)
+        peeked, self._peeked = self._peeked, {}
+        gone, unexplained, never = self._compare(active, seen, updates, now, peeked)
         if unexplained:
             acct = self.commands.finished_in_accounting([r for r, _ in unexplained])
             for rec, st in unexplained:
@@ -93,37 +95,26 @@ class StatusPoll:
             for key, values in self._judge_gone(gone, now).items():
                 updates[key].update(values)
         updates = {k: v for k, v in updates.items() if v}
-        if len(active) <= PEEK_MAX:
+        if len(active) <= PEEK_MAX:  # ending: how is the scheduler's to say, not the file's
             self.watched = [
-                r for r in active if updates.get(r.key, {}).get("state", r.state) in ACTIVE
+                r
+                for r in active
+                if updates.get(r.key, {}).get("state", r.state) in ACTIVE
+                and not getattr(seen.get(r.job_id or ""), "ending", False)
             ]
         return self._write(active, updates)
 
     def peek(self) -> bool:
-        """Between status commands, with no scheduler command: settle the jobs the last
-        status left active (:attr:`watched`) whose exit-code file says they completed; the
-        others wait for the status (a failure is the scheduler's to explain)."""
+        """Between status commands, with no scheduler command: read the exit-code files of
+        the jobs the last status left active (:attr:`watched`); True where one says the job
+        completed (exit code 0): the status command is then due at once, and a job it still
+        lists as running is completed by its file (one it lists as ending or ended is judged
+        as ever: a job cancelled that exited 0 on the way stays cancelled)."""
         if not self.watched:
             return False
-        now = time.time()
         exits = self._exit_files(self.watched)
-        done = {r.key: v for r in self.watched if (v := completed(r, exits[r.key], now))}
-        if not done:
-            return False
-        ended = [r for r in self.watched if r.key in done]
-        dirs = [d for r in ended if (d := r.resources.get("array_dir"))]
-        self._claims_seen, self._relisted = {}, set(dirs)
-        self._read_claims(dirs)
-        for rec in ended:  # one that another element ran is that element's, as in refresh
-            if by := self._taken_elsewhere(rec):
-                done[rec.key]["job_id"] = by
-        self.watched = [r for r in self.watched if r.key not in done]
-        with self.store.write() as tx:
-            for key, values in done.items():
-                cur = tx.get(key)
-                if cur is not None and cur.state in ACTIVE:  # not ended some other way since
-                    tx.update(key, **{**values, "started": cur.started or values["started"]})
-        return True
+        self._peeked = {k: found for k, found in exits.items() if found and found[0] == 0}
+        return bool(self._peeked)
 
     def _write(self, active: list[JobRecord], updates: dict[str, dict[str, Any]]) -> bool:
         """Write what a status pass found (True if anything); an ended job with a retry left
@@ -163,9 +154,11 @@ class StatusPoll:
         seen: dict[str, JobStatus],
         updates: dict[str, dict[str, Any]],
         now: float,
+        peeked: dict[str, Any],
     ) -> tuple[list[JobRecord], list[tuple[JobRecord, JobStatus]], list[str]]:
         """Note in ``updates`` what the status changed; return the jobs gone from the queue,
-        those that ended without saying how, and the ids of those whose dependency failed."""
+        those that ended without saying how, and the ids of those whose dependency failed.
+        ``peeked``: the exit-code files saying 0 that a peek found (see :meth:`peek`)."""
         gone: list[JobRecord] = []
         unexplained: list[tuple[JobRecord, JobStatus]] = []
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
@@ -187,6 +180,8 @@ class StatusPoll:
                     unexplained.append((rec, st))  # accounting may say how it ended
                 else:
                     updates[rec.key].update(self._final(rec, st, now, found))
+            elif rec.key in peeked and not st.ending:  # listed running, ended by itself
+                updates[rec.key].update(completed(rec, peeked[rec.key], now) or {})
             elif st.reason == "DependencyNeverSatisfied":
                 never.append(rec.job_id or "")
                 updates[rec.key].update(

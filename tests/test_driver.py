@@ -227,15 +227,16 @@ def test_a_submission_to_recover_waits_for_a_usable_list_of_queued_jobs(tmp_path
 
 
 # -- a fresh job's end, seen from its exit-code file between status commands ----------------
-def _fresh_jobs(tmp_path, peek: bool):
+def _fresh_jobs(tmp_path, peek: bool, then: str = "RUNNING"):
     """Two running jobs just submitted (the status said so once), then both end: ``ok``
-    writes exit code 0, ``bad`` exit code 1."""
+    writes exit code 0, ``bad`` exit code 1; the status asked next lists ``ok`` as ``then``."""
     recs = [_rec(k, JobState.PENDING, job_id=i) for k, i in (("ok", "12"), ("bad", "13"))]
     for rec in recs:
         rec.jobdir = str(tmp_path / rec.key)
         os.mkdir(rec.jobdir)
     running = (0, "12|RUNNING|None|vm|\n13|RUNNING|None|vm|\n")
-    store, shell, queue = _slurm(tmp_path, {"squeue": [running, running]}, *recs, peek=peek)
+    later = (0, f"12|{then}|None|vm|0:0\n13|RUNNING|None|vm|\n")
+    store, shell, queue = _slurm(tmp_path, {"squeue": [running, later]}, *recs, peek=peek)
     queue.submitter.last_submitted = time.time()
     assert queue.poll() is True and store.get("ok").state is JobState.RUNNING
     (tmp_path / "ok" / EXITCODE).write_text("0\n\n")
@@ -243,17 +244,32 @@ def _fresh_jobs(tmp_path, peek: bool):
     return store, shell, queue
 
 
-def test_a_fresh_job_whose_exit_code_file_says_0_completes_without_a_status_command(tmp_path):
+def test_a_fresh_job_whose_exit_code_file_says_0_is_asked_about_at_once_and_completes(tmp_path):
     store, shell, queue = _fresh_jobs(tmp_path, peek=True)
     started = store.get("ok").started  # when the status saw it running
-    assert queue.wake_in == PEEK_EVERY  # looked at again this soon
-    assert queue.poll() is True
+    assert queue.wake_in == PEEK_EVERY  # its file is read again this soon
+    # the file says 0: the status is asked now, not at the end of its interval, and a job it
+    # still lists as running (its end not reported yet) is completed by its file
+    assert queue.poll() is True and shell.ran == ["squeue", "squeue"]
     ok = store.get("ok")
     assert (ok.state, ok.exit_code, ok.started) == (JobState.COMPLETED, 0, started)
     # a failure is the scheduler's to explain (a memory kill, a requeue): it waits for it
     assert store.get("bad").state is JobState.RUNNING
-    assert shell.ran == ["squeue"]
-    assert queue.poll() is False and shell.ran == ["squeue"]
+    assert queue.poll() is False and shell.ran == ["squeue", "squeue"]
+
+
+@pytest.mark.parametrize(
+    "then, state",
+    [("CANCELLED", JobState.CANCELLED), ("COMPLETING", JobState.RUNNING)],
+)
+def test_a_job_the_scheduler_lists_as_ending_is_judged_by_it_not_by_its_file(tmp_path, then, state):
+    # scancel'd, a program that ends cleanly on SIGTERM (a Dask worker) exits 0: the job was
+    # cancelled all the same; while SLURM lists it COMPLETING, how it ended is not known yet
+    store, shell, queue = _fresh_jobs(tmp_path, peek=True, then=then)
+    assert queue.poll() is (state is not JobState.RUNNING)  # a change of state or none
+    assert shell.ran == ["squeue", "squeue"]
+    assert store.get("ok").state is state
+    assert queue.poll() is False and shell.ran == ["squeue", "squeue"]  # not asked again
 
 
 def test_job_files_on_another_host_are_not_peeked_at(tmp_path):
@@ -269,14 +285,17 @@ def test_a_peeked_task_of_a_shared_array_names_the_element_that_ran_it(tmp_path)
     rec.resources = {"array_dir": str(tmp_path / "array")}
     os.makedirs(tmp_path / "array" / CLAIMS)
     os.mkdir(rec.jobdir)
-    running = (0, "12_1|PENDING|None||\n")
-    store, shell, queue = _slurm(tmp_path, {"squeue": [running]}, rec, peek=True)
+    answers = [(0, "12_1|PENDING|None||\n"), (0, "12_0|RUNNING|None|vm|\n")]
+    store, shell, queue = _slurm(
+        tmp_path, {"squeue": answers, "scancel": [(0, "")]}, rec, peek=True
+    )
     queue.submitter.last_submitted = time.time()
     queue.poll()
     # element 12_0 took task 1 before its own element started, and ran it
     (tmp_path / "array" / CLAIMS / "1@12_0").write_text("")
     (tmp_path / "t" / EXITCODE).write_text("0\n\n")
-    assert queue.poll() is True and shell.ran == ["squeue"]
+    assert queue.poll() is True
+    assert shell.ran == ["squeue", "squeue", "scancel"]  # its own element need not start
     t = store.get("t")
     assert (t.state, t.job_id) == (JobState.COMPLETED, "12_0")
 

@@ -309,6 +309,7 @@ class SlurmBackend(SchedulerBackend):
                 signal=sig,
                 reason=why,
                 nodelist=parts[3] if len(parts) > 3 and parts[3] else None,
+                ending=name.split()[0] == "COMPLETING",
             )
         return found
 

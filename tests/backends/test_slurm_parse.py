@@ -39,6 +39,15 @@ def test_squeue_pending_and_running():
     assert got["52_[0-3]"].state is JobState.PENDING
 
 
+def test_a_job_completing_is_running_and_ending():
+    # after scancel, or a job's own end, SLURM lists it COMPLETING while its processes end:
+    # how it ended is not known yet, so its exit-code file does not decide (schedstatus)
+    running = slurm.parse_status(recorded("slurm_squeue_O_pending_running.txt"), "", 0)
+    assert running["1963"].ending is False
+    got = slurm.parse_status(recorded("slurm_squeue_O_completing_after_scancel.txt"), "", 0)
+    assert (got["8424"].state, got["8424"].ending) == (JobState.RUNNING, True)
+
+
 def test_squeue_finished_states_and_reasons():
     got = slurm.parse_status(recorded("slurm_squeue_all_states_after_finish.txt"), "", 0)
     assert got["34"].state is JobState.COMPLETED
