@@ -73,8 +73,8 @@ class JobStatus:
     elapsed: float | None = None  # seconds
     max_rss: int | None = None  # MiB
     cpu_seconds: float | None = None  # user + system, where accounting keeps it
-    # Still listed, but ended or cancelled and being cleaned up (SLURM's COMPLETING): how it
-    # ended is not known yet.
+    # Still listed, but ended or cancelled and being cleaned up (SLURM's COMPLETING, Grid
+    # Engine's d states): how it ended is not known yet.
     ending: bool = False
 
 

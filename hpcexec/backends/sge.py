@@ -335,16 +335,14 @@ class SgeBackend(SchedulerBackend):
         found: dict[str, JobStatus] = {}
         for job in root.iter("job_list"):
             number = (job.findtext("JB_job_number") or "").strip()
-            got = _qstat_state(
-                (job.findtext("state") or "").strip(),
-                (job.findtext("predecessor_jobs") or "").strip() or None,
-            )
+            code = (job.findtext("state") or "").strip()
+            got = _qstat_state(code, (job.findtext("predecessor_jobs") or "").strip() or None)
             if not number or got is None:
                 continue
             state, reason = got
             queue = (job.findtext("queue_name") or "").strip()
             node = queue.partition("@")[2] or None
-            status = JobStatus(state, reason=reason, nodelist=node)
+            status = JobStatus(state, reason=reason, nodelist=node, ending="d" in code)
             tasks = (job.findtext("tasks") or "").strip()
             if not tasks:
                 found[number] = status

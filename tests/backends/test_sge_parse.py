@@ -118,6 +118,7 @@ def test_state_codes(code, state):
     got = sge.parse_status(xml, "", 0)
     assert sorted(got) == ["5.1", "5.3", "5.5", "5.8"]
     assert got["5.3"].state is state
+    assert got["5.3"].ending is ("d" in code)  # being deleted: how it ends is qdel's
 
 
 def test_qstat_asks_for_this_users_jobs_and_fails_whole_when_qmaster_is_away():
