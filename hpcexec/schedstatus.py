@@ -101,6 +101,7 @@ class StatusPoll:
                 for r in active
                 if updates.get(r.key, {}).get("state", r.state) in ACTIVE
                 and not getattr(seen.get(r.job_id or ""), "ending", False)
+                and r.key not in peeked  # a peek asks once: its status decides from now
             ]
         return self._write(active, updates)
 
@@ -180,7 +181,8 @@ class StatusPoll:
                     unexplained.append((rec, st))  # accounting may say how it ended
                 else:
                     updates[rec.key].update(self._final(rec, st, now, found))
-            elif rec.key in peeked and not st.ending:  # listed running, ended by itself
+            elif rec.key in peeked and st.state is JobState.RUNNING and not st.ending:
+                # listed running, its end not reported yet: it ended by itself
                 updates[rec.key].update(completed(rec, peeked[rec.key], now) or {})
             elif st.reason == "DependencyNeverSatisfied":
                 never.append(rec.job_id or "")

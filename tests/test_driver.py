@@ -260,13 +260,17 @@ def test_a_fresh_job_whose_exit_code_file_says_0_is_asked_about_at_once_and_comp
 
 @pytest.mark.parametrize(
     "then, state",
-    [("CANCELLED", JobState.CANCELLED), ("COMPLETING", JobState.RUNNING)],
+    [
+        ("CANCELLED", JobState.CANCELLED),
+        ("COMPLETING", JobState.RUNNING),
+        ("PENDING", JobState.PENDING),  # requeued: its new run will say how it ends
+    ],
 )
 def test_a_job_the_scheduler_lists_as_ending_is_judged_by_it_not_by_its_file(tmp_path, then, state):
     # scancel'd, a program that ends cleanly on SIGTERM (a Dask worker) exits 0: the job was
     # cancelled all the same; while SLURM lists it COMPLETING, how it ended is not known yet
     store, shell, queue = _fresh_jobs(tmp_path, peek=True, then=then)
-    assert queue.poll() is (state is not JobState.RUNNING)  # a change of state or none
+    assert queue.poll() is (state is not JobState.RUNNING)  # a change of state, or none
     assert shell.ran == ["squeue", "squeue"]
     assert store.get("ok").state is state
     assert queue.poll() is False and shell.ran == ["squeue", "squeue"]  # not asked again
