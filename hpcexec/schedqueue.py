@@ -21,9 +21,10 @@ from .layout import JobLayout
 from .record import JobRecord
 from .resources import Resources
 from .schedcommands import SchedulerCommands
+from .schedrecover import SUBMITTING
 from .schedscript import single_body, single_spec, submission_script
 from .schedstatus import StatusPoll
-from .schedsubmit import SUBMITTING, Submitter
+from .schedsubmit import Submitter
 from .slots import CLAIMS
 from .states import JobState
 from .store import Store
@@ -70,6 +71,7 @@ class SchedulerQueue(Driver):
         self.host = transport.host
         self.commands = SchedulerCommands(transport, backend, calls_per_second)
         self.calls = self.commands.calls  # command name -> times run
+        self.status = StatusPoll(store, transport, backend, self.commands)
         self.submitter = Submitter(
             store,
             transport,
@@ -81,7 +83,6 @@ class SchedulerQueue(Driver):
             max_window=max_window,
             max_queued=max_queued,
         )
-        self.status = StatusPoll(store, transport, backend, self.commands)
         self.peek = peek
         self._status_at = 0.0  # when the status command was last asked
 

@@ -1,5 +1,5 @@
-"""Submitting gathered records: grouped into arrays, each intent recorded first, and the
-intents a crash left recovered."""
+"""Submitting gathered records: grouped into arrays, each intent recorded first (the intents
+a crash left are recovered by :mod:`hpcexec.schedrecover`)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from collections.abc import Callable
 
 from .backends.base import SchedulerBackend, SubmitSpec
 from .driver import QUEUED
-from .errors import BackendError, SchedulerOutputError, SubmitError, TransportError
+from .errors import BackendError, SubmitError, TransportError
 from .layout import JobLayout
 from .record import INDEX_STEP, TASK_INDEX, JobRecord
 from .recovery import Submitted, note_job_ids
 from .resources import Resources, task_count
 from .schedcommands import SchedulerCommands
+from .schedrecover import SUBMITTING, Recovery
 from .schedscript import (
     FILE_DIRECTIVES,
     array_submission,
@@ -36,7 +37,6 @@ from .transport.base import Transport
 # The scheduler driver's logger, whichever of its modules writes: users filter on it.
 log = logging.getLogger("hpcexec.schedqueue")
 
-SUBMITTING = "submitting "  # reason prefix of a record whose submission may be under way
 # what became of one submission
 SUBMITTED, FAILED, AT_LIMIT, TOO_LARGE, INTERRUPTED = "submitted", "failed", "limit", "large", "?"
 
@@ -85,7 +85,7 @@ class Submitter:
         self.room = SubmitRoom(max_queued)
         self._limit_read = False
         self._throttled: str | None = None  # why records wait, as last logged
-        self._interrupted: dict[str, str] = {}  # intent script -> why its submission is unknown
+        self.recovery = Recovery(store, transport, backend, commands)
         self._arrays_made = False  # arrays_dir made by this client (staged with its first array)
 
     def submit_waiting(self) -> bool:
@@ -102,7 +102,7 @@ class Submitter:
             return False
         recovering = [r for r in waiting if (r.reason or "").startswith(SUBMITTING)]
         if recovering:
-            self._recover(recovering)
+            self.recovery.recover(recovering, again_at=time.time() - self.max_window)
             return True
         now = time.time()
         newest = max(r.submitted or now for r in waiting)
@@ -303,13 +303,14 @@ class Submitter:
         """Run the submit command: the job id, else what became of the submission. A refusal
         at a limit on queued jobs, or of an array too large, leaves the records waiting; any
         other refusal fails them. If the command's fate is unknown (it timed out, the
-        connection dropped), the intent stays and :meth:`_recover` decides at the next pass."""
+        connection dropped), the intent stays and :mod:`hpcexec.schedrecover` decides at the
+        next pass."""
         try:
             out = self.commands.run(
                 self.backend.submit_argv(spec), input=script if self.backend.submit_stdin else None
             )
         except TransportError as e:
-            self._interrupted[spec.script] = str(e)
+            self.recovery.interrupted[spec.script] = str(e)
             return INTERRUPTED
         text = f"{out.stderr}\n{out.stdout}".strip()
         try:
@@ -360,69 +361,3 @@ class Submitter:
                     array_index=ids[r.jobdir].array_index,
                 )
         log.info("submitted %d job(s) to %s as %s", len(recs), self.backend.name, job_id)
-
-    def _recover(self, recs: list[JobRecord]) -> None:
-        """Records whose submission may have reached the scheduler (the command timed out, the
-        connection dropped, the client crashed): adopt the job if the queue has its script or
-        its script started (the started file holds its id), else submit it again. One line
-        each submission says which."""
-        queued: dict[str, str] = {}
-        argv = self.backend.find_argv()
-        if argv:
-            out = self.commands.run(argv, query=True)
-            if not out.ok:  # the command ran: the scheduler's answer, not the connection
-                raise SchedulerOutputError(
-                    f"cannot list queued jobs to recover submissions: "
-                    f"{(out.stderr or out.stdout).strip()[:300]}"
-                )
-            queued = self.backend.parse_find(out.stdout)
-        adopted: dict[str, Submitted] = {}
-        found: dict[str, list[str]] = defaultdict(list)  # intent script -> adopted job ids
-        again: dict[str, int] = defaultdict(int)  # intent script -> records submitted again
-        with self.store.write() as tx:
-            for r in recs:
-                script = (r.reason or "")[len(SUBMITTING) :]
-                job_id, index = self._found(r, script, queued)
-                if job_id is not None:
-                    tx.update(r.key, job_id=job_id or None, array_index=index, reason=None)
-                    if script in queued:
-                        adopted[r.jobdir] = Submitted(job_id, index, r.resources.get("array_dir"))
-                    found[script].append(job_id)
-                else:
-                    tx.update(r.key, reason=None, submitted=time.time() - self.max_window)
-                    again[script] += 1
-        note_job_ids(self.transport, adopted)
-        for script in {*found, *again}:
-            why = self._interrupted.pop(script, "the client stopped while submitting it")
-            ids = found.get(script, [])
-            what = (
-                f"{len(ids)} job(s) found in the queue as {_id_range(ids)}: adopted"
-                if ids
-                else f"not in the queue: its {again[script]} job(s) are submitted again"
-            )
-            log.warning("submitting %s did not finish (%s); %s", script, why, what)
-
-    def _found(
-        self, rec: JobRecord, script: str, queued: dict[str, str]
-    ) -> tuple[str | None, int | None]:
-        """The job id (and array index) of a record whose submission may have gone through:
-        from the queue by its script, else from its started file; (None, None) if neither."""
-        if script in queued:
-            job_id = queued[script]
-            jobdirs = os.path.join(os.path.dirname(script), "jobdirs")
-            index = None
-            if self.transport.exists(jobdirs):
-                lines = self.transport.read_bytes(jobdirs).decode().splitlines()
-                index = lines.index(rec.jobdir) if rec.jobdir in lines else None
-            if index is not None:
-                job_id = self.backend.element_id(job_id, index)
-            return job_id, index
-        started = JobLayout.of(rec.jobdir, rec.resources).started
-        if self.transport.exists(started):
-            return self.transport.read_bytes(started).decode().split("\n")[0].strip(), None
-        return None, None
-
-
-def _id_range(ids: list[str]) -> str:
-    """A few job ids, the first and last of many."""
-    return ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} ... {ids[-1]}"

@@ -19,7 +19,7 @@ from hpcexec.layout import EXITCODE
 from hpcexec.localqueue import LocalQueue
 from hpcexec.record import JobRecord
 from hpcexec.schedqueue import EARLY_POLL, PEEK_EVERY, SchedulerQueue
-from hpcexec.schedsubmit import SUBMITTING
+from hpcexec.schedrecover import SUBMITTING
 from hpcexec.slots import CLAIMS
 from hpcexec.store import Store
 from hpcexec.transport.base import CommandResult
