@@ -79,6 +79,7 @@ class SchedulerQueue(Driver):
             self.commands,
             os.path.join(cache_dir, "arrays"),
             self.dependencies,
+            lambda: len(self.status.lingering),
             window=window,
             max_window=max_window,
             max_queued=max_queued,

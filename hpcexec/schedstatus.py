@@ -66,21 +66,29 @@ class StatusPoll:
         self._relisted: set[str] = set()  # array dirs whose claims were read again this poll
         self.watched: list[JobRecord] = []  # what the last status left active, if few
         self._peeked: dict[str, Any] = {}  # key -> its exit-code file, 0, as the last peek read
+        # Jobs completed by their exit-code file while the scheduler still listed them
+        # (key -> job id): they count against its limit on queued jobs until it lists them
+        # ended, so the status asks after them until then.
+        self.lingering: dict[str, str] = {}
 
     def refresh(self) -> bool:
         """Bring the submitted records up to date: the status of every job in one command per
         chunk of ids, then the exit-code files and accounting of those that ended."""
         active = self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True)
         self.watched = []
-        if not active:
+        if not active and not self.lingering:
             return False
         updates: dict[str, dict[str, Any]] = defaultdict(dict)
         self._claims_seen = {}
         self._relisted = set()
         drop = self._follow_claims(active, updates)
-        seen = self._statuses(sorted({r.job_id for r in active if r.job_id}))
+        ids = {r.job_id for r in active if r.job_id} | set(self.lingering.values())
+        seen = self._statuses(sorted(ids))
         if seen is None:
             return False
+        self.lingering = {
+            k: j for k, j in self.lingering.items() if (st := seen.get(j)) and not st.state.finished
+        }
         now = time.time()
         peeked, self._peeked = self._peeked, {}
         gone, unexplained, never = self._compare(active, seen, updates, now, peeked)
@@ -184,6 +192,7 @@ class StatusPoll:
             elif rec.key in peeked and st.state is JobState.RUNNING and not st.ending:
                 # listed running, its end not reported yet: it ended by itself
                 updates[rec.key].update(completed(rec, peeked[rec.key], now) or {})
+                self.lingering[rec.key] = rec.job_id or ""
             elif st.reason == "DependencyNeverSatisfied":
                 never.append(rec.job_id or "")
                 updates[rec.key].update(

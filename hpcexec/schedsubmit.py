@@ -64,6 +64,7 @@ class Submitter:
         commands: SchedulerCommands,
         arrays_dir: str,
         dependencies: Callable[[JobRecord], list[JobRecord] | None],
+        lingering: Callable[[], int],
         *,
         window: float,
         max_window: float,
@@ -76,6 +77,7 @@ class Submitter:
         self.host = transport.host
         self.arrays_dir = arrays_dir
         self.dependencies = dependencies
+        self.lingering = lingering  # ended jobs the scheduler still lists (and counts)
         self.window = window
         self.max_window = max_window
         self.soon: float | None = None  # the monitor should look again this soon
@@ -172,7 +174,8 @@ class Submitter:
 
     def _queued(self) -> int:
         """This client's jobs in the scheduler's queue (array elements one each)."""
-        return len(self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True))
+        active = self.store.jobs_in(self.backend.name, self.host, ACTIVE, submitted=True)
+        return len(active) + self.lingering()
 
     def _read_limit(self, ready: list[tuple[JobRecord, list[str]]]) -> None:
         """The scheduler's limit on queued jobs where its accounting tells it (asked once,

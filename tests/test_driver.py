@@ -320,3 +320,21 @@ def test_the_status_is_asked_at_a_quarter_of_the_age_of_a_submission_for_20_s(
         now = 1000.0 + age
         wanted.append(queue.wake_in)
     assert wanted == [0.2, 0.5, 2.0, 4.75, None]
+
+
+def test_a_job_completed_by_its_file_counts_as_queued_until_the_scheduler_lists_it_ended(
+    tmp_path,
+):
+    # SLURM counts a job against MaxSubmit until it has ended there: a client that forgot it
+    # would submit past a limit it knows
+    store, shell, queue = _fresh_jobs(tmp_path, peek=True)
+    assert queue.poll() is True and store.get("ok").state is JobState.COMPLETED
+    assert queue.status.lingering == {"ok": "12"}
+    shell.answers["squeue"] += [
+        (0, "12|COMPLETING|None|vm|0\n13|RUNNING|None|vm|\n"),
+        (0, "12|COMPLETED|None|vm|0:0\n13|RUNNING|None|vm|\n"),
+    ]
+    queue.status.refresh()
+    assert queue.status.lingering == {"ok": "12"}  # still listed: still counted
+    queue.status.refresh()
+    assert queue.status.lingering == {}
