@@ -256,14 +256,12 @@ class StatusPoll:
         return drop
 
     def _taken_elsewhere(self, rec: JobRecord) -> str | None:
-        """The element running ``rec`` if not its own, looking again now: its own element
-        may have found it taken and ended since the claims were read."""
+        """The element running ``rec`` if not its own, from the claims :meth:`_relist` read
+        again this poll: its own element may have found it taken and ended since the claims
+        were first read."""
         array_dir = rec.resources.get("array_dir")
         if not array_dir or rec.array_index is None:
             return None
-        if array_dir not in self._relisted:  # once per poll: the status was read before
-            self._relisted.add(array_dir)
-            self._claims_seen.pop(array_dir, None)
         by = self._claims(array_dir).get(rec.array_index)
         return by if by and by != rec.job_id else None
 
