@@ -17,9 +17,9 @@ from .sshshell import RemoteShell, ShellEnded, ShellTimeout
 
 log = logging.getLogger(__name__)
 
-# Commands running at once on the connection: sshd's MaxSessions (default 10) counts them and
-# the SFTP session.
-MAX_CONCURRENT_COMMANDS = 8
+# Commands running at once on the connection: sshd's MaxSessions (default 10) counts them
+# (their kept shells) and the SFTP sessions (sshconnect.SFTP_SESSIONS).
+MAX_CONCURRENT_COMMANDS = 7
 # How long a new shell's start-up files may take (a shared home on a loaded filesystem).
 SHELL_START_TIMEOUT = 120.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import threading
 import time
 from dataclasses import dataclass
 
@@ -19,15 +20,23 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # A stalled SFTP request fails after this long (a hung remote filesystem, a dead network).
 SFTP_TIMEOUT = 120.0
+# SFTP sessions open at once on a connection: one per thread that uses files at the same
+# time (the caller, the submitting thread, the monitor); sshd allows 10 sessions in all.
+SFTP_SESSIONS = 3
 
 
 class Connection:
-    """One logged-in SSH connection (and the jump-host connections it runs through)."""
+    """One logged-in SSH connection (and the jump-host connections it runs through), with
+    its SFTP sessions: up to :data:`SFTP_SESSIONS`, each used by one thread at a time, so a
+    thread staging a batch does not hold back another reading results (each session is a
+    channel of this one connection)."""
 
     def __init__(self, client: paramiko.SSHClient, hops: list[paramiko.SSHClient]) -> None:
         self.client = client
         self.hops = hops
-        self.sftp: paramiko.SFTPClient | None = None
+        self._idle: list[paramiko.SFTPClient] = []  # open sessions no thread is using
+        self._open = 0  # sessions open, idle or in use
+        self._sessions = threading.Condition()
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -40,31 +49,69 @@ class Connection:
         t = self.client.get_transport()
         return t is not None and t.is_active()
 
-    def sftp_alive(self) -> bool:
-        return self.sftp is not None and not self.sftp.get_channel().closed and self.alive()
+    def take_sftp(self) -> paramiko.SFTPClient:
+        """An SFTP session for the calling thread alone until :meth:`give_sftp`: an idle one,
+        else a new one while fewer than :data:`SFTP_SESSIONS` are open, else the next one
+        given back. Raises what opening one raises."""
+        with self._sessions:
+            while True:
+                while self._idle:
+                    sftp = self._idle.pop()
+                    if sftp_answers(sftp):
+                        return sftp
+                    self._close(sftp)
+                if self._open < SFTP_SESSIONS:
+                    self._open += 1
+                    break
+                self._sessions.wait()
+        try:
+            sftp = self.client.open_sftp()
+        except BaseException:
+            self._forget()
+            raise
+        sftp.get_channel().settimeout(SFTP_TIMEOUT)
+        return sftp
 
-    def sftp_session(self) -> paramiko.SFTPClient:
-        if not self.sftp_alive():
-            self.drop_sftp()
-            self.sftp = self.client.open_sftp()
-            self.sftp.get_channel().settimeout(SFTP_TIMEOUT)
-        return self.sftp
+    def give_sftp(self, sftp: paramiko.SFTPClient, *, broken: bool = False) -> None:
+        """Hand back a session from :meth:`take_sftp`; a ``broken`` one is closed."""
+        if broken or not sftp_answers(sftp):
+            with self._sessions:
+                self._close(sftp)
+            return
+        with self._sessions:
+            self._idle.append(sftp)
+            self._sessions.notify()
 
-    def drop_sftp(self) -> None:
-        sftp, self.sftp = self.sftp, None
-        if sftp is not None:
-            try:
-                sftp.close()
-            except Exception:  # closing what is already broken  # noqa: BLE001
-                pass
+    def _forget(self) -> None:
+        with self._sessions:
+            self._open -= 1
+            self._sessions.notify()
+
+    def _close(self, sftp: paramiko.SFTPClient) -> None:
+        """Close a session (holding ``_sessions``)."""
+        self._open -= 1
+        self._sessions.notify()
+        try:
+            sftp.close()
+        except Exception:  # closing what is already broken  # noqa: BLE001
+            pass
 
     def close(self) -> None:
-        self.drop_sftp()
+        with self._sessions:
+            for sftp in self._idle:
+                self._close(sftp)
+            self._idle = []
         for c in [self.client, *reversed(self.hops)]:
             try:
                 c.close()
             except Exception:  # closing what is already broken  # noqa: BLE001
                 pass
+
+
+def sftp_answers(sftp: paramiko.SFTPClient) -> bool:
+    """The session is up: an error it gave came from the server, not from a dropped link."""
+    chan = sftp.get_channel()
+    return not chan.closed and chan.get_transport().is_active()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import logging
 import os
 import posixpath
 import stat
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
@@ -18,7 +17,7 @@ import paramiko
 from ..errors import TransportError
 from ..trust import PathStat
 from .sftpbatch import list_dirs, make_dirs, read_files, renames, write_files
-from .sshconnect import SFTP_TIMEOUT
+from .sshconnect import SFTP_TIMEOUT, sftp_answers
 from .sshlink import Link
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,6 @@ class SFTPFiles:
     def __init__(self, link: Link) -> None:
         self.link = link
         self.host = link.login.host
-        self._lock = threading.RLock()  # one SFTP request at a time (paramiko needs it)
         self._home: str | None = None
 
     def expand_path(self, path: str | os.PathLike[str]) -> str:
@@ -60,52 +58,55 @@ class SFTPFiles:
     def _call(
         self, what: str, path: str, op: Callable[[paramiko.SFTPClient], T], *, idempotent: bool
     ) -> T:
-        """Run ``op`` on the SFTP session; after a drop, run it again on a new connection
-        when ``idempotent``, else raise TransportError."""
+        """Run ``op`` on an SFTP session of the connection's (this thread's until it returns);
+        after a drop, run it again on a new connection when ``idempotent``, else raise
+        TransportError."""
         for attempt in (1, 2):
             conn = self.link.connection()
-            with self._lock:
-                try:
-                    sftp = conn.sftp_session()
-                except (paramiko.SSHException, OSError, EOFError) as e:
-                    if conn.alive():
-                        raise TransportError(
-                            f"cannot start SFTP on {self.host}: {e} (is the "
-                            "sftp Subsystem enabled in its sshd_config?)"
-                        ) from e
+            try:
+                sftp = conn.take_sftp()
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                if conn.alive():
+                    raise TransportError(
+                        f"cannot start SFTP on {self.host}: {e} (is the "
+                        "sftp Subsystem enabled in its sshd_config?)"
+                    ) from e
+                self.link.discard(conn)
+                if attempt == 2:
+                    raise TransportError(f"cannot start SFTP on {self.host}: {e}") from e
+                continue
+            broken = False
+            try:
+                return op(sftp)
+            except Exception as e:
+                if isinstance(e, TimeoutError):
+                    broken = True
+                    raise TransportError(
+                        f"{what} {path} on {self.host}: no answer within {SFTP_TIMEOUT:g} s"
+                    ) from e
+                if sftp_answers(sftp):
+                    mapped = self._remote_error(e, what, path)
+                    if mapped is e:
+                        raise
+                    raise mapped from e
+                broken = True
+                if not conn.alive():
                     self.link.discard(conn)
-                    if attempt == 2:
-                        raise TransportError(f"cannot start SFTP on {self.host}: {e}") from e
-                    continue
-                try:
-                    return op(sftp)
-                except Exception as e:
-                    if isinstance(e, TimeoutError):
-                        conn.drop_sftp()
-                        raise TransportError(
-                            f"{what} {path} on {self.host}: no answer within {SFTP_TIMEOUT:g} s"
-                        ) from e
-                    if conn.sftp_alive():
-                        mapped = self._remote_error(e, what, path)
-                        if mapped is e:
-                            raise
-                        raise mapped from e
-                    conn.drop_sftp()
-                    if not conn.alive():
-                        self.link.discard(conn)
-                    if not idempotent or attempt == 2:
-                        raise TransportError(
-                            f"the SSH connection to {self.host} dropped during {what} {path}; it "
-                            "may or may not have happened there"
-                        ) from e
-                    log.warning(
-                        "the SSH connection to %s dropped during %s %s (%s); connecting "
-                        "again and repeating it",
-                        self.host,
-                        what,
-                        path,
-                        e,
-                    )
+                if not idempotent or attempt == 2:
+                    raise TransportError(
+                        f"the SSH connection to {self.host} dropped during {what} {path}; it "
+                        "may or may not have happened there"
+                    ) from e
+                log.warning(
+                    "the SSH connection to %s dropped during %s %s (%s); connecting "
+                    "again and repeating it",
+                    self.host,
+                    what,
+                    path,
+                    e,
+                )
+            finally:
+                conn.give_sftp(sftp, broken=broken)
         raise AssertionError("unreachable")
 
     def _remote_error(self, e: Exception, what: str, path: str) -> Exception:
@@ -161,7 +162,7 @@ class SFTPFiles:
                 with sftp.open(p, "rb") as f:
                     return str(f.read().decode(errors="replace"))
             except OSError:
-                if not _answered(sftp):
+                if not sftp_answers(sftp):
                     raise
                 return None
 
@@ -235,7 +236,7 @@ class SFTPFiles:
                 sftp.stat(p)
                 return True
             except OSError:
-                if not _answered(sftp):
+                if not sftp_answers(sftp):
                     raise
                 return False  # as os.path.exists: whatever cannot be stat'ed does not exist
 
@@ -249,7 +250,7 @@ class SFTPFiles:
                 f = sftp.open(p, "wx")
             except OSError as e:
                 # SFTP v3 has no "already exists" status: OpenSSH answers a plain failure.
-                if e.errno is None and _answered(sftp) and _stat_or_none(sftp, p):
+                if e.errno is None and sftp_answers(sftp) and _stat_or_none(sftp, p):
                     return False
                 raise
             with f:
@@ -328,7 +329,7 @@ def _make_dirs(sftp: paramiko.SFTPClient, d: str) -> None:
             raise
         _make_dirs(sftp, parent)
     except OSError:
-        if not _answered(sftp):
+        if not sftp_answers(sftp):
             raise
         attrs = _stat_or_none(sftp, d)
         if attrs is None:
@@ -339,15 +340,9 @@ def _make_dirs(sftp: paramiko.SFTPClient, d: str) -> None:
     try:
         sftp.mkdir(d, 0o700)
     except OSError:
-        attrs = _stat_or_none(sftp, d) if _answered(sftp) else None
+        attrs = _stat_or_none(sftp, d) if sftp_answers(sftp) else None
         if attrs is None or not _is_dir(attrs):
             raise
-
-
-def _answered(sftp: paramiko.SFTPClient) -> bool:
-    """An error came from the server (its SFTP session is still up), not the connection."""
-    chan = sftp.get_channel()
-    return not chan.closed and chan.get_transport().is_active()
 
 
 def _stat_or_none(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:

@@ -298,6 +298,38 @@ def test_read_files_reads_many_files_of_every_size_together(ssh, remote, monkeyp
     assert ssh.read_files([f"{rdir}/f1"]) == {f"{rdir}/f1": want[f"{rdir}/f1"]}  # still usable
 
 
+def test_a_thread_waiting_on_a_file_does_not_hold_back_another_threads_files(ssh, remote):
+    """Each thread that uses files at the same time has an SFTP session of its own (the
+    monitor reads results while the submitting thread stages): a read that waits on the
+    server holds back nobody else's, and the sessions are kept for the next operations."""
+    rdir, ldir = remote
+    ssh.make_dir(rdir)
+    os.mkfifo(ldir / "fifo")  # opening it to write waits for a reader, on the server
+    (ldir / "file").write_bytes(b"plain")
+    opened = []
+    real = paramiko.SSHClient.open_sftp
+
+    def counting(self):
+        opened.append(1)
+        return real(self)
+
+    with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(2) as pool:
+        mp.setattr(paramiko.SSHClient, "open_sftp", counting)
+        waiting = pool.submit(ssh.write_bytes, f"{rdir}/fifo", b"through the fifo", atomic=False)
+        try:
+            other = pool.submit(ssh.read_files, [f"{rdir}/file", f"{rdir}/nothing"])
+            assert other.result(timeout=60) == {f"{rdir}/file": b"plain", f"{rdir}/nothing": None}
+            assert not waiting.done()
+        finally:
+            with open(ldir / "fifo", "rb"):  # let the write end, whatever happened
+                pass
+        assert waiting.result(timeout=60) is None
+        for _ in range(5):
+            assert ssh.exists(f"{rdir}/file")
+        assert len(opened) == 1  # a second session beside make_dir's; both kept
+    assert ssh.connections_opened == 1
+
+
 def test_stage_writes_a_whole_submission_in_a_few_round_trips(ssh, remote, monkeypatch):
     """A submission's directories, files and links in three round trips, however many:
     not the ten or so per job that one request at a time costs."""
