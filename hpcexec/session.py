@@ -53,6 +53,7 @@ from .store import Store
 from .tracker import Tracker
 from .transport.base import Transport
 from .transport.local import LocalShell
+from .trust import PathStat
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +160,15 @@ class Session:
         if self.remote:
             self.files_dir = self.transport.expand_path(ssh.remote_dir or DEFAULT_REMOTE_DIR)
             commands = sorted({c for cls in schedulers().values() for c in cls.commands})
-            # The remote Python is checked on the shell while the files are set up over SFTP:
-            # on a distant link each is a few round trips, so they go side by side.
-            with concurrent.futures.ThreadPoolExecutor(1, "hpcexec-connect") as pool:
+            # The remote Python is checked on the shell while the files are set up over SFTP,
+            # and the user id their trust checks compare with is asked on a second shell (the
+            # transport keeps it): on a distant link each is a few round trips, so they go
+            # side by side.
+            with concurrent.futures.ThreadPoolExecutor(2, "hpcexec-connect") as pool:
                 checked = pool.submit(
                     check_python, self.transport, python or DEFAULT_REMOTE_PYTHON, commands
                 )
+                pool.submit(self.transport.user_id)  # its error, if any, comes again below
                 failed = self._set_up_files()
             remote = checked.result()  # its error first, as when it was checked first
             if failed is not None:
@@ -183,13 +187,27 @@ class Session:
 
     def _set_up_files(self) -> Exception | None:
         """The jobs directory and the jobs' copy of the key, checked (what went wrong, for
-        the caller to raise)."""
+        the caller to raise). Every path is looked at together (one round trip over SSH)."""
         self.jobs_dir = Path(self.files_dir) / "jobs"
+        self.key = integrity.client_key(self.cache_dir)
+        self.keyring = integrity.KeyRing(self.key)
+        self.key_file = integrity.key_path(self.files_dir, self.key)
+        t = self.transport
+        jobs, secrets = str(self.jobs_dir), posixpath.dirname(self.key_file)
         try:
-            self.transport.make_dir(str(self.jobs_dir))
-            trust.check(self.files_dir, "the job files directory", files=self.transport)
-            trust.check(str(self.jobs_dir), "the jobs directory", repair=True, files=self.transport)
-            self._install_key()
+            seen = t.stat_paths([self.files_dir, jobs, secrets, self.key_file])
+            if seen[jobs] is None:  # a new files directory: made private (0700), looked at
+                t.make_dir(jobs)
+                seen.update(t.stat_paths([self.files_dir, jobs]))
+            trust.check(
+                self.files_dir, "the job files directory", files=t, seen=seen[self.files_dir]
+            )
+            trust.check(jobs, "the jobs directory", repair=True, files=t, seen=seen[jobs])
+            if seen[secrets] is None:
+                t.make_dir(secrets)  # private (0700)
+            else:
+                trust.check(secrets, "the keys directory", repair=True, files=t, seen=seen[secrets])
+            self._install_key(seen[self.key_file])
         except Exception as e:  # noqa: BLE001 - raised by the caller, after the Python check
             return e
         return None
@@ -250,28 +268,21 @@ class Session:
         except ValueError as e:
             raise ResourceError(f"local_gpus takes GPU ids such as '0,1', or 'none': {e}") from None
 
-    def _install_key(self) -> None:
-        """This cache's key, and its copy where the jobs read it (``<files dir>/secrets/<id>``),
-        both checked: the user's, and private."""
-        self.key = integrity.client_key(self.cache_dir)
-        self.keyring = integrity.KeyRing(self.key)
-        self.key_file = integrity.key_path(self.files_dir, self.key)
-        secrets_dir = posixpath.dirname(self.key_file)
-        try:
-            trust.check(secrets_dir, "the keys directory", repair=True, files=self.transport)
-        except FileNotFoundError:
-            self.transport.make_dir(secrets_dir)  # private (0700)
-        try:
-            trust.check(
-                self.key_file,
-                "the jobs' copy of the cache key",
-                forbidden=trust.ANY_ACCESS,
-                repair=True,
-                files=self.transport,
-            )
-        except FileNotFoundError:
+    def _install_key(self, seen: PathStat | None) -> None:
+        """The jobs' copy of the cache key (``<files dir>/secrets/<id>``; ``seen``: its stat,
+        None when missing): written once, private, and checked: the user's, and private."""
+        if seen is None:
             self.transport.write_bytes(self.key_file, self.key)
             self.transport.chmod(self.key_file, 0o600)
+            return
+        trust.check(
+            self.key_file,
+            "the jobs' copy of the cache key",
+            forbidden=trust.ANY_ACCESS,
+            repair=True,
+            files=self.transport,
+            seen=seen,
+        )
 
     # -- read-only views -------------------------------------------------------------------
     @property

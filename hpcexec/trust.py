@@ -71,13 +71,15 @@ def check(
     forbidden: int = OTHERS_WRITE,
     repair: bool = False,
     files: Files = LOCAL,
+    seen: PathStat | None = None,
 ) -> None:
     """Raise :class:`UntrustedPath` unless ``path`` belongs to the user and allows none of the
     ``forbidden`` mode bits. ``repair``: hpcexec made it, so a mode that allows too much is
     taken back (with a warning) when the path is the user's own and not a link. ``what``
-    names it in messages ("the jobs directory"). FileNotFoundError if it does not exist."""
+    names it in messages ("the jobs directory"). ``seen``: the path's stat where the caller
+    has just read it (with others, in one exchange). FileNotFoundError if it does not exist."""
     path = os.fspath(path)
-    st = files.stat_path(path)
+    st = seen or files.stat_path(path)
     uid = files.user_id()
     shown = f"{path} (a link to {st.target})" if st.link else path
     q = shlex.quote(st.target)

@@ -324,3 +324,24 @@ def test_a_remote_files_directory_is_checked_over_ssh(
     assert stat.S_IMODE((files / "jobs").stat().st_mode) == 0o755
     key = next((files / SECRETS).iterdir())
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+@pytest.mark.ssh
+@pytest.mark.slurm
+def test_a_remote_files_directory_is_looked_at_in_one_exchange(
+    slurm_cluster, remote_options, cache, monkeypatch
+):
+    """Connecting looks at the files directory, jobs/, secrets/ and the key together: on a
+    distant link one round trip, not one per path (each was two or more before)."""
+    from sshtest import Exchanges
+
+    with hpcexec.Executor(cache_dir=cache, backend="slurm", **remote_options):
+        pass  # sets the directory up: made, the key written
+    trips = Exchanges(monkeypatch)
+    with hpcexec.Executor(cache_dir=cache, backend="slurm", **remote_options):
+        assert trips.count == 1
+    files = Path(remote_options["remote_dir"])
+    (files / "jobs").chmod(0o777)
+    with hpcexec.Executor(cache_dir=cache, backend="slurm", **remote_options):
+        pass  # still checked, and repaired
+    assert stat.S_IMODE((files / "jobs").stat().st_mode) == 0o755

@@ -177,6 +177,17 @@ class Transport(abc.ABC):
         """The owner and mode of a path, at a link's target, and whether it is a link
         (FileNotFoundError when it does not exist): what :mod:`hpcexec.trust` checks."""
 
+    def stat_paths(self, paths: Sequence[str]) -> dict[str, PathStat | None]:
+        """Many paths at once, as :meth:`stat_path` looks at each (None for a missing one);
+        a transport with latency looks at them together."""
+        out: dict[str, PathStat | None] = {}
+        for path in paths:
+            try:
+                out[path] = self.stat_path(path)
+            except FileNotFoundError:
+                out[path] = None
+        return out
+
     @abc.abstractmethod
     def user_id(self) -> int:
         """The user id files are written as, where they live."""

@@ -7,7 +7,8 @@ together and the answers are matched by request number (as paramiko's own prefet
 two round trips for any number of files of up to 32 KiB, one more for bigger ones; the
 handles are closed without waiting for the answers. Writing a submission's files is three
 steps the same way (directories; opens; writes, closes and links), renaming many paths one,
-listing many directories three (opens; reads; the reads that find each one's end).
+listing many directories three (opens; reads; the reads that find each one's end), looking
+at many paths (``lstat``) one.
 No step sends a request that depends on another request of the same step, so nothing relies
 on a server answering in order.
 """
@@ -25,6 +26,7 @@ from paramiko.sftp import (
     CMD_EXTENDED,
     CMD_FSTAT,
     CMD_HANDLE,
+    CMD_LSTAT,
     CMD_MKDIR,
     CMD_NAME,
     CMD_OPEN,
@@ -174,6 +176,27 @@ def renames(sftp: paramiko.SFTPClient, pairs: list[tuple[str, str]]) -> list[OSE
     batch = _Batch(sftp)
     nums = [batch.send(CMD_EXTENDED, "posix-rename@openssh.com", s, d) for s, d in pairs]
     return batch.statuses(nums)
+
+
+def lstat_all(sftp: paramiko.SFTPClient, paths: list[str]) -> dict[str, SFTPAttributes | None]:
+    """``lstat`` each of ``paths`` in one round trip (None for one that does not exist); any
+    other error is raised once every answer is in."""
+    batch = _Batch(sftp)
+    nums = {p: batch.send(CMD_LSTAT, p) for p in paths}
+    batch.wait(nums.values())
+    out: dict[str, SFTPAttributes | None] = {}
+    failure: OSError | None = None
+    for p, num in nums.items():
+        try:
+            msg = batch.take(num, CMD_ATTRS)
+            out[p] = SFTPAttributes._from_msg(msg) if msg is not None else None
+        except FileNotFoundError:
+            out[p] = None
+        except OSError as e:
+            failure = failure or e
+    if failure is not None:
+        raise failure
+    return out
 
 
 def _mode(mode: int) -> SFTPAttributes:

@@ -323,6 +323,10 @@ class SSHTransport(Transport):
     def stat_path(self, path: str) -> PathStat:
         return self._files.stat_path(path)
 
+    def stat_paths(self, paths: Sequence[str]) -> dict[str, PathStat | None]:
+        """One round trip for any number (see :mod:`.sftpbatch`)."""
+        return self._files.stat_paths(paths)
+
     def chmod(self, path: str, mode: int) -> None:
         self._files.chmod(path, mode)
 

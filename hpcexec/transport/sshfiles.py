@@ -16,7 +16,7 @@ import paramiko
 
 from ..errors import TransportError
 from ..trust import PathStat
-from .sftpbatch import list_dirs, make_dirs, read_files, renames, write_files
+from .sftpbatch import list_dirs, lstat_all, make_dirs, read_files, renames, write_files
 from .sshconnect import SFTP_TIMEOUT, sftp_answers
 from .sshlink import Link
 
@@ -289,21 +289,30 @@ class SFTPFiles:
         self._call("make directory", p, lambda sftp: _make_dirs(sftp, p), idempotent=True)
 
     def stat_path(self, path: str) -> PathStat:
-        p = self.expand_path(path)
+        st = self.stat_paths([path])[path]
+        if st is None:
+            p = self.expand_path(path)
+            raise FileNotFoundError(errno.ENOENT, f"No such file (stat on {self.host})", p)
+        return st
 
-        def op(sftp: paramiko.SFTPClient) -> PathStat:
-            attrs = sftp.lstat(p)  # one round trip for a path that is no link
-            link = attrs.st_mode is not None and stat.S_ISLNK(attrs.st_mode)
-            target = p
-            if link:
-                target, attrs = sftp.normalize(p), sftp.stat(p)  # realpath(3) on the server
-            if attrs.st_uid is None or attrs.st_mode is None:
-                raise TransportError(
-                    f"the SFTP server of {self.host} gives no owner or mode for {p}"
-                )
-            return PathStat(attrs.st_uid, attrs.st_mode, link, target)
+    def stat_paths(self, paths: Sequence[str]) -> dict[str, PathStat | None]:
+        """Many paths in one round trip (a link: two more for it); None for a missing one."""
+        full = {path: self.expand_path(path) for path in paths}
 
-        return self._call("stat", p, op, idempotent=True)
+        def op(sftp: paramiko.SFTPClient) -> dict[str, PathStat | None]:
+            got = lstat_all(sftp, list(dict.fromkeys(full.values())))
+            return {p: _path_stat(sftp, p, attrs, self.host) for p, attrs in got.items()}
+
+        if not full:
+            return {}
+        first = next(iter(full.values()))
+        got = self._call(
+            "stat",
+            first if len(full) == 1 else f"{len(full)} paths such as {first}",
+            op,
+            idempotent=True,
+        )
+        return {path: got[p] for path, p in full.items()}
 
     def chmod(self, path: str, mode: int) -> None:
         p = self.expand_path(path)
@@ -343,6 +352,25 @@ def _make_dirs(sftp: paramiko.SFTPClient, d: str) -> None:
         attrs = _stat_or_none(sftp, d) if sftp_answers(sftp) else None
         if attrs is None or not _is_dir(attrs):
             raise
+
+
+def _path_stat(
+    sftp: paramiko.SFTPClient, p: str, attrs: paramiko.SFTPAttributes | None, host: str
+) -> PathStat | None:
+    """What :mod:`hpcexec.trust` needs of ``p`` from its ``lstat`` (a link is followed on the
+    server: realpath(3), then its target's owner and mode)."""
+    if attrs is None:
+        return None
+    link = attrs.st_mode is not None and stat.S_ISLNK(attrs.st_mode)
+    target = p
+    if link:
+        try:
+            target, attrs = sftp.normalize(p), sftp.stat(p)
+        except FileNotFoundError:  # a dangling link: as os.stat, the path is not there
+            return None
+    if attrs.st_uid is None or attrs.st_mode is None:
+        raise TransportError(f"the SFTP server of {host} gives no owner or mode for {p}")
+    return PathStat(attrs.st_uid, attrs.st_mode, link, target)
 
 
 def _stat_or_none(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:

@@ -46,6 +46,7 @@ from sshtest import (
 from hpcexec.errors import HostKeyError, TransportError
 from hpcexec.transport import sshconfig
 from hpcexec.transport.ssh import SSHTransport
+from hpcexec.trust import PathStat
 
 pytestmark = pytest.mark.ssh
 
@@ -218,6 +219,30 @@ def test_stat_path_user_id_and_chmod_for_the_trust_checks(ssh, remote):
     assert ssh.user_id() == os.getuid()
     with pytest.raises(FileNotFoundError):
         ssh.stat_path(f"{rdir}/none")
+
+
+def test_stat_paths_looks_at_many_paths_in_one_exchange(ssh, remote, monkeypatch):
+    """What the trust checks of a connection need, together: each path as stat_path sees it
+    (a link at its target), None for a missing one or a dangling link."""
+    rdir, ldir = remote
+    ssh.make_dir(f"{rdir}/d")
+    (ldir / "f").write_bytes(b"")
+    (ldir / "f").chmod(0o640)
+    (ldir / "link").symlink_to(ldir / "d")
+    (ldir / "dangling").symlink_to(ldir / "nowhere")
+    paths = [f"{rdir}/{n}" for n in ("d", "f", "none")] + [f"{rdir}/d"]
+    ssh.expand_path("~")  # the home directory, asked once for every later ~
+    trips = Exchanges(monkeypatch)
+    seen = ssh.stat_paths(paths)
+    assert trips.count == 1
+    assert seen == {
+        f"{rdir}/d": PathStat(os.getuid(), stat.S_IFDIR | 0o700, False, str(ldir / "d")),
+        f"{rdir}/f": PathStat(os.getuid(), stat.S_IFREG | 0o640, False, str(ldir / "f")),
+        f"{rdir}/none": None,
+    }
+    assert ssh.stat_paths([f"{rdir}/dangling"]) == {f"{rdir}/dangling": None}
+    st = ssh.stat_paths([f"{rdir}/link"])[f"{rdir}/link"]  # at the link's target, named
+    assert st == PathStat(os.getuid(), stat.S_IFDIR | 0o700, True, str(ldir / "d"))
 
 
 def test_file_methods_with_tilde_spaces_and_quotes(ssh, remote):
