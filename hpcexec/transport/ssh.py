@@ -24,6 +24,7 @@ import logging
 import os
 import posixpath
 import shlex
+import threading
 from collections.abc import Mapping, Sequence
 
 from ..errors import TransportError
@@ -90,6 +91,7 @@ class SSHTransport(Transport):
         self._commands = Commands(self._link, persistent_shell=persistent_shell)
         self._files = SFTPFiles(self._link)
         self._uid: int | None = None
+        self._uid_lock = threading.Lock()  # asked once: a second caller waits for the answer
 
     @property
     def endpoint(self) -> Endpoint:
@@ -261,14 +263,16 @@ class SSHTransport(Transport):
             raise TransportError(f"could not remove {p} on {self.host}: {err.strip()}")
 
     def user_id(self) -> int:
-        if self._uid is None:
-            status, out, err = self._execute("id -u", idempotent=True)
-            if status != 0 or not out.strip().isdigit():
-                raise TransportError(
-                    f"`id -u` failed on {self.host} (exit status {status}): {(err or out).strip()}"
-                )
-            self._uid = int(out.strip())
-        return self._uid
+        with self._uid_lock:
+            if self._uid is None:
+                status, out, err = self._execute("id -u", idempotent=True)
+                if status != 0 or not out.strip().isdigit():
+                    raise TransportError(
+                        f"`id -u` failed on {self.host} (exit status {status}): "
+                        f"{(err or out).strip()}"
+                    )
+                self._uid = int(out.strip())
+            return self._uid
 
     # -- files (see :mod:`.sshfiles`) ---------------------------------------------------
 

@@ -221,6 +221,24 @@ def test_stat_path_user_id_and_chmod_for_the_trust_checks(ssh, remote):
         ssh.stat_path(f"{rdir}/none")
 
 
+def test_the_user_id_is_asked_once_even_by_threads_at_once(ssh, monkeypatch):
+    """Connecting asks it beside the Python check while the trust checks want it too: the
+    second caller waits for the first one's answer instead of running `id -u` again."""
+    from hpcexec.transport.sshcommands import Commands
+
+    ran, real = [], Commands.execute
+
+    def slow(self, command, **kw):
+        ran.append(command)
+        time.sleep(0.3)  # long enough for the other thread to ask meanwhile
+        return real(self, command, **kw)
+
+    monkeypatch.setattr(Commands, "execute", slow)
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(lambda _: ssh.user_id(), range(2))) == [os.getuid()] * 2
+    assert ran == ["id -u"]
+
+
 def test_stat_paths_looks_at_many_paths_in_one_exchange(ssh, remote, monkeypatch):
     """What the trust checks of a connection need, together: each path as stat_path sees it
     (a link at its target), None for a missing one or a dangling link."""
