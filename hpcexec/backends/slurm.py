@@ -392,12 +392,16 @@ class SlurmBackend(SchedulerBackend):
         return found
 
     def submit_limit_argv(self) -> list[str] | None:
-        """The user's associations' MaxSubmit and QOS, then every QOS's MaxSubmitPU."""
+        """The user's associations' MaxSubmit and QOS, then every QOS's MaxSubmitPU. The two
+        queries run side by side (each waits a quarter of a second or so on slurmdbd); the
+        command fails if either does."""
         return [
             "sh",
             "-c",
-            'sacctmgr -n -P show assoc where user="$(id -un)" format=MaxSubmit,DefaultQOS,QOS'
-            ' && echo "-- qos" && sacctmgr -n -P show qos format=Name,MaxSubmitPU',
+            'q=$(mktemp) || exit 1; sacctmgr -n -P show qos format=Name,MaxSubmitPU > "$q" & '
+            'p=$!; a=$(sacctmgr -n -P show assoc where user="$(id -un)" '
+            "format=MaxSubmit,DefaultQOS,QOS) && wait $p && "
+            """printf '%s\\n-- qos\\n' "$a" && cat "$q"; s=$?; rm -f "$q"; exit $s""",
         ]
 
     def parse_submit_limit(self, out: str, native: tuple[str, ...]) -> int | None:

@@ -4,6 +4,7 @@ each file naming its source)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,36 @@ def test_slurm_reads_the_submit_limit_of_the_qos_a_job_asks_for():
     assert slurm.parse_submit_limit("sacctmgr: error: Problem talking to the database", ()) is None
     assert slurm.submit_limit_argv()[0] == "sh"
     assert SCHEDULERS["sge"]().submit_limit_argv() is None
+
+
+def fake_sacctmgr(bin_dir: Path, assoc: str, qos: str, fail: str = "") -> None:
+    """A ``sacctmgr`` that answers the two queries (``fail``: the one that errors); the assoc
+    one answers only once the qos one has started (for at most 5 s): one after the other,
+    assoc first, it fails."""
+    started = bin_dir / "qos-started"
+    script = bin_dir / "sacctmgr"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        f"  *'show qos'*) : > {started}; [ '{fail}' = qos ] && exit 1; printf '{qos}' ;;\n"
+        f"  *'show assoc'*) i=0; while [ ! -e {started} ] && [ $i -lt 500 ]; do "
+        "sleep 0.01; i=$((i+1)); done\n"
+        f"    [ -e {started} ] && [ '{fail}' != assoc ] && printf '{assoc}' ;;\n"
+        "esac\n"
+    )
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("fail", ["", "qos", "assoc"])
+def test_slurm_asks_both_limits_at_once_and_fails_if_either_does(tmp_path, monkeypatch, fail):
+    import subprocess
+
+    fake_sacctmgr(tmp_path, "||hx_rec10,normal\\n", "normal|\\nhx_rec10|10\\n", fail)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    slurm = SCHEDULERS["slurm"]()
+    out = subprocess.run(slurm.submit_limit_argv(), capture_output=True, text=True, check=False)
+    if fail:
+        assert out.returncode != 0
+        return
+    assert (out.returncode, out.stdout) == (0, "||hx_rec10,normal\n-- qos\nnormal|\nhx_rec10|10\n")
+    assert slurm.parse_submit_limit(out.stdout, ("--qos=hx_rec10",)) == 10
