@@ -32,12 +32,7 @@ from .transport.base import Transport
 
 log = logging.getLogger(__name__)
 
-# lines "TEXT<tab>JOBDIR": TEXT into JOBDIR/jobid, atomically
-_WRITE_IDS = (
-    'tab=$(printf "\\t"); while IFS="$tab" read -r text dir; do '
-    'printf "%s\\n" "$text" > "$dir/.jobid.tmp" '
-    '&& mv -f "$dir/.jobid.tmp" "$dir/jobid"; done'
-)
+JOBID_TMP = ".jobid.tmp"  # a job id file being written, renamed into place once whole
 
 
 @dataclass(frozen=True)
@@ -67,23 +62,21 @@ def record_file(rec: JobRecord, key: bytes) -> bytes:
 
 
 def note_job_ids(transport: Transport, ids: dict[str, Submitted]) -> None:
-    """Write each job directory's job id file (``{jobdir: what}``); many in one command,
-    so an array over SSH costs one round trip, not one per element. A failure is logged:
-    the record holds the ids all the same."""
+    """Write each job directory's job id file (``{jobdir: what}``), each whole or not at all
+    (written beside it, then renamed): all of them together, so an array over SSH costs
+    three round trips, not some per element, and no process is started per element. A
+    failure is logged: the record holds the ids all the same."""
     if not ids:
         return
-    ok, why = True, ""
+    tmp = {jobdir: os.path.join(jobdir, JOBID_TMP) for jobdir in ids}
+    why = ""
     try:
-        if len(ids) == 1:
-            [(jobdir, what)] = ids.items()
-            transport.write_bytes(os.path.join(jobdir, JOBID), f"{what.text()}\n".encode())
-        else:
-            lines = "".join(f"{what.text()}\t{jobdir}\n" for jobdir, what in ids.items())
-            r = transport.run(["/bin/sh", "-c", _WRITE_IDS], input=lines)
-            ok, why = r.ok, (r.stderr or r.stdout).strip()[:300]
+        transport.stage([], {tmp[d]: f"{what.text()}\n".encode() for d, what in ids.items()})
+        failed = transport.renames([(tmp[d], os.path.join(d, JOBID)) for d in ids])
+        why = next((str(e) for e in failed if e is not None), "")
     except (OSError, TransportError) as e:
-        ok, why = False, str(e)
-    if not ok:
+        why = str(e) or type(e).__name__
+    if why:
         log.warning(
             "could not keep the job ids of %d job(s) in their directories (%s); a "
             "lost cache could not tell they were submitted",
