@@ -45,6 +45,9 @@ EARLY_POLLS_FOR = 20.0
 # the status asked at once (:meth:`StatusPoll.peek`), not at the end of the interval.
 PEEK_EVERY = 0.02
 PEEKS = 10
+# A job whose exit-code file said 0 and that the scheduler lists as ending (SLURM's
+# COMPLETING, a fraction of a second) is asked about again this soon (StatusPoll.completing).
+REASK_EVERY = 0.05
 
 
 class SchedulerQueue(Driver):
@@ -107,6 +110,8 @@ class SchedulerQueue(Driver):
         since = self.submitter.last_submitted
         if since is None or now - since >= EARLY_POLLS_FOR:
             return None
+        if self.status.completing:
+            return REASK_EVERY
         return max(EARLY_POLL, EARLY_FRACTION * (now - since))
 
     def hurry(self) -> None:

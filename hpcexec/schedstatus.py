@@ -32,6 +32,7 @@ LOST_AFTER = 600.0  # seconds a job may be missing from queue and accounting bef
 NEVER_STARTED_AFTER = 30.0  # the same for a job that never started
 ACTIVE = (*QUEUED, JobState.RUNNING, JobState.SUSPENDED)
 PEEK_MAX = 16  # jobs whose exit-code files a peek reads; more are left to the status command
+REASKS = 6  # times the status is asked again soon about a job ending after its file said 0
 
 
 def completed(
@@ -70,6 +71,10 @@ class StatusPoll:
         # (key -> job id): they count against its limit on queued jobs until it lists them
         # ended, so the status asks after them until then.
         self.lingering: dict[str, str] = {}
+        # Jobs whose exit-code file said 0 while the scheduler listed them as ending (key ->
+        # times asked since): SLURM's COMPLETING lasts a fraction of a second, so the status
+        # is asked again soon, at most REASKS times, not at the end of its interval.
+        self.completing: dict[str, int] = {}
 
     def refresh(self) -> bool:
         """Bring the submitted records up to date: the status of every job in one command per
@@ -103,6 +108,13 @@ class StatusPoll:
             for key, values in self._judge_gone(gone, now).items():
                 updates[key].update(values)
         updates = {k: v for k, v in updates.items() if v}
+        self.completing = {
+            r.key: n + 1
+            for r in active
+            if (n := self.completing.get(r.key, 0 if r.key in peeked else REASKS)) < REASKS
+            and updates.get(r.key, {}).get("state", r.state) in ACTIVE
+            and getattr(seen.get(r.job_id or ""), "ending", False)
+        }
         if len(active) <= PEEK_MAX:  # ending: how is the scheduler's to say, not the file's
             self.watched = [
                 r

@@ -18,8 +18,9 @@ from hpcexec.jobfiles import killed_by, signal_of
 from hpcexec.layout import EXITCODE
 from hpcexec.localqueue import LocalQueue
 from hpcexec.record import JobRecord
-from hpcexec.schedqueue import EARLY_POLL, PEEK_EVERY, SchedulerQueue
+from hpcexec.schedqueue import EARLY_POLL, PEEK_EVERY, REASK_EVERY, SchedulerQueue
 from hpcexec.schedrecover import SUBMITTING
+from hpcexec.schedstatus import REASKS
 from hpcexec.slots import CLAIMS
 from hpcexec.store import Store
 from hpcexec.transport.base import CommandResult
@@ -274,6 +275,31 @@ def test_a_job_the_scheduler_lists_as_ending_is_judged_by_it_not_by_its_file(tmp
     assert shell.ran == ["squeue", "squeue"]
     assert store.get("ok").state is state
     assert queue.poll() is False and shell.ran == ["squeue", "squeue"]  # not asked again
+
+
+def test_a_job_listed_completing_after_its_file_said_0_is_asked_about_again_soon(
+    tmp_path, monkeypatch
+):
+    # SLURM lists a job COMPLETING for a fraction of a second after it exits: its end is
+    # asked again every REASK_EVERY s (at most REASKS times), not at the next interval
+    store, shell, queue = _fresh_jobs(tmp_path, peek=True, then="COMPLETING")
+    now = time.time()
+    monkeypatch.setattr(schedqueue, "time", SimpleNamespace(time=lambda: now))
+    assert queue.poll() is False and store.get("ok").state is JobState.RUNNING
+    completing = (0, "12|COMPLETING|None|vm|0\n13|RUNNING|None|vm|\n")
+    ended = (0, "12|COMPLETED|None|vm|0:0\n13|RUNNING|None|vm|\n")
+    shell.answers["squeue"] += [completing] * REASKS + [ended]
+    asked = []
+    for _ in range(REASKS):
+        assert queue.poll() is False  # not due yet: no command
+        now += REASK_EVERY + 0.001
+        queue.poll()
+        asked.append(shell.ran.count("squeue"))
+    assert asked == list(range(3, REASKS + 3))
+    now += REASK_EVERY + 0.001
+    assert queue.poll() is False and shell.ran.count("squeue") == REASKS + 2  # back to
+    now += EARLY_POLL  # the early interval
+    assert queue.poll() is True and store.get("ok").state is JobState.COMPLETED
 
 
 def test_job_files_on_another_host_are_not_peeked_at(tmp_path):
