@@ -39,12 +39,14 @@ log = logging.getLogger(__name__)
 EARLY_POLL = 0.2
 EARLY_FRACTION = 0.25
 EARLY_POLLS_FOR = 20.0
-# Where the job files are on this machine's filesystem, the exit-code files of the few jobs
-# left active are also read between those commands, PEEKS times per status interval (at least
-# PEEK_EVERY s apart: 50 times a second at first, every 0.5 s at the end); one saying 0 has
-# the status asked at once (:meth:`StatusPoll.peek`), not at the end of the interval.
+# The exit-code files of the few jobs left active are also read between those commands,
+# PEEKS times per status interval where the job files are on this machine's filesystem (at
+# least PEEK_EVERY s apart: 50 times a second at first, every 0.5 s at the end), REMOTE_PEEKS
+# times over SSH (each read is two round trips); one saying 0 has the status asked at once
+# (:meth:`StatusPoll.peek`), not at the end of the interval.
 PEEK_EVERY = 0.02
 PEEKS = 10
+REMOTE_PEEKS = 2
 # A job whose exit-code file said 0 and that the scheduler lists as ending (SLURM's
 # COMPLETING, a fraction of a second) is asked about again this soon (StatusPoll.completing).
 REASK_EVERY = 0.05
@@ -64,10 +66,11 @@ class SchedulerQueue(Driver):
         max_window: float = 2.0,
         calls_per_second: float = 10.0,
         max_queued: int | None = None,
-        peek: bool = False,
+        peeks: int = 0,
     ) -> None:
-        """``peek``: the job files are on this machine and the scheduler writes a job's
-        output as it runs (see :data:`PEEK_EVERY`)."""
+        """``peeks``: how many times per status interval the exit-code files of fresh jobs
+        are read (:data:`PEEKS`, :data:`REMOTE_PEEKS`; 0 where the scheduler delivers a
+        job's output only after it ended)."""
         self.store = store
         self.transport = transport
         self.backend = backend
@@ -87,7 +90,7 @@ class SchedulerQueue(Driver):
             max_window=max_window,
             max_queued=max_queued,
         )
-        self.peek = peek
+        self.peeks = peeks
         self._status_at = 0.0  # when the status command was last asked
 
     # -- one pass ----------------------------------------------------------------------------
@@ -99,8 +102,8 @@ class SchedulerQueue(Driver):
         soon = self.submitter.soon
         early = self._early_interval(time.time())
         if early is not None:
-            if self.peek and self.status.watched:
-                early = max(PEEK_EVERY, early / PEEKS)
+            if self.peeks and self.status.watched:
+                early = max(PEEK_EVERY, early / self.peeks)
             soon = early if soon is None else min(soon, early)
         return soon
 
@@ -124,7 +127,7 @@ class SchedulerQueue(Driver):
         now = time.time()
         early = self._early_interval(now)
         due = changed or early is None or now - self._status_at >= early
-        if self.peek and not due and not self.status.peek():  # nor asked for by a peek
+        if self.peeks and not due and not self.status.peek():  # nor asked for by a peek
             return False
         self._status_at = now
         return self.status.refresh() or changed

@@ -47,7 +47,7 @@ from .remote import (
     open_ssh,
 )
 from .resources import Resources
-from .schedqueue import SchedulerQueue
+from .schedqueue import PEEKS, REMOTE_PEEKS, SchedulerQueue
 from .settings import DEFAULTS, NUMBERS, ExecutorSettings, number_wanted, parse_gpu_ids
 from .store import Store
 from .tracker import Tracker
@@ -253,7 +253,7 @@ class Session:
             max_window=max(2.0, 10 * coalesce),
             calls_per_second=calls_per_second,
             max_queued=self.settings.max_queued,
-            peek=not self.remote and self.backend.output_live,
+            peeks=(REMOTE_PEEKS if self.remote else PEEKS) if self.backend.output_live else 0,
         )
 
     def _gpu_pool(self) -> tuple[str, ...]:

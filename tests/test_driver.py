@@ -18,7 +18,14 @@ from hpcexec.jobfiles import killed_by, signal_of
 from hpcexec.layout import EXITCODE
 from hpcexec.localqueue import LocalQueue
 from hpcexec.record import JobRecord
-from hpcexec.schedqueue import EARLY_POLL, PEEK_EVERY, REASK_EVERY, SchedulerQueue
+from hpcexec.schedqueue import (
+    EARLY_POLL,
+    PEEK_EVERY,
+    PEEKS,
+    REASK_EVERY,
+    REMOTE_PEEKS,
+    SchedulerQueue,
+)
 from hpcexec.schedrecover import SUBMITTING
 from hpcexec.schedstatus import REASKS
 from hpcexec.slots import CLAIMS
@@ -165,7 +172,7 @@ class Scripted(LocalShell):
         return CommandResult(tuple(argv), rc, out, "" if rc == 0 else out)
 
 
-def _slurm(tmp_path, answers, *recs: JobRecord, peek: bool = False):
+def _slurm(tmp_path, answers, *recs: JobRecord, peeks: int = 0):
     (tmp_path / "cache").mkdir()
     store = Store(tmp_path / "cache")
     shell = Scripted(answers)
@@ -174,7 +181,7 @@ def _slurm(tmp_path, answers, *recs: JobRecord, peek: bool = False):
             rec.backend, rec.host = "slurm", shell.host
             tx.put(rec)
     backend = SCHEDULERS["slurm"]()
-    return store, shell, SchedulerQueue(store, shell, backend, str(tmp_path), peek=peek)
+    return store, shell, SchedulerQueue(store, shell, backend, str(tmp_path), peeks=peeks)
 
 
 def test_an_unreadable_status_is_logged_and_the_next_poll_reads_it(tmp_path, caplog):
@@ -228,7 +235,7 @@ def test_a_submission_to_recover_waits_for_a_usable_list_of_queued_jobs(tmp_path
 
 
 # -- a fresh job's end, seen from its exit-code file between status commands ----------------
-def _fresh_jobs(tmp_path, peek: bool, then: str = "RUNNING"):
+def _fresh_jobs(tmp_path, peeks: int, then: str = "RUNNING"):
     """Two running jobs just submitted (the status said so once), then both end: ``ok``
     writes exit code 0, ``bad`` exit code 1; the status asked next lists ``ok`` as ``then``."""
     recs = [_rec(k, JobState.PENDING, job_id=i) for k, i in (("ok", "12"), ("bad", "13"))]
@@ -237,7 +244,7 @@ def _fresh_jobs(tmp_path, peek: bool, then: str = "RUNNING"):
         os.mkdir(rec.jobdir)
     running = (0, "12|RUNNING|None|vm|\n13|RUNNING|None|vm|\n")
     later = (0, f"12|{then}|None|vm|0:0\n13|RUNNING|None|vm|\n")
-    store, shell, queue = _slurm(tmp_path, {"squeue": [running, later]}, *recs, peek=peek)
+    store, shell, queue = _slurm(tmp_path, {"squeue": [running, later]}, *recs, peeks=peeks)
     queue.submitter.last_submitted = time.time()
     assert queue.poll() is True and store.get("ok").state is JobState.RUNNING
     (tmp_path / "ok" / EXITCODE).write_text("0\n\n")
@@ -246,7 +253,7 @@ def _fresh_jobs(tmp_path, peek: bool, then: str = "RUNNING"):
 
 
 def test_a_fresh_job_whose_exit_code_file_says_0_is_asked_about_at_once_and_completes(tmp_path):
-    store, shell, queue = _fresh_jobs(tmp_path, peek=True)
+    store, shell, queue = _fresh_jobs(tmp_path, PEEKS)
     started = store.get("ok").started  # when the status saw it running
     assert queue.wake_in == PEEK_EVERY  # its file is read again this soon
     # the file says 0: the status is asked now, not at the end of its interval, and a job it
@@ -270,7 +277,7 @@ def test_a_fresh_job_whose_exit_code_file_says_0_is_asked_about_at_once_and_comp
 def test_a_job_the_scheduler_lists_as_ending_is_judged_by_it_not_by_its_file(tmp_path, then, state):
     # scancel'd, a program that ends cleanly on SIGTERM (a Dask worker) exits 0: the job was
     # cancelled all the same; while SLURM lists it COMPLETING, how it ended is not known yet
-    store, shell, queue = _fresh_jobs(tmp_path, peek=True, then=then)
+    store, shell, queue = _fresh_jobs(tmp_path, PEEKS, then=then)
     assert queue.poll() is (state is not JobState.RUNNING)  # a change of state, or none
     assert shell.ran == ["squeue", "squeue"]
     assert store.get("ok").state is state
@@ -282,7 +289,7 @@ def test_a_job_listed_completing_after_its_file_said_0_is_asked_about_again_soon
 ):
     # SLURM lists a job COMPLETING for a fraction of a second after it exits: its end is
     # asked again every REASK_EVERY s (at most REASKS times), not at the next interval
-    store, shell, queue = _fresh_jobs(tmp_path, peek=True, then="COMPLETING")
+    store, shell, queue = _fresh_jobs(tmp_path, PEEKS, then="COMPLETING")
     now = time.time()
     monkeypatch.setattr(schedqueue, "time", SimpleNamespace(time=lambda: now))
     assert queue.poll() is False and store.get("ok").state is JobState.RUNNING
@@ -302,8 +309,15 @@ def test_a_job_listed_completing_after_its_file_said_0_is_asked_about_again_soon
     assert queue.poll() is True and store.get("ok").state is JobState.COMPLETED
 
 
-def test_job_files_on_another_host_are_not_peeked_at(tmp_path):
-    store, shell, queue = _fresh_jobs(tmp_path, peek=False)  # over SSH: a round trip each
+def test_job_files_on_another_host_are_peeked_at_less_often(tmp_path):
+    store, shell, queue = _fresh_jobs(tmp_path, REMOTE_PEEKS)  # over SSH: round trips each
+    assert queue.wake_in == EARLY_POLL / REMOTE_PEEKS
+    assert queue.poll() is True and shell.ran == ["squeue", "squeue"]
+    assert store.get("ok").state is JobState.COMPLETED
+
+
+def test_job_files_the_scheduler_writes_after_the_job_are_not_peeked_at(tmp_path):
+    store, shell, queue = _fresh_jobs(tmp_path, 0)  # PBS, LSF: output delivered at the end
     assert queue.wake_in == EARLY_POLL
     assert queue.poll() is False and shell.ran == ["squeue", "squeue"]
     assert store.get("ok").state is JobState.RUNNING  # as the status says, until it ends
@@ -317,7 +331,7 @@ def test_a_peeked_task_of_a_shared_array_names_the_element_that_ran_it(tmp_path)
     os.mkdir(rec.jobdir)
     answers = [(0, "12_1|PENDING|None||\n"), (0, "12_0|RUNNING|None|vm|\n")]
     store, shell, queue = _slurm(
-        tmp_path, {"squeue": answers, "scancel": [(0, "")]}, rec, peek=True
+        tmp_path, {"squeue": answers, "scancel": [(0, "")]}, rec, peeks=PEEKS
     )
     queue.submitter.last_submitted = time.time()
     queue.poll()
@@ -353,7 +367,7 @@ def test_a_job_completed_by_its_file_counts_as_queued_until_the_scheduler_lists_
 ):
     # SLURM counts a job against MaxSubmit until it has ended there: a client that forgot it
     # would submit past a limit it knows
-    store, shell, queue = _fresh_jobs(tmp_path, peek=True)
+    store, shell, queue = _fresh_jobs(tmp_path, PEEKS)
     assert queue.poll() is True and store.get("ok").state is JobState.COMPLETED
     assert queue.status.lingering == {"ok": "12"}
     shell.answers["squeue"] += [
