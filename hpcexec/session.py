@@ -189,12 +189,12 @@ class Session:
         """The jobs directory and the jobs' copy of the key, checked (what went wrong, for
         the caller to raise). Every path is looked at together (one round trip over SSH)."""
         self.jobs_dir = Path(self.files_dir) / "jobs"
-        self.key = integrity.client_key(self.cache_dir)
-        self.keyring = integrity.KeyRing(self.key)
-        self.key_file = integrity.key_path(self.files_dir, self.key)
         t = self.transport
-        jobs, secrets = str(self.jobs_dir), posixpath.dirname(self.key_file)
         try:
+            self.key = integrity.client_key(self.cache_dir)
+            self.keyring = integrity.KeyRing(self.key)
+            self.key_file = integrity.key_path(self.files_dir, self.key)
+            jobs, secrets = str(self.jobs_dir), posixpath.dirname(self.key_file)
             seen = t.stat_paths([self.files_dir, jobs, secrets, self.key_file])
             if seen[jobs] is None:  # a new files directory: made private (0700), looked at
                 t.make_dir(jobs)

@@ -6,12 +6,14 @@ import abc
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import TransportError
 from ..trust import PathStat
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +107,7 @@ class Transport(abc.ABC):
     def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
         """Many whole files at once (None for one that does not exist); a transport with
         latency reads them together."""
-        out: dict[str, bytes | None] = {}
-        for path in paths:
-            try:
-                out[path] = self.read_bytes(path)
-            except FileNotFoundError:
-                out[path] = None
-        return out
+        return _each(self.read_bytes, paths)
 
     @abc.abstractmethod
     def read_tail(self, path: str, max_bytes: int) -> str:
@@ -180,13 +176,7 @@ class Transport(abc.ABC):
     def stat_paths(self, paths: Sequence[str]) -> dict[str, PathStat | None]:
         """Many paths at once, as :meth:`stat_path` looks at each (None for a missing one);
         a transport with latency looks at them together."""
-        out: dict[str, PathStat | None] = {}
-        for path in paths:
-            try:
-                out[path] = self.stat_path(path)
-            except FileNotFoundError:
-                out[path] = None
-        return out
+        return _each(self.stat_path, paths)
 
     @abc.abstractmethod
     def user_id(self) -> int:
@@ -235,3 +225,14 @@ class Transport(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: a local transport holds nothing
         """Release connections."""
+
+
+def _each(one: Callable[[str], T], paths: Sequence[str]) -> dict[str, T | None]:
+    """``one(path)`` for each path, None where it raised FileNotFoundError."""
+    out: dict[str, T | None] = {}
+    for path in paths:
+        try:
+            out[path] = one(path)
+        except FileNotFoundError:
+            out[path] = None
+    return out

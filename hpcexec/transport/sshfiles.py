@@ -119,11 +119,15 @@ class SFTPFiles:
         return e
 
     def read_bytes(self, path: str) -> bytes:
-        data = self.read_files([path])[path]
-        if data is None:
+        return self._found(self.read_files([path]), path, "read")
+
+    def _found(self, got: Mapping[str, T | None], path: str, what: str) -> T:
+        """``path``'s entry of a batch's answers; FileNotFoundError where it is None."""
+        found = got[path]
+        if found is None:
             p = self.expand_path(path)
-            raise FileNotFoundError(errno.ENOENT, f"No such file (read on {self.host})", p)
-        return data
+            raise FileNotFoundError(errno.ENOENT, f"No such file ({what} on {self.host})", p)
+        return found
 
     def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
         """Many files in two round trips (see :mod:`.sftpbatch`); None for a missing one."""
@@ -289,11 +293,7 @@ class SFTPFiles:
         self._call("make directory", p, lambda sftp: _make_dirs(sftp, p), idempotent=True)
 
     def stat_path(self, path: str) -> PathStat:
-        st = self.stat_paths([path])[path]
-        if st is None:
-            p = self.expand_path(path)
-            raise FileNotFoundError(errno.ENOENT, f"No such file (stat on {self.host})", p)
-        return st
+        return self._found(self.stat_paths([path]), path, "stat")
 
     def stat_paths(self, paths: Sequence[str]) -> dict[str, PathStat | None]:
         """Many paths in one round trip (a link: two more for it); None for a missing one."""
