@@ -363,14 +363,57 @@ def test_a_thread_waiting_on_a_file_does_not_hold_back_another_threads_files(ssh
             other = pool.submit(ssh.read_files, [f"{rdir}/file", f"{rdir}/nothing"])
             assert other.result(timeout=60) == {f"{rdir}/file": b"plain", f"{rdir}/nothing": None}
             assert not waiting.done()
+        finally:  # a reader lets the write end, whatever happened
+            reader = os.open(ldir / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert waiting.result(timeout=60) is None
         finally:
-            with open(ldir / "fifo", "rb"):  # let the write end, whatever happened
-                pass
-        assert waiting.result(timeout=60) is None
+            os.close(reader)
         for _ in range(5):
             assert ssh.exists(f"{rdir}/file")
         assert len(opened) == 1  # a second session beside make_dir's; both kept
     assert ssh.connections_opened == 1
+
+
+def test_at_most_three_sftp_sessions_a_fourth_thread_waits_for_one(ssh, remote):
+    """Shells and SFTP sessions count against sshd's MaxSessions (10 by default): a thread
+    that finds all three sessions in use waits for one, it does not open a fourth."""
+    from hpcexec.transport.sshconnect import SFTP_SESSIONS
+
+    rdir, ldir = remote
+    ssh.make_dir(rdir)  # the first session, idle again
+    (ldir / "file").write_bytes(b"plain")
+    fifos = [ldir / f"fifo{i}" for i in range(SFTP_SESSIONS)]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    opened = []
+    real = paramiko.SSHClient.open_sftp
+
+    def counting(self):
+        opened.append(1)
+        return real(self)
+
+    with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(SFTP_SESSIONS + 1) as pool:
+        mp.setattr(paramiko.SSHClient, "open_sftp", counting)
+        writes = [
+            pool.submit(ssh.write_bytes, f"{rdir}/{f.name}", b"x", atomic=False) for f in fifos
+        ]
+        try:
+            deadline = time.monotonic() + 60
+            while len(opened) < SFTP_SESSIONS - 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            fourth = pool.submit(ssh.read_bytes, f"{rdir}/file")
+            time.sleep(0.5)
+            assert not fourth.done() and len(opened) == SFTP_SESSIONS - 1
+        finally:  # a reader on each lets every write end, whatever happened
+            readers = [os.open(fifo, os.O_RDONLY | os.O_NONBLOCK) for fifo in fifos]
+        try:
+            assert [w.result(timeout=60) for w in writes] == [None] * SFTP_SESSIONS
+        finally:
+            for r in readers:
+                os.close(r)
+        assert fourth.result(timeout=60) == b"plain"
+        assert len(opened) == SFTP_SESSIONS - 1  # the sessions were reused
 
 
 def test_stage_writes_a_whole_submission_in_a_few_round_trips(ssh, remote, monkeypatch):
