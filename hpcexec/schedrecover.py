@@ -19,6 +19,7 @@ from .layout import JobLayout
 from .record import JobRecord
 from .recovery import Submitted, note_job_ids
 from .schedcommands import SchedulerCommands
+from .schedscript import JOBDIRS
 from .store import Store
 from .transport.base import Transport
 
@@ -52,13 +53,15 @@ class Recovery:
         (the started file holds its id), else let it be submitted again, as if it had
         arrived at ``again_at``. One line each submission says which."""
         queued = self._queued()
+        scripts = {r.key: (r.reason or "")[len(SUBMITTING) :] for r in recs}
+        files = self._read(recs, scripts, queued)
         adopted: dict[str, Submitted] = {}
         found: dict[str, list[str]] = defaultdict(list)  # intent script -> adopted job ids
         again: dict[str, int] = defaultdict(int)  # intent script -> records submitted again
         with self.store.write() as tx:
             for r in recs:
-                script = (r.reason or "")[len(SUBMITTING) :]
-                job_id, index = self._found(r, script, queued)
+                script = scripts[r.key]
+                job_id, index = self._found(r, script, queued, files)
                 if job_id is not None:
                     tx.update(r.key, job_id=job_id or None, array_index=index, reason=None)
                     if script in queued:
@@ -92,25 +95,42 @@ class Recovery:
             )
         return self.backend.parse_find(out.stdout)
 
+    def _read(
+        self, recs: list[JobRecord], scripts: dict[str, str], queued: dict[str, str]
+    ) -> dict[str, bytes | None]:
+        """What :meth:`_found` looks at, read together before the store is written: the
+        job directories of each array found in the queue, the started file of each record
+        not found there."""
+        paths = {_jobdirs(s) for s in scripts.values() if s in queued} | {
+            JobLayout.of(r.jobdir, r.resources).started
+            for r in recs
+            if scripts[r.key] not in queued
+        }
+        return self.transport.read_files(sorted(paths))
+
     def _found(
-        self, rec: JobRecord, script: str, queued: dict[str, str]
+        self, rec: JobRecord, script: str, queued: dict[str, str], files: dict[str, bytes | None]
     ) -> tuple[str | None, int | None]:
         """The job id (and array index) of a record whose submission may have gone through:
-        from the queue by its script, else from its started file; (None, None) if neither."""
+        from the queue by its script, else from its started file; (None, None) if neither.
+        ``files``: what :meth:`_read` read."""
         if script in queued:
             job_id = queued[script]
-            jobdirs = os.path.join(os.path.dirname(script), "jobdirs")
-            index = None
-            if self.transport.exists(jobdirs):
-                lines = self.transport.read_bytes(jobdirs).decode().splitlines()
-                index = lines.index(rec.jobdir) if rec.jobdir in lines else None
+            listed = files[_jobdirs(script)]
+            lines = listed.decode().splitlines() if listed is not None else []
+            index = lines.index(rec.jobdir) if rec.jobdir in lines else None
             if index is not None:
                 job_id = self.backend.element_id(job_id, index)
             return job_id, index
-        started = JobLayout.of(rec.jobdir, rec.resources).started
-        if self.transport.exists(started):
-            return self.transport.read_bytes(started).decode().split("\n")[0].strip(), None
+        started = files[JobLayout.of(rec.jobdir, rec.resources).started]
+        if started is not None:
+            return started.decode().split("\n")[0].strip(), None
         return None, None
+
+
+def _jobdirs(script: str) -> str:
+    """The list of job directories beside an array's script."""
+    return os.path.join(os.path.dirname(script), JOBDIRS)
 
 
 def _id_range(ids: list[str]) -> str:

@@ -16,6 +16,7 @@ from .resources import Resources
 from .slots import CLAIMS, SHARE
 
 FILE_DIRECTIVES = "file_directives"  # record resources: directives of a submitted job file
+JOBDIRS = "jobdirs"  # beside an array's script: its records' job directories, one a line
 
 
 def single_spec(
@@ -95,7 +96,7 @@ def array_submission(
         lay = JobLayout.of(r.jobdir, r.resources)  # each element's output: its own job dir
         files.links[os.path.join(base, f"{i}.out")] = lay.stdout
         files.links[os.path.join(base, f"{i}.err")] = lay.stderr
-    files.files[os.path.join(base, "jobdirs")] = "".join(r.jobdir + "\n" for r in recs).encode()
+    files.files[os.path.join(base, JOBDIRS)] = "".join(r.jobdir + "\n" for r in recs).encode()
     shared = shareable(recs, after, hold)
     if shared:
         files.dirs.append(os.path.join(base, CLAIMS))
@@ -115,7 +116,7 @@ def array_submission(
         warning=recs[0].resources.get("checkpoint_grace"),
     )
     qbase = shlex.quote(base)
-    body = f"mapfile -t _hx_dirs < {qbase}/jobdirs\n_hx_i={backend.array_index_expr}\n"
+    body = f"mapfile -t _hx_dirs < {qbase}/{JOBDIRS}\n_hx_i={backend.array_index_expr}\n"
     if shared:  # run only a record no other element has taken; then maybe more
         body += (
             f'( set -o noclobber; : > {qbase}/{CLAIMS}/"$_hx_i" ) 2>/dev/null '
