@@ -5,6 +5,9 @@ Forms read: a date ``YYYY-MM-DD``, ``YYYYMMDD``, ``YYYY-Www[-D]`` or ``YYYYWww[D
 optionally any one separator character but a digit, and a time ``HH[:MM[:SS[.f+]]]`` or
 ``HH[MM[SS[.f+]]]`` (``,`` also marks the fraction; digits past the sixth are dropped),
 then optionally ``Z`` or an offset ``±HH[:MM[:SS[.f+]]]`` or ``±HH[MM[SS[.f+]]]``.
+
+An offset of a fraction of a second alone (``+00:00:00.5``) is that offset, as CPython's
+pure-Python reader has it; its C reader (3.11-3.13) reads it as UTC.
 """
 
 from __future__ import annotations
