@@ -6,7 +6,8 @@ delays each direction (a real distance: 25 ms each way is a 50 ms round trip).
 
 The default host is the loopback sshd of ``bash tests/clusters/sshd.sh start`` (its first
 port, as tests/sshtest.py finds it) with its client key and known-hosts file; the delayed link
-is a relay of ``tests/delaylink.py`` in front of it. For each workload (``n`` separate ``submit``
+is a relay of ``tests/delaylink.py`` in front of it, run in a process of its own (so the
+client's threads do not hold its packets back). For each workload (``n`` separate ``submit``
 calls; a ``map`` of ``n``) it prints the wall time without SSH, over the loopback and over the
 delayed link (connecting and checking the remote Python included), their ratios against the
 targets (<= 1.3x loopback, <= 1.5x delayed), the SSH connections the remote executor opened
@@ -28,7 +29,7 @@ import hpcexec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-from delaylink import DelayedLink  # noqa: E402
+from delaylink import RelayProcess  # noqa: E402
 from sshtest import DEST, SSHD_DIR, known_hosts_for  # noqa: E402  (the loopback sshd)
 
 TARGETS = {"loopback": 1.3, "delayed": 1.5}
@@ -61,7 +62,7 @@ def timed(work: Callable[[hpcexec.Executor, int], list], n: int, **connect) -> t
         return time.perf_counter() - t0, opened
 
 
-def measure(args: argparse.Namespace, connect: dict, link: DelayedLink, tmp: str) -> list:
+def measure(args: argparse.Namespace, connect: dict, link: RelayProcess, tmp: str) -> list:
     runs = 1 if args.quick else 3
     delayed = {
         **connect,
@@ -102,7 +103,7 @@ def main() -> int:
     )
     port = int(args.host.rsplit(":", 1)[1])
     print(f"SSH overhead on SLURM, n={args.n}, host {args.host}, delay {args.delay_ms} ms each way")
-    with DelayedLink(port, args.delay_ms / 1000) as link, tempfile.TemporaryDirectory() as tmp:
+    with RelayProcess(port, args.delay_ms / 1000) as link, tempfile.TemporaryDirectory() as tmp:
         rows = measure(args, connect, link, tmp)
     print(
         f"\n{'work':24} {'no SSH':>7} {'loopback':>9} {'ratio':>6} {'delayed':>8} {'ratio':>6}"

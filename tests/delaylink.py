@@ -9,11 +9,17 @@ window adjustments, may add a few: a figure to compare, not an exact count).
     with DelayedLink(target_port=2222, delay=0.025) as link:
         ...connect to 127.0.0.1:link.port...
         print(link.round_trips)
+
+``RelayProcess`` runs the same relay in a process of its own, so the threads of the program
+measured (which hold the GIL) do not hold its packets back: ``python tests/delaylink.py
+TARGET_PORT DELAY`` prints its port, then answers each line on its stdin with the round trips.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 
@@ -98,3 +104,51 @@ class DelayedLink:
         finally:
             queue.put_nowait((0.0, b""))
             await asyncio.gather(sender, return_exceptions=True)
+
+
+class RelayProcess:
+    """A :class:`DelayedLink` in a process of its own; the same ``port`` and ``round_trips``."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target_port = target_port
+        self.delay = delay
+        self.port = 0
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> RelayProcess:
+        argv = [sys.executable, __file__, str(self.target_port), str(self.delay)]
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.port = int(self._readline())
+        return self
+
+    def _readline(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the relay process ended (exit code {self._proc.wait()})")
+        return line
+
+    @property
+    def round_trips(self) -> int:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write("count\n")
+        self._proc.stdin.flush()
+        return int(self._readline())
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.close()  # the relay ends at the end of its input
+        self._proc.wait(10)
+
+
+def _serve(target_port: int, delay: float) -> None:
+    with DelayedLink(target_port, delay) as link:
+        print(link.port, flush=True)
+        for _ in sys.stdin:
+            print(link.round_trips, flush=True)
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), float(sys.argv[2]))
