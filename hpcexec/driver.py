@@ -89,6 +89,10 @@ class Driver(abc.ABC):
         """A caller waits for a job's result: submit what is gathering for a shared
         submission now."""
 
+    def expect(self, count: int) -> None:  # noqa: B027 - optional: nothing to ask ahead
+        """``count`` jobs are about to be written (before their files are staged): ask now
+        what their submission will need."""
+
     def wait_fds(self) -> list[int]:
         """File descriptors that become readable when a job ends (the monitor wakes on
         them); none by default."""

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .backends.base import JobStatus, SchedulerBackend
 from .errors import TransportError
 from .record import JobRecord
 from .transport.base import CommandResult, Transport
 
+log = logging.getLogger(__name__)
+
 COMMAND_TIMEOUT = 60.0  # seconds a scheduler command may take before its fate is unknown
+T = TypeVar("T")
 
 
 BURST = 3  # calls that may go at once after a quiet moment (a submit, then its status)
@@ -37,6 +43,35 @@ class RateLimit:
             time.sleep(delay)
 
 
+class Fact(Generic[T]):
+    """Something the scheduler is asked once: the first caller asks, a caller meanwhile
+    waits for that answer, later ones get it (a failure that raises is asked again)."""
+
+    def __init__(self, ask: Callable[[], T]) -> None:
+        self._ask = ask
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self.known = False
+
+    def get(self) -> T:
+        with self._lock:
+            if not self.known:
+                self._value = self._ask()
+                self.known = True
+            return self._value  # type: ignore[return-value]  # set with known
+
+    def ask_ahead(self) -> None:
+        """Ask in a thread of its own, unless known already; :meth:`get` waits for it."""
+        if not self.known:
+            threading.Thread(target=self._get_quietly, name="hpcexec-ask", daemon=True).start()
+
+    def _get_quietly(self) -> None:
+        try:
+            self.get()
+        except Exception:  # whoever needs it asks again and is told
+            log.debug("asking ahead failed", exc_info=True)
+
+
 class SchedulerCommands:
     """Runs one backend's commands on one transport, each after the rate limit; ``calls``
     counts them by command name; ``timeout``: seconds each may take."""
@@ -48,7 +83,9 @@ class SchedulerCommands:
         self.backend = backend
         self.limit = RateLimit(calls_per_second)
         self.calls: dict[str, int] = defaultdict(int)  # command name -> times run
-        self._max_array: int | None = None
+        self._max_array = Fact(self._ask_max_array)
+        self._lowered: int | None = None  # the most elements of an array the scheduler took
+        self._submit_limit = Fact(self._ask_submit_limit)
         self.timeout = COMMAND_TIMEOUT
 
     def run(
@@ -62,21 +99,46 @@ class SchedulerCommands:
 
     def max_array(self) -> int:
         """The most elements of one array the scheduler takes (asked once)."""
-        if self._max_array is None:
-            argv = self.backend.max_array_argv()
-            found = None
-            if argv:
-                try:
-                    r = self.run(argv, query=True)
-                    found = self.backend.parse_max_array(r.stdout) if r.ok else None
-                except TransportError:
-                    found = None
-            self._max_array = found or self.backend.default_max_array
-        return self._max_array
+        most = self._max_array.get()
+        return min(most, self._lowered) if self._lowered is not None else most
+
+    def _ask_max_array(self) -> int:
+        argv = self.backend.max_array_argv()
+        found = None
+        if argv:
+            try:
+                r = self.run(argv, query=True)
+                found = self.backend.parse_max_array(r.stdout) if r.ok else None
+            except TransportError:
+                found = None
+        return found or self.backend.default_max_array
 
     def lower_max_array(self, size: int) -> None:
         """The scheduler refused an array as too large: at most ``size`` elements from now."""
-        self._max_array = max(1, min(size, self.max_array()))
+        self._lowered = max(1, min(size, self.max_array()))
+
+    def submit_limit(self) -> str | None:
+        """What the scheduler's accounting printed of its limits on queued jobs
+        (:meth:`SchedulerBackend.submit_limit_argv`, asked once); None where the backend
+        has no such query or it failed."""
+        return self._submit_limit.get()
+
+    def _ask_submit_limit(self) -> str | None:
+        argv = self.backend.submit_limit_argv()
+        if not argv:
+            return None
+        try:
+            out = self.run(argv, query=True)
+        except TransportError:
+            return None
+        return out.stdout if out.ok else None
+
+    def ask_ahead(self) -> None:
+        """Ask, side by side and in the background, what a submission of many jobs needs
+        (the most elements of an array, the limit on queued jobs), so it waits for neither
+        (over a slow link each is a round trip; ``sacctmgr`` alone takes about 0.3 s)."""
+        self._max_array.ask_ahead()
+        self._submit_limit.ask_ahead()
 
     def finished_in_accounting(self, recs: list[JobRecord]) -> dict[str, JobStatus]:
         """What accounting says of these finished jobs, in one call ({} if it cannot)."""

@@ -122,6 +122,9 @@ class SchedulerQueue(Driver):
         window."""
         self.submitter.hurry.set()
 
+    def expect(self, count: int) -> None:
+        self.submitter.expect(count)
+
     def poll(self) -> bool:
         changed = self.submitter.submit_waiting()
         now = time.time()

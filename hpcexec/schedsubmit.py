@@ -118,6 +118,13 @@ class Submitter:
             self._read_limit(ready)
         return self._submit_ready(ready, now) or changed
 
+    def expect(self, count: int) -> None:
+        """``count`` jobs are about to be written: where their submission will need the
+        scheduler's limits (more than :data:`FEW_JOBS` queued), ask for them now, while the
+        jobs' files are staged."""
+        if not self._limit_read and self._queued() + count > FEW_JOBS:
+            self.commands.ask_ahead()
+
     def _ready(self, waiting: list[JobRecord]) -> tuple[list[tuple[JobRecord, list[str]]], bool]:
         """The records whose dependencies are submitted, with those dependencies' ids; True if
         one was cancelled (a dependency failed)."""
@@ -182,17 +189,11 @@ class Submitter:
         before this client queues more than :data:`FEW_JOBS`): the smallest that applies to
         the jobs waiting now."""
         self._limit_read = True
-        argv = self.backend.submit_limit_argv()
-        if not argv:
-            return
-        try:
-            out = self.commands.run(argv, query=True)
-        except TransportError:
-            return
-        if not out.ok:
+        out = self.commands.submit_limit()
+        if out is None:
             return
         natives = {tuple(r.resources.get("native") or ()) for r, _ in ready}
-        found = [n for nat in natives if (n := self.backend.parse_submit_limit(out.stdout, nat))]
+        found = [n for nat in natives if (n := self.backend.parse_submit_limit(out, nat))]
         if found:
             self.room.known(min(found), f"{min(found)} queued jobs per user, from accounting")
             log.info("%s allows %d queued jobs per user here", self.backend.name, min(found))

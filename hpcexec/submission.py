@@ -139,6 +139,8 @@ class Submitter:
             now = time.time()
             records = {key: self._new_record(j, deps, opts, now) for key, j in to_write.items()}
             logs = self._prologues(to_write, opts.prologue)
+            if to_write:  # e.g. the scheduler's limits, asked while the files are staged
+                self.session.queue.expect(len(to_write))
             for key, j in to_write.items():
                 self._stage(j, records[key], logs.get(key), staging, after_dirs, opts.aux_scripts)
             if staging.staged:  # nothing to write when every job was found in the cache

@@ -5,12 +5,13 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from hpcexec import JobFailed, JobState, schedqueue
+from hpcexec import JobFailed, JobState, schedqueue, schedsubmit
 from hpcexec.backends import SCHEDULERS, LocalBackend
 from hpcexec.driver import NEVER_RAN, Driver, dependency_failed
 from hpcexec.errors import SchedulerOutputError, TransportError
@@ -378,3 +379,54 @@ def test_a_job_completed_by_its_file_counts_as_queued_until_the_scheduler_lists_
     assert queue.status.lingering == {"ok": "12"}  # still listed: still counted
     queue.status.refresh()
     assert queue.status.lingering == {}
+
+
+# -- what a large submission needs from the scheduler, asked while its files are staged -------
+class SideBySide(Scripted):
+    """Answers the limit query (``sh -c 'sacctmgr ...'``) only once the array size query
+    (``scontrol``) has started: they are asked side by side, or the limit query times out."""
+
+    def __init__(self, answers):
+        super().__init__(answers)
+        self.sizes_asked = threading.Event()
+        self.together = False
+
+    def run(self, argv, *, input=None, timeout=60.0, idempotent=False):
+        if argv[0] == "scontrol":
+            self.sizes_asked.set()
+        elif argv[0] == "sh":
+            self.together = self.sizes_asked.wait(10)
+        return super().run(argv, input=input, timeout=timeout, idempotent=idempotent)
+
+
+LIMITS = "||hx_rec10,normal\n-- qos\nnormal|\nhx_rec10|10\n"  # as in test_submit_limits.py
+
+
+def _asked(shell, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(shell.ran) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_large_submission_asks_the_schedulers_limits_ahead_side_by_side(tmp_path):
+    """Over a slow link each query is a round trip, and sacctmgr takes 0.3 s: they were asked
+    one after the other, by the monitor, after the jobs' files were staged."""
+    (tmp_path / "cache").mkdir()
+    store = Store(tmp_path / "cache")
+    answers = {"sh": [(0, LIMITS)], "scontrol": [(0, "MaxArraySize = 41\n")]}
+    shell = SideBySide(answers)
+    queue = SchedulerQueue(store, shell, SCHEDULERS["slurm"](), str(tmp_path))
+    queue.expect(schedsubmit.FEW_JOBS + 1)  # no poll: asked by expect alone
+    _asked(shell, 2)
+    assert sorted(shell.ran) == ["scontrol", "sh"] and shell.together
+    # what the submission then reads is those answers, not asked again (no answer is left)
+    assert queue.commands.submit_limit() == LIMITS
+    assert queue.commands.max_array() == SCHEDULERS["slurm"]().parse_max_array("MaxArraySize = 41")
+    assert sorted(shell.ran) == ["scontrol", "sh"]
+
+
+def test_a_few_jobs_ask_nothing_ahead(tmp_path):
+    _store, shell, queue = _slurm(tmp_path, {})
+    queue.expect(schedsubmit.FEW_JOBS)
+    time.sleep(0.2)
+    assert shell.ran == []
