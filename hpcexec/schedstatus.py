@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -86,11 +87,17 @@ class StatusPoll:
         updates: dict[str, dict[str, Any]] = defaultdict(dict)
         self._claims_seen = {}
         self._relisted = set()
-        drop = self._follow_claims(active, updates)
         ids = {r.job_id for r in active if r.job_id} | set(self.lingering.values())
-        seen = self._statuses(sorted(ids))
+        seen = self._statuses_and_claims(sorted(ids), active)
         if seen is None:
             return False
+        drop = self._follow_claims(active, updates)
+        followed = sorted({r.job_id for r in active if r.job_id} - ids - set(seen))
+        if followed:  # elements the claims named that the status command was not asked of
+            more = self._statuses(followed)
+            if more is None:
+                return False
+            seen.update(more)
         self.lingering = {
             k: j for k, j in self.lingering.items() if (st := seen.get(j)) and not st.state.finished
         }
@@ -149,6 +156,32 @@ class StatusPoll:
             for key, values in updates.items():
                 tx.update(key, **values)
         return True
+
+    def _statuses_and_claims(
+        self, ids: list[str], active: list[JobRecord]
+    ) -> dict[str, JobStatus] | None:
+        """:meth:`_statuses` of ``ids``, and the claims of the shared arrays of ``active``
+        read beside it (over SSH the claims take three round trips, the command one)."""
+        arrays = [d for r in active if (d := r.resources.get("array_dir"))]
+        if not arrays:
+            return self._statuses(ids)
+        failed: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                self._read_claims(arrays)
+            except BaseException as e:  # raised in the caller's thread below  # noqa: BLE001
+                failed.append(e)
+
+        reader = threading.Thread(target=read, name="hpcexec-claims", daemon=True)
+        reader.start()
+        try:
+            seen = self._statuses(ids)
+        finally:
+            reader.join()
+        if failed:
+            raise failed[0]
+        return seen
 
     def _statuses(self, ids: list[str]) -> dict[str, JobStatus] | None:
         """What the scheduler's status command says of these jobs; None (logged) where its
@@ -251,10 +284,10 @@ class StatusPoll:
     def _follow_claims(
         self, active: list[JobRecord], updates: dict[str, dict[str, Any]]
     ) -> list[str]:
-        """Point records that another element of their array took at that element; returns
-        the ids of their own elements that have not started (they need not)."""
+        """Point records that another element of their array took at that element (by the
+        claims this pass read); returns the ids of their own elements that have not started
+        (they need not)."""
         drop = []
-        self._read_claims([d for r in active if (d := r.resources.get("array_dir"))])
         for rec in active:
             array_dir = rec.resources.get("array_dir")
             if not array_dir or rec.array_index is None:

@@ -430,3 +430,57 @@ def test_a_few_jobs_ask_nothing_ahead(tmp_path):
     queue.expect(schedsubmit.FEW_JOBS)
     time.sleep(0.2)
     assert shell.ran == []
+
+
+# -- a status pass over shared arrays ----------------------------------------------------------
+class ClaimsBeside(Scripted):
+    """Lists a directory only once ``squeue`` has started (else after 5 s): the claims of
+    shared arrays are read beside the status command, or the pass takes 5 s longer."""
+
+    def __init__(self, answers):
+        super().__init__(answers)
+        self.asked = threading.Event()
+        self.beside: list[bool] = []
+
+    def run(self, argv, *, input=None, timeout=60.0, idempotent=False):
+        self.asked.set()
+        return super().run(argv, input=input, timeout=timeout, idempotent=idempotent)
+
+    def list_dirs(self, paths):
+        self.beside.append(self.asked.wait(5))
+        return super().list_dirs(paths)
+
+
+def _shared_task(tmp_path, job_id="12_1"):
+    rec = _rec("t", JobState.RUNNING, job_id=job_id)
+    rec.jobdir, rec.array_index = str(tmp_path / "t"), 1
+    rec.resources = {"array_dir": str(tmp_path / "array")}
+    os.makedirs(tmp_path / "array" / CLAIMS)
+    os.mkdir(rec.jobdir)
+    return rec
+
+
+def test_the_claims_of_shared_arrays_are_read_beside_the_status_command(tmp_path):
+    """Over SSH the claims take three round trips and squeue one: they were read first, then
+    the status asked, on every pass while a shared array ran."""
+    rec = _shared_task(tmp_path)
+    (tmp_path / "cache").mkdir()
+    store = Store(tmp_path / "cache")
+    shell = ClaimsBeside({"squeue": [(0, "12_1|RUNNING|None|vm|\n")]})
+    rec.backend, rec.host = "slurm", shell.host
+    with store.write() as tx:
+        tx.put(rec)
+    queue = SchedulerQueue(store, shell, SCHEDULERS["slurm"](), str(tmp_path))
+    queue.poll()
+    assert shell.beside == [True] and shell.ran == ["squeue"]
+
+
+def test_an_element_the_claims_name_that_the_status_did_not_list_is_asked_about(tmp_path):
+    rec = _shared_task(tmp_path)
+    (tmp_path / "array" / CLAIMS / "1@12_7").write_text("")  # element 12_7 runs task 1
+    answers = [(0, "12_1|RUNNING|None|vm|\n"), (0, "12_7|RUNNING|None|vm|\n")]
+    store, shell, queue = _slurm(tmp_path, {"squeue": answers}, rec)
+    queue.poll()
+    assert shell.ran == ["squeue", "squeue"]
+    t = store.get("t")
+    assert (t.state, t.job_id) == (JobState.RUNNING, "12_7")
