@@ -137,10 +137,10 @@ class Executor(concurrent.futures.Executor):
         options: ``name``, ``key`` (explicit cache key), ``force`` (run even if cached),
         ``retry`` (run a cached failure again, default True), ``hold``, ``after`` (futures
         that must complete first), ``array_limit`` (most elements of an array job running at
-        once, on schedulers), ``reuse_slots`` (default True: an array element that has
-        finished its own task may run tasks of the same array that have not started, in a
-        fresh forked process each, saving a slot and a Python start-up per task; False gives
-        every task its own element), ``prologue`` and ``epilogue`` (shell text run on this
+        once, on schedulers), ``reuse_slots`` (default True: an array element done with
+        its task may run tasks of its array not started yet, a forked process each; locally,
+        queued jobs alike may run in one job's process after it, "Lanes" in the schedulers
+        docs; False gives every task its own element or process), ``prologue`` and ``epilogue`` (shell text run on this
         machine before the job is submitted and once after it ended) and ``aux_scripts``
         (``{"name.sh": text}`` written beside the job script); see :mod:`hpcexec.hooks`.
         The options are the fields of :class:`~hpcexec.options.JobOptions`: those named here

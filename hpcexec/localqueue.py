@@ -34,6 +34,7 @@ from .backends.local import (
 from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import JobLayout
+from .locallanes import LANE, LANE_POLL, Lanes, first_of
 from .localstart import Starter
 from .localstop import STOPPED_REASONS, Stopper
 from .record import JobRecord
@@ -74,6 +75,7 @@ class LocalQueue(Driver):
         self._pidfds: dict[str, int] = {}  # job id -> pidfd, to wake the monitor on exit
         self._zombies: dict[str, float] = {}  # job id -> when first seen ended but unreaped
         self.stopper = Stopper(transport)  # walltimes and deadlines
+        self.lanes = Lanes(store, transport, backend.name, transport.host, backend.total_cores)
 
     # -- looking at running jobs -----------------------------------------------------------
     def _alive(self, job_id: str) -> bool:
@@ -147,14 +149,23 @@ class LocalQueue(Driver):
         running = self.store.jobs_in(self.backend.name, self.host, RUNNING_STATES)
         seen = [s for s in (self._look(r, now) for r in running) if s is not None]
         ended = {s.key for s in seen if s.state.finished}
+        self.lanes.ended([now - r.started for r in running if r.key in ended and r.started])
         self._track({r.job_id for r in running if r.job_id and r.key not in ended})
         used = sum(r.cores for r in running if r.key not in ended)
         has_pending = self.store.any_in(self.backend.name, self.host, [JobState.PENDING])
         expired = bool(self.store.past_deadline(self.backend.name, self.host, now))
-        if not seen and not expired and not (has_pending and used < self.backend.total_cores):
+        found, orphans = (
+            self.lanes.look(self._final_values, self._alive) if has_pending else ([], [])
+        )
+        if orphans:
+            log.warning("%d job(s) of a lane whose process is gone are queued again", len(orphans))
+        laned = [_Seen(key, values["state"], values) for key, values in found]
+        if not (seen or expired or laned or orphans) and not (
+            has_pending and used < self.backend.total_cores
+        ):
             return False
-        started = self._advance(now, seen, expired, has_pending)
-        return bool(ended or started or seen)
+        started = self._advance(now, seen + laned, expired, has_pending, orphans)
+        return bool(ended or started or seen or laned or orphans)
 
     def _track(self, job_ids: set[str]) -> None:
         for job_id in set(self._pidfds) - job_ids:
@@ -176,36 +187,53 @@ class LocalQueue(Driver):
     def wake_in(self) -> float | None:
         """Seconds until a waiting job's begin time (None: no job waits for one)."""
         left = self._next_begin - time.time() if self._next_begin is not None else 0
+        if self.lanes.active:
+            left = min(left, LANE_POLL) if left > 0 else LANE_POLL
         return left if left > 0 else None
 
     def close(self) -> None:
         self._track(set())
 
     def wait_fds(self) -> list[int]:
-        """File descriptors that become readable when a running local job ends."""
-        return list(self._pidfds.values())
+        """File descriptors that become readable when a running local job ends (none while
+        lanes run: their jobs' ends are gathered, :data:`LANE_POLL`)."""
+        return [] if self.lanes.active else list(self._pidfds.values())
 
-    def _advance(self, now: float, seen: list[_Seen], expired: bool, pending: bool) -> int:
-        """Record what the looks saw, cancel the queued jobs past their deadline, then start
-        what fits (the locks: see the module's docstring). How many were chosen to start."""
+    def _advance(
+        self, now: float, seen: list[_Seen], expired: bool, pending: bool, back: list[JobRecord]
+    ) -> int:
+        """Record what the looks saw (``back``: jobs taken out of lanes, queued again), cancel
+        the queued jobs past their deadline, then start what fits, each with its lane (the
+        locks: see the module's docstring). How many were chosen to start."""
         with self.store.exclusive(START_LOCK):
             with self.store.write() as tx:
+                self.lanes.unmark(tx, back)
+                self.lanes.unstarted(tx)
                 self._record_seen(tx, seen)
                 if expired:
                     self._cancel_expired(tx, now)
                 chosen = self._choose(tx) if pending else []
-            # Outside the write transaction: each start waits on a process, or the fork server.
-            started = [(rec, self.starter.start(rec, gpus)) for rec, gpus in chosen]
+                lanes = self.lanes.form(tx, [rec for rec, gpus in chosen if not gpus])
+            # Outside the write transaction: each start waits on a process, or the fork server
+            started = [
+                (rec, *self.starter.start(rec, gpus, lanes.get(rec.key, ())))
+                for rec, gpus in chosen
+            ]
             if started:
                 with self.store.write() as tx:
-                    for rec, values in started:
+                    for rec, values, handed in started:
                         self._record_start(tx, rec, values)
+                        kept = {r.key for r in handed}
+                        self.lanes.unmark(
+                            tx, [r for r in lanes.get(rec.key, ()) if r.key not in kept]
+                        )
         return len(chosen)
 
     def _record_seen(self, tx: Txn, seen: list[_Seen]) -> None:
         for s in seen:
             cur = tx.get(s.key)
-            if cur is None or cur.state not in RUNNING_STATES:
+            laned = cur is not None and cur.state is JobState.PENDING and LANE in cur.resources
+            if cur is None or (cur.state not in RUNNING_STATES and not laned):
                 continue
             values = s.values
             if s.state.finished and cur.reason != s.basis:
@@ -219,7 +247,7 @@ class LocalQueue(Driver):
         """The queued jobs to start now, each with the GPUs it gets: eligible (begin time,
         dependencies) and fitting the cores and GPUs the running ones leave."""
         used = tx.cores_in(self.backend.name, self.host, RUNNING_STATES)
-        free = self.backend.total_cores - used
+        free = self.backend.total_cores - used - self.lanes.waiting_cores(tx)
         if free <= 0:
             return []
         pool = self.backend.gpu_ids
@@ -295,10 +323,31 @@ class LocalQueue(Driver):
         """Cancel a job that has not started. False if it runs or has ended."""
         with self.store.exclusive(START_LOCK), self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in QUEUED:
+            if rec is None or rec.state not in QUEUED or not self._out_of_lane(tx, rec):
                 return False
             cancelled(tx, key)
             return True
+
+    def _out_of_lane(self, tx: Txn, rec: JobRecord) -> bool:
+        """Take a queued job out of its lane, if it is in one; False if its lane has it."""
+        if LANE not in rec.resources:
+            return True
+        out, _ = self.lanes.take_out([rec])
+        self.lanes.unmark(tx, out)
+        return bool(out)
+
+    def terminate(self, key: str) -> bool:
+        """As :meth:`Driver.terminate`; a job its lane claimed before this client saw it
+        start is recorded running in the lane's process first, which is then stopped."""
+        if self.cancel(key):
+            return True
+        with self.store.write() as tx:
+            rec = tx.get(key)
+            laned = rec is not None and rec.state is JobState.PENDING and LANE in rec.resources
+            first = tx.get(first_of(rec.resources[LANE])) if rec is not None and laned else None
+            if first is not None and first.job_id:
+                tx.update(key, state=JobState.RUNNING, job_id=first.job_id, started=time.time())
+        return super().terminate(key)
 
     def _stop(self, rec: JobRecord) -> bool:
         """SIGTERM to the job's process group."""
@@ -326,7 +375,7 @@ class LocalQueue(Driver):
         """Keep a queued job from starting until :meth:`release`. False if it has started."""
         with self.store.exclusive(START_LOCK), self.store.write() as tx:
             rec = tx.get(key)
-            if rec is None or rec.state not in QUEUED:
+            if rec is None or rec.state not in QUEUED or not self._out_of_lane(tx, rec):
                 return False
             if rec.state is JobState.PENDING:
                 tx.update(key, state=JobState.HELD)

@@ -37,7 +37,7 @@ class JobOptions:
     hold: bool = False  # submit held; future.release() lets it run
     after: tuple[JobFuture, ...] = ()  # jobs that must complete first
     array_limit: int | None = None  # most elements of an array job running at once
-    reuse_slots: bool = True  # an array element may run its array's tasks not yet started
+    reuse_slots: bool = True  # an array element (a local job: a lane) may run others queued
     prologue: str | None = None  # shell text run here before the job is submitted
     epilogue: str | None = None  # shell text run here once after the job ended
     aux_scripts: dict[str, str] | None = None  # {"name.sh": text} beside the job script

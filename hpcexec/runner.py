@@ -33,6 +33,7 @@ from .checkpoint import (
 from .errors import IntegrityError, OutOfMemory
 from .integrity import KeyRing, job_key, seal, unseal
 from .jobfiles import write_atomic
+from .lanerun import LANE_ENV, TERMINATED
 from .layout import CHECKPOINT, EXITCODE, PAYLOAD, RESTARTS, RESULT, USAGE, task_result
 
 OK, ERR = "ok", "err"
@@ -429,8 +430,15 @@ def main(argv: list[str] | None = None, watch: Callable[[str], None] | None = No
 
         return serve(Path(argv[0]), Path(share), key_file, run_task)
     signal.signal(signal.SIGTERM, _on_signal)
+    lane = os.environ.pop(LANE_ENV, None)
     try:
-        return run(Path(argv[0]), key_file, rank, watch)
+        code = run(Path(argv[0]), key_file, rank, watch)
+        if lane and key_file is not None and rank is None and code != TERMINATED:
+            # jobs queued to follow it in this process (hpcexec.lanerun)
+            from .lanerun import serve as run_lane
+
+            run_lane(Path(lane), key_file, run, Terminated)
+        return code
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

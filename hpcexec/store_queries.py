@@ -25,6 +25,9 @@ class Queued:
     gpus: int = 0  # GPUs it needs (per node: the local backend has one)
 
 
+_LANE = "json_extract(resources, '$.lane')"  # see hpcexec.locallanes
+
+
 def _states_in(states: Iterable[JobState]) -> tuple[str, list[str]]:
     values = sorted(s.value for s in states)
     return f"state IN ({','.join('?' * len(values))})", values
@@ -76,7 +79,7 @@ class Queries:
             "json_extract(resources, '$.gpus'), json_extract(resources, '$.gpus_per_task'), "
             "json_extract(resources, '$.ppn') FROM jobs "
             "WHERE backend = ? AND host = ? AND state = 'pending' "
-            "ORDER BY submitted, rowid LIMIT ?",
+            f"AND {_LANE} IS NULL ORDER BY submitted, rowid LIMIT ?",
             [backend, host, limit],
         )
         for key, cores, deps, begin, g, t, p in rows:
@@ -87,6 +90,27 @@ class Queries:
                 begin,
                 node_gpu_count(dict(gpus=g, gpus_per_task=t, ppn=p)),
             )
+
+    def in_lanes(self, backend: str, host: str) -> list[JobRecord]:
+        """The pending records handed to a lane of the fork server (:mod:`hpcexec.locallanes`),
+        in their order."""
+        return self._records(
+            f"backend = ? AND host = ? AND state = 'pending' AND {_LANE} IS NOT NULL "
+            "ORDER BY submitted, rowid",
+            [backend, host],
+        )
+
+    def lane_cores_waiting(self, backend: str, host: str) -> int:
+        """The cores of the lanes with a pending record and no running one: between two of
+        their jobs (see :mod:`hpcexec.locallanes`)."""
+        cond, values = _states_in((JobState.RUNNING, JobState.SUSPENDED))
+        sql = (
+            f"SELECT COALESCE(SUM(c), 0) FROM (SELECT {_LANE} AS lane, MAX(cores) AS c "
+            f"FROM jobs WHERE backend = ? AND host = ? AND state = 'pending' "
+            f"AND {_LANE} IS NOT NULL GROUP BY lane) WHERE lane NOT IN (SELECT {_LANE} "
+            f"FROM jobs WHERE backend = ? AND host = ? AND {cond} AND {_LANE} IS NOT NULL)"
+        )
+        return int(self._cursor(sql, [backend, host, backend, host, *values]).fetchone()[0])
 
     def gpus_held(self, backend: str, host: str, states: Iterable[JobState]) -> set[str]:
         """The GPU ids the records of ``backend`` on ``host`` in ``states`` hold."""
