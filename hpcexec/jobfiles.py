@@ -94,8 +94,11 @@ def redirect_output(stdout: str, stderr: str, *, append: bool = True) -> None:
     truncated; one descriptor when both are the same file)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
     out = os.open(stdout, flags, 0o644)
+    err = out if stderr == stdout else os.open(stderr, flags, 0o644)
     os.dup2(out, 1)
-    os.dup2(out if stderr == stdout else os.open(stderr, flags, 0o644), 2)
+    os.dup2(err, 2)
+    for fd in {out, err} - {1, 2}:  # a lane's process redirects once per job it runs
+        os.close(fd)
 
 
 def exit_forked(body: Callable[[], int]) -> NoReturn:
