@@ -24,6 +24,7 @@ from pathlib import Path
 from .jobfiles import redirect_output, write_atomic, write_started
 from .layout import EXITCODE, cannot_start
 
+LANE = "lane"  # the resource naming a record's lane: its first job's key, "-", a nonce
 LANE_ENV = "HPCEXEC_LANE"  # the variable naming the lane file
 LANE_FILE = "lane.json"  # in the first job's directory
 TERMINATED = 128 + signal.SIGTERM  # a job's exit code once terminated: its lane stops

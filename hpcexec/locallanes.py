@@ -38,11 +38,11 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
-from .lanerun import claim_name
+from .lanerun import LANE, claim_name
 from .layout import JobLayout
+from .localstart import warm_startable
 from .record import JobRecord
 from .recovery import started_as
-from .resources import task_count
 from .states import JobState
 from .store import Store
 from .store_queries import Txn
@@ -50,7 +50,6 @@ from .transport.base import Transport
 
 log = logging.getLogger(__name__)
 
-LANE = "lane"  # the resource naming a record's lane: its first job's key, "-", a nonce
 LANE_MOST = 32  # jobs handed to one lane beyond its first
 SHORT = 1.0  # seconds: lanes form while the jobs that ended lately took less (the median)
 HISTORY = 8  # jobs that ended lately, whose run times decide
@@ -70,10 +69,7 @@ def laneable(rec: JobRecord) -> bool:
     """Whether the job may go in a lane (see the module's docstring)."""
     res = rec.resources
     return (
-        rec.kind != "shell"
-        and bool(res.get("python"))
-        and not res.get("stdin")
-        and task_count(res) == 1
+        warm_startable(rec)
         and not rec.deps
         and res.get("reuse_slots", True) is not False
         and not any(res.get(k) for k in NOT_IN_LANES)

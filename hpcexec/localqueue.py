@@ -33,8 +33,9 @@ from .backends.local import (
 )
 from .driver import QUEUED, TERMINATED_REASON, Driver, cancelled, terminated
 from .jobfiles import killed_by, parse_exitcode, signal_of
+from .lanerun import LANE
 from .layout import JobLayout
-from .locallanes import LANE, LANE_POLL, Lanes, first_of
+from .locallanes import LANE_POLL, Lanes, first_of
 from .localstart import Starter
 from .localstop import STOPPED_REASONS, Stopper
 from .record import JobRecord

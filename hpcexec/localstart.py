@@ -19,9 +19,8 @@ from typing import Any
 from . import trust
 from .backends.local import LocalBackend, make_job_id, parse_proc_stat
 from .errors import TransportError, UntrustedPath
-from .lanerun import LANE_ENV, LANE_FILE, claim_name
+from .lanerun import LANE, LANE_ENV, LANE_FILE, claim_name
 from .layout import SCRIPT, JobLayout, cannot_start
-from .locallanes import LANE
 from .record import INDEX_STEP, JobRecord, task_index
 from .recovery import Submitted, note_job_ids, started_as
 from .resources import task_count
@@ -31,7 +30,7 @@ from .transport.base import Transport
 log = logging.getLogger(__name__)
 
 
-def _warm(rec: JobRecord) -> bool:
+def warm_startable(rec: JobRecord) -> bool:
     """Whether the fork server starts the job: a Python job, not one with stdin (its job
     script opens it) nor a multi-task job (its job script starts the tasks' launcher)."""
     res = rec.resources
@@ -54,7 +53,7 @@ def _follower(first: dict[str, Any], request: dict[str, Any], claim: str) -> dic
 
 class Starter:
     """Starts chosen local jobs, one at a time, each in its own process: from the fork server
-    where the job can (:func:`_warm`), else from its script."""
+    where the job can (:func:`warm_startable`), else from its script."""
 
     def __init__(
         self,
@@ -115,7 +114,7 @@ class Starter:
         lay.check_start()
         gpu_env = self.backend.gpu_env(gpus)
         pid, then = None, []
-        if _warm(rec):
+        if warm_startable(rec):
             request = self._warm_request(rec, gpus)
             then = [r for r in lane if self._may_follow(r)]
             if then:  # they run in its process after it (hpcexec.lanerun)
