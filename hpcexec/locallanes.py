@@ -6,8 +6,11 @@ Starting a local job takes the client a pass of its own (notice the last one end
 it, choose, ask the fork server, record the start: several milliseconds) and the job a
 process. Where the local queue starts a job that can lead a lane (:func:`laneable`: a Python
 job of one task, no GPUs, memory limit, time limit, deadline, begin time, dependency, retry
-or ``reuse_slots=False``), it gives it up to :data:`LANE_MOST` queued jobs alike (the same
-resources, their own aside), shared among the jobs it starts at once; they run in its
+or ``reuse_slots=False``) while the jobs that ended lately were short (:meth:`Lanes.short`:
+their median under :data:`SHORT`; for long jobs a lane saves nothing that matters), it gives
+it up to :data:`LANE_MOST` queued jobs alike (the same resources, their own aside), at most
+its share of them (those queued divided by the cores), shared among the jobs it starts at
+once; they run in its
 process after it (:mod:`hpcexec.lanerun`), each with its own record and files (started,
 output, result, usage, exit code) and the lane's job id. What they import stays imported
 for the next, as in a chunk; ``reuse_slots=False`` keeps a job out of lanes.
