@@ -1,11 +1,10 @@
-"""The status poll: one status command per chunk of ids, then the exit-code files, the
-claims of shared arrays and the accounting of the jobs that ended or left the queue."""
+"""The status poll: one status command per chunk of ids (the claims of shared arrays read
+beside it, :mod:`hpcexec.schedclaims`), then the exit-code files and the accounting of the
+jobs that ended or left the queue."""
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -18,8 +17,8 @@ from .errors import SchedulerOutputError, TransportError
 from .jobfiles import killed_by, parse_exitcode, signal_of
 from .layout import JobLayout
 from .record import JobRecord
+from .schedclaims import PassClaims
 from .schedcommands import SchedulerCommands
-from .slots import CLAIMS, parse_claims
 from .states import FINAL_STATES, JobState
 from .store import Store
 from .transport.base import Transport
@@ -64,8 +63,7 @@ class StatusPoll:
         self.commands = commands
         self.host = transport.host
         self._missing_since: dict[str, float] = {}
-        self._claims_seen: dict[str, dict[int, str]] = {}  # array dir -> index -> element
-        self._relisted: set[str] = set()  # array dirs whose claims were read again this poll
+        self.claims = PassClaims(transport)  # of shared arrays, as this pass read them
         self.watched: list[JobRecord] = []  # what the last status left active, if few
         self._peeked: dict[str, Any] = {}  # key -> its exit-code file, 0, as the last peek read
         # Jobs completed by their exit-code file while the scheduler still listed them
@@ -85,13 +83,13 @@ class StatusPoll:
         if not active and not self.lingering:
             return False
         updates: dict[str, dict[str, Any]] = defaultdict(dict)
-        self._claims_seen = {}
-        self._relisted = set()
+        self.claims.new_pass()
         ids = {r.job_id for r in active if r.job_id} | set(self.lingering.values())
-        seen = self._statuses_and_claims(sorted(ids), active)
+        # over SSH the claims take three round trips, the status command one: side by side
+        seen = self.claims.read_beside(active, lambda: self._statuses(sorted(ids)))
         if seen is None:
             return False
-        drop = self._follow_claims(active, updates)
+        drop = self.claims.follow(active, updates)
         followed = sorted({r.job_id for r in active if r.job_id} - ids - set(seen))
         if followed:  # elements the claims named that the status command was not asked of
             more = self._statuses(followed)
@@ -157,32 +155,6 @@ class StatusPoll:
                 tx.update(key, **values)
         return True
 
-    def _statuses_and_claims(
-        self, ids: list[str], active: list[JobRecord]
-    ) -> dict[str, JobStatus] | None:
-        """:meth:`_statuses` of ``ids``, and the claims of the shared arrays of ``active``
-        read beside it (over SSH the claims take three round trips, the command one)."""
-        arrays = [d for r in active if (d := r.resources.get("array_dir"))]
-        if not arrays:
-            return self._statuses(ids)
-        failed: list[BaseException] = []
-
-        def read() -> None:
-            try:
-                self._read_claims(arrays)
-            except BaseException as e:  # raised in the caller's thread below  # noqa: BLE001
-                failed.append(e)
-
-        reader = threading.Thread(target=read, name="hpcexec-claims", daemon=True)
-        reader.start()
-        try:
-            seen = self._statuses(ids)
-        finally:
-            reader.join()
-        if failed:
-            raise failed[0]
-        return seen
-
     def _statuses(self, ids: list[str]) -> dict[str, JobStatus] | None:
         """What the scheduler's status command says of these jobs; None (logged) where its
         answer cannot be read."""
@@ -218,7 +190,7 @@ class StatusPoll:
         never: list[str] = []  # waiting on a dependency that failed: cancelled in one call
         ended = [r for r in active if (st := seen.get(r.job_id or "")) and st.state.finished]
         exits = self._exit_files(ended)
-        self._relist(ended, exits)
+        self.claims.relist(ended, exits)
         for rec in active:
             st = seen.get(rec.job_id or "")
             if st is None:
@@ -227,7 +199,7 @@ class StatusPoll:
             self._missing_since.pop(rec.key, None)
             if st.state.finished:
                 found = exits[rec.key]
-                by = None if found else self._taken_elsewhere(rec)
+                by = None if found else self.claims.taken_elsewhere(rec)
                 if by:  # another element runs it: follow that one from the next poll
                     updates[rec.key]["job_id"] = by
                 elif found is None and st.exit_code is None and st.state is not JobState.COMPLETED:
@@ -250,65 +222,6 @@ class StatusPoll:
                 if st.state.started and not rec.started:
                     updates[rec.key]["started"] = now
         return gone, unexplained, never
-
-    def _claims(self, array_dir: str) -> dict[int, str]:
-        """Which element ran each record of a shared array that another element took
-        (read once per poll)."""
-        if array_dir not in self._claims_seen:
-            self._read_claims([array_dir])
-        return self._claims_seen[array_dir]
-
-    def _read_claims(self, array_dirs: list[str]) -> None:
-        """Read the claims of these shared arrays together (over SSH: in three round trips,
-        not four per array)."""
-        paths = {os.path.join(d, CLAIMS): d for d in dict.fromkeys(array_dirs)}
-        for path, names in self.transport.list_dirs(list(paths)).items():
-            self._claims_seen[paths[path]] = parse_claims(names)[1]
-
-    def _relist(self, recs: list[JobRecord], exits: dict[str, Any]) -> None:
-        """Read again, together, the claims of the arrays of the records that ended with no
-        exit-code file of their own (another element may have run them; see
-        :meth:`_taken_elsewhere`)."""
-        dirs = [
-            d
-            for r in recs
-            if exits[r.key] is None
-            and (d := r.resources.get("array_dir"))
-            and r.array_index is not None
-            and d not in self._relisted
-        ]
-        if dirs:
-            self._relisted.update(dirs)
-            self._read_claims(dirs)
-
-    def _follow_claims(
-        self, active: list[JobRecord], updates: dict[str, dict[str, Any]]
-    ) -> list[str]:
-        """Point records that another element of their array took at that element (by the
-        claims this pass read); returns the ids of their own elements that have not started
-        (they need not)."""
-        drop = []
-        for rec in active:
-            array_dir = rec.resources.get("array_dir")
-            if not array_dir or rec.array_index is None:
-                continue
-            by = self._claims(array_dir).get(rec.array_index)
-            if by and by != rec.job_id:
-                if rec.state is JobState.PENDING and rec.job_id:
-                    drop.append(rec.job_id)
-                rec.job_id = by
-                updates[rec.key]["job_id"] = by
-        return drop
-
-    def _taken_elsewhere(self, rec: JobRecord) -> str | None:
-        """The element running ``rec`` if not its own, from the claims :meth:`_relist` read
-        again this poll: its own element may have found it taken and ended since the claims
-        were first read."""
-        array_dir = rec.resources.get("array_dir")
-        if not array_dir or rec.array_index is None:
-            return None
-        by = self._claims(array_dir).get(rec.array_index)
-        return by if by and by != rec.job_id else None
 
     def _exit_files(self, recs: list[JobRecord]) -> dict[str, tuple[int | None, str | None] | None]:
         """Each record's exit-code file, parsed (None: it has none yet), all read together
@@ -383,10 +296,10 @@ class StatusPoll:
         out: dict[str, dict[str, Any]] = {}
         ask: list[JobRecord] = []
         exit_files = self._exit_files(recs)
-        self._relist(recs, exit_files)
+        self.claims.relist(recs, exit_files)
         for rec in recs:
             found = exit_files[rec.key]
-            by = None if found else self._taken_elsewhere(rec)
+            by = None if found else self.claims.taken_elsewhere(rec)
             if by:
                 out[rec.key] = dict(job_id=by)
                 self._missing_since.pop(rec.key, None)
