@@ -89,6 +89,17 @@ def killed_by(signum: int) -> str:
     return f"killed by {name}{note}"
 
 
+def create_new(path: str | os.PathLike) -> bool:
+    """Create an empty file only if no file has that name (atomically: of two processes, one
+    succeeds); False when one exists. How in-job code claims work (:mod:`hpcexec.slots`,
+    :mod:`hpcexec.lanerun`)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
 def redirect_output(stdout: str, stderr: str, *, append: bool = True) -> None:
     """Point this process's standard output and error at a job's files (appended to, or
     truncated; one descriptor when both are the same file)."""

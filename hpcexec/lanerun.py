@@ -6,10 +6,10 @@ The lane file (JSON, written by the client into the first job's directory, named
 directory, the environment values that differ from the first job's and its claim file. Each
 job is claimed first (that file in its directory, :func:`claim_name` of the lane, created
 exclusively: the client creates it too to take a job out of the lane, so a job is run here
-or taken out, never both); then its started file says
-this process's job id, its output goes to its own files, its variables and working directory
-are set, and :func:`hpcexec.runner.run` writes its result, usage and exit-code files. What
-the jobs import stays imported for the next one, as in a chunk.
+or taken out, never both); then its started file says this process's job id, its output goes
+to its own files, its variables and working directory are set, and
+:func:`hpcexec.runner.run` writes its result, usage and exit-code files. What the jobs import
+stays imported for the next one, as in a chunk.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .jobfiles import redirect_output, write_atomic, write_started
+from .jobfiles import create_new, redirect_output, write_atomic, write_started
 from .layout import EXITCODE, cannot_start
 
 LANE = "lane"  # the resource naming a record's lane: its first job's key, "-", a nonce
@@ -36,15 +36,6 @@ def claim_name(lane: str) -> str:
     return f"claimed.{lane}"
 
 
-def claim(path: str) -> bool:
-    """Create the claim file ``path`` (False: someone did already)."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    except FileExistsError:
-        return False
-    return True
-
-
 def serve(
     lane_file: Path,
     key_file: Path,
@@ -56,7 +47,7 @@ def serve(
     one is ``terminated`` (SIGTERM: the process ends; the client queues the rest again)."""
     job_id = os.environ.get("HPCEXEC_JOB_ID", "")
     for job in json.loads(lane_file.read_text()):
-        if not claim(os.path.join(job["jobdir"], job["claim"])):
+        if not create_new(os.path.join(job["jobdir"], job["claim"])):
             continue
         exit_file = Path(job["jobdir"], EXITCODE)
         try:

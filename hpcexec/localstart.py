@@ -108,8 +108,8 @@ class Starter:
     ) -> tuple[str, list[JobRecord]]:
         """Start the job's process (warm through the fork server where it can, with what of
         its lane may follow it); its job id, kept in the job's directory too before the
-        record has it, and the jobs handed over to follow it. Its ``CUDA_VISIBLE_DEVICES`` names ``gpus``, unless its ``env`` resource sets
-        the variable itself."""
+        record has it, and the jobs handed over to follow it. Its ``CUDA_VISIBLE_DEVICES``
+        names ``gpus``, unless its ``env`` resource sets the variable itself."""
         lay = JobLayout.of(rec.jobdir, rec.resources)
         lay.check_start()
         gpu_env = self.backend.gpu_env(gpus)

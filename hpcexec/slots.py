@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from .jobfiles import exit_forked, redirect_output, write_started
+from .jobfiles import create_new, exit_forked, redirect_output, write_started
 from .layout import USAGE
 
 RunTask = Callable[[Path, Path, Callable[[], None]], int]
@@ -60,11 +60,7 @@ def claim(array_dir: str | os.PathLike, index: int, by: str = "") -> bool:
     """Claim record ``index`` of the array (False when someone already has). ``by`` names
     the element that will run it."""
     claims = os.path.join(array_dir, CLAIMS)
-    try:
-        os.close(
-            os.open(os.path.join(claims, str(index)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        )
-    except FileExistsError:
+    if not create_new(os.path.join(claims, str(index))):
         return False
     if by:
         os.close(
