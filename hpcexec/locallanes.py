@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 LANE_MOST = 32  # jobs handed to one lane beyond its first
 SHORT = 1.0  # seconds: lanes form while the jobs that ended lately took less (the median)
 HISTORY = 8  # jobs that ended lately, whose run times decide
+LOOK_EVERY = 5.0  # seconds between looks for lanes while this client knows of none
 LANE_POLL = 0.02  # seconds between looks while lanes run: their jobs' ends are gathered
 QUEUED = "queued to run after job "  # + the first job's key
 # a record's own resources, which may differ between the jobs of one lane
@@ -97,6 +98,8 @@ class Lanes:
         self.active = False  # a job waits in a lane (as the last look found)
         self._lately: deque[float] = deque(maxlen=HISTORY)  # run times of jobs that ended
         self._unstarted: set[str] = set()  # lanes whose first job was seen not started
+        self._looked = -LOOK_EVERY  # time.monotonic() of the last look
+        self._formed = False  # a lane was formed since the last look
 
     def form(self, tx: Txn, leads: list[JobRecord]) -> dict[str, list[JobRecord]]:
         """The queued jobs each of ``leads`` (being started) takes in its lane, marked so in
@@ -118,6 +121,7 @@ class Lanes:
         for key, recs in taken.items():
             if recs:  # a new name each time: a job taken out of one lane may join another
                 self._mark(tx, [open_[key], *recs], f"{key}-{uuid.uuid4().hex[:8]}")
+                self._formed = True
         return {k: v for k, v in taken.items() if v}
 
     def ended(self, seconds: list[float]) -> None:
@@ -185,6 +189,12 @@ class Lanes:
         """The cores of the lanes between two jobs: a job waits in them and none runs."""
         return tx.lane_cores_waiting(self.backend, self.host)
 
+    def due(self) -> bool:
+        """Whether :meth:`look` is due: lanes ran at the last look or were formed since, or
+        :data:`LOOK_EVERY` passed (another client's, or a dead client's). A queue of many
+        pending jobs is not read for lanes at every poll when there are none."""
+        return self.active or self._formed or time.monotonic() - self._looked >= LOOK_EVERY
+
     def look(
         self,
         final: Callable[[JobRecord], dict[str, Any] | None],
@@ -199,6 +209,7 @@ class Lanes:
         for rec in self.store.in_lanes(self.backend, self.host):
             lanes[rec.resources[LANE]].append(rec)
         self.active = bool(lanes)
+        self._looked, self._formed = time.monotonic(), False
         now = time.time()
         orphans: list[JobRecord] = []
         for lane, recs in lanes.items():

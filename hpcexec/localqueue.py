@@ -156,7 +156,9 @@ class LocalQueue(Driver):
         has_pending = self.store.any_in(self.backend.name, self.host, [JobState.PENDING])
         expired = bool(self.store.past_deadline(self.backend.name, self.host, now))
         found, orphans = (
-            self.lanes.look(self._final_values, self._alive) if has_pending else ([], [])
+            self.lanes.look(self._final_values, self._alive)
+            if has_pending and self.lanes.due()
+            else ([], [])
         )
         if orphans:
             log.warning("%d job(s) of a lane whose process is gone are queued again", len(orphans))
